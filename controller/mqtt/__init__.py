@@ -1,0 +1,1 @@
+"""The MQTT link to dispatch. The only place paho-mqtt and aiomqtt are imported."""

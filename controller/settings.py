@@ -1,0 +1,3 @@
+"""Cabinet settings: one TOML file, layered defaults < file < environment < flags, frozen after
+load.
+"""

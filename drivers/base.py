@@ -1,0 +1,276 @@
+"""Driver contracts: what a lock board and a sensor board backend must and may implement.
+
+The controller depends on these classes and on :mod:`drivers.errors`, never on a backend.
+
+Lock board
+==========
+A *lock board* has ``outputs`` channels that each drive one solenoid (through a relay or a
+MOSFET), and ``inputs`` channels that each read one contact (door switch, latch feedback,
+occupancy sensor). Which input means what, and with which polarity, is the controller's
+business (the cabinet config); a board only reports raw levels.
+
+Public methods hold the policy (validation, caps, the pulse safety net) and are written
+once, here. Each backend implements a few small protected hooks (the mechanism):
+
+``_pulse_timed(channel, duration_s)``  *may* implement
+    Ask the board to energise ``channel`` and to end the pulse *itself* after
+    ``duration_s``. Backends that implement it set ``board_times_pulse = True``. This is
+    the preferred way: a crash of the daemon between "on" and "off" cannot leave a
+    solenoid energised.
+``_set_output(channel, on)``  *must* implement
+    Switch one output on or off, now.
+``_all_off()``  *must* implement
+    Switch every output off, in as few transactions as the board allows.
+``_read_inputs()``  *must* implement
+    Read *every* input of the board in *one* transaction and return raw levels, one per
+    input channel, ``True`` for an energised/closed contact as the board reports it.
+``_describe()``  *may* implement
+    Return whatever identity the board can report (firmware version, address).
+
+Every hook raises only :mod:`drivers.errors` types: :class:`~drivers.errors.BoardTimeout`
+when the board does not answer, :class:`~drivers.errors.FrameError` when the answer is
+garbled or belongs to another request, :class:`~drivers.errors.BoardRejected` on a
+Modbus exception response, :class:`~drivers.errors.BusError` when the line itself is
+gone. The public methods add :class:`~drivers.errors.ChannelError` for a bad channel.
+
+A pulse accepted by the board is *not* a door opened: :meth:`LockBoard.pulse` returns
+when the board acknowledged the command; whether the door opened is for the sensors to
+tell.
+
+Sensor board
+============
+A *sensor board* reports ``channels`` numeric values (temperatures in °C) in one
+transaction through ``_read_values()``; a channel the board flags as invalid (probe
+disconnected) is ``None``.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from drivers.errors import ChannelError, DriverConfigError, FrameError
+
+__all__ = [
+    "BoardInfo",
+    "InputSnapshot",
+    "LockBoard",
+    "PulseReceipt",
+    "SensorBoard",
+    "SensorSnapshot",
+]
+
+#: The longest pulse any board will be asked for. A solenoid energised for longer than
+#: this overheats; the cabinet config may lower it, never raise it.
+HARD_PULSE_CAP_S = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class BoardInfo:
+    """What a board says about itself, plus what the config says it is."""
+
+    bus: str
+    address: int
+    profile: str
+    outputs: int
+    inputs: int
+    board_times_pulse: bool
+    firmware: str | None = None
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class InputSnapshot:
+    """Raw input levels of one board, read in one transaction.
+
+    ``levels[i]`` is input channel ``i`` as the board reports it. ``at`` is the
+    monotonic time at which the reply was received.
+    """
+
+    bus: str
+    address: int
+    levels: tuple[bool, ...]
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class SensorSnapshot:
+    """Values of one sensor board, read in one transaction; ``None`` where the board
+    flags a channel invalid."""
+
+    bus: str
+    address: int
+    values: tuple[float | None, ...]
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class PulseReceipt:
+    """The board accepted a pulse command. ``timed_by`` says who ends the pulse."""
+
+    bus: str
+    address: int
+    channel: int
+    duration_s: float
+    timed_by: str  # "board" or "driver"
+    sent_at: float
+    acked_at: float
+
+
+class LockBoard(abc.ABC):
+    """A board with solenoid outputs and contact inputs. See the module docstring."""
+
+    #: Whether the backend implements ``_pulse_timed`` (the board ends the pulse itself).
+    board_times_pulse: bool = False
+    #: Resolution of the board's pulse timer; durations are rounded up to a multiple.
+    pulse_resolution_s: float = 0.1
+
+    def __init__(
+        self,
+        *,
+        bus: str,
+        address: int,
+        outputs: int,
+        inputs: int,
+        profile: str,
+        max_pulse_s: float = HARD_PULSE_CAP_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if outputs < 0 or inputs < 0:
+            raise DriverConfigError(f"{profile}: outputs and inputs must be >= 0")
+        if not 0 < max_pulse_s <= HARD_PULSE_CAP_S:
+            raise DriverConfigError(
+                f"{profile}: max_pulse_s must be in (0, {HARD_PULSE_CAP_S}], got {max_pulse_s}"
+            )
+        self.bus = bus
+        self.address = address
+        self.outputs = outputs
+        self.inputs = inputs
+        self.profile = profile
+        self.max_pulse_s = max_pulse_s
+        self._clock = clock
+
+    @property
+    def name(self) -> str:
+        return f"{self.bus}@{self.address}"
+
+    # -- public policy ---------------------------------------------------------------
+
+    async def pulse(self, channel: int, duration_s: float) -> PulseReceipt:
+        """Energise ``channel`` for ``duration_s`` (capped at ``max_pulse_s``).
+
+        Returns when the board acknowledged the command. When the board cannot time
+        the pulse, the driver switches the output off itself, in a ``finally`` so that
+        cancellation or an error while on still switches it off (best effort).
+        """
+        self._check_output(channel)
+        if duration_s <= 0:
+            raise ValueError(f"{self.name}: pulse duration must be > 0, got {duration_s}")
+        duration = min(duration_s, self.max_pulse_s)
+        sent = self._clock()
+        if self.board_times_pulse:
+            await self._pulse_timed(channel, duration)
+            acked = self._clock()
+            return PulseReceipt(self.bus, self.address, channel, duration, "board", sent, acked)
+        try:
+            await self._set_output(channel, True)
+            acked = self._clock()
+            await asyncio.sleep(duration)
+        finally:
+            await asyncio.shield(self._set_output(channel, False))
+        return PulseReceipt(self.bus, self.address, channel, duration, "driver", sent, acked)
+
+    async def all_off(self) -> None:
+        """Switch every output off. Called at start-up and on the way out."""
+        await self._all_off()
+
+    async def read_inputs(self) -> InputSnapshot:
+        """Read every input in one transaction."""
+        levels = await self._read_inputs()
+        if len(levels) != self.inputs:
+            raise FrameError(
+                f"expected {self.inputs} inputs, backend returned {len(levels)}",
+                bus=self.bus,
+                address=self.address,
+            )
+        return InputSnapshot(self.bus, self.address, tuple(levels), self._clock())
+
+    async def describe(self) -> BoardInfo:
+        """Identity of the board, as far as it can tell."""
+        return await self._describe()
+
+    async def close(self) -> None:
+        """Release what the board holds (not the line: the line has its own owner).
+        Safe to call twice."""
+
+    # -- backend hooks ---------------------------------------------------------------
+
+    async def _pulse_timed(self, channel: int, duration_s: float) -> None:
+        raise NotImplementedError
+
+    @abc.abstractmethod
+    async def _set_output(self, channel: int, on: bool) -> None: ...
+
+    @abc.abstractmethod
+    async def _all_off(self) -> None: ...
+
+    @abc.abstractmethod
+    async def _read_inputs(self) -> tuple[bool, ...]: ...
+
+    async def _describe(self) -> BoardInfo:
+        return BoardInfo(
+            self.bus, self.address, self.profile, self.outputs, self.inputs, self.board_times_pulse
+        )
+
+    # -- helpers ---------------------------------------------------------------------
+
+    def _check_output(self, channel: int) -> None:
+        if not 0 <= channel < self.outputs:
+            raise ChannelError(
+                f"{self.name}: output channel {channel} outside 0..{self.outputs - 1}",
+                board=self.name,
+                channel=channel,
+            )
+
+
+class SensorBoard(abc.ABC):
+    """A board that reports numeric values (temperature probes). See the module docstring."""
+
+    def __init__(
+        self,
+        *,
+        bus: str,
+        address: int,
+        channels: int,
+        profile: str,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.bus = bus
+        self.address = address
+        self.channels = channels
+        self.profile = profile
+        self._clock = clock
+
+    @property
+    def name(self) -> str:
+        return f"{self.bus}@{self.address}"
+
+    async def read_values(self) -> SensorSnapshot:
+        """Read every channel in one transaction."""
+        values = await self._read_values()
+        if len(values) != self.channels:
+            raise FrameError(
+                f"expected {self.channels} values, backend returned {len(values)}",
+                bus=self.bus,
+                address=self.address,
+            )
+        return SensorSnapshot(self.bus, self.address, tuple(values), self._clock())
+
+    async def close(self) -> None:
+        """Safe to call twice."""
+
+    @abc.abstractmethod
+    async def _read_values(self) -> tuple[float | None, ...]: ...

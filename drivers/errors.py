@@ -1,0 +1,102 @@
+"""Errors raised by every driver backend.
+
+No vendor exception (pymodbus, serial, RPi.GPIO, gpiod) crosses out of ``drivers``:
+each backend translates at its edge, with ``raise ... from exc``. Leaves also inherit
+a builtin so callers that only know the standard library still catch them sensibly::
+
+    DriverError
+     ├── BackendUnavailable (ImportError)   hardware library or backend name not available
+     ├── DriverConfigError (ValueError)     a board profile or register map that cannot work
+     ├── ChannelError (ValueError)          channel outside what the board has
+     ├── BusError (OSError)                 the line itself: port missing, write failed
+     │    └── BusClosed                     used after close()
+     └── BoardError                         one board on a line misbehaved
+          ├── BoardTimeout (TimeoutError)   no complete answer within the timeout, retries spent
+          ├── FrameError (ValueError)       garbled or mismatched reply: CRC, length, function,
+          │                                 address or count not those of the request
+          └── BoardRejected                 the board answered with a Modbus exception code
+
+Every :class:`BoardError` carries ``bus`` and ``address`` so that a log line or an alarm
+names the board without the caller having to add it.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BackendUnavailable",
+    "BoardError",
+    "BoardRejected",
+    "BoardTimeout",
+    "BusClosed",
+    "BusError",
+    "ChannelError",
+    "DriverConfigError",
+    "DriverError",
+    "FrameError",
+]
+
+
+class DriverError(Exception):
+    """Base of every error a driver raises."""
+
+
+class BackendUnavailable(DriverError, ImportError):
+    """A backend was asked for by name but cannot be loaded (missing library, unknown name)."""
+
+
+class DriverConfigError(DriverError, ValueError):
+    """A board profile or register map is inconsistent; names the offending field."""
+
+
+class ChannelError(DriverError, ValueError):
+    """A channel number outside the range the board has."""
+
+    def __init__(self, message: str, *, board: str = "", channel: int | None = None) -> None:
+        super().__init__(message)
+        self.board = board
+        self.channel = channel
+
+
+class BusError(DriverError, OSError):
+    """The line itself failed: the port cannot be opened, a write failed, the gateway is gone."""
+
+    def __init__(self, message: str, *, bus: str = "") -> None:
+        super().__init__(message)
+        self.bus = bus
+
+
+class BusClosed(BusError):
+    """The line was used after ``close()``."""
+
+
+class BoardError(DriverError):
+    """One board on a line did not give a usable answer."""
+
+    def __init__(self, message: str, *, bus: str = "", address: int | None = None) -> None:
+        super().__init__(message)
+        self.bus = bus
+        self.address = address
+
+    def __str__(self) -> str:
+        where = f"{self.bus}@{self.address}" if self.address is not None else self.bus
+        base = super().__str__()
+        return f"{where}: {base}" if where else base
+
+
+class BoardTimeout(BoardError, TimeoutError):
+    """No complete reply within the timeout, after the retry budget was spent."""
+
+
+class FrameError(BoardError, ValueError):
+    """A reply that does not belong to the request: bad CRC, wrong length, wrong function,
+    address or count, or a reply from another unit."""
+
+
+class BoardRejected(BoardError):
+    """The board answered with a Modbus exception response."""
+
+    def __init__(
+        self, message: str, *, bus: str = "", address: int | None = None, exception_code: int = 0
+    ) -> None:
+        super().__init__(message, bus=bus, address=address)
+        self.exception_code = exception_code

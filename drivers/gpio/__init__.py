@@ -1,0 +1,1 @@
+"""GPIO lines for lane I/O: one small abstraction, backends chosen by name."""

@@ -1,0 +1,1 @@
+"""Modbus RTU/TCP backends: the line owner, board profiles, pure register maps."""

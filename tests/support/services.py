@@ -1,0 +1,175 @@
+"""Real mosquitto and redis-server processes for tests, on free loopback ports.
+
+Each service is started by the test that needs it, in its own temporary directory, and
+can be stopped (SIGTERM), killed (SIGKILL) and restarted on the same port, so a test can
+take the broker or the store away in the middle of an operation. Processes are always
+stopped by process id, never by name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+__all__ = ["MosquittoProcess", "RedisProcess", "free_port", "wait_port"]
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_port(port: int, timeout: float = 10.0, host: str = "127.0.0.1") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=0.2):
+            return
+        time.sleep(0.02)
+    raise TimeoutError(f"nothing listens on {host}:{port} after {timeout}s")
+
+
+def _binary(name: str) -> str:
+    for candidate in (shutil.which(name), f"/usr/sbin/{name}", f"/usr/bin/{name}"):
+        if candidate and os.path.exists(candidate):
+            return candidate
+    raise FileNotFoundError(f"{name} is not installed (the README's setup installs it)")
+
+
+class _Service:
+    name = "service"
+
+    def __init__(self, workdir: Path, port: int | None = None) -> None:
+        self.workdir = Path(workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.port = port or free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log_path = self.workdir / f"{self.name}.log"
+
+    def _argv(self) -> list[str]:
+        raise NotImplementedError
+
+    def start(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            return
+        log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
+        self.proc = subprocess.Popen(
+            self._argv(), cwd=self.workdir, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        log.close()
+        try:
+            wait_port(self.port)
+        except TimeoutError as exc:
+            self.kill()
+            log = self.log_path.read_text()[-2000:]
+            raise RuntimeError(f"{self.name} did not start: {log}") from exc
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc else None
+
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """SIGTERM and wait; SIGKILL if it does not go."""
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout)
+        self.proc = None
+
+    def kill(self) -> None:
+        """SIGKILL: the process gets no chance to flush or say goodbye."""
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(5)
+        self.proc = None
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def __enter__(self) -> _Service:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class MosquittoProcess(_Service):
+    """A mosquitto broker on 127.0.0.1:port, anonymous, MQTT 3.1.1 and 5.
+
+    ``persistence`` keeps queued QoS 1 messages for persistent sessions across a restart,
+    as a production broker would.
+    """
+
+    name = "mosquitto"
+
+    def __init__(
+        self, workdir: Path, port: int | None = None, *, persistence: bool = True,
+        extra_config: str = "",
+    ) -> None:
+        super().__init__(workdir, port)
+        self.persistence = persistence
+        self.extra_config = extra_config
+
+    def _argv(self) -> list[str]:
+        conf = self.workdir / "mosquitto.conf"
+        lines = [
+            f"listener {self.port} 127.0.0.1",
+            "allow_anonymous true",
+            f"persistence {'true' if self.persistence else 'false'}",
+            f"persistence_location {self.workdir}/",
+            "autosave_interval 1",
+            "max_queued_messages 100000",
+            "log_dest stdout",
+            "log_type error",
+            "log_type warning",
+            self.extra_config,
+        ]
+        conf.write_text("\n".join(lines) + "\n")
+        return [_binary("mosquitto"), "-c", str(conf)]
+
+
+class RedisProcess(_Service):
+    """A redis-server on 127.0.0.1:port with the production durability settings
+    (append-only file, fsync on every write), its files in the work directory."""
+
+    name = "redis-server"
+
+    def __init__(self, workdir: Path, port: int | None = None, *, durable: bool = True) -> None:
+        super().__init__(workdir, port)
+        self.durable = durable
+
+    def _argv(self) -> list[str]:
+        argv = [
+            _binary("redis-server"), "--port", str(self.port), "--bind", "127.0.0.1",
+            "--dir", str(self.workdir), "--save", "", "--daemonize", "no",
+            "--protected-mode", "yes",
+        ]
+        if self.durable:
+            argv += ["--appendonly", "yes", "--appendfsync", "always"]
+        else:
+            argv += ["--appendonly", "no"]
+        return argv
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
