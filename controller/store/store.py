@@ -1,0 +1,1036 @@
+"""The durable local store: the only module that talks to Redis.
+
+One :class:`Store` per process and cabinet. It holds what must survive a crash of the
+daemon or of Redis (production Redis runs with ``appendonly yes`` and ``appendfsync
+always``, see ``deploy/redis.conf`` and ``docs/decisions/0004-redis-durability.md``):
+
+- the **outbox**: events committed before they are published and removed only after the
+  broker acknowledged them, each with a unique id and a gap-free sequence number;
+- **command records**: the idempotency key of every command, its first reply, and the
+  pulse intents written before a door is pulsed;
+- compartment and order state (opaque JSON from the domain), pickup-code hashes and
+  used marks, wrong-code lockouts, the boot counter, and the audit log.
+
+Atomicity without Lua
+---------------------
+Every multi-key write is one ``MULTI``/``EXEC`` transaction, guarded by ``WATCH`` on the
+keys it read (optimistic locking, retried a bounded number of times with jittered
+back-off). Redis applies a transaction all or nothing, writes it to the append-only file
+as one unit and, on loading a file cut short by a crash, drops an unterminated
+transaction. So "increment the sequence number" and "store the event under that number"
+can never be separated by a crash of either process. Lua would do the same in one round
+trip, but the in-process fakeredis used by the tests, the simulator and the demo runs no
+Lua without an extra native library; one code path, exercised by the unit tests on
+fakeredis and by the integration tests on a real redis-server, was preferred.
+
+Key layout (all under ``{prefix}:{cabinet}:``)
+----------------------------------------------
+====================  =======  ====================================================
+``outbox:seq``        string   last sequence number handed out (never decreases)
+``outbox:pending``    zset     event id -> seq, the events not yet acknowledged
+``outbox:event:{id}`` string   the event JSON (one key each, so ack watches only it)
+``outbox:delivered``  stream   acknowledged events, trimmed by count and age
+``cmd:{id}``          hash     a command record, expires after the retention
+``commands:open``     zset     ids of commands begun and not finished
+``compartments``      hash     compartment id -> state JSON
+``orders``            hash     order id -> order JSON
+``codes``             hash     order id -> code hashes JSON (opaque)
+``codes-used:{order}`` hash    code id -> time it was used
+``lockout:{subject}`` string   wrong-code lockout JSON, with a TTL
+``boot:counter``      string   number of boots so far
+``boot:current``      string   the current boot JSON
+``boot:history``      list     the last boots, newest first
+``audit``             stream   who/what/when, trimmed by count
+====================  =======  ====================================================
+
+Connection loss
+---------------
+redis-py's own retries are switched off (a blind retry of a write could apply it twice),
+and every socket operation is bounded by ``StoreOptions.socket_timeout_s`` and
+``connect_timeout_s``. While Redis is down each operation fails promptly with
+:class:`~controller.store.errors.StoreUnavailable`; the connection pool drops dead
+connections when they are next taken, so the first operation after Redis is back simply
+works. The caller decides when to try again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import math
+import random
+import re
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Generic, TypeVar
+
+import redis.asyncio as aioredis
+from redis import exceptions as redis_errors
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+
+from controller.store.errors import (
+    StoreClosed,
+    StoreConfigError,
+    StoreConflict,
+    StoreDataError,
+    StoreError,
+    StoreFull,
+    StoreRejected,
+    StoreTimeout,
+    StoreUnavailable,
+    UnknownCommand,
+)
+from controller.store.records import (
+    AlreadySeen,
+    AuditEntry,
+    Boot,
+    CommandRecord,
+    Delivered,
+    Event,
+    NewCommand,
+    Timestamp,
+    check_id,
+    to_iso,
+)
+
+__all__ = ["Store", "StoreOptions"]
+
+T = TypeVar("T")
+
+_KEY_PART = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+_SCHEMES = ("redis://", "rediss://", "unix://")
+_MEMORY = "memory://"
+
+# Named in-process servers for "memory://NAME": two Stores of one process opened on the
+# same name see the same data, as two connections to one redis-server would.
+_memory_servers: dict[str, Any] = {}
+
+
+@dataclass(frozen=True, slots=True)
+class StoreOptions:
+    """Tunables of a :class:`Store`; the defaults are the production ones.
+
+    - ``socket_timeout_s``: longest wait for one answer. An fsync on a worn SD card can
+      stall for a second or two; longer than this is treated as Redis being unavailable.
+    - ``connect_timeout_s``: longest wait to establish a connection.
+    - ``command_retention_s``: how long a command record is kept (must outlive every
+      command's lifetime by far, so a late repeat still finds it).
+    - ``delivered_max_entries`` / ``delivered_max_age_s``: bounds of the delivered log
+      (``None`` age = count only). Age trimming compares Redis stream ids (server wall
+      clock) with the store's clock.
+    - ``audit_max_entries``: bound of the audit stream.
+    - ``boot_history``: number of past boots kept.
+    - ``max_transaction_attempts``: optimistic transactions retried at most this often
+      when another writer changed a watched key.
+    """
+
+    socket_timeout_s: float = 5.0
+    connect_timeout_s: float = 2.0
+    command_retention_s: float = 24 * 3600.0
+    delivered_max_entries: int = 10_000
+    delivered_max_age_s: float | None = 7 * 24 * 3600.0
+    audit_max_entries: int = 10_000
+    boot_history: int = 50
+    max_transaction_attempts: int = 64
+
+    def validate(self) -> None:
+        for name in ("socket_timeout_s", "connect_timeout_s", "command_retention_s"):
+            value = getattr(self, name)
+            if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
+                raise StoreConfigError(f"StoreOptions.{name} must be > 0, got {value!r}")
+        age = self.delivered_max_age_s
+        if age is not None and not (math.isfinite(age) and age > 0):
+            raise StoreConfigError(f"StoreOptions.delivered_max_age_s must be > 0, got {age!r}")
+        for name in (
+            "delivered_max_entries", "audit_max_entries", "boot_history",
+            "max_transaction_attempts",
+        ):
+            value = getattr(self, name)
+            if not (isinstance(value, int) and value >= 1):
+                raise StoreConfigError(f"StoreOptions.{name} must be an int >= 1, got {value!r}")
+
+
+class _Keys:
+    def __init__(self, prefix: str, cabinet: str) -> None:
+        base = f"{prefix}:{cabinet}"
+        self.base = base
+        self.seq = f"{base}:outbox:seq"
+        self.pending = f"{base}:outbox:pending"
+        self.delivered = f"{base}:outbox:delivered"
+        self.commands_open = f"{base}:commands:open"
+        self.compartments = f"{base}:compartments"
+        self.orders = f"{base}:orders"
+        self.codes = f"{base}:codes"
+        self.boot_counter = f"{base}:boot:counter"
+        self.boot_current = f"{base}:boot:current"
+        self.boot_history = f"{base}:boot:history"
+        self.audit = f"{base}:audit"
+
+    def event(self, event_id: str) -> str:
+        return f"{self.base}:outbox:event:{event_id}"
+
+    def command(self, command_id: str) -> str:
+        return f"{self.base}:cmd:{command_id}"
+
+    def codes_used(self, order_id: str) -> str:
+        return f"{self.base}:codes-used:{order_id}"
+
+    def lockout(self, subject: str) -> str:
+        return f"{self.base}:lockout:{subject}"
+
+
+@dataclass(slots=True)
+class _Done(Generic[T]):
+    """A transaction plan that needs no write: the answer is known from the reads."""
+
+    value: T
+
+
+@dataclass(slots=True)
+class _Write(Generic[T]):
+    """A transaction plan that queued its writes; ``result`` maps EXEC's results."""
+
+    result: Callable[[list[Any]], T]
+
+
+_Plan = _Done[T] | _Write[T]
+
+# redis-py types its pipeline commands as returning "Awaitable | value" unions that do not
+# fit immediate (WATCH) mode; the pipelines are handled as Any inside this module.
+Pipeline = Any
+
+
+def _dumps(value: Any, what: str, op: str) -> str:
+    try:
+        return json.dumps(
+            value, separators=(",", ":"), sort_keys=True, allow_nan=False, ensure_ascii=False
+        )
+    except (TypeError, ValueError) as exc:
+        raise StoreDataError(f"{what} is not JSON-serialisable: {exc}", op=op) from exc
+
+
+def _loads(text: str, what: str, op: str) -> Any:
+    try:
+        return json.loads(text)
+    except (TypeError, ValueError) as exc:
+        raise StoreDataError(f"stored {what} is not valid JSON: {text!r:.120}", op=op) from exc
+
+
+def _json_object(value: Any, what: str, op: str) -> dict[str, Any]:
+    """A JSON round-trip copy of a dict: what is returned equals what a reload returns."""
+    if not isinstance(value, Mapping):
+        raise StoreDataError(f"{what} must be a dict, got {type(value).__name__}", op=op)
+    copy = _loads(_dumps(value, what, op), what, op)
+    assert isinstance(copy, dict)
+    return copy
+
+
+def _check_limit(limit: object, op: str) -> int:
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        raise StoreDataError(f"limit must be an int >= 1, got {limit!r}", op=op)
+    return limit
+
+
+def _check_seq(seq: object, op: str) -> int:
+    if isinstance(seq, bool) or not isinstance(seq, int) or seq < 0:
+        raise StoreDataError(f"a sequence number must be an int >= 0, got {seq!r}", op=op)
+    return seq
+
+
+class Store:
+    """The cabinet's durable store. Open with :meth:`connect`, close with :meth:`close`
+    (or ``async with``).
+
+    Every method is a coroutine that either completes or raises a
+    :class:`~controller.store.errors.StoreError`; see the error tree in
+    :mod:`controller.store.errors` for what each means, and in particular what
+    ``StoreUnavailable`` from a write means. Methods may be called concurrently from tasks
+    of one event loop; several processes may share one Redis (the daemon and
+    ``lockerctl``): every read-modify-write is a watched transaction.
+    """
+
+    def __init__(
+        self,
+        client: Any,
+        key_prefix: str,
+        cabinet_id: str,
+        *,
+        boot_id: str | None = None,
+        options: StoreOptions | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        """Wrap an already built ``redis.asyncio.Redis`` (or fakeredis) client.
+
+        Prefer :meth:`connect`. The client must have ``decode_responses=True``; the Store
+        owns it from now on and closes it in :meth:`close`.
+        """
+        for what, value in (("key_prefix", key_prefix), ("cabinet_id", cabinet_id)):
+            if not isinstance(value, str) or not _KEY_PART.fullmatch(value):
+                raise StoreConfigError(f"{what} must match [A-Za-z0-9_.-]{{1,64}}, got {value!r}")
+        self.options = options or StoreOptions()
+        self.options.validate()
+        self.cabinet_id = cabinet_id
+        self.key_prefix = key_prefix
+        self.boot_id = boot_id
+        self._client = client
+        self._keys = _Keys(key_prefix, cabinet_id)
+        self._clock = clock
+        self._closed = False
+        # One append at a time per process: appends of one Store never race each other
+        # on the WATCHed sequence key, only appends of other processes can.
+        self._append_lock = asyncio.Lock()
+
+    # ----------------------------------------------------------------- lifecycle
+
+    @classmethod
+    async def connect(
+        cls,
+        url: str,
+        key_prefix: str,
+        cabinet_id: str,
+        *,
+        boot_id: str | None = None,
+        options: StoreOptions | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> Store:
+        """Open the store at ``url`` and check that it answers.
+
+        ``url``: ``redis://[user:password@]host:port/db``, ``rediss://...`` (TLS),
+        ``unix:///path/to/redis.sock?db=0``, or ``memory://`` (a fresh in-process fakeredis)
+        / ``memory://NAME`` (an in-process fakeredis shared by every Store of this process
+        opened with the same NAME). fakeredis is imported only for ``memory://``.
+
+        ``key_prefix`` and ``cabinet_id`` (``[A-Za-z0-9_.-]{1,64}``) namespace every key as
+        ``{key_prefix}:{cabinet_id}:...``. ``boot_id`` is stamped on appended events;
+        :meth:`new_boot` sets it too. ``clock`` gives seconds since the epoch for the times
+        the store stamps itself (acks, command records, trimming).
+
+        Raises StoreConfigError for a bad URL or names, StoreUnavailable if Redis does not
+        answer a PING (the client is closed again).
+        """
+        options = options or StoreOptions()
+        options.validate()
+        if not isinstance(url, str):
+            raise StoreConfigError(f"the Redis URL must be a string, got {url!r}")
+        client = cls._client_for(url, cabinet_id, options)
+        try:
+            store = cls(
+                client, key_prefix, cabinet_id, boot_id=boot_id, options=options, clock=clock
+            )
+        except BaseException:
+            await client.aclose()
+            raise
+        try:
+            await store.ping()
+        except BaseException:
+            await store.close()
+            raise
+        return store
+
+    @staticmethod
+    def _client_for(url: str, cabinet_id: str, options: StoreOptions) -> Any:
+        if url.startswith(_MEMORY):
+            try:
+                import fakeredis
+            except ImportError as exc:
+                raise StoreConfigError(
+                    "memory:// needs fakeredis (install the 'sim' extra)", op="connect"
+                ) from exc
+            name = url[len(_MEMORY):]
+            if name:
+                server = _memory_servers.setdefault(name, fakeredis.FakeServer())
+            else:
+                server = fakeredis.FakeServer()
+            return fakeredis.FakeAsyncRedis(server=server, decode_responses=True)
+        if not url.startswith(_SCHEMES):
+            raise StoreConfigError(
+                f"unsupported Redis URL {url!r}: use redis://, rediss://, unix:// or memory://",
+                op="connect",
+            )
+        try:
+            return aioredis.Redis.from_url(
+                url,
+                decode_responses=True,
+                socket_timeout=options.socket_timeout_s,
+                socket_connect_timeout=options.connect_timeout_s,
+                # No silent retries: a write retried after a lost answer could apply twice.
+                retry=Retry(NoBackoff(), 0),
+                retry_on_timeout=False,
+                health_check_interval=0,
+                client_name=f"locker-controller.{cabinet_id}",
+            )
+        except (ValueError, redis_errors.RedisError) as exc:
+            raise StoreConfigError(f"bad Redis URL {url!r}: {exc}", op="connect") from exc
+
+    @staticmethod
+    def forget_memory(name: str) -> None:
+        """Drop the in-process server of ``memory://NAME`` (its data is lost)."""
+        _memory_servers.pop(name, None)
+
+    async def close(self) -> None:
+        """Close the connections. Safe to call twice; later calls raise StoreClosed."""
+        if self._closed:
+            return
+        self._closed = True
+        with contextlib.suppress(redis_errors.RedisError, OSError):
+            await self._client.aclose()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    async def __aenter__(self) -> Store:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def ping(self) -> float:
+        """Health check: one PING round trip. Returns its duration in seconds; raises
+        StoreUnavailable (or StoreTimeout) when Redis does not answer."""
+        started = time.perf_counter()
+        await self._call("ping", lambda c: c.ping())
+        return time.perf_counter() - started
+
+    # ----------------------------------------------------------------- plumbing
+
+    def _check_open(self, op: str) -> None:
+        if self._closed:
+            raise StoreClosed("the store is closed", op=op)
+
+    @contextlib.contextmanager
+    def _translate(self, op: str) -> Iterator[None]:
+        """Map every redis-py (and socket) error to the store's tree, with ``from``."""
+        try:
+            yield
+        except StoreError:
+            raise
+        except redis_errors.TimeoutError as exc:
+            raise StoreTimeout(
+                f"Redis did not answer within {self.options.socket_timeout_s}s: {exc}", op=op
+            ) from exc
+        except redis_errors.ConnectionError as exc:  # includes BusyLoadingError, auth errors
+            raise StoreUnavailable(f"Redis unavailable: {exc}", op=op) from exc
+        except redis_errors.ResponseError as exc:
+            message = str(exc)
+            if message.startswith(("OOM", "MISCONF")):
+                raise StoreFull(f"Redis refused the write: {message}", op=op) from exc
+            raise StoreRejected(f"Redis refused: {message}", op=op) from exc
+        except redis_errors.RedisError as exc:
+            raise StoreError(f"Redis error: {exc}", op=op) from exc
+        except TimeoutError as exc:
+            raise StoreTimeout(f"Redis did not answer: {exc}", op=op) from exc
+        except OSError as exc:
+            raise StoreUnavailable(f"Redis unavailable: {exc}", op=op) from exc
+
+    async def _call(self, op: str, fn: Callable[[Any], Awaitable[T]]) -> T:
+        """One plain command (or a non-transactional batch) with error translation."""
+        self._check_open(op)
+        with self._translate(op):
+            return await fn(self._client)
+
+    async def _transaction(
+        self,
+        op: str,
+        watch: Sequence[str],
+        plan: Callable[[Pipeline], Awaitable[_Plan[T]]],
+    ) -> T:
+        """Run ``plan`` as an optimistic transaction: WATCH ``watch``, let ``plan`` read
+        (immediate mode) and either answer without writing or call ``pipe.multi()`` and
+        queue its writes; EXEC them; start over if a watched key changed meanwhile."""
+        self._check_open(op)
+        attempts = self.options.max_transaction_attempts
+        with self._translate(op):
+            for attempt in range(attempts):
+                async with self._client.pipeline(transaction=True) as pipe:
+                    await pipe.watch(*watch)
+                    step = await plan(pipe)
+                    if isinstance(step, _Done):
+                        return step.value
+                    try:
+                        results = await pipe.execute()
+                    except redis_errors.WatchError:
+                        pass
+                    else:
+                        return step.result(results)
+                # Jittered back-off so contending processes stop colliding; capped at 20 ms.
+                await asyncio.sleep(random.uniform(0, min(0.02, 0.0005 * 2**attempt)))
+        raise StoreConflict(
+            f"watched keys kept changing; gave up after {attempts} attempts", op=op
+        )
+
+    def _now_iso(self, op: str) -> str:
+        return to_iso(self._clock(), op=op)
+
+    # ----------------------------------------------------------------- boots
+
+    async def new_boot(self, at: Timestamp | None = None) -> Boot:
+        """Register a start of the daemon: increment the boot counter, draw a new boot id,
+        record it as current and in the history (bounded). Sets :attr:`boot_id`, which
+        :meth:`append` stamps on every event from now on."""
+        op = "new_boot"
+        started_at = to_iso(self._clock() if at is None else at, op=op)
+        keys = self._keys
+
+        async def plan(pipe: Pipeline) -> _Plan[Boot]:
+            number = int(await pipe.get(keys.boot_counter) or 0) + 1
+            boot = Boot(id=uuid.uuid4().hex, number=number, started_at=started_at)
+            raw = _dumps({"id": boot.id, "number": number, "started_at": started_at}, "boot", op)
+            pipe.multi()
+            pipe.set(keys.boot_counter, number)
+            pipe.set(keys.boot_current, raw)
+            pipe.lpush(keys.boot_history, raw)
+            pipe.ltrim(keys.boot_history, 0, self.options.boot_history - 1)
+            return _Write(lambda _results: boot)
+
+        boot = await self._transaction(op, [keys.boot_counter], plan)
+        self.boot_id = boot.id
+        return boot
+
+    @staticmethod
+    def _boot_from(raw: str, op: str) -> Boot:
+        data = _loads(raw, "boot", op)
+        try:
+            return Boot(id=str(data["id"]), number=int(data["number"]),
+                        started_at=str(data["started_at"]))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise StoreDataError(f"stored boot is malformed: {raw!r:.120}", op=op) from exc
+
+    async def current_boot(self) -> Boot | None:
+        """The boot last registered by :meth:`new_boot`, or None before the first."""
+        raw = await self._call("current_boot", lambda c: c.get(self._keys.boot_current))
+        return None if raw is None else self._boot_from(raw, "current_boot")
+
+    async def boots(self, limit: int = 10) -> list[Boot]:
+        """The last ``limit`` boots, newest first (at most ``options.boot_history``)."""
+        limit = _check_limit(limit, "boots")
+        raws = await self._call(
+            "boots", lambda c: c.lrange(self._keys.boot_history, 0, limit - 1)
+        )
+        return [self._boot_from(raw, "boots") for raw in raws]
+
+    # ----------------------------------------------------------------- outbox
+
+    async def append(
+        self,
+        kind: str,
+        data: Mapping[str, Any],
+        at: Timestamp,
+        compartment: str | None = None,
+    ) -> Event:
+        """Commit one event to the outbox and return it, *before* anything publishes it.
+
+        In one transaction: the cabinet's sequence number is incremented and the event is
+        stored under it, with a fresh uuid4 ``id``, the current :attr:`boot_id`, ``at``
+        normalised to UTC ISO 8601 and a JSON copy of ``data``. Sequence numbers start at 1
+        and are gap-free for the life of the store, whatever crashes.
+
+        Raises StoreDataError (bad kind, time, compartment, non-JSON data, no boot id yet:
+        call :meth:`new_boot` or pass ``boot_id`` to :meth:`connect`), StoreFull,
+        StoreUnavailable. After StoreUnavailable the event may or may not be committed;
+        appending it again can at worst give dispatch one event twice under two ids.
+        """
+        op = "append"
+        if not isinstance(kind, str) or not kind or len(kind) > 64:
+            raise StoreDataError(f"kind must be a non-empty string of <= 64 chars: {kind!r}", op=op)
+        if compartment is not None:
+            check_id(compartment, "compartment", op=op)
+        if self.boot_id is None:
+            raise StoreDataError("no boot id: call new_boot() or connect(boot_id=...)", op=op)
+        boot_id = self.boot_id
+        at_iso = to_iso(at, op=op)
+        payload = _json_object(data, "event data", op)
+        event_id = str(uuid.uuid4())
+        keys = self._keys
+
+        async def plan(pipe: Pipeline) -> _Plan[Event]:
+            seq = int(await pipe.get(keys.seq) or 0) + 1
+            event = Event(
+                id=event_id, seq=seq, kind=kind, at=at_iso, boot_id=boot_id,
+                cabinet=self.cabinet_id, compartment=compartment, data=payload,
+            )
+            pipe.multi()
+            pipe.set(keys.seq, seq)
+            pipe.set(keys.event(event_id), _dumps(event.to_dict(), "event", op))
+            pipe.zadd(keys.pending, {event_id: seq})
+            return _Write(lambda _results: event)
+
+        async with self._append_lock:
+            return await self._transaction(op, [keys.seq], plan)
+
+    async def pending(self, limit: int = 100, *, after_seq: int = 0) -> list[Event]:
+        """Up to ``limit`` unacknowledged events with ``seq > after_seq``, in sequence
+        order. The publisher replays these after a restart: same ids, seqs and times."""
+        op = "pending"
+        limit = _check_limit(limit, op)
+        after_seq = _check_seq(after_seq, op)
+        keys = self._keys
+
+        async def read(c: Any) -> list[Any]:
+            ids = await c.zrangebyscore(keys.pending, f"({after_seq}", "+inf", start=0, num=limit)
+            if not ids:
+                return []
+            return list(await c.mget([keys.event(i) for i in ids]))
+
+        raws = await self._call(op, read)
+        # A None is an event acknowledged between the two reads: it is no longer pending.
+        return [Event.from_dict(_loads(raw, "event", op), op=op) for raw in raws if raw is not None]
+
+    async def depth(self) -> int:
+        """Number of events waiting for an acknowledgement."""
+        return int(await self._call("depth", lambda c: c.zcard(self._keys.pending)))
+
+    async def last_seq(self) -> int:
+        """The last sequence number handed out (0 before the first event)."""
+        return int(await self._call("last_seq", lambda c: c.get(self._keys.seq)) or 0)
+
+    async def ack(self, ref: str | int) -> bool:
+        """Remove one event after the broker acknowledged it, by id or by seq, and log it
+        in the delivered log (trimmed by count and age, in the same transaction).
+
+        Returns True if the event was pending and is now removed, False if it was not
+        pending (already acknowledged, or never existed): acking twice is harmless.
+        """
+        op = "ack"
+        keys = self._keys
+        if isinstance(ref, int) and not isinstance(ref, bool):
+            seq = _check_seq(ref, op)
+            ids = await self._call(op, lambda c: c.zrangebyscore(keys.pending, seq, seq))
+            if not ids:
+                return False
+            event_id = str(ids[0])
+        elif isinstance(ref, str):
+            event_id = check_id(ref, "event id", op=op)
+        else:
+            raise StoreDataError(f"ack takes an event id or a seq, got {ref!r}", op=op)
+        event_key = keys.event(event_id)
+        now = self._clock()
+        acked_at = to_iso(now, op=op)
+        max_age = self.options.delivered_max_age_s
+
+        async def plan(pipe: Pipeline) -> _Plan[bool]:
+            raw = await pipe.get(event_key)
+            if raw is None:
+                return _Done(False)
+            pipe.multi()
+            pipe.zrem(keys.pending, event_id)
+            pipe.delete(event_key)
+            pipe.xadd(
+                keys.delivered, {"event": raw, "acked_at": acked_at},
+                maxlen=self.options.delivered_max_entries, approximate=False,
+            )
+            if max_age is not None:
+                oldest_ms = max(0, int((now - max_age) * 1000))
+                pipe.xtrim(keys.delivered, minid=f"{oldest_ms}-0", approximate=False)
+            return _Write(lambda _results: True)
+
+        return await self._transaction(op, [event_key], plan)
+
+    async def delivered(self, limit: int = 100) -> list[Delivered]:
+        """The last ``limit`` acknowledged events, oldest first (bounded audit trail)."""
+        op = "delivered"
+        limit = _check_limit(limit, op)
+        entries = await self._call(
+            op, lambda c: c.xrevrange(self._keys.delivered, "+", "-", count=limit)
+        )
+        out: list[Delivered] = []
+        for entry_id, fields in reversed(entries):
+            event = Event.from_dict(_loads(fields.get("event"), "event", op), op=op)
+            out.append(Delivered(entry_id=str(entry_id), event=event,
+                                 acked_at=str(fields.get("acked_at", ""))))
+        return out
+
+    # ----------------------------------------------------------------- commands
+
+    def _command_from(self, command_id: str, fields: Mapping[str, str], op: str) -> CommandRecord:
+        try:
+            reply_raw = fields.get("reply")
+            reply = None if reply_raw is None else _loads(reply_raw, "reply", op)
+            state = fields["state"]
+            if state not in ("in_progress", "done"):
+                raise ValueError(state)
+            return CommandRecord(
+                id=command_id,
+                digest=fields["digest"],
+                state="done" if state == "done" else "in_progress",
+                begun_at=fields["begun_at"],
+                boot_id=fields.get("boot_id") or None,
+                expires=_loads(fields.get("expires", "null"), "expires", op),
+                reply=reply,
+                finished_at=fields.get("finished_at"),
+                pulses={
+                    name[len("pulse:"):]: value
+                    for name, value in fields.items()
+                    if name.startswith("pulse:")
+                },
+            )
+        except (KeyError, ValueError) as exc:
+            raise StoreDataError(f"command record {command_id!r} is malformed", op=op) from exc
+
+    async def begin_command(
+        self, command_id: str, digest: str, expires: Any = None
+    ) -> NewCommand | AlreadySeen:
+        """Claim a command id, atomically, before doing anything for it.
+
+        ``digest`` identifies the command body (e.g. a SHA-256 of the signed text) so a
+        reused id with another body can be told apart; ``expires`` is the command's own
+        deadline as the daemon expresses it (kept as JSON, for reconciliation only). The
+        record lives ``options.command_retention_s`` (default 24 h), far longer than any
+        command.
+
+        Returns :class:`NewCommand` if this call created the record: the caller owns the
+        command. Returns :class:`AlreadySeen` if a record exists: the caller must not act;
+        it answers with ``reply`` (the first reply) if the command finished, or reports it
+        in progress. Raises StoreUnavailable without a record when Redis is down: do not act.
+        """
+        op = "begin_command"
+        command_id = check_id(command_id, "command id", op=op)
+        if not isinstance(digest, str) or not digest:
+            raise StoreDataError("digest must be a non-empty string", op=op)
+        expires_raw = _dumps(expires, "expires", op)
+        now = self._clock()
+        key = self._keys.command(command_id)
+        retention_ms = max(1, int(self.options.command_retention_s * 1000))
+
+        async def plan(pipe: Pipeline) -> _Plan[NewCommand | AlreadySeen]:
+            existing = await pipe.hgetall(key)
+            if existing:
+                record = self._command_from(command_id, existing, op)
+                return _Done(AlreadySeen(record=record, digest_matches=record.digest == digest))
+            fields = {
+                "digest": digest,
+                "state": "in_progress",
+                "begun_at": to_iso(now, op=op),
+                "boot_id": self.boot_id or "",
+                "expires": expires_raw,
+            }
+            record = self._command_from(command_id, fields, op)
+            pipe.multi()
+            pipe.hset(key, mapping=fields)
+            pipe.pexpire(key, retention_ms)
+            pipe.zadd(self._keys.commands_open, {command_id: now})
+            return _Write(lambda _results: NewCommand(record=record))
+
+        return await self._transaction(op, [key], plan)
+
+    async def record_pulse_intent(self, command_id: str, compartment: str) -> bool:
+        """Write "about to pulse ``compartment`` for ``command_id``" before the pulse.
+
+        Returns True exactly once per (command, compartment): the intent is committed and
+        the caller may pulse now. Returns False when an intent was already recorded (a
+        pulse may have happened, e.g. before a crash) or the command already finished:
+        the caller must not pulse. Raises UnknownCommand when the command was never begun,
+        StoreUnavailable when Redis is down (do not pulse).
+        """
+        op = "record_pulse_intent"
+        command_id = check_id(command_id, "command id", op=op)
+        compartment = check_id(compartment, "compartment", op=op)
+        key = self._keys.command(command_id)
+        field = f"pulse:{compartment}"
+        marked_at = self._now_iso(op)
+
+        async def plan(pipe: Pipeline) -> _Plan[bool]:
+            state, already = await pipe.hmget(key, ["state", field])
+            if state is None:
+                raise UnknownCommand(
+                    f"no record for command {command_id!r}", op=op, command_id=command_id
+                )
+            if state == "done" or already is not None:
+                return _Done(False)
+            pipe.multi()
+            pipe.hset(key, field, marked_at)
+            return _Write(lambda _results: True)
+
+        return await self._transaction(op, [key], plan)
+
+    async def finish_command(self, command_id: str, reply: Mapping[str, Any]) -> dict[str, Any]:
+        """Store the reply of a command and close it; the first reply wins.
+
+        Returns the reply now on record: ``reply`` itself (as a JSON copy) the first time,
+        the earlier reply on any later call. The record keeps its expiry. Raises
+        UnknownCommand when the command was never begun (or its record expired).
+        """
+        op = "finish_command"
+        command_id = check_id(command_id, "command id", op=op)
+        reply_copy = _json_object(reply, "reply", op)
+        reply_raw = _dumps(reply_copy, "reply", op)
+        key = self._keys.command(command_id)
+        finished_at = self._now_iso(op)
+
+        async def plan(pipe: Pipeline) -> _Plan[dict[str, Any]]:
+            state, first = await pipe.hmget(key, ["state", "reply"])
+            if state is None:
+                raise UnknownCommand(
+                    f"no record for command {command_id!r}", op=op, command_id=command_id
+                )
+            if state == "done" and first is not None:
+                stored = _loads(first, "reply", op)
+                return _Done(stored if isinstance(stored, dict) else {"value": stored})
+            pipe.multi()
+            pipe.hset(key, mapping={"state": "done", "reply": reply_raw,
+                                    "finished_at": finished_at})
+            pipe.zrem(self._keys.commands_open, command_id)
+            return _Write(lambda _results: reply_copy)
+
+        return await self._transaction(op, [key], plan)
+
+    async def get_command(self, command_id: str) -> CommandRecord | None:
+        """The record of ``command_id``, or None (never seen, or expired)."""
+        op = "get_command"
+        command_id = check_id(command_id, "command id", op=op)
+        fields = await self._call(op, lambda c: c.hgetall(self._keys.command(command_id)))
+        return self._command_from(command_id, fields, op) if fields else None
+
+    async def unfinished_commands(self, limit: int = 1000) -> list[CommandRecord]:
+        """Commands begun and never finished, oldest first: what a crash interrupted.
+
+        At start-up the daemon answers each (its ``pulses`` tell which compartments may
+        have been pulsed) and finishes it. Ids whose record expired are dropped from the
+        index on the way.
+        """
+        op = "unfinished_commands"
+        limit = _check_limit(limit, op)
+        keys = self._keys
+
+        async def read(c: Any) -> list[tuple[str, dict[str, str]]]:
+            ids = [str(i) for i in await c.zrange(keys.commands_open, 0, limit - 1)]
+            if not ids:
+                return []
+            async with c.pipeline(transaction=False) as batch:
+                for command_id in ids:
+                    batch.hgetall(keys.command(command_id))
+                records = await batch.execute()
+            gone = [i for i, fields in zip(ids, records, strict=True) if not fields]
+            if gone:
+                await c.zrem(keys.commands_open, *gone)
+            return [(i, f) for i, f in zip(ids, records, strict=True) if f]
+
+        rows = await self._call(op, read)
+        return [self._command_from(command_id, fields, op) for command_id, fields in rows]
+
+    # ----------------------------------------------------------------- state
+
+    async def _hash_save(self, op: str, key: str, field: str, value: Mapping[str, Any]) -> None:
+        raw = _dumps(_json_object(value, "state", op), "state", op)
+        await self._call(op, lambda c: c.hset(key, field, raw))
+
+    async def _hash_load(self, op: str, key: str, field: str) -> dict[str, Any] | None:
+        raw = await self._call(op, lambda c: c.hget(key, field))
+        if raw is None:
+            return None
+        value = _loads(raw, "state", op)
+        if not isinstance(value, dict):
+            raise StoreDataError(f"stored value of {field!r} is not an object", op=op)
+        return value
+
+    async def _hash_load_all(self, op: str, key: str) -> dict[str, dict[str, Any]]:
+        fields = await self._call(op, lambda c: c.hgetall(key))
+        out: dict[str, dict[str, Any]] = {}
+        for name, raw in fields.items():
+            value = _loads(raw, "state", op)
+            if not isinstance(value, dict):
+                raise StoreDataError(f"stored value of {name!r} is not an object", op=op)
+            out[str(name)] = value
+        return out
+
+    async def _hash_delete(self, op: str, key: str, field: str) -> bool:
+        return bool(await self._call(op, lambda c: c.hdel(key, field)))
+
+    async def save_compartment(self, compartment: str, state: Mapping[str, Any]) -> None:
+        """Store the state of one compartment (an opaque JSON object from the domain)."""
+        compartment = check_id(compartment, "compartment", op="save_compartment")
+        await self._hash_save("save_compartment", self._keys.compartments, compartment, state)
+
+    async def load_compartment(self, compartment: str) -> dict[str, Any] | None:
+        """The stored state of one compartment, or None."""
+        compartment = check_id(compartment, "compartment", op="load_compartment")
+        return await self._hash_load("load_compartment", self._keys.compartments, compartment)
+
+    async def load_compartments(self) -> dict[str, dict[str, Any]]:
+        """Every stored compartment state, by compartment id."""
+        return await self._hash_load_all("load_compartments", self._keys.compartments)
+
+    async def delete_compartment(self, compartment: str) -> bool:
+        """Forget one compartment's state; True if there was one."""
+        compartment = check_id(compartment, "compartment", op="delete_compartment")
+        return await self._hash_delete("delete_compartment", self._keys.compartments, compartment)
+
+    async def save_order(self, order_id: str, order: Mapping[str, Any]) -> None:
+        """Store one order (an opaque JSON object from the domain)."""
+        order_id = check_id(order_id, "order id", op="save_order")
+        await self._hash_save("save_order", self._keys.orders, order_id, order)
+
+    async def load_order(self, order_id: str) -> dict[str, Any] | None:
+        """The stored order, or None."""
+        order_id = check_id(order_id, "order id", op="load_order")
+        return await self._hash_load("load_order", self._keys.orders, order_id)
+
+    async def load_orders(self) -> dict[str, dict[str, Any]]:
+        """Every stored order, by order id."""
+        return await self._hash_load_all("load_orders", self._keys.orders)
+
+    async def delete_order(self, order_id: str) -> bool:
+        """Forget one order; True if there was one."""
+        order_id = check_id(order_id, "order id", op="delete_order")
+        return await self._hash_delete("delete_order", self._keys.orders, order_id)
+
+    # ----------------------------------------------------------------- lane data
+
+    async def save_code_hashes(self, order_id: str, hashes: Mapping[str, Any]) -> None:
+        """Store the pickup-code hashes of one order (opaque: salts and hashes, never codes)."""
+        order_id = check_id(order_id, "order id", op="save_code_hashes")
+        await self._hash_save("save_code_hashes", self._keys.codes, order_id, hashes)
+
+    async def load_code_hashes(self, order_id: str) -> dict[str, Any] | None:
+        """The code hashes of one order, or None."""
+        order_id = check_id(order_id, "order id", op="load_code_hashes")
+        return await self._hash_load("load_code_hashes", self._keys.codes, order_id)
+
+    async def delete_code_hashes(self, order_id: str) -> bool:
+        """Forget the code hashes of one order and its used marks; True if there were hashes."""
+        op = "delete_code_hashes"
+        order_id = check_id(order_id, "order id", op=op)
+        keys = self._keys
+
+        async def run(c: Any) -> bool:
+            async with c.pipeline(transaction=True) as tx:
+                tx.hdel(keys.codes, order_id)
+                tx.delete(keys.codes_used(order_id))
+                removed, _ = await tx.execute()
+            return bool(removed)
+
+        return await self._call(op, run)
+
+    async def mark_code_used(self, order_id: str, code_id: str) -> bool:
+        """Mark one code of an order as used, before the door opens (single use).
+
+        Returns True the first time (the caller may open), False if it was already used.
+        """
+        op = "mark_code_used"
+        order_id = check_id(order_id, "order id", op=op)
+        code_id = check_id(code_id, "code id", op=op)
+        used_at = self._now_iso(op)
+        created = await self._call(
+            op, lambda c: c.hsetnx(self._keys.codes_used(order_id), code_id, used_at)
+        )
+        return bool(created)
+
+    async def code_used_at(self, order_id: str, code_id: str) -> str | None:
+        """When a code was marked used, or None if it was not."""
+        op = "code_used_at"
+        order_id = check_id(order_id, "order id", op=op)
+        code_id = check_id(code_id, "code id", op=op)
+        used = await self._call(op, lambda c: c.hget(self._keys.codes_used(order_id), code_id))
+        return None if used is None else str(used)
+
+    async def save_lockout(self, subject: str, state: Mapping[str, Any], ttl_s: float) -> None:
+        """Store a wrong-code lockout counter (opaque) for ``subject`` (a lane, a scanner, an
+        order) that disappears by itself after ``ttl_s`` seconds; it survives restarts."""
+        op = "save_lockout"
+        subject = check_id(subject, "lockout subject", op=op)
+        if not (isinstance(ttl_s, int | float) and math.isfinite(ttl_s) and ttl_s > 0):
+            raise StoreDataError(f"ttl_s must be > 0, got {ttl_s!r}", op=op)
+        raw = _dumps(_json_object(state, "lockout", op), "lockout", op)
+        ttl_ms = max(1, int(ttl_s * 1000))
+        await self._call(op, lambda c: c.set(self._keys.lockout(subject), raw, px=ttl_ms))
+
+    async def load_lockout(self, subject: str) -> dict[str, Any] | None:
+        """The lockout counter of ``subject``, or None (never set, cleared or expired)."""
+        op = "load_lockout"
+        subject = check_id(subject, "lockout subject", op=op)
+        raw = await self._call(op, lambda c: c.get(self._keys.lockout(subject)))
+        if raw is None:
+            return None
+        value = _loads(raw, "lockout", op)
+        if not isinstance(value, dict):
+            raise StoreDataError("stored lockout is not an object", op=op)
+        return value
+
+    async def clear_lockout(self, subject: str) -> bool:
+        """Remove the lockout of ``subject``; True if there was one."""
+        op = "clear_lockout"
+        subject = check_id(subject, "lockout subject", op=op)
+        return bool(await self._call(op, lambda c: c.delete(self._keys.lockout(subject))))
+
+    # ----------------------------------------------------------------- audit
+
+    async def audit(
+        self,
+        action: str,
+        *,
+        actor: str,
+        at: Timestamp | None = None,
+        compartment: str | None = None,
+        details: Mapping[str, Any] | None = None,
+    ) -> AuditEntry:
+        """Append one line to the audit log (door opening, block, config change, alarm...):
+        who (``actor``: "dispatch", "lane", "technician:jdoe"...), what (``action``), when
+        (``at``, default now), where, and opaque ``details``. The log keeps the last
+        ``options.audit_max_entries`` lines. Never put a pickup code in ``details``."""
+        op = "audit"
+        for what, value in (("action", action), ("actor", actor)):
+            if not isinstance(value, str) or not value or len(value) > 128:
+                raise StoreDataError(f"{what} must be a non-empty string of <= 128 chars", op=op)
+        if compartment is not None:
+            check_id(compartment, "compartment", op=op)
+        at_iso = to_iso(self._clock() if at is None else at, op=op)
+        details_copy = _json_object(details or {}, "details", op)
+        fields = {
+            "action": action,
+            "actor": actor,
+            "at": at_iso,
+            "compartment": compartment or "",
+            "details": _dumps(details_copy, "details", op),
+        }
+        entry_id = await self._call(
+            op,
+            lambda c: c.xadd(
+                self._keys.audit, fields,
+                maxlen=self.options.audit_max_entries, approximate=False,
+            ),
+        )
+        return AuditEntry(
+            entry_id=str(entry_id), action=action, actor=actor, at=at_iso,
+            compartment=compartment, details=details_copy,
+        )
+
+    async def audit_log(self, limit: int = 100, *, after: str | None = None) -> list[AuditEntry]:
+        """Audit lines, oldest first: the last ``limit`` ones, or with ``after`` (an
+        ``entry_id``) the first ``limit`` ones after it, for paging forward."""
+        op = "audit_log"
+        limit = _check_limit(limit, op)
+        key = self._keys.audit
+        if after is None:
+            rows = list(reversed(await self._call(
+                op, lambda c: c.xrevrange(key, "+", "-", count=limit)
+            )))
+        else:
+            if not isinstance(after, str) or not re.fullmatch(r"\d+-\d+", after):
+                raise StoreDataError(f"after must be an audit entry id, got {after!r}", op=op)
+            rows = await self._call(op, lambda c: c.xrange(key, f"({after}", "+", count=limit))
+        out: list[AuditEntry] = []
+        for entry_id, fields in rows:
+            details = _loads(fields.get("details", "{}"), "details", op)
+            out.append(AuditEntry(
+                entry_id=str(entry_id),
+                action=str(fields.get("action", "")),
+                actor=str(fields.get("actor", "")),
+                at=str(fields.get("at", "")),
+                compartment=fields.get("compartment") or None,
+                details=details if isinstance(details, dict) else {},
+            ))
+        return out
+
+    async def audit_length(self) -> int:
+        """Number of lines in the audit log."""
+        return int(await self._call("audit_length", lambda c: c.xlen(self._keys.audit)))
