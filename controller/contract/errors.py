@@ -1,0 +1,99 @@
+"""Structured command errors: the codes a reply carries, and the one exception decoding raises.
+
+Error tree::
+
+    ContractError (Exception)
+    ├── CommandRejected (ValueError)   a command refused, with an ErrorCode, message, field
+    └── InvalidTopic (ValueError)      a topic segment or root that cannot be used (topics.py)
+
+Every refusal the cabinet sends to dispatch is an :class:`ErrorCode`; the list is part of
+the MQTT contract (``docs/mqtt/README.md`` and the ``Reply`` schema), so dispatch can act on
+the code and show the message. ``field`` is a dotted path into the command
+(``"args.compartment"``, ``"expires.uptime_ms"``) when one field is to blame.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+__all__ = ["ERROR_DESCRIPTIONS", "CommandRejected", "ContractError", "ErrorCode"]
+
+
+class ErrorCode(StrEnum):
+    """Why a command was refused. The value is the wire string."""
+
+    BAD_JSON = "bad_json"
+    TOO_LARGE = "too_large"
+    INVALID_FIELD = "invalid_field"
+    UNKNOWN_COMMAND = "unknown_command"
+    EXPIRED = "expired"
+    WRONG_CABINET = "wrong_cabinet"
+    WRONG_BOOT = "wrong_boot"
+    UNKNOWN_COMPARTMENT = "unknown_compartment"
+    UNKNOWN_ORDER = "unknown_order"
+    UNKNOWN_ZONE = "unknown_zone"
+    NO_COMPARTMENT = "no_compartment"
+    BLOCKED = "blocked"
+    UNAUTHENTICATED = "unauthenticated"
+    UNKNOWN_KEY = "unknown_key"
+    BAD_SIGNATURE = "bad_signature"
+    REPLAYED = "replayed"
+    RATE_LIMITED = "rate_limited"
+    BUSY = "busy"
+    CONFLICT = "conflict"
+    INVALID_CONFIG = "invalid_config"
+    HARDWARE = "hardware"
+    INTERNAL = "internal"
+
+
+ERROR_DESCRIPTIONS: dict[ErrorCode, str] = {
+    ErrorCode.BAD_JSON: "the payload is not UTF-8 JSON, has duplicate keys, NaN or is too deep",
+    ErrorCode.TOO_LARGE: "the payload exceeds the cabinet's size limit",
+    ErrorCode.INVALID_FIELD: "a field is missing, unknown, of the wrong type or out of range",
+    ErrorCode.UNKNOWN_COMMAND: "the type is not one the cabinet knows",
+    ErrorCode.EXPIRED: "the deadline has passed, or lies more than 30 s ahead",
+    ErrorCode.WRONG_CABINET: "the command names another cabinet",
+    ErrorCode.WRONG_BOOT: "the deadline is in another boot's clock (the cabinet restarted)",
+    ErrorCode.UNKNOWN_COMPARTMENT: "no such compartment in this cabinet",
+    ErrorCode.UNKNOWN_ORDER: "no such order assigned in this cabinet",
+    ErrorCode.UNKNOWN_ZONE: "no such temperature zone in this cabinet",
+    ErrorCode.NO_COMPARTMENT: "no free compartment matches size, zone and pool",
+    ErrorCode.BLOCKED: "the compartment is blocked for maintenance",
+    ErrorCode.UNAUTHENTICATED: "this command must be signed and was not",
+    ErrorCode.UNKNOWN_KEY: "the key_id names no key the cabinet trusts",
+    ErrorCode.BAD_SIGNATURE: "the signature does not verify over the signed bytes",
+    ErrorCode.REPLAYED: "a signed command already seen (same id, other content)",
+    ErrorCode.RATE_LIMITED: "too many commands, or this lock pulsed too recently",
+    ErrorCode.BUSY: "the cabinet cannot take this now (audit, commissioning); retry later",
+    ErrorCode.CONFLICT: "the request contradicts the current state (e.g. already assigned)",
+    ErrorCode.INVALID_CONFIG: "apply_config: the resulting configuration is not valid",
+    ErrorCode.HARDWARE: "the lock board did not answer; the action was not done",
+    ErrorCode.INTERNAL: "an unexpected fault in the cabinet; nothing was done",
+}
+
+
+class ContractError(Exception):
+    """Root of the contract package's errors."""
+
+
+class CommandRejected(ContractError, ValueError):
+    """A command refused with a structured error; it changed nothing.
+
+    ``code`` is an :class:`ErrorCode`, ``message`` a sentence for a human (never contains a
+    pickup code or secret), ``field`` the dotted path of the offending field or ``None``.
+    ``command_id`` is the command's id when it could be read, so the reply can echo it.
+    """
+
+    def __init__(
+        self,
+        code: ErrorCode,
+        message: str,
+        field: str | None = None,
+        *,
+        command_id: str | None = None,
+    ) -> None:
+        super().__init__(f"{code.value}: {message}" + (f" ({field})" if field else ""))
+        self.code = code
+        self.message = message
+        self.field = field
+        self.command_id = command_id

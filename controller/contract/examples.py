@@ -1,0 +1,139 @@
+"""One realistic example of every message, as plain JSON data.
+
+They are embedded in the generated JSON Schemas (``examples``), repeated in
+``docs/mqtt/asyncapi.yaml``, and the tests check that each one validates against its schema
+and round-trips through its model, so the documentation cannot show a payload the code
+would refuse.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["BOOT_ID", "EXAMPLES", "SIG_EXAMPLE"]
+
+BOOT_ID = "4b7c9e2a-1f0d-4c3b-9a51-6d2e8f0a7b13"
+_CLOCK = {"boot_id": BOOT_ID, "uptime_ms": 8812345}
+_DEADLINE = {"boot_id": BOOT_ID, "uptime_ms": 8822345}
+SIG_EXAMPLE = "3q2+7w" * 14 + "AB=="
+
+EXAMPLES: dict[str, list[dict[str, Any]]] = {
+    "status": [
+        {
+            "state": "online", "cabinet": "cab-01", "boot_id": BOOT_ID, "version": "0.1.0",
+            "cabinet_clock": {"boot_id": BOOT_ID, "uptime_ms": 1520},
+            "at": "2026-11-22T07:02:11Z", "config_hash": "9f2c4e1ab3d05e77",
+        },
+        {
+            "state": "offline", "cabinet": "cab-01", "boot_id": BOOT_ID, "version": "0.1.0",
+            "cabinet_clock": {"boot_id": BOOT_ID, "uptime_ms": 1520},
+            "at": "2026-11-22T07:02:11Z",
+        },
+    ],
+    "state": [
+        {
+            "cabinet": "cab-01", "boot_id": BOOT_ID, "revision": 42,
+            "at": "2026-11-22T10:15:30Z", "cabinet_clock": _CLOCK,
+            "compartments": [
+                {"id": "A01", "size": "M", "zone": "chilled", "pool": "grocery",
+                 "state": "loaded", "door": "closed", "latch": "locked",
+                 "occupancy": "occupied", "order_id": "ord-88412"},
+                {"id": "A02", "size": "S", "zone": "ambient", "pool": "parcels",
+                 "state": "blocked", "door": "unknown", "blocked_reason": "lock jammed"},
+                {"id": "B01", "size": "L", "zone": "frozen", "pool": "grocery",
+                 "state": "free", "door": "closed"},
+            ],
+            "zones": [
+                {"name": "chilled", "kind": "chilled", "temperature_c": 3.1, "min_c": 2.0,
+                 "max_c": 4.0, "in_range": True},
+                {"name": "frozen", "kind": "frozen", "min_c": -25.0, "max_c": -18.0},
+            ],
+            "boards": [{"name": "locks-a", "online": True}, {"name": "probes", "online": False}],
+            "alarms": [{"kind": "board_offline", "since": "2026-11-22T10:14:02Z",
+                        "board": "probes"}],
+            "lane": {"vehicle_present": True, "help_requested": False, "tamper": False,
+                     "mains_ok": True},
+            "outbox_depth": 0,
+        },
+    ],
+    "event": [
+        {
+            "id": "0f8e3c52-7d4b-4a8e-9b61-2c3d4e5f6a7b", "boot_id": BOOT_ID, "seq": 1207,
+            "kind": "door_opened", "at": "2026-11-22T10:15:28Z", "cabinet_clock": _CLOCK,
+            "compartment": "A01", "data": {"authorised": True, "command_id": "c-2026-11-22-000123"},
+        },
+        {
+            "id": "01JDGX4K7M8N9P0QRSTVWXYZ12", "boot_id": BOOT_ID, "seq": 1208,
+            "kind": "alarm_raised", "at": "2026-11-22T10:16:00Z",
+            "data": {"alarm": "temperature", "zone": "chilled", "temperature_c": 6.4},
+        },
+    ],
+    "telemetry": [
+        {
+            "cabinet": "cab-01", "boot_id": BOOT_ID, "at": "2026-11-22T10:15:30Z",
+            "cabinet_clock": _CLOCK, "uptime_s": 8812.3,
+            "buses": [{"name": "rs485-0", "transactions": 88120, "errors": 3, "timeouts": 2,
+                       "crc_errors": 1, "retries": 3}],
+            "outbox_depth": 0, "memory_rss_bytes": 48234496, "cpu_percent": 3.5,
+            "cpu_temperature_c": 51.2, "temperatures": {"chilled": 3.1, "frozen": None},
+            "mqtt": {"connected": True, "since": "2026-11-22T07:02:11Z", "reconnects": 0},
+        },
+    ],
+    "command": [
+        {
+            "id": "c-2026-11-22-000123", "type": "open", "cabinet": "cab-01",
+            "expires": _DEADLINE, "args": {"compartment": "A01", "reason": "customer_app"},
+        },
+        {
+            "id": "c-2026-11-22-000100", "type": "assign", "cabinet": "cab-01",
+            "expires": _DEADLINE,
+            "args": {
+                "order_id": "ord-88412", "size": "M", "zone": "chilled", "pool": "grocery",
+                "tenant": "store", "pickup_from": "2026-11-22T10:00:00Z",
+                "expires_at": "2026-11-22T11:30:00Z",
+                "codes": [{"purpose": "collect", "algorithm": "scrypt",
+                           "salt": "c2FsdHNhbHQ=", "hash": "q1w2e3r4t5y6u7i8o9p0aa==",
+                           "params": {"n": 16384, "r": 8, "p": 1}}],
+            },
+        },
+        {
+            "id": "c-2026-11-22-000124", "type": "release", "cabinet": "cab-01",
+            "expires": _DEADLINE, "args": {"order_id": "ord-88412"},
+        },
+        {
+            "id": "c-2026-11-22-000125", "type": "block", "cabinet": "cab-01",
+            "expires": _DEADLINE, "args": {"compartment": "A02", "reason": "lock jammed"},
+        },
+        {
+            "id": "c-2026-11-22-000126", "type": "unblock", "cabinet": "cab-01",
+            "expires": _DEADLINE, "args": {"compartment": "A02", "reason": "lock replaced"},
+        },
+        {"id": "c-2026-11-22-000127", "type": "get_state", "cabinet": "cab-01",
+         "expires": _DEADLINE, "args": {}},
+        {
+            "id": "c-2026-11-22-000128", "type": "apply_config", "cabinet": "cab-01",
+            "expires": _DEADLINE,
+            "args": {"config": {"timing": {"poll_interval_s": 0.2}},
+                     "base_hash": "9f2c4e1ab3d05e77"},
+        },
+    ],
+    "signed_command": [
+        {
+            "signed": (
+                '{"id":"c-2026-11-22-000123","type":"open","cabinet":"cab-01",'
+                '"expires":{"boot_id":"' + BOOT_ID + '","uptime_ms":8822345},'
+                '"args":{"compartment":"A01","reason":"customer_app"}}'
+            ),
+            "key_id": "dispatch-1",
+            "sig": SIG_EXAMPLE,
+        },
+    ],
+    "reply": [
+        {"id": "c-2026-11-22-000123", "ok": True,
+         "result": {"compartment": "A01", "pulsed": True}, "cabinet_clock": _CLOCK},
+        {"id": "c-2026-11-22-000124", "ok": False,
+         "error": {"code": "unknown_compartment", "message": "no compartment Z99",
+                   "field": "args.compartment"},
+         "cabinet_clock": _CLOCK},
+    ],
+}

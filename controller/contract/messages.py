@@ -1,0 +1,636 @@
+"""Every MQTT payload as a pydantic v2 model, and the one safe entry point for commands.
+
+Outbound (cabinet → dispatch): :class:`Status` (retained), :class:`State` (retained),
+:class:`Event` (QoS 1, from the outbox), :class:`Reply`, :class:`Telemetry` (QoS 0).
+Inbound (dispatch → cabinet): a :data:`Command` (a union discriminated by ``type``) or a
+:class:`SignedCommand` wrapping one.
+
+All models forbid unknown fields, so the JSON Schemas generated from them
+(``python -m controller.contract.schemagen``) say ``additionalProperties: false`` and a
+typo in dispatch's code is refused, not ignored. Payloads are UTF-8 JSON; serialise with
+:func:`encode` (drops ``None`` fields: an absent optional field and ``null`` mean the same).
+
+:func:`decode_command` turns untrusted bytes into a command or raises
+:class:`~controller.contract.errors.CommandRejected`, and nothing else, whatever the input.
+It checks the *shape* only; the daemon checks cabinet, boot id, deadline, signature,
+idempotency and compartments, and answers with the same error codes.
+
+Clocks: a Pi has no battery-backed clock, so deadlines are expressed in the cabinet's own
+clock, a :class:`ClockReading` (boot id + milliseconds since that boot), which the cabinet
+publishes in ``status``, ``telemetry`` and every ``reply``. Wall times (``at``) are
+informational, ISO 8601 with a zone offset.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any, Literal, TypeAlias
+
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    TypeAdapter,
+    ValidationError,
+    model_validator,
+)
+
+from controller.contract.errors import CommandRejected, ErrorCode
+
+__all__ = [
+    "COMMAND_TYPES",
+    "DEFAULT_MAX_COMMAND_BYTES",
+    "OPEN_REASONS",
+    "SIGNED_COMMAND_TYPES",
+    "Alarm",
+    "ApplyConfigArgs",
+    "ApplyConfigCommand",
+    "AssignArgs",
+    "AssignCommand",
+    "BlockArgs",
+    "BlockCommand",
+    "BoardState",
+    "BusStats",
+    "ClockReading",
+    "CodeHash",
+    "Command",
+    "CommandEnvelope",
+    "CompartmentState",
+    "Event",
+    "GetStateArgs",
+    "GetStateCommand",
+    "LaneState",
+    "MqttLinkStats",
+    "OpenArgs",
+    "OpenCommand",
+    "ReleaseArgs",
+    "ReleaseCommand",
+    "Reply",
+    "ReplyError",
+    "SignedCommand",
+    "State",
+    "Status",
+    "Telemetry",
+    "UnblockArgs",
+    "UnblockCommand",
+    "ZoneState",
+    "decode_command",
+    "encode",
+]
+
+DEFAULT_MAX_COMMAND_BYTES = 16 * 1024
+_MAX_DEPTH = 16
+
+# ---------------------------------------------------------------------------------------------
+# Scalar shapes shared by the models (each becomes a "pattern" in the JSON Schema).
+
+CommandId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._:-]{1,64}$")]
+BootId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9-]{8,64}$")]
+CabinetId = Annotated[str, StringConstraints(pattern=r"^[a-z0-9-]{1,32}$")]
+CompartmentId = Annotated[str, StringConstraints(pattern=r"^[A-Z0-9-]{1,8}$")]
+ZoneName = Annotated[str, StringConstraints(pattern=r"^[a-z0-9_-]{1,32}$")]
+PoolName = Annotated[str, StringConstraints(pattern=r"^[a-z0-9_-]{1,32}$")]
+OrderId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._:-]{1,64}$")]
+EventId = Annotated[str, StringConstraints(pattern=r"^[0-9A-Za-z-]{16,40}$")]
+EventKind = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_.]{0,63}$")]
+KeyId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._-]{1,64}$")]
+Base64 = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9+/]{4,684}={0,2}$")]
+Ed25519Signature = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9+/]{86}==$")]
+Reason = Annotated[str, StringConstraints(min_length=1, max_length=200)]
+Name = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")]
+NonNegativeInt = Annotated[int, Field(ge=0)]
+
+Size = Literal["S", "M", "L", "XL"]
+DoorSignal = Literal["open", "closed", "unknown"]
+LatchSignal = Literal["locked", "released", "unknown"]
+OccupancySignal = Literal["occupied", "empty", "unknown"]
+OpenReason = Literal["deposit", "collect", "staff", "maintenance", "customer_app", "audit"]
+OPEN_REASONS: tuple[str, ...] = ("deposit", "collect", "staff", "maintenance", "customer_app",
+                                 "audit")
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ClockReading(_Model):
+    """A moment in the cabinet's clock: which boot, and milliseconds since it.
+
+    Used for ``cabinet_clock`` (now, as the cabinet sees it) and for a command's
+    ``expires`` (the deadline). Compare only readings with the same ``boot_id``.
+    """
+
+    boot_id: BootId
+    uptime_ms: NonNegativeInt
+
+
+def encode(model: BaseModel) -> bytes:
+    """The wire form of any message: compact UTF-8 JSON without ``None`` fields."""
+    return model.model_dump_json(exclude_none=True).encode("utf-8")
+
+
+# ---------------------------------------------------------------------------------------------
+# status (retained; the Last Will is the offline form)
+
+
+class Status(_Model):
+    """``{root}/status``, retained. ``online`` on every connect, ``offline`` as the Last Will
+    and on a clean shutdown.
+
+    ``cabinet_clock`` is the cabinet's clock when this was published; for the Last Will it is
+    the clock when the connection that registered it was made.
+    """
+
+    state: Literal["online", "offline"]
+    cabinet: CabinetId
+    boot_id: BootId
+    version: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    cabinet_clock: ClockReading
+    at: AwareDatetime
+    config_hash: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{8,64}$")] | None = None
+
+
+# ---------------------------------------------------------------------------------------------
+# state (retained full snapshot)
+
+
+class CompartmentState(_Model):
+    """One compartment in the snapshot.
+
+    ``state``: ``free`` (may be assigned), ``assigned`` (reserved for an order, empty),
+    ``loaded`` (goods inside, waiting for collection), ``expired`` (pickup window over, staff
+    retrieval only), ``blocked`` (maintenance), ``fault`` (lock or sensors not usable).
+    Signals are ``None`` when the compartment has no such sensor fitted.
+    """
+
+    id: CompartmentId
+    size: Size
+    zone: ZoneName
+    pool: PoolName
+    state: Literal["free", "assigned", "loaded", "expired", "blocked", "fault"]
+    door: DoorSignal | None = None
+    latch: LatchSignal | None = None
+    occupancy: OccupancySignal | None = None
+    order_id: OrderId | None = None
+    blocked_reason: Reason | None = None
+
+
+class ZoneState(_Model):
+    """A temperature zone. ``temperature_c`` is ``None`` when the probe does not answer;
+    ``in_range`` is ``None`` when unknown, ``False`` during an excursion (before the alarm
+    delay too)."""
+
+    name: ZoneName
+    kind: Literal["ambient", "chilled", "frozen"]
+    temperature_c: float | None = None
+    min_c: float | None = None
+    max_c: float | None = None
+    in_range: bool | None = None
+
+
+class BoardState(_Model):
+    """A Modbus board: whether it answers."""
+
+    name: Name
+    online: bool
+
+
+class Alarm(_Model):
+    """An active alarm (``forced_open``, ``door_ajar``, ``temperature``, ``tamper``,
+    ``power_fail``, ``board_offline``, ``open_not_detected``, ...)."""
+
+    kind: EventKind
+    since: AwareDatetime
+    compartment: CompartmentId | None = None
+    zone: ZoneName | None = None
+    board: Name | None = None
+
+
+class LaneState(_Model):
+    """Lane I/O; ``None`` when the input is not fitted or unknown."""
+
+    vehicle_present: bool | None = None
+    help_requested: bool | None = None
+    tamper: bool | None = None
+    mains_ok: bool | None = None
+
+
+class State(_Model):
+    """``{root}/state``, retained: the whole cabinet, republished on change (coalesced).
+
+    ``revision`` increases with every snapshot of a boot, so a consumer can drop a stale one.
+    """
+
+    cabinet: CabinetId
+    boot_id: BootId
+    revision: NonNegativeInt
+    at: AwareDatetime
+    cabinet_clock: ClockReading
+    compartments: list[CompartmentState]
+    zones: list[ZoneState] = Field(default_factory=list)
+    boards: list[BoardState] = Field(default_factory=list)
+    alarms: list[Alarm] = Field(default_factory=list)
+    lane: LaneState | None = None
+    outbox_depth: NonNegativeInt = 0
+
+
+# ---------------------------------------------------------------------------------------------
+# events (QoS 1 from the durable outbox)
+
+
+class Event(_Model):
+    """``{root}/events``: one thing that happened, delivered at least once.
+
+    ``id`` is unique (UUID4 or ULID): dispatch dedupes on it. ``seq`` is gap-free and
+    increasing per cabinet across restarts (it is stored with the outbox): a jump means a
+    missed event; ``boot_id`` is the boot that produced it. ``at`` is the original time and
+    is kept when the event is replayed after an outage. ``kind`` is open-ended
+    (``door_opened``, ``door_closed``, ``deposit_confirmed``, ``collected``, ``code_rejected``,
+    ``lockout``, ``alarm_raised``, ``alarm_cleared``, ``order_expired``, ...).
+    """
+
+    id: EventId
+    boot_id: BootId
+    seq: Annotated[int, Field(ge=1)]
+    kind: EventKind
+    at: AwareDatetime
+    cabinet_clock: ClockReading | None = None
+    compartment: CompartmentId | None = None
+    data: dict[str, Any] = Field(default_factory=dict)
+
+
+# ---------------------------------------------------------------------------------------------
+# telemetry (QoS 0)
+
+
+class BusStats(_Model):
+    """Counters of one RS-485 line since boot."""
+
+    name: Name
+    transactions: NonNegativeInt
+    errors: NonNegativeInt = 0
+    timeouts: NonNegativeInt = 0
+    crc_errors: NonNegativeInt = 0
+    retries: NonNegativeInt = 0
+    last_error: Annotated[str, StringConstraints(max_length=200)] | None = None
+
+
+class MqttLinkStats(_Model):
+    """The MQTT connection as the cabinet sees it (``MqttLink.snapshot()``)."""
+
+    connected: bool
+    since: AwareDatetime
+    reconnects: NonNegativeInt
+    last_error: Annotated[str, StringConstraints(max_length=200)] | None = None
+
+
+class Telemetry(_Model):
+    """``{root}/telemetry``, QoS 0: health, periodically."""
+
+    cabinet: CabinetId
+    boot_id: BootId
+    at: AwareDatetime
+    cabinet_clock: ClockReading
+    uptime_s: Annotated[float, Field(ge=0)]
+    buses: list[BusStats] = Field(default_factory=list)
+    outbox_depth: NonNegativeInt
+    memory_rss_bytes: NonNegativeInt | None = None
+    cpu_percent: Annotated[float, Field(ge=0)] | None = None
+    cpu_temperature_c: float | None = None
+    temperatures: dict[ZoneName, float | None] = Field(default_factory=dict)
+    mqtt: MqttLinkStats
+
+
+# ---------------------------------------------------------------------------------------------
+# commands (inbound)
+
+
+class CodeHash(_Model):
+    """A pickup or deposit code as a salted hash; the code itself never travels or is stored.
+
+    ``algorithm`` names the key-derivation function and ``params`` its cost parameters, so
+    the cabinet can check a typed code offline.
+    """
+
+    purpose: Literal["deposit", "collect"]
+    algorithm: Literal["scrypt", "pbkdf2-sha256"]
+    salt: Base64
+    hash: Base64
+    params: dict[Annotated[str, StringConstraints(pattern=r"^[a-z]{1,16}$")], int] = Field(
+        default_factory=dict, max_length=8,
+    )
+
+
+class AssignArgs(_Model):
+    """Reserve a compartment for an order. The cabinet chooses one matching size, zone and
+    pool unless ``compartment`` names it. ``pickup_from``/``expires_at`` bound the window."""
+
+    order_id: OrderId
+    size: Size
+    zone: ZoneName
+    pool: PoolName
+    tenant: Name | None = None
+    compartment: CompartmentId | None = None
+    pickup_from: AwareDatetime | None = None
+    expires_at: AwareDatetime | None = None
+    codes: list[CodeHash] = Field(default_factory=list, max_length=4)
+
+
+class OpenArgs(_Model):
+    """Pulse one compartment's lock now."""
+
+    compartment: CompartmentId
+    reason: OpenReason
+
+
+class ReleaseArgs(_Model):
+    """End an assignment (order cancelled or completed elsewhere): by compartment or by order,
+    exactly one of the two."""
+
+    compartment: CompartmentId | None = None
+    order_id: OrderId | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> ReleaseArgs:
+        if (self.compartment is None) == (self.order_id is None):
+            raise ValueError("give exactly one of compartment and order_id")
+        return self
+
+
+class BlockArgs(_Model):
+    """Take a compartment out of service."""
+
+    compartment: CompartmentId
+    reason: Reason
+
+
+class UnblockArgs(_Model):
+    """Return a compartment to service."""
+
+    compartment: CompartmentId
+    reason: Reason
+
+
+class GetStateArgs(_Model):
+    """No arguments: the reply's result is the current :class:`State`."""
+
+
+class ApplyConfigArgs(_Model):
+    """A partial configuration (same keys as the TOML file) merged over the current one and
+    validated by the daemon; ``base_hash``, when given, must equal the current config hash."""
+
+    config: dict[str, Any]
+    base_hash: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{8,64}$")] | None = None
+
+
+class CommandEnvelope(_Model):
+    """The fields every command carries (see ``docs/design-notes.md``)."""
+
+    id: CommandId
+    cabinet: CabinetId
+    expires: ClockReading
+
+
+class AssignCommand(CommandEnvelope):
+    type: Literal["assign"]
+    args: AssignArgs
+
+
+class OpenCommand(CommandEnvelope):
+    type: Literal["open"]
+    args: OpenArgs
+
+
+class ReleaseCommand(CommandEnvelope):
+    type: Literal["release"]
+    args: ReleaseArgs
+
+
+class BlockCommand(CommandEnvelope):
+    type: Literal["block"]
+    args: BlockArgs
+
+
+class UnblockCommand(CommandEnvelope):
+    type: Literal["unblock"]
+    args: UnblockArgs
+
+
+class GetStateCommand(CommandEnvelope):
+    type: Literal["get_state"]
+    args: GetStateArgs = Field(default_factory=GetStateArgs)
+
+
+class ApplyConfigCommand(CommandEnvelope):
+    type: Literal["apply_config"]
+    args: ApplyConfigArgs
+
+
+Command: TypeAlias = Annotated[
+    AssignCommand | OpenCommand | ReleaseCommand | BlockCommand | UnblockCommand
+    | GetStateCommand | ApplyConfigCommand,
+    Field(discriminator="type"),
+]
+"""Any plain command; ``type`` selects the model."""
+
+COMMAND_TYPES: tuple[str, ...] = (
+    "assign", "open", "release", "block", "unblock", "get_state", "apply_config",
+)
+SIGNED_COMMAND_TYPES: frozenset[str] = frozenset({"assign", "open", "release", "apply_config"})
+"""Types the daemon accepts only in the signed form: they open doors, change codes or
+change the configuration."""
+
+_COMMAND_ADAPTER: TypeAdapter[Command] = TypeAdapter(Command)
+
+
+class SignedCommand(_Model):
+    """A command signed by dispatch: ``signed`` is the command's JSON text exactly as signed,
+    ``sig`` the base64 Ed25519 signature over its UTF-8 bytes, ``key_id`` the dispatch key.
+
+    The signature is checked by the daemon against its trusted keys; :meth:`inner` decodes the
+    signed text (after, never instead of, that check).
+    """
+
+    signed: Annotated[str, StringConstraints(min_length=2, max_length=DEFAULT_MAX_COMMAND_BYTES)]
+    key_id: KeyId
+    sig: Ed25519Signature
+
+    def signed_bytes(self) -> bytes:
+        """The exact bytes the signature covers."""
+        return self.signed.encode("utf-8", errors="surrogatepass")
+
+    def inner(self, *, max_bytes: int = DEFAULT_MAX_COMMAND_BYTES) -> Command:
+        """Decode the signed text as a plain command (a signed form inside is refused)."""
+        decoded = decode_command(self.signed_bytes(), max_bytes=max_bytes)
+        if isinstance(decoded, SignedCommand):
+            raise CommandRejected(ErrorCode.INVALID_FIELD, "a signed command cannot nest",
+                                  "signed")
+        return decoded
+
+
+# ---------------------------------------------------------------------------------------------
+# reply (outbound, one per command)
+
+
+class ReplyError(_Model):
+    """Why a command was refused; ``field`` is a dotted path into the command."""
+
+    code: ErrorCode
+    message: Annotated[str, StringConstraints(min_length=1, max_length=500)]
+    field: Annotated[str, StringConstraints(max_length=200)] | None = None
+
+
+class Reply(_Model):
+    """``{root}/reply`` (or the request's MQTT 5 response topic): the answer to one command.
+
+    ``id`` echoes the command id (``None`` only when the command was unreadable).
+    ``ok: true`` carries ``result``; ``ok: false`` carries ``error``. A repeated command id
+    gets the first reply again.
+    """
+
+    id: CommandId | None = None
+    ok: bool
+    result: dict[str, Any] | None = None
+    error: ReplyError | None = None
+    cabinet_clock: ClockReading
+
+    @model_validator(mode="after")
+    def _ok_or_error(self) -> Reply:
+        if self.ok and (self.error is not None or self.result is None):
+            raise ValueError("ok replies carry result and no error")
+        if not self.ok and (self.error is None or self.result is not None):
+            raise ValueError("refusals carry error and no result")
+        return self
+
+    @classmethod
+    def success(cls, command_id: str, result: dict[str, Any], clock: ClockReading) -> Reply:
+        return cls(id=command_id, ok=True, result=result, cabinet_clock=clock)
+
+    @classmethod
+    def refusal(cls, rejected: CommandRejected, clock: ClockReading,
+                command_id: str | None = None) -> Reply:
+        """The reply for a :class:`CommandRejected` (its ``command_id`` unless given)."""
+        return cls(
+            id=command_id if command_id is not None else rejected.command_id, ok=False,
+            error=ReplyError(code=rejected.code, message=rejected.message[:500] or "refused",
+                             field=rejected.field),
+            cabinet_clock=clock,
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# decoding untrusted input
+
+
+def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise ValueError(f"duplicate key {key!r}")
+        out[key] = value
+    return out
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _too_deep(value: Any) -> bool:
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > _MAX_DEPTH:
+            return True
+        if isinstance(item, dict):
+            stack.extend((v, depth + 1) for v in item.values())
+        elif isinstance(item, list):
+            stack.extend((v, depth + 1) for v in item)
+    return False
+
+
+def _path(loc: tuple[int | str, ...], tagged: bool) -> str | None:
+    parts = [str(p) for p in (loc[1:] if tagged and loc else loc)]
+    return ".".join(parts) or None
+
+
+def _rejection(exc: ValidationError, tagged: bool, command_id: str | None) -> CommandRejected:
+    err = exc.errors(include_url=False, include_input=False)[0]
+    kind = err["type"]
+    field = _path(tuple(err["loc"]), tagged)
+    if kind == "extra_forbidden":
+        message = f"unknown field {field}"
+    elif kind == "missing":
+        message = f"missing field {field}"
+    elif kind in ("union_tag_invalid", "union_tag_not_found"):
+        return CommandRejected(ErrorCode.UNKNOWN_COMMAND, "unknown command type", "type",
+                               command_id=command_id)
+    elif kind.startswith("json"):
+        return CommandRejected(ErrorCode.BAD_JSON, "payload is not valid JSON",
+                               command_id=command_id)
+    else:
+        message = f"{field or 'command'}: {err['msg']}"
+    return CommandRejected(ErrorCode.INVALID_FIELD, message[:300], field, command_id=command_id)
+
+
+def decode_command(
+    payload: bytes | bytearray | memoryview | str, *, max_bytes: int = DEFAULT_MAX_COMMAND_BYTES,
+) -> Command | SignedCommand:
+    """Decode one ``cmd`` payload; raise :class:`CommandRejected` for any bad input, and
+    nothing else.
+
+    Checks, in order: size (``too_large``), UTF-8 and JSON without duplicate keys, NaN or
+    more than 16 levels of nesting (``bad_json``), a JSON object (``bad_json``), then the
+    signed form if the object has ``signed``, else a known ``type`` (``unknown_command``)
+    and the model of that type, strictly: no coercion of ``"5"`` to ``5``, no unknown field
+    (``invalid_field`` with the field's dotted path). The rejection carries the command id
+    when one could be read, for the reply.
+    """
+    command_id: str | None = None
+    try:
+        if isinstance(payload, str):
+            raw = payload.encode("utf-8", errors="surrogatepass")
+        elif isinstance(payload, (bytes, bytearray, memoryview)):
+            raw = bytes(payload)
+        else:
+            raise CommandRejected(ErrorCode.BAD_JSON, "payload must be bytes")
+        if len(raw) > max_bytes:
+            raise CommandRejected(ErrorCode.TOO_LARGE,
+                                  f"payload is {len(raw)} bytes, the limit is {max_bytes}")
+        try:
+            text = raw.decode("utf-8")
+            obj = json.loads(text, object_pairs_hook=_reject_duplicates,
+                             parse_constant=_reject_constant)
+        except (ValueError, RecursionError) as exc:
+            raise CommandRejected(ErrorCode.BAD_JSON, "payload is not valid UTF-8 JSON") from exc
+        if not isinstance(obj, dict):
+            raise CommandRejected(ErrorCode.BAD_JSON, "a command must be a JSON object")
+        if _too_deep(obj):
+            raise CommandRejected(ErrorCode.BAD_JSON, "nested too deep")
+        maybe_id = obj.get("id")
+        if isinstance(maybe_id, str) and len(maybe_id) <= 64 and all(
+            c.isascii() and (c.isalnum() or c in "._:-") for c in maybe_id
+        ) and maybe_id:
+            command_id = maybe_id
+        if "signed" in obj:
+            try:
+                return SignedCommand.model_validate_json(text, strict=True)
+            except ValidationError as exc:
+                raise _rejection(exc, False, command_id) from None
+        kind = obj.get("type")
+        if "type" not in obj:
+            raise CommandRejected(ErrorCode.INVALID_FIELD, "missing field type", "type",
+                                  command_id=command_id)
+        if not isinstance(kind, str) or kind not in COMMAND_TYPES:
+            raise CommandRejected(ErrorCode.UNKNOWN_COMMAND, "unknown command type", "type",
+                                  command_id=command_id)
+        try:
+            return _COMMAND_ADAPTER.validate_json(text, strict=True)
+        except ValidationError as exc:
+            raise _rejection(exc, True, command_id) from None
+    except CommandRejected:
+        raise
+    except Exception as exc:  # the promise: nothing but CommandRejected leaves this function
+        raise CommandRejected(ErrorCode.INTERNAL, "command could not be decoded",
+                              command_id=command_id) from exc
