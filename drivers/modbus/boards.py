@@ -1,0 +1,487 @@
+"""Modbus board profiles: the :class:`~drivers.base.LockBoard` and
+:class:`~drivers.base.SensorBoard` hooks over a :class:`~drivers.modbus.line.ModbusLine`.
+
+Profiles (the ``profile`` key of a ``[[boards]]`` table):
+
+``waveshare_relay`` -> :class:`WaveshareRelayBoard`
+    Relays are coils; the unlock pulse is the board's own "flash on" (function 05 on
+    ``0x0200 + channel``, value = duration in 100 ms, rounded up), so a daemon crash
+    mid-pulse cannot leave a solenoid energised. All off is coil ``0x00FF`` = 0 (one
+    transaction). Inputs are discrete inputs, all read in one transaction.
+    :meth:`~drivers.base.LockBoard.describe` reads the version register ``0x8000``
+    (100 = V1.00).
+``generic_io`` -> :class:`GenericIOBoard`
+    Any IO board described by a register map *as data* (:class:`GenericIOMap`):
+    outputs as coils or holding-register bits, inputs as discrete inputs or
+    input/holding-register bitmasks, pulse timed by the daemon or by the board through
+    a register (or coil) that takes the duration.
+``temperature_probe`` -> :class:`TemperatureProbe`
+    A :class:`~drivers.base.SensorBoard` reading ``channels`` input or holding
+    registers in one transaction, with scale, offset, sign and an "invalid" sentinel
+    (:class:`ProbeMap`).
+
+Wire quirks, written down:
+
+* Register bitmasks: bit ``i % 16`` of register ``address + i // 16`` (bit 0 = LSB).
+  Setting one output held in a register bit is a read-modify-write (03 then 06); the
+  board object serialises its own read-modify-writes, and the line guarantees nothing
+  else is on the wire between them only if no *other* program writes that register.
+* Waveshare flash durations are 16-bit in 100 ms units; the driver caps pulses at
+  ``max_pulse_s`` long before that matters. A flash written while a flash runs
+  restarts the board's timer (a retried pulse lasts a little longer, never forever).
+* Writes go to the line with priority (a door pulse overtakes queued polls); reads do
+  not.
+
+Build from config::
+
+    line = ModbusLine.from_config(bus_table)
+    board = build_board(line, board_table)   # LockBoard or SensorBoard
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from drivers.base import HARD_PULSE_CAP_S, BoardInfo, LockBoard, SensorBoard
+from drivers.errors import DriverConfigError
+from drivers.modbus.line import ModbusLine
+from drivers.modbus.registers import MAX_UNIT, WAVESHARE, WaveshareMap
+
+__all__ = [
+    "PROFILES",
+    "GenericIOBoard",
+    "GenericIOMap",
+    "ProbeMap",
+    "PulseSpec",
+    "TemperatureProbe",
+    "WaveshareRelayBoard",
+    "build_board",
+    "create_board",
+    "duration_units",
+    "open_bus",
+]
+
+Clock = Callable[[], float]
+
+
+def duration_units(duration_s: float, unit_s: float, max_units: int = 0xFFFF) -> int:
+    """``duration_s`` in whole ``unit_s``, rounded up, at least 1, at most ``max_units``.
+
+    Rounded to 1e-6 first so that 0.7 s in 100 ms units is 7, not 8 (float error)."""
+    units = math.ceil(round(duration_s / unit_s, 6))
+    return max(1, min(units, max_units))
+
+
+def _check_address(address: int, where: str) -> None:
+    if not isinstance(address, int) or not 1 <= address <= MAX_UNIT:
+        raise DriverConfigError(f"{where}: address must be in 1..{MAX_UNIT}, got {address!r}")
+
+
+def _bits_from_registers(regs: tuple[int, ...], count: int) -> tuple[bool, ...]:
+    return tuple(bool(regs[i >> 4] >> (i & 15) & 1) for i in range(count))
+
+
+class WaveshareRelayBoard(LockBoard):
+    """A Waveshare-style Modbus RTU relay board at ``address`` on ``line``."""
+
+    board_times_pulse = True
+    pulse_resolution_s = WAVESHARE.flash_unit_s
+
+    def __init__(
+        self,
+        line: ModbusLine,
+        address: int,
+        *,
+        outputs: int = 8,
+        inputs: int = 8,
+        max_pulse_s: float = HARD_PULSE_CAP_S,
+        clock: Clock = time.monotonic,
+        register_map: WaveshareMap = WAVESHARE,
+    ) -> None:
+        _check_address(address, f"waveshare_relay on {line.name}")
+        super().__init__(
+            bus=line.name,
+            address=address,
+            outputs=outputs,
+            inputs=inputs,
+            profile="waveshare_relay",
+            max_pulse_s=max_pulse_s,
+            clock=clock,
+        )
+        self.line = line
+        self.map = register_map
+
+    async def _pulse_timed(self, channel: int, duration_s: float) -> None:
+        units = duration_units(duration_s, self.map.flash_unit_s, self.map.flash_max_units)
+        await self.line.write_coil(self.address, self.map.flash_on_base + channel, units)
+
+    async def _set_output(self, channel: int, on: bool) -> None:
+        await self.line.write_coil(self.address, self.map.relay_coil_base + channel, on)
+
+    async def _all_off(self) -> None:
+        await self.line.write_coil(self.address, self.map.all_relays_coil, False)
+
+    async def _read_inputs(self) -> tuple[bool, ...]:
+        if not self.inputs:
+            return ()
+        return await self.line.read_discrete_inputs(self.address, self.map.input_base, self.inputs)
+
+    async def _describe(self) -> BoardInfo:
+        (version,) = await self.line.read_holding_registers(
+            self.address, self.map.version_register, 1
+        )
+        return BoardInfo(
+            self.bus,
+            self.address,
+            self.profile,
+            self.outputs,
+            self.inputs,
+            self.board_times_pulse,
+            firmware=f"V{version // 100}.{version % 100:02d}",
+            extra={"version_register": str(version)},
+        )
+
+
+# -- generic IO board ---------------------------------------------------------------
+
+_OUTPUT_TABLES = ("coils", "holding_register_bits")
+_INPUT_TABLES = ("discrete_inputs", "input_register_bits", "holding_register_bits")
+_PULSE_KINDS = ("daemon", "register", "coil")
+
+
+@dataclass(frozen=True, slots=True)
+class PulseSpec:
+    """Who times the pulse. ``daemon``: output on, sleep, off (capped). ``register``:
+    function 06 on ``address + channel`` with the duration in ``unit_ms``; ``coil``:
+    function 05 on ``address + channel`` with the duration in ``unit_ms`` as the raw
+    value (the Waveshare "flash" shape). In both board-timed kinds the board ends the
+    pulse itself."""
+
+    kind: str = "daemon"
+    address: int = 0
+    unit_ms: int = 100
+
+
+@dataclass(frozen=True, slots=True)
+class GenericIOMap:
+    """Where a generic IO board keeps its outputs and inputs (see the module docstring)."""
+
+    outputs_table: str = "coils"
+    outputs_address: int = 0
+    inputs_table: str = "discrete_inputs"
+    inputs_address: int = 0
+    pulse: PulseSpec = PulseSpec()
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any], *, where: str = "register_map") -> GenericIOMap:
+        """Parse ``[boards.register_map]``; every error names the offending field."""
+        if not isinstance(raw, Mapping):
+            raise DriverConfigError(f"{where}: must be a table")
+        unknown = set(raw) - {"outputs", "inputs", "pulse"}
+        if unknown:
+            raise DriverConfigError(f"{where}.{sorted(unknown)[0]}: unknown key")
+        out_t, out_a = _table_ref(raw.get("outputs", {}), f"{where}.outputs", _OUTPUT_TABLES)
+        in_t, in_a = _table_ref(raw.get("inputs", {}), f"{where}.inputs", _INPUT_TABLES)
+        pulse_raw = raw.get("pulse", {"kind": "daemon"})
+        pwhere = f"{where}.pulse"
+        if not isinstance(pulse_raw, Mapping):
+            raise DriverConfigError(f"{pwhere}: must be a table")
+        kind = pulse_raw.get("kind", "daemon")
+        if kind not in _PULSE_KINDS:
+            raise DriverConfigError(f"{pwhere}.kind: must be one of {_PULSE_KINDS}, got {kind!r}")
+        unknown = set(pulse_raw) - {"kind", "address", "unit_ms"}
+        if unknown:
+            raise DriverConfigError(f"{pwhere}.{sorted(unknown)[0]}: unknown key")
+        if kind == "daemon":
+            pulse = PulseSpec()
+        else:
+            if "address" not in pulse_raw:
+                raise DriverConfigError(f"{pwhere}.address: required for kind {kind!r}")
+            address = _u16(pulse_raw["address"], f"{pwhere}.address")
+            unit_ms = pulse_raw.get("unit_ms", 100)
+            if not isinstance(unit_ms, int) or isinstance(unit_ms, bool) or unit_ms < 1:
+                raise DriverConfigError(
+                    f"{pwhere}.unit_ms: must be an integer >= 1, got {unit_ms!r}"
+                )
+            pulse = PulseSpec(kind, address, unit_ms)
+        return cls(out_t, out_a, in_t, in_a, pulse)
+
+
+def _u16(value: Any, where: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 0xFFFF:
+        raise DriverConfigError(f"{where}: must be an integer in 0..65535, got {value!r}")
+    return value
+
+
+def _table_ref(raw: Any, where: str, tables: tuple[str, ...]) -> tuple[str, int]:
+    if not isinstance(raw, Mapping):
+        raise DriverConfigError(f"{where}: must be a table like {{ table = ..., address = ... }}")
+    unknown = set(raw) - {"table", "address"}
+    if unknown:
+        raise DriverConfigError(f"{where}.{sorted(unknown)[0]}: unknown key")
+    table = raw.get("table", tables[0])
+    if table not in tables:
+        raise DriverConfigError(f"{where}.table: must be one of {tables}, got {table!r}")
+    return table, _u16(raw.get("address", 0), f"{where}.address")
+
+
+class GenericIOBoard(LockBoard):
+    """A Modbus IO board described by a :class:`GenericIOMap`."""
+
+    def __init__(
+        self,
+        line: ModbusLine,
+        address: int,
+        register_map: GenericIOMap | Mapping[str, Any],
+        *,
+        outputs: int,
+        inputs: int,
+        max_pulse_s: float = HARD_PULSE_CAP_S,
+        clock: Clock = time.monotonic,
+    ) -> None:
+        where = f"generic_io {line.name}@{address}"
+        _check_address(address, where)
+        super().__init__(
+            bus=line.name,
+            address=address,
+            outputs=outputs,
+            inputs=inputs,
+            profile="generic_io",
+            max_pulse_s=max_pulse_s,
+            clock=clock,
+        )
+        self.line = line
+        self.map = (
+            register_map
+            if isinstance(register_map, GenericIOMap)
+            else GenericIOMap.from_dict(register_map, where=f"{where}: register_map")
+        )
+        m = self.map
+        out_span = outputs if m.outputs_table == "coils" else (outputs + 15) // 16
+        in_span = inputs if m.inputs_table == "discrete_inputs" else (inputs + 15) // 16
+        if m.outputs_address + out_span > 0x10000:
+            raise DriverConfigError(f"{where}: register_map.outputs runs past address 65535")
+        if m.inputs_address + in_span > 0x10000:
+            raise DriverConfigError(f"{where}: register_map.inputs runs past address 65535")
+        if m.pulse.kind != "daemon" and m.pulse.address + outputs > 0x10000:
+            raise DriverConfigError(f"{where}: register_map.pulse runs past address 65535")
+        self.board_times_pulse = m.pulse.kind != "daemon"
+        if self.board_times_pulse:
+            self.pulse_resolution_s = m.pulse.unit_ms / 1000
+        self._rmw = asyncio.Lock()
+
+    async def _pulse_timed(self, channel: int, duration_s: float) -> None:
+        p = self.map.pulse
+        units = duration_units(duration_s, p.unit_ms / 1000)
+        if p.kind == "register":
+            await self.line.write_register(self.address, p.address + channel, units)
+        else:
+            await self.line.write_coil(self.address, p.address + channel, units)
+
+    async def _set_output(self, channel: int, on: bool) -> None:
+        m = self.map
+        if m.outputs_table == "coils":
+            await self.line.write_coil(self.address, m.outputs_address + channel, on)
+            return
+        reg = m.outputs_address + channel // 16
+        mask = 1 << (channel % 16)
+        async with self._rmw:
+            (value,) = await self.line.read_holding_registers(self.address, reg, 1, priority=True)
+            new = value | mask if on else value & ~mask
+            if new != value:
+                await self.line.write_register(self.address, reg, new)
+
+    async def _all_off(self) -> None:
+        m = self.map
+        if not self.outputs:
+            return
+        if m.outputs_table == "coils":
+            await self.line.write_coils(self.address, m.outputs_address, [False] * self.outputs)
+            return
+        async with self._rmw:
+            n = (self.outputs + 15) // 16
+            await self.line.write_registers(self.address, m.outputs_address, [0] * n)
+
+    async def _read_inputs(self) -> tuple[bool, ...]:
+        m = self.map
+        if not self.inputs:
+            return ()
+        if m.inputs_table == "discrete_inputs":
+            return await self.line.read_discrete_inputs(self.address, m.inputs_address, self.inputs)
+        n = (self.inputs + 15) // 16
+        if m.inputs_table == "input_register_bits":
+            regs = await self.line.read_input_registers(self.address, m.inputs_address, n)
+        else:
+            regs = await self.line.read_holding_registers(self.address, m.inputs_address, n)
+        return _bits_from_registers(regs, self.inputs)
+
+
+# -- temperature probe --------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeMap:
+    """``value = raw * scale + offset``; ``raw`` read as signed 16-bit when ``signed``;
+    a raw value equal to ``invalid`` (compared after the sign conversion) is ``None``."""
+
+    table: str = "input_registers"
+    address: int = 0
+    scale: float = 0.1
+    offset: float = 0.0
+    signed: bool = True
+    invalid: int | None = None
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any], *, where: str = "register_map") -> ProbeMap:
+        if not isinstance(raw, Mapping):
+            raise DriverConfigError(f"{where}: must be a table")
+        unknown = set(raw) - {"table", "address", "scale", "offset", "signed", "invalid"}
+        if unknown:
+            raise DriverConfigError(f"{where}.{sorted(unknown)[0]}: unknown key")
+        table = raw.get("table", "input_registers")
+        if table not in ("input_registers", "holding_registers"):
+            raise DriverConfigError(
+                f"{where}.table: must be input_registers or holding_registers, got {table!r}"
+            )
+        address = _u16(raw.get("address", 0), f"{where}.address")
+        numbers: dict[str, float] = {}
+        for key, default in (("scale", 0.1), ("offset", 0.0)):
+            v = raw.get(key, default)
+            if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
+                raise DriverConfigError(f"{where}.{key}: must be a finite number, got {v!r}")
+            numbers[key] = float(v)
+        if numbers["scale"] == 0:
+            raise DriverConfigError(f"{where}.scale: must not be 0")
+        signed = raw.get("signed", True)
+        if not isinstance(signed, bool):
+            raise DriverConfigError(f"{where}.signed: must be true or false, got {signed!r}")
+        invalid = raw.get("invalid")
+        if invalid is not None:
+            lo, hi = (-0x8000, 0x7FFF) if signed else (0, 0xFFFF)
+            if not isinstance(invalid, int) or isinstance(invalid, bool) or not lo <= invalid <= hi:
+                raise DriverConfigError(
+                    f"{where}.invalid: must be an integer in {lo}..{hi}, got {invalid!r}"
+                )
+        return cls(table, address, numbers["scale"], numbers["offset"], signed, invalid)
+
+    def convert(self, raw: int) -> float | None:
+        value = raw - 0x10000 if self.signed and raw & 0x8000 else raw
+        if self.invalid is not None and value == self.invalid:
+            return None
+        return value * self.scale + self.offset
+
+
+class TemperatureProbe(SensorBoard):
+    """A Modbus temperature probe board: ``channels`` registers, one transaction."""
+
+    def __init__(
+        self,
+        line: ModbusLine,
+        address: int,
+        register_map: ProbeMap | Mapping[str, Any] | None = None,
+        *,
+        channels: int,
+        clock: Clock = time.monotonic,
+    ) -> None:
+        where = f"temperature_probe {line.name}@{address}"
+        _check_address(address, where)
+        if not 1 <= channels <= 125:
+            raise DriverConfigError(f"{where}: channels must be in 1..125, got {channels}")
+        super().__init__(
+            bus=line.name, address=address, channels=channels,
+            profile="temperature_probe", clock=clock,
+        )
+        self.line = line
+        if register_map is None:
+            self.map = ProbeMap()
+        elif isinstance(register_map, ProbeMap):
+            self.map = register_map
+        else:
+            self.map = ProbeMap.from_dict(register_map, where=f"{where}: register_map")
+        if self.map.address + channels > 0x10000:
+            raise DriverConfigError(f"{where}: register_map runs past address 65535")
+
+    async def _read_values(self) -> tuple[float | None, ...]:
+        if self.map.table == "input_registers":
+            raw = await self.line.read_input_registers(
+                self.address, self.map.address, self.channels
+            )
+        else:
+            raw = await self.line.read_holding_registers(
+                self.address, self.map.address, self.channels
+            )
+        return tuple(self.map.convert(r) for r in raw)
+
+
+# -- factory ------------------------------------------------------------------------
+
+PROFILES = ("waveshare_relay", "generic_io", "temperature_probe")
+
+
+def _int_key(cfg: Mapping[str, Any], key: str, where: str, default: int | None = None) -> int:
+    value = cfg.get(key, default)
+    if value is None:
+        raise DriverConfigError(f"{where}.{key}: required")
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise DriverConfigError(f"{where}.{key}: must be an integer >= 0, got {value!r}")
+    return value
+
+
+def build_board(
+    line: ModbusLine, cfg: Mapping[str, Any], *, clock: Clock = time.monotonic
+) -> LockBoard | SensorBoard:
+    """A board from a ``[[boards]]`` table (docs/design-notes.md) on ``line``.
+
+    Keys: ``name`` (for messages), ``address``, ``profile``, ``outputs``/``inputs``
+    (lock boards), ``channels`` (probes), ``register_map``, optional ``max_pulse_s``."""
+    where = f"boards[{cfg.get('name', '?')}]"
+    address = _int_key(cfg, "address", where)
+    _check_address(address, f"{where}.address")
+    profile = cfg.get("profile")
+    max_pulse = cfg.get("max_pulse_s", HARD_PULSE_CAP_S)
+    if isinstance(max_pulse, bool) or not isinstance(max_pulse, int | float):
+        raise DriverConfigError(f"{where}.max_pulse_s: must be a number, got {max_pulse!r}")
+    if profile == "waveshare_relay":
+        return WaveshareRelayBoard(
+            line, address,
+            outputs=_int_key(cfg, "outputs", where, 8),
+            inputs=_int_key(cfg, "inputs", where, 0),
+            max_pulse_s=float(max_pulse), clock=clock,
+        )
+    if profile == "generic_io":
+        return GenericIOBoard(
+            line, address,
+            GenericIOMap.from_dict(cfg.get("register_map", {}), where=f"{where}.register_map"),
+            outputs=_int_key(cfg, "outputs", where),
+            inputs=_int_key(cfg, "inputs", where),
+            max_pulse_s=float(max_pulse), clock=clock,
+        )
+    if profile == "temperature_probe":
+        return TemperatureProbe(
+            line, address,
+            ProbeMap.from_dict(cfg.get("register_map", {}), where=f"{where}.register_map"),
+            channels=_int_key(cfg, "channels", where),
+            clock=clock,
+        )
+    raise DriverConfigError(f"{where}.profile: must be one of {PROFILES}, got {profile!r}")
+
+
+# -- backend interface (drivers.registry) ---------------------------------------------
+
+
+def open_bus(cfg: Mapping[str, Any]) -> ModbusLine:
+    """The backend's bus factory: a :class:`ModbusLine` from a ``[[buses]]`` table, not
+    yet open (use ``async with`` or ``await line.connect()``)."""
+    return ModbusLine.from_config(cfg)
+
+
+def create_board(
+    bus: ModbusLine, cfg: Mapping[str, Any], *, clock: Clock = time.monotonic
+) -> LockBoard | SensorBoard:
+    """The backend's board factory: :func:`build_board`."""
+    return build_board(bus, cfg, clock=clock)

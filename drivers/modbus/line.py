@@ -1,0 +1,904 @@
+"""One RS-485 line, one owner: :class:`ModbusLine`.
+
+Every Modbus transaction of the daemon on one line goes through one ``ModbusLine``.
+The policy of the line lives here, once:
+
+* **One transaction at a time.** RTU is master/slave on a shared pair of wires: a
+  second request sent before the first reply ended garbles both.
+* **Priority.** Writes (door pulses, outputs) queue ahead of reads (polls): a door
+  command waits for at most the one transaction already on the wire, never for a
+  whole poll cycle. Within one priority, first come first served.
+* **Silent interval** (3.5 characters, 1.75 ms above 19200 baud) between the end of
+  the previous frame on the line (our request when broadcast, the reply otherwise)
+  and the next request. Sleeping for it would cost a whole millisecond of epoll
+  granularity per transaction, so the line sleeps whole milliseconds and spins the
+  sub-millisecond rest (never more than 1 ms of busy wait), and does not wait at all
+  when the interval has already elapsed.
+* **Timeout per attempt**, counted from the end of the request on the wire (the
+  request's own transmission time is added), and a **retry budget** for timeouts and
+  garbled replies. An exception response is an answer: it is never retried.
+* **Strict replies** (:mod:`drivers.modbus.codec`): unit, function, byte count and
+  echo must match the request, CRC must be good, or the attempt is a
+  :class:`~drivers.errors.FrameError`.
+* **No late reply is taken for the next answer.** After a timeout or a garbled reply
+  the line is *dirty*: before the next request it flushes the input and waits until
+  the line has been quiet for ``settle_s`` (bounded), discarding everything that
+  arrives meanwhile. Bytes that arrive while no request is outstanding are discarded
+  and counted (``stray_bytes``). Residual risk, inherent to RTU (no transaction id): a
+  board that answers later than ``timeout + settle_s`` can still collide with the next
+  request's reply; the strict checks turn most such collisions into FrameErrors
+  rather than wrong data. Over Modbus TCP (MBAP) the transaction id settles it:
+  replies with another id are discarded as stale.
+* **Errors are logged once per incident**, per unit: the first failed transaction
+  logs a warning, the following ones are only counted, the first success logs the
+  recovery at info. Callers get an exception every time.
+* **Statistics** for telemetry: :meth:`ModbusLine.stats` returns a frozen
+  :class:`LineStats` snapshot with per-unit :class:`UnitStats`.
+
+Why the transaction is implemented here over pyserial / asyncio streams rather than
+delegated to pymodbus's client: see ``docs/decisions/0002-modbus-line.md``. In short,
+pymodbus 3.16 accepts wrong-count and wrong-function replies, turns bad CRCs and
+foreign units into silent timeouts, and can take a late reply for the next answer.
+
+Errors: every method raises only :mod:`drivers.errors` types:
+:class:`~drivers.errors.BoardTimeout` (retries spent),
+:class:`~drivers.errors.FrameError` (retries spent on garbled replies),
+:class:`~drivers.errors.BoardRejected` (exception response, with its code),
+:class:`~drivers.errors.BusError` (port missing, write failed, gateway gone),
+:class:`~drivers.errors.BusClosed` (used after :meth:`ModbusLine.close`),
+:class:`~drivers.errors.BackendUnavailable` (pyserial missing),
+``ValueError`` for arguments no request can carry (count 0, address > 65535).
+
+Example::
+
+    async with ModbusLine.from_config({"name": "rs485-0", "kind": "rtu",
+                                        "port": "/dev/ttyLOCKER0", "baudrate": 19200}) as line:
+        levels = await line.read_discrete_inputs(1, 0, 16)
+        await line.write_coil(1, 0x0200 + 3, 7)   # Waveshare flash, 700 ms
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import logging
+import os
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any, Literal, cast
+
+from drivers.errors import (
+    BackendUnavailable,
+    BoardError,
+    BoardRejected,
+    BoardTimeout,
+    BusClosed,
+    BusError,
+    DriverConfigError,
+    FrameError,
+)
+from drivers.modbus import codec
+from drivers.modbus.codec import Request
+from drivers.modbus.registers import frame_time, silent_interval
+
+__all__ = ["LineStats", "ModbusLine", "UnitStats"]
+
+log = logging.getLogger(__name__)
+
+Framing = Literal["rtu", "socket"]
+
+#: Never busy-wait longer than this for the silent interval.
+_SPIN_LIMIT_S = 0.001
+
+
+@dataclass(frozen=True, slots=True)
+class UnitStats:
+    """Counters of one unit (board address) on a line. ``failing`` is True between the
+    first failed transaction of an incident and the next success."""
+
+    transactions: int = 0
+    ok: int = 0
+    timeouts: int = 0
+    frame_errors: int = 0
+    exceptions: int = 0
+    retries: int = 0
+    last_error: str | None = None
+    failing: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class LineStats:
+    """A snapshot of a line's counters.
+
+    ``transactions`` and ``ok`` count calls; ``timeouts`` and ``frame_errors`` count
+    attempts on the wire (a transaction retried twice after timeouts adds 1 to
+    ``transactions`` and up to 3 to ``timeouts``); ``retries`` counts re-sent requests;
+    ``exceptions`` counts exception responses; ``stray_bytes`` counts bytes discarded
+    because no request was waiting for them (late replies, noise, garbage after a
+    frame).
+    """
+
+    name: str
+    connected: bool
+    transactions: int
+    ok: int
+    timeouts: int
+    frame_errors: int
+    exceptions: int
+    retries: int
+    bus_errors: int
+    stray_bytes: int
+    last_error: str | None
+    last_error_at: float | None
+    units: Mapping[int, UnitStats] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class _Counters:
+    transactions: int = 0
+    ok: int = 0
+    timeouts: int = 0
+    frame_errors: int = 0
+    exceptions: int = 0
+    retries: int = 0
+    last_error: str | None = None
+    failing: bool = False
+    failures_in_incident: int = 0
+
+    def freeze(self) -> UnitStats:
+        return UnitStats(
+            self.transactions,
+            self.ok,
+            self.timeouts,
+            self.frame_errors,
+            self.exceptions,
+            self.retries,
+            self.last_error,
+            self.failing,
+        )
+
+
+class _PriorityGate:
+    """A lock whose waiters are served by priority (lower first), then by arrival."""
+
+    def __init__(self) -> None:
+        self._busy = False
+        self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []
+        self._seq = 0
+
+    @property
+    def waiting(self) -> int:
+        return sum(1 for *_, f in self._waiters if not f.done())
+
+    async def acquire(self, priority: int) -> None:
+        if not self._busy and not self._waiters:
+            self._busy = True
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._seq += 1
+        heapq.heappush(self._waiters, (priority, self._seq, fut))
+        try:
+            await fut
+        except asyncio.CancelledError:
+            if fut.done() and not fut.cancelled():
+                self.release()  # ownership was handed over just before the cancel
+            raise
+
+    def release(self) -> None:
+        while self._waiters:
+            _, _, fut = heapq.heappop(self._waiters)
+            if not fut.done():
+                fut.set_result(None)  # ownership passes on; _busy stays True
+                return
+        self._busy = False
+
+
+class _Transport:
+    """A byte stream: open, write, close; received bytes go to ``on_data``."""
+
+    def __init__(self, on_data: Callable[[bytes], None], on_lost: Callable[[Exception], None]):
+        self._on_data = on_data
+        self._on_lost = on_lost
+
+    async def open(self) -> None:
+        raise NotImplementedError
+
+    async def write(self, data: bytes) -> None:
+        raise NotImplementedError
+
+    def flush_input(self) -> None:
+        """Drop what the OS holds in its receive buffer."""
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+
+class _SerialTransport(_Transport):
+    """The serial port through pyserial (configuration, exclusive lock), then raw
+    non-blocking ``os.read``/``os.write`` on its descriptor from the event loop."""
+
+    def __init__(
+        self,
+        on_data: Callable[[bytes], None],
+        on_lost: Callable[[Exception], None],
+        *,
+        port: str,
+        baudrate: int,
+        bytesize: int,
+        parity: str,
+        stopbits: int,
+    ) -> None:
+        super().__init__(on_data, on_lost)
+        self._params = (port, baudrate, bytesize, parity, stopbits)
+        self._serial: Any = None
+        self._fd = -1
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    async def open(self) -> None:
+        try:
+            import serial
+        except ImportError as exc:  # pragma: no cover - pyserial is a dependency
+            raise BackendUnavailable("pyserial is not installed") from exc
+        port, baudrate, bytesize, parity, stopbits = self._params
+        try:
+            self._serial = serial.Serial(
+                port=port,
+                baudrate=baudrate,
+                bytesize=bytesize,
+                parity=parity,
+                stopbits=stopbits,
+                timeout=0,
+                write_timeout=0,
+                exclusive=True,
+            )
+        except (serial.SerialException, OSError, ValueError) as exc:
+            raise BusError(f"cannot open {port}: {exc}") from exc
+        self._fd = self._serial.fileno()
+        os.set_blocking(self._fd, False)
+        self._loop = asyncio.get_running_loop()
+        self._serial.reset_input_buffer()
+        self._loop.add_reader(self._fd, self._readable)
+
+    def _readable(self) -> None:
+        try:
+            data = os.read(self._fd, 1024)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            self._on_lost(exc)
+            return
+        if data:
+            self._on_data(data)
+        else:
+            self._on_lost(EOFError("serial port closed"))
+
+    async def write(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            try:
+                n = os.write(self._fd, view)
+            except (BlockingIOError, InterruptedError):
+                n = 0
+            view = view[n:]
+            if view:
+                await self._writable()
+
+    async def _writable(self) -> None:
+        assert self._loop is not None
+        fut: asyncio.Future[None] = self._loop.create_future()
+        self._loop.add_writer(self._fd, fut.set_result, None)
+        try:
+            await fut
+        finally:
+            self._loop.remove_writer(self._fd)
+
+    def flush_input(self) -> None:
+        if self._serial is not None:
+            with contextlib.suppress(Exception):
+                self._serial.reset_input_buffer()
+
+    def close(self) -> None:
+        if self._serial is None:
+            return
+        if self._loop is not None and self._fd >= 0:
+            self._loop.remove_reader(self._fd)
+            self._loop.remove_writer(self._fd)
+        with contextlib.suppress(Exception):
+            self._serial.close()
+        self._serial = None
+        self._fd = -1
+
+
+class _StreamProtocol(asyncio.Protocol):
+    def __init__(self, owner: _TcpTransport) -> None:
+        self._owner = owner
+
+    def data_received(self, data: bytes) -> None:
+        self._owner._on_data(data)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._owner._lost(exc or EOFError("gateway closed the connection"))
+
+
+class _TcpTransport(_Transport):
+    """A TCP connection to an RS-485 gateway."""
+
+    def __init__(
+        self,
+        on_data: Callable[[bytes], None],
+        on_lost: Callable[[Exception], None],
+        *,
+        host: str,
+        port: int,
+        connect_timeout: float,
+    ) -> None:
+        super().__init__(on_data, on_lost)
+        self._host = host
+        self._port = port
+        self._connect_timeout = connect_timeout
+        self._transport: asyncio.Transport | None = None
+
+    async def open(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(self._connect_timeout):
+                transport, _ = await loop.create_connection(
+                    lambda: _StreamProtocol(self), self._host, self._port
+                )
+        except (OSError, TimeoutError) as exc:
+            raise BusError(f"cannot connect to {self._host}:{self._port}: {exc}") from exc
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+
+    def _lost(self, exc: Exception) -> None:
+        if self._transport is not None:
+            self._transport = None
+            self._on_lost(exc)
+
+    async def write(self, data: bytes) -> None:
+        if self._transport is None or self._transport.is_closing():
+            raise BusError(f"connection to {self._host}:{self._port} is gone")
+        self._transport.write(data)
+
+    def close(self) -> None:
+        transport, self._transport = self._transport, None
+        if transport is not None:
+            transport.close()
+
+
+class ModbusLine:
+    """The only owner of one RS-485 line (a serial port, or a TCP gateway).
+
+    Build it from a ``[[buses]]`` table with :meth:`from_config`, or directly:
+
+    ``ModbusLine(name, port=..., baudrate=19200)`` for RTU on a serial port (which may
+    be a pty); ``ModbusLine(name, host=..., tcp_port=502)`` for a Modbus TCP gateway
+    (``framing="socket"``, the default over TCP) or a transparent RTU-over-TCP gateway
+    (``framing="rtu"``).
+
+    ``timeout`` is per attempt; ``retries`` the number of re-sends after a timeout or
+    a garbled reply; ``settle_s`` the quiet time required after a failed attempt
+    (default ``min(timeout, 0.05)``). The line opens lazily on first use, or explicitly
+    with :meth:`connect`; a line whose port vanished reopens on the next transaction.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        port: str | None = None,
+        *,
+        baudrate: int = 19200,
+        bytesize: int = 8,
+        parity: str = "N",
+        stopbits: int = 1,
+        host: str | None = None,
+        tcp_port: int = 502,
+        framing: Framing | None = None,
+        timeout: float = 0.1,
+        retries: int = 2,
+        settle_s: float | None = None,
+    ) -> None:
+        if (port is None) == (host is None):
+            raise DriverConfigError(f"bus {name!r}: give exactly one of port (rtu) or host (tcp)")
+        if timeout <= 0:
+            raise DriverConfigError(f"bus {name!r}: timeout must be > 0, got {timeout}")
+        if retries < 0:
+            raise DriverConfigError(f"bus {name!r}: retries must be >= 0, got {retries}")
+        if baudrate <= 0:
+            raise DriverConfigError(f"bus {name!r}: baudrate must be > 0, got {baudrate}")
+        if parity not in ("N", "E", "O"):
+            raise DriverConfigError(f"bus {name!r}: parity must be N, E or O, got {parity!r}")
+        self.name = name
+        self.port = port
+        self.host = host
+        self.tcp_port = tcp_port
+        self.baudrate = baudrate
+        self.framing: Framing = framing or ("rtu" if port is not None else "socket")
+        if self.framing not in ("rtu", "socket"):
+            raise DriverConfigError(f"bus {name!r}: framing must be rtu or socket")
+        self.timeout = timeout
+        self.retries = retries
+        self.settle_s = min(timeout, 0.05) if settle_s is None else settle_s
+        self._serial_params = (bytesize, parity, stopbits)
+        # On a serial line we time the wire; behind a gateway the gateway does.
+        self._timed = port is not None
+        self._gap = silent_interval(baudrate) if self._timed else 0.0
+        self._transport: _Transport | None = None
+        self._closed = False
+        self._gate = _PriorityGate()
+        self._connect_lock = asyncio.Lock()
+        # Receive state, touched from the reader callback.
+        self._rx = bytearray()
+        self._req: Request | None = None
+        self._waiter: asyncio.Future[bytes] | None = None
+        self._tid = 0
+        self._last_rx = 0.0
+        self._next_send = 0.0
+        self._dirty = False
+        # Statistics.
+        self._units: dict[int, _Counters] = {}
+        self._total = _Counters()
+        self._bus_errors = 0
+        self._stray = 0
+        self._last_error: str | None = None
+        self._last_error_at: float | None = None
+        self._bus_failing = False
+
+    # -- construction ------------------------------------------------------------------
+
+    @classmethod
+    def from_config(cls, cfg: Mapping[str, Any]) -> ModbusLine:
+        """Build from a ``[[buses]]`` table (docs/design-notes.md).
+
+        Keys: ``name``, ``kind`` (``"rtu"``: ``port``, ``baudrate``, optional ``parity``,
+        ``stopbits``, ``bytesize``; ``"tcp"``: ``host``, ``tcp_port``, optional
+        ``framing``), optional ``timeout_s``, ``retries``, ``settle_s``.
+        """
+        try:
+            name = str(cfg["name"])
+            kind = cfg.get("kind", "rtu")
+            common: dict[str, Any] = {
+                "timeout": float(cfg.get("timeout_s", 0.1)),
+                "retries": int(cfg.get("retries", 2)),
+                "settle_s": None if cfg.get("settle_s") is None else float(cfg["settle_s"]),
+            }
+            if kind == "rtu":
+                return cls(
+                    name,
+                    port=str(cfg["port"]),
+                    baudrate=int(cfg.get("baudrate", 19200)),
+                    bytesize=int(cfg.get("bytesize", 8)),
+                    parity=str(cfg.get("parity", "N")),
+                    stopbits=int(cfg.get("stopbits", 1)),
+                    **common,
+                )
+            if kind == "tcp":
+                return cls(
+                    name,
+                    host=str(cfg["host"]),
+                    tcp_port=int(cfg.get("tcp_port", 502)),
+                    framing=cfg.get("framing", "socket"),
+                    baudrate=int(cfg.get("baudrate", 19200)),
+                    **common,
+                )
+        except KeyError as exc:
+            raise DriverConfigError(f"bus {cfg.get('name', '?')!r}: missing key {exc}") from exc
+        except (TypeError, ValueError) as exc:
+            if isinstance(exc, DriverConfigError):
+                raise
+            raise DriverConfigError(f"bus {cfg.get('name', '?')!r}: {exc}") from exc
+        raise DriverConfigError(f"bus {name!r}: kind must be 'rtu' or 'tcp', got {kind!r}")
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    @property
+    def connected(self) -> bool:
+        return self._transport is not None
+
+    async def connect(self) -> None:
+        """Open the port or the gateway connection. Raises BusError if it cannot."""
+        if self._closed:
+            raise BusClosed(f"bus {self.name} is closed", bus=self.name)
+        async with self._connect_lock:
+            if self._transport is not None:
+                return
+            transport: _Transport
+            if self.port is not None:
+                bytesize, parity, stopbits = self._serial_params
+                transport = _SerialTransport(
+                    self._on_data,
+                    self._on_lost,
+                    port=self.port,
+                    baudrate=self.baudrate,
+                    bytesize=bytesize,
+                    parity=parity,
+                    stopbits=stopbits,
+                )
+            else:
+                assert self.host is not None
+                transport = _TcpTransport(
+                    self._on_data,
+                    self._on_lost,
+                    host=self.host,
+                    port=self.tcp_port,
+                    connect_timeout=max(1.0, self.timeout * 10),
+                )
+            try:
+                await transport.open()
+            except BusError as exc:
+                exc.bus = self.name
+                self._note_bus_error(exc)
+                raise
+            self._transport = transport
+            self._rx.clear()
+            if self._bus_failing:
+                self._bus_failing = False
+                log.info("bus %s: line open again", self.name)
+
+    async def close(self) -> None:
+        """Close the line; safe to call twice. Pending transactions fail with BusClosed."""
+        self._closed = True
+        self._drop_transport(BusClosed(f"bus {self.name} is closed", bus=self.name))
+
+    async def __aenter__(self) -> ModbusLine:
+        await self.connect()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    # -- public transactions -------------------------------------------------------------
+
+    async def read_coils(
+        self, unit: int, address: int, count: int, *, priority: bool = False
+    ) -> tuple[bool, ...]:
+        """Function 01: ``count`` coils from ``address``."""
+        req = codec.read_request(unit, codec.Function.READ_COILS, address, count)
+        return await self._bits(req, priority)
+
+    async def read_discrete_inputs(
+        self, unit: int, address: int, count: int, *, priority: bool = False
+    ) -> tuple[bool, ...]:
+        """Function 02: ``count`` discrete inputs from ``address``."""
+        req = codec.read_request(unit, codec.Function.READ_DISCRETE_INPUTS, address, count)
+        return await self._bits(req, priority)
+
+    async def read_holding_registers(
+        self, unit: int, address: int, count: int, *, priority: bool = False
+    ) -> tuple[int, ...]:
+        """Function 03: ``count`` holding registers (unsigned 16-bit) from ``address``."""
+        req = codec.read_request(unit, codec.Function.READ_HOLDING_REGISTERS, address, count)
+        return await self._regs(req, priority)
+
+    async def read_input_registers(
+        self, unit: int, address: int, count: int, *, priority: bool = False
+    ) -> tuple[int, ...]:
+        """Function 04: ``count`` input registers (unsigned 16-bit) from ``address``."""
+        req = codec.read_request(unit, codec.Function.READ_INPUT_REGISTERS, address, count)
+        return await self._regs(req, priority)
+
+    async def write_coil(
+        self, unit: int, address: int, value: bool | int, *, priority: bool = True
+    ) -> None:
+        """Function 05. ``bool`` is on/off; an ``int`` is sent raw (vendor extensions).
+        Unit 0 broadcasts (no reply, no retry)."""
+        await self.execute(codec.write_coil_request(unit, address, value), priority=priority)
+
+    async def write_register(
+        self, unit: int, address: int, value: int, *, priority: bool = True
+    ) -> None:
+        """Function 06. Unit 0 broadcasts."""
+        await self.execute(codec.write_register_request(unit, address, value), priority=priority)
+
+    async def write_coils(
+        self, unit: int, address: int, values: tuple[bool, ...] | list[bool], *,
+        priority: bool = True,
+    ) -> None:
+        """Function 15. Unit 0 broadcasts."""
+        await self.execute(codec.write_coils_request(unit, address, values), priority=priority)
+
+    async def write_registers(
+        self, unit: int, address: int, values: tuple[int, ...] | list[int], *,
+        priority: bool = True,
+    ) -> None:
+        """Function 16. Unit 0 broadcasts."""
+        await self.execute(
+            codec.write_registers_request(unit, address, values), priority=priority
+        )
+
+    async def execute(
+        self,
+        req: Request,
+        *,
+        priority: bool = False,
+        timeout_s: float | None = None,
+        retries: int | None = None,
+        log_failures: bool = True,
+    ) -> tuple[bool, ...] | tuple[int, ...]:
+        """Run one transaction with the line's policy and return the decoded reply
+        (bits or registers for reads, ``()`` for writes).
+
+        ``timeout_s`` and ``retries`` override the line's for this call (the bus scan uses
+        a short timeout and no retry); ``log_failures=False`` keeps a failure out of the
+        once-per-incident log (still counted)."""
+        if self._closed:
+            raise BusClosed(f"bus {self.name} is closed", bus=self.name)
+        budget = self.retries if retries is None else retries
+        if not req.expects_reply:
+            budget = 0
+        attempt_timeout = self.timeout if timeout_s is None else timeout_s
+        counters = self._units.get(req.unit)
+        if counters is None:
+            counters = self._units[req.unit] = _Counters()
+        counters.transactions += 1
+        self._total.transactions += 1
+        await self._gate.acquire(0 if priority else 1)
+        try:
+            last: BoardError | None = None
+            for attempt in range(budget + 1):
+                if attempt:
+                    counters.retries += 1
+                    self._total.retries += 1
+                try:
+                    result = await self._attempt(req, attempt_timeout)
+                except BoardTimeout as exc:
+                    counters.timeouts += 1
+                    self._total.timeouts += 1
+                    last = exc
+                except FrameError as exc:
+                    counters.frame_errors += 1
+                    self._total.frame_errors += 1
+                    last = exc
+                except BoardRejected as exc:
+                    counters.exceptions += 1
+                    self._total.exceptions += 1
+                    self._failed(req.unit, counters, exc, log_failures)
+                    raise
+                except BusError as exc:
+                    self._note_bus_error(exc)
+                    raise
+                else:
+                    counters.ok += 1
+                    self._total.ok += 1
+                    if counters.failing:
+                        counters.failing = False
+                        log.info(
+                            "bus %s unit %d: answering again after %d failed transaction(s)",
+                            self.name, req.unit, counters.failures_in_incident,
+                        )
+                        counters.failures_in_incident = 0
+                    return result
+            assert last is not None
+            self._failed(req.unit, counters, last, log_failures)
+            raise last
+        finally:
+            self._gate.release()
+
+    def stats(self) -> LineStats:
+        """A frozen snapshot of the counters (cheap; call it for every telemetry message)."""
+        t = self._total
+        return LineStats(
+            name=self.name,
+            connected=self.connected,
+            transactions=t.transactions,
+            ok=t.ok,
+            timeouts=t.timeouts,
+            frame_errors=t.frame_errors,
+            exceptions=t.exceptions,
+            retries=t.retries,
+            bus_errors=self._bus_errors,
+            stray_bytes=self._stray,
+            last_error=self._last_error,
+            last_error_at=self._last_error_at,
+            units={unit: c.freeze() for unit, c in sorted(self._units.items())},
+        )
+
+    @property
+    def waiting(self) -> int:
+        """Transactions queued behind the one on the wire."""
+        return self._gate.waiting
+
+    # -- mechanism ---------------------------------------------------------------------
+
+    async def _bits(self, req: Request, priority: bool) -> tuple[bool, ...]:
+        result = await self.execute(req, priority=priority)
+        return cast("tuple[bool, ...]", result)
+
+    async def _regs(self, req: Request, priority: bool) -> tuple[int, ...]:
+        return await self.execute(req, priority=priority)
+
+    async def _attempt(
+        self, req: Request, timeout_s: float
+    ) -> tuple[bool, ...] | tuple[int, ...]:
+        if self._transport is None:
+            await self.connect()
+        if self._dirty:
+            await self._settle()
+        await self._wait_silent_interval()
+        transport = self._transport
+        if transport is None:
+            raise BusError(f"bus {self.name}: line lost", bus=self.name)
+        if self.framing == "rtu":
+            adu = codec.encode_rtu(req)
+        else:
+            self._tid = self._tid % 0xFFFF + 1
+            adu = codec.encode_mbap(req, self._tid)
+        loop = asyncio.get_running_loop()
+        self._rx.clear()
+        tx_time = frame_time(len(adu), self.baudrate) if self._timed else 0.0
+        if not req.expects_reply:
+            try:
+                await transport.write(adu)
+            except OSError as exc:
+                raise self._lost_error(exc) from exc
+            self._next_send = time.monotonic() + tx_time + self._gap
+            return ()
+        fut: asyncio.Future[bytes] = loop.create_future()
+        self._req = req
+        self._waiter = fut
+        try:
+            try:
+                await transport.write(adu)
+            except OSError as exc:
+                raise self._lost_error(exc) from exc
+            timer = loop.call_later(timeout_s + tx_time, _expire, fut)
+            try:
+                frame = await fut
+            finally:
+                timer.cancel()
+        except BoardTimeout as exc:
+            self._dirty = True
+            exc.bus, exc.address = self.name, req.unit
+            if self._rx:
+                exc.args = (f"{exc.args[0]} ({len(self._rx)} byte(s) of a reply: "
+                            f"{bytes(self._rx).hex()})",)
+            raise
+        except BoardError as exc:
+            self._dirty = True
+            exc.bus = self.name
+            raise
+        except BaseException:
+            if not fut.done():
+                self._dirty = True  # cancelled mid-transaction: the reply may still come
+            raise
+        finally:
+            self._waiter = None
+            self._req = None
+        self._next_send = self._last_rx + self._gap
+        try:
+            if self.framing == "rtu":
+                return codec.decode_reply(req, frame[0], frame[1:-2])
+            _, unit, pdu = codec.split_mbap(frame)
+            return codec.decode_reply(req, unit, pdu)
+        except BoardError as exc:
+            exc.bus = self.name
+            raise
+
+    async def _wait_silent_interval(self) -> None:
+        target = max(self._next_send, self._last_rx + self._gap)
+        wait = target - time.monotonic()
+        if wait <= 0:
+            return
+        if wait > _SPIN_LIMIT_S:
+            # epoll sleeps in whole milliseconds, rounded up: ask for whole ones only.
+            await asyncio.sleep(int(wait * 1000) / 1000)
+        while time.monotonic() < target:
+            pass
+
+    async def _settle(self) -> None:
+        """Discard input until the line has been quiet for ``settle_s`` (bounded)."""
+        transport = self._transport
+        if transport is not None:
+            transport.flush_input()
+        self._rx.clear()
+        start = time.monotonic()
+        deadline = start + self.settle_s + self.timeout
+        while True:
+            now = time.monotonic()
+            quiet_from = max(self._last_rx, start)
+            if now >= quiet_from + self.settle_s or now >= deadline:
+                break
+            await asyncio.sleep(min(quiet_from + self.settle_s, deadline) - now)
+        if transport is not None:
+            transport.flush_input()
+        self._rx.clear()
+        self._dirty = False
+
+    def _on_data(self, data: bytes) -> None:
+        self._last_rx = time.monotonic()
+        fut, req = self._waiter, self._req
+        if fut is None or req is None or fut.done():
+            self._stray += len(data)
+            self._dirty = True
+            return
+        rx = self._rx
+        rx += data
+        try:
+            if self.framing == "rtu":
+                n = codec.rtu_reply_length(req, rx)
+                if n is None or len(rx) < n:
+                    return
+                frame = bytes(rx[:n])
+                if len(rx) > n:
+                    self._stray += len(rx) - n
+                    self._dirty = True
+                del rx[:n]
+                if not codec.rtu_crc_ok(frame):
+                    raise FrameError(
+                        f"{req.describe()}: bad CRC in reply {frame.hex()}", address=req.unit
+                    )
+                fut.set_result(frame)
+                return
+            while True:
+                n = codec.mbap_reply_length(rx)
+                if n is None or len(rx) < n:
+                    return
+                frame = bytes(rx[:n])
+                del rx[:n]
+                if frame[0] << 8 | frame[1] == self._tid:
+                    if rx:
+                        self._stray += len(rx)
+                        rx.clear()
+                    fut.set_result(frame)
+                    return
+                self._stray += n  # a stale reply to an earlier, timed-out request
+        except FrameError as exc:
+            self._stray += len(rx)
+            rx.clear()
+            fut.set_exception(exc)
+
+    def _on_lost(self, exc: Exception) -> None:
+        err = BusError(f"bus {self.name}: line lost: {exc}", bus=self.name)
+        err.__cause__ = exc
+        self._drop_transport(err)
+
+    def _lost_error(self, exc: BaseException) -> BusError:
+        err = BusError(f"bus {self.name}: write failed: {exc}", bus=self.name)
+        self._drop_transport(err)
+        return err
+
+    def _drop_transport(self, err: BusError) -> None:
+        transport, self._transport = self._transport, None
+        if transport is not None:
+            transport.close()
+        fut = self._waiter
+        if fut is not None and not fut.done():
+            fut.set_exception(err)
+        self._dirty = True
+
+    def _note_bus_error(self, exc: BusError) -> None:
+        self._bus_errors += 1
+        self._last_error = str(exc)
+        self._last_error_at = time.monotonic()
+        if not self._bus_failing and not isinstance(exc, BusClosed):
+            self._bus_failing = True
+            log.warning("bus %s: %s; further line errors are counted, not logged", self.name, exc)
+
+    def _failed(self, unit: int, counters: _Counters, exc: BoardError, log_it: bool) -> None:
+        text = str(exc)
+        counters.last_error = text
+        counters.failures_in_incident += 1
+        self._last_error = text
+        self._last_error_at = time.monotonic()
+        if isinstance(exc, BoardRejected):
+            # An answer, not an outage: the board is alive.
+            log.debug("bus %s: %s", self.name, text)
+            return
+        if not counters.failing:
+            counters.failing = True
+            if log_it:
+                log.warning("%s; further failures of unit %d are counted, not logged, "
+                            "until it answers again", text, unit)
+
+
+def _expire(fut: asyncio.Future[bytes]) -> None:
+    if not fut.done():
+        fut.set_exception(BoardTimeout("no complete reply within the timeout"))
