@@ -1,3 +1,1908 @@
-"""Cabinet settings: one TOML file, layered defaults < file < environment < flags, frozen after
-load.
+"""Cabinet settings: one TOML file, layered defaults < file < environment < flags, validated
+once at start-up and frozen after load.
+
+The entry point is :func:`load_settings`, a plain function in the spirit of uvicorn's
+``Config.load()``: everything that can be wrong with the configuration is found *there*, at
+start-up, and reported all at once; what comes out is a :class:`Settings` that nothing can
+change afterwards (every model is frozen, arrays are tuples, tables are read-only mappings).
+
+Layers, lowest first:
+
+1. **defaults**: the field defaults of the models below;
+2. **file**: the cabinet TOML file (see ``docs/configuration.md`` and
+   ``deploy/cabinet.example.toml``);
+3. **environment**: ``LOCKER_<SECTION>__<KEY>`` variables, a double underscore per level
+   (``LOCKER_MQTT__HOST=broker.lan``, ``LOCKER_TIMING__POLL_INTERVAL_S=0.2``,
+   ``LOCKER_MQTT__TLS__CA_FILE=/etc/locker/ca.pem``). A value is kept as text where the key
+   takes text, and otherwise read as a TOML value (``0.2``, ``true``, ``[1, 2]``,
+   ``{ grocery = ... }``). A ``LOCKER_`` variable that names no key is an error (a typo must
+   not be silently ignored), except those in :data:`NON_CONFIG_ENV_VARS`;
+4. **flags**: a mapping of dotted keys from the command line (``{"mqtt.host": "x"}``),
+   read like environment values when given as text.
+
+Arrays of tables (``buses``, ``boards``, ``zones``, ``compartments``) are replaced whole by a
+layer, never merged item by item; tables are merged key by key.
+
+Errors
+======
+Every problem is a :class:`ConfigIssue` (where: file or layer, key path, line; what), and
+:func:`load_settings` raises one :class:`ConfigError` carrying all of them::
+
+    ConfigError (ValueError)
+        .issues: tuple[ConfigIssue, ...]
+    str(error) ==
+        "cabinet.toml: compartments[2].door.active: must be 'high' or 'low' (got 'hi') (line 88)"
+
+A TOML syntax error names the file, line and column. Checks that span sections (a board on
+an unknown bus, a lock channel used twice, ...) run after the per-field checks and name the
+key that is wrong, e.g. ``compartments[3].lock: locks-a channel 0 already used by
+compartments[1] (A01)``.
+
+Dependencies: the standard library and pydantic only (no redis, paho or hardware library);
+the hard pulse cap comes from the driver contract, :data:`drivers.base.HARD_PULSE_CAP_S`.
 """
+
+from __future__ import annotations
+
+import base64
+import binascii
+import difflib
+import hashlib
+import json
+import os
+import re
+import tomllib
+import types
+import typing
+import zoneinfo
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Annotated, Any, Literal, TypeAlias
+from urllib.parse import urlsplit, urlunsplit
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SerializationInfo,
+    StringConstraints,
+    ValidationError,
+    ValidationInfo,
+    field_serializer,
+    field_validator,
+    model_validator,
+)
+from pydantic.fields import FieldInfo
+from pydantic_core import PydanticUndefined
+
+from drivers.base import HARD_PULSE_CAP_S
+
+__all__ = [
+    "ENV_PREFIX",
+    "NON_CONFIG_ENV_VARS",
+    "BoardConfig",
+    "BusConfig",
+    "CabinetConfig",
+    "ChannelRef",
+    "CompartmentConfig",
+    "ConfigError",
+    "ConfigIssue",
+    "GenericIoBoard",
+    "GenericIoRegisterMap",
+    "GpioInput",
+    "GpioOutput",
+    "KeyDoc",
+    "LaneConfig",
+    "LaneInputs",
+    "LaneOutputs",
+    "LogConfig",
+    "MqttConfig",
+    "MqttTlsConfig",
+    "ProbeRegisterMap",
+    "PulseMode",
+    "RedisConfig",
+    "RegisterBits",
+    "ScannerConfig",
+    "SecurityConfig",
+    "Settings",
+    "SignalRef",
+    "TemperatureProbeBoard",
+    "TenantPolicy",
+    "TimingConfig",
+    "WaveshareRelayBoard",
+    "ZoneConfig",
+    "describe_keys",
+    "load_settings",
+    "parse_duration",
+    "parse_settings",
+]
+
+#: Prefix of the environment variables that set keys.
+ENV_PREFIX = "LOCKER_"
+#: ``LOCKER_`` variables that are not config keys, so not typos: ``LOCKER_CONFIG`` is the
+#: path of the file when no ``--config`` flag is given.
+NON_CONFIG_ENV_VARS: frozenset[str] = frozenset({"LOCKER_CONFIG"})
+
+_REDACTED = "***"
+Loc: TypeAlias = tuple[str | int, ...]
+
+
+# =============================================================================================
+# Errors
+# =============================================================================================
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigIssue:
+    """One thing wrong with the configuration.
+
+    ``source`` is where the value came from: the file path as given, ``"environment"`` or
+    ``"$LOCKER_..."`` for an environment variable, ``"flags"`` for a command-line override.
+    ``key`` is the key path (``"compartments[2].door.active"``; empty for a syntax error),
+    ``line``/``column`` the position in the file when known (1-based).
+    """
+
+    source: str
+    key: str
+    message: str
+    line: int | None = None
+    column: int | None = None
+
+    def __str__(self) -> str:
+        text = (
+            f"{self.source}: {self.key}: {self.message}"
+            if self.key
+            else (f"{self.source}: {self.message}")
+        )
+        if self.line is not None:
+            where = f"line {self.line}"
+            if self.column is not None:
+                where += f", column {self.column}"
+            text += f" ({where})"
+        return text
+
+
+class ConfigError(ValueError):
+    """The configuration cannot be used. ``issues`` lists every problem found, in file
+    order; ``str()`` prints them one per line."""
+
+    def __init__(self, issues: Sequence[ConfigIssue]) -> None:
+        self.issues: tuple[ConfigIssue, ...] = tuple(issues)
+        super().__init__("\n".join(str(issue) for issue in self.issues))
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        """The key paths named by the issues, in order."""
+        return tuple(issue.key for issue in self.issues)
+
+
+# =============================================================================================
+# Value types
+# =============================================================================================
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|d|h|m|s)")
+_DURATION_FULL = re.compile(r"^\s*(?:\d+(?:\.\d+)?\s*(?:ms|d|h|m|s)\s*)+$")
+_UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def parse_duration(value: object) -> object:
+    """Read a duration in seconds: a number (``0.7``, ``90``) or a text with units
+    (``"500ms"``, ``"90s"``, ``"1h30m"``, ``"3d"``). Anything else is returned unchanged for
+    the float validator to reject."""
+    if isinstance(value, str) and _DURATION_FULL.match(value):
+        return sum(float(n) * _UNIT_S[u] for n, u in _DURATION_PART.findall(value))
+    return value
+
+
+def _not_bool(value: object) -> object:
+    # TOML `true` is not a number of seconds, even though Python's bool is an int.
+    if isinstance(value, bool):
+        raise ValueError(f"must be a number (got {_show(value)})")
+    return value
+
+
+Seconds = Annotated[float, BeforeValidator(parse_duration), BeforeValidator(_not_bool)]
+Count = Annotated[int, BeforeValidator(_not_bool)]
+Ident = Annotated[str, StringConstraints(pattern=r"^[a-z0-9-]{1,32}$")]
+Name = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_-]{0,31}$")]
+CompartmentId = Annotated[str, StringConstraints(pattern=r"^[A-Z0-9-]{1,8}$")]
+KeyId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._:-]{1,64}$")]
+
+
+class _FrozenDict(dict[Any, Any]):
+    """A dict that refuses to change: tables inside :class:`Settings` are read-only."""
+
+    def _readonly(self, *args: object, **kwargs: object) -> typing.NoReturn:
+        raise TypeError("settings are read-only after load")
+
+    __setitem__ = __delitem__ = clear = pop = popitem = setdefault = update = _readonly
+    __ior__ = _readonly
+
+    def __hash__(self) -> int:  # type: ignore[override]
+        return hash(json.dumps(self, sort_keys=True, default=str))
+
+
+def _deep_freeze(value: Any) -> Any:
+    if isinstance(value, dict):
+        return _FrozenDict({k: _deep_freeze(v) for k, v in value.items()})
+    if isinstance(value, list | tuple):
+        return tuple(_deep_freeze(v) for v in value)
+    return value
+
+
+def _freeze_mapping(value: dict[Any, Any]) -> Mapping[Any, Any]:
+    return _FrozenDict(value)
+
+
+def _show(value: object) -> str:
+    """A value as the TOML author wrote it, for messages."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, dict):
+        return "a table"
+    if isinstance(value, list | tuple):
+        return "an array"
+    return repr(value)
+
+
+def _ctx_path(info: ValidationInfo, value: str | Path) -> Path:
+    path = Path(value).expanduser()
+    ctx = info.context or {}
+    base = ctx.get("base_dir")
+    if not path.is_absolute() and base is not None:
+        path = Path(base) / path
+    return path
+
+
+def _check_files(info: ValidationInfo) -> bool:
+    return bool((info.context or {}).get("check_files", True))
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(
+        frozen=True, extra="forbid", validate_default=True, use_attribute_docstrings=False
+    )
+
+
+# =============================================================================================
+# [cabinet]
+# =============================================================================================
+
+
+class CabinetConfig(_Section):
+    """``[cabinet]``: who this cabinet is."""
+
+    site: Ident = Field(description="Site id, `[a-z0-9-]{1,32}`, e.g. `fr-lyon-07`.")
+    id: Ident = Field(description="Cabinet id within the site, `[a-z0-9-]{1,32}`.")
+    name: str = Field(default="", description="Human name shown by `lockerctl`.")
+    timezone: str = Field(
+        default="UTC",
+        description="IANA time zone of the site (`Europe/Paris`): local times in logs and "
+        "reports. Expiry and command deadlines never use the wall clock.",
+    )
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            zoneinfo.ZoneInfo(value)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone (got {value!r})") from None
+        return value
+
+
+# =============================================================================================
+# [mqtt]
+# =============================================================================================
+
+
+class MqttTlsConfig(_Section):
+    """``[mqtt.tls]``: TLS to the broker; a client certificate per cabinet."""
+
+    ca_file: Path | None = Field(
+        default=None,
+        description="PEM file of the CA that signed the broker; unset = system CAs.",
+    )
+    cert_file: Path | None = Field(
+        default=None, description="PEM client certificate of this cabinet."
+    )
+    key_file: Path | None = Field(default=None, description="PEM private key of `cert_file`.")
+
+    @field_validator("ca_file", "cert_file", "key_file")
+    @classmethod
+    def _exists(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        if value is None:
+            return None
+        path = _ctx_path(info, value)
+        if _check_files(info) and not path.is_file():
+            raise ValueError(f"file not found: {str(path)!r}")
+        return path
+
+    @model_validator(mode="after")
+    def _pair(self) -> MqttTlsConfig:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("cert_file and key_file go together: set both or neither")
+        return self
+
+
+class MqttConfig(_Section):
+    """``[mqtt]``: the broker link to dispatch."""
+
+    host: str = Field(default="127.0.0.1", min_length=1, description="Broker host name or IP.")
+    port: int = Field(default=1883, ge=1, le=65535, description="Broker TCP port.")
+    topic_root: str = Field(
+        default="lockers/v1",
+        description="Topic prefix; the cabinet's root is `{topic_root}/{site}/{id}`.",
+    )
+    protocol: Literal[5, 311] = Field(
+        default=5, description="MQTT protocol version: `5` or `311` (3.1.1)."
+    )
+    keepalive_s: Count = Field(default=30, ge=5, le=3600, description="MQTT keep-alive, seconds.")
+    client_id: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=128,
+        description="Client id; default `locker-{site}-{id}`.",
+    )
+    username: str | None = Field(default=None, description="Broker user name, if any.")
+    password: str | None = Field(
+        default=None, repr=False, description="Broker password (never shown or logged)."
+    )
+    tls: MqttTlsConfig | None = Field(
+        default=None, description="`[mqtt.tls]`: unset = plain TCP (lab only)."
+    )
+    reconnect_min_s: Seconds = Field(
+        default=1.0, gt=0, description="First reconnect delay, seconds; doubles per failure."
+    )
+    reconnect_max_s: Seconds = Field(
+        default=60.0, gt=0, description="Longest reconnect delay, seconds."
+    )
+
+    @field_validator("topic_root")
+    @classmethod
+    def _topic(cls, value: str) -> str:
+        levels = value.split("/")
+        if not value or any(not level for level in levels):
+            raise ValueError(f"must be levels separated by single '/' (got {value!r})")
+        if any(ch in value for ch in "+#\x00") or value.startswith("$"):
+            raise ValueError(f"must not contain '+', '#' or start with '$' (got {value!r})")
+        return value
+
+    @field_serializer("password")
+    def _hide_password(self, value: str | None, info: SerializationInfo) -> str | None:
+        if value is None or _reveal(info):
+            return value
+        return _REDACTED
+
+    @model_validator(mode="after")
+    def _backoff(self) -> MqttConfig:
+        if self.reconnect_max_s < self.reconnect_min_s:
+            raise ValueError("reconnect_max_s must be >= reconnect_min_s")
+        if self.password is not None and self.username is None:
+            raise ValueError("password is set but username is not")
+        return self
+
+
+def _reveal(info: SerializationInfo) -> bool:
+    ctx = info.context
+    return bool(ctx.get("reveal_secrets")) if isinstance(ctx, dict) else False
+
+
+# =============================================================================================
+# [redis]
+# =============================================================================================
+
+
+class RedisConfig(_Section):
+    """``[redis]``: the local durable store."""
+
+    url: str = Field(
+        default="redis://127.0.0.1:6379/0",
+        repr=False,
+        description="`redis://`, `rediss://`, `unix:///path?db=0`, or `memory://` for an "
+        "in-process fakeredis (simulator and demo only: nothing survives a restart).",
+    )
+    key_prefix: str | None = Field(
+        default=None,
+        min_length=1,
+        description="Prefix of every key the store writes; default `locker:{site}:{id}:`.",
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _scheme(cls, value: str) -> str:
+        scheme = urlsplit(value).scheme
+        if scheme not in ("redis", "rediss", "unix", "memory"):
+            raise ValueError(
+                f"must start with redis://, rediss://, unix:// or memory:// (got {scheme!r})"
+            )
+        return value
+
+    @field_serializer("url")
+    def _hide_password(self, value: str, info: SerializationInfo) -> str:
+        parts = urlsplit(value)
+        if _reveal(info) or parts.password is None:
+            return value
+        host = parts.hostname or ""
+        user = parts.username or ""
+        netloc = f"{user}:{_REDACTED}@{host}" + (f":{parts.port}" if parts.port else "")
+        return urlunsplit(parts._replace(netloc=netloc))
+
+    @property
+    def is_memory(self) -> bool:
+        """True for ``memory://``: the in-process fakeredis of the simulator and demo."""
+        return urlsplit(self.url).scheme == "memory"
+
+
+# =============================================================================================
+# [timing]
+# =============================================================================================
+
+
+class TimingConfig(_Section):
+    """``[timing]``: the clocks of the daemon. Every value is in seconds (a number, or a
+    text with units such as ``"500ms"``, ``"2m"``)."""
+
+    poll_interval_s: Seconds = Field(
+        default=0.1, ge=0.01, le=10, description="Period of the input poll of every board."
+    )
+    pulse_s: Seconds = Field(default=0.7, gt=0, description="Unlock pulse length.")
+    max_pulse_s: Seconds = Field(
+        default=3.0,
+        gt=0,
+        le=HARD_PULSE_CAP_S,
+        description=f"Longest pulse any command may ask for; at most {HARD_PULSE_CAP_S} "
+        "(the drivers' hard cap).",
+    )
+    max_concurrent_pulses: Count = Field(
+        default=1, ge=1, le=16, description="Solenoids energised at once (power budget)."
+    )
+    pulse_gap_s: Seconds = Field(
+        default=0.3, ge=0, description="Pause between the end of a pulse and the next one."
+    )
+    compartment_cooldown_s: Seconds = Field(
+        default=2.0, ge=0, description="Least time between two pulses of one compartment."
+    )
+    compartment_max_pulses_per_minute: Count = Field(
+        default=6, ge=1, le=60, description="Rate limit of pulses per compartment."
+    )
+    open_detect_timeout_s: Seconds = Field(
+        default=5.0,
+        gt=0,
+        description="After a pulse, time for the door sensor to report open before "
+        "'open not detected'.",
+    )
+    ajar_after_s: Seconds = Field(
+        default=120.0,
+        gt=0,
+        description="Door-ajar alarm after the door stays open this long; zones may set a "
+        "shorter one.",
+    )
+    unknown_after_failed_polls: Count = Field(
+        default=3, ge=1, le=100, description="Failed polls in a row before a sensor is unknown."
+    )
+    state_coalesce_s: Seconds = Field(
+        default=0.5, ge=0, description="Changes within this window make one `state` message."
+    )
+    telemetry_interval_s: Seconds = Field(
+        default=60.0, ge=1, description="Period of the `telemetry` message."
+    )
+    command_max_ttl_s: Seconds = Field(
+        default=30.0,
+        gt=0,
+        le=30.0,
+        description="Commands whose deadline lies further ahead are refused (at most 30).",
+    )
+
+    @model_validator(mode="after")
+    def _pulse_within_cap(self) -> TimingConfig:
+        if self.pulse_s > self.max_pulse_s:
+            raise _KeyedError("pulse_s", f"must be <= max_pulse_s ({self.max_pulse_s})")
+        return self
+
+
+class _KeyedError(ValueError):
+    """A model-level check that knows which of the model's keys is wrong."""
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(f"@{key}@{message}")
+
+
+# =============================================================================================
+# [[buses]]
+# =============================================================================================
+
+_BAUDRATES = (1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200)
+_RTU_ONLY = ("port", "baudrate", "parity", "stopbits", "bytesize")
+_TCP_ONLY = ("host", "tcp_port")
+
+
+class BusConfig(_Section):
+    """``[[buses]]``: one RS-485 line (``rtu``, a serial port) or one Modbus TCP gateway
+    (``tcp``). One owner per line: one transaction at a time."""
+
+    name: Name = Field(description="Bus name, referenced by `boards[].bus`.")
+    kind: Literal["rtu", "tcp"] = Field(default="rtu", description="`rtu` or `tcp`.")
+    port: str | None = Field(
+        default=None, description="rtu: serial device, e.g. `/dev/ttyLOCKER0`."
+    )
+    baudrate: Count = Field(default=9600, description="rtu: line speed, a standard rate.")
+    parity: Literal["N", "E", "O"] = Field(default="N", description="rtu: `N`, `E` or `O`.")
+    stopbits: Literal[1, 2] = Field(default=1, description="rtu: 1 or 2.")
+    bytesize: Literal[7, 8] = Field(default=8, description="rtu: 7 or 8.")
+    host: str | None = Field(default=None, description="tcp: gateway host.")
+    tcp_port: int = Field(default=502, ge=1, le=65535, description="tcp: gateway port.")
+    timeout_s: Seconds = Field(
+        default=0.3, gt=0, le=10, description="Reply timeout of one transaction."
+    )
+    retries: Count = Field(default=2, ge=0, le=10, description="Retries of a transaction.")
+    frame_gap_s: Seconds | None = Field(
+        default=None,
+        ge=0,
+        le=1,
+        description="Silence between frames; default the Modbus 3.5 characters "
+        "(1.75 ms above 19200 baud).",
+    )
+
+    @field_validator("baudrate")
+    @classmethod
+    def _standard_rate(cls, value: int) -> int:
+        if value not in _BAUDRATES:
+            rates = ", ".join(str(r) for r in _BAUDRATES)
+            raise ValueError(f"must be one of {rates} (got {value})")
+        return value
+
+    @model_validator(mode="after")
+    def _kind_fields(self) -> BusConfig:
+        # A key of the other kind, set away from its default, is a mistake worth naming
+        # (a tcp gateway with a baudrate). Defaults are fine: to_dict() writes them all.
+        if self.kind == "rtu":
+            if self.port is None:
+                raise _KeyedError("port", "missing (required for kind = 'rtu')")
+            wrong = [k for k in _TCP_ONLY if getattr(self, k) != _BUS_DEFAULTS[k]]
+        else:
+            if self.host is None:
+                raise _KeyedError("host", "missing (required for kind = 'tcp')")
+            wrong = [k for k in _RTU_ONLY if getattr(self, k) != _BUS_DEFAULTS[k]]
+        if wrong:
+            raise _KeyedError(wrong[0], f"not used by kind = {self.kind!r}")
+        return self
+
+
+_BUS_DEFAULTS = {k: BusConfig.model_fields[k].default for k in (*_RTU_ONLY, *_TCP_ONLY)}
+
+
+# =============================================================================================
+# [[boards]]
+# =============================================================================================
+
+
+class RegisterBits(_Section):
+    """Where a generic IO board keeps a run of bits: a Modbus table and a start address."""
+
+    table: Literal["coils", "discrete_inputs", "input_register_bits", "holding_register_bits"] = (
+        Field(description="Modbus table.")
+    )
+    address: int = Field(default=0, ge=0, le=0xFFFF, description="First address.")
+
+
+class PulseMode(_Section):
+    """How a generic IO board times an unlock pulse."""
+
+    kind: Literal["daemon", "register"] = Field(
+        default="daemon",
+        description="`daemon`: the driver switches off itself (hard-capped); `register`: "
+        "writing a duration to a holding register makes the board time it.",
+    )
+    address: int | None = Field(
+        default=None, ge=0, le=0xFFFF, description="register: first pulse register."
+    )
+    unit_ms: int | None = Field(
+        default=None, ge=1, le=10000, description="register: milliseconds per count."
+    )
+
+    @model_validator(mode="after")
+    def _register_fields(self) -> PulseMode:
+        if self.kind == "register":
+            for key in ("address", "unit_ms"):
+                if getattr(self, key) is None:
+                    raise _KeyedError(key, "missing (required for kind = 'register')")
+        else:
+            for key in ("address", "unit_ms"):
+                if getattr(self, key) is not None:
+                    raise _KeyedError(key, "not used by kind = 'daemon'")
+        return self
+
+
+class GenericIoRegisterMap(_Section):
+    """``register_map`` of a ``generic_io`` board."""
+
+    outputs: RegisterBits = Field(
+        default_factory=lambda: RegisterBits(table="coils"),
+        description="Output bits: table `coils` or `holding_register_bits`.",
+    )
+    inputs: RegisterBits = Field(
+        default_factory=lambda: RegisterBits(table="discrete_inputs"),
+        description="Input bits: `discrete_inputs`, `input_register_bits` or "
+        "`holding_register_bits`.",
+    )
+    pulse: PulseMode = Field(default_factory=PulseMode, description="Pulse timing.")
+
+    @model_validator(mode="after")
+    def _tables(self) -> GenericIoRegisterMap:
+        if self.outputs.table not in ("coils", "holding_register_bits"):
+            raise _KeyedError(
+                "outputs",
+                f"table must be 'coils' or 'holding_register_bits' (got {self.outputs.table!r})",
+            )
+        if self.inputs.table == "coils":
+            raise _KeyedError("inputs", "table must not be 'coils' (outputs are coils)")
+        return self
+
+
+class ProbeRegisterMap(_Section):
+    """``register_map`` of a ``temperature_probe`` board: one register per channel,
+    ``value = raw * scale + offset``."""
+
+    table: Literal["input_registers", "holding_registers"] = Field(
+        default="input_registers", description="Modbus table of the readings."
+    )
+    address: int = Field(default=0, ge=0, le=0xFFFF, description="Register of channel 0.")
+    scale: float = Field(default=0.1, description="°C per count.")
+    offset: float = Field(default=0.0, description="°C added after scaling.")
+    signed: bool = Field(default=True, description="Registers are two's complement.")
+    invalid: int | None = Field(
+        default=-32768, description="Raw value meaning 'no sensor'; unset = none."
+    )
+
+    @field_validator("scale")
+    @classmethod
+    def _nonzero(cls, value: float) -> float:
+        if value == 0:
+            raise ValueError("must not be 0")
+        return value
+
+
+class _BoardBase(_Section):
+    name: Name = Field(description="Board name, referenced by channels.")
+    bus: Name = Field(description="Name of the bus the board is on.")
+    address: Count = Field(ge=1, le=247, description="Modbus unit address, 1..247.")
+
+    @property
+    def output_count(self) -> int:
+        """Number of lock outputs (0 for a probe board)."""
+        return 0
+
+    @property
+    def input_count(self) -> int:
+        """Number of contact inputs (0 for a probe board)."""
+        return 0
+
+    @property
+    def is_lock_board(self) -> bool:
+        """True if the board drives solenoids (waveshare_relay, generic_io)."""
+        return False
+
+
+class WaveshareRelayBoard(_BoardBase):
+    """A Waveshare-style Modbus RTU relay board: relays are coils, the board times the
+    pulse itself ("flash on"), inputs are discrete inputs. Its register map is fixed
+    (:data:`drivers.modbus.registers.WAVESHARE`)."""
+
+    profile: Literal["waveshare_relay"] = Field(description="Board profile.")
+    outputs: Count = Field(ge=1, le=64, description="Relay channels (8, 16, 32).")
+    inputs: Count = Field(default=0, ge=0, le=64, description="Digital inputs.")
+    max_pulse_s: Seconds | None = Field(
+        default=None,
+        gt=0,
+        le=HARD_PULSE_CAP_S,
+        description="Pulse cap of this board; default `timing.max_pulse_s`.",
+    )
+
+    @property
+    def output_count(self) -> int:
+        return self.outputs
+
+    @property
+    def input_count(self) -> int:
+        return self.inputs
+
+    @property
+    def is_lock_board(self) -> bool:
+        return True
+
+
+class GenericIoBoard(_BoardBase):
+    """A generic Modbus IO board described by its ``register_map``."""
+
+    profile: Literal["generic_io"] = Field(description="Board profile.")
+    outputs: Count = Field(default=0, ge=0, le=256, description="Output channels.")
+    inputs: Count = Field(default=0, ge=0, le=256, description="Input channels.")
+    register_map: GenericIoRegisterMap = Field(
+        default_factory=GenericIoRegisterMap, description="Where the bits are."
+    )
+    max_pulse_s: Seconds | None = Field(
+        default=None,
+        gt=0,
+        le=HARD_PULSE_CAP_S,
+        description="Pulse cap of this board; default `timing.max_pulse_s`.",
+    )
+
+    @model_validator(mode="after")
+    def _some_io(self) -> GenericIoBoard:
+        if self.outputs == 0 and self.inputs == 0:
+            raise _KeyedError("outputs", "a generic_io board needs outputs or inputs")
+        return self
+
+    @property
+    def output_count(self) -> int:
+        return self.outputs
+
+    @property
+    def input_count(self) -> int:
+        return self.inputs
+
+    @property
+    def is_lock_board(self) -> bool:
+        return True
+
+
+class TemperatureProbeBoard(_BoardBase):
+    """A Modbus temperature probe board: ``channels`` readings in one transaction."""
+
+    profile: Literal["temperature_probe"] = Field(description="Board profile.")
+    channels: Count = Field(ge=1, le=64, description="Probe channels.")
+    register_map: ProbeRegisterMap = Field(
+        default_factory=ProbeRegisterMap, description="Where and how readings are stored."
+    )
+
+
+#: One ``[[boards]]`` entry; ``profile`` says which.
+BoardConfig: TypeAlias = Annotated[
+    WaveshareRelayBoard | GenericIoBoard | TemperatureProbeBoard,
+    Field(discriminator="profile"),
+]
+_BOARD_CLASSES: dict[str, type[_BoardBase]] = {
+    "waveshare_relay": WaveshareRelayBoard,
+    "generic_io": GenericIoBoard,
+    "temperature_probe": TemperatureProbeBoard,
+}
+
+
+# =============================================================================================
+# [[zones]] and [[compartments]]
+# =============================================================================================
+
+
+class ChannelRef(_Section):
+    """A board channel: ``{ board = "locks-a", channel = 0 }`` (channels count from 0)."""
+
+    board: Name = Field(description="Board name.")
+    channel: Count = Field(ge=0, le=255, description="Channel, from 0.")
+
+
+class SignalRef(ChannelRef):
+    """A board input with its polarity: ``active`` is the raw level that means the
+    signal's active state (door open, latch released, compartment occupied)."""
+
+    active: Literal["high", "low"] = Field(
+        description="`high` (input reads 1 when active) or `low`."
+    )
+
+
+class ZoneConfig(_Section):
+    """``[[zones]]``: a temperature zone of the cabinet."""
+
+    name: Name = Field(description="Zone name, referenced by `compartments[].zone`.")
+    kind: Literal["ambient", "chilled", "frozen"] = Field(
+        description="`ambient`, `chilled` or `frozen`."
+    )
+    min_c: float | None = Field(default=None, ge=-60, le=60, description="Lowest °C in range.")
+    max_c: float | None = Field(default=None, ge=-60, le=60, description="Highest °C in range.")
+    excursion_delay_s: Seconds = Field(
+        default=600.0,
+        ge=0,
+        description="Out of range this long before the excursion alarm.",
+    )
+    ajar_after_s: Seconds | None = Field(
+        default=None,
+        gt=0,
+        description="Door-ajar delay in this zone, at most `timing.ajar_after_s`.",
+    )
+    probe: ChannelRef | None = Field(
+        default=None, description="`{ board, channel }` of a temperature_probe board."
+    )
+
+    @model_validator(mode="after")
+    def _range(self) -> ZoneConfig:
+        if self.kind != "ambient":
+            for key in ("min_c", "max_c", "probe"):
+                if getattr(self, key) is None:
+                    raise _KeyedError(key, f"missing (required for a {self.kind} zone)")
+        if self.min_c is not None and self.max_c is not None and self.min_c >= self.max_c:
+            raise _KeyedError("max_c", f"must be > min_c ({self.min_c})")
+        return self
+
+
+class CompartmentConfig(_Section):
+    """``[[compartments]]``: one door, its lock output and its optional sensors."""
+
+    id: CompartmentId = Field(description="Compartment id, `[A-Z0-9-]{1,8}`, e.g. `A01`.")
+    size: Literal["S", "M", "L", "XL"] = Field(description="`S`, `M`, `L` or `XL`.")
+    zone: Name = Field(description="Zone name.")
+    pool: Name = Field(description="Tenant pool, a key of `[tenants]`.")
+    lock: ChannelRef = Field(description="Lock output `{ board, channel }`.")
+    door: SignalRef | None = Field(
+        default=None, description="Door sensor `{ board, channel, active }`; active = open."
+    )
+    latch: SignalRef | None = Field(
+        default=None, description="Latch feedback; active = latch released."
+    )
+    occupancy: SignalRef | None = Field(
+        default=None, description="Occupancy sensor; active = occupied."
+    )
+
+
+# =============================================================================================
+# [security], [lane], [tenants], [log]
+# =============================================================================================
+
+_ED25519_SPKI_PREFIX = bytes.fromhex("302a300506032b6570032100")
+_PEM_BLOCK = re.compile(
+    r"-----BEGIN PUBLIC KEY-----\s*([A-Za-z0-9+/=\s]+?)\s*-----END PUBLIC KEY-----"
+)
+
+
+def _raw_ed25519(der_or_raw: bytes) -> bytes:
+    if len(der_or_raw) == 32:
+        return der_or_raw
+    if len(der_or_raw) == 44 and der_or_raw.startswith(_ED25519_SPKI_PREFIX):
+        return der_or_raw[len(_ED25519_SPKI_PREFIX) :]
+    raise ValueError("not an Ed25519 public key")
+
+
+def _key_from_pem(text: str) -> bytes:
+    match = _PEM_BLOCK.search(text)
+    if match is None:
+        raise ValueError("no PEM 'PUBLIC KEY' block")
+    return _raw_ed25519(base64.b64decode("".join(match.group(1).split()), validate=True))
+
+
+def _inline_key(value: str) -> bytes | None:
+    """The raw key if ``value`` is an inline base64 Ed25519 public key, else None."""
+    try:
+        return _raw_ed25519(base64.b64decode(value, validate=True))
+    except (ValueError, binascii.Error):
+        return None
+
+
+def _check_key_ref(ref: str, info: ValidationInfo) -> str:
+    """An inline key stays as written; a path is resolved and, unless file checks are off,
+    must hold a PEM Ed25519 public key."""
+    if _inline_key(ref) is not None:
+        return ref
+    path = _ctx_path(info, ref)
+    if _check_files(info):
+        try:
+            _key_from_pem(path.read_text(encoding="ascii"))
+        except OSError as exc:
+            raise ValueError(f"cannot read {str(path)!r}: {exc.strerror}") from None
+        except (ValueError, binascii.Error) as exc:
+            raise ValueError(f"{str(path)!r} is not a PEM Ed25519 public key ({exc})") from None
+    return str(path)
+
+
+class SecurityConfig(_Section):
+    """``[security]``: who may open doors."""
+
+    require_signed_commands: bool = Field(
+        default=True,
+        description="Door, code and config commands must be signed by dispatch. "
+        "Only a lab may turn this off.",
+    )
+    dispatch_public_keys: Annotated[
+        dict[KeyId, Annotated[str, AfterValidator(_check_key_ref)]],
+        AfterValidator(_freeze_mapping),
+    ] = Field(
+        default_factory=dict,
+        description="`key_id = ` path of a PEM Ed25519 public key, or the key inline in "
+        "base64 (raw 32 bytes or DER).",
+    )
+    code_max_attempts: Count = Field(
+        default=5, ge=1, le=100, description="Wrong pickup codes before a lane lockout."
+    )
+    code_lockout_s: Seconds = Field(
+        default=60.0, gt=0, description="First lockout; doubles on each further lockout."
+    )
+    code_lockout_max_s: Seconds = Field(default=3600.0, gt=0, description="Longest lockout.")
+
+    @field_serializer("dispatch_public_keys")
+    def _fingerprints(self, value: Mapping[str, str], info: SerializationInfo) -> dict[str, str]:
+        if _reveal(info):
+            return dict(value)
+        return {
+            k: v
+            if _inline_key(v) is None
+            else "inline sha256:" + hashlib.sha256(v.encode()).hexdigest()[:16]
+            for k, v in value.items()
+        }
+
+    @model_validator(mode="after")
+    def _need_keys(self) -> SecurityConfig:
+        if self.require_signed_commands and not self.dispatch_public_keys:
+            raise _KeyedError(
+                "dispatch_public_keys",
+                "missing: require_signed_commands = true needs at least one key",
+            )
+        if self.code_lockout_max_s < self.code_lockout_s:
+            raise _KeyedError("code_lockout_max_s", "must be >= code_lockout_s")
+        return self
+
+    def public_key(self, key_id: str) -> bytes:
+        """The raw 32-byte Ed25519 public key ``key_id`` (read from its file when it is a
+        path). Raises ``KeyError`` for an unknown id, ``ValueError``/``OSError`` for a key
+        file that changed since start-up."""
+        ref = self.dispatch_public_keys[key_id]
+        inline = _inline_key(ref)
+        if inline is not None:
+            return inline
+        return _key_from_pem(Path(ref).read_text(encoding="ascii"))
+
+
+class GpioInput(_Section):
+    """A lane input line."""
+
+    pin: Count = Field(ge=0, le=127, description="GPIO line offset (BCM number on a Pi).")
+    active_low: bool = Field(default=False, description="Active when the line reads 0.")
+    debounce_ms: Count = Field(default=20, ge=0, le=5000, description="Debounce, ms.")
+
+
+class GpioOutput(_Section):
+    """A lane output line."""
+
+    pin: Count = Field(ge=0, le=127, description="GPIO line offset (BCM number on a Pi).")
+    active_low: bool = Field(default=False, description="On = drive the line to 0.")
+
+
+class LaneInputs(_Section):
+    """``[lane.inputs]``: each line optional."""
+
+    vehicle: GpioInput | None = Field(default=None, description="Vehicle presence loop.")
+    help: GpioInput | None = Field(default=None, description="Help button.")
+    tamper: GpioInput | None = Field(default=None, description="Cabinet tamper switch.")
+    mains_fail: GpioInput | None = Field(default=None, description="UPS mains-fail signal.")
+
+
+class LaneOutputs(_Section):
+    """``[lane.outputs]``: each line optional."""
+
+    light_red: GpioOutput | None = Field(default=None, description="Red lane light.")
+    light_green: GpioOutput | None = Field(default=None, description="Green lane light.")
+    buzzer: GpioOutput | None = Field(default=None, description="Buzzer.")
+
+
+class ScannerConfig(_Section):
+    """``[lane.scanner]``: serial code/QR scanner."""
+
+    port: str = Field(min_length=1, description="Serial device, e.g. `/dev/ttyACM0`.")
+    baudrate: Count = Field(default=9600, ge=1200, le=921600, description="Line speed.")
+
+
+class LaneConfig(_Section):
+    """``[lane]``: the drive lane's GPIO and scanner."""
+
+    backend: Literal["mock", "simulator", "rpigpio", "gpiod"] = Field(
+        default="mock",
+        description="GPIO backend: `gpiod` (Pi 5 and later kernels), `rpigpio` (Pi 1-4), "
+        "`simulator`, `mock`.",
+    )
+    chip: str = Field(default="/dev/gpiochip0", description="gpiod: the GPIO chip.")
+    options: Annotated[dict[str, Any], AfterValidator(_deep_freeze)] = Field(
+        default_factory=dict, description="Backend-specific options, passed through."
+    )
+    inputs: LaneInputs = Field(default_factory=LaneInputs, description="Input lines.")
+    outputs: LaneOutputs = Field(default_factory=LaneOutputs, description="Output lines.")
+    scanner: ScannerConfig | None = Field(default=None, description="Code scanner.")
+
+    @model_validator(mode="after")
+    def _pins_once(self) -> LaneConfig:
+        seen: dict[int, str] = {}
+        for group in ("inputs", "outputs"):
+            lines = getattr(self, group)
+            for key in type(lines).model_fields:
+                line = getattr(lines, key)
+                if line is None:
+                    continue
+                if line.pin in seen:
+                    raise _KeyedError(
+                        f"{group}.{key}", f"pin {line.pin} already used by {seen[line.pin]}"
+                    )
+                seen[line.pin] = f"lane.{group}.{key}"
+        return self
+
+
+class TenantPolicy(_Section):
+    """``[tenants.<pool>]``: the rules of one tenant pool. Durations accept units:
+    ``"1h30m"``, ``"3d"``."""
+
+    pickup_window_s: Seconds = Field(
+        default=86400.0,
+        gt=0,
+        description="After loading, the customer is expected within this; then overdue (reported).",
+    )
+    expiry_s: Seconds = Field(
+        default=259200.0,
+        gt=0,
+        description="After loading, the order expires: code refused, opened only for staff "
+        "retrieval. At least `pickup_window_s`.",
+    )
+    reopen_grace_s: Seconds = Field(
+        default=120.0,
+        ge=0,
+        description="After collection, the same code may reopen the door this long.",
+    )
+
+    @model_validator(mode="after")
+    def _order(self) -> TenantPolicy:
+        if self.expiry_s < self.pickup_window_s:
+            raise _KeyedError("expiry_s", f"must be >= pickup_window_s ({self.pickup_window_s})")
+        return self
+
+
+class LogConfig(_Section):
+    """``[log]``."""
+
+    level: Literal["debug", "info", "warning", "error"] = Field(
+        default="info", description="`debug`, `info`, `warning` or `error`."
+    )
+    format: Literal["json", "text"] = Field(
+        default="json", description="`json` (journald, one object per line) or `text`."
+    )
+
+    @field_validator("level", mode="before")
+    @classmethod
+    def _lower(cls, value: object) -> object:
+        return value.lower() if isinstance(value, str) else value
+
+
+# =============================================================================================
+# Settings
+# =============================================================================================
+
+
+class Settings(_Section):
+    """The whole, validated, frozen cabinet configuration. Build it with
+    :func:`load_settings` (file + environment + flags) or :func:`parse_settings` (a
+    mapping); both run the cross-section checks and raise :class:`ConfigError`.
+
+    Sections: ``cabinet``, ``mqtt``, ``redis``, ``timing``, ``buses``, ``boards``, ``zones``,
+    ``compartments``, ``security``, ``lane``, ``tenants``, ``simulator``, ``log``.
+    """
+
+    cabinet: CabinetConfig = Field(description="`[cabinet]`.")
+    mqtt: MqttConfig = Field(default_factory=MqttConfig, description="`[mqtt]`.")
+    redis: RedisConfig = Field(default_factory=RedisConfig, description="`[redis]`.")
+    timing: TimingConfig = Field(default_factory=TimingConfig, description="`[timing]`.")
+    buses: tuple[BusConfig, ...] = Field(default=(), description="`[[buses]]`.")
+    boards: tuple[BoardConfig, ...] = Field(default=(), description="`[[boards]]`.")
+    zones: tuple[ZoneConfig, ...] = Field(default=(), description="`[[zones]]`.")
+    compartments: tuple[CompartmentConfig, ...] = Field(
+        default=(), description="`[[compartments]]`."
+    )
+    security: SecurityConfig = Field(default_factory=SecurityConfig, description="`[security]`.")
+    lane: LaneConfig = Field(default_factory=LaneConfig, description="`[lane]`.")
+    tenants: Annotated[dict[Name, TenantPolicy], AfterValidator(_freeze_mapping)] = Field(
+        default_factory=dict, description="`[tenants.<pool>]`: one table per pool."
+    )
+    simulator: Annotated[dict[str, Any], AfterValidator(_deep_freeze)] = Field(
+        default_factory=dict,
+        description="`[simulator]`: free-form, read by `locker-sim`, ignored by the daemon.",
+    )
+    log: LogConfig = Field(default_factory=LogConfig, description="`[log]`.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _derived_defaults(cls, data: object) -> object:
+        # client_id and key_prefix default to names derived from the cabinet identity.
+        if not isinstance(data, dict):
+            return data
+        cabinet = data.get("cabinet")
+        if not isinstance(cabinet, dict):
+            return data
+        site, cab = cabinet.get("site"), cabinet.get("id")
+        if not (isinstance(site, str) and isinstance(cab, str)):
+            return data
+        data = dict(data)
+        for section, key, value in (
+            ("mqtt", "client_id", f"locker-{site}-{cab}"),
+            ("redis", "key_prefix", f"locker:{site}:{cab}:"),
+        ):
+            table = data.get(section, {})
+            if isinstance(table, dict) and table.get(key) is None:
+                data[section] = {**table, key: value}
+        return data
+
+    @model_validator(mode="after")
+    def _cross_checks(self, info: ValidationInfo) -> Settings:
+        problems = _cross_check(self)
+        collect = (info.context or {}).get("cross_check_issues")
+        if isinstance(collect, list):
+            collect.extend(problems)
+        elif problems:
+            raise ValueError("; ".join(f"{_format_loc(loc)}: {msg}" for loc, msg in problems))
+        return self
+
+    # -- views -----------------------------------------------------------------------------
+
+    @property
+    def topic_root(self) -> str:
+        """This cabinet's MQTT root: ``{mqtt.topic_root}/{site}/{id}``."""
+        return f"{self.mqtt.topic_root}/{self.cabinet.site}/{self.cabinet.id}"
+
+    @cached_property
+    def _compartment_index(self) -> Mapping[str, CompartmentConfig]:
+        return _FrozenDict({c.id: c for c in self.compartments})
+
+    @cached_property
+    def _board_index(self) -> Mapping[str, BoardConfig]:
+        return _FrozenDict({b.name: b for b in self.boards})
+
+    def compartment(self, compartment_id: str) -> CompartmentConfig:
+        """The compartment ``compartment_id``; ``KeyError`` if there is none."""
+        try:
+            return self._compartment_index[compartment_id]
+        except KeyError:
+            raise KeyError(f"unknown compartment {compartment_id!r}") from None
+
+    def board(self, name: str) -> BoardConfig:
+        """The board called ``name``; ``KeyError`` if there is none."""
+        try:
+            return self._board_index[name]
+        except KeyError:
+            raise KeyError(f"unknown board {name!r}") from None
+
+    def bus(self, name: str) -> BusConfig:
+        """The bus called ``name``; ``KeyError`` if there is none."""
+        for bus in self.buses:
+            if bus.name == name:
+                return bus
+        raise KeyError(f"unknown bus {name!r}")
+
+    def zone(self, name: str) -> ZoneConfig:
+        """The zone called ``name``; ``KeyError`` if there is none."""
+        for zone in self.zones:
+            if zone.name == name:
+                return zone
+        raise KeyError(f"unknown zone {name!r}")
+
+    def boards_on(self, bus: str) -> tuple[BoardConfig, ...]:
+        """The boards on bus ``bus``, in file order (empty for an unknown bus)."""
+        return tuple(b for b in self.boards if b.bus == bus)
+
+    def boards_by_bus(self) -> Mapping[str, tuple[BoardConfig, ...]]:
+        """Every bus name, in file order, with its boards in file order."""
+        return _FrozenDict({bus.name: self.boards_on(bus.name) for bus in self.buses})
+
+    def zone_of(self, compartment_id: str) -> ZoneConfig:
+        """The zone of compartment ``compartment_id``."""
+        return self.zone(self.compartment(compartment_id).zone)
+
+    def ajar_after_s(self, compartment_id: str) -> float:
+        """The effective door-ajar delay of a compartment: its zone's ``ajar_after_s`` if
+        set, else ``timing.ajar_after_s``."""
+        zone = self.zone_of(compartment_id)
+        return zone.ajar_after_s if zone.ajar_after_s is not None else self.timing.ajar_after_s
+
+    def tenant(self, pool: str) -> TenantPolicy:
+        """The policy of tenant pool ``pool``; ``KeyError`` if there is none."""
+        return self.tenants[pool]
+
+    def max_pulse_s(self, board: str) -> float:
+        """The pulse cap of a lock board: its own ``max_pulse_s`` or ``timing.max_pulse_s``,
+        never above :data:`drivers.base.HARD_PULSE_CAP_S`."""
+        spec = self.board(board)
+        own = getattr(spec, "max_pulse_s", None)
+        cap = self.timing.max_pulse_s if own is None else own
+        return min(cap, HARD_PULSE_CAP_S)
+
+    def to_dict(self, *, reveal_secrets: bool = False) -> dict[str, Any]:
+        """The effective configuration as plain JSON/TOML-able data (unset keys left out).
+        Secrets (MQTT password, Redis URL password) are ``"***"`` unless
+        ``reveal_secrets``; with it, ``parse_settings(s.to_dict(reveal_secrets=True))``
+        gives back an equal :class:`Settings`."""
+        return self.model_dump(
+            mode="json", exclude_none=True, context={"reveal_secrets": reveal_secrets}
+        )
+
+    def to_public_dict(self) -> dict[str, Any]:
+        """What ``lockerctl config show`` prints: the effective configuration with
+        passwords redacted and inline keys replaced by fingerprints."""
+        return self.to_dict(reveal_secrets=False)
+
+    @cached_property
+    def config_hash(self) -> str:
+        """A stable SHA-256 (hex) of the effective public configuration: equal configs
+        give equal hashes whatever their layout, order of keys or layer. Secrets are not
+        part of it (changing only a password does not change the hash)."""
+        text = json.dumps(self.to_public_dict(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()
+
+
+# =============================================================================================
+# Cross-section checks
+# =============================================================================================
+
+
+def _cross_check(s: Settings) -> list[tuple[Loc, str]]:
+    out: list[tuple[Loc, str]] = []
+
+    def dupes(section: str, items: Sequence[Any], attr: str) -> dict[str, int]:
+        first: dict[str, int] = {}
+        for i, item in enumerate(items):
+            value = getattr(item, attr)
+            if value in first:
+                out.append(
+                    ((section, i, attr), f"{value!r} already used by {section}[{first[value]}]")
+                )
+            else:
+                first[value] = i
+        return first
+
+    dupes("buses", s.buses, "name")
+    board_idx = dupes("boards", s.boards, "name")
+    zone_idx = dupes("zones", s.zones, "name")
+    dupes("compartments", s.compartments, "id")
+
+    bus_names = {b.name for b in s.buses}
+    addresses: dict[tuple[str, int], int] = {}
+    for i, board in enumerate(s.boards):
+        if board.bus not in bus_names:
+            out.append((("boards", i, "bus"), _unknown("bus", board.bus, bus_names)))
+        key = (board.bus, board.address)
+        if key in addresses:
+            j = addresses[key]
+            out.append(
+                (
+                    ("boards", i, "address"),
+                    f"address {board.address} on {board.bus} already used by boards[{j}] "
+                    f"({s.boards[j].name})",
+                )
+            )
+        else:
+            addresses[key] = i
+        own_cap = getattr(board, "max_pulse_s", None)
+        if own_cap is not None and own_cap < s.timing.pulse_s:
+            out.append(
+                (("boards", i, "max_pulse_s"), f"must be >= timing.pulse_s ({s.timing.pulse_s})")
+            )
+
+    def board_for(loc: Loc, ref: ChannelRef) -> BoardConfig | None:
+        if ref.board not in board_idx:
+            out.append(((*loc, "board"), _unknown("board", ref.board, board_idx)))
+            return None
+        return s.boards[board_idx[ref.board]]
+
+    for i, zone in enumerate(s.zones):
+        if zone.ajar_after_s is not None and zone.ajar_after_s > s.timing.ajar_after_s:
+            out.append(
+                (
+                    ("zones", i, "ajar_after_s"),
+                    f"must be <= timing.ajar_after_s ({s.timing.ajar_after_s}): a zone may "
+                    "only shorten it",
+                )
+            )
+        if zone.probe is None:
+            continue
+        loc: Loc = ("zones", i, "probe")
+        probe_board = board_for(loc, zone.probe)
+        if probe_board is None:
+            continue
+        if not isinstance(probe_board, TemperatureProbeBoard):
+            out.append(
+                (
+                    (*loc, "board"),
+                    f"{probe_board.name} is a {probe_board.profile} board, not a temperature_probe",
+                )
+            )
+        elif zone.probe.channel >= probe_board.channels:
+            out.append(
+                (
+                    (*loc, "channel"),
+                    f"{probe_board.name} has channels 0..{probe_board.channels - 1}"
+                    f" (got {zone.probe.channel})",
+                )
+            )
+
+    lock_users: dict[tuple[str, int], int] = {}
+    input_users: dict[tuple[str, int], tuple[int, str]] = {}
+    for i, comp in enumerate(s.compartments):
+        base: Loc = ("compartments", i)
+        if comp.zone not in zone_idx:
+            out.append(((*base, "zone"), _unknown("zone", comp.zone, zone_idx)))
+        if comp.pool not in s.tenants:
+            out.append(((*base, "pool"), _unknown("pool", comp.pool, s.tenants) + " in [tenants]"))
+        lock_board = board_for((*base, "lock"), comp.lock)
+        if lock_board is not None:
+            if not lock_board.is_lock_board or lock_board.output_count == 0:
+                out.append(((*base, "lock", "board"), f"{lock_board.name} has no outputs"))
+            elif comp.lock.channel >= lock_board.output_count:
+                out.append(
+                    (
+                        (*base, "lock", "channel"),
+                        f"{lock_board.name} has outputs "
+                        f"0..{lock_board.output_count - 1} (got {comp.lock.channel})",
+                    )
+                )
+            else:
+                key = (comp.lock.board, comp.lock.channel)
+                if key in lock_users:
+                    j = lock_users[key]
+                    out.append(
+                        (
+                            (*base, "lock"),
+                            f"{key[0]} channel {key[1]} already used by "
+                            f"compartments[{j}] ({s.compartments[j].id})",
+                        )
+                    )
+                else:
+                    lock_users[key] = i
+        for purpose in ("door", "latch", "occupancy"):
+            ref: SignalRef | None = getattr(comp, purpose)
+            if ref is None:
+                continue
+            in_board = board_for((*base, purpose), ref)
+            if in_board is None:
+                continue
+            if in_board.input_count == 0:
+                out.append(((*base, purpose, "board"), f"{in_board.name} has no inputs"))
+                continue
+            if ref.channel >= in_board.input_count:
+                out.append(
+                    (
+                        (*base, purpose, "channel"),
+                        f"{in_board.name} has inputs "
+                        f"0..{in_board.input_count - 1} (got {ref.channel})",
+                    )
+                )
+                continue
+            key = (ref.board, ref.channel)
+            # An input may serve two signals of one compartment (door and latch on one
+            # contact); two compartments on one input is a wiring mistake.
+            if key in input_users and input_users[key][0] != i:
+                j, used_for = input_users[key]
+                out.append(
+                    (
+                        (*base, purpose),
+                        f"{key[0]} input {key[1]} already used by "
+                        f"compartments[{j}] ({s.compartments[j].id}) {used_for}",
+                    )
+                )
+            else:
+                input_users.setdefault(key, (i, purpose))
+    return out
+
+
+def _unknown(what: str, name: str, known: Mapping[str, Any] | set[str]) -> str:
+    msg = f"unknown {what} {name!r}"
+    close = difflib.get_close_matches(name, list(known), n=1)
+    if close:
+        msg += f" (did you mean {close[0]!r}?)"
+    elif not known:
+        msg += f" (no {what}s are defined)"
+    return msg
+
+
+# =============================================================================================
+# Loading
+# =============================================================================================
+
+
+def _format_loc(loc: Loc) -> str:
+    text = ""
+    for item in loc:
+        if isinstance(item, int):
+            text += f"[{item}]"
+        else:
+            text += f".{item}" if text else item
+    return text
+
+
+class _LineMap:
+    """Where keys are in a TOML text: a light scan of table headers and ``key =`` lines,
+    enough to point a technician at the right line (tomllib keeps no positions)."""
+
+    _HEADER = re.compile(r"^\s*(\[\[?)\s*([^\[\]]+?)\s*\]\]?\s*(?:#.*)?$")
+    _KEY = re.compile(r"^\s*([A-Za-z0-9_\-.\"' ]+?)\s*=")
+
+    def __init__(self, text: str) -> None:
+        self.lines: dict[str, int] = {}
+        arrays: dict[str, int] = {}
+        table = ""
+        for number, line in enumerate(text.splitlines(), start=1):
+            header = self._HEADER.match(line)
+            if header:
+                parts = self._split(header.group(2))
+                resolved = ""
+                for k, part in enumerate(parts):
+                    prefix = f"{resolved}.{part}" if resolved else part
+                    if header.group(1) == "[[" and k == len(parts) - 1:
+                        index = arrays.get(prefix, 0)
+                        arrays[prefix] = index + 1
+                        resolved = f"{prefix}[{index}]"
+                    elif prefix in arrays:
+                        resolved = f"{prefix}[{arrays[prefix] - 1}]"
+                    else:
+                        resolved = prefix
+                table = resolved
+                self.lines.setdefault(table, number)
+                continue
+            key = self._KEY.match(line)
+            if key:
+                path = ".".join(self._split(key.group(1)))
+                self.lines.setdefault(f"{table}.{path}" if table else path, number)
+
+    @staticmethod
+    def _split(dotted: str) -> list[str]:
+        return [p.strip().strip("\"'") for p in dotted.split(".")]
+
+    def line_of(self, loc: Loc) -> int | None:
+        for end in range(len(loc), 0, -1):
+            found = self.lines.get(_format_loc(loc[:end]))
+            if found is not None:
+                return found
+        return None
+
+
+@dataclass(slots=True)
+class _Origins:
+    """Which layer set which key, to name the right source in a message."""
+
+    file: str
+    lines: _LineMap | None
+    overrides: dict[tuple[str, ...], str]
+
+    def issue(self, loc: Loc, message: str) -> ConfigIssue:
+        key = _format_loc(loc)
+        for end in range(len(loc), 0, -1):
+            prefix = loc[:end]
+            if all(isinstance(p, str) for p in prefix):
+                source = self.overrides.get(typing.cast(tuple[str, ...], prefix))
+                if source is not None:
+                    return ConfigIssue(source, key, message)
+        line = self.lines.line_of(loc) if self.lines is not None else None
+        return ConfigIssue(self.file, key, message, line)
+
+
+def _unwrap(tp: Any) -> Any:
+    while True:
+        origin = typing.get_origin(tp)
+        if origin is Annotated:
+            tp = typing.get_args(tp)[0]
+        elif origin in (typing.Union, types.UnionType):
+            members = [a for a in typing.get_args(tp) if a is not type(None)]
+            if len(members) != 1:
+                return tp
+            tp = members[0]
+        else:
+            return tp
+
+
+def _accepts_text(tp: Any) -> bool:
+    origin = typing.get_origin(tp)
+    if origin is Annotated:
+        return _accepts_text(typing.get_args(tp)[0])
+    if origin in (typing.Union, types.UnionType):
+        return any(_accepts_text(a) for a in typing.get_args(tp))
+    if origin is Literal:
+        return any(isinstance(a, str) for a in typing.get_args(tp))
+    return tp in (str, Path)
+
+
+class _UnknownKey(Exception):
+    def __init__(self, message: str, suggestion: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.suggestion = suggestion
+
+
+def _resolve(parts: Sequence[str]) -> Any:
+    """The annotation of the key at ``parts``; :class:`_UnknownKey` if no such key (or a key
+    inside an array, which a layer cannot address: it replaces the array whole)."""
+    tp: Any = Settings
+    for depth, part in enumerate(parts):
+        tp = _unwrap(tp)
+        where = ".".join(parts[:depth]) or "the top level"
+        if isinstance(tp, type) and issubclass(tp, BaseModel):
+            field = tp.model_fields.get(part)
+            if field is None:
+                close = difflib.get_close_matches(part, list(tp.model_fields), n=1)
+                raise _UnknownKey(
+                    f"no key {part!r} in {where}",
+                    [*parts[:depth], close[0], *parts[depth + 1 :]] if close else None,
+                )
+            tp = field.annotation
+        elif typing.get_origin(tp) in (dict, Mapping):
+            tp = typing.get_args(tp)[1]
+        elif tp is Any:
+            return Any
+        elif typing.get_origin(tp) is tuple:
+            raise _UnknownKey(f"{where} is an array of tables: set it whole, not item by item")
+        else:
+            raise _UnknownKey(f"{where} is not a table")
+    return tp
+
+
+def _coerce_text(tp: Any, raw: str) -> Any:
+    if _accepts_text(tp):
+        return raw
+    try:
+        return tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        return raw
+
+
+def _merge(base: dict[str, Any], parts: Sequence[str], value: Any) -> None:
+    node = base
+    for part in parts[:-1]:
+        child = node.get(part)
+        if not isinstance(child, dict):
+            child = {}
+        node[part] = child = dict(child)
+        node = child
+    last = parts[-1]
+    if isinstance(value, dict) and isinstance(node.get(last), dict):
+        merged = dict(node[last])
+        for k, v in value.items():
+            _merge(merged, [k], v)
+        node[last] = merged
+    else:
+        node[last] = value
+
+
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    label: str  # the variable or flag as the user wrote it
+    parts: list[str]
+    value: Any
+    source: str  # where a bad value is reported from
+    layer: str  # "environment" or "flags"
+
+
+def _apply_layer(
+    data: dict[str, Any], entries: Sequence[_Entry], origins: dict[tuple[str, ...], str]
+) -> list[ConfigIssue]:
+    """Merge ``entries`` into ``data`` (recording who set what); names of no key are
+    issues."""
+    issues: list[ConfigIssue] = []
+    for entry in entries:
+        try:
+            if not entry.parts or any(not p for p in entry.parts):
+                raise _UnknownKey("empty key name")
+            tp = _resolve(entry.parts)
+        except _UnknownKey as exc:
+            message = f"names no key: {exc.message}"
+            if exc.suggestion is not None:
+                guess = (
+                    ENV_PREFIX + "__".join(exc.suggestion).upper()
+                    if entry.layer == "environment"
+                    else ".".join(exc.suggestion)
+                )
+                message += f" (did you mean {guess}?)"
+            issues.append(ConfigIssue(entry.layer, entry.label, message))
+            continue
+        value = _coerce_text(tp, entry.value) if isinstance(entry.value, str) else entry.value
+        _merge(data, entry.parts, value)
+        origins[tuple(entry.parts)] = entry.source
+    return issues
+
+
+def _env_entries(env: Mapping[str, str]) -> list[_Entry]:
+    entries = []
+    for name in sorted(env):
+        if not name.startswith(ENV_PREFIX) or name in NON_CONFIG_ENV_VARS:
+            continue
+        parts = name[len(ENV_PREFIX) :].lower().split("__")
+        entries.append(_Entry(name, parts, env[name], f"${name}", "environment"))
+    return entries
+
+
+def _message(err: Mapping[str, Any], loc: Loc) -> tuple[Loc, str]:
+    kind: str = err["type"]
+    msg: str = err["msg"]
+    ctx: Mapping[str, Any] = err.get("ctx") or {}
+    value = err.get("input")
+    if kind == "missing":
+        return loc, "missing (required)"
+    if kind == "extra_forbidden":
+        parent = _model_at(loc[:-1])
+        hint = ""
+        if parent is not None and isinstance(loc[-1], str):
+            close = difflib.get_close_matches(loc[-1], list(parent.model_fields), n=1)
+            if close:
+                hint = f" (did you mean {close[0]!r}?)"
+        return loc, f"unknown key{hint}"
+    if kind == "union_tag_not_found":
+        return (*loc, "profile"), "missing (required)"
+    if kind == "union_tag_invalid":
+        tags = " or ".join(repr(t) for t in _BOARD_CLASSES)
+        return (*loc, "profile"), f"must be {tags} (got {_show(ctx.get('tag'))})"
+    if kind == "string_pattern_mismatch":
+        return loc, f"must match {ctx.get('pattern', '')!s} (got {_show(value)})"
+    if kind == "value_error":
+        text = str(ctx.get("error", msg.removeprefix("Value error, ")))
+        keyed = re.match(r"^@([\w.]+)@(.*)$", text, re.S)
+        if keyed:
+            return (*loc, *keyed.group(1).split(".")), keyed.group(2)
+        return loc, text
+    msg = re.sub(r"^(Input|String|Value|List|Tuple|Dictionary) should", "must", msg)
+    secret = bool(loc) and loc[-1] in ("password", "url")
+    if not secret:
+        msg += f" (got {_show(value)})"
+    return loc, msg
+
+
+def _model_at(loc: Loc) -> type[BaseModel] | None:
+    tp: Any = Settings
+    for item in loc:
+        tp = _unwrap(tp)
+        if typing.get_origin(tp) is tuple and isinstance(item, int):
+            tp = typing.get_args(tp)[0]
+            continue
+        if isinstance(item, str) and item in _BOARD_CLASSES:
+            tp = _BOARD_CLASSES[item]
+            continue
+        if isinstance(tp, type) and issubclass(tp, BaseModel) and isinstance(item, str):
+            field = tp.model_fields.get(item)
+            if field is None:
+                return None
+            tp = field.annotation
+        elif typing.get_origin(tp) in (dict, Mapping):
+            tp = typing.get_args(tp)[1]
+        else:
+            return None
+    tp = _unwrap(tp)
+    if typing.get_origin(tp) is tuple:
+        tp = _unwrap(typing.get_args(tp)[0])
+    return tp if isinstance(tp, type) and issubclass(tp, BaseModel) else None
+
+
+def _strip_tags(loc: Sequence[str | int]) -> Loc:
+    # Pydantic puts the board profile (the union tag) into the location: drop it.
+    out: list[str | int] = []
+    for i, item in enumerate(loc):
+        if (
+            isinstance(item, str)
+            and item in _BOARD_CLASSES
+            and i > 0
+            and isinstance(loc[i - 1], int)
+        ):
+            continue
+        out.append(item)
+    return tuple(out)
+
+
+def _validate(
+    data: Mapping[str, Any],
+    origins: _Origins,
+    *,
+    base_dir: Path | None,
+    check_files: bool,
+) -> Settings:
+    collected: list[tuple[Loc, str]] = []
+    context = {"base_dir": base_dir, "check_files": check_files, "cross_check_issues": collected}
+    try:
+        settings = Settings.model_validate(data, context=context)
+    except ValidationError as exc:
+        issues = []
+        for err in exc.errors(include_url=False):
+            loc, message = _message(err, _strip_tags(err["loc"]))
+            issues.append(origins.issue(loc, message))
+        raise ConfigError(_sorted(issues)) from None
+    if collected:
+        raise ConfigError(_sorted([origins.issue(loc, msg) for loc, msg in collected]))
+    return settings
+
+
+def _sorted(issues: list[ConfigIssue]) -> list[ConfigIssue]:
+    return sorted(issues, key=lambda i: (i.source, i.line if i.line is not None else 1 << 30))
+
+
+def parse_settings(
+    data: Mapping[str, Any],
+    *,
+    source: str = "<config>",
+    base_dir: str | os.PathLike[str] | None = None,
+    check_files: bool = True,
+) -> Settings:
+    """Validate an already-parsed config mapping (the content of a TOML file) and run the
+    cross-section checks. ``source`` names it in messages; relative file paths are read
+    from ``base_dir`` (default: the current directory). ``check_files=False`` skips the
+    existence checks of TLS and key files (to lint a config away from the cabinet).
+
+    Raises :class:`ConfigError` with every issue found."""
+    origins = _Origins(source, None, {})
+    return _validate(
+        data,
+        origins,
+        base_dir=Path(base_dir) if base_dir is not None else None,
+        check_files=check_files,
+    )
+
+
+def load_settings(
+    path: str | os.PathLike[str] | None,
+    *,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    check_files: bool = True,
+) -> Settings:
+    """Load the cabinet settings: defaults < the TOML file at ``path`` < ``env`` <
+    ``overrides``, validated once, frozen.
+
+    ``path``: the TOML file (``None``: no file, defaults and the other layers only).
+    ``env``: the environment (default ``os.environ``); ``LOCKER_SECTION__KEY=value``.
+    ``overrides``: flags from the command line, dotted keys to values
+    (``{"mqtt.host": "broker", "timing.poll_interval_s": "0.2"}``); text values are read
+    like environment values. ``check_files``: see :func:`parse_settings`.
+
+    Relative paths in the file (TLS and key files) are relative to the file's directory.
+    Raises :class:`ConfigError` listing every issue: unreadable file, TOML syntax (with
+    line and column), unknown or badly typed keys in any layer, cross-section conflicts.
+    """
+    env = os.environ if env is None else env
+    data: dict[str, Any] = {}
+    source = "<defaults>"
+    lines: _LineMap | None = None
+    base_dir: Path | None = None
+    if path is not None:
+        source = os.fspath(path)
+        file = Path(path)
+        base_dir = file.parent
+        try:
+            text = file.read_bytes().decode("utf-8")
+        except OSError as exc:
+            raise ConfigError([ConfigIssue(source, "", f"cannot read: {exc.strerror}")]) from None
+        except UnicodeDecodeError as exc:
+            raise ConfigError([ConfigIssue(source, "", f"not UTF-8 text: {exc.reason}")]) from None
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError([_syntax_issue(source, exc)]) from None
+        lines = _LineMap(text)
+
+    overrides_by_key: dict[tuple[str, ...], str] = {}
+    issues = _apply_layer(data, _env_entries(env), overrides_by_key)
+    flags = [
+        _Entry(key, key.split("."), value, "flags", "flags")
+        for key, value in (overrides or {}).items()
+    ]
+    issues += _apply_layer(data, flags, overrides_by_key)
+    try:
+        settings = _validate(
+            data,
+            _Origins(source, lines, overrides_by_key),
+            base_dir=base_dir,
+            check_files=check_files,
+        )
+    except ConfigError as exc:
+        raise ConfigError([*issues, *exc.issues]) from None
+    if issues:
+        raise ConfigError(issues)
+    return settings
+
+
+def _syntax_issue(source: str, exc: tomllib.TOMLDecodeError) -> ConfigIssue:
+    text = str(exc)
+    match = re.search(r"\(at line (\d+), column (\d+)\)$", text)
+    if match:
+        message = text[: match.start()].strip()
+        return ConfigIssue(
+            source, "", f"invalid TOML: {message}", int(match.group(1)), int(match.group(2))
+        )
+    match = re.search(r"\(at end of document\)$", text)
+    if match:
+        return ConfigIssue(
+            source, "", f"invalid TOML: {text[: match.start()].strip()} at end of document"
+        )
+    return ConfigIssue(source, "", f"invalid TOML: {text}")
+
+
+# =============================================================================================
+# Reference
+# =============================================================================================
+
+
+@dataclass(frozen=True, slots=True)
+class KeyDoc:
+    """One key of the reference (``docs/configuration.md``)."""
+
+    key: str
+    type: str
+    default: str
+    description: str
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Annotated:
+        return _type_name(typing.get_args(tp)[0])
+    if origin in (typing.Union, types.UnionType):
+        return " | ".join(_type_name(a) for a in typing.get_args(tp))
+    if origin is Literal:
+        return " | ".join(json.dumps(a) for a in typing.get_args(tp))
+    if origin is tuple:
+        return "array of tables"
+    if origin in (dict, Mapping):
+        return "table"
+    if tp is type(None):
+        return "unset"
+    if isinstance(tp, type) and issubclass(tp, BaseModel):
+        return "table"
+    return {str: "string", int: "integer", float: "number", bool: "boolean", Path: "path"}.get(
+        tp, "any"
+    )
+
+
+def _default_text(field: FieldInfo) -> str:
+    if field.is_required():
+        return "required"
+    if field.default_factory is not None:
+        return "—"
+    value = field.default
+    if value is None or value is PydanticUndefined:
+        return "unset"
+    return json.dumps(value) if not isinstance(value, bool) else str(value).lower()
+
+
+def _walk(model: type[BaseModel], prefix: str) -> Iterator[KeyDoc]:
+    for name, field in model.model_fields.items():
+        key = f"{prefix}.{name}" if prefix else name
+        tp = _unwrap(field.annotation)
+        if typing.get_origin(tp) is tuple:
+            tp = _unwrap(typing.get_args(tp)[0])
+        seconds = any(
+            isinstance(m, BeforeValidator) and m.func is parse_duration for m in _metadata(field)
+        )
+        type_text = "seconds" if seconds else _type_name(field.annotation)
+        yield KeyDoc(key, type_text, _default_text(field), field.description or "")
+        if typing.get_origin(tp) in (dict, Mapping):
+            tp = _unwrap(typing.get_args(tp)[1])
+        if isinstance(tp, type) and issubclass(tp, BaseModel):
+            yield from _walk(tp, key)
+        elif typing.get_origin(tp) in (typing.Union, types.UnionType):
+            for member in typing.get_args(tp):
+                if isinstance(member, type) and issubclass(member, BaseModel):
+                    yield from _walk(member, key)
+
+
+def _metadata(field: FieldInfo) -> list[Any]:
+    out = list(field.metadata)
+    ann = field.annotation
+    for arg in typing.get_args(ann):
+        if typing.get_origin(arg) is Annotated:
+            out.extend(typing.get_args(arg)[1:])
+    return out
+
+
+def describe_keys() -> list[KeyDoc]:
+    """Every key of the config with its type, default and meaning, in model order. Array
+    items are written ``boards[]``; the board profiles each list their own keys. Used to
+    write and check ``docs/configuration.md`` and by ``lockerctl config keys``."""
+    docs: list[KeyDoc] = []
+    seen: set[str] = set()
+    for doc in _walk(Settings, ""):
+        key = doc.key
+        for section in ("buses", "boards", "zones", "compartments"):
+            if key == section or key.startswith(section + "."):
+                key = section + "[]" + key[len(section) :]
+        if key.startswith("tenants."):
+            key = "tenants.<pool>" + key[len("tenants") :]
+        if key in seen:
+            continue
+        seen.add(key)
+        docs.append(KeyDoc(key, doc.type, doc.default, doc.description))
+    return docs
