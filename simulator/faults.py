@@ -1,0 +1,123 @@
+"""Faults the simulated cabinet can be told to have, switchable at run time.
+
+=====================  ========================  =============================================
+kind                   target                    effect
+=====================  ========================  =============================================
+``silent``             board                     the board never answers (dead, unpowered)
+``corrupt_crc``        board                     replies carry a wrong CRC
+``slow``               board (``latency_s``)     replies come ``latency_s`` late
+``duplicate_address``  board                     a second board answers the same frames: the
+                                                 two replies collide, the master gets garbage
+``stuck_latch``        lock board + channel      the solenoid energises, the latch stays put
+                       (or ``compartment``)
+``flapping``           input board + channel     the input toggles every ``period_s``
+                       (or ``compartment`` +     (a loose connector, a bouncing switch)
+                       ``signal``)
+``cut_wire``           input board + channel     the input reads the cut-wire level (``level``,
+                       (or ``compartment`` +     default from ``[simulator] cut_wire_level``
+                       ``signal``); a probe       by the signal's polarity); a probe channel
+                       channel                   reads its "invalid" sentinel
+``compressor_failure`` zone                      the zone drifts toward ambient
+=====================  ========================  =============================================
+
+Bus faults (the first four) are applied by the transports, sensor and physics faults by
+the world model. :class:`FaultBook` is the thread-safe store both consult.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, replace
+
+__all__ = ["BOARD_FAULTS", "CHANNEL_FAULTS", "FAULT_KINDS", "ZONE_FAULTS", "Fault", "FaultBook"]
+
+BOARD_FAULTS = ("silent", "corrupt_crc", "slow", "duplicate_address")
+CHANNEL_FAULTS = ("stuck_latch", "flapping", "cut_wire")
+ZONE_FAULTS = ("compressor_failure",)
+FAULT_KINDS = BOARD_FAULTS + CHANNEL_FAULTS + ZONE_FAULTS
+
+
+@dataclass(frozen=True, slots=True)
+class Fault:
+    """One active fault. ``since`` is the world time it was set (flapping phase)."""
+
+    kind: str
+    board: str | None = None
+    channel: int | None = None
+    zone: str | None = None
+    latency_s: float = 0.0
+    period_s: float = 0.5
+    level: bool | None = None
+    since: float = 0.0
+
+    @property
+    def target(self) -> tuple[str, str | None, int | None, str | None]:
+        return (self.kind, self.board, self.channel, self.zone)
+
+    def as_dict(self) -> dict[str, object]:
+        out: dict[str, object] = {"kind": self.kind}
+        for name in ("board", "channel", "zone"):
+            if getattr(self, name) is not None:
+                out[name] = getattr(self, name)
+        if self.kind == "slow":
+            out["latency_s"] = self.latency_s
+        if self.kind == "flapping":
+            out["period_s"] = self.period_s
+        if self.kind == "cut_wire" and self.level is not None:
+            out["level"] = self.level
+        return out
+
+
+class FaultBook:
+    """Active faults, at most one per (kind, target). Thread-safe; read on every frame."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._faults: dict[tuple[str, str | None, int | None, str | None], Fault] = {}
+
+    def put(self, fault: Fault) -> Fault:
+        with self._lock:
+            self._faults[fault.target] = fault
+        return fault
+
+    def remove(
+        self,
+        kind: str | None = None,
+        *,
+        board: str | None = None,
+        channel: int | None = None,
+        zone: str | None = None,
+    ) -> list[Fault]:
+        """Remove every fault matching all the given fields; return them."""
+        with self._lock:
+            gone = [
+                f
+                for f in self._faults.values()
+                if (kind is None or f.kind == kind)
+                and (board is None or f.board == board)
+                and (channel is None or f.channel == channel)
+                and (zone is None or f.zone == zone)
+            ]
+            for f in gone:
+                del self._faults[f.target]
+        return gone
+
+    def active(self) -> tuple[Fault, ...]:
+        with self._lock:
+            return tuple(self._faults.values())
+
+    def board(self, kind: str, board: str) -> Fault | None:
+        with self._lock:
+            return self._faults.get((kind, board, None, None))
+
+    def channel(self, kind: str, board: str, channel: int) -> Fault | None:
+        with self._lock:
+            return self._faults.get((kind, board, channel, None))
+
+    def zone(self, kind: str, zone: str) -> Fault | None:
+        with self._lock:
+            return self._faults.get((kind, None, None, zone))
+
+    @staticmethod
+    def restamp(fault: Fault, since: float) -> Fault:
+        return replace(fault, since=since)
