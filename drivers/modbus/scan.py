@@ -139,7 +139,8 @@ async def set_address(
         )
     detail = ""
     try:
-        await line.write_register(current, WAVESHARE.address_register, new)
+        req = codec.write_register_request(current, WAVESHARE.address_register, new)
+        await line.execute(req, priority=True, retries=0)
     except (BoardTimeout, FrameError) as exc:
         # Some firmware answers from the new address, some not at all: check below.
         detail = f"acknowledgement unclear: {exc}"

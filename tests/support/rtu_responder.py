@@ -29,6 +29,7 @@ from drivers.modbus.registers import WAVESHARE, crc16
 
 __all__ = [
     "BoardModel",
+    "Line",
     "ReceivedRequest",
     "RtuResponder",
     "Send",
@@ -101,6 +102,8 @@ class RtuResponder:
     def __init__(self, handler: Handler) -> None:
         self.handler = handler
         self.requests: list[ReceivedRequest] = []
+        #: ``(monotonic time, bytes)`` of everything the responder wrote.
+        self.sent: list[tuple[float, bytes]] = []
         self.bad_frames = 0
         self._master = -1
         self._slave = -1
@@ -139,6 +142,7 @@ class RtuResponder:
         """Put bytes on the line now (unsolicited noise, a late reply)."""
         if self._master >= 0:
             os.write(self._master, data)
+            self.sent.append((time.monotonic(), data))
 
     def _on_readable(self) -> None:
         try:
@@ -203,6 +207,11 @@ class BoardModel:
     holding: dict[int, int] = field(default_factory=dict)
     input_registers: dict[int, int] = field(default_factory=dict)
     flashes: list[tuple[int, int]] = field(default_factory=list)
+    #: ``(monotonic time, coil, on)`` of every relay write (05 and 15, not flashes).
+    coil_writes: list[tuple[float, int, bool]] = field(default_factory=list)
+    #: When set, the board does not answer (``"silent"``) or answers every request
+    #: with this exception code (an ``int``).
+    fault: str | int | None = None
 
     def __post_init__(self) -> None:
         self.coils = self.coils or [False] * self.outputs
@@ -212,8 +221,10 @@ class BoardModel:
 
     def __call__(self, req: bytes) -> list[Send]:
         unit, fc = req[0], req[1]
-        if unit not in (0, self.unit):
+        if unit not in (0, self.unit) or self.fault == "silent":
             return []
+        if isinstance(self.fault, int):
+            return [] if unit == 0 else [Send(exception_reply(self.unit, fc, self.fault))]
         reply = self._execute(fc, req[2:-2])
         if unit == 0 or reply is None:
             return []
@@ -244,10 +255,13 @@ class BoardModel:
                 return exc(3)
             if addr == WAVESHARE.all_relays_coil:
                 self.coils = [value == 0xFF00] * self.outputs
+                now = time.monotonic()
+                self.coil_writes.extend((now, ch, value == 0xFF00) for ch in range(self.outputs))
             elif WAVESHARE.flash_on_base <= addr < WAVESHARE.flash_on_base + self.outputs:
                 self.flashes.append((addr - WAVESHARE.flash_on_base, value))
             elif addr < self.outputs:
                 self.coils[addr] = value == 0xFF00
+                self.coil_writes.append((time.monotonic(), addr, value == 0xFF00))
             else:
                 return exc(2)
             return bytes([fc]) + data[:4]
@@ -263,6 +277,7 @@ class BoardModel:
                 return exc(2)
             for i in range(value):
                 self.coils[addr + i] = bool(bits[i // 8] >> (i % 8) & 1)
+                self.coil_writes.append((time.monotonic(), addr + i, self.coils[addr + i]))
             return bytes([fc]) + data[:4]
         if fc == 16:
             for i in range(value):
@@ -270,3 +285,17 @@ class BoardModel:
             return bytes([fc]) + data[:4]
         return exc(1)
 
+
+
+@dataclass
+class Line:
+    """Several handlers on one line: every handler sees every request (like boards on
+    a real RS-485 pair); their answers are all sent, in order."""
+
+    handlers: list[Handler]
+
+    def __call__(self, req: bytes) -> list[Send]:
+        out: list[Send] = []
+        for handler in self.handlers:
+            out.extend(handler(req))
+        return out

@@ -1,0 +1,218 @@
+"""The lock-board contract (drivers/base.py), checked on every backend.
+
+Each parameter builds a board and a *harness* that lets the test see the board's
+side: which pulses it accepted, the levels its inputs show, which outputs are on, and
+how to make it fail. The same tests then run on the fake backend and on the Modbus
+driver talking to a board model over a real pty.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+
+import pytest
+
+from drivers.base import LockBoard
+from drivers.errors import BoardRejected, BoardTimeout, ChannelError
+from drivers.fake import FakeLockBoard
+from drivers.modbus.boards import GenericIOBoard, WaveshareRelayBoard
+from drivers.modbus.line import ModbusLine
+from tests.support.rtu_responder import BoardModel, RtuResponder
+
+pytestmark = pytest.mark.timeout(30)
+
+OUTPUTS = 8
+INPUTS = 8
+MAX_PULSE = 0.05
+
+
+@dataclass
+class Harness:
+    board: LockBoard
+    #: Pulses the board accepted: (channel, duration in s as the board will time it).
+    pulses: Callable[[], list[tuple[int, float]]]
+    set_input: Callable[[int, bool], None]
+    outputs_on: Callable[[], list[bool]]
+    force_outputs_on: Callable[[], None]
+    go_silent: Callable[[], None]
+    reject_all: Callable[[int], None]
+    heal: Callable[[], None]
+
+
+def _fake(board_times_pulse: bool) -> Harness:
+    board = FakeLockBoard(
+        bus="fake-bus", address=3, outputs=OUTPUTS, inputs=INPUTS,
+        board_times_pulse=board_times_pulse, max_pulse_s=MAX_PULSE,
+    )
+
+    def force_on() -> None:
+        board._held_on = [True] * OUTPUTS
+
+    return Harness(
+        board,
+        pulses=lambda: [(p.channel, p.duration_s) for p in board.pulses()],
+        set_input=board.set_input,
+        outputs_on=lambda: [board.energised(ch) for ch in range(OUTPUTS)],
+        force_outputs_on=force_on,
+        go_silent=lambda: board.inject("timeout", persistent=True),
+        reject_all=lambda code: board.inject("rejected", persistent=True, exception_code=code),
+        heal=board.clear_faults,
+    )
+
+
+def _model_harness(board: LockBoard, model: BoardModel) -> Harness:
+    def pulses() -> list[tuple[int, float]]:
+        out = [(ch, units * 0.1) for ch, units in model.flashes]
+        on_at: dict[int, float] = {}
+        for at, ch, on in model.coil_writes:
+            if on:
+                on_at.setdefault(ch, at)
+            elif ch in on_at:
+                out.append((ch, at - on_at.pop(ch)))
+        return out
+
+    def set_fault(fault: str | int | None) -> None:
+        model.fault = fault
+
+    def force_on() -> None:
+        model.coils = [True] * OUTPUTS
+
+    def set_input(ch: int, level: bool) -> None:
+        model.discrete[ch] = level
+
+    return Harness(
+        board,
+        pulses=pulses,
+        set_input=set_input,
+        outputs_on=lambda: list(model.coils),
+        force_outputs_on=force_on,
+        go_silent=lambda: set_fault("silent"),
+        reject_all=set_fault,
+        heal=lambda: set_fault(None),
+    )
+
+
+async def _on_pty(stack: AsyncExitStack, model: BoardModel) -> ModbusLine:
+    responder = await stack.enter_async_context(RtuResponder(model))
+    line = ModbusLine(
+        "rs485-c", port=responder.port, baudrate=19200, timeout=0.05, retries=1, settle_s=0.01
+    )
+    return await stack.enter_async_context(line)
+
+
+BACKENDS = ["fake-board-timed", "fake-daemon-timed", "waveshare-pty", "generic-io-pty"]
+
+
+@pytest.fixture(params=BACKENDS)
+async def harness(request: pytest.FixtureRequest) -> AsyncIterator[Harness]:
+    kind = request.param
+    async with AsyncExitStack() as stack:
+        if kind == "fake-board-timed":
+            yield _fake(True)
+        elif kind == "fake-daemon-timed":
+            yield _fake(False)
+        elif kind == "waveshare-pty":
+            model = BoardModel(unit=3, outputs=OUTPUTS, inputs=INPUTS)
+            line = await _on_pty(stack, model)
+            board = WaveshareRelayBoard(
+                line, 3, outputs=OUTPUTS, inputs=INPUTS, max_pulse_s=MAX_PULSE
+            )
+            yield _model_harness(board, model)
+        else:
+            model = BoardModel(unit=3, outputs=OUTPUTS, inputs=INPUTS)
+            line = await _on_pty(stack, model)
+            io = GenericIOBoard(
+                line, 3,
+                {"outputs": {"table": "coils", "address": 0},
+                 "inputs": {"table": "discrete_inputs", "address": 0},
+                 "pulse": {"kind": "daemon"}},
+                outputs=OUTPUTS, inputs=INPUTS, max_pulse_s=MAX_PULSE,
+            )
+            yield _model_harness(io, model)
+
+
+async def test_pulse_is_acknowledged_and_reaches_the_board(harness: Harness) -> None:
+    board = harness.board
+    receipt = await board.pulse(2, 0.03)
+    assert (receipt.bus, receipt.address, receipt.channel) == (board.bus, board.address, 2)
+    assert receipt.timed_by == ("board" if board.board_times_pulse else "driver")
+    assert receipt.sent_at <= receipt.acked_at
+    pulses = harness.pulses()
+    assert [ch for ch, _ in pulses] == [2]
+    if board.board_times_pulse:
+        # The board times it, rounded up to its resolution, never shorter.
+        assert pulses[0][1] >= 0.03
+    assert not any(harness.outputs_on()[ch] for ch in range(OUTPUTS) if ch != 2)
+
+
+async def test_pulse_is_capped_at_max_pulse(harness: Harness) -> None:
+    receipt = await harness.board.pulse(1, 60.0)
+    assert receipt.duration_s == MAX_PULSE
+
+
+async def test_daemon_timed_pulse_ends_with_output_off(harness: Harness) -> None:
+    await harness.board.pulse(4, 0.02)
+    if not harness.board.board_times_pulse:
+        assert harness.outputs_on()[4] is False
+
+
+@pytest.mark.parametrize("channel", [-1, OUTPUTS])
+async def test_bad_channel_is_refused_before_the_wire(harness: Harness, channel: int) -> None:
+    with pytest.raises(ChannelError) as info:
+        await harness.board.pulse(channel, 0.02)
+    assert info.value.channel == channel
+    assert harness.pulses() == []
+
+
+@pytest.mark.parametrize("duration", [0.0, -1.0])
+async def test_non_positive_duration_is_refused(harness: Harness, duration: float) -> None:
+    with pytest.raises(ValueError):
+        await harness.board.pulse(0, duration)
+    assert harness.pulses() == []
+
+
+async def test_read_inputs_returns_every_input_in_one_snapshot(harness: Harness) -> None:
+    harness.set_input(0, True)
+    harness.set_input(5, True)
+    before = time.monotonic()
+    snap = await harness.board.read_inputs()
+    assert snap.levels == tuple(ch in (0, 5) for ch in range(INPUTS))
+    assert (snap.bus, snap.address) == (harness.board.bus, harness.board.address)
+    assert snap.at >= before
+
+
+async def test_all_off_switches_every_output_off(harness: Harness) -> None:
+    harness.force_outputs_on()
+    await harness.board.all_off()
+    assert harness.outputs_on() == [False] * OUTPUTS
+
+
+async def test_describe_names_the_board(harness: Harness) -> None:
+    info = await harness.board.describe()
+    assert (info.bus, info.address) == (harness.board.bus, harness.board.address)
+    assert (info.outputs, info.inputs) == (OUTPUTS, INPUTS)
+    assert info.board_times_pulse == harness.board.board_times_pulse
+
+
+async def test_silent_board_is_a_timeout_naming_the_board_then_recovers(harness: Harness) -> None:
+    harness.go_silent()
+    with pytest.raises(BoardTimeout) as info:
+        await harness.board.read_inputs()
+    assert info.value.address == harness.board.address
+    assert info.value.bus == harness.board.bus
+    with pytest.raises(BoardTimeout):
+        await harness.board.pulse(0, 0.02)
+    harness.heal()
+    snap = await harness.board.read_inputs()
+    assert len(snap.levels) == INPUTS
+
+
+async def test_rejecting_board_is_board_rejected_with_its_code(harness: Harness) -> None:
+    harness.reject_all(4)
+    with pytest.raises(BoardRejected) as info:
+        await harness.board.read_inputs()
+    assert info.value.exception_code == 4
+    assert info.value.address == harness.board.address
