@@ -49,8 +49,11 @@ redis-py's own retries are switched off (a blind retry of a write could apply it
 and every socket operation is bounded by ``StoreOptions.socket_timeout_s`` and
 ``connect_timeout_s``. While Redis is down each operation fails promptly with
 :class:`~controller.store.errors.StoreUnavailable`; the connection pool drops dead
-connections when they are next taken, so the first operation after Redis is back simply
-works. The caller decides when to try again.
+connection that broke (Redis restarted since it was pooled) is replaced: an operation
+whose repetition is harmless (a read, a plain overwrite, a watched transaction that failed
+before EXEC was sent) is tried once more on a fresh connection; any other write reports
+StoreUnavailable and its outcome is the caller's to judge. So the first operation after
+Redis is back simply works. The caller decides when to try again.
 """
 
 from __future__ import annotations
@@ -121,8 +124,8 @@ class StoreOptions:
     - ``command_retention_s``: how long a command record is kept (must outlive every
       command's lifetime by far, so a late repeat still finds it).
     - ``delivered_max_entries`` / ``delivered_max_age_s``: bounds of the delivered log
-      (``None`` age = count only). Age trimming compares Redis stream ids (server wall
-      clock) with the store's clock.
+      (``None`` age = count only). Age is measured on the Redis server's clock, the one
+      its stream ids come from, not on the store's ``clock``.
     - ``audit_max_entries``: bound of the audit stream.
     - ``boot_history``: number of past boots kept.
     - ``max_transaction_attempts``: optimistic transactions retried at most this often
@@ -433,10 +436,32 @@ class Store:
         except OSError as exc:
             raise StoreUnavailable(f"Redis unavailable: {exc}", op=op) from exc
 
-    async def _call(self, op: str, fn: Callable[[Any], Awaitable[T]]) -> T:
-        """One plain command (or a non-transactional batch) with error translation."""
+    async def _drop_idle_connections(self) -> None:
+        """After a connection broke, the other idle pooled connections are suspect too
+        (Redis restarted): drop them so the next checkout connects afresh."""
+        pool = getattr(self._client, "connection_pool", None)
+        if pool is not None:
+            with contextlib.suppress(redis_errors.RedisError, OSError):
+                await pool.disconnect(inuse_connections=False)
+
+    async def _call(
+        self, op: str, fn: Callable[[Any], Awaitable[T]], *, repeatable: bool = True
+    ) -> T:
+        """One plain command (or a non-transactional batch) with error translation.
+
+        ``repeatable``: running ``fn`` twice gives the same state and the same answer
+        (reads, plain overwrites). Such a call that meets a broken connection (Redis
+        restarted since the connection was pooled) is tried once more on a fresh
+        connection. Others are never repeated: their outcome is the caller's to judge.
+        """
         self._check_open(op)
         with self._translate(op):
+            try:
+                return await fn(self._client)
+            except redis_errors.ConnectionError:
+                if not repeatable or self._closed:
+                    raise
+            await self._drop_idle_connections()
             return await fn(self._client)
 
     async def _transaction(
@@ -450,11 +475,21 @@ class Store:
         queue its writes; EXEC them; start over if a watched key changed meanwhile."""
         self._check_open(op)
         attempts = self.options.max_transaction_attempts
+        reconnected = False
         with self._translate(op):
             for attempt in range(attempts):
                 async with self._client.pipeline(transaction=True) as pipe:
-                    await pipe.watch(*watch)
-                    step = await plan(pipe)
+                    try:
+                        await pipe.watch(*watch)
+                        step = await plan(pipe)
+                    except redis_errors.ConnectionError:
+                        # Nothing was written yet (EXEC not sent): safe to start over once
+                        # on a fresh connection, e.g. the first call after a Redis restart.
+                        if reconnected or self._closed:
+                            raise
+                        reconnected = True
+                        await self._drop_idle_connections()
+                        continue
                     if isinstance(step, _Done):
                         return step.value
                     try:
@@ -541,6 +576,7 @@ class Store:
         appending it again can at worst give dispatch one event twice under two ids.
         """
         op = "append"
+        self._check_open(op)
         if not isinstance(kind, str) or not kind or len(kind) > 64:
             raise StoreDataError(f"kind must be a non-empty string of <= 64 chars: {kind!r}", op=op)
         if compartment is not None:
@@ -614,14 +650,18 @@ class Store:
         else:
             raise StoreDataError(f"ack takes an event id or a seq, got {ref!r}", op=op)
         event_key = keys.event(event_id)
-        now = self._clock()
-        acked_at = to_iso(now, op=op)
+        acked_at = self._now_iso(op)
         max_age = self.options.delivered_max_age_s
 
         async def plan(pipe: Pipeline) -> _Plan[bool]:
             raw = await pipe.get(event_key)
             if raw is None:
                 return _Done(False)
+            oldest_ms = None
+            if max_age is not None:
+                # Stream ids are the Redis server's clock: trim against that clock too.
+                seconds, micros = await pipe.time()
+                oldest_ms = max(0, int((seconds + micros / 1e6 - max_age) * 1000))
             pipe.multi()
             pipe.zrem(keys.pending, event_id)
             pipe.delete(event_key)
@@ -629,8 +669,7 @@ class Store:
                 keys.delivered, {"event": raw, "acked_at": acked_at},
                 maxlen=self.options.delivered_max_entries, approximate=False,
             )
-            if max_age is not None:
-                oldest_ms = max(0, int((now - max_age) * 1000))
+            if oldest_ms is not None:
                 pipe.xtrim(keys.delivered, minid=f"{oldest_ms}-0", approximate=False)
             return _Write(lambda _results: True)
 
@@ -844,7 +883,7 @@ class Store:
         return out
 
     async def _hash_delete(self, op: str, key: str, field: str) -> bool:
-        return bool(await self._call(op, lambda c: c.hdel(key, field)))
+        return bool(await self._call(op, lambda c: c.hdel(key, field), repeatable=False))
 
     async def save_compartment(self, compartment: str, state: Mapping[str, Any]) -> None:
         """Store the state of one compartment (an opaque JSON object from the domain)."""
@@ -909,7 +948,7 @@ class Store:
                 removed, _ = await tx.execute()
             return bool(removed)
 
-        return await self._call(op, run)
+        return await self._call(op, run, repeatable=False)
 
     async def mark_code_used(self, order_id: str, code_id: str) -> bool:
         """Mark one code of an order as used, before the door opens (single use).
@@ -921,7 +960,9 @@ class Store:
         code_id = check_id(code_id, "code id", op=op)
         used_at = self._now_iso(op)
         created = await self._call(
-            op, lambda c: c.hsetnx(self._keys.codes_used(order_id), code_id, used_at)
+            op,
+            lambda c: c.hsetnx(self._keys.codes_used(order_id), code_id, used_at),
+            repeatable=False,
         )
         return bool(created)
 
@@ -960,7 +1001,9 @@ class Store:
         """Remove the lockout of ``subject``; True if there was one."""
         op = "clear_lockout"
         subject = check_id(subject, "lockout subject", op=op)
-        return bool(await self._call(op, lambda c: c.delete(self._keys.lockout(subject))))
+        return bool(
+            await self._call(op, lambda c: c.delete(self._keys.lockout(subject)), repeatable=False)
+        )
 
     # ----------------------------------------------------------------- audit
 
@@ -998,6 +1041,7 @@ class Store:
                 self._keys.audit, fields,
                 maxlen=self.options.audit_max_entries, approximate=False,
             ),
+            repeatable=False,
         )
         return AuditEntry(
             entry_id=str(entry_id), action=action, actor=actor, at=at_iso,

@@ -152,3 +152,45 @@ async def test_wrong_type_key_is_rejected_not_crashed(raw: Any, store: Store) ->
     await raw.hset("locker:cab-01:outbox:seq", "x", "1")
     with pytest.raises(StoreRejected):
         await store.append("k", {}, at=0)
+
+
+class FlakyClient:
+    """Fails the first call of each command with a broken connection, then answers."""
+
+    def __init__(self) -> None:
+        self.calls: dict[str, int] = {}
+        self.connection_pool = self
+
+    async def disconnect(self, inuse_connections: bool = True) -> None:
+        self.calls["disconnect"] = self.calls.get("disconnect", 0) + 1
+
+    def _count(self, name: str) -> None:
+        self.calls[name] = self.calls.get(name, 0) + 1
+        if self.calls[name] == 1:
+            raise redis_errors.ConnectionError("Connection closed by server.")
+
+    async def zcard(self, key: str) -> int:
+        self._count("zcard")
+        return 7
+
+    async def hsetnx(self, key: str, field: str, value: str) -> int:
+        self._count("hsetnx")
+        return 1
+
+    async def aclose(self) -> None:
+        pass
+
+
+async def test_a_read_is_repeated_once_on_a_fresh_connection() -> None:
+    client = FlakyClient()
+    store = Store(client, "locker", "cab-01")
+    assert await store.depth() == 7
+    assert client.calls == {"zcard": 2, "disconnect": 1}
+
+
+async def test_a_write_of_unknown_outcome_is_not_repeated() -> None:
+    client = FlakyClient()
+    store = Store(client, "locker", "cab-01")
+    with pytest.raises(StoreUnavailable):
+        await store.mark_code_used("o-1", "k1")
+    assert client.calls == {"hsetnx": 1}
