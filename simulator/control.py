@@ -1,0 +1,241 @@
+"""The control channel: JSON lines over a loopback TCP port, for other processes.
+
+One request per line, one reply per line, on a connection that may carry many::
+
+    {"op": "pull", "compartment": "A01", "id": 7}
+    {"ok": true, "id": 7, "result": {"open": false}}
+
+    {"op": "pull", "compartment": "Z99"}
+    {"ok": false, "error": {"code": "unknown_compartment", "message": "unknown compartment 'Z99'",
+     "field": "compartment"}}
+
+``id`` is optional and echoed. Operations (see ``docs/simulator.md`` for the table):
+``ping``, ``state``, ``endpoints``, ``pull``, ``pull_when_released``, ``force_open``,
+``close``, ``place_parcel``, ``remove_parcel``, ``set_temperature``, ``fault_set``,
+``fault_clear``, ``faults``, ``truth``, ``stats``. Error codes: ``bad_json``,
+``bad_request``, ``unknown_op``, ``missing_field``, ``unknown_compartment``,
+``unknown_board``, ``unknown_zone``, ``unknown_bus``, ``unknown_fault``,
+``door_closed``, ``empty``, ``invalid_request``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import socket
+from collections.abc import Callable
+from typing import Any
+
+from simulator.cabinet import SimCabinet
+from simulator.errors import InvalidRequest, SimError
+
+__all__ = ["OPS", "ControlServer", "handle_request", "send_command"]
+
+#: A request line longer than this is refused (every read is bounded).
+MAX_LINE = 64 * 1024
+IDLE_TIMEOUT_S = 3600.0
+
+
+def _field(req: dict[str, Any], name: str, kind: type | tuple[type, ...] = str) -> Any:
+    if req.get(name) is None:
+        raise InvalidRequest(f"missing {name!r}", field=name, code="missing_field")
+    value = req[name]
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    if (isinstance(value, bool) and bool not in kinds) or not isinstance(value, kinds):
+        raise InvalidRequest(f"{name!r} has the wrong type: {value!r}", field=name)
+    return value
+
+
+def _optional(req: dict[str, Any], name: str, kind: type | tuple[type, ...]) -> Any:
+    return _field(req, name, kind) if req.get(name) is not None else None
+
+
+def _fault_target(req: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "board": _optional(req, "board", str),
+        "channel": _optional(req, "channel", int),
+        "compartment": _optional(req, "compartment", str),
+        "signal": _optional(req, "signal", str),
+        "zone": _optional(req, "zone", str),
+    }
+
+
+def _op_fault_set(cab: SimCabinet, req: dict[str, Any]) -> Any:
+    extra: dict[str, Any] = {}
+    for name in ("latency_s", "period_s"):
+        if req.get(name) is not None:
+            extra[name] = float(_field(req, name, (int, float)))
+    if req.get("level") is not None:
+        extra["level"] = _field(req, "level", bool)
+    fault = cab.faults.set(_field(req, "kind"), **_fault_target(req), **extra)
+    return fault.as_dict()
+
+
+def _op_fault_clear(cab: SimCabinet, req: dict[str, Any]) -> Any:
+    gone = cab.faults.clear(_optional(req, "kind", str), **_fault_target(req))
+    return {"cleared": [f.as_dict() for f in gone]}
+
+
+def _op_truth(cab: SimCabinet, req: dict[str, Any]) -> Any:
+    events = cab.ground_truth.events(
+        _optional(req, "kind", str),
+        compartment=_optional(req, "compartment", str),
+        since=_optional(req, "since", (int, float)),
+    )
+    limit = _optional(req, "limit", int) or 1000
+    return {"events": [e.as_dict() for e in events[-limit:]]}
+
+
+def _door(cab: SimCabinet, req: dict[str, Any]) -> Any:
+    return cab.world.door(_field(req, "compartment"))
+
+
+def _door_action(cab: SimCabinet, req: dict[str, Any], action: str) -> Any:
+    door = _door(cab, req)
+    getattr(door, action)()
+    return {"open": door.is_open}
+
+
+def _op_set_temperature(cab: SimCabinet, req: dict[str, Any]) -> Any:
+    zone = cab.world.zone(_field(req, "zone"))
+    zone.set_temperature(float(_field(req, "value_c", (int, float))))
+    return {"temperature_c": zone.temperature_c}
+
+
+OPS: dict[str, Callable[[SimCabinet, dict[str, Any]], Any]] = {
+    "ping": lambda cab, req: {"cabinet": cab.config.cabinet_id, "site": cab.config.site},
+    "state": lambda cab, req: cab.world.snapshot(),
+    "endpoints": lambda cab, req: {"buses": cab.endpoints()},
+    "pull": lambda cab, req: {"open": _door(cab, req).pull()},
+    "pull_when_released": lambda cab, req: {
+        "open": _door(cab, req).pull_when_released(bool(_optional(req, "wait", bool) is not False))
+    },
+    "force_open": lambda cab, req: _door_action(cab, req, "force_open"),
+    "close": lambda cab, req: _door_action(cab, req, "close"),
+    "place_parcel": lambda cab, req: {"parcels": _door(cab, req).place_parcel()},
+    "remove_parcel": lambda cab, req: {"parcels": _door(cab, req).remove_parcel()},
+    "set_temperature": _op_set_temperature,
+    "fault_set": _op_fault_set,
+    "fault_clear": _op_fault_clear,
+    "faults": lambda cab, req: {"faults": [f.as_dict() for f in cab.faults.active()]},
+    "truth": _op_truth,
+    "stats": lambda cab, req: {name: cab.stats(name).as_dict() for name in cab.buses},
+}
+
+
+def handle_request(cab: SimCabinet, line: str | bytes) -> dict[str, Any]:
+    """Carry out one request line; return the reply object. Never raises."""
+    try:
+        req = json.loads(line)
+    except (ValueError, UnicodeDecodeError) as exc:
+        return {"ok": False, "error": {"code": "bad_json", "message": str(exc)}}
+    if not isinstance(req, dict):
+        return {
+            "ok": False,
+            "error": {"code": "bad_request", "message": "a request is a JSON object"},
+        }
+    reply: dict[str, Any] = {}
+    if "id" in req:
+        reply["id"] = req["id"]
+    op = req.get("op")
+    handler = OPS.get(op) if isinstance(op, str) else None
+    if handler is None:
+        reply.update(
+            ok=False, error={"code": "unknown_op", "message": f"unknown op {op!r}", "field": "op"}
+        )
+        return reply
+    try:
+        result = handler(cab, req)
+    except SimError as exc:
+        reply.update(ok=False, error=exc.as_dict())
+        return reply
+    except (TypeError, ValueError) as exc:
+        reply.update(ok=False, error={"code": "invalid_request", "message": str(exc)})
+        return reply
+    reply.update(ok=True, result=result if result is not None else {})
+    return reply
+
+
+class ControlServer:
+    """Serves :func:`handle_request` on ``127.0.0.1:port`` (0: any free port)."""
+
+    def __init__(self, cab: SimCabinet, *, port: int = 0) -> None:
+        self.cab = cab
+        self.requested_port = port
+        self.port = 0
+        self._server: asyncio.Server | None = None
+        self._connections: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(
+            self._serve, "127.0.0.1", self.requested_port, limit=MAX_LINE
+        )
+        self.port = int(self._server.sockets[0].getsockname()[1])
+
+    async def close(self) -> None:
+        server, self._server = self._server, None
+        if server is not None:
+            server.close()
+        for task in list(self._connections):
+            task.cancel()
+        for task in list(self._connections):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        if server is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(server.wait_closed(), 2.0)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._connections.add(task)
+        try:
+            while True:
+                try:
+                    line = await asyncio.wait_for(reader.readline(), IDLE_TIMEOUT_S)
+                except ValueError:  # longer than MAX_LINE
+                    reply: dict[str, Any] = {
+                        "ok": False,
+                        "error": {"code": "bad_request", "message": "line too long"},
+                    }
+                    writer.write(json.dumps(reply).encode() + b"\n")
+                    return
+                if not line:
+                    return
+                if not line.strip():
+                    continue
+                reply = handle_request(self.cab, line)
+                writer.write(json.dumps(reply).encode() + b"\n")
+                await writer.drain()
+        except (ConnectionError, TimeoutError):
+            pass
+        finally:
+            self._connections.discard(task)
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+
+
+def send_command(
+    port: int, request: dict[str, Any], *, host: str = "127.0.0.1", timeout: float = 5.0
+) -> dict[str, Any]:
+    """Send one request to a running simulator's control channel; return the reply.
+    Blocking (for the CLI and for tests in other processes)."""
+    with socket.create_connection((host, port), timeout=timeout) as sock:
+        sock.sendall(json.dumps(request).encode() + b"\n")
+        chunks: list[bytes] = []
+        total = 0
+        while total < MAX_LINE * 64:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            total += len(chunk)
+            if chunk.endswith(b"\n"):
+                break
+    data = b"".join(chunks)
+    if not data:
+        raise ConnectionError(f"the simulator on port {port} closed the connection without a reply")
+    reply: dict[str, Any] = json.loads(data)
+    return reply
