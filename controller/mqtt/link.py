@@ -1,0 +1,605 @@
+"""MqttLink: the cabinet's connection to the dispatch broker, on aiomqtt 2.x (paho-mqtt 2.x).
+
+What it does, and what it promises:
+
+- **Session.** Connects with a fixed client id and a persistent session (MQTT 5:
+  ``clean_start=False`` + a session expiry; MQTT 3.1.1: ``clean_session=False``), so
+  commands sent while the cabinet was briefly away are delivered when it returns.
+- **Presence.** The Last Will is the retained ``offline`` :class:`Status`. On every
+  (re)connect the link subscribes to ``cmd`` and then publishes a retained ``online`` status.
+  :meth:`close` publishes ``offline`` itself before a clean disconnect (a clean DISCONNECT
+  discards the will).
+- **Reconnect forever** with exponential backoff and jitter between ``backoff_min_s`` and
+  ``backoff_max_s``, until :meth:`close`. :meth:`snapshot` shows the state for telemetry
+  (connected, since, reconnects, last error).
+- **Publish = acknowledged.** :meth:`publish` with QoS 1 returns only after the broker's
+  PUBACK for that very message (MQTT 5: with a success reason code). If the link is down it
+  raises :class:`LinkDown` at once; if the connection drops, the broker refuses, or no ack
+  comes within ``publish_timeout_s``, it raises :class:`PublishFailed`. The outbox removes an
+  event only after a normal return, and retries otherwise (dispatch dedupes by event id).
+  aiomqtt's own ``Client.publish`` waits for the PUBACK too, but it ignores the MQTT 5 reason
+  code and keeps waiting until its timeout when the connection drops; hence our own hook.
+  Each connection uses a fresh aiomqtt client, so paho never replays a message on its own
+  after a reconnect: retrying is the caller's decision.
+- **Commands in.** Messages on ``cmd`` become :class:`IncomingCommand` values (payload bytes,
+  MQTT 5 response topic and correlation data) in a bounded queue, read with :meth:`receive`
+  or ``async for cmd in link.commands()``. Retained messages on ``cmd`` are dropped (a
+  command is never stored for later); when the queue is full new commands are dropped and
+  counted (the daemon's rate limit answers floods before that).
+- **Replies.** :meth:`reply` sends to the request's MQTT 5 response topic with its
+  correlation data when it had one, else to the cabinet's ``reply`` topic.
+
+Threads: aiomqtt drives paho from the event loop (socket reader/writer callbacks); only the
+blocking TCP connect runs in an executor thread. The one paho callback hooked here
+(``on_publish``) hands its result to the loop with ``call_soon_threadsafe``.
+
+Error tree::
+
+    MqttLinkError (Exception)
+    ├── LinkDown (MqttLinkError, ConnectionError)      not connected: nothing was sent
+    │   └── LinkClosed                                 the link was closed
+    └── PublishFailed (MqttLinkError, ConnectionError) sent, but not acknowledged
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import random
+import ssl
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import Any, Literal, Protocol
+
+import aiomqtt
+import paho.mqtt.client as paho
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+
+from controller.contract.messages import MqttLinkStats, Status, encode
+from controller.contract.topics import CabinetTopics
+
+__all__ = [
+    "IncomingCommand",
+    "LinkClosed",
+    "LinkDown",
+    "LinkSnapshot",
+    "MqttLink",
+    "MqttLinkError",
+    "MqttLinkSettings",
+    "PublishFailed",
+    "StatusFactory",
+]
+
+log = logging.getLogger(__name__)
+
+
+class MqttLinkError(Exception):
+    """Root of the MQTT link's errors."""
+
+
+class LinkDown(MqttLinkError, ConnectionError):
+    """The link is not connected; the message was not sent. Retry after reconnect."""
+
+
+class LinkClosed(LinkDown):
+    """The link was closed; it will not reconnect."""
+
+
+class PublishFailed(MqttLinkError, ConnectionError):
+    """The message may have left, but the broker did not acknowledge it (connection lost,
+    refused with an MQTT 5 reason code, or no PUBACK in time). Retry; consumers dedupe."""
+
+
+class StatusFactory(Protocol):
+    """Builds the status message for ``"online"`` or ``"offline"``, with the clock as of now."""
+
+    def __call__(self, state: Literal["online", "offline"]) -> Status: ...
+
+
+@dataclass(frozen=True, slots=True)
+class MqttLinkSettings:
+    """Everything the link needs to reach the broker. Plain values, no I/O.
+
+    ``protocol`` is 5 or 311. TLS is on when any of ``tls_ca``/``tls_cert``/``tls_key`` is
+    set (or ``tls=True``): ``tls_ca`` unset means the system CAs; ``tls_cert``/``tls_key`` are
+    the cabinet's client certificate. ``tls_insecure`` skips the host name check (lab only).
+    """
+
+    client_id: str
+    host: str = "127.0.0.1"
+    port: int = 1883
+    protocol: Literal[5, 311] = 5
+    keepalive_s: int = 30
+    session_expiry_s: int = 7 * 24 * 3600
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    tls: bool = False
+    tls_ca: str | None = None
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    tls_insecure: bool = False
+    backoff_min_s: float = 1.0
+    backoff_max_s: float = 60.0
+    connect_timeout_s: float = 10.0
+    publish_timeout_s: float = 10.0
+    incoming_queue_size: int = 256
+
+    def __post_init__(self) -> None:
+        if not self.client_id:
+            raise ValueError("client_id is required for a persistent session")
+        if self.protocol not in (5, 311):
+            raise ValueError(f"protocol must be 5 or 311, not {self.protocol!r}")
+        if not 0 < self.backoff_min_s <= self.backoff_max_s:
+            raise ValueError("need 0 < backoff_min_s <= backoff_max_s")
+        if self.incoming_queue_size < 1:
+            raise ValueError("incoming_queue_size must be >= 1")
+
+    @property
+    def uses_tls(self) -> bool:
+        return self.tls or any((self.tls_ca, self.tls_cert, self.tls_key))
+
+    @classmethod
+    def from_config(cls, mqtt: Any, *, client_id: str | None = None, **overrides: Any) -> (
+        MqttLinkSettings
+    ):
+        """From the daemon's ``[mqtt]`` section (``controller.settings.MqttConfig``)."""
+        tls = getattr(mqtt, "tls", None)
+
+        def path(name: str) -> str | None:
+            value = getattr(tls, name, None) if tls is not None else None
+            return str(value) if value is not None else None
+
+        values: dict[str, Any] = {
+            "client_id": client_id or mqtt.client_id, "host": mqtt.host, "port": mqtt.port,
+            "protocol": mqtt.protocol, "keepalive_s": int(mqtt.keepalive_s),
+            "username": mqtt.username, "password": mqtt.password, "tls": tls is not None,
+            "tls_ca": path("ca_file"), "tls_cert": path("cert_file"),
+            "tls_key": path("key_file"),
+            "backoff_min_s": float(mqtt.reconnect_min_s),
+            "backoff_max_s": float(mqtt.reconnect_max_s),
+        }
+        values.update(overrides)
+        return cls(**values)
+
+
+@dataclass(frozen=True, slots=True)
+class IncomingCommand:
+    """One message received on ``cmd``, not yet decoded (see ``decode_command``).
+
+    ``response_topic`` and ``correlation_data`` are the MQTT 5 properties of the request
+    (``None`` under MQTT 3.1.1 or when dispatch did not set them); :meth:`MqttLink.reply`
+    uses them.
+    """
+
+    payload: bytes
+    topic: str
+    response_topic: str | None = None
+    correlation_data: bytes | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LinkSnapshot:
+    """The link as telemetry shows it. ``since`` is when ``connected`` last changed (wall
+    time); ``reconnects`` counts connections after the first one."""
+
+    connected: bool
+    since: datetime
+    reconnects: int = 0
+    connects: int = 0
+    last_error: str | None = None
+    dropped_commands: int = 0
+    closed: bool = False
+
+    def to_stats(self) -> MqttLinkStats:
+        """The ``mqtt`` part of the telemetry message."""
+        error = self.last_error[:200] if self.last_error else None
+        return MqttLinkStats(connected=self.connected, since=self.since,
+                             reconnects=self.reconnects, last_error=error)
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class _AckingClient(aiomqtt.Client):
+    """aiomqtt's client plus a publish that resolves on *this message's* PUBACK and reports
+    the MQTT 5 reason code, and fails at once when the connection is lost."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._acks: dict[int, asyncio.Future[ReasonCode]] = {}
+
+    def _on_publish(self, client: paho.Client, userdata: Any, mid: int,
+                    reason_code: ReasonCode, properties: Properties) -> None:
+        # Called by paho; hand the result to the loop whatever thread this is.
+        self._loop.call_soon_threadsafe(self._settle, mid, reason_code)
+        super()._on_publish(client, userdata, mid, reason_code, properties)
+
+    def _settle(self, mid: int, reason_code: ReasonCode) -> None:
+        fut = self._acks.pop(mid, None)
+        if fut is not None and not fut.done():
+            fut.set_result(reason_code)
+
+    def fail_pending(self, exc: BaseException) -> None:
+        """Fail every publish still waiting for its ack (the connection is gone)."""
+        acks, self._acks = self._acks, {}
+        for fut in acks.values():
+            if not fut.done():
+                fut.set_exception(exc)
+                fut.exception()  # retrieved here: a waiter may already have given up
+
+    async def publish_acked(self, topic: str, payload: bytes, qos: int, retain: bool,
+                            properties: Properties | None, ack_timeout: float) -> None:
+        info = self._client.publish(topic, payload, qos, retain, properties)
+        if info.rc == paho.MQTT_ERR_NO_CONN:
+            raise LinkDown("not connected to the broker")
+        if info.rc != paho.MQTT_ERR_SUCCESS:
+            raise PublishFailed(f"publish refused by the client: {paho.error_string(info.rc)}")
+        if qos == 0:
+            return  # QoS 0 has no acknowledgement: handed to the connection is all there is
+        fut: asyncio.Future[ReasonCode] = self._loop.create_future()
+        self._acks[info.mid] = fut
+        try:
+            async with asyncio.timeout(ack_timeout):
+                reason = await fut
+        except TimeoutError:
+            raise PublishFailed(f"no PUBACK within {ack_timeout:g}s") from None
+        finally:
+            self._acks.pop(info.mid, None)
+        if reason.is_failure:
+            raise PublishFailed(f"broker refused the message: {reason}")
+
+
+class MqttLink:
+    """The adapter between the daemon and the broker. See the module docstring.
+
+    Parameters:
+        settings: broker address, protocol, TLS, backoff, timeouts.
+        topics: this cabinet's topics (status, cmd and reply are used here).
+        status: builds the online/offline :class:`Status` (with the clock of the moment).
+        on_connection_change: called on the loop with the new snapshot whenever the link
+            connects or disconnects (e.g. to flush the outbox); exceptions are logged.
+        rng: the jitter source (inject a seeded one in tests).
+        wall_clock: aware "now" for the snapshot's ``since``.
+        logger: where connection changes are logged (once per change, not per attempt).
+
+    Use as ``async with MqttLink(...) as link:``; entering starts the connection task and
+    does not wait for the broker (the cabinet works offline); :meth:`wait_connected` does.
+    """
+
+    def __init__(
+        self,
+        settings: MqttLinkSettings,
+        topics: CabinetTopics,
+        status: StatusFactory,
+        *,
+        on_connection_change: Callable[[LinkSnapshot], None] | None = None,
+        rng: random.Random | None = None,
+        wall_clock: Callable[[], datetime] = _utc_now,
+        logger: logging.Logger | None = None,
+    ) -> None:
+        self._settings = settings
+        self._topics = topics
+        self._status = status
+        self._on_change = on_connection_change
+        self._rng = rng or random.Random()
+        self._wall = wall_clock
+        self._log = logger or log
+        self._snapshot = LinkSnapshot(connected=False, since=wall_clock())
+        self._queue: asyncio.Queue[IncomingCommand | None] = asyncio.Queue(
+            settings.incoming_queue_size + 1)  # +1: room for the closing sentinel
+        self._client: _AckingClient | None = None
+        self._connected = asyncio.Event()
+        self._closing = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._closed = False
+        self._close_lock = asyncio.Lock()
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def __aenter__(self) -> MqttLink:
+        self.start()
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None,
+                        exc: BaseException | None, tb: TracebackType | None) -> None:
+        await self.close()
+
+    def start(self) -> None:
+        """Start the connection task (idempotent). Needs a running loop."""
+        if self._closed or self._closing.is_set():
+            raise LinkClosed("the link was closed")
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(
+                self._supervise(), name=f"mqtt-link-{self._settings.client_id}")
+
+    async def close(self) -> None:
+        """Publish ``offline`` (if connected), disconnect cleanly, stop reconnecting.
+
+        Idempotent and safe to call concurrently; waiting receivers get :class:`LinkClosed`.
+        """
+        async with self._close_lock:
+            if self._closed:
+                return
+            self._closing.set()  # the connection task publishes offline and disconnects
+            task, self._task = self._task, None
+            if task is not None:
+                s = self._settings
+                bound = s.connect_timeout_s + 2 * s.publish_timeout_s + 5.0
+                try:
+                    await asyncio.wait_for(asyncio.shield(task), bound)
+                except TimeoutError:
+                    self._log.error("MQTT link did not stop within %.0fs; cancelling", bound)
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
+            self._closed = True
+            self._set_snapshot(connected=False, closed=True)
+            with contextlib.suppress(asyncio.QueueFull):
+                self._queue.put_nowait(None)
+
+    # -- state -------------------------------------------------------------------------------
+
+    @property
+    def topics(self) -> CabinetTopics:
+        return self._topics
+
+    @property
+    def settings(self) -> MqttLinkSettings:
+        return self._settings
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    def snapshot(self) -> LinkSnapshot:
+        """The connection state now (immutable)."""
+        return self._snapshot
+
+    async def wait_connected(self) -> None:
+        """Return once connected (subscribed, online published). Bound it with a timeout."""
+        while not self._connected.is_set():
+            if self._closed or self._closing.is_set():
+                raise LinkClosed("the link was closed")
+            closing = asyncio.ensure_future(self._closing.wait())
+            connected = asyncio.ensure_future(self._connected.wait())
+            try:
+                await asyncio.wait({closing, connected}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                closing.cancel()
+                connected.cancel()
+
+    # -- outbound ----------------------------------------------------------------------------
+
+    async def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False, *,
+                      correlation_data: bytes | None = None,
+                      ack_timeout: float | None = None) -> None:
+        """Publish and return once the broker acknowledged (QoS 1) or took it (QoS 0).
+
+        Raises :class:`LinkDown` (or :class:`LinkClosed`) when not connected: nothing sent;
+        :class:`PublishFailed` when the connection dropped before the PUBACK, the broker
+        refused it (MQTT 5 reason code >= 0x80) or no ack came within ``ack_timeout``
+        (default ``publish_timeout_s``). Under MQTT 5 the message carries payload format
+        "UTF-8" and content type ``application/json``, plus ``correlation_data`` if given.
+        """
+        if qos not in (0, 1):
+            raise ValueError("qos must be 0 or 1")
+        if self._closed:
+            raise LinkClosed("the link was closed")
+        client = self._client
+        if client is None or not self._connected.is_set():
+            raise LinkDown("not connected to the broker")
+        await self._publish_on(client, topic, payload, qos, retain, correlation_data,
+                               ack_timeout if ack_timeout is not None
+                               else self._settings.publish_timeout_s)
+
+    async def reply(self, incoming: IncomingCommand, payload: bytes, *,
+                    ack_timeout: float | None = None) -> str:
+        """Send the reply to ``incoming``; returns the topic used.
+
+        MQTT 5 request with a response topic: that topic, echoing its correlation data.
+        Otherwise (or if the response topic is not a plain topic name): the cabinet's
+        ``reply`` topic. QoS 1, not retained; raises like :meth:`publish`.
+        """
+        topic = self._topics.reply
+        correlation = None
+        if incoming.response_topic and _plain_topic(incoming.response_topic):
+            topic = incoming.response_topic
+            correlation = incoming.correlation_data
+        await self.publish(topic, payload, qos=1, retain=False, correlation_data=correlation,
+                           ack_timeout=ack_timeout)
+        return topic
+
+    # -- inbound -----------------------------------------------------------------------------
+
+    async def receive(self) -> IncomingCommand:
+        """The next command, in arrival order; raises :class:`LinkClosed` once closed."""
+        if self._closed and self._queue.empty():
+            raise LinkClosed("the link was closed")
+        item = await self._queue.get()
+        if item is None:
+            with contextlib.suppress(asyncio.QueueFull):
+                self._queue.put_nowait(None)  # let every other receiver see the end too
+            raise LinkClosed("the link was closed")
+        return item
+
+    async def commands(self) -> AsyncIterator[IncomingCommand]:
+        """``async for cmd in link.commands()``: every command until the link closes."""
+        while True:
+            try:
+                yield await self.receive()
+            except LinkClosed:
+                return
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _properties(self, correlation_data: bytes | None) -> Properties | None:
+        if self._settings.protocol != 5:
+            return None
+        props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+        props.PayloadFormatIndicator = 1
+        props.ContentType = "application/json"
+        if correlation_data is not None:
+            props.CorrelationData = correlation_data
+        return props
+
+    async def _publish_on(self, client: _AckingClient, topic: str, payload: bytes, qos: int,
+                          retain: bool, correlation_data: bytes | None,
+                          ack_timeout: float) -> None:
+        await client.publish_acked(topic, bytes(payload), qos, retain,
+                                   self._properties(correlation_data), ack_timeout)
+
+    async def _publish_status(self, client: _AckingClient,
+                              state: Literal["online", "offline"]) -> None:
+        await self._publish_on(client, self._topics.status, encode(self._status(state)), 1,
+                               True, None, self._settings.publish_timeout_s)
+
+    def _new_client(self) -> _AckingClient:
+        s = self._settings
+        will = aiomqtt.Will(self._topics.status, encode(self._status("offline")), qos=1,
+                            retain=True)
+        kwargs: dict[str, Any] = {
+            "identifier": s.client_id, "keepalive": s.keepalive_s,
+            "timeout": s.connect_timeout_s, "will": will,
+            "username": s.username, "password": s.password,
+            "logger": self._log.getChild("paho"),
+        }
+        if s.protocol == 5:
+            connect_props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+            connect_props.SessionExpiryInterval = s.session_expiry_s
+            kwargs.update(protocol=aiomqtt.ProtocolVersion.V5, clean_start=False,
+                          properties=connect_props)
+        else:
+            kwargs.update(protocol=aiomqtt.ProtocolVersion.V311, clean_session=False)
+        if s.uses_tls:
+            kwargs["tls_params"] = aiomqtt.TLSParameters(
+                ca_certs=s.tls_ca, certfile=s.tls_cert, keyfile=s.tls_key,
+                cert_reqs=ssl.CERT_REQUIRED)
+            if s.tls_insecure:
+                kwargs["tls_insecure"] = True
+        return _AckingClient(s.host, s.port, **kwargs)
+
+    def _backoff(self, attempt: int) -> float:
+        s = self._settings
+        ceiling = min(s.backoff_max_s, s.backoff_min_s * math.pow(2, min(attempt, 30)))
+        return ceiling / 2 + self._rng.uniform(0, ceiling / 2)  # "equal jitter"
+
+    def _set_snapshot(self, **changes: Any) -> None:
+        before = self._snapshot
+        if "connected" in changes and changes["connected"] != before.connected:
+            changes["since"] = self._wall()
+        self._snapshot = replace(before, **changes)
+        if self._on_change is not None and self._snapshot.connected != before.connected:
+            try:
+                self._on_change(self._snapshot)
+            except Exception:
+                self._log.exception("on_connection_change failed")
+
+    def _accept(self, message: aiomqtt.Message) -> None:
+        if message.topic.value != self._topics.cmd:
+            return
+        if message.retain:
+            self._log.warning("dropped a retained message on %s: commands are never stored",
+                              self._topics.cmd)
+            return
+        props = message.properties
+        response_topic = getattr(props, "ResponseTopic", None) if props is not None else None
+        correlation = getattr(props, "CorrelationData", None) if props is not None else None
+        payload = message.payload
+        if not isinstance(payload, bytes | bytearray):
+            payload = str(payload).encode() if payload is not None else b""
+        incoming = IncomingCommand(
+            payload=bytes(payload), topic=message.topic.value,
+            response_topic=response_topic or None,
+            correlation_data=bytes(correlation) if correlation is not None else None,
+        )
+        if self._queue.qsize() >= self._settings.incoming_queue_size:
+            self._set_snapshot(dropped_commands=self._snapshot.dropped_commands + 1)
+            self._log.warning("command queue full: dropped a command")
+            return
+        self._queue.put_nowait(incoming)
+
+    async def _read_until_closing(self, client: _AckingClient) -> None:
+        """Hand every message to :meth:`_accept` until close() (returns) or the connection
+        drops (raises aiomqtt.MqttError)."""
+        messages = client.messages
+        closing = asyncio.ensure_future(self._closing.wait())
+        try:
+            while True:
+                message = asyncio.ensure_future(anext(messages))
+                try:
+                    await asyncio.wait({message, closing}, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    if not message.done():
+                        message.cancel()
+                        with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
+                            await message
+                if not message.done() or message.cancelled():
+                    return
+                self._accept(message.result())
+        finally:
+            closing.cancel()
+
+    async def _supervise(self) -> None:
+        attempt = 0
+        was_up = False
+        while not self._closing.is_set():
+            client = self._new_client()
+            try:
+                async with client:
+                    self._client = client
+                    if self._closing.is_set():
+                        await self._publish_status(client, "offline")
+                        return
+                    await client.subscribe(self._topics.cmd, qos=1)
+                    await self._publish_status(client, "online")
+                    attempt = 0
+                    self._connected.set()
+                    self._set_snapshot(
+                        connected=True, connects=self._snapshot.connects + 1,
+                        reconnects=self._snapshot.reconnects + (1 if was_up else 0))
+                    was_up = True
+                    self._log.info("connected to %s:%s", self._settings.host,
+                                   self._settings.port)
+                    await self._read_until_closing(client)
+                    if self._connected.is_set():
+                        await self._publish_status(client, "offline")
+                    return
+            except (aiomqtt.MqttError, MqttLinkError, OSError) as exc:
+                reason = _describe(exc)
+                if self._connected.is_set() or self._snapshot.last_error != reason:
+                    self._log.warning("MQTT link down: %s", reason)
+                self._set_snapshot(last_error=reason)
+            finally:
+                self._connected.clear()
+                self._client = None
+                client.fail_pending(PublishFailed("connection lost before the broker "
+                                                  "acknowledged"))
+                if self._snapshot.connected:
+                    self._set_snapshot(connected=False)
+            if self._closing.is_set():
+                return
+            delay = self._backoff(attempt)
+            attempt += 1
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(delay):
+                    await self._closing.wait()
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    cause = exc.__cause__ or exc.__context__
+    if cause is not None and str(cause) and str(cause) not in text:
+        text = f"{text}: {cause}"
+    return text[:200]
+
+
+def _plain_topic(topic: str) -> bool:
+    return (0 < len(topic) <= 512 and not any(c in topic for c in "+#\x00")
+            and not topic.startswith("$"))
