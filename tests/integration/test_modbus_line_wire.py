@@ -16,7 +16,7 @@ import pytest
 
 from drivers.errors import BoardRejected, BoardTimeout, BusClosed, BusError, FrameError
 from drivers.modbus.line import ModbusLine
-from drivers.modbus.registers import crc16, silent_interval
+from drivers.modbus.registers import silent_interval
 from tests.support.rtu_responder import (
     BoardModel,
     Line,
@@ -33,12 +33,12 @@ Handler = Callable[[bytes], Sequence[Send]]
 
 @asynccontextmanager
 async def wired(
-    handler: Handler, *, timeout: float = 0.1, retries: int = 0, settle_s: float = 0.05
+    handler: Handler, *, timeout_s: float = 0.1, retries: int = 0, settle_s: float = 0.05
 ) -> AsyncIterator[tuple[RtuResponder, ModbusLine]]:
     async with RtuResponder(handler) as responder:
         line = ModbusLine(
             "rs485-t", port=responder.port, baudrate=19200,
-            timeout=timeout, retries=retries, settle_s=settle_s,
+            timeout=timeout_s, retries=retries, settle_s=settle_s,
         )
         async with line:
             yield responder, line
@@ -83,7 +83,7 @@ async def test_healthy_read_and_write() -> None:
 async def test_late_reply_after_timeout_is_not_taken_for_the_next_answer() -> None:
     stale = di_reply(1, 0xFF, 0xFF)
     handler = Scripted([Send(stale, delay=0.15)])  # later than the 0.1 s timeout
-    async with wired(handler, timeout=0.1, settle_s=0.1) as (_, line):
+    async with wired(handler, timeout_s=0.1, settle_s=0.1) as (_, line):
         with pytest.raises(BoardTimeout):
             await line.read_discrete_inputs(1, 0, 16)
         levels = await line.read_discrete_inputs(1, 0, 16)
@@ -99,7 +99,7 @@ async def test_late_reply_colliding_with_another_units_request_is_a_frame_error(
             return [Send(di_reply(1, 0xFF, 0xFF), delay=0.16)]
         return [Send(di_reply(2, 0x00, 0x00), delay=0.3)]
 
-    async with wired(handler, timeout=0.1, settle_s=0.01) as (_, line):
+    async with wired(handler, timeout_s=0.1, settle_s=0.01) as (_, line):
         with pytest.raises(BoardTimeout):
             await line.read_discrete_inputs(1, 0, 16)
         with pytest.raises(FrameError, match="unit 1"):
@@ -158,17 +158,19 @@ async def test_silent_board_times_out_after_retry_budget_and_line_serves_others(
 ) -> None:
     other = BoardModel(unit=2, inputs=8)
     other.discrete[1] = True
-    async with wired(Line([other]), timeout=0.05, retries=2, settle_s=0.01) as (responder, line):
+    async with wired(Line([other]), timeout_s=0.05, retries=2, settle_s=0.01) as (responder, line):
         with caplog.at_level(logging.INFO, logger="drivers.modbus.line"):
             for _ in range(2):
                 with pytest.raises(BoardTimeout) as info:
                     await line.read_discrete_inputs(1, 0, 8)
             assert await line.read_discrete_inputs(2, 0, 8) == (False, True) + (False,) * 6
-    assert info.value.address == 1 and info.value.bus == "rs485-t"
+    assert info.value.address == 1
+    assert info.value.bus == "rs485-t"
     to_unit_1 = [r for r in responder.requests if r.unit == 1]
     assert len(to_unit_1) == 2 * 3  # two transactions, each 1 try + 2 retries
     stats = line.stats()
-    assert stats.units[1].timeouts == 6 and stats.units[1].retries == 4
+    assert stats.units[1].timeouts == 6
+    assert stats.units[1].retries == 4
     assert stats.units[1].failing
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1  # once per incident, not per failed poll
@@ -176,7 +178,7 @@ async def test_silent_board_times_out_after_retry_budget_and_line_serves_others(
 
 async def test_recovery_is_logged_once(caplog: pytest.LogCaptureFixture) -> None:
     handler = Scripted([], [])  # two silent requests, then healthy
-    async with wired(handler, timeout=0.05, settle_s=0.01) as (_, line):
+    async with wired(handler, timeout_s=0.05, settle_s=0.01) as (_, line):
         with caplog.at_level(logging.INFO, logger="drivers.modbus.line"):
             for _ in range(2):
                 with pytest.raises(BoardTimeout):
@@ -209,8 +211,7 @@ async def test_door_write_overtakes_queued_polls() -> None:
 
     async with wired(slow) as (responder, line):
         polls = [asyncio.create_task(line.read_discrete_inputs(1, 0, 16)) for _ in range(5)]
-        while not responder.requests:  # the first poll is on the wire
-            await asyncio.sleep(0.001)
+        await responder.wait_for_requests(1)  # the first poll is on the wire
         assert line.waiting == 4
         await line.write_coil(1, 0x0203, 5)
         await asyncio.gather(*polls)
@@ -220,7 +221,7 @@ async def test_door_write_overtakes_queued_polls() -> None:
 
 async def test_broadcast_write_expects_no_reply() -> None:
     model = BoardModel(unit=1)
-    async with wired(model, timeout=0.05) as (responder, line):
+    async with wired(model, timeout_s=0.05) as (responder, line):
         await line.write_coil(0, 2, True)
         await line.read_coils(1, 0, 8)
     assert model.coils[2] is True
@@ -232,7 +233,7 @@ async def test_garbage_while_idle_is_discarded() -> None:
     model = BoardModel(unit=1, inputs=16)
     async with wired(model) as (responder, line):
         await line.read_discrete_inputs(1, 0, 16)
-        responder.write(b"\x01\x02\x02\xff\xff" + crc16(b"\x01\x02\x02\xff\xff").to_bytes(2, "little"))
+        responder.write(frame(1, b"\x02\x02\xff\xff"))
         await asyncio.sleep(0.02)
         assert await line.read_discrete_inputs(1, 0, 16) == (False,) * 16
     assert line.stats().stray_bytes == 7
@@ -250,7 +251,7 @@ async def test_missing_port_is_a_bus_error_and_close_is_idempotent() -> None:
 
 
 async def test_close_fails_a_pending_transaction_with_bus_closed() -> None:
-    async with wired(lambda req: [], timeout=1.0) as (_, line):
+    async with wired(lambda req: [], timeout_s=1.0) as (_, line):
         task = asyncio.create_task(line.read_coils(1, 0, 1))
         await asyncio.sleep(0.02)
         await line.close()

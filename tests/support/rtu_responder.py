@@ -111,6 +111,7 @@ class RtuResponder:
         self._first_at = 0.0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._pending: set[asyncio.TimerHandle] = set()
+        self._arrived = asyncio.Event()
         self.port = ""
 
     async def __aenter__(self) -> RtuResponder:
@@ -138,6 +139,12 @@ class RtuResponder:
             os.close(self._slave)
             self._slave = -1
 
+    async def wait_for_requests(self, count: int) -> None:
+        """Return once ``count`` requests have arrived (bound it with the test timeout)."""
+        while len(self.requests) < count:
+            self._arrived.clear()
+            await self._arrived.wait()
+
     def write(self, data: bytes) -> None:
         """Put bytes on the line now (unsolicited noise, a late reply)."""
         if self._master >= 0:
@@ -162,6 +169,7 @@ class RtuResponder:
                 self.bad_frames += 1
                 continue
             self.requests.append(ReceivedRequest(first, now, req))
+            self._arrived.set()
             for action in self.handler(req):
                 self._schedule(action)
 
