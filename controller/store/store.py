@@ -106,6 +106,7 @@ __all__ = ["Store", "StoreOptions"]
 T = TypeVar("T")
 
 _KEY_PART = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+_PREFIX = re.compile(r"(?=.{1,128}$)[A-Za-z0-9_.-]+(:[A-Za-z0-9_.-]+)*:?")
 _SCHEMES = ("redis://", "rediss://", "unix://")
 _MEMORY = "memory://"
 
@@ -272,9 +273,16 @@ class Store:
         Prefer :meth:`connect`. The client must have ``decode_responses=True``; the Store
         owns it from now on and closes it in :meth:`close`.
         """
-        for what, value in (("key_prefix", key_prefix), ("cabinet_id", cabinet_id)):
-            if not isinstance(value, str) or not _KEY_PART.fullmatch(value):
-                raise StoreConfigError(f"{what} must match [A-Za-z0-9_.-]{{1,64}}, got {value!r}")
+        if not isinstance(key_prefix, str) or not _PREFIX.fullmatch(key_prefix):
+            raise StoreConfigError(
+                "key_prefix must be segments of [A-Za-z0-9_.-] joined by ':' (a trailing ':' "
+                f"is allowed), at most 128 chars, got {key_prefix!r}"
+            )
+        key_prefix = key_prefix.removesuffix(":")
+        if not isinstance(cabinet_id, str) or not _KEY_PART.fullmatch(cabinet_id):
+            raise StoreConfigError(
+                f"cabinet_id must match [A-Za-z0-9_.-]{{1,64}}, got {cabinet_id!r}"
+            )
         self.options = options or StoreOptions()
         self.options.validate()
         self.cabinet_id = cabinet_id
@@ -308,10 +316,12 @@ class Store:
         / ``memory://NAME`` (an in-process fakeredis shared by every Store of this process
         opened with the same NAME). fakeredis is imported only for ``memory://``.
 
-        ``key_prefix`` and ``cabinet_id`` (``[A-Za-z0-9_.-]{1,64}``) namespace every key as
-        ``{key_prefix}:{cabinet_id}:...``. ``boot_id`` is stamped on appended events;
-        :meth:`new_boot` sets it too. ``clock`` gives seconds since the epoch for the times
-        the store stamps itself (acks, command records, trimming).
+        ``key_prefix`` (segments of ``[A-Za-z0-9_.-]`` joined by ``:``, a trailing ``:``
+        ignored, e.g. ``locker`` or ``locker:fr-lyon-07:``) and ``cabinet_id``
+        (``[A-Za-z0-9_.-]{1,64}``) namespace every key as ``{key_prefix}:{cabinet_id}:...``.
+        ``boot_id`` is stamped on appended events; :meth:`new_boot` sets it too. ``clock``
+        gives seconds since the epoch for the times the store stamps itself (acks, command
+        records, pulse intents, code uses, and boots or audit lines given no time).
 
         Raises StoreConfigError for a bad URL or names, StoreUnavailable if Redis does not
         answer a PING (the client is closed again).

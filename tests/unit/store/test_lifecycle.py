@@ -62,7 +62,11 @@ async def test_unsupported_urls(url: str) -> None:
         await Store.connect(url, "locker", "cab-01")
 
 
-@pytest.mark.parametrize(("prefix", "cabinet"), [("", "c"), ("a:b", "c"), ("p", "c d"), ("p", "")])
+@pytest.mark.parametrize(
+    ("prefix", "cabinet"),
+    [("", "c"), (":", "c"), ("a::b", "c"), ("a b", "c"), ("x" * 129, "c"), ("p", "c d"),
+     ("p", ""), ("p", "a:b")],
+)
 async def test_bad_namespaces(prefix: str, cabinet: str) -> None:
     with pytest.raises(StoreConfigError):
         await Store.connect("memory://", prefix, cabinet)
@@ -194,3 +198,18 @@ async def test_a_write_of_unknown_outcome_is_not_repeated() -> None:
     with pytest.raises(StoreUnavailable):
         await store.mark_code_used("o-1", "k1")
     assert client.calls == {"hsetnx": 1}
+
+
+@pytest.mark.parametrize(
+    ("prefix", "base"),
+    [("locker", "locker:cab-01"), ("locker:fr-lyon-07:", "locker:fr-lyon-07:cab-01")],
+)
+async def test_prefix_may_have_segments_and_a_trailing_colon(prefix: str, base: str) -> None:
+    name = "unit-test-prefix"
+    try:
+        async with await Store.connect(f"memory://{name}", prefix, "cab-01") as store:
+            await store.save_order("o-1", {})
+            keys = await store._client.keys("*")
+        assert keys == [f"{base}:orders"]
+    finally:
+        Store.forget_memory(name)
