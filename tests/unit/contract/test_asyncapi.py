@@ -1,0 +1,123 @@
+"""The AsyncAPI document and the JSON Schemas: in step with the code and with each other."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+import yaml
+from pydantic import TypeAdapter
+
+from controller.contract import schemagen
+from controller.contract.examples import EXAMPLES
+from controller.contract.messages import (
+    Command,
+    Event,
+    Reply,
+    SignedCommand,
+    State,
+    Status,
+    Telemetry,
+)
+from controller.contract.topics import CHANNEL_QOS, CHANNEL_RETAINED, Channel
+
+REPO = Path(__file__).resolve().parents[3]
+ASYNCAPI = REPO / "docs" / "mqtt" / "asyncapi.yaml"
+DOC: dict[str, Any] = yaml.safe_load(ASYNCAPI.read_text(encoding="utf-8"))
+MESSAGES: dict[str, Any] = DOC["components"]["messages"]
+MODELS: dict[str, Any] = {"Status": Status, "State": State, "Event": Event,
+                          "Telemetry": Telemetry, "Command": Command,
+                          "SignedCommand": SignedCommand, "Reply": Reply}
+
+
+def schema_of(message: dict[str, Any]) -> dict[str, Any]:
+    path = (ASYNCAPI.parent / message["payload"]["$ref"]).resolve()
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+EXAMPLE_CASES = [(name, ex["name"]) for name, msg in MESSAGES.items() for ex in msg["examples"]]
+
+
+def test_committed_schemas_equal_the_generated_ones() -> None:
+    assert schemagen.check() == [], "run: python -m controller.contract.schemagen"
+
+
+def test_schemagen_writes_what_check_accepts(tmp_path: Path) -> None:
+    schemagen.write(tmp_path)
+    assert schemagen.check(tmp_path) == []
+    (tmp_path / "event.json").write_text("{}")
+    assert schemagen.check(tmp_path) == ["event.json"]
+    assert schemagen.main(["--check", "--dir", str(tmp_path)]) == 1
+
+
+@pytest.mark.parametrize("name", sorted(schemagen.generate()))
+def test_each_schema_is_valid_draft_2020_12_and_validates_its_examples(name: str) -> None:
+    schema = schemagen.generate()[name]
+    jsonschema.Draft202012Validator.check_schema(schema)
+    validator = jsonschema.Draft202012Validator(schema)
+    for example in schema["examples"]:
+        validator.validate(example)
+
+
+def test_every_schema_file_is_referenced_by_the_asyncapi_document() -> None:
+    referenced = {(ASYNCAPI.parent / m["payload"]["$ref"]).resolve() for m in MESSAGES.values()}
+    on_disk = {p.resolve() for p in schemagen.SCHEMA_DIR.glob("*.json")}
+    assert referenced == on_disk
+    assert set(MESSAGES) == set(MODELS)
+
+
+@pytest.mark.parametrize(("message", "example"), EXAMPLE_CASES)
+def test_every_asyncapi_example_validates_against_its_schema(message: str, example: str) -> None:
+    msg = MESSAGES[message]
+    payload = next(e["payload"] for e in msg["examples"] if e["name"] == example)
+    jsonschema.Draft202012Validator(schema_of(msg)).validate(payload)
+
+
+@pytest.mark.parametrize(("message", "example"), EXAMPLE_CASES)
+def test_every_asyncapi_example_is_accepted_by_its_model(message: str, example: str) -> None:
+    msg = MESSAGES[message]
+    payload = next(e["payload"] for e in msg["examples"] if e["name"] == example)
+    TypeAdapter(MODELS[message]).validate_json(json.dumps(payload), strict=True)
+
+
+def test_asyncapi_examples_are_the_code_examples() -> None:
+    by_schema = {Path(m["payload"]["$ref"]).stem: [e["payload"] for e in m["examples"]]
+                 for m in MESSAGES.values()}
+    assert by_schema == EXAMPLES
+
+
+def test_a_schema_refuses_what_the_model_refuses() -> None:
+    schema = schemagen.generate()["command"]
+    bad = dict(EXAMPLES["command"][0], surprise=True)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.Draft202012Validator(schema).validate(bad)
+    typed = json.loads(json.dumps(EXAMPLES["command"][0]))
+    typed["expires"]["uptime_ms"] = "8822345"
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.Draft202012Validator(schema).validate(typed)
+
+
+def test_channels_match_the_topic_table() -> None:
+    channels = DOC["channels"]
+    assert {address.rsplit("/", 1)[1] for address in channels} == {c.value for c in Channel}
+    for address, channel in channels.items():
+        kind = Channel(address.rsplit("/", 1)[1])
+        operation = channel.get("subscribe") or channel["publish"]
+        binding = operation["bindings"]["mqtt"]
+        assert binding["qos"] == CHANNEL_QOS[kind], address
+        assert binding["retain"] == CHANNEL_RETAINED[kind], address
+        assert ("publish" in channel) == (kind is Channel.CMD), address
+        assert address.startswith("lockers/v1/{site}/{cabinet}/")
+
+
+def test_every_error_code_is_documented() -> None:
+    from controller.contract.errors import ErrorCode
+
+    text = MESSAGES["Reply"]["description"]
+    readme = (REPO / "docs" / "mqtt" / "README.md").read_text(encoding="utf-8")
+    for code in ErrorCode:
+        assert f"`{code.value}`" in text
+        assert f"`{code.value}`" in readme
