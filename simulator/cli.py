@@ -1,0 +1,234 @@
+"""``locker-sim``: run a simulated cabinet, or act on a running one.
+
+::
+
+    locker-sim run --config deploy/sim-cabinet.toml [--no-timing] [--control-port N]
+                   [--link-dir DIR | --no-links] [--lane-port N] [--json]
+    locker-sim ctl --port N pull A01
+    locker-sim ctl --port N fault-set silent --board locks-a
+    locker-sim ctl --port N raw '{"op": "state"}'
+
+``run`` serves every bus of the config (RTU on a pty, symlinked at the configured port
+path or in ``--link-dir``; Modbus TCP on a loopback port) and the control channel, prints
+where, and runs until SIGTERM or SIGINT; then it closes everything and removes its
+symlinks. With ``--json`` the "ready" report is one JSON line on stdout (for scripts).
+``--lane-port`` also serves the lane I/O world (:mod:`simulator.lane`, protocol
+``lane-io/1``).
+
+``ctl`` sends one request to the control channel (see :mod:`simulator.control`) and
+prints the reply; exit status 0 when the reply is ok, 1 when it is an error, 2 when the
+simulator cannot be reached.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from simulator.cabinet import SimCabinet
+from simulator.control import send_command
+from simulator.errors import SimError
+from simulator.faults import FAULT_KINDS
+
+__all__ = ["build_parser", "main"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="locker-sim", description="Simulated locker cabinet.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="serve a simulated cabinet until SIGTERM/SIGINT")
+    run.add_argument("--config", required=True, help="the cabinet TOML file")
+    run.add_argument("--no-timing", action="store_true", help="no line timing: reply at once")
+    run.add_argument("--control-port", type=int, default=0, help="control channel port (0: any)")
+    links = run.add_mutually_exclusive_group()
+    links.add_argument(
+        "--link-dir", help="put the serial symlinks here, not at the configured paths"
+    )
+    links.add_argument("--no-links", action="store_true", help="make no serial symlinks")
+    run.add_argument(
+        "--lane-port", type=int, default=None, help="also serve lane I/O on this port (0: any)"
+    )
+    run.add_argument("--json", action="store_true", help="print the ready report as one JSON line")
+    run.add_argument("--log-level", default="WARNING")
+
+    ctl = sub.add_parser("ctl", help="send a command to a running simulator")
+    ctl.add_argument("--port", type=int, required=True, help="the control channel port")
+    ctl.add_argument("--host", default="127.0.0.1")
+    ops = ctl.add_subparsers(dest="op", required=True)
+    for op in ("ping", "state", "endpoints", "faults", "stats"):
+        ops.add_parser(op)
+    for op, help_ in (
+        ("pull", "pull the door handle once"),
+        ("pull-when-released", "hold the handle: open as soon as the latch releases"),
+        ("force-open", "open the door whatever the latch"),
+        ("close", "push the door shut"),
+        ("place", "put a parcel in (door open)"),
+        ("remove", "take a parcel out (door open)"),
+    ):
+        ops.add_parser(op, help=help_).add_argument("compartment")
+    temp = ops.add_parser("temp", help="set a zone's temperature")
+    temp.add_argument("zone")
+    temp.add_argument("value_c", type=float)
+    fset = ops.add_parser("fault-set", help="activate a fault")
+    fset.add_argument("kind", choices=FAULT_KINDS)
+    fclear = ops.add_parser("fault-clear", help="clear faults (all with no argument)")
+    fclear.add_argument("kind", nargs="?", choices=FAULT_KINDS)
+    for p in (fset, fclear):
+        p.add_argument("--board")
+        p.add_argument("--channel", type=int)
+        p.add_argument("--compartment")
+        p.add_argument("--signal", choices=("door", "latch", "occupancy"))
+        p.add_argument("--zone")
+    fset.add_argument("--latency", type=float, dest="latency_s")
+    fset.add_argument("--period", type=float, dest="period_s")
+    fset.add_argument("--level", type=int, choices=(0, 1))
+    truth = ops.add_parser("truth", help="the ground-truth log")
+    truth.add_argument("--kind")
+    truth.add_argument("--compartment")
+    truth.add_argument("--limit", type=int, default=50)
+    raw = ops.add_parser("raw", help="send a JSON request as is")
+    raw.add_argument("json")
+    return parser
+
+
+def _request(args: argparse.Namespace) -> dict[str, Any]:
+    op: str = args.op
+    if op == "raw":
+        request: dict[str, Any] = json.loads(args.json)
+        return request
+    names = {
+        "pull-when-released": "pull_when_released",
+        "force-open": "force_open",
+        "place": "place_parcel",
+        "remove": "remove_parcel",
+        "temp": "set_temperature",
+        "fault-set": "fault_set",
+        "fault-clear": "fault_clear",
+    }
+    request = {"op": names.get(op, op)}
+    for name in (
+        "compartment",
+        "zone",
+        "value_c",
+        "kind",
+        "board",
+        "channel",
+        "signal",
+        "latency_s",
+        "period_s",
+        "limit",
+    ):
+        value = getattr(args, name, None)
+        if value is not None:
+            request[name] = value
+    if getattr(args, "level", None) is not None:
+        request["level"] = bool(args.level)
+    return request
+
+
+def _ctl(args: argparse.Namespace) -> int:
+    out, err = Console(), Console(stderr=True)
+    try:
+        request = _request(args)
+    except ValueError as exc:
+        err.print(f"[red]bad JSON:[/red] {exc}")
+        return 2
+    try:
+        reply = send_command(args.port, request, host=args.host)
+    except (OSError, ValueError) as exc:
+        err.print(f"[red]cannot reach the simulator on {args.host}:{args.port}:[/red] {exc}")
+        return 2
+    if reply.get("ok"):
+        out.print_json(data=reply.get("result", {}))
+        return 0
+    err.print_json(data=reply.get("error", reply))
+    return 1
+
+
+def _ready_table(cab: SimCabinet, lane_port: int | None) -> Table:
+    table = Table(title=f"locker-sim: {cab.config.site}/{cab.config.cabinet_id}")
+    for column in ("bus", "baud", "RTU (pty)", "link", "Modbus TCP", "boards"):
+        table.add_column(column, overflow="fold")
+    for ep in cab.endpoints():
+        boards = ", ".join(f"{b['name']}@{b['address']}" for b in ep["boards"])
+        table.add_row(
+            ep["bus"],
+            str(ep["baudrate"]),
+            ep["serial_path"],
+            ep["link"] or "-",
+            f"127.0.0.1:{ep['tcp_port']}",
+            boards,
+        )
+    table.caption = f"control 127.0.0.1:{cab.control_port}" + (
+        f"   lane I/O 127.0.0.1:{lane_port}" if lane_port is not None else ""
+    )
+    return table
+
+
+async def _serve(args: argparse.Namespace) -> int:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        async with contextlib.AsyncExitStack() as stack:
+            cab = SimCabinet.from_file(
+                args.config,
+                emulate_timing=not args.no_timing,
+                link_dir=args.link_dir,
+                make_links=not args.no_links,
+                control_port=args.control_port,
+            )
+            await stack.enter_async_context(cab)
+            lane_port: int | None = None
+            if args.lane_port is not None:
+                from simulator.lane import LaneIOServer, LaneWorld
+
+                lane = LaneIOServer(LaneWorld(), port=args.lane_port)
+                await lane.start()
+                stack.push_async_callback(lane.close)
+                lane_port = lane.port
+            if args.json:
+                report = {
+                    "ready": True,
+                    "control_port": cab.control_port,
+                    "lane_port": lane_port,
+                    "buses": cab.endpoints(),
+                }
+                print(json.dumps(report), flush=True)
+            else:
+                Console().print(_ready_table(cab, lane_port))
+            await stop.wait()
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "ctl":
+        return _ctl(args)
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s"
+    )
+    try:
+        return asyncio.run(_serve(args))
+    except SimError as exc:
+        Console(stderr=True).print(f"[red]locker-sim:[/red] {exc}")
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
