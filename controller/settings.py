@@ -55,7 +55,7 @@ import tomllib
 import types
 import typing
 import zoneinfo
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -116,6 +116,7 @@ __all__ = [
     "WaveshareRelayBoard",
     "ZoneConfig",
     "describe_keys",
+    "describe_model",
     "load_settings",
     "parse_duration",
     "parse_settings",
@@ -260,6 +261,12 @@ def _ctx_path(info: ValidationInfo, value: str | Path) -> Path:
 
 def _check_files(info: ValidationInfo) -> bool:
     return bool((info.context or {}).get("check_files", True))
+
+
+def _table(**values: Any) -> Callable[[], Any]:
+    """Default of a sub-table: the *data* of an empty (or given) table, validated like a
+    table from the file, so that an issue in a default is named at its full key path."""
+    return lambda: dict(values)
 
 
 class _Section(BaseModel):
@@ -622,15 +629,15 @@ class GenericIoRegisterMap(_Section):
     """``register_map`` of a ``generic_io`` board."""
 
     outputs: RegisterBits = Field(
-        default_factory=lambda: RegisterBits(table="coils"),
+        default_factory=_table(table="coils"),
         description="Output bits: table `coils` or `holding_register_bits`.",
     )
     inputs: RegisterBits = Field(
-        default_factory=lambda: RegisterBits(table="discrete_inputs"),
+        default_factory=_table(table="discrete_inputs"),
         description="Input bits: `discrete_inputs`, `input_register_bits` or "
         "`holding_register_bits`.",
     )
-    pulse: PulseMode = Field(default_factory=PulseMode, description="Pulse timing.")
+    pulse: PulseMode = Field(default_factory=_table(), description="Pulse timing.")
 
     @model_validator(mode="after")
     def _tables(self) -> GenericIoRegisterMap:
@@ -723,7 +730,7 @@ class GenericIoBoard(_BoardBase):
     outputs: Count = Field(default=0, ge=0, le=256, description="Output channels.")
     inputs: Count = Field(default=0, ge=0, le=256, description="Input channels.")
     register_map: GenericIoRegisterMap = Field(
-        default_factory=GenericIoRegisterMap, description="Where the bits are."
+        default_factory=_table(), description="Where the bits are."
     )
     max_pulse_s: Seconds | None = Field(
         default=None,
@@ -757,7 +764,7 @@ class TemperatureProbeBoard(_BoardBase):
     profile: Literal["temperature_probe"] = Field(description="Board profile.")
     channels: Count = Field(ge=1, le=64, description="Probe channels.")
     register_map: ProbeRegisterMap = Field(
-        default_factory=ProbeRegisterMap, description="Where and how readings are stored."
+        default_factory=_table(), description="Where and how readings are stored."
     )
 
 
@@ -908,7 +915,7 @@ class SecurityConfig(_Section):
         dict[KeyId, Annotated[str, AfterValidator(_check_key_ref)]],
         AfterValidator(_freeze_mapping),
     ] = Field(
-        default_factory=dict,
+        default_factory=_table(),
         description="`key_id = ` path of a PEM Ed25519 public key, or the key inline in "
         "base64 (raw 32 bytes or DER).",
     )
@@ -1002,10 +1009,10 @@ class LaneConfig(_Section):
     )
     chip: str = Field(default="/dev/gpiochip0", description="gpiod: the GPIO chip.")
     options: Annotated[dict[str, Any], AfterValidator(_deep_freeze)] = Field(
-        default_factory=dict, description="Backend-specific options, passed through."
+        default_factory=_table(), description="Backend-specific options, passed through."
     )
-    inputs: LaneInputs = Field(default_factory=LaneInputs, description="Input lines.")
-    outputs: LaneOutputs = Field(default_factory=LaneOutputs, description="Output lines.")
+    inputs: LaneInputs = Field(default_factory=_table(), description="Input lines.")
+    outputs: LaneOutputs = Field(default_factory=_table(), description="Output lines.")
     scanner: ScannerConfig | None = Field(default=None, description="Code scanner.")
 
     @model_validator(mode="after")
@@ -1084,25 +1091,25 @@ class Settings(_Section):
     """
 
     cabinet: CabinetConfig = Field(description="`[cabinet]`.")
-    mqtt: MqttConfig = Field(default_factory=MqttConfig, description="`[mqtt]`.")
-    redis: RedisConfig = Field(default_factory=RedisConfig, description="`[redis]`.")
-    timing: TimingConfig = Field(default_factory=TimingConfig, description="`[timing]`.")
+    mqtt: MqttConfig = Field(default_factory=_table(), description="`[mqtt]`.")
+    redis: RedisConfig = Field(default_factory=_table(), description="`[redis]`.")
+    timing: TimingConfig = Field(default_factory=_table(), description="`[timing]`.")
     buses: tuple[BusConfig, ...] = Field(default=(), description="`[[buses]]`.")
     boards: tuple[BoardConfig, ...] = Field(default=(), description="`[[boards]]`.")
     zones: tuple[ZoneConfig, ...] = Field(default=(), description="`[[zones]]`.")
     compartments: tuple[CompartmentConfig, ...] = Field(
         default=(), description="`[[compartments]]`."
     )
-    security: SecurityConfig = Field(default_factory=SecurityConfig, description="`[security]`.")
-    lane: LaneConfig = Field(default_factory=LaneConfig, description="`[lane]`.")
+    security: SecurityConfig = Field(default_factory=_table(), description="`[security]`.")
+    lane: LaneConfig = Field(default_factory=_table(), description="`[lane]`.")
     tenants: Annotated[dict[Name, TenantPolicy], AfterValidator(_freeze_mapping)] = Field(
-        default_factory=dict, description="`[tenants.<pool>]`: one table per pool."
+        default_factory=_table(), description="`[tenants.<pool>]`: one table per pool."
     )
     simulator: Annotated[dict[str, Any], AfterValidator(_deep_freeze)] = Field(
-        default_factory=dict,
+        default_factory=_table(),
         description="`[simulator]`: free-form, read by `locker-sim`, ignored by the daemon.",
     )
-    log: LogConfig = Field(default_factory=LogConfig, description="`[log]`.")
+    log: LogConfig = Field(default_factory=_table(), description="`[log]`.")
 
     @model_validator(mode="before")
     @classmethod
@@ -1324,7 +1331,8 @@ def _cross_check(s: Settings) -> list[tuple[Loc, str]]:
         if comp.zone not in zone_idx:
             out.append(((*base, "zone"), _unknown("zone", comp.zone, zone_idx)))
         if comp.pool not in s.tenants:
-            out.append(((*base, "pool"), _unknown("pool", comp.pool, s.tenants) + " in [tenants]"))
+            fix = f"declare it as [tenants.{comp.pool}]"
+            out.append(((*base, "pool"), _unknown("pool", comp.pool, s.tenants, fix)))
         lock_board = board_for((*base, "lock"), comp.lock)
         if lock_board is not None:
             if not lock_board.is_lock_board or lock_board.output_count == 0:
@@ -1386,14 +1394,16 @@ def _cross_check(s: Settings) -> list[tuple[Loc, str]]:
     return out
 
 
-def _unknown(what: str, name: str, known: Mapping[str, Any] | set[str]) -> str:
+def _unknown(
+    what: str, name: str, known: Mapping[str, Any] | set[str], fix: str | None = None
+) -> str:
     msg = f"unknown {what} {name!r}"
     close = difflib.get_close_matches(name, list(known), n=1)
     if close:
-        msg += f" (did you mean {close[0]!r}?)"
-    elif not known:
-        msg += f" (no {what}s are defined)"
-    return msg
+        return f"{msg} (did you mean {close[0]!r}?)"
+    if fix is not None:
+        return f"{msg}: {fix}"
+    return f"{msg} (no {what} has that name)" if known else f"{msg} (none is defined)"
 
 
 # =============================================================================================
@@ -1610,7 +1620,10 @@ def _env_entries(env: Mapping[str, str]) -> list[_Entry]:
     return entries
 
 
-def _message(err: Mapping[str, Any], loc: Loc) -> tuple[Loc, str]:
+def _message(err: Mapping[str, Any]) -> tuple[Loc, str]:
+    """The key and the message of one pydantic error, in the words of a TOML author."""
+    raw_loc: Loc = tuple(err["loc"])
+    loc = _strip_tags(raw_loc)
     kind: str = err["type"]
     msg: str = err["msg"]
     ctx: Mapping[str, Any] = err.get("ctx") or {}
@@ -1618,7 +1631,7 @@ def _message(err: Mapping[str, Any], loc: Loc) -> tuple[Loc, str]:
     if kind == "missing":
         return loc, "missing (required)"
     if kind == "extra_forbidden":
-        parent = _model_at(loc[:-1])
+        parent = _model_at(raw_loc[:-1])
         hint = ""
         if parent is not None and isinstance(loc[-1], str):
             close = difflib.get_close_matches(loc[-1], list(parent.model_fields), n=1)
@@ -1699,7 +1712,7 @@ def _validate(
     except ValidationError as exc:
         issues = []
         for err in exc.errors(include_url=False):
-            loc, message = _message(err, _strip_tags(err["loc"]))
+            loc, message = _message(err)
             issues.append(origins.issue(loc, message))
         raise ConfigError(_sorted(issues)) from None
     if collected:
@@ -1831,7 +1844,7 @@ def _type_name(tp: Any) -> str:
     if origin is Annotated:
         return _type_name(typing.get_args(tp)[0])
     if origin in (typing.Union, types.UnionType):
-        return " | ".join(_type_name(a) for a in typing.get_args(tp))
+        return " | ".join(_type_name(a) for a in typing.get_args(tp) if a is not type(None))
     if origin is Literal:
         return " | ".join(json.dumps(a) for a in typing.get_args(tp))
     if origin is tuple:
@@ -1867,7 +1880,7 @@ def _walk(model: type[BaseModel], prefix: str) -> Iterator[KeyDoc]:
         seconds = any(
             isinstance(m, BeforeValidator) and m.func is parse_duration for m in _metadata(field)
         )
-        type_text = "seconds" if seconds else _type_name(field.annotation)
+        type_text = ("seconds" if seconds else _type_name(field.annotation)) + _bounds(field)
         yield KeyDoc(key, type_text, _default_text(field), field.description or "")
         if typing.get_origin(tp) in (dict, Mapping):
             tp = _unwrap(typing.get_args(tp)[1])
@@ -1879,6 +1892,17 @@ def _walk(model: type[BaseModel], prefix: str) -> Iterator[KeyDoc]:
                     yield from _walk(member, key)
 
 
+def _bounds(field: FieldInfo) -> str:
+    marks = {"ge": ">=", "gt": ">", "le": "<=", "lt": "<"}
+    parts = [
+        f"{sign} {getattr(m, name)}"
+        for m in field.metadata
+        for name, sign in marks.items()
+        if getattr(m, name, None) is not None
+    ]
+    return f" ({', '.join(parts)})" if parts else ""
+
+
 def _metadata(field: FieldInfo) -> list[Any]:
     out = list(field.metadata)
     ann = field.annotation
@@ -1886,6 +1910,11 @@ def _metadata(field: FieldInfo) -> list[Any]:
         if typing.get_origin(arg) is Annotated:
             out.extend(typing.get_args(arg)[1:])
     return out
+
+
+def describe_model(model: type[BaseModel], prefix: str) -> list[KeyDoc]:
+    """The keys of one model (e.g. one board profile) under ``prefix``, for the reference."""
+    return list(_walk(model, prefix))
 
 
 def describe_keys() -> list[KeyDoc]:
