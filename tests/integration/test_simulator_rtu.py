@@ -217,5 +217,8 @@ def test_flapping_and_cut_door_sensor_over_the_wire(cab: SimCabinet, master: Raw
     assert master.read_bits(2, 2, 0, 1) == [False]  # normally-closed switch, cut: "open"
     cab.faults.clear()
     cab.faults.set("flapping", compartment="B01", signal="door", period_s=0.05)
-    seen = {master.read_bits(2, 2, 0, 1)[0] for _ in range(20) if time.sleep(0.013) is None}
+    seen = set()
+    for _ in range(20):
+        seen.add(master.read_bits(2, 2, 0, 1)[0])
+        time.sleep(0.013)
     assert seen == {True, False}
