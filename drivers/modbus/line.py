@@ -790,8 +790,7 @@ class ModbusLine:
         if wait > _SPIN_LIMIT_S:
             # epoll sleeps in whole milliseconds, rounded up: ask for whole ones only.
             await asyncio.sleep(int(wait * 1000) / 1000)
-        while time.monotonic() < target:
-            pass
+        _spin_until(target)
 
     async def _settle(self) -> None:
         """Discard input until the line has been quiet for ``settle_s`` (bounded)."""
@@ -897,6 +896,13 @@ class ModbusLine:
             if log_it:
                 log.warning("%s; further failures of unit %d are counted, not logged, "
                             "until it answers again", text, unit)
+
+
+def _spin_until(target: float) -> None:
+    """Busy-wait (under 1 ms) until ``target``, yielding the GIL on every turn so that
+    other threads (a paho network thread, an in-process simulator) keep running."""
+    while time.monotonic() < target:
+        time.sleep(0)
 
 
 def _expire(fut: asyncio.Future[bytes]) -> None:
