@@ -57,7 +57,6 @@ import typing
 import zoneinfo
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeAlias
 from urllib.parse import urlsplit, urlunsplit
@@ -192,10 +191,17 @@ _UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
 def parse_duration(value: object) -> object:
     """Read a duration in seconds: a number (``0.7``, ``90``) or a text with units
-    (``"500ms"``, ``"90s"``, ``"1h30m"``, ``"3d"``). Anything else is returned unchanged for
-    the float validator to reject."""
-    if isinstance(value, str) and _DURATION_FULL.match(value):
-        return sum(float(n) * _UNIT_S[u] for n, u in _DURATION_PART.findall(value))
+    (``"500ms"``, ``"90s"``, ``"1h30m"``, ``"3d"``); other text raises ``ValueError``.
+    Non-text values are returned unchanged for the float validator to judge."""
+    if isinstance(value, str):
+        if _DURATION_FULL.match(value):
+            return sum(float(n) * _UNIT_S[u] for n, u in _DURATION_PART.findall(value))
+        try:
+            return float(value)
+        except ValueError:
+            raise ValueError(
+                f"must be seconds or a duration such as '90s', '1h30m' (got {value!r})"
+            ) from None
     return value
 
 
@@ -235,7 +241,7 @@ def _deep_freeze(value: Any) -> Any:
     return value
 
 
-def _freeze_mapping(value: dict[Any, Any]) -> Mapping[Any, Any]:
+def _freeze_mapping(value: Mapping[Any, Any]) -> Mapping[Any, Any]:
     return _FrozenDict(value)
 
 
@@ -270,9 +276,7 @@ def _table(**values: Any) -> Callable[[], Any]:
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(
-        frozen=True, extra="forbid", validate_default=True, use_attribute_docstrings=False
-    )
+    model_config = ConfigDict(frozen=True, extra="forbid", validate_default=True)
 
 
 # =============================================================================================
@@ -912,7 +916,7 @@ class SecurityConfig(_Section):
         "Only a lab may turn this off.",
     )
     dispatch_public_keys: Annotated[
-        dict[KeyId, Annotated[str, AfterValidator(_check_key_ref)]],
+        Mapping[KeyId, Annotated[str, AfterValidator(_check_key_ref)]],
         AfterValidator(_freeze_mapping),
     ] = Field(
         default_factory=_table(),
@@ -1008,7 +1012,7 @@ class LaneConfig(_Section):
         "`simulator`, `mock`.",
     )
     chip: str = Field(default="/dev/gpiochip0", description="gpiod: the GPIO chip.")
-    options: Annotated[dict[str, Any], AfterValidator(_deep_freeze)] = Field(
+    options: Annotated[Mapping[str, Any], AfterValidator(_deep_freeze)] = Field(
         default_factory=_table(), description="Backend-specific options, passed through."
     )
     inputs: LaneInputs = Field(default_factory=_table(), description="Input lines.")
@@ -1102,10 +1106,10 @@ class Settings(_Section):
     )
     security: SecurityConfig = Field(default_factory=_table(), description="`[security]`.")
     lane: LaneConfig = Field(default_factory=_table(), description="`[lane]`.")
-    tenants: Annotated[dict[Name, TenantPolicy], AfterValidator(_freeze_mapping)] = Field(
+    tenants: Annotated[Mapping[Name, TenantPolicy], AfterValidator(_freeze_mapping)] = Field(
         default_factory=_table(), description="`[tenants.<pool>]`: one table per pool."
     )
-    simulator: Annotated[dict[str, Any], AfterValidator(_deep_freeze)] = Field(
+    simulator: Annotated[Mapping[str, Any], AfterValidator(_deep_freeze)] = Field(
         default_factory=_table(),
         description="`[simulator]`: free-form, read by `locker-sim`, ignored by the daemon.",
     )
@@ -1150,27 +1154,19 @@ class Settings(_Section):
         """This cabinet's MQTT root: ``{mqtt.topic_root}/{site}/{id}``."""
         return f"{self.mqtt.topic_root}/{self.cabinet.site}/{self.cabinet.id}"
 
-    @cached_property
-    def _compartment_index(self) -> Mapping[str, CompartmentConfig]:
-        return _FrozenDict({c.id: c for c in self.compartments})
-
-    @cached_property
-    def _board_index(self) -> Mapping[str, BoardConfig]:
-        return _FrozenDict({b.name: b for b in self.boards})
-
     def compartment(self, compartment_id: str) -> CompartmentConfig:
         """The compartment ``compartment_id``; ``KeyError`` if there is none."""
-        try:
-            return self._compartment_index[compartment_id]
-        except KeyError:
-            raise KeyError(f"unknown compartment {compartment_id!r}") from None
+        for compartment in self.compartments:
+            if compartment.id == compartment_id:
+                return compartment
+        raise KeyError(f"unknown compartment {compartment_id!r}")
 
     def board(self, name: str) -> BoardConfig:
         """The board called ``name``; ``KeyError`` if there is none."""
-        try:
-            return self._board_index[name]
-        except KeyError:
-            raise KeyError(f"unknown board {name!r}") from None
+        for board in self.boards:
+            if board.name == name:
+                return board
+        raise KeyError(f"unknown board {name!r}")
 
     def bus(self, name: str) -> BusConfig:
         """The bus called ``name``; ``KeyError`` if there is none."""
@@ -1230,7 +1226,7 @@ class Settings(_Section):
         passwords redacted and inline keys replaced by fingerprints."""
         return self.to_dict(reveal_secrets=False)
 
-    @cached_property
+    @property
     def config_hash(self) -> str:
         """A stable SHA-256 (hex) of the effective public configuration: equal configs
         give equal hashes whatever their layout, order of keys or layer. Secrets are not
@@ -1628,6 +1624,10 @@ def _message(err: Mapping[str, Any]) -> tuple[Loc, str]:
     msg: str = err["msg"]
     ctx: Mapping[str, Any] = err.get("ctx") or {}
     value = err.get("input")
+    prefix = ""
+    if "[key]" in loc:  # a table key (a pool name, a key id) that is not a valid name
+        loc = loc[: loc.index("[key]")]
+        prefix = "key name "
     if kind == "missing":
         return loc, "missing (required)"
     if kind == "extra_forbidden":
@@ -1644,13 +1644,17 @@ def _message(err: Mapping[str, Any]) -> tuple[Loc, str]:
         tags = " or ".join(repr(t) for t in _BOARD_CLASSES)
         return (*loc, "profile"), f"must be {tags} (got {_show(ctx.get('tag'))})"
     if kind == "string_pattern_mismatch":
-        return loc, f"must match {ctx.get('pattern', '')!s} (got {_show(value)})"
+        return loc, f"{prefix}must match {ctx.get('pattern', '')!s} (got {_show(value)})"
     if kind == "value_error":
         text = str(ctx.get("error", msg.removeprefix("Value error, ")))
         keyed = re.match(r"^@([\w.]+)@(.*)$", text, re.S)
         if keyed:
             return (*loc, *keyed.group(1).split(".")), keyed.group(2)
         return loc, text
+    if kind in ("model_type", "model_attributes_type", "dict_type"):
+        return loc, f"must be a table (got {_show(value)})"
+    if kind in ("tuple_type", "list_type"):
+        return loc, f"must be an array of tables (got {_show(value)})"
     msg = re.sub(r"^(Input|String|Value|List|Tuple|Dictionary) should", "must", msg)
     secret = bool(loc) and loc[-1] in ("password", "url")
     if not secret:

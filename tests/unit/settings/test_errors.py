@@ -165,7 +165,10 @@ def test_lane_and_log_unknown_keys(valid_data: dict[str, Any]) -> None:
         (("mqtt", "protocol"), 4, "must be 5 or 311 (got 4)"),
         (("mqtt", "topic_root"), "lockers/#", "must not contain"),
         (("timing", "poll_interval_s"), True, "must be a number (got true)"),
-        (("timing", "poll_interval_s"), "fast", "must be a valid number"),
+        (("timing", "poll_interval_s"), "fast", "must be seconds or a duration"),
+        (("timing", "poll_interval_s"), [0.1], "must be a valid number"),
+        (("boards",), "x", "must be an array of tables (got 'x')"),
+        (("cabinet",), 3, "must be a table (got 3)"),
         (("timing", "command_max_ttl_s"), 60, "less than or equal to 30"),
         (("cabinet", "site"), "Lyon 7", "must match"),
         (("cabinet", "timezone"), "Europe/Lyon", "unknown time zone"),
@@ -212,6 +215,13 @@ def test_missing_cabinet_section() -> None:
         "security.dispatch_public_keys": (
             "missing: require_signed_commands = true needs at least one key"
         ),
+    }
+
+
+def test_bad_pool_name_is_named(valid_data: dict[str, Any]) -> None:
+    valid_data["tenants"]["Bad Pool"] = {}
+    assert issues_of(valid_data) == {
+        "tenants.Bad Pool": "key name must match ^[a-z0-9][a-z0-9_-]{0,31}$ (got 'Bad Pool')"
     }
 
 

@@ -153,4 +153,6 @@ def test_simulator_table_is_opaque(settings: Settings) -> None:
 def test_parse_duration(text: str, seconds: float) -> None:
     assert parse_duration(text) == seconds
     assert parse_duration(1.5) == 1.5
-    assert parse_duration("soon") == "soon"
+    assert parse_duration("2.5") == 2.5
+    with pytest.raises(ValueError, match="duration such as"):
+        parse_duration("soon")
