@@ -557,7 +557,10 @@ class MqttLink:
                     if self._closing.is_set():
                         await self._publish_status(client, "offline")
                         return
-                    await client.subscribe(self._topics.cmd, qos=1)
+                    granted = await client.subscribe(self._topics.cmd, qos=1)
+                    if any(_refused(code) for code in granted):
+                        raise LinkDown(f"the broker refused the subscription to "
+                                       f"{self._topics.cmd} ({granted[0]})")
                     await self._publish_status(client, "online")
                     attempt = 0
                     self._connected.set()
@@ -576,6 +579,9 @@ class MqttLink:
                 if self._connected.is_set() or self._snapshot.last_error != reason:
                     self._log.warning("MQTT link down: %s", reason)
                 self._set_snapshot(last_error=reason)
+            except Exception as exc:  # a bug must not end reconnection: log it, back off, retry
+                self._log.exception("MQTT link: unexpected error")
+                self._set_snapshot(last_error=_describe(exc))
             finally:
                 self._connected.clear()
                 self._client = None
@@ -598,6 +604,12 @@ def _describe(exc: BaseException) -> str:
     if cause is not None and str(cause) and str(cause) not in text:
         text = f"{text}: {cause}"
     return text[:200]
+
+
+def _refused(code: ReasonCode | int) -> bool:
+    if isinstance(code, ReasonCode):
+        return code.is_failure
+    return code >= 0x80
 
 
 def _plain_topic(topic: str) -> bool:

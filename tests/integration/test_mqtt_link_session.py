@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import pwd
 import signal
 import subprocess
 import sys
@@ -263,3 +264,56 @@ def test_settings_validate() -> None:
     tls = MqttLinkSettings(client_id="x", tls_ca="/etc/ca.pem")
     assert tls.uses_tls
     assert "password" not in repr(MqttLinkSettings(client_id="x", password="secret"))
+
+
+def acl_broker(tmp_path: Path, rules: str) -> MosquittoProcess:
+    acl = tmp_path / "acl"
+    acl.write_text(rules)
+    # started as root, mosquitto would drop to "mosquitto" and could not read the file
+    user = pwd.getpwuid(os.geteuid()).pw_name
+    broker = MosquittoProcess(tmp_path / "acl-broker",
+                              extra_config=f"acl_file {acl}\nuser {user}")
+    broker.start()
+    return broker
+
+
+def test_refused_suback_codes_are_recognised() -> None:
+    """mosquitto grants every subscription and filters deliveries by ACL, so the refusal
+    branch (other brokers answer SUBACK 0x80/0x87) is checked on the codes alone."""
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.reasoncodes import ReasonCode
+
+    from controller.mqtt.link import _refused
+
+    assert _refused(ReasonCode(PacketTypes.SUBACK, "Not authorized"))
+    assert not _refused(ReasonCode(PacketTypes.SUBACK, "Granted QoS 1"))
+    assert _refused(0x80)
+    assert not _refused(1)
+
+
+async def test_mqtt5_publish_refused_by_the_broker_raises(tmp_path: Path) -> None:
+    broker = acl_broker(tmp_path, "topic readwrite lockers/#\n")
+    try:
+        link = make_link(broker, protocol=5)
+        async with link:
+            async with asyncio.timeout(10):
+                await link.wait_connected()
+            with pytest.raises(PublishFailed, match="refused"):
+                await link.publish("elsewhere/x", b"{}", qos=1)
+            await link.publish(link.topics.events, b"{}", qos=1)
+            assert link.connected
+    finally:
+        broker.kill()
+
+
+def test_settings_from_the_daemon_config() -> None:
+    from controller.settings import MqttConfig
+
+    config = MqttConfig(host="broker.lan", port=8883, protocol=311, client_id="locker-a-b",
+                        reconnect_min_s=0.5, reconnect_max_s=20)
+    settings = MqttLinkSettings.from_config(config, publish_timeout_s=3.0)
+    assert (settings.host, settings.port, settings.protocol) == ("broker.lan", 8883, 311)
+    assert settings.client_id == "locker-a-b"
+    assert (settings.backoff_min_s, settings.backoff_max_s) == (0.5, 20.0)
+    assert settings.publish_timeout_s == 3.0
+    assert not settings.uses_tls
