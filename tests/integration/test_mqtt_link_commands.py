@@ -143,16 +143,17 @@ async def test_commands_arrive_in_order(mosquitto: MosquittoProcess,
             assert link.snapshot().dropped_commands == 0
 
 
+@pytest.mark.parametrize("protocol", [5, 311])
 async def test_commands_sent_while_away_are_delivered_on_return(
-    mosquitto: MosquittoProcess,
+    mosquitto: MosquittoProcess, protocol: Literal[5, 311],
 ) -> None:
     """Persistent session: the broker keeps QoS 1 commands for the cabinet while it is away
     (the daemon then refuses the expired ones by their deadline)."""
-    async with make_link(mosquitto) as link:
+    async with make_link(mosquitto, protocol=protocol) as link:
         await connected(link)
     with probe(mosquitto.port) as dispatch:
         dispatch.publish("lockers/v1/site-1/cab-01/cmd", b'{"id": "while-away"}')
-    async with make_link(mosquitto) as link:
+    async with make_link(mosquitto, protocol=protocol) as link:
         incoming = await receive(link)
         assert incoming.payload == b'{"id": "while-away"}'
 
