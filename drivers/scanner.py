@@ -176,7 +176,8 @@ class SerialPort(Protocol):
 
 
 def _open_pyserial(port: str, baudrate: int) -> SerialPort:
-    return serial.Serial(port=port, baudrate=baudrate, timeout=0)
+    opened: SerialPort = serial.Serial(port=port, baudrate=baudrate, timeout=0)
+    return opened
 
 
 class CodeScanner:
@@ -224,6 +225,7 @@ class CodeScanner:
         self._ready = asyncio.Event()
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._lost: asyncio.Future[str] | None = None
         self._closed = False
         self.connected = False
         #: Counters for health telemetry.
@@ -251,6 +253,8 @@ class CodeScanner:
             return
         self._closed = True
         self._stop.set()
+        if self._lost is not None and not self._lost.done():
+            self._lost.set_result("closed")
         if self._task is not None:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
@@ -334,16 +338,15 @@ class CodeScanner:
                 self._on_data(data)
 
         fd = port.fileno()
+        self._lost = lost
+        if self._stop.is_set():
+            lost.set_result("closed")
         loop.add_reader(fd, on_readable)
-        stop = loop.create_task(self._stop.wait())
         try:
-            await asyncio.wait([lost, stop], return_when=asyncio.FIRST_COMPLETED)
+            return await lost
         finally:
             loop.remove_reader(fd)
-            stop.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await stop
-        return lost.result() if lost.done() else "closed"
+            self._lost = None
 
     def _on_data(self, data: bytes) -> None:
         for item in self._assembler.feed(data):
