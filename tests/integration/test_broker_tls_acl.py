@@ -206,6 +206,14 @@ class Client:
     def close(self) -> None:
         self.paho.disconnect()
         self.paho.loop_stop()
+        close_socket(self.paho)
+
+
+def close_socket(client: mqtt.Client) -> None:
+    """Close what paho leaves open after a refused connection (no ResourceWarning later)."""
+    sock = client.socket()
+    if sock is not None:
+        sock.close()
 
 
 class ClientFactory(Protocol):
@@ -297,6 +305,7 @@ def test_plain_mqtt_without_tls_is_refused(broker: TlsMosquitto) -> None:
         assert not acked.is_set()
     finally:
         client.loop_stop()
+        close_socket(client)
 
 
 # -- ACL: cabinets stay in their own subtree -----------------------------------------------------
