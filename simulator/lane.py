@@ -462,7 +462,7 @@ class _Client:
         if op == "set":
             line = _str_field(request, "line")
             level = request.get("level")
-            if level not in (0, 1) or isinstance(level, float):
+            if isinstance(level, bool) or not isinstance(level, int) or level not in (0, 1):
                 raise LaneRequestError("bad_value", "level must be 0 or 1", "level")
             self.world.drive_output(line, bool(level))
             return {}
