@@ -460,7 +460,7 @@ class GpioBackend(abc.ABC):
         try:
             await line._open()
         except BaseException:
-            self._forget(line)
+            await self._abandon(line)
             raise
         return line
 
@@ -471,7 +471,7 @@ class GpioBackend(abc.ABC):
         try:
             await line._open()
         except BaseException:
-            self._forget(line)
+            await self._abandon(line)
             raise
         return line
 
@@ -518,6 +518,18 @@ class GpioBackend(abc.ABC):
         if self._lines.get(line.name) is line:
             del self._lines[line.name]
             self._pins.pop(line.spec.pin, None)
+
+    async def _abandon(self, line: InputLine | OutputLine) -> None:
+        """A line failed half-way through opening: give back whatever it got."""
+        line._closed = True
+        self._forget(line)
+        if line._handle is not None:
+            try:
+                await self._release(line._handle)
+            except Exception:
+                _log.exception(
+                    "gpio backend %s: releasing %s after a failed open", self.name, line.name
+                )
 
     async def _release_line(self, line: InputLine | OutputLine) -> None:
         self._forget(line)

@@ -8,7 +8,7 @@ import pytest
 
 from drivers.errors import BusError, ChannelError, DriverConfigError
 from drivers.gpio import InputSpec, OutputSpec
-from drivers.gpio.mock import MockGpio, PinChange
+from drivers.gpio.mock import MockGpio, MockPin, PinChange
 
 
 class FakeClock:
@@ -83,3 +83,22 @@ async def test_bounce_history_and_fault_injection() -> None:
 def test_pins_outside_range() -> None:
     with pytest.raises(ChannelError):
         MockGpio(pins=8).pin(8)
+
+
+async def test_failed_open_releases_the_pin() -> None:
+    class ReadFailsOnce(MockGpio):
+        failures = 1
+
+        async def _read(self, handle: MockPin) -> bool:
+            if self.failures:
+                self.failures -= 1
+                raise BusError("read after configure failed")
+            return await super()._read(handle)
+
+    gpio = ReadFailsOnce()
+    async with gpio:
+        with pytest.raises(BusError):
+            await gpio.open_input(InputSpec("help_button", 17))
+        pin = gpio.pin(17)
+        assert (pin.mode, pin._notify, gpio.lines) == ("unused", None, {})
+        assert (await gpio.open_input(InputSpec("help_button", 17))).value is False
