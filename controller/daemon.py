@@ -1,0 +1,451 @@
+"""The daemon: start-up, the task group, graceful shutdown. The composition root.
+
+Start-up, in order (each step must succeed before the next):
+
+1. settings loaded and validated (errors name the key and the file; exit 2);
+2. the store (Redis) opened, a new boot recorded (boot id, boot counter);
+3. the boards built from the config through the backend named on the command line
+   (default ``modbus``, imported lazily); *all outputs off*, board by board;
+4. stored compartment state loaded; commands a crash interrupted are answered (never
+   re-executed: a compartment whose pulse intent was recorded is not pulsed again);
+5. one poll of every board, so the first state reflects the sensors; differences with
+   the stored state are reported as events (reconciliation);
+6. the MQTT link started (it connects in the background: the cabinet works offline);
+7. ``READY=1`` to systemd once the link is up, or after ``ready_timeout_s`` without it
+   (the cabinet must serve its lane with the broker down), with the reason in STATUS.
+
+Then the tasks run until SIGTERM/SIGINT: poller, ticker, outbox pump, state publisher,
+telemetry, command loop, watchdog. Shutdown: stop the tasks, outputs off, publish
+``offline`` and disconnect, close the store and the lines.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import resource
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from controller import __version__
+from controller.clock import CabinetClock
+from controller.contract.messages import (
+    Alarm,
+    BoardState,
+    BusStats,
+    ClockReading,
+    State,
+    Status,
+    Telemetry,
+    ZoneState,
+    encode,
+)
+from controller.contract.messages import CompartmentState as WireCompartment
+from controller.contract.topics import CabinetTopics
+from controller.domain.cabinet_model import CabinetModel, Now
+from controller.domain.unlock import UnlockPolicy
+from controller.logs import setup_logging
+from controller.mqtt.link import (
+    IncomingCommand,
+    LinkDown,
+    MqttLink,
+    MqttLinkError,
+    MqttLinkSettings,
+)
+from controller.security.replay import MemoryReplayStore
+from controller.security.verify import CommandVerifier
+from controller.services.commands import CommandService
+from controller.services.hardware import Hardware
+from controller.services.poller import Poller
+from controller.services.reporting import EventSink, OutboxPump, PendingEvent, StatePublisher
+from controller.services.setup import compartment_setups, unlock_limits
+from controller.services.unlock import UnlockService
+from controller.settings import ConfigError, Settings, load_settings
+from controller.store import Store
+from controller.store.errors import StoreError
+from controller.systemd import Notifier
+
+__all__ = ["Daemon", "main"]
+
+log = logging.getLogger("controller.daemon")
+
+_STATE_MAP = {
+    "free": "free", "reserved": "assigned", "loaded": "loaded", "collected": "free",
+    "expired": "expired", "blocked": "blocked", "fault": "fault",
+}
+_LATCH_MAP = {"released": "released", "engaged": "locked", "unknown": "unknown"}
+
+
+class Daemon:
+    """One cabinet's controller. ``await Daemon(settings).run()`` until ``stop()``."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        backend: str = "modbus",
+        notifier: Notifier | None = None,
+        ready_timeout_s: float = 20.0,
+    ) -> None:
+        self.settings = settings
+        self.backend = backend
+        self.notifier = notifier or Notifier()
+        self.ready_timeout_s = ready_timeout_s
+        self._stop = asyncio.Event()
+        self._start_mono = time.monotonic()
+        self.boot_id = ""
+        self.ready = asyncio.Event()
+        self._state_revision = 0
+        self.store: Store | None = None
+        self.hardware: Hardware | None = None
+        self.link: MqttLink | None = None
+
+    # -- clocks ------------------------------------------------------------------------
+
+    def now(self) -> Now:
+        return Now(time.monotonic(), time.time())
+
+    def cabinet_clock(self) -> CabinetClock:
+        return CabinetClock(self.boot_id, int((time.monotonic() - self._start_mono) * 1000))
+
+    def _reading(self) -> ClockReading:
+        c = self.cabinet_clock()
+        return ClockReading(boot_id=c.boot_id, uptime_ms=c.uptime_ms)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    # -- messages ----------------------------------------------------------------------
+
+    def _status(self, state: Literal["online", "offline"]) -> Status:
+        return Status(
+            state=state, cabinet=self.settings.cabinet.id, boot_id=self.boot_id,
+            version=__version__, cabinet_clock=self._reading(), at=datetime.now(UTC),
+            config_hash=self.settings.config_hash,
+        )
+
+    async def snapshot(self) -> dict[str, Any]:
+        return self._state_message().model_dump(mode="json", exclude_none=True)
+
+    def _state_message(self) -> State:
+        snap = self.model.snapshot()
+        compartments = []
+        for c in snap["compartments"]:
+            sig = c["signals"]
+            compartments.append(WireCompartment(
+                id=c["id"], size=c["size"], zone=c["zone"], pool=c["pool"],
+                state=_STATE_MAP[c["state"]],  # type: ignore[arg-type]
+                door=sig["door"],
+                latch=_LATCH_MAP[sig["latch"]] if sig["latch"] else None,  # type: ignore[arg-type]
+                occupancy=sig["occupancy"], order_id=c["order_id"],
+            ))
+        zones = []
+        for z in self.settings.zones:
+            temp = None
+            if z.probe is not None:
+                temp = self.poller.temperatures.values.get((z.probe.board, z.probe.channel))
+            in_range = None
+            if temp is not None and z.min_c is not None and z.max_c is not None:
+                in_range = z.min_c <= temp <= z.max_c
+            zones.append(ZoneState(name=z.name, kind=z.kind, temperature_c=temp,
+                                   min_c=z.min_c, max_c=z.max_c, in_range=in_range))
+        boards = [BoardState(name=n, online=h in ("online", "degraded"))
+                  for n, h in snap["boards"].items()]
+        alarms = [Alarm(**a) for a in self.sink.alarms.active()]
+        self._state_revision += 1
+        return State(
+            cabinet=self.settings.cabinet.id, boot_id=self.boot_id,
+            revision=self._state_revision, at=datetime.now(UTC),
+            cabinet_clock=self._reading(), compartments=compartments, zones=zones,
+            boards=boards, alarms=alarms, outbox_depth=self.pump_depth,
+        )
+
+    async def _telemetry(self) -> Telemetry:
+        assert self.link is not None
+        assert self.hardware is not None
+        assert self.store is not None
+        with contextlib.suppress(StoreError):
+            self.pump_depth = await self.store.depth()
+        temps = {}
+        for z in self.settings.zones:
+            if z.probe is not None:
+                temps[z.name] = self.poller.temperatures.values.get(
+                    (z.probe.board, z.probe.channel))
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        cpu_s = usage.ru_utime + usage.ru_stime
+        wall = time.monotonic() - self._start_mono
+        return Telemetry(
+            cabinet=self.settings.cabinet.id, boot_id=self.boot_id, at=datetime.now(UTC),
+            cabinet_clock=self._reading(), uptime_s=round(wall, 3),
+            buses=[BusStats(**b) for b in self.hardware.bus_stats()],
+            outbox_depth=self.pump_depth, memory_rss_bytes=_rss_bytes(),
+            cpu_percent=round(100.0 * cpu_s / wall, 3) if wall > 0 else None,
+            temperatures=temps, mqtt=self.link.snapshot().to_stats(),
+        )
+
+    # -- start-up ----------------------------------------------------------------------
+
+    async def run(self) -> int:
+        s = self.settings
+        topics = CabinetTopics(s.mqtt.topic_root, s.cabinet.site, s.cabinet.id)
+        prefix = (s.redis.key_prefix or f"locker:{s.cabinet.site}").removesuffix(":")
+        prefix = prefix.removesuffix(f":{s.cabinet.id}")
+        async with contextlib.AsyncExitStack() as stack:
+            self.store = await Store.connect(s.redis.url, prefix, s.cabinet.id)
+            stack.push_async_callback(self.store.close)
+            boot = await self.store.new_boot()
+            self.boot_id = boot.id
+            log.info("starting", extra={"ctx": {"boot": boot.id, "boot_number": boot.number,
+                                                "version": __version__}})
+            self.hardware = Hardware(s, self.backend)
+            self.hardware.open()
+            stack.push_async_callback(self.hardware.close)
+            off = await self.hardware.all_off()
+            stored = await self.store.load_compartments()
+            self.model = CabinetModel(
+                compartment_setups(s), offline_after=s.timing.unknown_after_failed_polls,
+                stored=stored,
+            )
+            self.pump_depth = await self.store.depth()
+            self.state_pub = StatePublisher(self._build_state, self._publish_state,
+                                            coalesce_s=s.timing.state_coalesce_s)
+            self.sink = EventSink(self.store, on_committed=self._on_committed)
+            stack.push_async_callback(self.sink.close)
+            await self.sink.emit([PendingEvent(
+                "daemon_started",
+                {"version": __version__, "boot_number": boot.number,
+                 "outputs_off": {k: v is None for k, v in off.items()}},
+                time.time())])
+            self.poller = Poller(
+                self.model, self.hardware, self.sink.emit, now=self.now,
+                interval_s=s.timing.poll_interval_s, on_change=self.state_pub.mark_dirty,
+            )
+            policy = UnlockPolicy(unlock_limits(s))
+            self.unlock = UnlockService(s, self.model, self.hardware, policy, self.sink.emit,
+                                        now=self.now, on_change=self.state_pub.mark_dirty)
+            verifier = CommandVerifier(
+                s.cabinet.id, _public_keys(s), self.cabinet_clock, MemoryReplayStore())
+            self.commands = CommandService(
+                s, self.model, self.store, self.unlock, verifier, self.sink.emit,
+                now=self.now, cabinet_clock=self.cabinet_clock, snapshot=self.snapshot,
+                on_change=self.state_pub.mark_dirty,
+            )
+            await self._answer_interrupted()
+            await self.poller.poll_once()
+            await self.poller.read_probes()
+            await self._reconcile(stored)
+
+            link_settings = MqttLinkSettings.from_config(s.mqtt)
+            self.link = MqttLink(link_settings, topics, self._status,
+                                 on_connection_change=self._on_link_change)
+            self.pump = OutboxPump(self.store, self._publish_event, topics.events,
+                                   wait_connected=self.link.wait_connected)
+            self.topics = topics
+            self.link.start()
+            stack.push_async_callback(self.link.close)
+            try:
+                await asyncio.wait_for(self.link.wait_connected(), self.ready_timeout_s)
+                self.notifier.ready("running")
+            except TimeoutError:
+                self.notifier.ready("running offline: broker unreachable")
+                log.warning("broker unreachable at start-up, running offline")
+            self.ready.set()
+            self.state_pub.mark_dirty()
+            try:
+                async with asyncio.TaskGroup() as tg:
+                    tasks = [
+                        tg.create_task(self.poller.run(), name="poller"),
+                        tg.create_task(self.poller.run_ticker(), name="ticker"),
+                        tg.create_task(self.pump.run(), name="outbox"),
+                        tg.create_task(self.state_pub.run(), name="state"),
+                        tg.create_task(self._telemetry_loop(), name="telemetry"),
+                        tg.create_task(self._command_loop(), name="commands"),
+                        tg.create_task(self._watchdog_loop(), name="watchdog"),
+                    ]
+                    await self._stop.wait()
+                    for task in tasks:
+                        task.cancel()
+            finally:
+                self.notifier.stopping()
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(self.hardware.all_off(), 5)
+                log.info("stopped", extra={"ctx": {"boot": self.boot_id}})
+        return 0
+
+    async def _answer_interrupted(self) -> None:
+        """Commands a crash interrupted: finish them with a refusal, never act again."""
+        assert self.store is not None
+        for record in await self.store.unfinished_commands():
+            pulsed = sorted(record.pulses)
+            reply = {
+                "id": record.id, "ok": False,
+                "error": {"code": "internal",
+                          "message": "interrupted by a restart; not executed again"
+                          + (f" (a pulse may have been sent to {', '.join(pulsed)})"
+                             if pulsed else "")},
+                "cabinet_clock": self._reading().model_dump(),
+            }
+            await self.store.finish_command(record.id, reply)
+            await self.sink.emit([PendingEvent(
+                "command_interrupted", {"command": record.id, "may_have_pulsed": pulsed},
+                time.time(), pulsed[0] if len(pulsed) == 1 else None)])
+
+    async def _reconcile(self, stored: dict[str, dict[str, Any]]) -> None:
+        """Compare what the store says with what the sensors say; report differences."""
+        events = []
+        for compartment in self.model.compartments:
+            cid = compartment.compartment_id
+            occupancy = self.model.signals.readings(cid).occupancy
+            if occupancy is None or occupancy.value == "unknown":
+                continue
+            expected = compartment.goods_inside
+            seen = occupancy.value == "occupied"
+            if expected != seen:
+                events.append(PendingEvent(
+                    "reconcile_mismatch",
+                    {"stored_goods_inside": expected, "occupancy": occupancy.value,
+                     "state": compartment.state.value, "known_before": cid in stored},
+                    time.time(), cid))
+        await self.sink.emit(events)
+
+    # -- running -----------------------------------------------------------------------
+
+    def _on_committed(self) -> None:
+        self.pump_depth += 0  # depth is refreshed from the store by telemetry
+        if hasattr(self, "pump"):
+            self.pump.wake()
+
+    def _on_link_change(self, snapshot: Any) -> None:
+        if snapshot.connected:
+            self.state_pub.mark_dirty()
+            self.pump.wake()
+
+    async def _publish_event(self, topic: str, payload: bytes) -> None:
+        assert self.link is not None
+        await self.link.publish(topic, payload, qos=1)
+
+    async def _build_state(self) -> bytes:
+        assert self.store is not None
+        with contextlib.suppress(StoreError):
+            self.pump_depth = await self.store.depth()
+        return encode(self._state_message())
+
+    async def _publish_state(self, payload: bytes) -> None:
+        assert self.link is not None
+        await self.link.publish(self.topics.state, payload, qos=1, retain=True)
+
+    async def _telemetry_loop(self) -> None:
+        assert self.link is not None
+        while True:
+            await asyncio.sleep(self.settings.timing.telemetry_interval_s)
+            with contextlib.suppress(MqttLinkError):
+                await self.link.publish(self.topics.telemetry, encode(await self._telemetry()),
+                                        qos=0)
+
+    async def _command_loop(self) -> None:
+        assert self.link is not None
+        async for incoming in self.link.commands():
+            await self._handle_command(incoming)
+
+    async def _handle_command(self, incoming: IncomingCommand) -> None:
+        assert self.link is not None
+        reply = await self.commands.handle(incoming.payload)
+        try:
+            await self.link.reply(incoming, reply)
+        except (LinkDown, MqttLinkError) as exc:
+            # The reply is stored: dispatch gets it again by repeating the command id.
+            log.warning("reply not sent", extra={"ctx": {"error": str(exc)}})
+
+    async def _watchdog_loop(self) -> None:
+        interval = self.notifier.watchdog_interval
+        if interval is None:
+            return
+        while True:
+            if self.poller.fresh(time.monotonic()):
+                self.notifier.watchdog()
+            else:
+                log.error("polls are stale: watchdog not fed")
+            await asyncio.sleep(interval)
+
+
+def _public_keys(settings: Settings) -> dict[str, Any]:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    keys = {}
+    for key_id in settings.security.dispatch_public_keys:
+        raw = settings.security.public_key(key_id)
+        keys[key_id] = Ed25519PublicKey.from_public_bytes(raw)
+    return keys
+
+
+def _rss_bytes() -> int | None:
+    try:
+        with open("/proc/self/statm") as f:
+            pages = int(f.read().split()[1])
+        return pages * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _parse_set(values: Sequence[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in values:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"--set takes KEY=VALUE, got {item!r}")
+        out[key.strip()] = value
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="locker-controller", description="The locker cabinet controller daemon.")
+    parser.add_argument("--config", default=os.environ.get("LOCKER_CONFIG"),
+                        help="cabinet TOML file (default: $LOCKER_CONFIG)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override one setting, e.g. --set mqtt.port=1884 (repeatable)")
+    parser.add_argument("--backend", default="modbus",
+                        help="board backend: modbus (default) or fake")
+    parser.add_argument("--check", action="store_true",
+                        help="validate the configuration and exit")
+    args = parser.parse_args(argv)
+    if not args.config:
+        parser.error("--config FILE is required (or set LOCKER_CONFIG)")
+    try:
+        settings = load_settings(Path(args.config), overrides=_parse_set(args.set))
+    except ConfigError as exc:
+        print(f"configuration error:\n{exc}", file=sys.stderr)
+        return 2
+    if args.check:
+        print(f"{args.config}: ok (hash {settings.config_hash[:12]})")
+        return 0
+    setup_logging(settings.log.level, settings.log.format)
+    daemon = Daemon(settings, backend=args.backend)
+
+    async def runner() -> int:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, daemon.stop)
+        try:
+            return await daemon.run()
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
+
+    try:
+        return asyncio.run(runner())
+    except StoreError as exc:
+        log.critical("store unavailable at start-up", extra={"ctx": {"error": str(exc)}})
+        return 3
+
+
+if __name__ == "__main__":
+    sys.exit(main())

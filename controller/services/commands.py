@@ -1,0 +1,351 @@
+"""Commands from dispatch: decode, authenticate, deduplicate, act, reply.
+
+The order of the checks is the contract:
+
+1. decode (``bad_json``, ``too_large``, ``invalid_field``, ``unknown_command``): nothing is
+   recorded for a message that cannot be read;
+2. a command id already on record with the *same bytes* gets its first reply again and
+   acts no more (a repeat is how dispatch recovers a lost reply); the same id with other
+   bytes is a ``conflict``;
+3. authenticate and bind: signature (for every type that opens, assigns, releases,
+   blocks or reconfigures), cabinet, boot id, deadline in the cabinet's own clock,
+   replay window;
+4. claim the id in the store (``begin_command``) *before* acting, and for a door, record
+   the pulse intent before the pulse: after a crash the id is never acted on again and a
+   compartment is never pulsed twice for one command;
+5. act through the domain (which refuses with a structured error and changes nothing),
+   persist what changed, then store and send the reply.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from typing import Any
+
+from controller.clock import CabinetClock
+from controller.contract.errors import CommandRejected
+from controller.contract.errors import ErrorCode as Wire
+from controller.contract.messages import (
+    AssignCommand,
+    BlockCommand,
+    ClockReading,
+    Command,
+    GetStateCommand,
+    OpenCommand,
+    ReleaseCommand,
+    Reply,
+    SignedCommand,
+    UnblockCommand,
+    decode_command,
+    encode,
+)
+from controller.domain.assignment import assign_order
+from controller.domain.cabinet_model import CabinetModel, Emitted, Now
+from controller.domain.compartment import OpenPurpose, Order, Size, ZoneKind
+from controller.domain.errors import DomainError
+from controller.domain.errors import ErrorCode as Dom
+from controller.security.errors import AuthRejected, RejectCode
+from controller.security.verify import CommandVerifier
+from controller.services.unlock import PulseFailed, UnlockService
+from controller.settings import Settings
+from controller.store import Store
+from controller.store.errors import StoreError
+from controller.store.records import AlreadySeen
+
+__all__ = ["CommandService"]
+
+log = logging.getLogger(__name__)
+
+_DOMAIN_TO_WIRE: dict[Dom, Wire] = {
+    Dom.UNKNOWN_COMPARTMENT: Wire.UNKNOWN_COMPARTMENT,
+    Dom.COMPARTMENT_BLOCKED: Wire.BLOCKED,
+    Dom.COMPARTMENT_FAULT: Wire.HARDWARE,
+    Dom.NO_COMPARTMENT_AVAILABLE: Wire.NO_COMPARTMENT,
+    Dom.ZONE_OUT_OF_RANGE: Wire.NO_COMPARTMENT,
+    Dom.INVALID_ARGUMENT: Wire.INVALID_FIELD,
+    Dom.POWER_BUDGET: Wire.BUSY,
+    Dom.COOLDOWN: Wire.RATE_LIMITED,
+    Dom.RATE_LIMITED: Wire.RATE_LIMITED,
+    Dom.ALREADY_PULSING: Wire.RATE_LIMITED,
+}
+
+_AUTH_TO_WIRE: dict[RejectCode, Wire] = {
+    RejectCode.MALFORMED: Wire.INVALID_FIELD,
+    RejectCode.UNAUTHENTICATED: Wire.UNAUTHENTICATED,
+    RejectCode.UNKNOWN_KEY: Wire.UNKNOWN_KEY,
+    RejectCode.BAD_SIGNATURE: Wire.BAD_SIGNATURE,
+    RejectCode.WRONG_CABINET: Wire.WRONG_CABINET,
+    RejectCode.WRONG_BOOT: Wire.WRONG_BOOT,
+    RejectCode.EXPIRED: Wire.EXPIRED,
+    RejectCode.TOO_FAR_IN_FUTURE: Wire.EXPIRED,
+    RejectCode.REPLAYED: Wire.REPLAYED,
+}
+
+_PURPOSE = {
+    "deposit": OpenPurpose.DEPOSIT,
+    "collect": OpenPurpose.COLLECTION,
+    "customer_app": OpenPurpose.COLLECTION,
+    "staff": OpenPurpose.STAFF,
+    "maintenance": OpenPurpose.STAFF,
+    "audit": OpenPurpose.STAFF,
+}
+
+
+def _rejected(code: Wire, message: str, field: str | None = None) -> CommandRejected:
+    return CommandRejected(code, message, field)
+
+
+def _from_domain(exc: DomainError) -> CommandRejected:
+    wire = _DOMAIN_TO_WIRE.get(exc.code, Wire.CONFLICT)
+    return CommandRejected(wire, f"{exc.code.value}: {exc}", _arg_field(exc.field))
+
+
+def _arg_field(field: str | None) -> str | None:
+    return f"args.{field}" if field else None
+
+
+class CommandService:
+    """Handles one command at a time in arrival order; see the module docstring."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        model: CabinetModel,
+        store: Store,
+        unlock: UnlockService,
+        verifier: CommandVerifier,
+        emit: Callable[[list[Emitted]], Awaitable[object]],
+        *,
+        now: Callable[[], Now],
+        cabinet_clock: Callable[[], CabinetClock],
+        snapshot: Callable[[], Awaitable[dict[str, Any]]],
+        on_change: Callable[[], None] = lambda: None,
+        max_bytes: int = 16 * 1024,
+    ) -> None:
+        self._settings = settings
+        self._model = model
+        self._store = store
+        self._unlock = unlock
+        self._verifier = verifier
+        self._emit = emit
+        self._now = now
+        self._clock = cabinet_clock
+        self._snapshot = snapshot
+        self._on_change = on_change
+        self._max_bytes = max_bytes
+        self.handled = 0
+        self.refused = 0
+
+    def _reading(self) -> ClockReading:
+        c = self._clock()
+        return ClockReading(boot_id=c.boot_id, uptime_ms=c.uptime_ms)
+
+    async def handle(self, payload: bytes) -> bytes:
+        """Handle one ``cmd`` payload; returns the reply payload. Never raises for bad input."""
+        self.handled += 1
+        command_id: str | None = None
+        try:
+            decoded = decode_command(payload, max_bytes=self._max_bytes)
+            command_id = decoded.id if not isinstance(decoded, SignedCommand) else None
+            digest = hashlib.sha256(payload).hexdigest()
+            if isinstance(decoded, SignedCommand):
+                inner = decoded.inner(max_bytes=self._max_bytes)
+                command_id = inner.id
+            else:
+                inner = decoded
+            repeat = await self._repeat(inner.id, digest)
+            if repeat is not None:
+                return repeat
+            command = await self._authenticate(payload, inner)
+            return await self._execute(command, digest)
+        except CommandRejected as exc:
+            self.refused += 1
+            reply = Reply.refusal(exc, self._reading(), command_id or exc.command_id)
+            return encode(reply)
+        except StoreError as exc:
+            self.refused += 1
+            log.error("store unavailable while handling a command",
+                      extra={"ctx": {"command": command_id, "error": str(exc)}})
+            reply = Reply.refusal(
+                CommandRejected(Wire.BUSY, "the cabinet's store is unavailable; retry"),
+                self._reading(), command_id)
+            return encode(reply)
+
+    async def _repeat(self, command_id: str, digest: str) -> bytes | None:
+        record = await self._store.get_command(command_id)
+        if record is None:
+            return None
+        if record.digest != digest:
+            raise _rejected(Wire.CONFLICT, "this command id was used for another command", "id")
+        if record.reply is None:
+            raise _rejected(Wire.BUSY, "this command is in progress or was interrupted", "id")
+        return encode(Reply.model_validate(record.reply))
+
+    async def _authenticate(self, payload: bytes, inner: Command) -> Command:
+        if not self._settings.security.require_signed_commands:
+            self._check_binding(inner)
+            return inner
+        try:
+            await self._verifier.verify(payload)
+        except AuthRejected as exc:
+            raise _rejected(_AUTH_TO_WIRE.get(exc.code, Wire.UNAUTHENTICATED), exc.message,
+                            exc.field) from exc
+        return inner
+
+    def _check_binding(self, command: Command) -> None:
+        """Cabinet, boot and deadline, for commands that the verifier did not check."""
+        now = self._clock()
+        if command.cabinet != self._settings.cabinet.id:
+            raise _rejected(Wire.WRONG_CABINET, "command is for another cabinet", "cabinet")
+        if command.expires.boot_id != now.boot_id:
+            raise _rejected(Wire.WRONG_BOOT, "deadline is in another boot's clock", "expires")
+        if now.uptime_ms > command.expires.uptime_ms:
+            raise _rejected(Wire.EXPIRED, "the command's deadline has passed", "expires")
+        if command.expires.uptime_ms - now.uptime_ms > 30_000:
+            raise _rejected(Wire.EXPIRED, "deadline more than 30 s ahead", "expires")
+
+    async def _execute(self, command: Command, digest: str) -> bytes:
+        claim = await self._store.begin_command(
+            command.id, digest, command.expires.model_dump())
+        if isinstance(claim, AlreadySeen):
+            # Lost a race with an identical message: answer like a repeat.
+            repeat = await self._repeat(command.id, digest)
+            if repeat is not None:
+                return repeat
+            raise _rejected(Wire.BUSY, "this command is in progress", "id")
+        try:
+            result = await self._act(command)
+            reply = Reply.success(command.id, result, self._reading())
+        except CommandRejected as exc:
+            self.refused += 1
+            reply = Reply.refusal(exc, self._reading(), command.id)
+        except DomainError as exc:
+            self.refused += 1
+            reply = Reply.refusal(_from_domain(exc), self._reading(), command.id)
+        stored = await self._store.finish_command(command.id, reply.model_dump(mode="json"))
+        return encode(Reply.model_validate(stored))
+
+    async def _act(self, command: Command) -> dict[str, Any]:
+        if isinstance(command, GetStateCommand):
+            return await self._snapshot()
+        if isinstance(command, OpenCommand):
+            return await self._open(command)
+        if isinstance(command, AssignCommand):
+            return await self._assign(command)
+        if isinstance(command, ReleaseCommand):
+            return await self._release(command)
+        if isinstance(command, BlockCommand):
+            now = self._now()
+            await self._commit(self._model.block(command.args.compartment, now,
+                                                 command.args.reason), command.args.compartment)
+            await self._audit("block", command, command.args.compartment,
+                              {"reason": command.args.reason})
+            return {"compartment": command.args.compartment, "blocked": True}
+        if isinstance(command, UnblockCommand):
+            now = self._now()
+            await self._commit(self._model.unblock(command.args.compartment, now),
+                               command.args.compartment)
+            await self._audit("unblock", command, command.args.compartment,
+                              {"reason": command.args.reason})
+            return {"compartment": command.args.compartment, "blocked": False}
+        raise _rejected(Wire.UNKNOWN_COMMAND,
+                        f"{command.type} is not supported by this cabinet", "type")
+
+    async def _commit(self, events: list[Emitted], compartment: str | None) -> None:
+        """Persist the compartment, then commit its events (state before story)."""
+        if compartment is not None:
+            await self._store.save_compartment(compartment, self._model.stored_state(compartment))
+        await self._emit(events)
+        self._on_change()
+
+    async def _audit(self, action: str, command: Command, compartment: str | None,
+                     details: dict[str, Any]) -> None:
+        try:
+            await self._store.audit(action, actor=f"command:{command.id}",
+                                    compartment=compartment, details=details)
+        except StoreError as exc:
+            log.error("audit write failed", extra={"ctx": {"action": action, "error": str(exc)}})
+
+    async def _open(self, command: OpenCommand) -> dict[str, Any]:
+        cid = command.args.compartment
+        purpose = _PURPOSE[command.args.reason]
+        now = self._now()
+        self._unlock.check(cid, now.mono)  # cooldown and rate limit: refuse before anything
+        events = self._model.request_open(cid, purpose, now, reason=command.args.reason)
+        # Write before acting: the intent is durable before the solenoid moves.
+        if not await self._store.record_pulse_intent(command.id, cid):
+            raise _rejected(Wire.CONFLICT, "a pulse for this command may already have happened",
+                            "id")
+        await self._commit(events, cid)
+        await self._audit("open", command, cid, {"reason": command.args.reason})
+        clock = self._clock()
+        remaining_s = max(0.0, (command.expires.uptime_ms - clock.uptime_ms) / 1000.0)
+        try:
+            outcome = await self._unlock.pulse(cid, deadline_mono=now.mono + remaining_s)
+        except PulseFailed as exc:
+            await self._store.save_compartment(cid, self._model.stored_state(cid))
+            raise _rejected(Wire.HARDWARE, f"the lock board did not accept the pulse: "
+                            f"{exc.reason}", "args.compartment") from exc
+        receipt = outcome.receipt
+        return {
+            "compartment": cid,
+            "pulse": {
+                "accepted": True,
+                "duration_s": receipt.duration_s,
+                "timed_by": receipt.timed_by,
+                "board_ms": round((receipt.acked_at - receipt.sent_at) * 1000, 3),
+            },
+        }
+
+    async def _assign(self, command: AssignCommand) -> dict[str, Any]:
+        args = command.args
+        now = self._now()
+        try:
+            zone = self._settings.zone(args.zone)
+        except KeyError:
+            raise _rejected(Wire.UNKNOWN_ZONE, f"no zone {args.zone!r}", "args.zone") from None
+        if args.pool not in self._settings.tenants:
+            raise _rejected(Wire.INVALID_FIELD, f"no tenant pool {args.pool!r}", "args.pool")
+        policy = self._settings.tenant(args.pool)
+        expires_at = (_wall(args.expires_at) if args.expires_at is not None
+                      else now.wall + policy.expiry_s)
+        pickup_from = _wall(args.pickup_from) if args.pickup_from is not None else None
+        try:
+            order = Order(order_id=args.order_id, pool=args.pool, size=Size(args.size),
+                          zone=ZoneKind(zone.kind), expires_at=expires_at,
+                          pickup_from=pickup_from)
+        except DomainError as exc:
+            raise _from_domain(exc) from exc
+        compartment, events = assign_order(self._model.compartments, order, now.wall,
+                                           compartment_id=args.compartment)
+        cid = compartment.compartment_id
+        if args.codes:
+            await self._store.save_code_hashes(
+                args.order_id, {"codes": [c.model_dump() for c in args.codes]})
+        await self._store.save_order(args.order_id, {**order.to_dict(), "compartment": cid})
+        await self._commit(self._model._wrap_wall(events, now), cid)
+        return {"compartment": cid, "order_id": args.order_id}
+
+    async def _release(self, command: ReleaseCommand) -> dict[str, Any]:
+        args = command.args
+        now = self._now()
+        cid = args.compartment
+        if cid is None:
+            holder = self._model.compartments.holding(args.order_id or "")
+            if holder is None:
+                raise _rejected(Wire.UNKNOWN_ORDER, f"no order {args.order_id!r} here",
+                                "args.order_id")
+            cid = holder.compartment_id
+        order = self._model.compartments.get(cid).order
+        await self._commit(self._model.release(cid, now), cid)
+        if order is not None:
+            await self._store.delete_order(order.order_id)
+            await self._store.delete_code_hashes(order.order_id)
+        return {"compartment": cid, "released": True}
+
+
+def _wall(value: datetime) -> float:
+    return value.timestamp()

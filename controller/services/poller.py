@@ -1,0 +1,150 @@
+"""The poller: reads every board once per cycle and turns changes into events.
+
+One task per bus (a bus has one owner and one transaction at a time; buses run in
+parallel). Each board's inputs are read in one transaction; a failed read is a failed
+poll for the model, which after ``unknown_after_failed_polls`` makes the board's signals
+unknown and raises ``board_offline``: a dead board never stops the others. Cycles start
+on a fixed cadence (no drift from the time a cycle takes). Temperature probes are read on
+a slower cadence. A separate ticker runs the door and order timers.
+
+The cycle's freshness feeds the systemd watchdog: pings stop when polls stop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+
+from controller.domain.cabinet_model import CabinetModel, Emitted, Now
+from controller.services.hardware import Hardware
+from drivers.errors import DriverError
+
+__all__ = ["Poller", "ZoneTemperatures"]
+
+log = logging.getLogger(__name__)
+
+
+class ZoneTemperatures:
+    """Last reading of each probe channel, and its min/max since start."""
+
+    def __init__(self) -> None:
+        self.values: dict[tuple[str, int], float | None] = {}
+        self.minmax: dict[tuple[str, int], tuple[float, float]] = {}
+
+    def update(self, board: str, values: tuple[float | None, ...]) -> None:
+        for channel, value in enumerate(values):
+            key = (board, channel)
+            self.values[key] = value
+            if value is not None:
+                low, high = self.minmax.get(key, (value, value))
+                self.minmax[key] = (min(low, value), max(high, value))
+
+    def fail(self, board: str) -> None:
+        for key in list(self.values):
+            if key[0] == board:
+                self.values[key] = None
+
+
+class Poller:
+    def __init__(
+        self,
+        model: CabinetModel,
+        hardware: Hardware,
+        emit: Callable[[list[Emitted]], Awaitable[object]],
+        *,
+        now: Callable[[], Now],
+        interval_s: float,
+        probe_interval_s: float = 10.0,
+        on_change: Callable[[], None] = lambda: None,
+    ) -> None:
+        self._model = model
+        self._hardware = hardware
+        self._emit = emit
+        self._now = now
+        self.interval_s = interval_s
+        self.probe_interval_s = probe_interval_s
+        self._on_change = on_change
+        self.temperatures = ZoneTemperatures()
+        self.last_cycle: dict[str, float] = {}
+        self.cycles = 0
+
+    def fresh(self, mono: float, factor: float = 5.0) -> bool:
+        """Every bus completed a cycle recently: the watchdog may be fed."""
+        limit = max(self.interval_s * factor, 1.0)
+        buses = [b for b in self._hardware.buses if self._hardware.boards_on(b)]
+        return all(mono - self.last_cycle.get(b, -1e9) <= limit for b in buses)
+
+    async def poll_once(self) -> None:
+        """One cycle of every bus (used at start-up, before declaring readiness)."""
+        await asyncio.gather(*(self._cycle(bus) for bus in self._hardware.buses))
+
+    async def run(self) -> None:
+        await asyncio.gather(
+            *(self._run_bus(bus) for bus in self._hardware.buses),
+            self._run_probes(),
+        )
+
+    async def _run_bus(self, bus: str) -> None:
+        if not self._hardware.boards_on(bus):
+            return
+        loop = asyncio.get_running_loop()
+        next_start = loop.time()
+        while True:
+            await self._cycle(bus)
+            next_start += self.interval_s
+            delay = next_start - loop.time()
+            if delay < 0:
+                # Overran (slow line, timeouts): start again now, do not try to catch up.
+                next_start = loop.time()
+                delay = 0
+            await asyncio.sleep(delay)
+
+    async def _cycle(self, bus: str) -> None:
+        changed = False
+        for name, board in self._hardware.boards_on(bus):
+            if board.inputs == 0:
+                continue
+            try:
+                snapshot = await board.read_inputs()
+            except DriverError as exc:
+                events = self._model.poll_failed(name, self._now(), str(exc))
+            else:
+                events = self._model.poll_ok(name, snapshot.levels, self._now())
+            if events:
+                changed = True
+                await self._emit(events)
+        self.last_cycle[bus] = self._now().mono
+        self.cycles += 1
+        if changed:
+            self._on_change()
+
+    async def read_probes(self) -> None:
+        for name, board in self._hardware.sensor_boards.items():
+            try:
+                snap = await board.read_values()
+            except DriverError as exc:
+                self.temperatures.fail(name)
+                log.debug("probe read failed", extra={"ctx": {"board": name, "error": str(exc)}})
+            else:
+                self.temperatures.update(name, snap.values)
+
+    async def _run_probes(self) -> None:
+        if not self._hardware.sensor_boards:
+            return
+        while True:
+            await self.read_probes()
+            self._on_change()
+            await asyncio.sleep(self.probe_interval_s)
+
+    async def run_ticker(self, max_sleep_s: float = 0.5) -> None:
+        """Door timers and order expiry: wake at the model's next deadline."""
+        while True:
+            now = self._now()
+            events = self._model.tick(now)
+            if events:
+                await self._emit(events)
+                self._on_change()
+            deadline = self._model.next_deadline()
+            sleep = max_sleep_s if deadline is None else min(max_sleep_s, deadline - now.mono)
+            await asyncio.sleep(max(sleep, 0.005))

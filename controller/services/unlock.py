@@ -1,0 +1,124 @@
+"""The unlock queue: every door pulse of the cabinet goes through here.
+
+Policy (power budget, gap between pulses, per-compartment cooldown and rate limit, hard
+cap on pulse length) is :class:`~controller.domain.unlock.UnlockPolicy`; this service adds
+the waiting and the I/O. A pulse waits for the power budget at most until ``deadline``
+(a door command's expiry): a door command is never queued for later. The door sensor
+is never consulted: a cut sensor wire reads "open", and a customer must still get in.
+
+Each pulse is reported as three facts in the model: sent, acknowledged by the board (or
+failed), and, later, from the sensors, opened or not detected.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from controller.domain.cabinet_model import CabinetModel, Emitted, Now
+from controller.domain.errors import DomainError, ErrorCode
+from controller.domain.unlock import Refused, UnlockPolicy
+from controller.services.hardware import Hardware
+from controller.settings import Settings
+from drivers.base import PulseReceipt
+from drivers.errors import DriverError
+
+__all__ = ["PulseFailed", "PulseOutcome", "UnlockService"]
+
+log = logging.getLogger(__name__)
+
+
+class PulseFailed(Exception):
+    """The board did not accept the pulse (timeout, garbled reply, rejected, bus down)."""
+
+    def __init__(self, compartment: str, reason: str) -> None:
+        super().__init__(f"{compartment}: pulse failed: {reason}")
+        self.compartment = compartment
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class PulseOutcome:
+    compartment: str
+    receipt: PulseReceipt
+    waited_s: float
+
+
+class UnlockService:
+    def __init__(
+        self,
+        settings: Settings,
+        model: CabinetModel,
+        hardware: Hardware,
+        policy: UnlockPolicy,
+        emit: Callable[[list[Emitted]], Awaitable[object]],
+        *,
+        now: Callable[[], Now],
+        on_change: Callable[[], None] = lambda: None,
+    ) -> None:
+        self._settings = settings
+        self._model = model
+        self._hardware = hardware
+        self._policy = policy
+        self._emit = emit
+        self._now = now
+        self._on_change = on_change
+        self._lock = asyncio.Lock()
+
+    def check(self, compartment: str, mono: float) -> None:
+        """Raise DomainError now if cooldown or rate limit forbids a pulse (nothing changes)."""
+        admission = self._policy.admit(compartment, mono)
+        if isinstance(admission, Refused):
+            raise admission.to_error()
+
+    async def pulse(self, compartment: str, *, deadline_mono: float | None = None) -> PulseOutcome:
+        """Pulse the lock of ``compartment``. Waits for the power budget no later than
+        ``deadline_mono``; raises DomainError (refused, nothing sent) or PulseFailed."""
+        lock_ref = self._settings.compartment(compartment).lock
+        board = self._hardware.lock_boards[lock_ref.board]
+        started = time.monotonic()
+        async with self._lock:
+            while True:
+                now = self._now()
+                admission = self._policy.admit(compartment, now.mono)
+                if isinstance(admission, Refused):
+                    raise admission.to_error()
+                wait = admission.start_at - now.mono
+                if wait <= 0:
+                    try:
+                        grant = self._policy.started(compartment, now.mono)
+                    except DomainError as exc:
+                        if exc.code is not ErrorCode.POWER_BUDGET:
+                            raise
+                        wait = max(self._policy.next_start_time(now.mono) - now.mono, 0.01)
+                    else:
+                        break
+                if deadline_mono is not None and now.mono + wait > deadline_mono:
+                    raise DomainError(
+                        ErrorCode.POWER_BUDGET,
+                        f"another door is opening; next pulse in {wait:.2f} s, after the "
+                        "command's deadline",
+                        field="compartment",
+                    )
+                await asyncio.sleep(wait)
+            await self._emit(self._model.pulse_sent(compartment, now))
+            try:
+                receipt = await board.pulse(lock_ref.channel, grant.duration_s)
+            except DriverError as exc:
+                failed_at = self._now()
+                self._policy.finished(compartment, failed_at.mono)
+                await self._emit(self._model.pulse_failed(compartment, failed_at, str(exc)))
+                self._on_change()
+                log.warning("unlock pulse failed",
+                            extra={"ctx": {"compartment": compartment, "error": str(exc)}})
+                raise PulseFailed(compartment, str(exc)) from exc
+            acked = self._now()
+            await self._emit(self._model.pulse_acked(compartment, acked))
+            self._on_change()
+            # A board-timed pulse ends by itself; the policy counts it energised until its
+            # natural end. A driver-timed pulse has already been switched off here.
+            self._policy.finished(compartment, acked.mono)
+        return PulseOutcome(compartment, receipt, time.monotonic() - started)
