@@ -180,7 +180,9 @@ class DispatchClient:
             return json.dumps(sign_command(command, self.key, self.key_id)).encode()
         return json.dumps(command, separators=(",", ":")).encode()
 
-    async def send(self, payload: bytes, command_id: str, timeout_s: float = 15.0) -> dict[str, Any]:
+    async def send(
+        self, payload: bytes, command_id: str, timeout_s: float = 15.0
+    ) -> dict[str, Any]:
         """Publish a raw command payload and wait for the reply carrying ``command_id``."""
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._pending[command_id] = future
