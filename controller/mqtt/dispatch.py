@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import ssl
 import time
 import uuid
 from collections.abc import Callable
@@ -29,7 +30,11 @@ from controller.clock import CabinetClock
 from controller.contract.topics import CabinetTopics
 from controller.security.signing import deadline_from_reading, sign_command
 
-__all__ = ["DispatchClient", "Received"]
+__all__ = ["BrokerError", "DispatchClient", "Received"]
+
+BrokerError = aiomqtt.MqttError
+"""What the client raises when the broker cannot be reached or the connection fails
+(so callers need not import the MQTT library to catch it)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +61,7 @@ class DispatchClient:
         client_id: str | None = None,
         on_message: Callable[[Received], None] | None = None,
         ttl_ms: int = 10_000,
+        tls_context: ssl.SSLContext | None = None,
     ) -> None:
         self.topics = topics
         self.key = key
@@ -67,6 +73,7 @@ class DispatchClient:
         self._client = aiomqtt.Client(
             host, port, identifier=self._client_id,
             protocol=aiomqtt.ProtocolVersion.V5 if protocol == 5 else aiomqtt.ProtocolVersion.V311,
+            tls_context=tls_context,
         )
         self._on_message = on_message
         self._clock: tuple[CabinetClock, float] | None = None
@@ -110,7 +117,11 @@ class DispatchClient:
             received = Received(topic, channel, payload, bool(message.retain), time.monotonic())
             self._learn_clock(payload, received.at)
             if channel == "reply":
-                future = self._pending.get(str(payload.get("id")))
+                correlation = getattr(message.properties, "CorrelationData", None)
+                key = correlation.decode(errors="replace") if correlation else None
+                future = self._pending.get(key) if key in self._pending else None
+                if future is None:
+                    future = self._pending.get(str(payload.get("id")))
                 if future is not None and not future.done():
                     future.set_result(payload)
             self.messages.append(received)
