@@ -166,6 +166,7 @@ class LaneRig:
         redis: str = "server",
         emulate_timing: bool = True,
         overrides: dict[str, Any] | None = None,
+        mqtt_port: int | None = None,
     ) -> None:
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -173,7 +174,8 @@ class LaneRig:
         self.redis_mode = redis
         self.emulate_timing = emulate_timing
         self.overrides = overrides or {}
-        self.mqtt_port = free_port()
+        # A fixed broker port lets another terminal watch the lane (``lockerctl watch``).
+        self.mqtt_port = mqtt_port or free_port()
         self.redis_port = free_port()
         self.control_port = free_port()
         self.key = Ed25519PrivateKey.generate()

@@ -80,6 +80,7 @@ class DispatchClient:
         self._pending: dict[str, asyncio.Future[dict[str, Any]]] = {}
         self._task: asyncio.Task[None] | None = None
         self.messages: list[Received] = []
+        self.disconnected: BaseException | None = None
         self._arrived = asyncio.Condition()
 
     async def __aenter__(self) -> DispatchClient:
@@ -95,7 +96,7 @@ class DispatchClient:
     async def __aexit__(self, *exc: object) -> None:
         if self._task is not None:
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+            with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
                 await self._task
         with contextlib.suppress(aiomqtt.MqttError):
             await self._client.__aexit__(None, None, None)
@@ -103,6 +104,16 @@ class DispatchClient:
     # -- receiving ---------------------------------------------------------------------
 
     async def _reader(self) -> None:
+        try:
+            await self._read_messages()
+        except aiomqtt.MqttError as exc:
+            # The broker went away: fail every waiting command now, not at its timeout.
+            self.disconnected = exc
+            for future in self._pending.values():
+                if not future.done():
+                    future.set_exception(ConnectionError(f"broker connection lost: {exc}"))
+
+    async def _read_messages(self) -> None:
         async for message in self._client.messages:
             topic = str(message.topic)
             try:
@@ -195,6 +206,8 @@ class DispatchClient:
         self, payload: bytes, command_id: str, timeout_s: float = 15.0
     ) -> dict[str, Any]:
         """Publish a raw command payload and wait for the reply carrying ``command_id``."""
+        if self.disconnected is not None:
+            raise ConnectionError(f"broker connection lost: {self.disconnected}")
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._pending[command_id] = future
         properties = None

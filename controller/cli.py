@@ -1,0 +1,263 @@
+"""``lockerctl``: the technician's and dispatch's tool.
+
+::
+
+    lockerctl demo [--keep] [--no-timing] [--broker-port N]
+    lockerctl keygen --out DIR [--key-id ID]
+    lockerctl config check FILE | config show FILE
+    lockerctl status  --broker HOST:PORT --site S --cabinet C [--compartments]
+    lockerctl watch   --broker HOST:PORT --site S --cabinet C [--duration S]
+    lockerctl cmd     --broker ... --key FILE --key-id ID open A01 --reason staff
+    lockerctl commission --broker ... --key FILE --key-id ID [--compartments A01,A02]
+    lockerctl bus scan --config FILE --bus NAME [--from N --to M]
+    lockerctl bus set-address --config FILE --bus NAME --from A --to B [--only-board-on-line]
+
+Exit codes: 0 success; 1 the cabinet refused, a check or test failed, or the cabinet is
+offline; 2 bad arguments, configuration or key file; 3 the broker, the bus or the
+cabinet did not answer in time; 130 interrupted. Expected failures print one line on
+stderr, ``lockerctl <command>: <what went wrong>``, never a traceback.
+
+Every command is bounded in time (``watch`` without ``--duration`` runs until Ctrl-C).
+The subcommands live in ``cli_demo`` (the demo), ``cli_remote`` (over the broker),
+``cli_bus`` (on the RS-485 line) and ``cli_render`` (how messages are shown).
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from rich.console import Console
+from rich.syntax import Syntax
+from rich.table import Table
+
+from controller import __version__
+from controller.cli_remote import (
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_USAGE,
+    CliError,
+    add_command_parsers,
+    add_remote_options,
+)
+from controller.settings import ConfigError, load_settings
+
+__all__ = ["build_parser", "main"]
+
+
+# -- keygen and config --------------------------------------------------------------------
+
+
+def cmd_keygen(args: argparse.Namespace, console: Console) -> int:
+    """A dispatch key pair: ``ID.key`` (0600) and ``ID.pub`` in ``--out``; prints the line
+    for the cabinet config."""
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+    from controller.security.errors import KeyFileError
+    from controller.security.signing import generate_keypair, save_private_key, save_public_key
+    from controller.security.verify import KEY_ID_PATTERN
+
+    if not KEY_ID_PATTERN.fullmatch(args.key_id):
+        raise CliError(f"key id {args.key_id!r} must match {KEY_ID_PATTERN.pattern}")
+    out: Path = args.out
+    try:
+        out.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CliError(f"cannot create {out}: {exc.strerror}") from None
+    private_path, public_path = out / f"{args.key_id}.key", out / f"{args.key_id}.pub"
+    if public_path.exists():
+        raise CliError(f"{public_path} exists; not overwriting a key")
+    private_key, public_key = generate_keypair()
+    try:
+        save_private_key(private_key, private_path)
+        save_public_key(public_key, public_path)
+    except KeyFileError as exc:
+        raise CliError(str(exc)) from None
+    except OSError as exc:
+        raise CliError(f"cannot write the key: {exc.strerror}") from None
+    der = public_key.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+    line = f'dispatch_public_keys = {{ {args.key_id} = "{base64.b64encode(der).decode()}" }}'
+    console.print(f"private key {private_path} (mode 0600: keep it on the dispatch side only)")
+    console.print(f"public key  {public_path}")
+    console.print("add to the cabinet config, in [security]:")
+    print(line)
+    return EXIT_OK
+
+
+def cmd_config_check(args: argparse.Namespace, console: Console) -> int:
+    """Validate a cabinet config as the daemon would at start-up."""
+    try:
+        settings = load_settings(args.file, check_files=not args.no_file_checks)
+    except ConfigError as exc:
+        print(f"{args.file}: {len(exc.issues)} problem(s):", file=sys.stderr)
+        for issue in exc.issues:
+            print(f"  {issue}", file=sys.stderr)
+        return EXIT_USAGE
+    table = Table(title=f"{args.file}: ok", show_header=False)
+    table.add_column("key", style="bold")
+    table.add_column("value")
+    table.add_row("cabinet", f"{settings.cabinet.site}/{settings.cabinet.id}")
+    table.add_row("broker", f"{settings.mqtt.host}:{settings.mqtt.port} "
+                  f"(MQTT {'5' if settings.mqtt.protocol == 5 else '3.1.1'}, "
+                  f"{'TLS' if settings.mqtt.tls is not None else 'plain TCP: lab only'})")
+    table.add_row("store", str(settings.to_public_dict()["redis"]["url"]))
+    table.add_row("buses", ", ".join(f"{b.name} ({b.kind})" for b in settings.buses) or "-")
+    table.add_row("boards", ", ".join(f"{b.name}@{b.bus}:{b.address}" for b in settings.boards))
+    table.add_row("zones", ", ".join(f"{z.name} ({z.kind})" for z in settings.zones) or "-")
+    table.add_row("compartments", f"{len(settings.compartments)}: "
+                  + " ".join(c.id for c in settings.compartments))
+    table.add_row("signed commands", "required" if settings.security.require_signed_commands
+                  else "NOT required (lab only)")
+    table.add_row("dispatch keys", ", ".join(settings.security.dispatch_public_keys) or "-")
+    table.add_row("config hash", settings.config_hash[:16])
+    console.print(table)
+    return EXIT_OK
+
+
+def cmd_config_show(args: argparse.Namespace, console: Console) -> int:
+    """The effective configuration (defaults, file, environment), secrets hidden."""
+    try:
+        settings = load_settings(args.file, check_files=not args.no_file_checks)
+    except ConfigError as exc:
+        print(f"{args.file}: {len(exc.issues)} problem(s):", file=sys.stderr)
+        for issue in exc.issues:
+            print(f"  {issue}", file=sys.stderr)
+        return EXIT_USAGE
+    text = json.dumps(settings.to_public_dict(), indent=2, ensure_ascii=False)
+    if args.json or not console.is_terminal:
+        print(text)
+    else:
+        console.print(Syntax(text, "json", background_color="default"))
+    return EXIT_OK
+
+
+# -- demo ---------------------------------------------------------------------------------
+
+
+def cmd_demo(args: argparse.Namespace, console: Console) -> int:
+    from controller.cli_demo import run_demo
+
+    if args.broker_port is not None and not 1024 <= args.broker_port <= 65535:
+        raise CliError("--broker-port must be in 1024..65535")
+    return run_demo(console, keep=args.keep, emulate_timing=not args.no_timing,
+                    broker_port=args.broker_port)
+
+
+# -- the parser ---------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from controller import cli_bus, cli_remote
+
+    parser = argparse.ArgumentParser(
+        prog="lockerctl", description="Technician and dispatch tool for locker cabinets.",
+        epilog="Exit codes: 0 ok, 1 refused/failed/offline, 2 bad input, 3 no answer, "
+               "130 interrupted. See docs/operations.md.")
+    parser.add_argument("--version", action="version", version=f"lockerctl {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("demo", help="a simulated lane with a dispatch stand-in (the main job)")
+    p.add_argument("--keep", action="store_true",
+                   help="keep the work directory (config, logs) and print its path")
+    p.add_argument("--no-timing", action="store_true",
+                   help="the simulated line answers at once instead of at 19200 baud")
+    p.add_argument("--broker-port", type=int, metavar="N",
+                   help="run the demo broker on this port (to watch it from another "
+                        "terminal with lockerctl watch)")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("keygen", help="a dispatch Ed25519 key pair")
+    p.add_argument("--out", type=Path, required=True, metavar="DIR")
+    p.add_argument("--key-id", default="dispatch-1")
+    p.set_defaults(func=cmd_keygen)
+
+    p = sub.add_parser("config", help="check or show a cabinet configuration")
+    csub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    for name, func, text in (("check", cmd_config_check, "validate as the daemon would"),
+                             ("show", cmd_config_show, "the effective config, secrets hidden")):
+        q = csub.add_parser(name, help=text)
+        q.add_argument("file", type=Path)
+        q.add_argument("--no-file-checks", action="store_true",
+                       help="do not require the TLS and key files it names to exist here")
+        if name == "show":
+            q.add_argument("--json", action="store_true", help="plain JSON")
+        q.set_defaults(func=func)
+
+    p = sub.add_parser("status", help="the cabinet's retained status and state")
+    add_remote_options(p)
+    p.add_argument("--compartments", action="store_true", help="also the compartment table")
+    p.set_defaults(func=cli_remote.cmd_status)
+
+    p = sub.add_parser("watch", help="print status, state, events and telemetry as they come")
+    add_remote_options(p)
+    p.add_argument("--duration", type=float, metavar="S", help="stop after S seconds")
+    p.add_argument("--no-retained", action="store_true",
+                   help="skip the retained status/state shown on connection")
+    p.set_defaults(func=cli_remote.cmd_watch)
+
+    p = sub.add_parser("cmd", help="send one signed command and print the reply")
+    add_remote_options(p)
+    add_command_parsers(p)
+    p.set_defaults(func=cli_remote.cmd_command)
+
+    p = sub.add_parser("commission", help="open and close every door, one at a time")
+    add_remote_options(p)
+    p.add_argument("--key", type=Path, required=True, metavar="FILE")
+    p.add_argument("--key-id", default="dispatch-1")
+    p.add_argument("--compartments", metavar="A01,A02", help="only these (default: all)")
+    p.add_argument("--open-timeout", type=float, default=15.0, metavar="S",
+                   help="wait for door_opened / open_not_detected (default 15)")
+    p.add_argument("--close-timeout", type=float, default=120.0, metavar="S",
+                   help="wait for the technician to close the door (default 120)")
+    p.add_argument("--auto-close-sim", type=int, metavar="PORT",
+                   help="simulated cabinet only: the simulator's control port pulls and "
+                        "closes the doors")
+    p.set_defaults(func=cli_remote.cmd_commission)
+
+    p = sub.add_parser("bus", help="scan an RS-485 line, re-address a board")
+    bsub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    q = bsub.add_parser("scan", help="who answers on the line")
+    q.add_argument("--config", type=Path, required=True, metavar="FILE")
+    q.add_argument("--bus", required=True)
+    q.add_argument("--from", dest="first", type=int, default=1, metavar="N")
+    q.add_argument("--to", dest="last", type=int, default=32, metavar="M")
+    q.add_argument("--unit-timeout", type=float, default=0.1, metavar="S",
+                   help="wait per address (default 0.1)")
+    q.set_defaults(func=cli_bus.cmd_bus_scan)
+    q = bsub.add_parser("set-address", help="give a board a new address")
+    q.add_argument("--config", type=Path, required=True, metavar="FILE")
+    q.add_argument("--bus", required=True)
+    q.add_argument("--from", dest="current", type=int, required=True, metavar="A",
+                   help="its address now (0: broadcast, needs --only-board-on-line)")
+    q.add_argument("--to", dest="new", type=int, required=True, metavar="B")
+    q.add_argument("--only-board-on-line", action="store_true",
+                   help="confirm that this board is the only one connected")
+    q.set_defaults(func=cli_bus.cmd_bus_set_address)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    console = Console(highlight=False)
+    name = args.command + (f" {args.action}" if getattr(args, "action", None) else "")
+    try:
+        return int(args.func(args, console))
+    except CliError as exc:
+        print(f"lockerctl {name}: {exc}", file=sys.stderr)
+        return exc.code
+    except KeyboardInterrupt:
+        print(f"lockerctl {name}: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # `lockerctl watch | head`
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_FAILED
+
+
+if __name__ == "__main__":
+    sys.exit(main())
