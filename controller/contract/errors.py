@@ -49,9 +49,11 @@ class ErrorCode(StrEnum):
 ERROR_DESCRIPTIONS: dict[ErrorCode, str] = {
     ErrorCode.BAD_JSON: "the payload is not UTF-8 JSON, has duplicate keys, NaN or is too deep",
     ErrorCode.TOO_LARGE: "the payload exceeds the cabinet's size limit",
-    ErrorCode.INVALID_FIELD: "a field is missing, unknown, of the wrong type or out of range",
+    ErrorCode.INVALID_FIELD: "a field is missing, unknown, of the wrong type or out of range "
+    "(also a signature that is not canonical base64, or signed text that is not UTF-8)",
     ErrorCode.UNKNOWN_COMMAND: "the type is not one the cabinet knows",
-    ErrorCode.EXPIRED: "the deadline has passed, or lies more than 30 s ahead",
+    ErrorCode.EXPIRED: "the deadline has passed, or lies more than 30 s ahead (re-read the "
+    "cabinet's clock and send again)",
     ErrorCode.WRONG_CABINET: "the command names another cabinet",
     ErrorCode.WRONG_BOOT: "the deadline is in another boot's clock (the cabinet restarted)",
     ErrorCode.UNKNOWN_COMPARTMENT: "no such compartment in this cabinet",
@@ -62,10 +64,12 @@ ERROR_DESCRIPTIONS: dict[ErrorCode, str] = {
     ErrorCode.UNAUTHENTICATED: "this command must be signed and was not",
     ErrorCode.UNKNOWN_KEY: "the key_id names no key the cabinet trusts",
     ErrorCode.BAD_SIGNATURE: "the signature does not verify over the signed bytes",
-    ErrorCode.REPLAYED: "a signed command already seen (same id, other content)",
+    ErrorCode.REPLAYED: "this signed command id was already accepted and has no reply on "
+    "record; it does not act again",
     ErrorCode.RATE_LIMITED: "too many commands, or this lock pulsed too recently",
     ErrorCode.BUSY: "the cabinet cannot take this now (audit, commissioning); retry later",
-    ErrorCode.CONFLICT: "the request contradicts the current state (e.g. already assigned)",
+    ErrorCode.CONFLICT: "the request contradicts the current state (e.g. already assigned), "
+    "or its id was already used for another command",
     ErrorCode.INVALID_CONFIG: "apply_config: the resulting configuration is not valid",
     ErrorCode.HARDWARE: "the lock board did not answer; the action was not done",
     ErrorCode.INTERNAL: "an unexpected fault in the cabinet; nothing was done",

@@ -38,6 +38,7 @@ from pydantic import (
 )
 
 from controller.contract.errors import CommandRejected, ErrorCode
+from controller.security.verify import SignaturePolicy, signature_policy
 
 __all__ = [
     "COMMAND_TYPES",
@@ -438,9 +439,12 @@ Command: TypeAlias = Annotated[
 COMMAND_TYPES: tuple[str, ...] = (
     "assign", "open", "release", "block", "unblock", "get_state", "apply_config",
 )
-SIGNED_COMMAND_TYPES: frozenset[str] = frozenset({"assign", "open", "release", "apply_config"})
-"""Types the daemon accepts only in the signed form: they open doors, change codes or
-change the configuration."""
+SIGNED_COMMAND_TYPES: frozenset[str] = frozenset(
+    t for t in COMMAND_TYPES if signature_policy(t) is SignaturePolicy.REQUIRED
+)
+"""Types the daemon accepts only in the signed form (they open doors, change codes,
+assignments, availability or the configuration). Derived from the verifier's
+:data:`~controller.security.verify.SIGNATURE_POLICY`, the one table that decides."""
 
 _COMMAND_ADAPTER: TypeAdapter[Command] = TypeAdapter(Command)
 
