@@ -993,6 +993,9 @@ class LaneOutputs(_Section):
 
     light_red: GpioOutput | None = Field(default=None, description="Red lane light.")
     light_green: GpioOutput | None = Field(default=None, description="Green lane light.")
+    light_amber: GpioOutput | None = Field(
+        default=None, description="Amber lane light (busy); without it busy lights red and green."
+    )
     buzzer: GpioOutput | None = Field(default=None, description="Buzzer.")
 
 
