@@ -1,0 +1,244 @@
+"""A lane on fakes: fake boards (drivers.fake), mock GPIO, a Store on memory://, a clock
+the test moves. Everything the daemon wires, built the same way, in one process."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from controller.domain.assignment import assign_order
+from controller.domain.cabinet_model import CabinetModel, Emitted, Now
+from controller.domain.codes import PickupCode
+from controller.domain.compartment import Order, Size, ZoneKind
+from controller.domain.unlock import UnlockPolicy
+from controller.services.hardware import Hardware
+from controller.services.lane import LaneService
+from controller.services.poller import Poller
+from controller.services.reporting import EventSink, PendingEvent
+from controller.services.setup import compartment_setups, unlock_limits
+from controller.services.unlock import PulseOutcome, UnlockService
+from controller.settings import Settings, parse_settings
+from controller.store import Store
+from drivers.fake import FakeDoor, FakeLockBoard
+from drivers.gpio.mock import MockGpio
+
+PINS = {"vehicle": 5, "help": 6, "tamper": 13, "mains_fail": 19,
+        "light_red": 20, "light_green": 21, "light_amber": 16, "buzzer": 26}
+
+
+def _compartment(cid: str, channel: int, zone: str, pool: str, size: str = "M",
+                 occupancy: bool = True) -> dict[str, Any]:
+    c: dict[str, Any] = {
+        "id": cid, "size": size, "zone": zone, "pool": pool,
+        "lock": {"board": "locks", "channel": channel},
+        "door": {"board": "locks", "channel": 2 * channel, "active": "high"},
+    }
+    if occupancy:
+        c["occupancy"] = {"board": "locks", "channel": 2 * channel + 1, "active": "high"}
+    return c
+
+
+COMPARTMENTS = [
+    ("A01", "chilled", "grocery", True),
+    ("A02", "ambient", "grocery", True),
+    ("B01", "ambient", "parcel", True),
+    ("B02", "ambient", "parcel", False),
+    ("C01", "ambient", "shop", True),
+]
+
+
+def config(**security: Any) -> dict[str, Any]:
+    return {
+        "cabinet": {"site": "t-site", "id": "cab-t"},
+        "redis": {"url": "memory://"},
+        "security": {"require_signed_commands": False, "code_max_attempts": 3,
+                     "code_lockout_s": 10.0, "code_lockout_max_s": 100.0, **security},
+        "timing": {"compartment_cooldown_s": 0, "pulse_gap_s": 0, "pulse_s": 0.3,
+                   "compartment_max_pulses_per_minute": 60, "open_detect_timeout_s": 2.0},
+        "tenants": {
+            "grocery": {"pickup_window_s": 3600, "expiry_s": 7200, "reopen_grace_s": 60},
+            "parcel": {"pickup_window_s": 86400, "expiry_s": 172800, "reopen_grace_s": 30},
+            "shop": {"pickup_window_s": 86400, "expiry_s": 172800, "reopen_grace_s": 0},
+        },
+        "buses": [{"name": "rs485-0", "kind": "rtu", "port": "/dev/ttyFAKE0"}],
+        "boards": [{"name": "locks", "bus": "rs485-0", "address": 1,
+                    "profile": "waveshare_relay", "outputs": 8, "inputs": 16},
+                   {"name": "probes", "bus": "rs485-0", "address": 10,
+                    "profile": "temperature_probe", "channels": 2}],
+        "zones": [{"name": "ambient", "kind": "ambient"},
+                  {"name": "chilled", "kind": "chilled", "min_c": 2.0, "max_c": 4.0,
+                   "excursion_delay_s": 5, "probe": {"board": "probes", "channel": 1}}],
+        "compartments": [_compartment(cid, i, zone, pool, occupancy=occ)
+                         for i, (cid, zone, pool, occ) in enumerate(COMPARTMENTS)],
+        "lane": {
+            "backend": "mock",
+            "inputs": {k: {"pin": PINS[k], "active_low": k != "tamper", "debounce_ms": 10}
+                       for k in ("vehicle", "help", "tamper", "mains_fail")},
+            "outputs": {k: {"pin": PINS[k]}
+                        for k in ("light_red", "light_green", "light_amber", "buzzer")},
+        },
+    }
+
+
+def code_hash(code: str, purpose: str = "collect", *, algorithm: str = "scrypt",
+              n: int = 16) -> dict[str, Any]:
+    """What dispatch pushes for a code (the contract's CodeHash, as stored)."""
+    salt = os.urandom(16)
+    secret = PickupCode(code).secret_bytes()
+    if algorithm == "scrypt":
+        digest = hashlib.scrypt(secret, salt=salt, n=n, r=1, p=1, dklen=32)
+        params = {"n": n, "r": 1, "p": 1}
+    else:
+        digest = hashlib.pbkdf2_hmac("sha256", secret, salt, 1000, dklen=32)
+        params = {"iterations": 1000}
+    return {"purpose": purpose, "algorithm": algorithm,
+            "salt": base64.b64encode(salt).decode(), "hash": base64.b64encode(digest).decode(),
+            "params": params}
+
+
+class SpyUnlock(UnlockService):
+    """The real unlock service, recording what the store said at each pulse."""
+
+    def __init__(self, *args: Any, store: Store, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.spy_store = store
+        self.pulsed: list[tuple[str, dict[str, Any]]] = []
+        self.watch: list[tuple[str, str]] = []
+
+    async def pulse(self, compartment: str, *, deadline_mono: float | None = None) -> PulseOutcome:
+        used = {f"{o}/{c}": await self.spy_store.code_used_at(o, c) for o, c in self.watch}
+        self.pulsed.append((compartment, used))
+        return await super().pulse(compartment, deadline_mono=deadline_mono)
+
+
+class Lane:
+    """Build with ``await Lane.create()``; ``close()`` at the end."""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+        self.events: list[PendingEvent] = []
+
+    def now(self) -> Now:
+        return Now(time.monotonic() + self.offset, time.time() + self.offset)
+
+    def wall(self) -> float:
+        return time.time() + self.offset
+
+    def advance(self, seconds: float) -> None:
+        self.offset += seconds
+
+    @classmethod
+    async def create(cls, *, store: Store | None = None, gpio: MockGpio | None = None,
+                     settings: Settings | None = None, with_io: bool = True) -> Lane:
+        self = cls()
+        self.settings = settings or parse_settings(config(), check_files=False)
+        self.store = store or await Store.connect("memory://", "locker", "cab-t",
+                                                  clock=self.wall)
+        await self.store.new_boot()
+        self.hardware = Hardware(self.settings, "fake")
+        self.hardware.open()
+        self.board: FakeLockBoard = self.hardware.lock_boards["locks"]  # type: ignore[assignment]
+        self.doors: dict[str, FakeDoor] = {}
+        for i, (cid, _zone, _pool, occ) in enumerate(COMPARTMENTS):
+            self.doors[cid] = self.board.connect_door(
+                i, door_input=2 * i, occupancy_input=2 * i + 1 if occ else None)
+        self.model = CabinetModel(compartment_setups(self.settings),
+                                  stored=await self.store.load_compartments())
+        self.sink = EventSink(self.store)
+        self.unlock = SpyUnlock(self.settings, self.model, self.hardware,
+                                UnlockPolicy(unlock_limits(self.settings)), self.emit,
+                                now=self.now, store=self.store)
+        self.poller = Poller(self.model, self.hardware, self.emit, now=self.now,
+                             interval_s=0.05)
+        self.gpio = gpio
+        if with_io and self.gpio is None:
+            self.gpio = MockGpio(pins=32)
+            # The world at rest: bay empty, button up, panel closed, mains on.
+            for key in ("vehicle", "help", "mains_fail"):
+                self.gpio.pin(PINS[key]).drive(True)  # active low: high is inactive
+            self.gpio.pin(PINS["tamper"]).drive(False)
+        self.lane = LaneService(self.settings, self.model, self.store, self.unlock, self.emit,
+                                now=self.now, gpio=self.gpio, beep_s=0.05,
+                                lockout_beep_s=0.1, tick_s=0.05)
+        await self.poller.poll_once()
+        await self.lane.start()
+        return self
+
+    async def emit(self, events: Sequence[Emitted | PendingEvent]) -> object:
+        for e in events:
+            self.events.append(e if isinstance(e, PendingEvent) else PendingEvent.of(e))
+        return await self.sink.emit(events)
+
+    async def close(self, *, keep_store: bool = False) -> None:
+        await self.lane.close()
+        if self.gpio is not None:
+            await self.gpio.close()
+        await self.sink.close()
+        await self.hardware.close()
+        if not keep_store:
+            await self.store.close()
+
+    def kinds(self, *kinds: str) -> list[PendingEvent]:
+        return [e for e in self.events if not kinds or e.kind in kinds]
+
+    def alarms(self, alarm: str) -> list[str]:
+        return [e.kind for e in self.events
+                if e.kind in ("alarm_raised", "alarm_cleared") and e.data.get("alarm") == alarm]
+
+    # -- dispatch's side ----------------------------------------------------------------
+
+    async def assign(self, order_id: str, pool: str, zone: str = "ambient", *,
+                     codes: Sequence[dict[str, Any]] = (), size: str = "S",
+                     expires_in: float = 3600.0, compartment: str | None = None) -> str:
+        now = self.now()
+        kind = self.settings.zone(zone).kind
+        order = Order(order_id, pool, Size(size), ZoneKind(kind), now.wall + expires_in)
+        chosen, events = assign_order(self.model.compartments, order, now.wall,
+                                      compartment_id=compartment)
+        cid = chosen.compartment_id
+        if codes:
+            await self.store.save_code_hashes(order_id, {"codes": list(codes)})
+        await self.store.save_order(order_id, {**order.to_dict(), "compartment": cid})
+        await self.store.save_compartment(cid, self.model.stored_state(cid))
+        await self.emit(self.model._wrap_wall(events, now))
+        return cid
+
+    # -- people at the cabinet -----------------------------------------------------------
+
+    async def poll(self) -> None:
+        await self.poller.poll_once()
+        await self.lane.tick()
+
+    async def take_out(self, cid: str, *, leave_goods: bool = False) -> None:
+        """After an accepted collect code: pull, take the goods, close."""
+        door = self.doors[cid]
+        assert door.pull(), f"{cid} did not open"
+        await self.poll()
+        door.occupied = leave_goods
+        door.close()
+        await self.poll()
+
+    async def put_in(self, cid: str) -> None:
+        door = self.doors[cid]
+        assert door.pull(), f"{cid} did not open"
+        await self.poll()
+        door.occupied = True
+        door.close()
+        await self.poll()
+
+    async def deposit(self, order_id: str, pool: str, zone: str = "ambient", *,
+                      deposit_code: str, collect_code: str) -> str:
+        """Assign with both codes, open with the deposit code, put the goods in."""
+        cid = await self.assign(order_id, pool, zone, codes=[
+            code_hash(deposit_code, "deposit"), code_hash(collect_code, "collect")])
+        result = await self.lane.enter_code(deposit_code)
+        assert result.accepted, result
+        assert result.reason is None, result
+        await self.put_in(cid)
+        assert self.model.compartments.get(cid).phase.value == "loaded"
+        self.advance(0.5)  # the deposit's pulse is over for the power budget
+        return cid
