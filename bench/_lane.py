@@ -1,0 +1,130 @@
+"""Shared pieces of the lane benchmarks: the rig, a persistent subscriber, statistics.
+
+Every benchmark starts its own broker, redis-server, simulator and daemon through
+:class:`controller.rig.LaneRig` (free loopback ports, one temporary directory, every
+process stopped by its pid on the way out), so nothing here touches a network beyond
+127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import statistics
+import subprocess
+import threading
+import time
+import uuid
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from controller.contract.topics import CabinetTopics
+from controller.rig import LaneRig
+
+__all__ = [
+    "EventCollector",
+    "machine",
+    "pct",
+    "stats_line",
+    "topics_of",
+]
+
+
+def machine() -> str:
+    """`nproc`, `uname -m`, Python and the date, for the header of every benchmark."""
+    try:
+        cpu = subprocess.run(["nproc"], capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        cpu = str(os.cpu_count())
+    return (f"machine: {cpu} cores ({platform.machine()}), Python {platform.python_version()}, "
+            f"{datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')}")
+
+
+def pct(samples: Sequence[float], p: float) -> float:
+    """The p-th percentile (nearest rank) of ``samples``."""
+    ordered = sorted(samples)
+    if not ordered:
+        return float("nan")
+    rank = max(0, min(len(ordered) - 1, math.ceil(p / 100 * len(ordered)) - 1))
+    return ordered[rank]
+
+
+def stats_line(name: str, samples_ms: Sequence[float], width: int = 34) -> str:
+    if not samples_ms:
+        return f"{name:<{width}} n=0"
+    return (f"{name:<{width}} n={len(samples_ms):>5}  min {min(samples_ms):7.2f}  "
+            f"p50 {statistics.median(samples_ms):7.2f}  p99 {pct(samples_ms, 99):7.2f}  "
+            f"max {max(samples_ms):7.2f} ms")
+
+
+def topics_of(rig: LaneRig) -> CabinetTopics:
+    return CabinetTopics(rig.topic_root, rig.site, rig.cabinet)
+
+
+class EventCollector:
+    """A dispatch-side subscriber to ``events`` with a persistent session (MQTT 5,
+    clean_start false, a session expiry), on paho's network thread: it keeps its session
+    across a broker restart and reconnects by itself. Records every message with the
+    monotonic time it arrived."""
+
+    def __init__(self, host: str, port: int, topic: str) -> None:
+        self.topic = topic
+        self.received: list[tuple[float, dict[str, Any]]] = []
+        self._lock = threading.Lock()
+        self._subscribed = threading.Event()
+        self.connects = 0
+        self._client = mqtt.Client(
+            CallbackAPIVersion.VERSION2, client_id=f"bench-events-{uuid.uuid4().hex[:8]}",
+            protocol=mqtt.MQTTv5)
+        self._client.on_connect = self._on_connect
+        self._client.on_subscribe = self._on_subscribe
+        self._client.on_message = self._on_message
+        self._client.reconnect_delay_set(1, 1)
+        self._host, self._port = host, port
+
+    def start(self, timeout_s: float = 10.0) -> None:
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        props.SessionExpiryInterval = 3600
+        self._client.connect(self._host, self._port, keepalive=10, clean_start=False,
+                             properties=props)
+        self._client.loop_start()
+        if not self._subscribed.wait(timeout_s):
+            raise TimeoutError("the event subscriber did not subscribe")
+
+    def stop(self) -> None:
+        self._client.disconnect()
+        self._client.loop_stop()
+
+    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any,
+                    properties: Any) -> None:
+        self.connects += 1
+        if not flags.session_present:
+            client.subscribe(self.topic, qos=1)
+
+        else:
+            self._subscribed.set()
+
+    def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int, reasons: Any,
+                      properties: Any) -> None:
+        self._subscribed.set()
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
+        at = time.monotonic()
+        try:
+            payload = json.loads(message.payload)
+        except ValueError:
+            return
+        with self._lock:
+            self.received.append((at, payload))
+
+    def snapshot(self) -> list[tuple[float, dict[str, Any]]]:
+        with self._lock:
+            return list(self.received)

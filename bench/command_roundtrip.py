@@ -1,0 +1,165 @@
+"""Door command round trip: dispatch publishes a signed "open", the reply says the board
+accepted the pulse. p50/p99, split into the line's share and the software's.
+
+Starts a whole lane on loopback (``controller.rig.LaneRig``: mosquitto, redis-server with
+appendfsync always, ``locker-sim`` with line-timing emulation at 19200 baud, the daemon),
+then, as dispatch (``DispatchClient``, MQTT 5, Ed25519-signed commands), sends ``--count``
+"open" commands with reason "maintenance" (a staff open, allowed in every compartment
+state), cycling through the demo cabinet's 12 compartments, one at a time, at most one
+every ``--interval`` seconds.
+
+Timing is measured from the publish of the already-signed command to the arrival of its
+reply. The reply carries ``result.pulse.board_ms``: from sending the pulse frame to the
+board's acknowledgement, i.e. the line (including the wait for a poll already on the
+wire). Software share = round trip - board_ms: broker hops, signature check, the store's
+durable writes (fsync) before the pulse, the reply.
+
+Unlock limits are raised for the benchmark, and the output says so: the demo cabinet's
+defaults (cooldown 2 s, 6 pulses/min per compartment, one solenoid at a time with a
+0.3 s gap after a 0.7 s pulse) would refuse or delay a command loop; the power budget
+wait is not what is measured here.
+
+Phase 1 polls at 10 Hz (the default). Phase 2 saturates the line with back-to-back polls
+(``poll_interval_s`` at its floor of 0.01 s, below the cycle's wire time) to show that a
+door command waits for at most the one transaction already on the wire, never a whole
+poll cycle: the line gives writes priority.
+
+    .venv/bin/python bench/command_roundtrip.py [--count 1000] [--saturated-count 200]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench._lane import machine, pct, stats_line, topics_of
+from controller.mqtt.dispatch import DispatchClient
+from controller.rig import LaneRig
+from drivers.modbus.registers import (
+    READ_REQUEST_LEN,
+    read_bits_reply_len,
+    transaction_time,
+)
+
+COMPARTMENTS = ["A01", "A02", "A03", "A04", "A05", "A06",
+                "B01", "B02", "B03", "B04", "B05", "B06"]
+BAUD = 19200
+#: Boards the poller reads each cycle in deploy/sim-cabinet.toml (locks-a, locks-b, io-c,
+#: 16 inputs each); the temperature probe is read every 10 s, outside the cycle.
+POLLED_BOARDS = 3
+OVERRIDES = {
+    "timing.compartment_cooldown_s": "0",
+    "timing.compartment_max_pulses_per_minute": "60",
+    "timing.pulse_gap_s": "0",
+    "timing.max_concurrent_pulses": "16",
+}
+
+
+async def _phase(poll_interval: float, count: int, interval: float) -> dict[str, Any]:
+    overrides = {**OVERRIDES, "timing.poll_interval_s": str(poll_interval)}
+    with tempfile.TemporaryDirectory(prefix="bench-cmd-") as tmp:
+        rig = LaneRig(Path(tmp), overrides=overrides)
+        with rig:
+            async with DispatchClient("127.0.0.1", rig.mqtt_port, topics_of(rig), key=rig.key,
+                                      key_id=rig.key_id) as dispatch:
+                await dispatch.wait_online(30)
+                await asyncio.sleep(1.0)  # start-up events out of the way
+                # The line's own cadence, without commands: polls per second on the bus.
+                before = await rig.control.acall("stats")
+                t0 = time.monotonic()
+                await asyncio.sleep(2.0)
+                after = await rig.control.acall("stats")
+                polls_per_s = (after["rs485-0"]["requests"] - before["rs485-0"]["requests"]) / (
+                    time.monotonic() - t0)
+                round_trip: list[float] = []
+                board: list[float] = []
+                software: list[float] = []
+                refused: dict[str, int] = {}
+                for n in range(count):
+                    started = time.monotonic()
+                    cid = COMPARTMENTS[n % len(COMPARTMENTS)]
+                    command = dispatch.build("open", {"compartment": cid, "reason": "maintenance"})
+                    payload = dispatch.encode(command)
+                    t_send = time.monotonic()
+                    reply = await dispatch.send(payload, command["id"], timeout_s=15)
+                    rt = (time.monotonic() - t_send) * 1000
+                    if reply.get("ok"):
+                        b = float(reply["result"]["pulse"]["board_ms"])
+                        round_trip.append(rt)
+                        board.append(b)
+                        software.append(rt - b)
+                    else:
+                        code = str((reply.get("error") or {}).get("code"))
+                        refused[code] = refused.get(code, 0) + 1
+                    pause = started + interval - time.monotonic()
+                    if pause > 0:
+                        await asyncio.sleep(pause)
+        return {"poll_interval": poll_interval, "polls_per_s": polls_per_s,
+                "round_trip": round_trip, "board": board, "software": software,
+                "refused": refused}
+
+
+def _report(title: str, r: dict[str, Any]) -> None:
+    read_t = transaction_time(READ_REQUEST_LEN, read_bits_reply_len(16), BAUD) * 1000
+    write_t = transaction_time(8, 8, BAUD) * 1000
+    cycle_wire = POLLED_BOARDS * read_t
+    period = POLLED_BOARDS / r["polls_per_s"] * 1000 if r["polls_per_s"] else float("nan")
+    print(f"\n== {title}: timing.poll_interval_s = {r['poll_interval']}")
+    print(f"poll cycle: {POLLED_BOARDS} boards x {read_t:.2f} ms = {cycle_wire:.2f} ms on the "
+          f"wire; measured {r['polls_per_s']:.1f} polls/s = one cycle every {period:.1f} ms")
+    ok = len(r["round_trip"])
+    print(f"commands: {ok} accepted, refused: {r['refused'] or 'none'}")
+    print(stats_line("round trip (publish -> reply)", r["round_trip"]))
+    print(stats_line("board_ms (pulse frame -> ack)", r["board"]))
+    print(stats_line("software = round trip - board_ms", r["software"]))
+    if r["board"]:
+        bound = read_t + write_t
+        over = sum(1 for b in r["board"] if b > bound)
+        over_cycle = sum(1 for b in r["board"] if b > cycle_wire + write_t)
+        print(f"line: flash write alone {write_t:.2f} ms (transaction_time(8, 8, {BAUD})); "
+              f"+ one poll already on the wire = {bound:.2f} ms")
+        print(f"board_ms > {bound:.2f} ms (write + one read): {over} of {ok}; "
+              f"> {cycle_wire + write_t:.2f} ms (write + a whole cycle): {over_cycle} of {ok}; "
+              f"mean {statistics.fmean(r['board']):.2f} ms, p99 {pct(r['board'], 99):.2f} ms")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--count", type=int, default=1000,
+                        help="commands at 10 Hz polling (1..5000)")
+    parser.add_argument("--saturated-count", type=int, default=200,
+                        help="commands on a saturated line (0..5000; 0 skips the phase)")
+    parser.add_argument("--interval", type=float, default=0.1,
+                        help="least seconds between two command starts (>= 0.085: at most "
+                             "60 pulses/min per compartment over 12 compartments)")
+    args = parser.parse_args(argv)
+    count = max(1, min(args.count, 5000))
+    saturated = max(0, min(args.saturated_count, 5000))
+    interval = max(args.interval, 0.085)
+    print(machine())
+    print("lane: mosquitto + redis-server (appendfsync always) + locker-sim "
+          f"(line timing emulated, {BAUD} baud, deploy/sim-cabinet.toml) + locker-controller, "
+          "all on 127.0.0.1")
+    print("benchmark overrides (the demo defaults would refuse or delay a command loop): "
+          + ", ".join(f"{k}={v}" for k, v in OVERRIDES.items()))
+    print(f"commands: signed 'open', reason 'maintenance', cycling over {len(COMPARTMENTS)} "
+          f"compartments, one at a time, one start every >= {interval * 1000:.0f} ms")
+    phases = [("10 Hz polling", 0.1, count)]
+    if saturated:
+        phases.append(("saturated line (back-to-back polls)", 0.01, saturated))
+    for title, poll, n in phases:
+        _report(title, asyncio.run(_phase(poll, n, interval)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,257 @@
+"""The daemon's footprint: resident memory and CPU while it polls 4 boards of 16 channels
+at 10 Hz.
+
+Writes a cabinet config for the benchmark in a temporary directory (4 Waveshare-style
+relay boards, 16 outputs and 16 inputs each, on one RS-485 line at 19200 baud; 64
+compartments, each with its lock and door switch; one ambient zone), starts a whole lane
+on loopback with it (``controller.rig.LaneRig``: mosquitto, redis-server with appendfsync
+always, ``locker-sim`` with line-timing emulation, the daemon), lets it settle, then over
+``--window`` seconds reads the daemon's ``/proc/PID/status`` (VmRSS every second, VmHWM
+at the end) and ``/proc/PID/stat`` (utime + stime at both ends of the window, as % of one
+core). Nothing happens on the lane meanwhile: this is the idle cost of polling.
+
+``--profile SECONDS`` adds a second look: py-spy (if installed) samples the daemon for
+that long and the functions holding the CPU are printed, by own time and by time
+including callees.
+
+    .venv/bin/python bench/daemon_footprint.py [--window 60] [--settle 10] [--profile 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench._lane import machine, topics_of
+from controller.mqtt.dispatch import DispatchClient
+from controller.rig import LaneRig
+from drivers.modbus.registers import (
+    READ_REQUEST_LEN,
+    read_bits_reply_len,
+    transaction_time,
+)
+
+BOARDS = 4
+CHANNELS = 16
+BAUD = 19200
+RSS_TARGET_MB = 40.0
+CPU_TARGET = 1.0
+
+
+def cabinet_template() -> str:
+    """The benchmark's cabinet: 4 x (16 in / 16 out) Waveshare boards, 64 compartments."""
+    out = [
+        "# Benchmark cabinet: 4 Waveshare relay boards (16 in / 16 out), 64 compartments.",
+        "[cabinet]", 'site = "bench"', 'id = "cab-bench"', "",
+        "[mqtt]", 'host = "127.0.0.1"', "port = 1883", 'topic_root = "lockers/v1"',
+        "protocol = 5", "",
+        "[redis]", 'url = "memory://"', "",
+        "[timing]", "poll_interval_s = 0.1", "", "[tenants.parcel]", 'pickup_window_s = "3d"',
+        'expiry_s = "5d"', "",
+        "[security]", "require_signed_commands = false", "",
+        "[log]", 'level = "info"', 'format = "text"', "",
+        "[[buses]]", 'name = "rs485-0"', 'kind = "rtu"', 'port = "/tmp/locker-bench/ttyLOCKER0"',
+        f"baudrate = {BAUD}", "",
+        "[[zones]]", 'name = "ambient"', 'kind = "ambient"', "",
+    ]
+    for b in range(BOARDS):
+        out += ["[[boards]]", f'name = "locks-{b}"', 'bus = "rs485-0"', f"address = {b + 1}",
+                'profile = "waveshare_relay"', f"outputs = {CHANNELS}", f"inputs = {CHANNELS}",
+                ""]
+    for b in range(BOARDS):
+        for ch in range(CHANNELS):
+            out += ["[[compartments]]", f'id = "{chr(ord("A") + b)}{ch + 1:02d}"', 'size = "M"',
+                    'zone = "ambient"', 'pool = "parcel"',
+                    f'lock = {{ board = "locks-{b}", channel = {ch} }}',
+                    f'door = {{ board = "locks-{b}", channel = {ch}, active = "high" }}', ""]
+    return "\n".join(out)
+
+
+def _status(pid: int) -> dict[str, int]:
+    """VmRSS and VmHWM of ``pid``, in kB."""
+    values = {}
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            key, _, rest = line.partition(":")
+            if key in ("VmRSS", "VmHWM", "RssAnon", "RssFile"):
+                values[key] = int(rest.split()[0])
+    return values
+
+
+def _cpu_ticks(pid: int) -> int:
+    """utime + stime of ``pid``, in clock ticks (fields 14 and 15 of /proc/PID/stat)."""
+    with open(f"/proc/{pid}/stat") as f:
+        text = f.read()
+    fields = text[text.rindex(")") + 2:].split()
+    return int(fields[11]) + int(fields[12])
+
+
+_IMPORTS = [
+    ("asyncio (with ssl)", "asyncio"), ("pydantic", "pydantic"),
+    ("controller.settings (models)", "controller.settings"),
+    ("controller.contract.messages", "controller.contract.messages"),
+    ("paho-mqtt + aiomqtt", "aiomqtt"), ("redis.asyncio", "redis.asyncio"),
+    ("controller.store", "controller.store"), ("controller.daemon (the rest)", "controller.daemon"),
+    ("Modbus backend", "drivers.modbus.boards"),
+]
+
+
+def _import_costs() -> list[tuple[str, float]]:
+    """RSS of a fresh interpreter, then the growth as the daemon's imports load in order."""
+    code = (
+        "import importlib, sys\n"
+        "def rss():\n"
+        "    for line in open('/proc/self/status'):\n"
+        "        if line.startswith('VmRSS'):\n"
+        "            return int(line.split()[1])\n"
+        "print('interpreter', rss())\n"
+        f"for label, name in {_IMPORTS!r}:\n"
+        "    importlib.import_module(name)\n"
+        "    print(label, rss(), sep='\\t')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120, check=True).stdout.splitlines()
+    rows: list[tuple[str, float]] = [("bare interpreter", int(out[0].split()[1]) / 1024)]
+    for line in out[1:]:
+        label, _, kb = line.partition("\t")
+        rows.append((label, int(kb) / 1024))
+    return rows
+
+
+def _py_spy() -> str | None:
+    for candidate in (Path(sys.executable).parent / "py-spy", shutil.which("py-spy")):
+        if candidate and os.path.exists(candidate):
+            return str(candidate)
+    return None
+
+
+def _profile(pid: int, seconds: int, workdir: Path) -> None:
+    spy = _py_spy()
+    if spy is None:
+        print("\nprofile: py-spy is not installed (pip install py-spy); skipped")
+        return
+    raw = workdir / "profile.txt"
+    proc = subprocess.run(
+        [spy, "record", "--pid", str(pid), "--duration", str(seconds), "--rate", "250",
+         "--format", "raw", "--output", str(raw), "--nonblocking"],
+        capture_output=True, text=True, timeout=seconds + 60, check=False)
+    if proc.returncode != 0 or not raw.exists():
+        print(f"\nprofile: py-spy failed: {proc.stderr.strip()[-500:]}")
+        return
+    own: Counter[str] = Counter()
+    inclusive: Counter[str] = Counter()
+    total = 0
+    for line in raw.read_text().splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack or not count_text.isdigit():
+            continue
+        count = int(count_text)
+        total += count
+        frames = [_short(f) for f in stack.split(";")]
+        own[frames[-1]] += count
+        for frame in set(frames):
+            inclusive[frame] += count
+    rate = 250
+    print(f"\nprofile (py-spy, {seconds} s at {rate} Hz, active samples only): {total} samples "
+          f"= {total / rate / seconds * 100:.2f} % of one core")
+    print("  own time:")
+    for frame, count in own.most_common(12):
+        print(f"    {count / total * 100:5.1f} %  {frame}")
+    print("  including callees:")
+    for frame, count in inclusive.most_common(20):
+        print(f"    {count / total * 100:5.1f} %  {frame}")
+
+
+def _short(frame: str) -> str:
+    """``func (path/to/file.py:123)`` -> ``func (file.py)``, lines merged."""
+    name, _, where = frame.partition(" (")
+    path = where.rstrip(")").rsplit(":", 1)[0]
+    parts = Path(path).parts
+    tail = "/".join(parts[-2:]) if parts else path
+    return f"{name} ({tail})"
+
+
+async def _wait_online(rig: LaneRig) -> None:
+    async with DispatchClient("127.0.0.1", rig.mqtt_port, topics_of(rig)) as dispatch:
+        await dispatch.wait_online(30)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--window", type=float, default=60.0, help="measured seconds (1..600)")
+    parser.add_argument("--settle", type=float, default=10.0, help="seconds before (0..120)")
+    parser.add_argument("--profile", type=int, default=20,
+                        help="seconds of py-spy sampling after the window (0: none; max 120)")
+    args = parser.parse_args(argv)
+    window = max(1.0, min(args.window, 600.0))
+    settle = max(0.0, min(args.settle, 120.0))
+    profile = max(0, min(args.profile, 120))
+    read_t = transaction_time(READ_REQUEST_LEN, read_bits_reply_len(CHANNELS), BAUD)
+    print(machine())
+    print(f"cabinet: {BOARDS} Waveshare boards x {CHANNELS} in / {CHANNELS} out on one line at "
+          f"{BAUD} baud, {BOARDS * CHANNELS} compartments; poll 10 Hz: {BOARDS} x "
+          f"{read_t * 1000:.2f} ms = {BOARDS * read_t * 1000:.1f} ms of wire per 100 ms cycle")
+    print("lane: mosquitto + redis-server (appendfsync always) + locker-sim (line timing "
+          "emulated) + locker-controller, on 127.0.0.1; nothing happens on the lane")
+    with tempfile.TemporaryDirectory(prefix="bench-footprint-") as tmp:
+        workdir = Path(tmp)
+        template = workdir / "bench-cabinet.toml"
+        template.write_text(cabinet_template())
+        rig = LaneRig(workdir / "lane", template=template)
+        with rig:
+            asyncio.run(_wait_online(rig))
+            pid = rig.daemon.pid
+            assert pid is not None
+            time.sleep(settle)
+            stats0 = rig.control.call("stats")["rs485-0"]["requests"]
+            ticks0, t0 = _cpu_ticks(pid), time.monotonic()
+            rss: list[int] = []
+            deadline = t0 + window
+            while time.monotonic() < deadline:
+                rss.append(_status(pid)["VmRSS"])
+                time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
+            ticks1, t1 = _cpu_ticks(pid), time.monotonic()
+            stats1 = rig.control.call("stats")["rs485-0"]["requests"]
+            status = _status(pid)
+            rss.append(status["VmRSS"])
+            wall = t1 - t0
+            cpu = (ticks1 - ticks0) / os.sysconf("SC_CLK_TCK") / wall * 100
+            polls = (stats1 - stats0) / wall
+            rss_mb = [k / 1024 for k in rss]
+            hwm_mb = status["VmHWM"] / 1024
+            print(f"\nwindow {wall:.1f} s after {settle:.0f} s of settling; daemon pid {pid}")
+            print(f"polls on the line: {polls:.1f}/s ({polls / BOARDS:.2f} cycles/s)")
+            print(f"{'figure':<32} {'value':>10}  {'target':>10}  verdict")
+            print(f"{'RSS (VmRSS) at the end':<32} {rss_mb[-1]:>7.1f} MB  {'< 40 MB':>10}  "
+                  f"{'met' if rss_mb[-1] < RSS_TARGET_MB else 'MISSED'}")
+            print(f"{'RSS max over the window':<32} {max(rss_mb):>7.1f} MB")
+            print(f"{'peak RSS (VmHWM)':<32} {hwm_mb:>7.1f} MB  {'< 40 MB':>10}  "
+                  f"{'met' if hwm_mb < RSS_TARGET_MB else 'MISSED'}")
+            print(f"{'  of which anonymous (RssAnon)':<32} {status['RssAnon'] / 1024:>7.1f} MB   "
+                  f"file-backed (RssFile, shared libraries) {status['RssFile'] / 1024:.1f} MB")
+            print(f"{'CPU (utime+stime / wall)':<32} {cpu:>8.2f} %  {'< 1 %':>10}  "
+                  f"{'met' if cpu < CPU_TARGET else 'MISSED'}   (% of one core)")
+            if profile:
+                _profile(pid, profile, workdir)
+    rows = _import_costs()
+    print("\nRSS of the imports alone (a fresh interpreter importing what the daemon imports):")
+    previous = 0.0
+    for label, mb in rows:
+        print(f"  {label:<32} {mb:6.1f} MB  (+{mb - previous:4.1f})")
+        previous = mb
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

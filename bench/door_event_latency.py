@@ -1,0 +1,172 @@
+"""Door event latency: a door opens or closes in the simulator; how long until the
+``door_opened`` / ``door_closed`` event reaches a dispatch subscriber.
+
+Starts a whole lane on loopback (``controller.rig.LaneRig``: mosquitto, redis-server with
+appendfsync always, ``locker-sim`` with line-timing emulation at 19200 baud, the daemon).
+Each round: dispatch sends a signed "open" (reason "maintenance") for the next of the 12
+demo compartments; after a random pause (so door changes fall at random phases of the poll
+cycle) a person pulls the door through the simulator's control channel; after another
+random pause they close it. Each change is timed from the simulator's ground truth (the
+``truth`` op: the world's time of ``door_opened``/``door_closed``, CLOCK_MONOTONIC, shared
+with this process on Linux) to the arrival of the event at the subscriber (the same clock).
+
+The path measured: the next poll that reads the board, the model, the event committed to
+the Redis outbox (one fsync), the outbox pump, mosquitto, the subscriber.
+
+Two modes: polling at 10 Hz (``timing.poll_interval_s = 0.1``, the default) and as fast
+as the line allows (``poll_interval_s = 0.01``, the setting's lower bound, which is below
+the cycle's wire time: the poller then polls back to back). The floor is half the poll
+period plus the wire time of one poll cycle of the boards on the bus; the target is a p50
+within 5 ms of it.
+
+Unlock limits are raised so that the command loop is not refused (said in the output).
+
+    .venv/bin/python bench/door_event_latency.py [--count 200]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import random
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench._lane import machine, pct, stats_line, topics_of
+from controller.mqtt.dispatch import DispatchClient, Received
+from controller.rig import LaneRig
+from drivers.modbus.registers import (
+    READ_REQUEST_LEN,
+    read_bits_reply_len,
+    transaction_time,
+)
+
+COMPARTMENTS = ["A01", "A02", "A03", "A04", "A05", "A06",
+                "B01", "B02", "B03", "B04", "B05", "B06"]
+BAUD = 19200
+POLLED_BOARDS = 3  # locks-a, locks-b, io-c in deploy/sim-cabinet.toml (16 inputs each)
+OVERRIDES = {
+    "timing.compartment_cooldown_s": "0",
+    "timing.compartment_max_pulses_per_minute": "60",
+    "timing.pulse_gap_s": "0",
+    "timing.max_concurrent_pulses": "16",
+}
+
+
+async def _truth_at(rig: LaneRig, kind: str, cid: str, since: float) -> float | None:
+    result = await rig.control.acall("truth", kind=kind, compartment=cid, since=since, limit=1)
+    events = result["events"]
+    return float(events[-1]["at"]) if events else None
+
+
+async def _event(dispatch: DispatchClient, kind: str, cid: str, start: int) -> Received:
+    return await dispatch.wait_for(
+        lambda m: m.channel == "events" and m.payload.get("kind") == kind
+        and m.payload.get("compartment") == cid, 10.0, start=start)
+
+
+async def _mode(poll_interval: float, changes: int, seed: int) -> dict[str, Any]:
+    rng = random.Random(seed)
+    overrides = {**OVERRIDES, "timing.poll_interval_s": str(poll_interval)}
+    opened: list[float] = []
+    closed: list[float] = []
+    missed = 0
+    with tempfile.TemporaryDirectory(prefix="bench-door-") as tmp:
+        rig = LaneRig(Path(tmp), overrides=overrides)
+        with rig:
+            async with DispatchClient("127.0.0.1", rig.mqtt_port, topics_of(rig), key=rig.key,
+                                      key_id=rig.key_id) as dispatch:
+                await dispatch.wait_online(30)
+                await asyncio.sleep(1.0)
+                before = await rig.control.acall("stats")
+                t0 = time.monotonic()
+                await asyncio.sleep(2.0)
+                after = await rig.control.acall("stats")
+                polls_per_s = (after["rs485-0"]["requests"] - before["rs485-0"]["requests"]) / (
+                    time.monotonic() - t0)
+                rounds = (changes + 1) // 2
+                for n in range(rounds):
+                    cid = COMPARTMENTS[n % len(COMPARTMENTS)]
+                    reply = await dispatch.command("open", {"compartment": cid,
+                                                            "reason": "maintenance"})
+                    if not reply.get("ok"):
+                        missed += 2
+                        continue
+                    await asyncio.sleep(rng.uniform(0.0, 0.4))  # pulse is 0.7 s
+                    since = time.monotonic()
+                    start = len(dispatch.messages)
+                    pulled = await rig.control.acall("pull", compartment=cid)
+                    if not pulled["open"]:
+                        missed += 2
+                        continue
+                    got = await _event(dispatch, "door_opened", cid, start)
+                    at = await _truth_at(rig, "door_opened", cid, since)
+                    if at is None:
+                        missed += 1
+                    else:
+                        opened.append((got.at - at) * 1000)
+                    await asyncio.sleep(rng.uniform(0.05, 0.3))
+                    since = time.monotonic()
+                    start = len(dispatch.messages)
+                    await rig.control.acall("close", compartment=cid)
+                    got = await _event(dispatch, "door_closed", cid, start)
+                    at = await _truth_at(rig, "door_closed", cid, since)
+                    if at is None:
+                        missed += 1
+                    else:
+                        closed.append((got.at - at) * 1000)
+                    await asyncio.sleep(rng.uniform(0.0, 0.1))
+    return {"poll_interval": poll_interval, "polls_per_s": polls_per_s, "opened": opened,
+            "closed": closed, "missed": missed}
+
+
+def _report(r: dict[str, Any]) -> None:
+    read_t = transaction_time(READ_REQUEST_LEN, read_bits_reply_len(16), BAUD) * 1000
+    cycle_wire = POLLED_BOARDS * read_t
+    period = max(r["poll_interval"] * 1000,
+                 POLLED_BOARDS / r["polls_per_s"] * 1000 if r["polls_per_s"] else 0.0)
+    floor = period / 2 + cycle_wire
+    both = r["opened"] + r["closed"]
+    print(f"\n== timing.poll_interval_s = {r['poll_interval']}: measured {r['polls_per_s']:.1f} "
+          f"polls/s, one cycle every {period:.1f} ms ({POLLED_BOARDS} boards x {read_t:.2f} ms "
+          f"= {cycle_wire:.2f} ms on the wire)")
+    print(f"floor = period/2 + cycle wire time = {period / 2:.1f} + {cycle_wire:.1f} "
+          f"= {floor:.1f} ms; target p50 <= {floor + 5:.1f} ms")
+    print(stats_line("door_opened: truth -> subscriber", r["opened"]))
+    print(stats_line("door_closed: truth -> subscriber", r["closed"]))
+    print(stats_line("all door changes", both))
+    if both:
+        p50 = statistics.median(both)
+        verdict = "met" if p50 <= floor + 5 else "MISSED"
+        print(f"p50 - floor = {p50 - floor:+.1f} ms, p99 - floor = {pct(both, 99) - floor:+.1f} ms:"
+              f" target {verdict}; changes not measured: {r['missed']}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--count", type=int, default=200,
+                        help="door changes per mode (2..2000; half opens, half closes)")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--fast-interval", type=float, default=0.01,
+                        help="poll_interval_s of the fast mode (the setting's floor: 0.01)")
+    args = parser.parse_args(argv)
+    changes = max(2, min(args.count, 2000))
+    print(machine())
+    print(f"lane: mosquitto + redis-server (appendfsync always) + locker-sim (line timing "
+          f"emulated, {BAUD} baud, deploy/sim-cabinet.toml) + locker-controller, on 127.0.0.1")
+    print("benchmark overrides (so that the open commands are never refused): "
+          + ", ".join(f"{k}={v}" for k, v in OVERRIDES.items()))
+    for interval in (0.1, max(0.01, args.fast_interval)):
+        _report(asyncio.run(_mode(interval, changes, args.seed)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
