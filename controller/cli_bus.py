@@ -161,13 +161,16 @@ def cmd_bus_set_address(args: argparse.Namespace, console: Console) -> int:
     line = _open_line(settings, args.bus)
 
     async def job() -> Any:
-        from drivers.errors import BoardError
+        from drivers.errors import BoardError, BoardRejected
         from drivers.modbus.scan import set_address
 
         await _connect(line, args.bus)
         try:
             return await set_address(line, args.current, args.new,
                                      only_board_on_line=args.only_board_on_line)
+        except BoardRejected as exc:
+            raise CliError(f"the board at address {args.current} refused the change: {exc}",
+                           EXIT_FAILED) from None
         except BoardError as exc:
             raise CliError(f"no board answered at address {args.new} after the change: {exc}",
                            EXIT_UNREACHABLE) from None

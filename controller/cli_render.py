@@ -73,14 +73,16 @@ def describe_event(payload: Mapping[str, Any]) -> Text:
 
 
 def describe_status(payload: Mapping[str, Any]) -> Text:
-    """``online boot 4b7c9e2a version 0.1.0 uptime 0.2 s``."""
+    """``online boot 4b7c9e2a version 0.1.0 at 2026-11-22T02:54:18Z``.
+
+    The status's clock is that of the moment it was sent (for the Last Will, of the
+    connection), so no uptime is shown from it."""
     state = str(payload.get("state", "?"))
     line = Text(state, style="bold green" if state == "online" else "bold red")
     boot = str(payload.get("boot_id", ""))
     line.append(f" boot {boot[:8]} version {payload.get('version', '?')}")
-    clock = payload.get("cabinet_clock")
-    if isinstance(clock, dict) and isinstance(clock.get("uptime_ms"), int):
-        line.append(f" uptime {clock['uptime_ms'] / 1000:.1f} s")
+    if payload.get("at"):
+        line.append(f" at {payload['at']}", style="dim")
     return line
 
 
@@ -235,6 +237,10 @@ def status_table(status: Mapping[str, Any], state: Mapping[str, Any] | None) -> 
     table.add_row("status", describe_status(status))
     table.add_row("boot id", str(status.get("boot_id", "")))
     table.add_row("since", str(status.get("at", "")))
+    clock = (state or {}).get("cabinet_clock")
+    if isinstance(clock, dict) and isinstance(clock.get("uptime_ms"), int):
+        table.add_row("uptime", f"{clock['uptime_ms'] / 1000:.1f} s at state revision "
+                      f"{(state or {}).get('revision')}")
     if status.get("config_hash"):
         table.add_row("config hash", str(status["config_hash"])[:16])
     if state is not None:

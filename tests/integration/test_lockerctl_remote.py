@@ -1,0 +1,160 @@
+"""``lockerctl status | watch | cmd | commission`` against a real lane: mosquitto,
+redis-server, the simulator on a pty and the daemon, each a process (LaneRig)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from controller.cli import main
+from controller.rig import LaneRig
+from controller.security.signing import save_private_key
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
+
+
+@pytest.fixture(scope="module")
+def lane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LaneRig]:
+    rig = LaneRig(tmp_path_factory.mktemp("lane"), redis="server", emulate_timing=False)
+    with rig:
+        yield rig
+
+
+@pytest.fixture(scope="module")
+def key_file(lane: LaneRig, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("keys") / "demo.key"
+    save_private_key(lane.key, path)
+    return path
+
+
+def remote(lane: LaneRig) -> list[str]:
+    return ["--broker", f"127.0.0.1:{lane.mqtt_port}", "--site", lane.site,
+            "--cabinet", lane.cabinet, "--timeout", "20"]
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+@pytest.fixture(autouse=True)
+def wide(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLUMNS", "240")
+
+
+def test_status_shows_the_cabinet_online(lane: LaneRig,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(capsys, "status", *remote(lane), "--compartments")
+    assert code == 0, err
+    assert re.search(r"status\s+│ online boot \w{8}", out)
+    assert "12 compartments" in out
+    assert re.search(r"│ A01 +│ M +│ chilled", out)
+    assert "alarms" in out
+
+
+def test_status_of_an_unknown_cabinet_is_a_one_line_error(
+        lane: LaneRig, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(capsys, "status", "--broker", f"127.0.0.1:{lane.mqtt_port}",
+                         "--site", lane.site, "--cabinet", "nobody", "--timeout", "1")
+    assert code == 3
+    assert err.count("\n") == 1
+    assert err.startswith("lockerctl status: no status from cabinet nobody within 1 s")
+
+
+def test_cmd_signed_commands_and_a_refusal(lane: LaneRig, key_file: Path,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    signed = [*remote(lane), "--key", str(key_file), "--key-id", lane.key_id]
+    code, out, err = run(capsys, "cmd", *signed, "assign", "--order", "r-1", "--size", "S",
+                         "--zone", "ambient", "--pool", "parcel")
+    assert code == 0, err
+    match = re.search(r"reply <- c-\w+ ok compartment=(B\d\d) order_id=r-1", out)
+    assert match, out
+    compartment = match.group(1)
+
+    code, out, err = run(capsys, "cmd", *signed, "block", "A06", "--reason", "hinge")
+    assert code == 0, err
+    assert "blocked=True" in out
+    code, out, err = run(capsys, "cmd", *signed, "open", "Z99", "--reason", "staff")
+    assert code == 1
+    assert "REFUSED unknown_compartment" in out
+    code, out, err = run(capsys, "cmd", *signed, "unblock", "A06", "--reason", "fixed")
+    assert code == 0, err
+
+    code, out, err = run(capsys, "cmd", *signed, "release", "--order", "r-1")
+    assert code == 0, err
+    assert f"compartment={compartment} released=True" in out
+
+    # Without a key the cabinet refuses a door command: exit 1, the reply says why.
+    code, out, err = run(capsys, "cmd", *remote(lane), "get-state")
+    assert code == 0, err
+    assert "compartments (state revision" in out
+    code, out, err = run(capsys, "cmd", *remote(lane), "--key", str(key_file),
+                         "--key-id", "not-trusted", "open", "A01")
+    assert code == 1
+    assert "REFUSED unknown_key" in out
+
+
+def test_cmd_without_key_for_a_door_is_refused_locally(
+        lane: LaneRig, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(capsys, "cmd", *remote(lane), "open", "A01")
+    assert code == 2
+    assert err == "lockerctl cmd: --key FILE is required for this command (lockerctl keygen)\n"
+
+
+def test_watch_prints_events_as_they_arrive(lane: LaneRig, key_file: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    import threading
+    import time
+
+    signed = [*remote(lane), "--key", str(key_file), "--key-id", lane.key_id]
+
+    def later() -> None:
+        time.sleep(1.5)
+        main(["cmd", *signed, "block", "B06", "--reason", "watch-test"])
+        main(["cmd", *signed, "unblock", "B06", "--reason", "watch-test"])
+
+    thread = threading.Thread(target=later)
+    thread.start()
+    try:
+        code, out, err = run(capsys, "watch", *remote(lane), "--duration", "4")
+    finally:
+        thread.join(30)
+    assert code == 0, err
+    assert re.search(r"status\s+\(retained\) online", out)
+    assert re.search(r"event\s+#\d+ compartment_blocked B06", out)
+    assert re.search(r"event\s+#\d+ compartment_unblocked B06", out)
+
+
+def test_commission_every_door_one_stuck(lane: LaneRig, key_file: Path,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    lane.control.call("fault_set", kind="stuck_latch", compartment="A03")
+    try:
+        code, out, err = run(capsys, "commission", *remote(lane), "--key", str(key_file),
+                             "--key-id", lane.key_id, "--auto-close-sim",
+                             str(lane.control_port), "--open-timeout", "12")
+    finally:
+        lane.control.call("fault_clear")
+    assert code == 1, err
+    rows = dict(re.findall(r"│ ([AB]\d\d) +│ (PASS|FAIL|SKIPPED)", out))
+    assert rows["A03"] == "FAIL"
+    assert "open_not_detected" in out
+    assert len(rows) == 12
+    assert all(v == "PASS" for k, v in rows.items() if k != "A03"), rows
+    assert "11 passed, 1 failed, 0 skipped" in out
+
+
+def test_commission_selected_doors_pass(lane: LaneRig, key_file: Path,
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(capsys, "commission", *remote(lane), "--key", str(key_file),
+                         "--key-id", lane.key_id, "--auto-close-sim", str(lane.control_port),
+                         "--compartments", "B04,A01")
+    assert code == 0, err
+    assert re.findall(r"│ ([AB]\d\d) +│ PASS", out) == ["A01", "B04"]
+    code, _, err = run(capsys, "commission", *remote(lane), "--key", str(key_file),
+                       "--key-id", lane.key_id, "--compartments", "Z99")
+    assert code == 2
+    assert "no such compartment(s): Z99" in err

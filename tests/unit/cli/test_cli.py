@@ -1,0 +1,261 @@
+"""lockerctl without a lane: parsing, keygen, config check/show, and the one-line errors
+of the commands that cannot reach what they need."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from controller.cli import build_parser, main
+from controller.cli_remote import command_args, parse_broker
+from controller.rig import free_port
+from controller.security.signing import load_private_key
+from controller.settings import load_settings
+
+ROOT = Path(__file__).resolve().parents[3]
+SIM_CONFIG = ROOT / "deploy" / "sim-cabinet.toml"
+EXAMPLE_CONFIG = ROOT / "deploy" / "cabinet.example.toml"
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+@pytest.fixture(autouse=True)
+def wide(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLUMNS", "240")
+    for name in list(os.environ):
+        if name.startswith("LOCKER_"):
+            monkeypatch.delenv(name)
+
+
+# -- parsing --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("127.0.0.1:1884", ("127.0.0.1", 1884)),
+    ("broker.lan", ("broker.lan", 1883)),
+    ("[::1]:8883", ("::1", 8883)),
+])
+def test_parse_broker(text: str, expected: tuple[str, int]) -> None:
+    assert parse_broker(text) == expected
+
+
+@pytest.mark.parametrize("text", ["host:port", ":1883", "host:0", "host:70000"])
+def test_parse_broker_refuses(text: str) -> None:
+    with pytest.raises(argparse.ArgumentTypeError):
+        parse_broker(text)
+
+
+REMOTE = ["--site", "fr-lyon-07", "--cabinet", "cab-01"]
+
+
+@pytest.mark.parametrize(("argv", "expected"), [
+    (["open", "A01"], ("open", {"compartment": "A01", "reason": "staff"})),
+    (["open", "A01", "--reason", "customer_app"],
+     ("open", {"compartment": "A01", "reason": "customer_app"})),
+    (["assign", "--order", "g-1", "--size", "M", "--zone", "chilled", "--pool", "grocery",
+      "--compartment", "A02"],
+     ("assign", {"order_id": "g-1", "size": "M", "zone": "chilled", "pool": "grocery",
+                 "compartment": "A02"})),
+    (["release", "--order", "g-1"], ("release", {"order_id": "g-1"})),
+    (["release", "--compartment", "A01"], ("release", {"compartment": "A01"})),
+    (["block", "A01", "--reason", "hinge"], ("block", {"compartment": "A01",
+                                                        "reason": "hinge"})),
+    (["unblock", "A01", "--reason", "fixed"], ("unblock", {"compartment": "A01",
+                                                            "reason": "fixed"})),
+    (["get-state"], ("get_state", {})),
+])
+def test_command_args(argv: list[str], expected: tuple[str, dict[str, str]]) -> None:
+    args = build_parser().parse_args(["cmd", *REMOTE, *argv])
+    assert command_args(args) == expected
+
+
+def test_release_needs_exactly_one_target(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(capsys, "cmd", *REMOTE, "--key", "/nonexistent", "release")
+    assert code == 2
+    assert err == ("lockerctl cmd: release takes exactly one of --compartment and --order\n")
+
+
+def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["cmd", *REMOTE, "open"])
+    assert exc.value.code == 2
+    with pytest.raises(SystemExit) as exc:
+        main(["status", "--broker", "nohost:xx", *REMOTE])
+    assert exc.value.code == 2
+    capsys.readouterr()
+
+
+# -- keygen ---------------------------------------------------------------------------------
+
+
+def test_keygen_writes_a_pair_and_the_config_line(tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "keys"
+    code, stdout, err = run(capsys, "keygen", "--out", str(out), "--key-id", "dispatch-2")
+    assert code == 0, err
+    private, public = out / "dispatch-2.key", out / "dispatch-2.pub"
+    assert stat.S_IMODE(private.stat().st_mode) == 0o600
+    assert stat.S_IMODE(out.stat().st_mode) == 0o700
+    assert public.read_text().startswith("-----BEGIN PUBLIC KEY-----")
+    load_private_key(private)
+    line = stdout.strip().splitlines()[-1]
+    assert line.startswith('dispatch_public_keys = { dispatch-2 = "')
+    # The printed line is accepted by the cabinet's settings as it is.
+    config = tmp_path / "cabinet.toml"
+    config.write_text(SIM_CONFIG.read_text().replace(
+        "require_signed_commands = false", f"require_signed_commands = true\n{line}"))
+    settings = load_settings(config)
+    assert list(settings.security.dispatch_public_keys) == ["dispatch-2"]
+    private_key = load_private_key(private)
+    assert settings.security.public_key("dispatch-2") == private_key.public_key().public_bytes_raw()
+
+
+def test_keygen_never_overwrites(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert run(capsys, "keygen", "--out", str(tmp_path))[0] == 0
+    before = (tmp_path / "dispatch-1.key").read_bytes()
+    code, _, err = run(capsys, "keygen", "--out", str(tmp_path))
+    assert code == 2
+    assert "exists; not overwriting a key" in err
+    assert (tmp_path / "dispatch-1.key").read_bytes() == before
+
+
+def test_keygen_refuses_a_bad_key_id(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(capsys, "keygen", "--out", str(tmp_path), "--key-id", "no spaces")
+    assert code == 2
+    assert err.startswith("lockerctl keygen: key id 'no spaces' must match")
+    assert list(tmp_path.iterdir()) == []
+
+
+# -- config ---------------------------------------------------------------------------------
+
+
+def test_config_check_ok(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "config", "check", str(SIM_CONFIG))
+    assert code == 0
+    assert "fr-lyon-07/cab-sim-01" in out
+    assert "12: A01 A02 A03 A04 A05 A06 B01 B02 B03 B04 B05 B06" in out
+    assert "NOT required (lab only)" in out
+
+
+def test_config_check_example_without_its_files(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(capsys, "config", "check", str(EXAMPLE_CONFIG), "--no-file-checks")
+    assert code == 0, err
+    assert "TLS" in out
+
+
+def test_config_check_lists_every_problem(tmp_path: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text(SIM_CONFIG.read_text().replace('active = "high" }', 'active = "hi" }', 1)
+                   .replace("poll_interval_s = 0.1", "poll_interval_s = -1"))
+    code, out, err = run(capsys, "config", "check", str(bad))
+    assert code == 2
+    assert out == ""
+    lines = err.splitlines()
+    assert lines[0] == f"{bad}: 2 problem(s):"
+    assert any("timing.poll_interval_s" in line for line in lines)
+    assert any("compartments[0].door.active" in line for line in lines)
+
+
+def test_config_check_of_a_missing_file(tmp_path: Path,
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(capsys, "config", "check", str(tmp_path / "none.toml"))
+    assert code == 2
+    assert "cannot read" in err
+
+
+def test_config_show_hides_secrets(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    raw = Ed25519PrivateKey.generate().public_key().public_bytes_raw()
+    import base64
+
+    inline = base64.b64encode(raw).decode()
+    config = tmp_path / "cabinet.toml"
+    config.write_text(SIM_CONFIG.read_text()
+                      .replace('topic_root = "lockers/v1"',
+                               'topic_root = "lockers/v1"\nusername = "cab"\n'
+                               'password = "s3cret-pw"')
+                      .replace("require_signed_commands = false",
+                               f'require_signed_commands = true\n'
+                               f'dispatch_public_keys = {{ d1 = "{inline}" }}'))
+    code, out, err = run(capsys, "config", "show", str(config), "--json")
+    assert code == 0, err
+    shown = json.loads(out)
+    assert "s3cret-pw" not in out
+    assert inline not in out
+    assert shown["mqtt"]["password"] == "***"
+    assert shown["security"]["dispatch_public_keys"]["d1"].startswith("inline sha256:")
+    assert len(shown["compartments"]) == 12
+
+
+# -- what cannot be reached -----------------------------------------------------------------
+
+
+def test_unreachable_broker_is_one_line_exit_3(capsys: pytest.CaptureFixture[str]) -> None:
+    port = free_port()  # nothing listens there
+    for argv in (["status"], ["watch", "--duration", "1"], ["cmd", "get-state"]):
+        code, _, err = run(capsys, argv[0], "--broker", f"127.0.0.1:{port}", *REMOTE,
+                           "--timeout", "2", *argv[1:])
+        assert code == 3, (argv, err)
+        assert err.startswith(f"lockerctl {argv[0]}: broker: "), err
+        assert err.count("\n") == 1
+        assert "Traceback" not in err
+
+
+def test_bad_tls_files_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(capsys, "status", *REMOTE, "--tls-ca", str(tmp_path / "ca.pem"))
+    assert code == 2
+    assert err.startswith("lockerctl status: TLS files:")
+    code, _, err = run(capsys, "status", *REMOTE, "--tls-cert", str(tmp_path / "c.pem"))
+    assert code == 2
+    assert err == "lockerctl status: --tls-cert and --tls-key go together\n"
+
+
+def test_bad_key_file_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    key = tmp_path / "k.key"
+    key.write_text("not a key")
+    key.chmod(0o644)
+    code, _, err = run(capsys, "cmd", *REMOTE, "--key", str(key), "open", "A01")
+    assert code == 2
+    assert "accessible by group or others" in err
+    key.chmod(0o600)
+    code, _, err = run(capsys, "cmd", *REMOTE, "--key", str(key), "open", "A01")
+    assert code == 2
+    assert "is not an unencrypted PEM private key" in err
+
+
+def test_bus_scan_with_a_bad_config_and_range(tmp_path: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(capsys, "bus", "scan", "--config", str(SIM_CONFIG), "--bus", "rs485-0",
+                       "--from", "9", "--to", "3")
+    assert code == 2
+    assert "--from/--to" in err
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[cabinet\n")
+    code, _, err = run(capsys, "bus", "scan", "--config", str(bad), "--bus", "rs485-0")
+    assert code == 2
+    assert err.startswith("lockerctl bus scan: configuration error:")
+    assert err.count("\n") == 1
+
+
+def test_lockerctl_does_not_import_hardware_libraries() -> None:
+    code = ("import sys, controller.cli, controller.cli_bus, controller.cli_demo; "
+            "controller.cli.build_parser(); "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in "
+            "('pymodbus', 'serial', 'RPi', 'gpiod')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60, check=True, cwd=ROOT).stdout
+    assert out.strip() == "[]"
