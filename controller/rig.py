@@ -18,6 +18,7 @@ import base64
 import contextlib
 import json
 import os
+import pwd
 import shutil
 import signal
 import socket
@@ -232,6 +233,9 @@ class LaneRig:
         conf = self.workdir / "mosquitto.conf"
         conf.write_text("\n".join([
             f"listener {self.mqtt_port} 127.0.0.1", "allow_anonymous true",
+            # Started as root, mosquitto would switch to its own user and then fail to
+            # write its persistence file here, losing persistent sessions on restart.
+            f"user {pwd.getpwuid(os.getuid()).pw_name}",
             "persistence true", f"persistence_location {self.workdir}/",
             "autosave_interval 1", "max_queued_messages 100000", "log_dest stdout",
             "log_type error", "log_type warning", "",

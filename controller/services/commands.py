@@ -4,9 +4,10 @@ The order of the checks is the contract:
 
 1. decode (``bad_json``, ``too_large``, ``invalid_field``, ``unknown_command``): nothing is
    recorded for a message that cannot be read;
-2. a command id already on record with the *same bytes* gets its first reply again and
-   acts no more (a repeat is how dispatch recovers a lost reply); the same id with other
-   bytes is a ``conflict``;
+2. a command id already on record for the *same command* (the same signed text, or the
+   same bytes for a plain command) gets its first reply again and acts no more (a repeat
+   is how dispatch recovers a lost reply); the same id for another command is a
+   ``conflict``;
 3. authenticate and bind: signature (for every type that opens, assigns, releases,
    blocks or reconfigures), cabinet, boot id, deadline in the cabinet's own clock,
    replay window;
@@ -21,7 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -49,6 +50,7 @@ from controller.domain.errors import DomainError
 from controller.domain.errors import ErrorCode as Dom
 from controller.security.errors import AuthRejected, RejectCode
 from controller.security.verify import CommandVerifier
+from controller.services.reporting import PendingEvent
 from controller.services.unlock import PulseFailed, UnlockService
 from controller.settings import Settings
 from controller.store import Store
@@ -94,6 +96,15 @@ _PURPOSE = {
 }
 
 
+def _digest(payload: bytes, decoded: Command | SignedCommand) -> str:
+    """What makes two messages the same command: for a signed command its signed text (the
+    envelope around it is not signed and may be re-encoded on the way), otherwise the
+    payload's bytes."""
+    if isinstance(decoded, SignedCommand):
+        return hashlib.sha256(b"signed:" + decoded.signed_bytes()).hexdigest()
+    return hashlib.sha256(payload).hexdigest()
+
+
 def _rejected(code: Wire, message: str, field: str | None = None) -> CommandRejected:
     return CommandRejected(code, message, field)
 
@@ -117,13 +128,14 @@ class CommandService:
         store: Store,
         unlock: UnlockService,
         verifier: CommandVerifier,
-        emit: Callable[[list[Emitted]], Awaitable[object]],
+        emit: Callable[[Sequence[Emitted | PendingEvent]], Awaitable[object]],
         *,
         now: Callable[[], Now],
         cabinet_clock: Callable[[], CabinetClock],
         snapshot: Callable[[], Awaitable[dict[str, Any]]],
         on_change: Callable[[], None] = lambda: None,
         max_bytes: int = 16 * 1024,
+        unavailable_zones: Callable[[], Collection[str]] = frozenset,
     ) -> None:
         self._settings = settings
         self._model = model
@@ -136,6 +148,8 @@ class CommandService:
         self._snapshot = snapshot
         self._on_change = on_change
         self._max_bytes = max_bytes
+        #: Zones not to assign new cold orders to (temperature excursions).
+        self._unavailable_zones = unavailable_zones
         self.handled = 0
         self.refused = 0
 
@@ -150,7 +164,7 @@ class CommandService:
         try:
             decoded = decode_command(payload, max_bytes=self._max_bytes)
             command_id = decoded.id if not isinstance(decoded, SignedCommand) else None
-            digest = hashlib.sha256(payload).hexdigest()
+            digest = _digest(payload, decoded)
             if isinstance(decoded, SignedCommand):
                 inner = decoded.inner(max_bytes=self._max_bytes)
                 command_id = inner.id
@@ -254,7 +268,9 @@ class CommandService:
         raise _rejected(Wire.UNKNOWN_COMMAND,
                         f"{command.type} is not supported by this cabinet", "type")
 
-    async def _commit(self, events: list[Emitted], compartment: str | None) -> None:
+    async def _commit(
+        self, events: Sequence[Emitted | PendingEvent], compartment: str | None
+    ) -> None:
         """Persist the compartment, then commit its events (state before story)."""
         if compartment is not None:
             await self._store.save_compartment(compartment, self._model.stored_state(compartment))
@@ -274,7 +290,11 @@ class CommandService:
         purpose = _PURPOSE[command.args.reason]
         now = self._now()
         self._unlock.check(cid, now.mono)  # cooldown and rate limit: refuse before anything
-        events = self._model.request_open(cid, purpose, now, reason=command.args.reason)
+        events = [
+            PendingEvent(e.kind.value, {**e.data(), "command": command.id}, e.at_wall,
+                         e.compartment)
+            for e in self._model.request_open(cid, purpose, now, reason=command.args.reason)
+        ]
         # Write before acting: the intent is durable before the solenoid moves.
         if not await self._store.record_pulse_intent(command.id, cid):
             raise _rejected(Wire.CONFLICT, "a pulse for this command may already have happened",
@@ -320,7 +340,8 @@ class CommandService:
         except DomainError as exc:
             raise _from_domain(exc) from exc
         compartment, events = assign_order(self._model.compartments, order, now.wall,
-                                           compartment_id=args.compartment)
+                                           compartment_id=args.compartment,
+                                           unavailable_zones=self._unavailable_zones())
         cid = compartment.compartment_id
         if args.codes:
             await self._store.save_code_hashes(

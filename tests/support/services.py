@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import pwd
 import shutil
 import signal
 import socket
@@ -135,6 +136,8 @@ class MosquittoProcess(_Service):
         lines = [
             f"listener {self.port} 127.0.0.1",
             "allow_anonymous true",
+            # As root, mosquitto would switch to its own user and could not write here.
+            f"user {pwd.getpwuid(os.getuid()).pw_name}",
             f"persistence {'true' if self.persistence else 'false'}",
             f"persistence_location {self.workdir}/",
             "autosave_interval 1",
