@@ -64,10 +64,12 @@ from controller.security.replay import MemoryReplayStore
 from controller.security.verify import CommandVerifier
 from controller.services.commands import CommandService
 from controller.services.hardware import Hardware
+from controller.services.lane import LaneService
 from controller.services.poller import Poller
 from controller.services.reporting import EventSink, OutboxPump, PendingEvent, StatePublisher
 from controller.services.setup import compartment_setups, unlock_limits
 from controller.services.unlock import UnlockService
+from controller.services.zones import ZoneMonitor
 from controller.settings import ConfigError, Settings, load_settings
 from controller.store import Store
 from controller.store.errors import StoreError
@@ -231,17 +233,26 @@ class Daemon:
             policy = UnlockPolicy(unlock_limits(s))
             self.unlock = UnlockService(s, self.model, self.hardware, policy, self.sink.emit,
                                         now=self.now, on_change=self.state_pub.mark_dirty)
+            self.zones = ZoneMonitor(s, lambda: self.poller.temperatures.values,
+                                     self.sink.emit, self.store,
+                                     on_change=self.state_pub.mark_dirty)
+            self.lane = LaneService.from_settings(s, self.model, self.store, self.unlock,
+                                                  self.sink.emit, now=self.now,
+                                                  on_change=self.state_pub.mark_dirty)
+            stack.push_async_callback(self.lane.close)
             verifier = CommandVerifier(
                 s.cabinet.id, _public_keys(s), self.cabinet_clock, MemoryReplayStore())
             self.commands = CommandService(
                 s, self.model, self.store, self.unlock, verifier, self.sink.emit,
                 now=self.now, cabinet_clock=self.cabinet_clock, snapshot=self.snapshot,
                 on_change=self.state_pub.mark_dirty,
+                unavailable_zones=self.zones.unavailable_zones,
             )
             await self._answer_interrupted()
             await self.poller.poll_once()
             await self.poller.read_probes()
             await self._reconcile(stored)
+            await self.lane.start()  # codes are checked offline: before the broker
 
             link_settings = MqttLinkSettings.from_config(s.mqtt)
             self.link = MqttLink(link_settings, topics, self._status,
@@ -269,6 +280,8 @@ class Daemon:
                         tg.create_task(self._telemetry_loop(), name="telemetry"),
                         tg.create_task(self._command_loop(), name="commands"),
                         tg.create_task(self._watchdog_loop(), name="watchdog"),
+                        tg.create_task(self.lane.run(), name="lane"),
+                        tg.create_task(self.zones.run(), name="zones"),
                     ]
                     await self._stop.wait()
                     for task in tasks:
