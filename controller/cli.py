@@ -101,7 +101,8 @@ def cmd_config_check(args: argparse.Namespace, console: Console) -> int:
     table = Table(title=f"{args.file}: ok", show_header=False)
     table.add_column("key", style="bold")
     table.add_column("value")
-    table.add_row("cabinet", f"{settings.cabinet.site}/{settings.cabinet.id}")
+    table.add_row("cabinet", f"{settings.cabinet.site}/{settings.cabinet.id}"
+                  + (f" ({settings.cabinet.name})" if settings.cabinet.name else ""))
     table.add_row("broker", f"{settings.mqtt.host}:{settings.mqtt.port} "
                   f"(MQTT {'5' if settings.mqtt.protocol == 5 else '3.1.1'}, "
                   f"{'TLS' if settings.mqtt.tls is not None else 'plain TCP: lab only'})")
@@ -182,7 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
                              ("show", cmd_config_show, "the effective config, secrets hidden")):
         q = csub.add_parser(name, help=text)
         q.add_argument("file", type=Path)
-        q.add_argument("--no-file-checks", action="store_true",
+        q.add_argument("--no-file-checks", "--no-files", action="store_true",
                        help="do not require the TLS and key files it names to exist here")
         if name == "show":
             q.add_argument("--json", action="store_true", help="plain JSON")
