@@ -257,7 +257,10 @@ def _show(value: object) -> str:
 
 
 def _ctx_path(info: ValidationInfo, value: str | Path) -> Path:
-    path = Path(value).expanduser()
+    try:
+        path = Path(value).expanduser()
+    except RuntimeError as exc:  # "~user" for a user that does not exist, or no $HOME
+        raise ValueError(f"cannot expand {str(value)!r}: {exc}") from exc
     ctx = info.context or {}
     base = ctx.get("base_dir")
     if not path.is_absolute() and base is not None:
