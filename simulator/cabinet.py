@@ -16,6 +16,15 @@ of kind ``rtu`` gets a symlink at its configured ``port`` path pointing at the p
 its config names; a bus of kind ``tcp`` is served on its configured ``tcp_port``.
 Symlinks are removed on close if they still point at our pty.
 
+The drive lane is served too when asked (``lane_port``, or ``[lane] backend =
+"simulator"`` with ``options.port`` in the config): its lines (:class:`~simulator.lane.LaneWorld`)
+over ``lane-io/1`` (:class:`~simulator.lane.LaneIOServer`) and, with ``scanner_link`` (or
+``[lane.scanner] port``), a serial code scanner on a pty linked there
+(:class:`~simulator.scanner.SimScanner`)::
+
+    cab.lane.vehicle_arrives(); cab.lane.press_button()
+    cab.scan("481516")                     # the customer shows the QR code
+
 Resources open in order on :meth:`start` and close in reverse on :meth:`close`, which is
 safe twice; a failure half-way closes what was opened.
 """
@@ -26,6 +35,7 @@ import contextlib
 import logging
 import os
 import time
+import tomllib
 from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
@@ -35,7 +45,9 @@ from simulator.boards import make_board
 from simulator.bus import BusStats, SimBus
 from simulator.config import CabinetConfig, load_config
 from simulator.errors import SimError, UnknownTarget
+from simulator.lane import LaneIOServer, LaneWorld
 from simulator.rtu import RtuPtyServer
+from simulator.scanner import SimScanner
 from simulator.tcp import ModbusTcpGateway
 from simulator.world import Faults, GroundTruth, World
 
@@ -54,6 +66,9 @@ class SimCabinet:
     :param control_port: serve the JSON-lines control channel on this loopback port
         (0: any free port); ``None``: no control channel.
     :param clock: the world's clock (``time.monotonic``, the daemon's clock).
+    :param lane_port: serve the lane I/O on this loopback port (0: any); ``None``: no lane.
+    :param scanner_link: serve a code scanner on a pty, symlinked at this path (under
+        ``link_dir`` if given); ``None``: no scanner.
     """
 
     def __init__(
@@ -65,6 +80,8 @@ class SimCabinet:
         make_links: bool = True,
         control_port: int | None = None,
         clock: Callable[[], float] = time.monotonic,
+        lane_port: int | None = None,
+        scanner_link: str | Path | None = None,
     ) -> None:
         self.config = config
         self.emulate_timing = emulate_timing
@@ -80,14 +97,24 @@ class SimCabinet:
         self._links: dict[str, Path] = {}
         self._requested_control_port = control_port
         self._control: Any = None
+        self.lane = LaneWorld(clock=clock)
+        self._lane_port = lane_port
+        self._lane_server: LaneIOServer | None = None
+        self._scanner_link = Path(scanner_link) if scanner_link is not None else None
+        self.scanner: SimScanner | None = None
         self._started = False
         self._closed = False
 
     @classmethod
     def from_file(cls, path: str | Path, **kwargs: Any) -> SimCabinet:
-        """Read the cabinet config (hardware parts and ``[simulator]``) and build the
-        cabinet; keyword arguments as for the constructor."""
-        return cls(load_config(path), **kwargs)
+        """Read the cabinet config (hardware parts, ``[simulator]`` and the lane of
+        ``[lane]``) and build the cabinet; keyword arguments as for the constructor (and
+        they win over the file)."""
+        config = load_config(path)
+        for key, value in lane_from_config(path).items():
+            if kwargs.get(key) is None:
+                kwargs[key] = value
+        return cls(config, **kwargs)
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -127,6 +154,17 @@ class SimCabinet:
                         f"{exc.strerror or exc}",
                         field=f"buses.{name}.tcp_port",
                     ) from exc
+            if self._lane_port is not None:
+                self._lane_server = LaneIOServer(self.lane, port=self._lane_port)
+                try:
+                    await self._lane_server.start()
+                except OSError as exc:
+                    raise SimError(
+                        f"lane I/O: cannot listen on 127.0.0.1:{self._lane_port}: "
+                        f"{exc.strerror or exc}", field="lane.options.port",
+                    ) from exc
+            if self._scanner_link is not None:
+                self.scanner = self._make_scanner(self._scanner_link)
             if self._requested_control_port is not None:
                 from simulator.control import ControlServer
 
@@ -144,6 +182,10 @@ class SimCabinet:
         self._closed = True
         if self._control is not None:
             await self._control.close()
+        if self.scanner is not None:
+            self.scanner.close()
+        if self._lane_server is not None:
+            await self._lane_server.close()
         for gateway in self._tcp.values():
             await gateway.close()
         for rtu in self._rtu.values():
@@ -173,6 +215,20 @@ class SimCabinet:
             )
             return
         self._links[bus] = path
+
+    def _make_scanner(self, link: Path) -> SimScanner:
+        path = self.link_dir / link.name if self.link_dir is not None else link
+        try:
+            if path.is_symlink():
+                path.unlink()  # a stale link from an earlier run
+            elif path.exists():
+                raise SimError(f"scanner: {path} exists and is not a symlink",
+                               field="lane.scanner.port")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            return SimScanner(link=path)
+        except OSError as exc:
+            raise SimError(f"scanner: cannot link {path}: {exc.strerror or exc}",
+                           field="lane.scanner.port") from exc
 
     def _unlink(self, bus: str) -> None:
         path = self._links.pop(bus)
@@ -206,6 +262,38 @@ class SimCabinet:
         if bus not in self._tcp:
             raise SimError("the cabinet is not started")
         return self._tcp[bus].port
+
+    @property
+    def lane_port(self) -> int | None:
+        """The loopback port of the lane I/O server, if served."""
+        return self._lane_server.port if self._lane_server is not None else None
+
+    @property
+    def scanner_path(self) -> str | None:
+        """Where the simulated scanner is (its link), if served."""
+        return self.scanner.serial_path if self.scanner is not None else None
+
+    def scan(self, code: str) -> None:
+        """The customer shows a code to the lane's scanner."""
+        if self.scanner is None:
+            raise SimError("this simulator serves no scanner (lane.scanner.port)",
+                           field="code")
+        try:
+            self.scanner.scan(code)
+        except OSError as exc:
+            raise SimError(f"scanner: {exc}", field="code") from exc
+
+    def lane_state(self) -> dict[str, Any]:
+        """The lane's facts and outputs as the daemon drives them."""
+        return {
+            "inputs": {n: self.lane.input_active(n) for n in self.lane.input_wiring},
+            "outputs": {n: self.lane.output_active(n) for n in self.lane.output_wiring},
+            "light": self.lane.lane_light(),
+            "buzzer": self.lane.buzzer_on,
+            "buzzes": sum(1 for c in self.lane.changes(kind="output", line="buzzer")
+                          if c.active),
+            "scans": self.scanner.scans if self.scanner is not None else 0,
+        }
 
     @property
     def control_port(self) -> int | None:
@@ -244,3 +332,24 @@ class SimCabinet:
     @property
     def ground_truth(self) -> GroundTruth:
         return self.world.truth
+
+
+def lane_from_config(path: str | Path) -> dict[str, Any]:
+    """``lane_port`` and ``scanner_link`` from the ``[lane]`` table of a cabinet config:
+    the port of ``options`` when the daemon's lane backend is ``simulator``, and the
+    scanner's serial port. Missing or of another backend: nothing."""
+    try:
+        raw = tomllib.loads(Path(path).read_text())
+    except (OSError, tomllib.TOMLDecodeError):
+        return {}  # load_config has reported it already
+    lane = raw.get("lane")
+    out: dict[str, Any] = {}
+    if not isinstance(lane, dict):
+        return out
+    port = (lane.get("options") or {}).get("port")
+    if lane.get("backend") == "simulator" and isinstance(port, int) and 0 <= port < 65536:
+        out["lane_port"] = port
+    scanner = lane.get("scanner")
+    if isinstance(scanner, dict) and isinstance(scanner.get("port"), str):
+        out["scanner_link"] = scanner["port"]
+    return out

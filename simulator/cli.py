@@ -13,7 +13,10 @@ path or in ``--link-dir``; Modbus TCP on a loopback port) and the control channe
 where, and runs until SIGTERM or SIGINT; then it closes everything and removes its
 symlinks. With ``--json`` the "ready" report is one JSON line on stdout (for scripts).
 ``--lane-port`` also serves the lane I/O world (:mod:`simulator.lane`, protocol
-``lane-io/1``).
+``lane-io/1``); so does a config whose ``[lane]`` has ``backend = "simulator"`` and
+``options.port``. A ``[lane.scanner] port`` (or ``--scanner-link``) serves a serial code
+scanner on a pty linked there. The control channel then acts on the lane too
+(``scan``, ``vehicle_arrive``, ``help_press``, ``tamper_open``, ``mains_lose``, ...).
 
 ``ctl`` sends one request to the control channel (see :mod:`simulator.control`) and
 prints the reply; exit status 0 when the reply is ok, 1 when it is an error, 2 when the
@@ -36,7 +39,7 @@ from rich.console import Console
 from rich.table import Table
 
 from simulator.cabinet import SimCabinet
-from simulator.control import send_command
+from simulator.control import LANE_OPS, send_command
 from simulator.errors import SimError
 from simulator.faults import FAULT_KINDS
 
@@ -58,6 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
     links.add_argument("--no-links", action="store_true", help="make no serial symlinks")
     run.add_argument(
         "--lane-port", type=int, default=None, help="also serve lane I/O on this port (0: any)"
+    )
+    run.add_argument(
+        "--scanner-link", default=None, help="serve a code scanner on a pty linked here"
     )
     run.add_argument("--json", action="store_true", help="print the ready report as one JSON line")
     run.add_argument("--log-level", default="WARNING")
@@ -93,6 +99,10 @@ def build_parser() -> argparse.ArgumentParser:
     fset.add_argument("--latency", type=float, dest="latency_s")
     fset.add_argument("--period", type=float, dest="period_s")
     fset.add_argument("--level", type=int, choices=(0, 1))
+    ops.add_parser("scan", help="show a code to the lane's scanner").add_argument("code")
+    for op, help_ in LANE_OPS.items():
+        ops.add_parser(op.replace("_", "-"), help=help_)
+    ops.add_parser("lane", help="the lane's inputs, light and buzzer")
     truth = ops.add_parser("truth", help="the ground-truth log")
     truth.add_argument("--kind")
     truth.add_argument("--compartment")
@@ -117,7 +127,10 @@ def _request(args: argparse.Namespace) -> dict[str, Any]:
         "fault-clear": "fault_clear",
     }
     request = {"op": names.get(op, op)}
+    if op.replace("-", "_") in LANE_OPS:
+        request["op"] = op.replace("-", "_")
     for name in (
+        "code",
         "compartment",
         "zone",
         "value_c",
@@ -172,7 +185,7 @@ def _ready_table(cab: SimCabinet, lane_port: int | None) -> Table:
         )
     table.caption = f"control 127.0.0.1:{cab.control_port}" + (
         f"   lane I/O 127.0.0.1:{lane_port}" if lane_port is not None else ""
-    )
+    ) + (f"   scanner {cab.scanner_path}" if cab.scanner_path is not None else "")
     return table
 
 
@@ -189,21 +202,17 @@ async def _serve(args: argparse.Namespace) -> int:
                 link_dir=args.link_dir,
                 make_links=not args.no_links,
                 control_port=args.control_port,
+                lane_port=args.lane_port,
+                scanner_link=args.scanner_link,
             )
             await stack.enter_async_context(cab)
-            lane_port: int | None = None
-            if args.lane_port is not None:
-                from simulator.lane import LaneIOServer, LaneWorld
-
-                lane = LaneIOServer(LaneWorld(), port=args.lane_port)
-                await lane.start()
-                stack.push_async_callback(lane.close)
-                lane_port = lane.port
+            lane_port = cab.lane_port
             if args.json:
                 report = {
                     "ready": True,
                     "control_port": cab.control_port,
                     "lane_port": lane_port,
+                    "scanner": cab.scanner_path,
                     "buses": cab.endpoints(),
                 }
                 print(json.dumps(report), flush=True)

@@ -12,7 +12,10 @@ One request per line, one reply per line, on a connection that may carry many::
 ``id`` is optional and echoed. Operations (see ``docs/simulator.md`` for the table):
 ``ping``, ``state``, ``endpoints``, ``pull``, ``pull_when_released``, ``force_open``,
 ``close``, ``place_parcel``, ``remove_parcel``, ``set_temperature``, ``fault_set``,
-``fault_clear``, ``faults``, ``truth``, ``stats``. Error codes: ``bad_json``,
+``fault_clear``, ``faults``, ``truth``, ``stats``; for the drive lane ``scan`` (``code``:
+the scanner sends it), ``vehicle_arrive``/``vehicle_leave``, ``help_press``/``help_release``,
+``tamper_open``/``tamper_close``, ``mains_lose``/``mains_restore`` and ``lane`` (inputs,
+light, buzzer). Error codes: ``bad_json``,
 ``bad_request``, ``unknown_op``, ``missing_field``, ``unknown_compartment``,
 ``unknown_board``, ``unknown_zone``, ``unknown_bus``, ``unknown_fault``,
 ``door_closed``, ``empty``, ``invalid_request``.
@@ -30,7 +33,7 @@ from typing import Any
 from simulator.cabinet import SimCabinet
 from simulator.errors import InvalidRequest, SimError
 
-__all__ = ["OPS", "ControlServer", "handle_request", "send_command"]
+__all__ = ["LANE_OPS", "OPS", "ControlServer", "handle_request", "send_command"]
 
 #: A request line longer than this is refused (every read is bounded).
 MAX_LINE = 64 * 1024
@@ -103,6 +106,40 @@ def _op_set_temperature(cab: SimCabinet, req: dict[str, Any]) -> Any:
     return {"temperature_c": zone.temperature_c}
 
 
+#: Lane operations without arguments: op -> help. Each sets one input fact of the lane.
+LANE_OPS: dict[str, str] = {
+    "vehicle_arrive": "a car stops in the bay",
+    "vehicle_leave": "the car drives off",
+    "help_press": "press the help button",
+    "help_release": "release the help button",
+    "tamper_open": "open the cabinet's service panel",
+    "tamper_close": "close the service panel",
+    "mains_lose": "the UPS loses mains power",
+    "mains_restore": "mains power is back",
+}
+_LANE_FACTS = {
+    "vehicle_arrive": ("vehicle_present", True), "vehicle_leave": ("vehicle_present", False),
+    "help_press": ("help_button", True), "help_release": ("help_button", False),
+    "tamper_open": ("tamper", True), "tamper_close": ("tamper", False),
+    "mains_lose": ("mains_fail", True), "mains_restore": ("mains_fail", False),
+}
+
+
+def _lane_fact(op: str) -> Callable[[SimCabinet, dict[str, Any]], Any]:
+    line, active = _LANE_FACTS[op]
+
+    def handler(cab: SimCabinet, req: dict[str, Any]) -> Any:
+        cab.lane.set_input(line, active, bounce=_optional(req, "bounce", int) or 0)
+        return cab.lane_state()
+
+    return handler
+
+
+def _op_scan(cab: SimCabinet, req: dict[str, Any]) -> Any:
+    cab.scan(_field(req, "code"))
+    return {"scans": cab.scanner.scans if cab.scanner is not None else 0}
+
+
 OPS: dict[str, Callable[[SimCabinet, dict[str, Any]], Any]] = {
     "ping": lambda cab, req: {"cabinet": cab.config.cabinet_id, "site": cab.config.site},
     "state": lambda cab, req: cab.world.snapshot(),
@@ -121,6 +158,9 @@ OPS: dict[str, Callable[[SimCabinet, dict[str, Any]], Any]] = {
     "faults": lambda cab, req: {"faults": [f.as_dict() for f in cab.faults.active()]},
     "truth": _op_truth,
     "stats": lambda cab, req: {name: cab.stats(name).as_dict() for name in cab.buses},
+    "scan": _op_scan,
+    "lane": lambda cab, req: cab.lane_state(),
+    **{op: _lane_fact(op) for op in LANE_OPS},
 }
 
 

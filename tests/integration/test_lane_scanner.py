@@ -1,0 +1,77 @@
+"""A code shown to the simulated scanner (a pty) collects an order through the daemon;
+the lane's inputs raise and clear their alarms; all of it reaches dispatch."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support.lane import pulses, running_lane, wait_event
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
+
+
+def code_hash(code: str, purpose: str) -> dict[str, Any]:
+    salt = os.urandom(16)
+    digest = hashlib.scrypt(code.encode(), salt=salt, n=2**14, r=8, p=1, dklen=32)
+    return {"purpose": purpose, "algorithm": "scrypt", "salt": base64.b64encode(salt).decode(),
+            "hash": base64.b64encode(digest).decode(), "params": {"n": 2**14, "r": 8, "p": 1}}
+
+
+async def test_scanned_code_collects_and_lane_alarms(tmp_path: Path) -> None:
+    overrides = {"timing.compartment_cooldown_s": "0.2"}
+    async with running_lane(tmp_path, overrides=overrides) as (rig, dispatch):
+        lane = await rig.control.acall("lane")
+        assert lane["light"] == "idle", lane
+        reply = await dispatch.command("assign", {
+            "order_id": "o-scan", "size": "S", "zone": "ambient", "pool": "parcel",
+            "codes": [code_hash("DEP123", "deposit"), code_hash("771204", "collect")]})
+        assert reply["ok"], reply
+        cid = reply["result"]["compartment"]
+        mark = len(dispatch.messages)
+        await rig.control.acall("scan", code="DEP123")
+        await wait_event(dispatch, "code_accepted", cid, start=mark)
+        await rig.control.acall("pull_when_released", compartment=cid)
+        await wait_event(dispatch, "door_opened", cid, start=mark)
+        await rig.control.acall("place_parcel", compartment=cid)
+        await asyncio.sleep(0.5)  # a person, not a robot: the sensors see the parcel
+        await rig.control.acall("close", compartment=cid)
+        await wait_event(dispatch, "compartment_loaded", cid, start=mark)
+        await asyncio.sleep(1.0)
+
+        mark = len(dispatch.messages)
+        await rig.control.acall("scan", code="000000")
+        rejected = await wait_event(dispatch, "code_rejected", None, start=mark)
+        assert rejected["data"]["reason"] == "wrong_code"
+        await rig.control.acall("scan", code="771204")
+        accepted = await wait_event(dispatch, "code_accepted", cid, start=mark)
+        assert accepted["data"]["purpose"] == "collect"
+        assert "771204" not in str(dispatch.events())
+        await rig.control.acall("pull_when_released", compartment=cid)
+        await rig.control.acall("remove_parcel", compartment=cid)
+        await asyncio.sleep(0.5)
+        await rig.control.acall("close", compartment=cid)
+        await wait_event(dispatch, "compartment_freed", cid, start=mark)
+        assert len(pulses(rig, cid)) == 2
+        lane = await rig.control.acall("lane")
+        assert lane["buzzes"] >= 1
+
+        mark = len(dispatch.messages)
+        await rig.control.acall("tamper_open")
+        raised = await wait_event(dispatch, "alarm_raised", None, start=mark)
+        assert raised["data"]["alarm"] == "tamper"
+        await asyncio.sleep(0.3)
+        assert (await rig.control.acall("lane"))["light"] == "fault"
+        await rig.control.acall("tamper_close")
+        cleared = await wait_event(dispatch, "alarm_cleared", None, start=mark)
+        assert cleared["data"]["alarm"] == "tamper"
+        await rig.control.acall("help_press")
+        await wait_event(dispatch, "help_requested", None, start=mark)
+        await rig.control.acall("vehicle_arrive")
+        await wait_event(dispatch, "vehicle_arrived", None, start=mark)
