@@ -179,6 +179,7 @@ class LaneRig:
         self.mqtt_port = mqtt_port or free_port()
         self.redis_port = free_port()
         self.control_port = free_port()
+        self.lane_port: int | None = None  # set when the template's lane is simulated
         self.key = Ed25519PrivateKey.generate()
         self.key_id = "demo"
         raw = tomllib.loads(template.read_text())
@@ -216,6 +217,13 @@ class LaneRig:
             lines.append(bus.get("port", ""))
         for old in {p for p in lines if p}:
             text = text.replace(f'"{old}"', f'"{port_link}"')
+        lane = raw.get("lane", {})
+        if lane.get("backend") == "simulator":
+            self.lane_port = free_port()
+            text = _set_key(text, "lane", "options", f"{{ port = {self.lane_port} }}")
+        if isinstance(lane.get("scanner"), dict) and lane["scanner"].get("port"):
+            text = text.replace(f'"{lane["scanner"]["port"]}"',
+                                f'"{self.workdir / "ttyScanner"}"')
         text = _set_key(text, "mqtt", "port", str(self.mqtt_port))
         text = _set_key(text, "mqtt", "host", '"127.0.0.1"')
         redis_url = (f"redis://127.0.0.1:{self.redis_port}/0" if self.redis_mode == "server"
