@@ -166,14 +166,15 @@ def test_command_shaped_objects_never_act_unsigned(command: dict[str, Any]) -> N
 def test_well_formed_unsigned_commands_of_every_guarded_type_are_unauthenticated(
     data: st.DataObject, type_: str,
 ) -> None:
-    args = {
+    table: dict[str, dict[str, Any]] = {
         "open": {"compartment": "A01", "reason": "staff"},
         "assign": {"order_id": "o-1", "size": "M", "zone": "ambient", "pool": "grocery"},
         "release": {"compartment": "A01"},
         "block": {"compartment": "A01", "reason": "test"},
         "unblock": {"compartment": "A01", "reason": "test"},
         "apply_config": {"config": {}},
-    }[type_]
+    }
+    args = table[type_]
 
     async def scenario() -> tuple[Reply, Picture, Picture]:
         async with FuzzCabinet() as cab:

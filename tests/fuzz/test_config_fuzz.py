@@ -51,7 +51,7 @@ def outcome(call: Any) -> Settings | ConfigError:
 
 
 @pytest.fixture
-def config_file(tmp_path: Path) -> Iterator[Path]:
+def config_file(tmp_path: Path) -> Path:
     return tmp_path / "cabinet.toml"
 
 
