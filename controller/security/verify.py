@@ -227,6 +227,12 @@ class CommandVerifier:
         """How many accepted ids are held in memory (bounded by rate x lifetime)."""
         return len(self._window)
 
+    def release(self, command_id: str) -> None:
+        """Forget an accepted id whose command was then not claimed (the store refused the
+        record, so it never acted): dispatch may retry with the same id. A command that
+        acted is never released; its record in the store answers repeats."""
+        self._window.discard(command_id)
+
     async def restore(self) -> None:
         """Load the ids recorded for the current boot from the replay store (idempotent
         within a boot; called by :meth:`verify` when needed)."""

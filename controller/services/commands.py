@@ -222,8 +222,13 @@ class CommandService:
             raise _rejected(Wire.EXPIRED, "deadline more than 30 s ahead", "expires")
 
     async def _execute(self, command: Command, digest: str) -> bytes:
-        claim = await self._store.begin_command(
-            command.id, digest, command.expires.model_dump())
+        try:
+            claim = await self._store.begin_command(
+                command.id, digest, command.expires.model_dump())
+        except StoreError:
+            # Nothing was recorded and nothing acted: let a retry with this id through.
+            self._verifier.release(command.id)
+            raise
         if isinstance(claim, AlreadySeen):
             # Lost a race with an identical message: answer like a repeat.
             repeat = await self._repeat(command.id, digest)

@@ -132,3 +132,27 @@ async def test_block_refuses_assignment_and_customer_open(core: Core) -> None:
     assert reply["error"]["code"] == "blocked"
     log = await core.store.audit_log(10)
     assert [a.action for a in log] == ["block"]
+
+
+async def test_a_retry_after_the_store_failed_to_claim_the_id_is_not_a_replay(
+    core: Core,
+) -> None:
+    from controller.store.errors import StoreUnavailable
+
+    cmd = core.command("open", {"compartment": "A06", "reason": "maintenance"})
+    real = core.store.begin_command
+    calls = {"n": 0}
+
+    async def failing_once(*args: object, **kwargs: object) -> object:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise StoreUnavailable("redis restarting", op="begin_command")
+        return await real(*args, **kwargs)  # type: ignore[arg-type]
+
+    core.store.begin_command = failing_once  # type: ignore[method-assign]
+    first = await core.send(cmd)
+    assert first["error"]["code"] == "busy"
+    again = await core.send(cmd)
+    assert again["ok"], again
+    lock = core.settings.compartment("A06").lock
+    core.board(lock.board).assert_pulsed(lock.channel, times=1)
