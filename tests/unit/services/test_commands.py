@@ -19,7 +19,9 @@ async def test_signed_open_pulses_once_and_records_before_acting(core: Core) -> 
     lock = core.settings.compartment("A01").lock
     core.board(lock.board).assert_pulsed(lock.channel, times=1)
     record = await core.store.get_command(cmd["id"])
-    assert record is not None and record.finished and record.may_have_pulsed("A01")
+    assert record is not None
+    assert record.finished
+    assert record.may_have_pulsed("A01")
     kinds = [e["kind"] for e in await core.events()]
     assert kinds == ["open_requested", "unlock_pulse_sent", "unlock_pulse_acked"]
     assert (await core.events())[0]["data"]["command"] == cmd["id"]
@@ -104,7 +106,8 @@ async def test_interrupted_command_is_answered_and_never_executed_again(core: Co
     lock = core.settings.compartment("A05").lock
     assert core.board(lock.board).pulses(lock.channel) == []
     interrupted = [e for e in await core.events() if e["kind"] == "command_interrupted"]
-    assert interrupted and interrupted[0]["data"]["may_have_pulsed"] == ["A05"]
+    assert interrupted
+    assert interrupted[0]["data"]["may_have_pulsed"] == ["A05"]
 
 
 async def test_assign_then_release(core: Core) -> None:
