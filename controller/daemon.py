@@ -262,17 +262,13 @@ class Daemon:
             self.topics = topics
             self.link.start()
             stack.push_async_callback(self.link.close)
-            try:
-                await asyncio.wait_for(self.link.wait_connected(), self.ready_timeout_s)
-                self.notifier.ready("running")
-            except TimeoutError:
-                self.notifier.ready("running offline: broker unreachable")
-                log.warning("broker unreachable at start-up, running offline")
-            self.ready.set()
             self.state_pub.mark_dirty()
             try:
+                # Every task starts now: the lane is served whether or not the broker is
+                # there; only the readiness notice waits (a while) for the broker.
                 async with asyncio.TaskGroup() as tg:
                     tasks = [
+                        tg.create_task(self._announce_ready(), name="ready"),
                         tg.create_task(self.poller.run(), name="poller"),
                         tg.create_task(self.poller.run_ticker(), name="ticker"),
                         tg.create_task(self.pump.run(), name="outbox"),
@@ -292,6 +288,17 @@ class Daemon:
                     await asyncio.wait_for(self.hardware.all_off(), 5)
                 log.info("stopped", extra={"ctx": {"boot": self.boot_id}})
         return 0
+
+    async def _announce_ready(self) -> None:
+        """READY=1 once the link is up, or after ``ready_timeout_s`` without it."""
+        assert self.link is not None
+        try:
+            await asyncio.wait_for(self.link.wait_connected(), self.ready_timeout_s)
+            self.notifier.ready("running")
+        except TimeoutError:
+            self.notifier.ready("running offline: broker unreachable")
+            log.warning("broker unreachable at start-up, running offline")
+        self.ready.set()
 
     async def _answer_interrupted(self) -> None:
         """Commands a crash interrupted: finish them with a refusal, never act again."""
