@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import pwd
 import signal
 import subprocess
 import sys
@@ -269,10 +268,8 @@ def test_settings_validate() -> None:
 def acl_broker(tmp_path: Path, rules: str) -> MosquittoProcess:
     acl = tmp_path / "acl"
     acl.write_text(rules)
-    # started as root, mosquitto would drop to "mosquitto" and could not read the file
-    user = pwd.getpwuid(os.geteuid()).pw_name
-    broker = MosquittoProcess(tmp_path / "acl-broker",
-                              extra_config=f"acl_file {acl}\nuser {user}")
+    # MosquittoProcess keeps mosquitto as the invoking user, so it can read the file.
+    broker = MosquittoProcess(tmp_path / "acl-broker", extra_config=f"acl_file {acl}")
     broker.start()
     return broker
 
