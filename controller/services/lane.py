@@ -341,6 +341,48 @@ class LaneService:
         self._beeper: asyncio.Task[None] | None = None
         self.accepted = 0
         self.rejected = 0
+        self._owns_io = False
+        self._io_error: str | None = None
+
+    @classmethod
+    def from_settings(
+        cls,
+        settings: Settings,
+        model: CabinetModel,
+        store: Store,
+        unlock: UnlockService,
+        emit: Emit,
+        *,
+        now: Callable[[], Now],
+        on_change: Callable[[], None] = lambda: None,
+    ) -> LaneService:
+        """The lane as ``[lane]`` describes it: the GPIO backend chosen by name (imported
+        now, so a missing library is reported at start-up and the lane runs without I/O)
+        and the serial scanner, if any. The service owns and closes them."""
+        from drivers.errors import DriverError
+        from drivers.gpio import open_backend
+
+        lane = settings.lane
+        gpio: Any = None
+        error: str | None = None
+        options = dict(lane.options)
+        if lane.backend == "gpiod":
+            options.setdefault("chip", lane.chip)
+        try:
+            gpio = open_backend(lane.backend, options)
+        except DriverError as exc:
+            error = str(exc)
+            log.error("lane GPIO backend unavailable", extra={"ctx": {"error": error}})
+        scanner: Any = None
+        if lane.scanner is not None:
+            from drivers.scanner import CodeScanner
+
+            scanner = CodeScanner(lane.scanner.port, lane.scanner.baudrate)
+        service = cls(settings, model, store, unlock, emit, now=now, gpio=gpio,
+                      scanner=scanner, on_change=on_change)
+        service._owns_io = True
+        service._io_error = error
+        return service
 
     @property
     def lane_key(self) -> str:
@@ -352,6 +394,10 @@ class LaneService:
         """Restore the lane's lockout from the store and open the lane I/O (a lane I/O
         that cannot be opened is logged and reported; code entry works without it)."""
         await self._load_lockout(self.lane_key)
+        if self._io_error is not None:
+            await self._emit([PendingEvent(
+                "lane_io_unavailable", {"lane": self.lane_id, "error": self._io_error[:200]},
+                time.time())])
         if self._gpio is not None:
             try:
                 await self._open_io()
@@ -394,11 +440,18 @@ class LaneService:
             log.warning("lane input edges dropped", extra={"ctx": {"input": key}})
 
     async def close(self) -> None:
+        """Stop the buzzer and the checks; close the I/O this service opened."""
         if self._beeper is not None:
             self._beeper.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._beeper
         self._pool.shutdown(wait=False, cancel_futures=True)
+        if self._owns_io:
+            for part in (self._scanner, self._gpio):
+                closer = getattr(part, "close", None)
+                if closer is not None:
+                    with contextlib.suppress(Exception):
+                        await closer()
 
     # -- running ------------------------------------------------------------------------
 
@@ -409,6 +462,9 @@ class LaneService:
     async def _scan_loop(self) -> None:
         if self._scanner is None:
             return
+        start = getattr(self._scanner, "start", None)
+        if start is not None:
+            await start()  # opens the port in the background, reconnecting as needed
         async for event in self._scanner:
             kind = type(event).__name__
             if kind == "ScannedCode":
@@ -534,8 +590,15 @@ class LaneService:
         if stored is None:
             self._lockouts[key] = WrongCodeLockout(self._limits)
             return
-        self._lockouts[key] = WrongCodeLockout.from_dict(
-            stored.get("state", {}), now.mono, self._limits)
+        # Remaining times were stored relative to the save: take off the time since (by
+        # the wall clock, the only one that spans a restart).
+        saved = stored.get("saved_wall")
+        elapsed = max(now.wall - float(saved), 0.0) if isinstance(saved, int | float) else 0.0
+        state = {
+            k: {**v, "remaining_s": max(float(v.get("remaining_s", 0.0)) - elapsed, 0.0)}
+            for k, v in dict(stored.get("state", {})).items() if isinstance(v, dict)
+        }
+        self._lockouts[key] = WrongCodeLockout.from_dict(state, now.mono, self._limits)
         alarm_since = stored.get("alarm_since")
         if isinstance(alarm_since, int | float):
             # Raised before the restart: known active, cleared when the lock ends.
@@ -544,7 +607,7 @@ class LaneService:
     async def _save_lockout(self, key: str, now: Now) -> None:
         lockout = self._lockout(key)
         remaining = lockout.remaining(key, now.mono)
-        data: dict[str, Any] = {"state": lockout.to_dict(now.mono)}
+        data: dict[str, Any] = {"state": lockout.to_dict(now.mono), "saved_wall": now.wall}
         since = self.alarms._active.get((LOCKOUT_ALARM, key))
         if since is not None:
             data["alarm_since"] = since

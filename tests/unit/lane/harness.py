@@ -133,8 +133,11 @@ class Lane:
 
     @classmethod
     async def create(cls, *, store: Store | None = None, gpio: MockGpio | None = None,
-                     settings: Settings | None = None, with_io: bool = True) -> Lane:
+                     settings: Settings | None = None, with_io: bool = True,
+                     offset: float = 0.0) -> Lane:
+        """``offset``: where the test clock stands (a restart keeps the clock going)."""
         self = cls()
+        self.offset = offset
         self.settings = settings or parse_settings(config(), check_files=False)
         self.store = store or await Store.connect("memory://", "locker", "cab-t",
                                                   clock=self.wall)
@@ -211,6 +214,7 @@ class Lane:
 
     async def poll(self) -> None:
         await self.poller.poll_once()
+        await self.emit(self.model.tick(self.now()))
         await self.lane.tick()
 
     async def take_out(self, cid: str, *, leave_goods: bool = False) -> None:

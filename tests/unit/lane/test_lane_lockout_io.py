@@ -66,9 +66,8 @@ async def test_lockout_survives_a_restart() -> None:
         await first.lane.enter_code("999999")
     store = first.store
     await first.close(keep_store=True)
-    second = await Lane.create(store=store)
+    second = await Lane.create(store=store, offset=first.offset)
     try:
-        second.offset = first.offset
         refused = await second.lane.enter_code("123456")
         assert refused.reason == "locked_out"
         # The alarm raised before the restart is not raised again, and is cleared once.
