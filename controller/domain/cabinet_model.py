@@ -125,6 +125,7 @@ class CabinetModel:
                 )
         self.compartments = Compartments(built)
         self._by_board: dict[str, list[str]] = {}
+        self._last_seen: dict[str, tuple[bool | None, ...]] = {}
         for s in setups:
             for signal in s.wiring.signals():
                 ids = self._by_board.setdefault(signal.board, [])
@@ -186,6 +187,13 @@ class CabinetModel:
     def poll_ok(self, board: str, levels: Sequence[bool], now: Now) -> list[Emitted]:
         """A good poll of ``board``: update readings and the doors wired to it."""
         out = self._wrap(self.signals.poll_succeeded(board, levels, now.mono), now)
+        inputs = self.signals.board(board)
+        seen = tuple(inputs.level(ch) for ch in range(len(levels)))
+        if not out and self._last_seen.get(board) == seen:
+            # Nothing this board reports has changed: no door can have moved. Timers
+            # (open detection, ajar) are the ticker's business.
+            return out
+        self._last_seen[board] = seen
         for cid in self._by_board.get(board, ()):
             out.extend(self._observe(cid, now))
         return out
@@ -193,6 +201,7 @@ class CabinetModel:
     def poll_failed(self, board: str, now: Now, reason: str = "") -> list[Emitted]:
         """A failed poll of ``board``; after enough of them its signals are unknown."""
         out = self._wrap(self.signals.poll_failed(board, now.mono, reason), now)
+        self._last_seen.pop(board, None)
         for cid in self._by_board.get(board, ()):
             out.extend(self._observe(cid, now))
         return out

@@ -1,0 +1,103 @@
+"""The cabinet aggregate: polls, pulses and doors joined, with two clocks."""
+
+from __future__ import annotations
+
+from controller.domain.cabinet_model import CabinetModel, CompartmentSetup, Now
+from controller.domain.compartment import CompartmentSpec, OpenPurpose, Order, Size, ZoneKind
+from controller.domain.door import DoorTiming
+from controller.domain.signals import CompartmentWiring, Polarity, SignalWiring
+
+WALL0 = 1_800_000_000.0
+
+
+def _model() -> CabinetModel:
+    def setup(cid: str, door_ch: int, occ_ch: int) -> CompartmentSetup:
+        return CompartmentSetup(
+            CompartmentSpec(cid, Size.M, "ambient", ZoneKind.AMBIENT, "grocery",
+                            has_occupancy_sensor=True),
+            CompartmentWiring(cid, door=SignalWiring("b1", door_ch, Polarity.HIGH),
+                              occupancy=SignalWiring("b1", occ_ch, Polarity.HIGH)),
+            DoorTiming(open_detect_timeout_s=5.0, ajar_after_s=30.0),
+        )
+
+    return CabinetModel([setup("A01", 0, 1), setup("A02", 2, 3)])
+
+
+def now(mono: float) -> Now:
+    return Now(mono, WALL0 + mono)
+
+
+def levels(**on: bool) -> tuple[bool, ...]:
+    out = [False] * 4
+    for name, value in on.items():
+        out[int(name[1:])] = value
+    return tuple(out)
+
+
+def kinds(events: list) -> list[str]:  # type: ignore[type-arg]
+    return [e.kind.value for e in events]
+
+
+def test_deposit_story_from_pulse_to_loaded() -> None:
+    m = _model()
+    m.poll_ok("b1", levels(), now(0.0))
+    order = Order("o-1", "grocery", Size.M, ZoneKind.AMBIENT, expires_at=WALL0 + 3600)
+    assert kinds(m.assign("A01", order, now(1.0))) == ["compartment_assigned"]
+    assert kinds(m.request_open("A01", OpenPurpose.DEPOSIT, now(2.0))) == ["open_requested"]
+    assert kinds(m.pulse_sent("A01", now(2.0))) == ["unlock_pulse_sent"]
+    assert kinds(m.pulse_acked("A01", now(2.02))) == ["unlock_pulse_acked"]
+    opened = m.poll_ok("b1", levels(c0=True), now(2.3))
+    assert kinds(opened) == ["door_opened"]
+    assert opened[0].event.details["authorised"] is True
+    closed = m.poll_ok("b1", levels(c1=True), now(5.0))
+    assert kinds(closed) == ["door_closed", "compartment_loaded"]
+    # The wall time of a door fact comes from its monotonic instant.
+    assert closed[0].at_wall == WALL0 + 5.0
+
+
+def test_a_door_opened_without_a_pulse_is_forced() -> None:
+    m = _model()
+    m.poll_ok("b1", levels(), now(0.0))
+    events = m.poll_ok("b1", levels(c2=True), now(1.0))
+    assert "door_opened" in kinds(events)
+    assert any(e.event.alarm is not None and e.event.alarm.value == "forced_open"
+               for e in events)
+    cleared = m.poll_ok("b1", levels(), now(2.0))
+    assert "alarm_cleared" in kinds(cleared)
+
+
+def test_unchanged_polls_produce_nothing_and_timers_still_run() -> None:
+    m = _model()
+    m.poll_ok("b1", levels(), now(0.0))
+    m.pulse_sent("A02", now(1.0))
+    m.pulse_acked("A02", now(1.0))
+    for t in range(2, 10):
+        assert m.poll_ok("b1", levels(), now(float(t))) == []
+    assert "open_not_detected" in kinds(m.tick(now(10.0)))
+
+
+def test_dead_board_makes_signals_unknown_then_recovers() -> None:
+    m = _model()
+    m.poll_ok("b1", levels(c1=True), now(0.0))
+    events = []
+    for t in range(1, 4):
+        events += m.poll_failed("b1", now(float(t)), "timeout")
+    assert any(e.event.alarm is not None and e.event.alarm.value == "board_offline"
+               for e in events)
+    comps = {c["id"]: c for c in m.snapshot()["compartments"]}
+    assert comps["A01"]["signals"] == {"door": "unknown", "latch": None, "occupancy": "unknown"}
+    back = m.poll_ok("b1", levels(c1=True), now(5.0))
+    assert "alarm_cleared" in kinds(back)
+    comps = {c["id"]: c for c in m.snapshot()["compartments"]}
+    assert comps["A01"]["signals"]["occupancy"] == "occupied"
+
+
+def test_stored_state_round_trips() -> None:
+    m = _model()
+    order = Order("o-9", "grocery", Size.M, ZoneKind.AMBIENT, expires_at=WALL0 + 3600)
+    m.assign("A02", order, now(1.0))
+    stored = {"A02": m.stored_state("A02")}
+    again = CabinetModel([m.setup("A01"), m.setup("A02")], stored=stored)
+    restored = again.compartments.get("A02").order
+    assert restored is not None
+    assert restored.order_id == "o-9"
