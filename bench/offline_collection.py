@@ -37,7 +37,7 @@ from typing import Any
 from bench._lane import machine, pct
 from controller.daemon import Daemon
 from controller.domain.compartment import CompartmentState
-from controller.rig import DEFAULT_TEMPLATE, SimControl, _script, _set_key, _wait_port, free_port
+from controller.rig import DEFAULT_TEMPLATE, SimControl, _script, _set_key, free_port, wait_for_port
 from controller.settings import load_settings
 
 #: Compartments of the demo cabinet used by the run (B02 starts with a stray parcel).
@@ -145,7 +145,7 @@ def start_simulator(config: Path, control_port: int, workdir: Path) -> subproces
         sim = subprocess.Popen([*_script("locker-sim"), "run", "--config", str(config),
                                 "--control-port", str(control_port), "--json"],
                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    _wait_port(control_port, 15, sim)
+    wait_for_port(control_port, 15, sim)
     return sim
 
 

@@ -33,7 +33,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-__all__ = ["LaneRig", "SimControl", "free_port"]
+__all__ = ["LaneRig", "SimControl", "binary", "free_port", "wait_for_port"]
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_TEMPLATE = ROOT / "deploy" / "sim-cabinet.toml"
@@ -45,7 +45,11 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _wait_port(port: int, timeout: float, proc: subprocess.Popen[bytes] | None = None) -> None:
+def wait_for_port(
+    port: int, timeout: float = 10.0, proc: subprocess.Popen[bytes] | None = None
+) -> None:
+    """Return once something listens on 127.0.0.1:``port``; raise if ``proc`` exits first
+    or nothing listens within ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
@@ -56,11 +60,12 @@ def _wait_port(port: int, timeout: float, proc: subprocess.Popen[bytes] | None =
     raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout}s")
 
 
-def _binary(name: str) -> str:
+def binary(name: str) -> str:
+    """Path of a system program (mosquitto, redis-server), also outside PATH in sbin."""
     for candidate in (shutil.which(name), f"/usr/sbin/{name}", f"/usr/bin/{name}"):
         if candidate and os.path.exists(candidate):
             return candidate
-    raise FileNotFoundError(f"{name} is not installed")
+    raise FileNotFoundError(f"{name} is not installed (the README's set-up installs it)")
 
 
 def _script(name: str) -> list[str]:
@@ -116,7 +121,7 @@ class _Proc:
             )
         if wait_port and self.port is not None:
             try:
-                _wait_port(self.port, timeout, self.proc)
+                wait_for_port(self.port, timeout, self.proc)
             except (TimeoutError, RuntimeError) as exc:
                 tail = self.log.read_text(errors="replace")[-3000:]
                 self.kill()
@@ -248,12 +253,12 @@ class LaneRig:
             "autosave_interval 1", "max_queued_messages 100000", "log_dest stdout",
             "log_type error", "log_type warning", "",
         ]))
-        return [_binary("mosquitto"), "-c", str(conf)]
+        return [binary("mosquitto"), "-c", str(conf)]
 
     def _redis_argv(self) -> list[str]:
         data = self.workdir / "redis"
         data.mkdir(exist_ok=True)
-        return [_binary("redis-server"), "--port", str(self.redis_port), "--bind", "127.0.0.1",
+        return [binary("redis-server"), "--port", str(self.redis_port), "--bind", "127.0.0.1",
                 "--dir", str(data), "--save", "", "--appendonly", "yes",
                 "--appendfsync", "always", "--daemonize", "no"]
 

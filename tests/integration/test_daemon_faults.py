@@ -18,6 +18,7 @@ import contextlib
 import random
 import time
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -175,7 +176,12 @@ def _start_probe(rig: LaneRig, topic: str) -> MqttProbe:
     return probe
 
 
-async def test_broker_restarted_20_times_during_door_activity(tmp_path: Path) -> None:
+Disruption = Callable[[LaneRig, Campaign], Awaitable[None]]
+
+
+async def run_campaign(tmp_path: Path, disrupt: Disruption) -> list[dict[str, Any]]:
+    """Start the lane with an auditing subscriber first, run door activity while
+    ``disrupt`` does its worst, then check the outcome against the ground truth."""
     rig = LaneRig(tmp_path, overrides=OVERRIDES)
     try:
         await asyncio.to_thread(rig.start, daemon=False)
@@ -185,17 +191,12 @@ async def test_broker_restarted_20_times_during_door_activity(tmp_path: Path) ->
             rig.daemon.start(wait_port=False)
             campaign = Campaign(rig)
             activity = asyncio.create_task(campaign.activity(time.monotonic() + 600))
-            rng = random.Random(20)
-            for _ in range(20):
-                await asyncio.sleep(0.8 + rng.random() * 0.8)
-                await asyncio.to_thread(rig.broker.stop)
-                await asyncio.sleep(0.2 + rng.random() * 0.5)
-                await asyncio.to_thread(rig.broker.start)
+            await disrupt(rig, campaign)
             await asyncio.sleep(2.0)
             activity.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await activity
-            await settle_and_check(rig, probe, campaign)
+            return await settle_and_check(rig, probe, campaign)
         finally:
             probe.close()
     except BaseException:
@@ -203,44 +204,36 @@ async def test_broker_restarted_20_times_during_door_activity(tmp_path: Path) ->
         raise
     finally:
         await asyncio.to_thread(rig.close)
+
+
+async def test_broker_restarted_20_times_during_door_activity(tmp_path: Path) -> None:
+    async def restart_broker(rig: LaneRig, campaign: Campaign) -> None:
+        rng = random.Random(20)
+        for _ in range(20):
+            await asyncio.sleep(0.8 + rng.random() * 0.8)
+            await asyncio.to_thread(rig.broker.stop)
+            await asyncio.sleep(0.2 + rng.random() * 0.5)
+            await asyncio.to_thread(rig.broker.start)
+
+    await run_campaign(tmp_path, restart_broker)
 
 
 async def test_daemon_killed_10_times_mid_operation(tmp_path: Path) -> None:
-    rig = LaneRig(tmp_path, overrides=OVERRIDES)
-    try:
-        await asyncio.to_thread(rig.start, daemon=False)
-        topics = CabinetTopics(rig.topic_root, rig.site, rig.cabinet)
-        probe = _start_probe(rig, topics.events)
-        try:
+    async def kill_daemon(rig: LaneRig, campaign: Campaign) -> None:
+        rng = random.Random(10)
+        for _ in range(10):
+            await asyncio.sleep(1.5 + rng.random() * 1.5)
+            # Kill at any point of a command (intent recorded, pulse on the wire, reply
+            # pending), never while a door is moving: a dead daemon cannot see it.
+            async with campaign.quiet:
+                campaign.daemon_up.clear()
+                await asyncio.to_thread(rig.daemon.kill)
+            # A command published now finds no daemon; it expires or waits.
+            await asyncio.sleep(0.2 + rng.random() * 0.5)
             rig.daemon.start(wait_port=False)
-            campaign = Campaign(rig)
-            activity = asyncio.create_task(campaign.activity(time.monotonic() + 600))
-            rng = random.Random(10)
-            for _ in range(10):
-                await asyncio.sleep(1.5 + rng.random() * 1.5)
-                # Kill at any point of a command (intent recorded, pulse on the wire, reply
-                # pending), never while a door is moving: a dead daemon cannot see it.
-                async with campaign.quiet:
-                    campaign.daemon_up.clear()
-                    sent = len(campaign.sent)
-                    await asyncio.to_thread(rig.daemon.kill)
-                # A command published now finds no daemon; it expires or waits.
-                await asyncio.sleep(0.2 + rng.random() * 0.5)
-                rig.daemon.start(wait_port=False)
-                await asyncio.sleep(1.0)
-                campaign.daemon_up.set()
-                assert len(campaign.sent) >= sent
-            await asyncio.sleep(2.0)
-            activity.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await activity
-            events = await settle_and_check(rig, probe, campaign)
-            # Each start, the first and ten after a SIGKILL, told dispatch so.
-            assert sum(1 for e in events if e["kind"] == "daemon_started") == 11
-        finally:
-            probe.close()
-    except BaseException:
-        print(rig.logs("daemon", 6000))
-        raise
-    finally:
-        await asyncio.to_thread(rig.close)
+            await asyncio.sleep(1.0)
+            campaign.daemon_up.set()
+
+    events = await run_campaign(tmp_path, kill_daemon)
+    # Each start, the first and ten after a SIGKILL, told dispatch so.
+    assert sum(1 for e in events if e["kind"] == "daemon_started") == 11

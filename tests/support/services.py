@@ -8,40 +8,15 @@ stopped by process id, never by name.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import pwd
-import shutil
 import signal
-import socket
 import subprocess
-import time
 from pathlib import Path
 
-__all__ = ["MosquittoProcess", "RedisProcess", "free_port", "wait_port"]
+from controller.rig import binary, free_port, wait_for_port
 
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_port(port: int, timeout: float = 10.0, host: str = "127.0.0.1") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=0.2):
-            return
-        time.sleep(0.02)
-    raise TimeoutError(f"nothing listens on {host}:{port} after {timeout}s")
-
-
-def _binary(name: str) -> str:
-    for candidate in (shutil.which(name), f"/usr/sbin/{name}", f"/usr/bin/{name}"):
-        if candidate and os.path.exists(candidate):
-            return candidate
-    raise FileNotFoundError(f"{name} is not installed (the README's setup installs it)")
+__all__ = ["MosquittoProcess", "RedisProcess", "free_port", "wait_for_port"]
 
 
 class _Service:
@@ -67,7 +42,7 @@ class _Service:
         )
         log.close()
         try:
-            wait_port(self.port)
+            wait_for_port(self.port)
         except TimeoutError as exc:
             self.kill()
             log = self.log_path.read_text()[-2000:]
@@ -148,7 +123,7 @@ class MosquittoProcess(_Service):
             self.extra_config,
         ]
         conf.write_text("\n".join(lines) + "\n")
-        return [_binary("mosquitto"), "-c", str(conf)]
+        return [binary("mosquitto"), "-c", str(conf)]
 
 
 class RedisProcess(_Service):
@@ -163,7 +138,7 @@ class RedisProcess(_Service):
 
     def _argv(self) -> list[str]:
         argv = [
-            _binary("redis-server"), "--port", str(self.port), "--bind", "127.0.0.1",
+            binary("redis-server"), "--port", str(self.port), "--bind", "127.0.0.1",
             "--dir", str(self.workdir), "--save", "", "--daemonize", "no",
             "--protected-mode", "yes",
         ]

@@ -6,7 +6,7 @@ import socket
 
 import pytest
 
-from tests.support.services import MosquittoProcess, RedisProcess, wait_port
+from tests.support.services import MosquittoProcess, RedisProcess, wait_for_port
 
 
 def _redis_ping(port: int) -> bytes:
@@ -34,4 +34,4 @@ def test_mosquitto_stop_start(mosquitto: MosquittoProcess) -> None:
     assert not mosquitto.running()
     mosquitto.start()
     assert mosquitto.pid != pid
-    wait_port(mosquitto.port)
+    wait_for_port(mosquitto.port)
