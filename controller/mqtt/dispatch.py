@@ -77,6 +77,7 @@ class DispatchClient:
         )
         self._on_message = on_message
         self._clock: tuple[CabinetClock, float] | None = None
+        self._retired_boots: set[str] = set()
         self._pending: dict[str, asyncio.Future[dict[str, Any]]] = {}
         self._task: asyncio.Task[None] | None = None
         self.messages: list[Received] = []
@@ -149,8 +150,17 @@ class DispatchClient:
             reading = CabinetClock(str(clock["boot_id"]), int(clock["uptime_ms"]))
         except (KeyError, TypeError, ValueError):
             return
-        if self._clock is None or self._estimate(at)[0] != reading.boot_id or \
-                reading.uptime_ms >= self._estimate(at)[1]:
+        if reading.boot_id in self._retired_boots:
+            return  # a stored reply repeated from a boot that has since ended
+        if self._clock is None:
+            self._clock = (reading, at)
+            return
+        current_boot, current_uptime = self._estimate(at)
+        if reading.boot_id != current_boot:
+            # A new boot: the old one is over (its commands are refused as wrong_boot).
+            self._retired_boots.add(current_boot)
+            self._clock = (reading, at)
+        elif reading.uptime_ms >= current_uptime:
             self._clock = (reading, at)
 
     def _estimate(self, at: float) -> tuple[str, int]:
