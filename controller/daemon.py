@@ -37,8 +37,10 @@ from typing import Any, Literal
 
 from controller import __version__
 from controller.clock import CabinetClock
+from controller.contract.errors import CommandRejected, ErrorCode
 from controller.contract.messages import (
     Alarm,
+    ApplyConfigCommand,
     BoardState,
     BusStats,
     ClockReading,
@@ -63,6 +65,7 @@ from controller.mqtt.link import (
 from controller.security.replay import MemoryReplayStore
 from controller.security.verify import CommandVerifier
 from controller.services.commands import CommandService
+from controller.services.config import OverlayRejected, merge, settings_with_overlay
 from controller.services.hardware import Hardware
 from controller.services.lane import LaneService
 from controller.services.poller import Poller
@@ -96,8 +99,13 @@ class Daemon:
         backend: str = "modbus",
         notifier: Notifier | None = None,
         ready_timeout_s: float = 20.0,
+        config_path: Path | None = None,
+        flags: dict[str, Any] | None = None,
     ) -> None:
         self.settings = settings
+        self.config_path = config_path
+        self.flags = dict(flags or {})
+        self.restart_requested = False
         self.backend = backend
         self.notifier = notifier or Notifier()
         self.ready_timeout_s = ready_timeout_s
@@ -207,6 +215,8 @@ class Daemon:
             self.boot_id = boot.id
             log.info("starting", extra={"ctx": {"boot": boot.id, "boot_number": boot.number,
                                                 "version": __version__}})
+            overlay_refused = await self._load_overlay()
+            s = self.settings
             self.hardware = Hardware(s, self.backend)
             self.hardware.open()
             stack.push_async_callback(self.hardware.close)
@@ -226,6 +236,8 @@ class Daemon:
                 {"version": __version__, "boot_number": boot.number,
                  "outputs_off": {k: v is None for k, v in off.items()}},
                 time.time())])
+            if overlay_refused is not None:
+                await self.sink.emit([overlay_refused])
             self.poller = Poller(
                 self.model, self.hardware, self.sink.emit, now=self.now,
                 interval_s=s.timing.poll_interval_s, on_change=self.state_pub.mark_dirty,
@@ -247,6 +259,7 @@ class Daemon:
                 now=self.now, cabinet_clock=self.cabinet_clock, snapshot=self.snapshot,
                 on_change=self.state_pub.mark_dirty,
                 unavailable_zones=self.zones.unavailable_zones,
+                apply_config=self._apply_config,
             )
             await self._answer_interrupted()
             await self.poller.poll_once()
@@ -299,6 +312,48 @@ class Daemon:
             self.notifier.ready("running offline: broker unreachable")
             log.warning("broker unreachable at start-up, running offline")
         self.ready.set()
+
+    async def _load_overlay(self) -> PendingEvent | None:
+        """Layer the configuration dispatch applied (kept in the store) over the file.
+        An overlay that no longer validates (the file changed on site) is ignored and
+        reported; the cabinet runs on its file."""
+        assert self.store is not None
+        overlay = await self.store.load_config_overlay()
+        if not overlay or self.config_path is None:
+            return None
+        try:
+            self.settings = settings_with_overlay(self.config_path, self.flags, overlay)
+        except OverlayRejected as exc:
+            log.error("stored configuration overlay refused, running on the file",
+                      extra={"ctx": {"key": exc.key, "error": str(exc)}})
+            return PendingEvent("config_overlay_refused",
+                                {"key": exc.key, "message": str(exc)[:500]}, time.time())
+        log.info("configuration overlay applied", extra={"ctx": {"sections": sorted(overlay)}})
+        return None
+
+    async def _apply_config(self, command: ApplyConfigCommand) -> dict[str, Any]:
+        """Validate the change as a whole, store it, and restart once the reply is out."""
+        assert self.store is not None
+        args = command.args
+        if self.config_path is None:
+            raise CommandRejected(ErrorCode.INVALID_CONFIG,
+                                  "this daemon runs without a config file", "args.config")
+        if args.base_hash is not None and args.base_hash != self.settings.config_hash:
+            raise CommandRejected(ErrorCode.CONFLICT,
+                                  "the configuration changed since base_hash", "args.base_hash")
+        merged = merge(await self.store.load_config_overlay() or {}, args.config)
+        try:
+            applied = settings_with_overlay(self.config_path, self.flags, merged)
+        except OverlayRejected as exc:
+            field = f"args.config.{exc.key}" if exc.key else "args.config"
+            raise CommandRejected(ErrorCode.INVALID_CONFIG, str(exc)[:480], field) from exc
+        await self.store.save_config_overlay(merged)
+        await self.sink.emit([PendingEvent(
+            "config_applied", {"command": command.id, "sections": sorted(args.config),
+                               "config_hash": applied.config_hash}, time.time())])
+        self.restart_requested = True
+        return {"config_hash": applied.config_hash, "sections": sorted(args.config),
+                "restart": True}
 
     async def _answer_interrupted(self) -> None:
         """Commands a crash interrupted: finish them with a refusal, never act again."""
@@ -383,6 +438,9 @@ class Daemon:
         except (LinkDown, MqttLinkError) as exc:
             # The reply is stored: dispatch gets it again by repeating the command id.
             log.warning("reply not sent", extra={"ctx": {"error": str(exc)}})
+        if self.restart_requested:
+            log.info("restarting to apply the configuration dispatch sent")
+            self.stop()
 
     async def _watchdog_loop(self) -> None:
         interval = self.notifier.watchdog_interval
@@ -440,7 +498,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.config:
         parser.error("--config FILE is required (or set LOCKER_CONFIG)")
     try:
-        settings = load_settings(Path(args.config), overrides=_parse_set(args.set))
+        flags = _parse_set(args.set)
+        settings = load_settings(Path(args.config), overrides=flags)
     except ConfigError as exc:
         print(f"configuration error:\n{exc}", file=sys.stderr)
         return 2
@@ -448,7 +507,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{args.config}: ok (hash {settings.config_hash[:12]})")
         return 0
     setup_logging(settings.log.level, settings.log.format)
-    daemon = Daemon(settings, backend=args.backend)
+    daemon = Daemon(settings, backend=args.backend, config_path=Path(args.config), flags=flags)
 
     async def runner() -> int:
         loop = asyncio.get_running_loop()

@@ -30,6 +30,7 @@ from controller.clock import CabinetClock
 from controller.contract.errors import CommandRejected
 from controller.contract.errors import ErrorCode as Wire
 from controller.contract.messages import (
+    ApplyConfigCommand,
     AssignCommand,
     BlockCommand,
     ClockReading,
@@ -136,6 +137,7 @@ class CommandService:
         on_change: Callable[[], None] = lambda: None,
         max_bytes: int = 16 * 1024,
         unavailable_zones: Callable[[], Collection[str]] = frozenset,
+        apply_config: Callable[[ApplyConfigCommand], Awaitable[dict[str, Any]]] | None = None,
     ) -> None:
         self._settings = settings
         self._model = model
@@ -150,6 +152,7 @@ class CommandService:
         self._max_bytes = max_bytes
         #: Zones not to assign new cold orders to (temperature excursions).
         self._unavailable_zones = unavailable_zones
+        self._apply_config = apply_config
         self.handled = 0
         self.refused = 0
 
@@ -270,6 +273,12 @@ class CommandService:
             await self._audit("unblock", command, command.args.compartment,
                               {"reason": command.args.reason})
             return {"compartment": command.args.compartment, "blocked": False}
+        if isinstance(command, ApplyConfigCommand) and self._apply_config is not None:
+            result = await self._apply_config(command)
+            await self._audit("apply_config", command, None,
+                              {"sections": sorted(command.args.config),
+                               "config_hash": result.get("config_hash")})
+            return result
         raise _rejected(Wire.UNKNOWN_COMMAND,
                         f"{command.type} is not supported by this cabinet", "type")
 

@@ -174,6 +174,7 @@ class _Keys:
         self.boot_current = f"{base}:boot:current"
         self.boot_history = f"{base}:boot:history"
         self.audit = f"{base}:audit"
+        self.config = f"{base}:config"
 
     def event(self, event_id: str) -> str:
         return f"{self.base}:outbox:event:{event_id}"
@@ -927,6 +928,17 @@ class Store:
     async def load_orders(self) -> dict[str, dict[str, Any]]:
         """Every stored order, by order id."""
         return await self._hash_load_all("load_orders", self._keys.orders)
+
+    # ----------------------------------------------------------------- config overlay
+
+    async def save_config_overlay(self, overlay: Mapping[str, Any]) -> None:
+        """Store the configuration changes dispatch applied (a partial config, JSON),
+        which the daemon layers over its file at every start."""
+        await self._hash_save("save_config_overlay", self._keys.config, "overlay", overlay)
+
+    async def load_config_overlay(self) -> dict[str, Any] | None:
+        """The stored configuration overlay, or None when dispatch never applied one."""
+        return await self._hash_load("load_config_overlay", self._keys.config, "overlay")
 
     async def delete_order(self, order_id: str) -> bool:
         """Forget one order; True if there was one."""
