@@ -394,7 +394,7 @@ class Daemon:
     # -- running -----------------------------------------------------------------------
 
     def _on_committed(self) -> None:
-        self.pump_depth += 0  # depth is refreshed from the store by telemetry
+        # Events committed before the link exists are found by the pump's first drain.
         if hasattr(self, "pump"):
             self.pump.wake()
 
