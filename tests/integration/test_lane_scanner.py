@@ -54,6 +54,7 @@ async def test_scanned_code_collects_and_lane_alarms(tmp_path: Path) -> None:
         assert accepted["data"]["purpose"] == "collect"
         assert "771204" not in str(dispatch.events())
         await rig.control.acall("pull_when_released", compartment=cid)
+        await wait_event(dispatch, "door_opened", cid, start=mark)
         await rig.control.acall("remove_parcel", compartment=cid)
         await asyncio.sleep(0.5)
         await rig.control.acall("close", compartment=cid)
