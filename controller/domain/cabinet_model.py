@@ -126,6 +126,9 @@ class CabinetModel:
         self.compartments = Compartments(built)
         self._by_board: dict[str, list[str]] = {}
         self._last_seen: dict[str, tuple[bool | None, ...]] = {}
+        # Doors seen closing whose occupancy sensor sits on another board: the compartment
+        # decides (loaded, empty, collected) once that board has been read after the close.
+        self._closing: dict[str, float] = {}
         for s in setups:
             for signal in s.wiring.signals():
                 ids = self._by_board.setdefault(signal.board, [])
@@ -187,6 +190,7 @@ class CabinetModel:
     def poll_ok(self, board: str, levels: Sequence[bool], now: Now) -> list[Emitted]:
         """A good poll of ``board``: update readings and the doors wired to it."""
         out = self._wrap(self.signals.poll_succeeded(board, levels, now.mono), now)
+        out.extend(self._settle_closes(board, now))
         inputs = self.signals.board(board)
         seen = tuple(inputs.level(ch) for ch in range(len(levels)))
         if not out and self._last_seen.get(board) == seen:
@@ -201,6 +205,8 @@ class CabinetModel:
     def poll_failed(self, board: str, now: Now, reason: str = "") -> list[Emitted]:
         """A failed poll of ``board``; after enough of them its signals are unknown."""
         out = self._wrap(self.signals.poll_failed(board, now.mono, reason), now)
+        if self.signals.board(board).health.value == "offline":
+            out.extend(self._settle_closes(board, now))  # unknown now: decide in doubt
         self._last_seen.pop(board, None)
         for cid in self._by_board.get(board, ()):
             out.extend(self._observe(cid, now))
@@ -287,11 +293,30 @@ class CabinetModel:
                 else:
                     follow = []
             elif event.kind is EventKind.DOOR_CLOSED:
-                follow = compartment.door_closed(self._occupancy(cid), now.wall)
+                if self._occupancy_elsewhere(cid):
+                    self._closing[cid] = now.wall
+                    follow = []
+                else:
+                    follow = compartment.door_closed(self._occupancy(cid), now.wall)
             elif event.kind is EventKind.OPEN_NOT_DETECTED:
                 follow = compartment.open_not_detected(now.wall)
             else:
                 follow = []
+            out.extend(self._wrap_wall(follow, now))
+        return out
+
+    def _occupancy_elsewhere(self, cid: str) -> bool:
+        wiring = self._setups[cid].wiring
+        return (wiring.occupancy is not None and wiring.door is not None
+                and wiring.occupancy.board != wiring.door.board)
+
+    def _settle_closes(self, board: str, now: Now) -> list[Emitted]:
+        """Decide the closes waiting for ``board``'s occupancy reading."""
+        out: list[Emitted] = []
+        for cid in [c for c in self._closing
+                    if (w := self._setups[c].wiring.occupancy) is not None and w.board == board]:
+            del self._closing[cid]
+            follow = self.compartments.get(cid).door_closed(self._occupancy(cid), now.wall)
             out.extend(self._wrap_wall(follow, now))
         return out
 

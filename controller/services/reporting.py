@@ -62,14 +62,16 @@ class AlarmBoard:
     """The alarms active now, with the time each was raised, fed by the events."""
 
     def __init__(self) -> None:
-        self._active: dict[tuple[str, str | None, str | None], float] = {}
+        self._active: dict[tuple[str, str | None, str | None, str | None], float] = {}
 
     def feed(self, event: PendingEvent) -> None:
         alarm = event.data.get("alarm")
         if not isinstance(alarm, str):
             return
         board = event.data.get("board")
-        key = (alarm, event.compartment, board if isinstance(board, str) else None)
+        zone = event.data.get("zone")
+        key = (alarm, event.compartment, board if isinstance(board, str) else None,
+               zone if isinstance(zone, str) else None)
         if event.kind == EventKind.ALARM_RAISED.value:
             self._active.setdefault(key, event.at_wall)
         elif event.kind == EventKind.ALARM_CLEARED.value:
@@ -77,12 +79,15 @@ class AlarmBoard:
 
     def active(self) -> list[dict[str, Any]]:
         out = []
-        for (kind, compartment, board), since in sorted(self._active.items(), key=lambda i: i[1]):
+        for (kind, compartment, board, zone), since in sorted(self._active.items(),
+                                                              key=lambda i: i[1]):
             item: dict[str, Any] = {"kind": kind, "since": iso(since)}
             if compartment is not None:
                 item["compartment"] = compartment
             if board is not None:
                 item["board"] = board
+            if zone is not None:
+                item["zone"] = zone
             out.append(item)
         return out
 

@@ -101,3 +101,50 @@ def test_stored_state_round_trips() -> None:
     restored = again.compartments.get("A02").order
     assert restored is not None
     assert restored.order_id == "o-9"
+
+
+def _split_model() -> CabinetModel:
+    """Door switch on one board, occupancy sensor on another (as on many cabinets)."""
+    return CabinetModel([CompartmentSetup(
+        CompartmentSpec("B01", Size.S, "ambient", ZoneKind.AMBIENT, "parcel",
+                        has_occupancy_sensor=True),
+        CompartmentWiring("B01", door=SignalWiring("locks", 0, Polarity.HIGH),
+                          occupancy=SignalWiring("io", 0, Polarity.HIGH)),
+        DoorTiming(open_detect_timeout_s=5.0, ajar_after_s=30.0),
+    )])
+
+
+def test_quick_close_waits_for_the_occupancy_board_read_after_it() -> None:
+    m = _split_model()
+    m.poll_ok("locks", (False,), now(0.0))
+    m.poll_ok("io", (False,), now(0.01))
+    m.assign("B01", Order("o-1", "parcel", Size.S, ZoneKind.AMBIENT,
+                          expires_at=WALL0 + 3600), now(0.5))
+    m.request_open("B01", OpenPurpose.DEPOSIT, now(1.0))
+    m.pulse_sent("B01", now(1.0))
+    m.pulse_acked("B01", now(1.02))
+    assert "door_opened" in kinds(m.poll_ok("locks", (True,), now(1.1)))
+    # The parcel goes in and the door shuts before the occupancy board is read again.
+    closed = m.poll_ok("locks", (False,), now(1.2))
+    assert kinds(closed) == ["door_closed"]  # no verdict on a stale "empty"
+    settled = m.poll_ok("io", (True,), now(1.21))
+    assert kinds(settled) == ["compartment_loaded"]
+
+
+def test_quick_close_with_the_occupancy_board_dead_is_decided_in_doubt() -> None:
+    m = _split_model()
+    m.poll_ok("locks", (False,), now(0.0))
+    m.poll_ok("io", (False,), now(0.01))
+    m.assign("B01", Order("o-2", "parcel", Size.S, ZoneKind.AMBIENT,
+                          expires_at=WALL0 + 3600), now(0.5))
+    m.request_open("B01", OpenPurpose.DEPOSIT, now(1.0))
+    m.pulse_sent("B01", now(1.0))
+    m.pulse_acked("B01", now(1.0))
+    m.poll_ok("locks", (True,), now(1.1))
+    m.poll_ok("locks", (False,), now(1.2))
+    events = []
+    for t in range(3):
+        events += m.poll_failed("io", now(1.3 + t), "timeout")
+    loaded = [e for e in events if e.kind.value == "compartment_loaded"]
+    assert loaded
+    assert loaded[0].event.details["confirmed"] is False
