@@ -44,6 +44,7 @@ from controller.contract.messages import (
     BoardState,
     BusStats,
     ClockReading,
+    LaneState,
     State,
     Status,
     Telemetry,
@@ -176,6 +177,7 @@ class Daemon:
             revision=self._state_revision, at=datetime.now(UTC),
             cabinet_clock=self._reading(), compartments=compartments, zones=zones,
             boards=boards, alarms=alarms, outbox_depth=self.pump_depth,
+            lane=LaneState(**self.lane.snapshot()) if hasattr(self, "lane") else None,
         )
 
     async def _telemetry(self) -> Telemetry:
@@ -397,6 +399,9 @@ class Daemon:
         # Events committed before the link exists are found by the pump's first drain.
         if hasattr(self, "pump"):
             self.pump.wake()
+        # Whatever made an event may have changed the state (lane inputs, zones, alarms).
+        if hasattr(self, "state_pub"):
+            self.state_pub.mark_dirty()
 
     def _on_link_change(self, snapshot: Any) -> None:
         if snapshot.connected:

@@ -433,6 +433,17 @@ class LaneService:
             if line.value:
                 self._queue_edge(key, True)
 
+    def snapshot(self) -> dict[str, bool | None]:
+        """The lane's inputs now, for the state message (None: line not fitted)."""
+        def value(key: str) -> bool | None:
+            line = self.inputs.get(key)
+            return None if line is None else bool(line.value)
+
+        mains_fail = value("mains_fail")
+        return {"vehicle_present": value("vehicle"), "help_requested": value("help"),
+                "tamper": value("tamper"),
+                "mains_ok": None if mains_fail is None else not mains_fail}
+
     def _queue_edge(self, key: str, value: bool) -> None:
         try:
             self._edges.put_nowait((key, value, time.time()))

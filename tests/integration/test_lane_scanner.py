@@ -76,3 +76,5 @@ async def test_scanned_code_collects_and_lane_alarms(tmp_path: Path) -> None:
         await wait_event(dispatch, "help_requested", None, start=mark)
         await rig.control.acall("vehicle_arrive")
         await wait_event(dispatch, "vehicle_arrived", None, start=mark)
+        state = await dispatch.command("get_state", sign=False)
+        assert state["result"]["lane"]["vehicle_present"] is True
