@@ -70,7 +70,13 @@ from controller.services.config import OverlayRejected, merge, settings_with_ove
 from controller.services.hardware import Hardware
 from controller.services.lane import LaneService
 from controller.services.poller import Poller
-from controller.services.reporting import EventSink, OutboxPump, PendingEvent, StatePublisher
+from controller.services.reporting import (
+    EventSink,
+    OutboxPump,
+    PendingEvent,
+    StateKeeper,
+    StatePublisher,
+)
 from controller.services.setup import compartment_setups, unlock_limits
 from controller.services.unlock import UnlockService
 from controller.services.zones import ZoneMonitor
@@ -240,26 +246,28 @@ class Daemon:
                 time.time())])
             if overlay_refused is not None:
                 await self.sink.emit([overlay_refused])
+            self.keeper = StateKeeper(self.model, self.store, self.sink, stored)
+            self.emit = self.keeper.emit
             self.poller = Poller(
-                self.model, self.hardware, self.sink.emit, now=self.now,
+                self.model, self.hardware, self.emit, now=self.now,
                 interval_s=s.timing.poll_interval_s, on_change=self.state_pub.mark_dirty,
             )
             policy = UnlockPolicy(unlock_limits(s))
-            self.unlock = UnlockService(s, self.model, self.hardware, policy, self.sink.emit,
+            self.unlock = UnlockService(s, self.model, self.hardware, policy, self.emit,
                                         now=self.now, on_change=self.state_pub.mark_dirty)
             self.zones = ZoneMonitor(s, lambda: self.poller.temperatures.values,
                                      self.sink.emit, self.store,
                                      on_change=self.state_pub.mark_dirty)
             self.lane = LaneService.from_settings(s, self.model, self.store, self.unlock,
-                                                  self.sink.emit, now=self.now,
+                                                  self.emit, now=self.now,
                                                   on_change=self.state_pub.mark_dirty)
             stack.push_async_callback(self.lane.close)
             verifier = CommandVerifier(
                 s.cabinet.id, _public_keys(s), self.cabinet_clock, MemoryReplayStore())
             self.commands = CommandService(
-                s, self.model, self.store, self.unlock, verifier, self.sink.emit,
+                s, self.model, self.store, self.unlock, verifier, self.emit,
                 now=self.now, cabinet_clock=self.cabinet_clock, snapshot=self.snapshot,
-                on_change=self.state_pub.mark_dirty,
+                on_change=self.state_pub.mark_dirty, save=self.keeper.save,
                 unavailable_zones=self.zones.unavailable_zones,
                 apply_config=self._apply_config,
             )

@@ -106,7 +106,9 @@ class CabinetModel:
         )
         self.doors: dict[str, DoorMachine] = {
             s.spec.compartment_id: DoorMachine(
-                s.spec.compartment_id, s.timing, has_latch_feedback=s.wiring.latch is not None
+                s.spec.compartment_id, s.timing, has_latch_feedback=s.wiring.latch is not None,
+                resume_authorised_open=bool(
+                    stored.get(s.spec.compartment_id, {}).get("door_open_authorised")),
             )
             for s in setups
         }
@@ -124,6 +126,10 @@ class CabinetModel:
                     Compartment(s.spec, fault_after=fault_after, collected_hold_s=collected_hold_s)
                 )
         self.compartments = Compartments(built)
+        for c in built:
+            purpose = stored.get(c.compartment_id, {}).get("open_purpose")
+            if purpose and stored[c.compartment_id].get("door_open_authorised"):
+                c.resume_open(OpenPurpose(purpose))
         self._by_board: dict[str, list[str]] = {}
         self._last_seen: dict[str, tuple[bool | None, ...]] = {}
         # Doors seen closing whose occupancy sensor sits on another board: the compartment
@@ -182,8 +188,15 @@ class CabinetModel:
         return {"compartments": compartments, "boards": boards}
 
     def stored_state(self, compartment: str) -> dict[str, Any]:
-        """What the store keeps for one compartment."""
-        return self.compartments.get(compartment).to_dict()
+        """What the store keeps for one compartment: its life, and whether an authorised
+        open is under way (so a restart neither calls it forced nor loses its purpose)."""
+        c = self.compartments.get(compartment)
+        door = self.doors[compartment].status()
+        authorised_open = (door.reading is DoorReading.OPEN and door.open_authorised is True)
+        purpose = c.open_purpose
+        return {**c.to_dict(), "door_open_authorised": authorised_open,
+                "open_purpose": purpose.value if purpose is not None and authorised_open
+                else None}
 
     # -- facts from the boards -------------------------------------------------------
 

@@ -436,6 +436,16 @@ class Compartment:
 
     # -- what the door did -----------------------------------------------------------
 
+    @property
+    def open_purpose(self) -> OpenPurpose | None:
+        """Why the door is open or about to open (declared, or under way), if it is."""
+        return self._opened_for or self._pending
+
+    def resume_open(self, purpose: OpenPurpose) -> None:
+        """After a restart: an authorised open for ``purpose`` was under way; the door's
+        resumed opening carries on with it."""
+        self._pending = purpose
+
     def door_opened(self, now: float) -> list[DomainEvent]:
         """The door opened after a requested open (the purpose now applies)."""
         if self._pending is not None:

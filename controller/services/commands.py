@@ -138,6 +138,7 @@ class CommandService:
         max_bytes: int = 16 * 1024,
         unavailable_zones: Callable[[], Collection[str]] = frozenset,
         apply_config: Callable[[ApplyConfigCommand], Awaitable[dict[str, Any]]] | None = None,
+        save: Callable[[str], Awaitable[None]] | None = None,
     ) -> None:
         self._settings = settings
         self._model = model
@@ -153,6 +154,7 @@ class CommandService:
         #: Zones not to assign new cold orders to (temperature excursions).
         self._unavailable_zones = unavailable_zones
         self._apply_config = apply_config
+        self._save = save or self._save_directly
         self.handled = 0
         self.refused = 0
 
@@ -287,9 +289,12 @@ class CommandService:
     ) -> None:
         """Persist the compartment, then commit its events (state before story)."""
         if compartment is not None:
-            await self._store.save_compartment(compartment, self._model.stored_state(compartment))
+            await self._save(compartment)
         await self._emit(events)
         self._on_change()
+
+    async def _save_directly(self, compartment: str) -> None:
+        await self._store.save_compartment(compartment, self._model.stored_state(compartment))
 
     async def _audit(self, action: str, command: Command, compartment: str | None,
                      details: dict[str, Any]) -> None:
@@ -320,7 +325,7 @@ class CommandService:
         try:
             outcome = await self._unlock.pulse(cid, deadline_mono=now.mono + remaining_s)
         except PulseFailed as exc:
-            await self._store.save_compartment(cid, self._model.stored_state(cid))
+            await self._save(cid)
             raise _rejected(Wire.HARDWARE, f"the lock board did not accept the pulse: "
                             f"{exc.reason}", "args.compartment") from exc
         receipt = outcome.receipt

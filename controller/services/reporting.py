@@ -18,20 +18,21 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 from controller.contract.messages import Event as EventMessage
 from controller.contract.messages import encode
-from controller.domain.cabinet_model import Emitted
+from controller.domain.cabinet_model import CabinetModel, Emitted
 from controller.domain.events import EventKind
 from controller.mqtt.link import LinkDown, MqttLinkError
 from controller.store import Store
 from controller.store.errors import StoreDataError, StoreError, StoreUnavailable
 from controller.store.records import Event
 
-__all__ = ["AlarmBoard", "EventSink", "OutboxPump", "PendingEvent", "StatePublisher"]
+__all__ = ["AlarmBoard", "EventSink", "OutboxPump", "PendingEvent", "StateKeeper",
+           "StatePublisher"]
 
 log = logging.getLogger(__name__)
 
@@ -183,6 +184,42 @@ class EventSink:
             self._retry_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._retry_task
+
+
+class StateKeeper:
+    """Keeps each compartment's stored form in step with the model: saved whenever it
+    changed, *before* the events that tell about the change are committed (state before
+    story), so a restart finds a loaded compartment loaded."""
+
+    def __init__(
+        self, model: CabinetModel, store: Store, sink: EventSink,
+        saved: Mapping[str, dict[str, Any] | None] | None = None,
+    ) -> None:
+        self._model = model
+        self._store = store
+        self._sink = sink
+        self._saved: dict[str, dict[str, Any] | None] = {
+            cid: (saved or {}).get(cid) for cid in model.compartment_ids()}
+
+    async def save(self, compartment: str) -> None:
+        """Save ``compartment`` if its stored form changed; raises StoreError."""
+        state = self._model.stored_state(compartment)
+        if state != self._saved.get(compartment):
+            await self._store.save_compartment(compartment, state)
+            self._saved[compartment] = state
+
+    async def emit(self, events: Iterable[Emitted | PendingEvent]) -> list[Event]:
+        events = list(events)
+        for cid in {e.compartment for e in events if e.compartment is not None}:
+            if cid not in self._saved:
+                continue
+            try:
+                await self.save(cid)
+            except StoreError as exc:
+                # Saved again with its next change; the events still reach the outbox.
+                log.error("compartment state not saved",
+                          extra={"ctx": {"compartment": cid, "error": str(exc)}})
+        return await self._sink.emit(events)
 
 
 def event_payload(event: Event) -> bytes:

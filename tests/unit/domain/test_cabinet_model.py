@@ -148,3 +148,25 @@ def test_quick_close_with_the_occupancy_board_dead_is_decided_in_doubt() -> None
     loaded = [e for e in events if e.kind.value == "compartment_loaded"]
     assert loaded
     assert loaded[0].event.details["confirmed"] is False
+
+
+def test_an_authorised_open_resumes_after_a_restart() -> None:
+    m = _model()
+    m.poll_ok("b1", levels(c1=True), now(0.0))
+    order = Order("o-5", "grocery", Size.M, ZoneKind.AMBIENT, expires_at=WALL0 + 3600)
+    m.assign("A01", order, now(0.5))
+    m.request_open("A01", OpenPurpose.DEPOSIT, now(1.0))
+    m.pulse_sent("A01", now(1.0))
+    m.pulse_acked("A01", now(1.0))
+    m.poll_ok("b1", levels(c0=True, c1=True), now(1.2))
+    stored = {"A01": m.stored_state("A01")}
+    assert stored["A01"]["door_open_authorised"] is True
+    assert stored["A01"]["open_purpose"] == "deposit"
+    # A new process: the door is found open, as it was left.
+    again = CabinetModel([m.setup("A01"), m.setup("A02")], stored=stored)
+    first = again.poll_ok("b1", levels(c0=True, c1=True), now(0.0))
+    assert [e.event.alarm for e in first if e.event.alarm is not None] == []
+    opened = [e for e in first if e.kind.value == "door_opened"]
+    assert opened[0].event.details["authorised"] is True
+    closed = again.poll_ok("b1", levels(c1=True), now(1.0))
+    assert "compartment_loaded" in kinds(closed)
