@@ -702,20 +702,11 @@ class _BoardBase(_Section):
         return False
 
 
-class WaveshareRelayBoard(_BoardBase):
-    """A Waveshare-style Modbus RTU relay board: relays are coils, the board times the
-    pulse itself ("flash on"), inputs are discrete inputs. Its register map is fixed
-    (:data:`drivers.modbus.registers.WAVESHARE`)."""
+class _LockBoardBase(_BoardBase):
+    """A board with lock outputs and contact inputs (the subclasses declare both)."""
 
-    profile: Literal["waveshare_relay"] = Field(description="Board profile.")
-    outputs: Count = Field(ge=1, le=64, description="Relay channels (8, 16, 32).")
-    inputs: Count = Field(default=0, ge=0, le=64, description="Digital inputs.")
-    max_pulse_s: Seconds | None = Field(
-        default=None,
-        gt=0,
-        le=HARD_PULSE_CAP_S,
-        description="Pulse cap of this board; default `timing.max_pulse_s`.",
-    )
+    outputs: int
+    inputs: int
 
     @property
     def output_count(self) -> int:
@@ -730,7 +721,24 @@ class WaveshareRelayBoard(_BoardBase):
         return True
 
 
-class GenericIoBoard(_BoardBase):
+class WaveshareRelayBoard(_LockBoardBase):
+    """A Waveshare-style Modbus RTU relay board: relays are coils, the board times the
+    pulse itself ("flash on"), inputs are discrete inputs. Its register map is fixed
+    (:data:`drivers.modbus.registers.WAVESHARE`)."""
+
+    profile: Literal["waveshare_relay"] = Field(description="Board profile.")
+    outputs: Count = Field(ge=1, le=64, description="Relay channels (8, 16, 32).")
+    inputs: Count = Field(default=0, ge=0, le=64, description="Digital inputs.")
+    max_pulse_s: Seconds | None = Field(
+        default=None,
+        gt=0,
+        le=HARD_PULSE_CAP_S,
+        description="Pulse cap of this board; default `timing.max_pulse_s`.",
+    )
+
+
+
+class GenericIoBoard(_LockBoardBase):
     """A generic Modbus IO board described by its ``register_map``."""
 
     profile: Literal["generic_io"] = Field(description="Board profile.")
@@ -752,17 +760,6 @@ class GenericIoBoard(_BoardBase):
             raise _KeyedError("outputs", "a generic_io board needs outputs or inputs")
         return self
 
-    @property
-    def output_count(self) -> int:
-        return self.outputs
-
-    @property
-    def input_count(self) -> int:
-        return self.inputs
-
-    @property
-    def is_lock_board(self) -> bool:
-        return True
 
 
 class TemperatureProbeBoard(_BoardBase):
