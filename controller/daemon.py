@@ -45,6 +45,7 @@ from controller.contract.messages import (
     BusStats,
     ClockReading,
     LaneState,
+    Reply,
     State,
     Status,
     Telemetry,
@@ -445,7 +446,14 @@ class Daemon:
 
     async def _handle_command(self, incoming: IncomingCommand) -> None:
         assert self.link is not None
-        reply = await self.commands.handle(incoming.payload)
+        try:
+            reply = await self.commands.handle(incoming.payload)
+        except Exception:
+            # A bug must not take the lane down with it: say so, answer, carry on.
+            log.exception("command handling failed")
+            reply = encode(Reply.refusal(
+                CommandRejected(ErrorCode.INTERNAL, "the cabinet failed to handle this "
+                                "command; it was not executed to the end"), self._reading()))
         try:
             await self.link.reply(incoming, reply)
         except (LinkDown, MqttLinkError) as exc:
