@@ -130,9 +130,17 @@ class SimBus:
             for board in live:
                 if board.unit != unit:
                     continue
-                response = (
-                    request if isinstance(request, ExceptionResponse) else board.execute(request)
-                )
+                busy = self.faults.board("busy", board.name)
+                response: ModbusPDU
+                if busy is not None and not isinstance(request, ExceptionResponse):
+                    # A board that refuses everything (in set-up mode, or confused):
+                    # it answers, with an exception, and does nothing.
+                    response = ExceptionResponse(request.function_code, busy.code)
+                else:
+                    response = (
+                        request if isinstance(request, ExceptionResponse)
+                        else board.execute(request)
+                    )
                 reply = bytes([response.function_code]) + response.encode()
                 replies.append(reply)
                 if self.faults.board("duplicate_address", board.name) is not None:

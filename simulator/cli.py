@@ -99,6 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     fset.add_argument("--latency", type=float, dest="latency_s")
     fset.add_argument("--period", type=float, dest="period_s")
     fset.add_argument("--level", type=int, choices=(0, 1))
+    fset.add_argument("--code", type=int, help="busy: the Modbus exception code (default 6)")
     ops.add_parser("scan", help="show a code to the lane's scanner").add_argument("code")
     for op, help_ in LANE_OPS.items():
         ops.add_parser(op.replace("_", "-"), help=help_)
@@ -140,6 +141,7 @@ def _request(args: argparse.Namespace) -> dict[str, Any]:
         "signal",
         "latency_s",
         "period_s",
+        "code",
         "limit",
     ):
         value = getattr(args, name, None)

@@ -71,6 +71,8 @@ def _op_fault_set(cab: SimCabinet, req: dict[str, Any]) -> Any:
             extra[name] = float(_field(req, name, (int, float)))
     if req.get("level") is not None:
         extra["level"] = _field(req, "level", bool)
+    if req.get("code") is not None:
+        extra["code"] = _field(req, "code", int)
     fault = cab.faults.set(_field(req, "kind"), **_fault_target(req), **extra)
     return fault.as_dict()
 

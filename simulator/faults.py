@@ -8,6 +8,8 @@ kind                   target                    effect
 ``slow``               board (``latency_s``)     replies come ``latency_s`` late
 ``duplicate_address``  board                     a second board answers the same frames: the
                                                  two replies collide, the master gets garbage
+``busy``               board (``code``)          every request is answered with a Modbus
+                                                 exception (default 06, server device busy)
 ``stuck_latch``        lock board + channel      the solenoid energises, the latch stays put
                        (or ``compartment``)
 ``flapping``           input board + channel     the input toggles every ``period_s``
@@ -20,7 +22,7 @@ kind                   target                    effect
 ``compressor_failure`` zone                      the zone drifts toward ambient
 =====================  ========================  =============================================
 
-Bus faults (the first four) are applied by the transports, sensor and physics faults by
+Bus faults (the first five) are applied by the transports, sensor and physics faults by
 the world model. :class:`FaultBook` is the thread-safe store both consult.
 """
 
@@ -31,7 +33,7 @@ from dataclasses import dataclass, replace
 
 __all__ = ["BOARD_FAULTS", "CHANNEL_FAULTS", "FAULT_KINDS", "ZONE_FAULTS", "Fault", "FaultBook"]
 
-BOARD_FAULTS = ("silent", "corrupt_crc", "slow", "duplicate_address")
+BOARD_FAULTS = ("silent", "corrupt_crc", "slow", "duplicate_address", "busy")
 CHANNEL_FAULTS = ("stuck_latch", "flapping", "cut_wire")
 ZONE_FAULTS = ("compressor_failure",)
 FAULT_KINDS = BOARD_FAULTS + CHANNEL_FAULTS + ZONE_FAULTS
@@ -48,6 +50,7 @@ class Fault:
     latency_s: float = 0.0
     period_s: float = 0.5
     level: bool | None = None
+    code: int = 6
     since: float = 0.0
 
     @property
@@ -65,6 +68,8 @@ class Fault:
             out["period_s"] = self.period_s
         if self.kind == "cut_wire" and self.level is not None:
             out["level"] = self.level
+        if self.kind == "busy":
+            out["code"] = self.code
         return out
 
 

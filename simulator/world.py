@@ -654,6 +654,7 @@ class Faults:
         latency_s: float = 0.0,
         period_s: float = 0.5,
         level: bool | None = None,
+        code: int = 6,
     ) -> Fault:
         """Activate a fault (replacing one of the same kind on the same target)."""
         board, channel, zone = self._target(kind, board, channel, compartment, signal, zone)
@@ -661,8 +662,11 @@ class Faults:
             raise InvalidRequest("slow needs latency_s > 0", field="latency_s")
         if kind == "flapping" and period_s <= 0:
             raise InvalidRequest("flapping needs period_s > 0", field="period_s")
+        if kind == "busy" and not 1 <= code <= 255:
+            raise InvalidRequest("busy needs an exception code 1..255", field="code")
         fault = Fault(
-            kind, board, channel, zone, latency_s=latency_s, period_s=period_s, level=level
+            kind, board, channel, zone, latency_s=latency_s, period_s=period_s, level=level,
+            code=code,
         )
         return self._world._set_fault(fault)
 

@@ -150,7 +150,7 @@ async def _simulator(stack: AsyncExitStack) -> Harness:
         outputs_on=lambda: [world.output_level("locks", ch) for ch in range(OUTPUTS)],
         force_outputs_on=force_on,
         go_silent=lambda: world.faults.set("silent", board="locks"),
-        reject_all=None,
+        reject_all=lambda code: world.faults.set("busy", board="locks", code=code),
         heal=lambda: world.faults.clear("silent", board="locks"),
     )
 
