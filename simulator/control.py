@@ -24,7 +24,6 @@ light, buzzer). Error codes: ``bad_json``,
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import socket
 from collections.abc import Callable
@@ -32,6 +31,7 @@ from typing import Any
 
 from simulator.cabinet import SimCabinet
 from simulator.errors import InvalidRequest, SimError
+from simulator.serving import LoopbackServer
 
 __all__ = ["LANE_OPS", "OPS", "ControlServer", "handle_request", "send_command"]
 
@@ -199,64 +199,31 @@ def handle_request(cab: SimCabinet, line: str | bytes) -> dict[str, Any]:
     return reply
 
 
-class ControlServer:
+class ControlServer(LoopbackServer):
     """Serves :func:`handle_request` on ``127.0.0.1:port`` (0: any free port)."""
 
     def __init__(self, cab: SimCabinet, *, port: int = 0) -> None:
+        super().__init__(port=port, limit=MAX_LINE)
         self.cab = cab
-        self.requested_port = port
-        self.port = 0
-        self._server: asyncio.Server | None = None
-        self._connections: set[asyncio.Task[None]] = set()
 
-    async def start(self) -> None:
-        self._server = await asyncio.start_server(
-            self._serve, "127.0.0.1", self.requested_port, limit=MAX_LINE
-        )
-        self.port = int(self._server.sockets[0].getsockname()[1])
-
-    async def close(self) -> None:
-        server, self._server = self._server, None
-        if server is not None:
-            server.close()
-        for task in list(self._connections):
-            task.cancel()
-        for task in list(self._connections):
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
-        if server is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(server.wait_closed(), 2.0)
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._connections.add(task)
-        try:
-            while True:
-                try:
-                    line = await asyncio.wait_for(reader.readline(), IDLE_TIMEOUT_S)
-                except ValueError:  # longer than MAX_LINE
-                    reply: dict[str, Any] = {
-                        "ok": False,
-                        "error": {"code": "bad_request", "message": "line too long"},
-                    }
-                    writer.write(json.dumps(reply).encode() + b"\n")
-                    return
-                if not line:
-                    return
-                if not line.strip():
-                    continue
-                reply = handle_request(self.cab, line)
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            try:
+                line = await asyncio.wait_for(reader.readline(), IDLE_TIMEOUT_S)
+            except ValueError:  # longer than MAX_LINE
+                reply: dict[str, Any] = {
+                    "ok": False,
+                    "error": {"code": "bad_request", "message": "line too long"},
+                }
                 writer.write(json.dumps(reply).encode() + b"\n")
-                await writer.drain()
-        except (ConnectionError, TimeoutError):
-            pass
-        finally:
-            self._connections.discard(task)
-            writer.close()
-            with contextlib.suppress(Exception):
-                await writer.wait_closed()
+                return
+            if not line:
+                return
+            if not line.strip():
+                continue
+            reply = handle_request(self.cab, line)
+            writer.write(json.dumps(reply).encode() + b"\n")
+            await writer.drain()
 
 
 def send_command(

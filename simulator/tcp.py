@@ -15,7 +15,6 @@ with the line's faults, and so what this does:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import struct
 import time
@@ -24,6 +23,7 @@ from pymodbus.constants import ExcCodes
 
 from drivers.modbus.registers import frame_time, silent_interval
 from simulator.bus import SimBus, rtu_frame
+from simulator.serving import LoopbackServer
 
 __all__ = ["ModbusTcpGateway"]
 
@@ -33,61 +33,27 @@ MBAP = struct.Struct(">HHHB")
 IDLE_TIMEOUT_S = 600.0
 
 
-class ModbusTcpGateway:
+class ModbusTcpGateway(LoopbackServer):
     """Serves one bus as Modbus TCP on ``host:port`` (port 0: any free one)."""
 
     def __init__(
         self, bus: SimBus, *, host: str = "127.0.0.1", port: int = 0, emulate_timing: bool = True
     ) -> None:
+        super().__init__(host=host, port=port)
         self.bus = bus
-        self.host = host
-        self.requested_port = port
         self.emulate_timing = emulate_timing
-        self._server: asyncio.Server | None = None
-        self._connections: set[asyncio.Task[None]] = set()
-        self.port = 0
 
-    async def start(self) -> None:
-        if self._server is not None:
-            return
-        self._server = await asyncio.start_server(self._serve, self.host, self.requested_port)
-        self.port = int(self._server.sockets[0].getsockname()[1])
-
-    async def close(self) -> None:
-        server, self._server = self._server, None
-        if server is not None:
-            server.close()
-        for task in list(self._connections):
-            task.cancel()
-        for task in list(self._connections):
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
-        if server is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(server.wait_closed(), 2.0)
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._connections.add(task)
-        try:
-            while True:
-                header = await asyncio.wait_for(reader.readexactly(MBAP.size), IDLE_TIMEOUT_S)
-                tid, protocol, length, unit = MBAP.unpack(header)
-                if protocol != 0 or not 2 <= length <= 254:
-                    return  # not Modbus: drop the connection, as gateways do
-                pdu = await asyncio.wait_for(reader.readexactly(length - 1), IDLE_TIMEOUT_S)
-                reply = await self._transact(unit, pdu)
-                if reply is not None:
-                    writer.write(MBAP.pack(tid, 0, len(reply) + 1, unit) + reply)
-                    await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError, TimeoutError):
-            pass
-        finally:
-            self._connections.discard(task)
-            writer.close()
-            with contextlib.suppress(Exception):
-                await writer.wait_closed()
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            header = await asyncio.wait_for(reader.readexactly(MBAP.size), IDLE_TIMEOUT_S)
+            tid, protocol, length, unit = MBAP.unpack(header)
+            if protocol != 0 or not 2 <= length <= 254:
+                return  # not Modbus: drop the connection, as gateways do
+            pdu = await asyncio.wait_for(reader.readexactly(length - 1), IDLE_TIMEOUT_S)
+            reply = await self._transact(unit, pdu)
+            if reply is not None:
+                writer.write(MBAP.pack(tid, 0, len(reply) + 1, unit) + reply)
+                await writer.drain()
 
     async def _transact(self, unit: int, pdu: bytes) -> bytes | None:
         started = time.perf_counter()
