@@ -33,7 +33,10 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-__all__ = ["LaneRig", "SimControl", "binary", "free_port", "wait_for_port"]
+__all__ = [
+    "LaneRig", "SimControl", "binary", "free_port", "mosquitto_argv", "redis_argv",
+    "wait_for_port",
+]
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_TEMPLATE = ROOT / "deploy" / "sim-cabinet.toml"
@@ -66,6 +69,43 @@ def binary(name: str) -> str:
         if candidate and os.path.exists(candidate):
             return candidate
     raise FileNotFoundError(f"{name} is not installed (the README's set-up installs it)")
+
+
+def mosquitto_argv(
+    workdir: Path, port: int, *, persistence: bool = True, extra_config: str = ""
+) -> list[str]:
+    """A mosquitto on 127.0.0.1:``port``, anonymous, its config and persistence file in
+    ``workdir`` (persistent sessions and queued QoS 1 messages survive a restart)."""
+    conf = workdir / "mosquitto.conf"
+    lines = [
+        f"listener {port} 127.0.0.1",
+        "allow_anonymous true",
+        # Started as root, mosquitto would switch to its own user and then fail to write
+        # its persistence file here, losing persistent sessions on restart.
+        f"user {pwd.getpwuid(os.getuid()).pw_name}",
+        f"persistence {'true' if persistence else 'false'}",
+        f"persistence_location {workdir}/",
+        "autosave_interval 1",
+        "max_queued_messages 100000",
+        "log_dest stdout",
+        "log_type error",
+        "log_type warning",
+        extra_config,
+    ]
+    conf.write_text("\n".join(lines) + "\n")
+    return [binary("mosquitto"), "-c", str(conf)]
+
+
+def redis_argv(datadir: Path, port: int, *, durable: bool = True) -> list[str]:
+    """A redis-server on 127.0.0.1:``port`` with its files in ``datadir``; ``durable``
+    gives the production settings (append-only file, fsync on every write)."""
+    argv = [
+        binary("redis-server"), "--port", str(port), "--bind", "127.0.0.1",
+        "--dir", str(datadir), "--save", "", "--daemonize", "no", "--protected-mode", "yes",
+    ]
+    if durable:
+        return [*argv, "--appendonly", "yes", "--appendfsync", "always"]
+    return [*argv, "--appendonly", "no"]
 
 
 def _script(name: str) -> list[str]:
@@ -243,24 +283,12 @@ class LaneRig:
         self.config_path.write_text(text)
 
     def _mosquitto_argv(self) -> list[str]:
-        conf = self.workdir / "mosquitto.conf"
-        conf.write_text("\n".join([
-            f"listener {self.mqtt_port} 127.0.0.1", "allow_anonymous true",
-            # Started as root, mosquitto would switch to its own user and then fail to
-            # write its persistence file here, losing persistent sessions on restart.
-            f"user {pwd.getpwuid(os.getuid()).pw_name}",
-            "persistence true", f"persistence_location {self.workdir}/",
-            "autosave_interval 1", "max_queued_messages 100000", "log_dest stdout",
-            "log_type error", "log_type warning", "",
-        ]))
-        return [binary("mosquitto"), "-c", str(conf)]
+        return mosquitto_argv(self.workdir, self.mqtt_port)
 
     def _redis_argv(self) -> list[str]:
         data = self.workdir / "redis"
         data.mkdir(exist_ok=True)
-        return [binary("redis-server"), "--port", str(self.redis_port), "--bind", "127.0.0.1",
-                "--dir", str(data), "--save", "", "--appendonly", "yes",
-                "--appendfsync", "always", "--daemonize", "no"]
+        return redis_argv(data, self.redis_port)
 
     # -- lifecycle ---------------------------------------------------------------------
 

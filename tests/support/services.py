@@ -8,13 +8,11 @@ stopped by process id, never by name.
 
 from __future__ import annotations
 
-import os
-import pwd
 import signal
 import subprocess
 from pathlib import Path
 
-from controller.rig import binary, free_port, wait_for_port
+from controller.rig import free_port, mosquitto_argv, redis_argv, wait_for_port
 
 __all__ = ["MosquittoProcess", "RedisProcess", "free_port", "wait_for_port"]
 
@@ -107,23 +105,8 @@ class MosquittoProcess(_Service):
         self.extra_config = extra_config
 
     def _argv(self) -> list[str]:
-        conf = self.workdir / "mosquitto.conf"
-        lines = [
-            f"listener {self.port} 127.0.0.1",
-            "allow_anonymous true",
-            # As root, mosquitto would switch to its own user and could not write here.
-            f"user {pwd.getpwuid(os.getuid()).pw_name}",
-            f"persistence {'true' if self.persistence else 'false'}",
-            f"persistence_location {self.workdir}/",
-            "autosave_interval 1",
-            "max_queued_messages 100000",
-            "log_dest stdout",
-            "log_type error",
-            "log_type warning",
-            self.extra_config,
-        ]
-        conf.write_text("\n".join(lines) + "\n")
-        return [binary("mosquitto"), "-c", str(conf)]
+        return mosquitto_argv(self.workdir, self.port, persistence=self.persistence,
+                              extra_config=self.extra_config)
 
 
 class RedisProcess(_Service):
@@ -137,16 +120,7 @@ class RedisProcess(_Service):
         self.durable = durable
 
     def _argv(self) -> list[str]:
-        argv = [
-            binary("redis-server"), "--port", str(self.port), "--bind", "127.0.0.1",
-            "--dir", str(self.workdir), "--save", "", "--daemonize", "no",
-            "--protected-mode", "yes",
-        ]
-        if self.durable:
-            argv += ["--appendonly", "yes", "--appendfsync", "always"]
-        else:
-            argv += ["--appendonly", "no"]
-        return argv
+        return redis_argv(self.workdir, self.port, durable=self.durable)
 
     @property
     def url(self) -> str:
