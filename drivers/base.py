@@ -109,7 +109,9 @@ class SensorSnapshot:
 
 @dataclass(frozen=True, slots=True)
 class PulseReceipt:
-    """The board accepted a pulse command. ``timed_by`` says who ends the pulse."""
+    """The board accepted a pulse command. ``timed_by`` says who ends the pulse;
+    ``confirmed_by`` how the driver knows it happened: ``"ack"`` (the board's reply to the
+    pulse frame) or ``"readback"`` (the reply was lost, the output read back as on)."""
 
     bus: str
     address: int
@@ -118,6 +120,7 @@ class PulseReceipt:
     timed_by: str  # "board" or "driver"
     sent_at: float
     acked_at: float
+    confirmed_by: str = "ack"
 
 
 class LockBoard(abc.ABC):

@@ -14,7 +14,10 @@ a builtin so callers that only know the standard library still catch them sensib
           ├── BoardTimeout (TimeoutError)   no complete answer within the timeout, retries spent
           ├── FrameError (ValueError)       garbled or mismatched reply: CRC, length, function,
           │                                 address or count not those of the request
-          └── BoardRejected                 the board answered with a Modbus exception code
+          ├── BoardRejected                 the board answered with a Modbus exception code
+          └── PulseUnconfirmed (TimeoutError) a pulse frame went out, its outcome is unknown:
+                                            the acknowledgement was lost, late or garbled and
+                                            reading back could not settle it (never re-sent)
 
 Every :class:`BoardError` carries ``bus`` and ``address`` so that a log line or an alarm
 names the board without the caller having to add it.
@@ -33,6 +36,7 @@ __all__ = [
     "DriverConfigError",
     "DriverError",
     "FrameError",
+    "PulseUnconfirmed",
 ]
 
 
@@ -100,3 +104,32 @@ class BoardRejected(BoardError):
     ) -> None:
         super().__init__(message, bus=bus, address=address)
         self.exception_code = exception_code
+
+
+class PulseUnconfirmed(BoardError, TimeoutError):
+    """A pulse frame was sent but whether the solenoid was energised is unknown.
+
+    The acknowledgement was lost, late or garbled, and what could be read back (the
+    output's own state) did not settle it. The driver never sends the pulse again after
+    this: a second frame could energise the solenoid twice, beyond the cap. The caller
+    reports the outcome as unconfirmed and treats a door that opens next as an authorised
+    opening. ``sent_at`` is the driver clock's time the frame was sent, ``duration_s`` the
+    (capped) duration asked for, ``evidence`` what the driver tried and saw.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        bus: str = "",
+        address: int | None = None,
+        channel: int = 0,
+        duration_s: float = 0.0,
+        sent_at: float = 0.0,
+        evidence: str = "",
+    ) -> None:
+        super().__init__(message, bus=bus, address=address)
+        self.channel = channel
+        self.duration_s = duration_s
+        self.sent_at = sent_at
+        self.evidence = evidence
