@@ -250,6 +250,11 @@ class CabinetModel:
             events = c.open_for_staff(now.wall, reason)
         return self._wrap_wall(events, now)
 
+    def withdraw_open(self, compartment: str) -> None:
+        """Undo :meth:`request_open` when the open stops before its pulse (a refusal, a
+        store that cannot record it): no pending open is left to hold the order back."""
+        self.compartments.get(compartment).withdraw_open()
+
     def pulse_sent(self, compartment: str, now: Now) -> list[Emitted]:
         return self._door_events(compartment, self._door(compartment).pulse_sent(now.mono), now)
 

@@ -12,8 +12,10 @@ The order of the checks is the contract:
    blocks or reconfigures), cabinet, boot id, deadline in the cabinet's own clock,
    replay window;
 4. claim the id in the store (``begin_command``) *before* acting, and for a door, record
-   the pulse intent before the pulse: after a crash the id is never acted on again and a
-   compartment is never pulsed twice for one command;
+   the pulse intent before the pulse (the door is opened by
+   :class:`~controller.services.opening.OpeningService`, the sequence the lane uses too):
+   after a crash the id is never acted on again and a compartment is never pulsed twice
+   for one command;
 5. act through the domain (which refuses with a structured error and changes nothing),
    persist what changed, then store and send the reply.
 """
@@ -51,8 +53,9 @@ from controller.domain.errors import DomainError
 from controller.domain.errors import ErrorCode as Dom
 from controller.security.errors import AuthRejected, RejectCode
 from controller.security.verify import CommandVerifier
+from controller.services.opening import OpeningService, OpenRequest
 from controller.services.reporting import PendingEvent
-from controller.services.unlock import PulseFailed, UnlockService
+from controller.services.unlock import UnlockService
 from controller.settings import Settings
 from controller.store import Store
 from controller.store.errors import StoreError
@@ -155,6 +158,7 @@ class CommandService:
         self._unavailable_zones = unavailable_zones
         self._apply_config = apply_config
         self._save = save or self._save_directly
+        self._opening = OpeningService(model, store, unlock, emit, now=now, save=self._save)
         self.handled = 0
         self.refused = 0
 
@@ -306,29 +310,26 @@ class CommandService:
 
     async def _open(self, command: OpenCommand) -> dict[str, Any]:
         cid = command.args.compartment
-        purpose = _PURPOSE[command.args.reason]
         now = self._now()
-        self._unlock.check(cid, now.mono)  # cooldown and rate limit: refuse before anything
-        events = [
-            PendingEvent(e.kind.value, {**e.data(), "command": command.id}, e.at_wall,
-                         e.compartment)
-            for e in self._model.request_open(cid, purpose, now, reason=command.args.reason)
-        ]
-        # Write before acting: the intent is durable before the solenoid moves.
-        if not await self._store.record_pulse_intent(command.id, cid):
-            raise _rejected(Wire.CONFLICT, "a pulse for this command may already have happened",
-                            "id")
-        await self._commit(events, cid)
-        await self._audit("open", command, cid, {"reason": command.args.reason})
         clock = self._clock()
         remaining_s = max(0.0, (command.expires.uptime_ms - clock.uptime_ms) / 1000.0)
-        try:
-            outcome = await self._unlock.pulse(cid, deadline_mono=now.mono + remaining_s)
-        except PulseFailed as exc:
-            await self._save(cid)
+
+        async def record_intent() -> None:
+            # Write before acting: the intent is durable before the solenoid moves.
+            if not await self._store.record_pulse_intent(command.id, cid):
+                raise _rejected(Wire.CONFLICT,
+                                "a pulse for this command may already have happened", "id")
+
+        outcome = await self._opening.open(OpenRequest(
+            cid, _PURPOSE[command.args.reason], now.mono + remaining_s,
+            audit=("open", f"command:{command.id}", {"reason": command.args.reason}),
+            reason=command.args.reason, tag={"command": command.id}, record=record_intent,
+        ))
+        if outcome.outcome == "not_pulsed":
             raise _rejected(Wire.HARDWARE, f"the lock board did not accept the pulse: "
-                            f"{exc.reason}", "args.compartment") from exc
+                            f"{outcome.detail}", "args.compartment")
         receipt = outcome.receipt
+        assert receipt is not None
         return {
             "compartment": cid,
             "pulse": {

@@ -46,6 +46,7 @@ class Core:
     unlock: UnlockService
     commands: CommandService
     poller: Poller
+    policy: UnlockPolicy
     key: Ed25519PrivateKey
     boot_id: str
     start: float
@@ -98,8 +99,8 @@ async def core() -> AsyncIterator[Core]:
     boot = await store.new_boot()
     model = CabinetModel(compartment_setups(settings))
     sink = EventSink(store)
-    unlock = UnlockService(settings, model, hardware, UnlockPolicy(unlock_limits(settings)),
-                           sink.emit, now=_now)
+    policy = UnlockPolicy(unlock_limits(settings))
+    unlock = UnlockService(settings, model, hardware, policy, sink.emit, now=_now)
     start = time.monotonic()
     holder: dict[str, Core] = {}
     verifier = CommandVerifier(settings.cabinet.id, {"test": key.public_key()},
@@ -111,8 +112,8 @@ async def core() -> AsyncIterator[Core]:
     commands = CommandService(settings, model, store, unlock, verifier, sink.emit, now=_now,
                               cabinet_clock=lambda: holder["core"].clock(), snapshot=snapshot)
     poller = Poller(model, hardware, sink.emit, now=_now, interval_s=0.1)
-    c = Core(settings, hardware, store, model, sink, unlock, commands, poller, key, boot.id,
-             start)
+    c = Core(settings, hardware, store, model, sink, unlock, commands, poller, policy, key,
+             boot.id, start)
     holder["core"] = c
     try:
         yield c
