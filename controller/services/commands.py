@@ -39,6 +39,8 @@ from controller.contract.messages import (
     Command,
     GetStateCommand,
     OpenCommand,
+    OpenResult,
+    PulseReport,
     ReleaseCommand,
     Reply,
     SignedCommand,
@@ -53,7 +55,7 @@ from controller.domain.errors import DomainError
 from controller.domain.errors import ErrorCode as Dom
 from controller.security.errors import AuthRejected, RejectCode
 from controller.security.verify import CommandVerifier
-from controller.services.opening import OpeningService, OpenRequest
+from controller.services.opening import OpeningService, OpenOutcome, OpenRequest
 from controller.services.reporting import PendingEvent
 from controller.services.unlock import UnlockService
 from controller.settings import Settings
@@ -326,19 +328,9 @@ class CommandService:
             reason=command.args.reason, tag={"command": command.id}, record=record_intent,
         ))
         if outcome.outcome == "not_pulsed":
-            raise _rejected(Wire.HARDWARE, f"the lock board did not accept the pulse: "
+            raise _rejected(Wire.HARDWARE, f"the lock board did not make the pulse: "
                             f"{outcome.detail}", "args.compartment")
-        receipt = outcome.receipt
-        assert receipt is not None
-        return {
-            "compartment": cid,
-            "pulse": {
-                "accepted": True,
-                "duration_s": receipt.duration_s,
-                "timed_by": receipt.timed_by,
-                "board_ms": round((receipt.acked_at - receipt.sent_at) * 1000, 3),
-            },
-        }
+        return _open_result(outcome).model_dump(mode="json", exclude_none=True)
 
     async def _assign(self, command: AssignCommand) -> dict[str, Any]:
         args = command.args
@@ -386,6 +378,23 @@ class CommandService:
             await self._store.delete_order(order.order_id)
             await self._store.delete_code_hashes(order.order_id)
         return {"compartment": cid, "released": True}
+
+
+def _open_result(outcome: OpenOutcome) -> OpenResult:
+    """The reply's ``result`` for an open whose pulse went out: what is known of it."""
+    receipt = outcome.receipt
+    if receipt is None:
+        pulse = PulseReport(outcome="unconfirmed", duration_s=outcome.duration_s,
+                            evidence=outcome.detail[:200] or None,
+                            open_detect_s=outcome.open_detect_s)
+    else:
+        pulse = PulseReport(
+            outcome="pulsed", accepted=True, duration_s=receipt.duration_s,
+            timed_by="driver" if receipt.timed_by == "driver" else "board",
+            board_ms=max(round((receipt.acked_at - receipt.sent_at) * 1000, 3), 0.0),
+            confirmed_by="readback" if receipt.confirmed_by == "readback" else "ack",
+        )
+    return OpenResult(compartment=outcome.compartment, pulse=pulse)
 
 
 def _wall(value: datetime) -> float:

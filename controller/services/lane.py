@@ -29,7 +29,9 @@ The steps, in this order (each refusal is a ``code_rejected`` event and a short 
    compartment state and the ``code_accepted`` event committed, an audit line, and the
    pulse. A refusal up to there is a ``code_rejected`` (the code stays unused when it was
    not marked); a pulse the board did not make leaves the code usable within its reopen
-   grace; the door story follows from the poller.
+   grace (``pulse_failed``); a pulse whose outcome is unknown (``pulse_unconfirmed``)
+   keeps the code used and the light busy: the customer pulls the door, and its opening
+   is an authorised one. The door story follows from the poller.
 
 A scanned QR code may name its order: ``<order id>:<code>`` (the order id as dispatch
 knows it). Then only that order's hashes are checked and wrong codes also count against
@@ -185,8 +187,10 @@ def verify_code(code: PickupCode, algorithm: str, salt: bytes, digest: bytes,
 
 @dataclass(frozen=True, slots=True)
 class EntryResult:
-    """What became of one code entry (never the code). ``latency_s``: entry to pulse
-    acknowledged by the board, for an accepted code whose pulse went out."""
+    """What became of one code entry (never the code). ``reason``: why a code was refused,
+    or, for an accepted one, what went wrong after it was used (``pulse_failed: ...``, the
+    board did not make the pulse; ``pulse_unconfirmed``, the pulse went out and its outcome
+    is unknown). ``latency_s``: entry to pulse acknowledged by the board."""
 
     accepted: bool
     reason: str | None = None
@@ -854,6 +858,11 @@ class LaneService:
             return EntryResult(True, f"pulse_failed: {outcome.detail}", cid, oid,
                                record.purpose.value, decision.reopen)
         self._busy.append(_Busy(cid, now.mono + BUSY_MAX_S))
+        if outcome.outcome == "unconfirmed":
+            # The pulse may have released the lock: the code stays used, the light says
+            # "pull the door", and a door opening now is an authorised one.
+            return EntryResult(True, "pulse_unconfirmed", cid, oid, record.purpose.value,
+                               decision.reopen)
         return EntryResult(True, None, cid, oid, record.purpose.value, decision.reopen,
                            latency_s=time.monotonic() - started)
 

@@ -6,8 +6,10 @@ the waiting and the I/O. A pulse waits for the power budget at most until ``dead
 (a door command's expiry): a door command is never queued for later. The door sensor
 is never consulted: a cut sensor wire reads "open", and a customer must still get in.
 
-Each pulse is reported as three facts in the model: sent, acknowledged by the board (or
-failed), and, later, from the sensors, opened or not detected.
+Each pulse is reported as three facts in the model: sent; then acknowledged by the board,
+failed (the driver says nothing was energised) or unconfirmed (the frame went out and its
+effect is unknown: the driver never sends it again); and, later, from the sensors, opened
+or not detected.
 
 The caller's write-before-act (a command's pulse intent, a code marked used) runs inside
 :meth:`UnlockService.pulse`, once the power budget has a slot for this pulse: a pulse that
@@ -28,7 +30,7 @@ from controller.domain.unlock import Refused, UnlockPolicy
 from controller.services.hardware import Hardware
 from controller.settings import Settings
 from drivers.base import PulseReceipt
-from drivers.errors import DriverError
+from drivers.errors import DriverError, PulseUnconfirmed
 
 __all__ = ["PulseFailed", "PulseOutcome", "UnlockService"]
 
@@ -142,6 +144,19 @@ class UnlockService:
             await self._emit(self._model.pulse_sent(compartment, now))
             try:
                 receipt = await board.pulse(lock_ref.channel, grant.duration_s)
+            except PulseUnconfirmed as exc:
+                # The frame went out; whether the solenoid moved is unknown. The budget
+                # counts it energised for its whole duration; the model keeps the open
+                # declared, so the customer who pulls the door is not a burglar.
+                at = self._now()
+                self._policy.finished(compartment, at.mono)
+                evidence = (exc.evidence or str(exc))[:200]
+                await self._emit(self._model.pulse_unconfirmed(compartment, at, evidence))
+                self._on_change()
+                log.warning("unlock pulse unconfirmed",
+                            extra={"ctx": {"compartment": compartment, "evidence": evidence}})
+                return PulseOutcome(compartment, None, time.monotonic() - started,
+                                    exc.duration_s or grant.duration_s, evidence)
             except DriverError as exc:
                 failed_at = self._now()
                 self._policy.finished(compartment, failed_at.mono)

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from controller.store.errors import StoreUnavailable
+from tests.support.ack_lost import AckLost
 from tests.unit.lane.harness import Lane
 
 pytestmark = pytest.mark.timeout(30)
@@ -67,3 +68,24 @@ async def test_a_pulse_the_board_did_not_make_keeps_the_code_usable(lane: Lane) 
     again = await lane.lane.enter_code("C5151")  # within the reopen grace
     assert again.accepted, again
     assert again.reason is None
+
+
+async def test_an_unconfirmed_pulse_keeps_the_code_used_and_the_opening_authorised(
+    lane: Lane,
+) -> None:
+    cid = await lane.deposit("o-uc", "grocery", deposit_code="D6161", collect_code="C6161")
+    double = AckLost(lane.board, acts=True)
+    lane.hardware.lock_boards["locks"] = double  # type: ignore[assignment]
+    result = await lane.lane.enter_code("C6161")
+    assert result.accepted
+    assert result.reason == "pulse_unconfirmed"
+    assert await lane.store.code_used_at("o-uc", "collect-1") is not None
+    assert lane.lane.light == "busy"  # pull the door
+    assert lane.kinds("unlock_pulse_unconfirmed")[-1].compartment == cid
+    # The lock was in fact released: the customer pulls the door, takes the bag.
+    await lane.take_out(cid)
+    assert lane.alarms("forced_open") == []
+    opened = [e for e in lane.kinds("door_opened") if e.compartment == cid][-1]
+    assert opened.data["authorised"] is True
+    assert lane.model.compartments.get(cid).phase.value == "free"
+    assert double.frames == 1
