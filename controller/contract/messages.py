@@ -536,13 +536,14 @@ class Reply(_Model):
 
     ``id`` echoes the command id (``None`` only when the command was unreadable).
     ``ok: true`` carries ``result``; ``ok: false`` carries ``error``. A repeated command id
-    gets the first reply again. The result of an ``open`` is an :class:`OpenResult`; its
+    gets the first reply again. The result of an ``open`` is an :class:`OpenResult` (the
+    cabinet builds it with that model; the reply schema documents it); its
     ``pulse.outcome`` is ``pulsed`` or ``unconfirmed`` (see :class:`PulseReport`).
     """
 
     id: CommandId | None = None
     ok: bool
-    result: OpenResult | dict[str, Any] | None = None
+    result: dict[str, Any] | None = None
     error: ReplyError | None = None
     cabinet_clock: ClockReading
 
@@ -555,8 +556,7 @@ class Reply(_Model):
         return self
 
     @classmethod
-    def success(cls, command_id: str, result: OpenResult | dict[str, Any],
-                clock: ClockReading) -> Reply:
+    def success(cls, command_id: str, result: dict[str, Any], clock: ClockReading) -> Reply:
         return cls(id=command_id, ok=True, result=result, cabinet_clock=clock)
 
     @classmethod

@@ -11,7 +11,10 @@ from controller.contract import schemagen
 from tests.support.ack_lost import AckLost
 from tests.unit.services.conftest import Core
 
-REPLY_SCHEMA = jsonschema.Draft202012Validator(schemagen.generate()["reply"])
+_REPLY = schemagen.generate()["reply"]
+REPLY_SCHEMA = jsonschema.Draft202012Validator(_REPLY)
+OPEN_RESULT = jsonschema.Draft202012Validator(
+    {"$ref": "#/$defs/OpenResult", "$defs": _REPLY["$defs"]})
 
 
 def _lose_acks(core: Core, cid: str, *, acts: bool) -> AckLost:
@@ -28,6 +31,7 @@ async def _kinds(core: Core, cid: str) -> list[str]:
 async def test_a_pulsed_reply_says_how_the_pulse_is_known(core: Core) -> None:
     reply = await core.send(core.command("open", {"compartment": "A01", "reason": "staff"}))
     REPLY_SCHEMA.validate(reply)
+    OPEN_RESULT.validate(reply["result"])
     pulse = reply["result"]["pulse"]
     assert pulse["outcome"] == "pulsed"
     assert pulse["accepted"] is True
@@ -41,6 +45,7 @@ async def test_an_unconfirmed_pulse_is_an_ok_reply_that_says_so(core: Core) -> N
     reply = await core.send(cmd)
     REPLY_SCHEMA.validate(reply)
     assert reply["ok"] is True, reply
+    OPEN_RESULT.validate(reply["result"])
     pulse = reply["result"]["pulse"]
     assert pulse["outcome"] == "unconfirmed"
     assert "accepted" not in pulse
