@@ -18,12 +18,21 @@ The order of the checks is the contract:
    for one command;
 5. act through the domain (which refuses with a structured error and changes nothing),
    persist what changed, then store and send the reply.
+
+A store error never leaves an id ``busy`` for ever. Stopped before acting (the claim, the
+pulse intent, the compartment's state could not be written; an open that stops there sent
+no pulse), the command is answered ``busy`` and a retry of the same id acts, once: this
+process retakes its own unfinished claim. Stopped after acting (the reply could not be
+stored), the command is answered with its true reply, kept in memory, and a retry gets
+that reply, stored then; it never acts twice. After a restart only the record counts: an
+unfinished command is answered at start-up and never acted on again.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Collection, Sequence
 from datetime import datetime
 from typing import Any
@@ -91,6 +100,9 @@ _AUTH_TO_WIRE: dict[RejectCode, Wire] = {
     RejectCode.TOO_FAR_IN_FUTURE: Wire.EXPIRED,
     RejectCode.REPLAYED: Wire.REPLAYED,
 }
+
+#: How many command ids are remembered for recovery after store errors.
+_MAX_REMEMBERED = 1024
 
 _PURPOSE = {
     "deposit": OpenPurpose.DEPOSIT,
@@ -161,6 +173,10 @@ class CommandService:
         self._apply_config = apply_config
         self._save = save or self._save_directly
         self._opening = OpeningService(model, store, unlock, emit, now=now, save=self._save)
+        #: Replies of commands that acted but whose reply the store did not take.
+        self._owed: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        #: Commands stopped by a store error before acting, in this process.
+        self._retake: OrderedDict[str, None] = OrderedDict()
         self.handled = 0
         self.refused = 0
 
@@ -206,6 +222,14 @@ class CommandService:
         if record.digest != digest:
             raise _rejected(Wire.CONFLICT, "this command id was used for another command", "id")
         if record.reply is None:
+            owed = self._owed.get(command_id)
+            if owed is not None:
+                # Its reply could not be stored: store it now and answer with it.
+                stored = await self._store.finish_command(command_id, owed)
+                self._owed.pop(command_id, None)
+                return encode(Reply.model_validate(stored))
+            if command_id in self._retake:
+                return None  # stopped by the store before acting: act now
             raise _rejected(Wire.BUSY, "this command is in progress or was interrupted", "id")
         return encode(Reply.model_validate(record.reply))
 
@@ -235,10 +259,11 @@ class CommandService:
     async def _execute(self, command: Command, digest: str) -> bytes:
         try:
             claim = await self._store.begin_command(
-                command.id, digest, command.expires.model_dump())
+                command.id, digest, command.expires.model_dump(),
+                retake=command.id in self._retake)
         except StoreError:
-            # Nothing was recorded and nothing acted: let a retry with this id through.
-            self._verifier.release(command.id)
+            # Nothing acted (the claim may or may not have landed): a retry may act.
+            self._may_retake(command.id)
             raise
         if isinstance(claim, AlreadySeen):
             # Lost a race with an identical message: answer like a repeat.
@@ -246,6 +271,7 @@ class CommandService:
             if repeat is not None:
                 return repeat
             raise _rejected(Wire.BUSY, "this command is in progress", "id")
+        self._retake.pop(command.id, None)
         try:
             result = await self._act(command)
             reply = Reply.success(command.id, result, self._reading())
@@ -255,8 +281,47 @@ class CommandService:
         except DomainError as exc:
             self.refused += 1
             reply = Reply.refusal(_from_domain(exc), self._reading(), command.id)
-        stored = await self._store.finish_command(command.id, reply.model_dump(mode="json"))
+        except StoreError:
+            # Stopped by the store before acting: an open that raises sent no pulse
+            # (OpeningService); the claim is kept, and this process lets a retry of the id
+            # retake it once the store is back.
+            self._may_retake(command.id)
+            raise
+        answer = reply.model_dump(mode="json")
+        try:
+            stored = await self._store.finish_command(command.id, answer)
+        except StoreError as exc:
+            # It acted: tell the truth now, and store it when the store is back (a repeat
+            # of the id, or the next command that stores its own reply).
+            self._owe(command.id, answer)
+            log.error("reply not stored; kept to answer a repeat",
+                      extra={"ctx": {"command": command.id, "error": str(exc)}})
+            return encode(reply)
+        await self._settle_owed()
         return encode(Reply.model_validate(stored))
+
+    def _may_retake(self, command_id: str) -> None:
+        """``command_id`` stopped on a store error before acting: a retry may act."""
+        self._verifier.release(command_id)
+        self._retake[command_id] = None
+        self._retake.move_to_end(command_id)
+        while len(self._retake) > _MAX_REMEMBERED:
+            self._retake.popitem(last=False)
+
+    def _owe(self, command_id: str, reply: dict[str, Any]) -> None:
+        self._owed[command_id] = reply
+        while len(self._owed) > _MAX_REMEMBERED:
+            # Forgotten here, the record stays unfinished: the next start answers it.
+            self._owed.popitem(last=False)
+
+    async def _settle_owed(self) -> None:
+        """Store the replies that could not be stored (the store answers again)."""
+        for command_id, reply in list(self._owed.items()):
+            try:
+                await self._store.finish_command(command_id, reply)
+            except StoreError:
+                return
+            self._owed.pop(command_id, None)
 
     async def _act(self, command: Command) -> dict[str, Any]:
         if isinstance(command, GetStateCommand):
