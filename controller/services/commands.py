@@ -160,7 +160,6 @@ class CommandService:
         self._settings = settings
         self._model = model
         self._store = store
-        self._unlock = unlock
         self._verifier = verifier
         self._emit = emit
         self._now = now

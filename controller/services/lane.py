@@ -319,7 +319,6 @@ class LaneService:
         self._settings = settings
         self._model = model
         self._store = store
-        self._unlock = unlock
         self._emit = emit
         self._now = now
         self._opening = OpeningService(model, store, unlock, emit, now=now)

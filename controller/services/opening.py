@@ -91,11 +91,6 @@ class OpenOutcome:
     waited_s: float = 0.0
     open_detect_s: float = 0.0
 
-    @property
-    def pulse_sent(self) -> bool:
-        """Whether the solenoid was (or may have been) energised."""
-        return self.outcome != "not_pulsed"
-
 
 class OpeningService:
     """Runs :class:`OpenRequest` s; see the module docstring.

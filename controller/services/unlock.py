@@ -59,10 +59,6 @@ class PulseOutcome:
     duration_s: float = 0.0
     evidence: str = ""
 
-    @property
-    def confirmed(self) -> bool:
-        return self.receipt is not None
-
 
 class UnlockService:
     def __init__(
