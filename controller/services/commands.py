@@ -281,9 +281,10 @@ class CommandService:
             self.refused += 1
             reply = Reply.refusal(_from_domain(exc), self._reading(), command.id)
         except StoreError:
-            # Stopped by the store before acting: an open that raises sent no pulse
-            # (OpeningService); the claim is kept, and this process lets a retry of the id
-            # retake it once the store is back.
+            # Stopped by the store: an open that raises sent no pulse and left no declared
+            # open (OpeningService); the other commands act on the model through the
+            # domain, which refuses to do twice what is done. The claim is kept, and this
+            # process lets a retry of the id retake it once the store is back.
             self._may_retake(command.id)
             raise
         answer = reply.model_dump(mode="json")
