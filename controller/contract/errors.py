@@ -71,7 +71,9 @@ ERROR_DESCRIPTIONS: dict[ErrorCode, str] = {
     ErrorCode.CONFLICT: "the request contradicts the current state (e.g. already assigned), "
     "or its id was already used for another command",
     ErrorCode.INVALID_CONFIG: "apply_config: the resulting configuration is not valid",
-    ErrorCode.HARDWARE: "the lock board did not answer; the action was not done",
+    ErrorCode.HARDWARE: "the lock board did not make the pulse (no answer to a frame that did "
+    "not act, a rejection, the bus down); the action was not done. A pulse whose outcome is "
+    "unknown is no refusal: it is an ok reply with result.pulse.outcome unconfirmed",
     ErrorCode.INTERNAL: "an unexpected fault in the cabinet; nothing was done",
 }
 

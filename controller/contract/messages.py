@@ -66,6 +66,8 @@ __all__ = [
     "MqttLinkStats",
     "OpenArgs",
     "OpenCommand",
+    "OpenResult",
+    "PulseReport",
     "ReleaseArgs",
     "ReleaseCommand",
     "Reply",
@@ -486,12 +488,57 @@ class ReplyError(_Model):
     field: Annotated[str, StringConstraints(max_length=200)] | None = None
 
 
+class PulseReport(_Model):
+    """What the cabinet knows of the pulse an ``open`` sent (``result.pulse``).
+
+    ``outcome`` ``pulsed``: the board acknowledged the pulse (``confirmed_by`` ``ack``), or
+    its acknowledgement was lost and the lock output read back on (``readback``);
+    ``accepted`` is ``true``, ``timed_by`` says who ends the pulse (``board``: the board's
+    own timer; ``driver``: the cabinet switched it off), ``board_ms`` how long the board
+    took to answer. ``outcome`` ``unconfirmed``: the pulse frame went out and whether it
+    released the lock is unknown (the acknowledgement was lost, late or garbled, and
+    nothing could be read back); it is never sent again. ``evidence`` says what the cabinet
+    saw; a door that opens within ``open_detect_s`` is an authorised opening, and the
+    ``events`` settle it (``door_opened`` or ``open_not_detected``). Tell the customer to
+    pull the door. A pulse the board did not make is no result: the reply is the refusal
+    ``hardware``. ``duration_s`` is the pulse asked for, after the cabinet's cap.
+    """
+
+    outcome: Literal["pulsed", "unconfirmed"]
+    duration_s: Annotated[float, Field(ge=0)]
+    accepted: Literal[True] | None = None
+    timed_by: Literal["board", "driver"] | None = None
+    board_ms: Annotated[float, Field(ge=0)] | None = None
+    confirmed_by: Literal["ack", "readback"] | None = None
+    evidence: Annotated[str, StringConstraints(max_length=200)] | None = None
+    open_detect_s: Annotated[float, Field(gt=0)] | None = None
+
+    @model_validator(mode="after")
+    def _known_or_not(self) -> PulseReport:
+        pulsed = (self.accepted, self.timed_by, self.confirmed_by)
+        if self.outcome == "pulsed" and None in pulsed:
+            raise ValueError("a pulsed outcome carries accepted, timed_by and confirmed_by")
+        if self.outcome == "unconfirmed" and pulsed != (None, None, None):
+            raise ValueError("an unconfirmed outcome carries no accepted, timed_by or "
+                             "confirmed_by")
+        return self
+
+
+class OpenResult(_Model):
+    """The ``result`` of an ``open`` reply: the compartment and what is known of its pulse."""
+
+    compartment: CompartmentId
+    pulse: PulseReport
+
+
 class Reply(_Model):
     """``{root}/reply`` (or the request's MQTT 5 response topic): the answer to one command.
 
     ``id`` echoes the command id (``None`` only when the command was unreadable).
     ``ok: true`` carries ``result``; ``ok: false`` carries ``error``. A repeated command id
-    gets the first reply again.
+    gets the first reply again. The result of an ``open`` is an :class:`OpenResult` (the
+    cabinet builds it with that model; the reply schema documents it); its
+    ``pulse.outcome`` is ``pulsed`` or ``unconfirmed`` (see :class:`PulseReport`).
     """
 
     id: CommandId | None = None

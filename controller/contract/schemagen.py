@@ -20,6 +20,7 @@ from controller.contract.examples import EXAMPLES
 from controller.contract.messages import (
     Command,
     Event,
+    OpenResult,
     Reply,
     SignedCommand,
     State,
@@ -58,8 +59,24 @@ def generate() -> dict[str, dict[str, Any]]:
         }
         document.update({k: v for k, v in schema.items() if k not in ("title", "description")})
         document["examples"] = EXAMPLES[name]
+        if name == "reply":
+            _document_open_result(document)
         out[name] = document
     return out
+
+
+def _document_open_result(document: dict[str, Any]) -> None:
+    """A reply's ``result`` is any object; an ``open``'s is an :class:`OpenResult`, which the
+    schema names (``$defs``) so integrators can validate it."""
+    schema = TypeAdapter(OpenResult).json_schema(mode="validation",
+                                                 ref_template="#/$defs/{model}")
+    defs = document.setdefault("$defs", {})
+    defs.update(schema.pop("$defs", {}))
+    defs["OpenResult"] = schema
+    result = document["properties"]["result"]
+    result["anyOf"] = [{"$ref": "#/$defs/OpenResult"}, *result["anyOf"]]
+    result["description"] = ("The command's result; for an open, an OpenResult (what is "
+                             "known of the pulse).")
 
 
 def _render(schema: dict[str, Any]) -> str:

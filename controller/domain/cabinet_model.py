@@ -250,11 +250,23 @@ class CabinetModel:
             events = c.open_for_staff(now.wall, reason)
         return self._wrap_wall(events, now)
 
+    def withdraw_open(self, compartment: str) -> None:
+        """Undo :meth:`request_open` when the open stops before its pulse (a refusal, a
+        store that cannot record it): no pending open is left to hold the order back."""
+        self.compartments.get(compartment).withdraw_open()
+
     def pulse_sent(self, compartment: str, now: Now) -> list[Emitted]:
         return self._door_events(compartment, self._door(compartment).pulse_sent(now.mono), now)
 
     def pulse_acked(self, compartment: str, now: Now) -> list[Emitted]:
         return self._door_events(compartment, self._door(compartment).pulse_acked(now.mono), now)
+
+    def pulse_unconfirmed(self, compartment: str, now: Now, evidence: str = "") -> list[Emitted]:
+        """The pulse frame went out and its outcome is unknown. The declared open stands
+        for the open-detection timeout: a door opening then is an authorised opening for
+        the declared purpose; no opening ends it as ``open_not_detected``."""
+        events = self._door(compartment).pulse_unconfirmed(now.mono, evidence)
+        return self._door_events(compartment, events, now)
 
     def pulse_failed(self, compartment: str, now: Now, reason: str = "") -> list[Emitted]:
         events = self._door(compartment).pulse_failed(now.mono, reason)

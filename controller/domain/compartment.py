@@ -229,6 +229,7 @@ class Compartment:
         self._faulted_at: float | None = None
         self._not_detected_count = 0
         self._pending: OpenPurpose | None = None
+        self._pending_before: OpenPurpose | None = None
         self._opened_for: OpenPurpose | None = None
         self._free_at: float | None = None
         self._alarms = AlarmSet(spec.compartment_id)
@@ -491,6 +492,13 @@ class Compartment:
         self._pending = None
         return []
 
+    def withdraw_open(self) -> None:
+        """The open just requested will not be tried (refused before its pulse): the
+        compartment is as it was before the request, so it expires, frees and opens as if
+        nothing had been asked."""
+        self._pending = self._pending_before
+        self._pending_before = None
+
     def tick(self, now: float) -> list[DomainEvent]:
         """Time passed: expire orders, end the collected hold. Never while a door open
         is in progress."""
@@ -629,6 +637,7 @@ class Compartment:
         return [self._event(EventKind.COMPARTMENT_FREED, now)]
 
     def _request(self, purpose: OpenPurpose, now: float, **details: Detail) -> list[DomainEvent]:
+        self._pending_before = self._pending
         self._pending = purpose
         order = self._order.order_id if self._order else None
         return [

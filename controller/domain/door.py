@@ -29,6 +29,10 @@ Rules:
 * A failed pulse keeps its window until its deadline (a Modbus write that timed out may
   still have been executed; the customer who then pulls the door is the authorised one),
   but ends silently: the failure was already reported.
+* An unconfirmed pulse (the frame went out, its acknowledgement was lost) is taken as a
+  pulse that may have happened: ``pulse_unconfirmed`` moves the window's end to
+  ``now + open_detect_timeout``, a door opening inside it is authorised, and the window
+  ends like an acknowledged one (``open_not_detected`` with ``pulse_acked=False``).
 * The window ends with no open seen: ``open_not_detected`` when the door was seen
   closed (``jammed=True`` when the latch feedback never showed the latch released after
   an acknowledged pulse); ``unlock_unconfirmed`` when the door was already open or the
@@ -250,6 +254,20 @@ class DoorMachine:
             self._window = replace(self._window, failed=True)
         self._awaiting_ack = False
         events.append(self._event(EventKind.UNLOCK_PULSE_FAILED, now, reason=reason))
+        return events
+
+    def pulse_unconfirmed(self, now: float, evidence: str = "") -> list[DomainEvent]:
+        """The pulse frame went out but whether it acted is unknown (acknowledgement lost,
+        late or garbled). The open-detect timeout starts now, as for an acknowledgement."""
+        events = self._timers(now)
+        deadline = now + self.timing.open_detect_timeout_s
+        if self._window is not None:
+            self._window = replace(self._window, deadline=deadline)
+        elif not self._awaiting_ack:
+            self._window = UnlockWindow(sent_at=now, deadline=deadline)
+        # else: the door already opened on this pulse; the window was consumed.
+        self._awaiting_ack = False
+        events.append(self._event(EventKind.UNLOCK_PULSE_UNCONFIRMED, now, evidence=evidence))
         return events
 
     def observe(

@@ -39,6 +39,7 @@ class EventKind(StrEnum):
     UNLOCK_PULSE_SENT = "unlock_pulse_sent"
     UNLOCK_PULSE_ACKED = "unlock_pulse_acked"
     UNLOCK_PULSE_FAILED = "unlock_pulse_failed"
+    UNLOCK_PULSE_UNCONFIRMED = "unlock_pulse_unconfirmed"
     DOOR_OPENED = "door_opened"
     DOOR_CLOSED = "door_closed"
     OPEN_NOT_DETECTED = "open_not_detected"

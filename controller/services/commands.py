@@ -12,16 +12,27 @@ The order of the checks is the contract:
    blocks or reconfigures), cabinet, boot id, deadline in the cabinet's own clock,
    replay window;
 4. claim the id in the store (``begin_command``) *before* acting, and for a door, record
-   the pulse intent before the pulse: after a crash the id is never acted on again and a
-   compartment is never pulsed twice for one command;
+   the pulse intent before the pulse (the door is opened by
+   :class:`~controller.services.opening.OpeningService`, the sequence the lane uses too):
+   after a crash the id is never acted on again and a compartment is never pulsed twice
+   for one command;
 5. act through the domain (which refuses with a structured error and changes nothing),
    persist what changed, then store and send the reply.
+
+A store error never leaves an id ``busy`` for ever. Stopped before acting (the claim, the
+pulse intent, the compartment's state could not be written; an open that stops there sent
+no pulse), the command is answered ``busy`` and a retry of the same id acts, once: this
+process retakes its own unfinished claim. Stopped after acting (the reply could not be
+stored), the command is answered with its true reply, kept in memory, and a retry gets
+that reply, stored then; it never acts twice. After a restart only the record counts: an
+unfinished command is answered at start-up and never acted on again.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Collection, Sequence
 from datetime import datetime
 from typing import Any
@@ -37,6 +48,8 @@ from controller.contract.messages import (
     Command,
     GetStateCommand,
     OpenCommand,
+    OpenResult,
+    PulseReport,
     ReleaseCommand,
     Reply,
     SignedCommand,
@@ -51,8 +64,9 @@ from controller.domain.errors import DomainError
 from controller.domain.errors import ErrorCode as Dom
 from controller.security.errors import AuthRejected, RejectCode
 from controller.security.verify import CommandVerifier
+from controller.services.opening import OpeningService, OpenOutcome, OpenRequest
 from controller.services.reporting import PendingEvent
-from controller.services.unlock import PulseFailed, UnlockService
+from controller.services.unlock import UnlockService
 from controller.settings import Settings
 from controller.store import Store
 from controller.store.errors import StoreError
@@ -86,6 +100,9 @@ _AUTH_TO_WIRE: dict[RejectCode, Wire] = {
     RejectCode.TOO_FAR_IN_FUTURE: Wire.EXPIRED,
     RejectCode.REPLAYED: Wire.REPLAYED,
 }
+
+#: How many command ids are remembered for recovery after store errors.
+_MAX_REMEMBERED = 1024
 
 _PURPOSE = {
     "deposit": OpenPurpose.DEPOSIT,
@@ -143,7 +160,6 @@ class CommandService:
         self._settings = settings
         self._model = model
         self._store = store
-        self._unlock = unlock
         self._verifier = verifier
         self._emit = emit
         self._now = now
@@ -155,6 +171,11 @@ class CommandService:
         self._unavailable_zones = unavailable_zones
         self._apply_config = apply_config
         self._save = save or self._save_directly
+        self._opening = OpeningService(model, store, unlock, emit, now=now, save=self._save)
+        #: Replies of commands that acted but whose reply the store did not take.
+        self._owed: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        #: Commands stopped by a store error before acting, in this process.
+        self._retake: OrderedDict[str, None] = OrderedDict()
         self.handled = 0
         self.refused = 0
 
@@ -200,6 +221,14 @@ class CommandService:
         if record.digest != digest:
             raise _rejected(Wire.CONFLICT, "this command id was used for another command", "id")
         if record.reply is None:
+            owed = self._owed.get(command_id)
+            if owed is not None:
+                # Its reply could not be stored: store it now and answer with it.
+                stored = await self._store.finish_command(command_id, owed)
+                self._owed.pop(command_id, None)
+                return encode(Reply.model_validate(stored))
+            if command_id in self._retake:
+                return None  # stopped by the store before acting: act now
             raise _rejected(Wire.BUSY, "this command is in progress or was interrupted", "id")
         return encode(Reply.model_validate(record.reply))
 
@@ -229,10 +258,11 @@ class CommandService:
     async def _execute(self, command: Command, digest: str) -> bytes:
         try:
             claim = await self._store.begin_command(
-                command.id, digest, command.expires.model_dump())
+                command.id, digest, command.expires.model_dump(),
+                retake=command.id in self._retake)
         except StoreError:
-            # Nothing was recorded and nothing acted: let a retry with this id through.
-            self._verifier.release(command.id)
+            # Nothing acted (the claim may or may not have landed): a retry may act.
+            self._may_retake(command.id)
             raise
         if isinstance(claim, AlreadySeen):
             # Lost a race with an identical message: answer like a repeat.
@@ -240,6 +270,7 @@ class CommandService:
             if repeat is not None:
                 return repeat
             raise _rejected(Wire.BUSY, "this command is in progress", "id")
+        self._retake.pop(command.id, None)
         try:
             result = await self._act(command)
             reply = Reply.success(command.id, result, self._reading())
@@ -249,8 +280,48 @@ class CommandService:
         except DomainError as exc:
             self.refused += 1
             reply = Reply.refusal(_from_domain(exc), self._reading(), command.id)
-        stored = await self._store.finish_command(command.id, reply.model_dump(mode="json"))
+        except StoreError:
+            # Stopped by the store: an open that raises sent no pulse and left no declared
+            # open (OpeningService); the other commands act on the model through the
+            # domain, which refuses to do twice what is done. The claim is kept, and this
+            # process lets a retry of the id retake it once the store is back.
+            self._may_retake(command.id)
+            raise
+        answer = reply.model_dump(mode="json")
+        try:
+            stored = await self._store.finish_command(command.id, answer)
+        except StoreError as exc:
+            # It acted: tell the truth now, and store it when the store is back (a repeat
+            # of the id, or the next command that stores its own reply).
+            self._owe(command.id, answer)
+            log.error("reply not stored; kept to answer a repeat",
+                      extra={"ctx": {"command": command.id, "error": str(exc)}})
+            return encode(reply)
+        await self._settle_owed()
         return encode(Reply.model_validate(stored))
+
+    def _may_retake(self, command_id: str) -> None:
+        """``command_id`` stopped on a store error before acting: a retry may act."""
+        self._verifier.release(command_id)
+        self._retake[command_id] = None
+        self._retake.move_to_end(command_id)
+        while len(self._retake) > _MAX_REMEMBERED:
+            self._retake.popitem(last=False)
+
+    def _owe(self, command_id: str, reply: dict[str, Any]) -> None:
+        self._owed[command_id] = reply
+        while len(self._owed) > _MAX_REMEMBERED:
+            # Forgotten here, the record stays unfinished: the next start answers it.
+            self._owed.popitem(last=False)
+
+    async def _settle_owed(self) -> None:
+        """Store the replies that could not be stored (the store answers again)."""
+        for command_id, reply in list(self._owed.items()):
+            try:
+                await self._store.finish_command(command_id, reply)
+            except StoreError:
+                return
+            self._owed.pop(command_id, None)
 
     async def _act(self, command: Command) -> dict[str, Any]:
         if isinstance(command, GetStateCommand):
@@ -306,38 +377,25 @@ class CommandService:
 
     async def _open(self, command: OpenCommand) -> dict[str, Any]:
         cid = command.args.compartment
-        purpose = _PURPOSE[command.args.reason]
         now = self._now()
-        self._unlock.check(cid, now.mono)  # cooldown and rate limit: refuse before anything
-        events = [
-            PendingEvent(e.kind.value, {**e.data(), "command": command.id}, e.at_wall,
-                         e.compartment)
-            for e in self._model.request_open(cid, purpose, now, reason=command.args.reason)
-        ]
-        # Write before acting: the intent is durable before the solenoid moves.
-        if not await self._store.record_pulse_intent(command.id, cid):
-            raise _rejected(Wire.CONFLICT, "a pulse for this command may already have happened",
-                            "id")
-        await self._commit(events, cid)
-        await self._audit("open", command, cid, {"reason": command.args.reason})
         clock = self._clock()
         remaining_s = max(0.0, (command.expires.uptime_ms - clock.uptime_ms) / 1000.0)
-        try:
-            outcome = await self._unlock.pulse(cid, deadline_mono=now.mono + remaining_s)
-        except PulseFailed as exc:
-            await self._save(cid)
-            raise _rejected(Wire.HARDWARE, f"the lock board did not accept the pulse: "
-                            f"{exc.reason}", "args.compartment") from exc
-        receipt = outcome.receipt
-        return {
-            "compartment": cid,
-            "pulse": {
-                "accepted": True,
-                "duration_s": receipt.duration_s,
-                "timed_by": receipt.timed_by,
-                "board_ms": round((receipt.acked_at - receipt.sent_at) * 1000, 3),
-            },
-        }
+
+        async def record_intent() -> None:
+            # Write before acting: the intent is durable before the solenoid moves.
+            if not await self._store.record_pulse_intent(command.id, cid):
+                raise _rejected(Wire.CONFLICT,
+                                "a pulse for this command may already have happened", "id")
+
+        outcome = await self._opening.open(OpenRequest(
+            cid, _PURPOSE[command.args.reason], now.mono + remaining_s,
+            audit=("open", f"command:{command.id}", {"reason": command.args.reason}),
+            reason=command.args.reason, tag={"command": command.id}, record=record_intent,
+        ))
+        if outcome.outcome == "not_pulsed":
+            raise _rejected(Wire.HARDWARE, f"the lock board did not make the pulse: "
+                            f"{outcome.detail}", "args.compartment")
+        return _open_result(outcome).model_dump(mode="json", exclude_none=True)
 
     async def _assign(self, command: AssignCommand) -> dict[str, Any]:
         args = command.args
@@ -385,6 +443,23 @@ class CommandService:
             await self._store.delete_order(order.order_id)
             await self._store.delete_code_hashes(order.order_id)
         return {"compartment": cid, "released": True}
+
+
+def _open_result(outcome: OpenOutcome) -> OpenResult:
+    """The reply's ``result`` for an open whose pulse went out: what is known of it."""
+    receipt = outcome.receipt
+    if receipt is None:
+        pulse = PulseReport(outcome="unconfirmed", duration_s=outcome.duration_s,
+                            evidence=outcome.detail[:200] or None,
+                            open_detect_s=outcome.open_detect_s)
+    else:
+        pulse = PulseReport(
+            outcome="pulsed", accepted=True, duration_s=receipt.duration_s,
+            timed_by="driver" if receipt.timed_by == "driver" else "board",
+            board_ms=max(round((receipt.acked_at - receipt.sent_at) * 1000, 3), 0.0),
+            confirmed_by="readback" if receipt.confirmed_by == "readback" else "ack",
+        )
+    return OpenResult(compartment=outcome.compartment, pulse=pulse)
 
 
 def _wall(value: datetime) -> float:

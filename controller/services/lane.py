@@ -21,14 +21,17 @@ The steps, in this order (each refusal is a ``code_rejected`` event and a short 
    and cleared when the lock ends. Counters and locks are in the store: they survive a
    restart;
 3. the order's own lockout, its tenant (:mod:`controller.domain.tenants`), its expiry
-   (``staff_only``), the single use (``code_used`` after the reopen grace) and the
-   compartment's cooldown are checked; the open is declared to the cabinet model
-   (``CabinetModel.request_open`` with the purpose of the code);
-4. the code is **marked used in the store before the pulse** (atomic; a second lane
-   racing for the same code loses), the compartment state and the ``code_accepted``
-   event are committed, the audit log gets a line;
-5. the lock is pulsed through the :class:`~controller.services.unlock.UnlockService`
-   (power budget, cooldown, rate limit); the door story follows from the poller.
+   (``staff_only``) and the single use (``code_used`` after the reopen grace) are checked;
+4. the door is opened by :class:`~controller.services.opening.OpeningService`, the same
+   sequence as a command from dispatch: cooldown and rate limit, the open declared to the
+   cabinet model, a slot in the power budget, then the code **marked used in the store
+   before the pulse** (atomic; a second lane racing for the same code loses), the
+   compartment state and the ``code_accepted`` event committed, an audit line, and the
+   pulse. A refusal up to there is a ``code_rejected`` (the code stays unused when it was
+   not marked); a pulse the board did not make leaves the code usable within its reopen
+   grace (``pulse_failed``); a pulse whose outcome is unknown (``pulse_unconfirmed``)
+   keeps the code used and the light busy: the customer pulls the door, and its opening
+   is an authorised one. The door story follows from the poller.
 
 A scanned QR code may name its order: ``<order id>:<code>`` (the order id as dispatch
 knows it). Then only that order's hashes are checked and wrong codes also count against
@@ -71,8 +74,9 @@ from controller.domain.door import DoorState
 from controller.domain.errors import DomainError, ErrorCode
 from controller.domain.lockout import LockoutLimits, WrongCodeLockout
 from controller.domain.tenants import CodePurpose, check_open, check_pool, code_use
+from controller.services.opening import OpeningService, OpenRequest
 from controller.services.reporting import PendingEvent
-from controller.services.unlock import PulseFailed, UnlockService
+from controller.services.unlock import UnlockService
 from controller.settings import Settings
 from controller.store import Store
 from controller.store.errors import StoreError
@@ -101,6 +105,8 @@ _MAX_PBKDF2_ITERATIONS = 5_000_000
 LOCKOUT_MEMORY_S = 24 * 3600.0
 #: The longest the lane light stays "busy" for one door opened from the lane.
 BUSY_MAX_S = 300.0
+#: How long an accepted code waits for the power budget (another door opening).
+PULSE_WAIT_S = 10.0
 
 
 # -- code hashes ----------------------------------------------------------------------
@@ -181,8 +187,10 @@ def verify_code(code: PickupCode, algorithm: str, salt: bytes, digest: bytes,
 
 @dataclass(frozen=True, slots=True)
 class EntryResult:
-    """What became of one code entry (never the code). ``latency_s``: entry to pulse
-    acknowledged by the board, for an accepted code whose pulse went out."""
+    """What became of one code entry (never the code). ``reason``: why a code was refused,
+    or, for an accepted one, what went wrong after it was used (``pulse_failed: ...``, the
+    board did not make the pulse; ``pulse_unconfirmed``, the pulse went out and its outcome
+    is unknown). ``latency_s``: entry to pulse acknowledged by the board."""
 
     accepted: bool
     reason: str | None = None
@@ -306,13 +314,16 @@ class LaneService:
         workers: int | None = None,
         beep_s: float = 0.2,
         lockout_beep_s: float = 1.5,
+        pulse_wait_s: float = PULSE_WAIT_S,
     ) -> None:
         self._settings = settings
         self._model = model
         self._store = store
-        self._unlock = unlock
         self._emit = emit
         self._now = now
+        self._opening = OpeningService(model, store, unlock, emit, now=now)
+        #: How long an accepted code waits for the power budget before it is refused.
+        self.pulse_wait_s = pulse_wait_s
         self.lane_id = lane_id
         self._gpio = gpio
         self._scanner = scanner
@@ -809,43 +820,47 @@ class LaneService:
             else:
                 raise DomainError(ErrorCode.CODE_USED, "this code was already used",
                                   field="code")
-            self._unlock.check(cid, now.mono)
-            events = self._model.request_open(cid, purpose, now, reason=reason)
         except DomainError as exc:
             raise _Refused(exc.code.value, exc.message, **where) from exc
-        try:
-            # Single use: marked used in the store before the door is pulsed.
+
+        async def mark_used() -> None:
+            # Single use: marked used in the store before the door is pulsed (atomic: a
+            # second lane racing for the same code loses).
             if not decision.reopen and not await self._store.mark_code_used(oid, record.code_id):
                 used_iso = await self._store.code_used_at(oid, record.code_id)
                 code_use(_wall_of(used_iso) if used_iso else None, now.wall, grace)
-            await self._store.save_compartment(cid, self._model.stored_state(cid))
-        except (DomainError, StoreError) as exc:
-            compartment.unlock_failed(now.wall)  # the declared open is dropped
-            reason_code = exc.code.value if isinstance(exc, DomainError) else "store_unavailable"
-            raise _Refused(reason_code, str(exc), **where) from exc
+
         data = {"lane": self.lane_id, "source": source, "order": oid,
                 "purpose": record.purpose.value, "reopen": decision.reopen}
-        await self._emit([*events, PendingEvent("code_accepted", data, now.wall, cid)])
-        with contextlib.suppress(StoreError):
-            await self._store.audit("code_open", actor=f"lane:{self.lane_id}", at=now.wall,
-                                    compartment=cid, details=data)
-        await self._right_code([self.lane_key, order_key], now)
+        try:
+            outcome = await self._opening.open(OpenRequest(
+                cid, purpose, now.mono + self.pulse_wait_s,
+                audit=("code_open", f"lane:{self.lane_id}", data), reason=reason,
+                events=[PendingEvent("code_accepted", data, now.wall, cid)], record=mark_used,
+            ))
+        except DomainError as exc:
+            raise _Refused(exc.code.value, exc.message, **where) from exc
+        except StoreError as exc:
+            raise _Refused("store_unavailable", str(exc), **where) from exc
+        # The code was used to open: the wrong-code counts of the lane and the order end.
+        try:
+            await self._right_code([self.lane_key, order_key], now)
+        except StoreError as exc:
+            log.error("lockout not cleared", extra={"ctx": {"error": str(exc)}})
         self._recent[oid] = _Recent(oid, cid, pool, record.purpose, decision.first_used_at,
                                     grace)
-        self._busy.append(_Busy(cid, now.mono + BUSY_MAX_S))
         self.accepted += 1
         self._on_change()
-        try:
-            await self._unlock.pulse(cid, deadline_mono=now.mono + 10.0)
-        except PulseFailed as exc:
-            await self._store.save_compartment(cid, self._model.stored_state(cid))
+        if outcome.outcome == "not_pulsed":
             # The code stays usable within its reopen grace: the customer tries again.
-            return EntryResult(True, f"pulse_failed: {exc.reason}", cid, oid,
+            self._beep(self._beep_s)
+            return EntryResult(True, f"pulse_failed: {outcome.detail}", cid, oid,
                                record.purpose.value, decision.reopen)
-        except DomainError as exc:
-            compartment.unlock_failed(self._now().wall)
-            await self._store.save_compartment(cid, self._model.stored_state(cid))
-            return EntryResult(True, exc.code.value, cid, oid, record.purpose.value,
+        self._busy.append(_Busy(cid, now.mono + BUSY_MAX_S))
+        if outcome.outcome == "unconfirmed":
+            # The pulse may have released the lock: the code stays used, the light says
+            # "pull the door", and a door opening now is an authorised one.
+            return EntryResult(True, "pulse_unconfirmed", cid, oid, record.purpose.value,
                                decision.reopen)
         return EntryResult(True, None, cid, oid, record.purpose.value, decision.reopen,
                            latency_s=time.monotonic() - started)

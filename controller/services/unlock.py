@@ -6,8 +6,14 @@ the waiting and the I/O. A pulse waits for the power budget at most until ``dead
 (a door command's expiry): a door command is never queued for later. The door sensor
 is never consulted: a cut sensor wire reads "open", and a customer must still get in.
 
-Each pulse is reported as three facts in the model: sent, acknowledged by the board (or
-failed), and, later, from the sensors, opened or not detected.
+Each pulse is reported as three facts in the model: sent; then acknowledged by the board,
+failed (the driver says nothing was energised) or unconfirmed (the frame went out and its
+effect is unknown: the driver never sends it again); and, later, from the sensors, opened
+or not detected.
+
+The caller's write-before-act (a command's pulse intent, a code marked used) runs inside
+:meth:`UnlockService.pulse`, once the power budget has a slot for this pulse: a pulse that
+the budget refuses has written nothing.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ from controller.domain.unlock import Refused, UnlockPolicy
 from controller.services.hardware import Hardware
 from controller.settings import Settings
 from drivers.base import PulseReceipt
-from drivers.errors import DriverError
+from drivers.errors import DriverError, PulseUnconfirmed
 
 __all__ = ["PulseFailed", "PulseOutcome", "UnlockService"]
 
@@ -32,7 +38,8 @@ log = logging.getLogger(__name__)
 
 
 class PulseFailed(Exception):
-    """The board did not accept the pulse (timeout, garbled reply, rejected, bus down)."""
+    """The pulse was not made: the driver says nothing was energised (no answer to a frame
+    that did not act, a rejection, the bus down)."""
 
     def __init__(self, compartment: str, reason: str) -> None:
         super().__init__(f"{compartment}: pulse failed: {reason}")
@@ -42,9 +49,15 @@ class PulseFailed(Exception):
 
 @dataclass(frozen=True, slots=True)
 class PulseOutcome:
+    """A pulse frame went out. ``receipt`` is the board's acknowledgement (or the driver's
+    read-back); ``None`` when the outcome is unconfirmed, and then ``evidence`` says what
+    the driver tried and saw. ``duration_s`` is the (capped) duration asked for."""
+
     compartment: str
-    receipt: PulseReceipt
+    receipt: PulseReceipt | None
     waited_s: float
+    duration_s: float = 0.0
+    evidence: str = ""
 
 
 class UnlockService:
@@ -74,20 +87,40 @@ class UnlockService:
         if isinstance(admission, Refused):
             raise admission.to_error()
 
-    async def pulse(self, compartment: str, *, deadline_mono: float | None = None) -> PulseOutcome:
+    async def pulse(
+        self,
+        compartment: str,
+        *,
+        deadline_mono: float | None = None,
+        before: Callable[[], Awaitable[object]] | None = None,
+    ) -> PulseOutcome:
         """Pulse the lock of ``compartment``. Waits for the power budget no later than
-        ``deadline_mono``; raises DomainError (refused, nothing sent) or PulseFailed."""
+        ``deadline_mono``; raises DomainError (refused, nothing sent) or PulseFailed (the
+        driver says nothing was energised); returns the outcome once a frame went out,
+        confirmed or not.
+
+        ``before`` (write before acting) is awaited once the budget has a slot for this
+        pulse and before the frame is sent; if it raises, nothing is sent and the error
+        propagates."""
         lock_ref = self._settings.compartment(compartment).lock
         board = self._hardware.lock_boards[lock_ref.board]
         started = time.monotonic()
         async with self._lock:
-            while True:
+            prepared = before is None
+            while True:  # bounded: each round waits, or the deadline ends it
                 now = self._now()
                 admission = self._policy.admit(compartment, now.mono)
                 if isinstance(admission, Refused):
                     raise admission.to_error()
                 wait = admission.start_at - now.mono
                 if wait <= 0:
+                    if not prepared:
+                        # The lock keeps every other pulse out: the slot stays ours while
+                        # the caller writes; cooldowns and rate limits only relax with time.
+                        assert before is not None
+                        await before()
+                        prepared = True
+                        continue
                     try:
                         grant = self._policy.started(compartment, now.mono)
                     except DomainError as exc:
@@ -107,6 +140,19 @@ class UnlockService:
             await self._emit(self._model.pulse_sent(compartment, now))
             try:
                 receipt = await board.pulse(lock_ref.channel, grant.duration_s)
+            except PulseUnconfirmed as exc:
+                # The frame went out; whether the solenoid moved is unknown. The budget
+                # counts it energised for its whole duration; the model keeps the open
+                # declared, so the customer who pulls the door is not a burglar.
+                at = self._now()
+                self._policy.finished(compartment, at.mono)
+                evidence = (exc.evidence or str(exc))[:200]
+                await self._emit(self._model.pulse_unconfirmed(compartment, at, evidence))
+                self._on_change()
+                log.warning("unlock pulse unconfirmed",
+                            extra={"ctx": {"compartment": compartment, "evidence": evidence}})
+                return PulseOutcome(compartment, None, time.monotonic() - started,
+                                    exc.duration_s or grant.duration_s, evidence)
             except DriverError as exc:
                 failed_at = self._now()
                 self._policy.finished(compartment, failed_at.mono)
@@ -121,4 +167,5 @@ class UnlockService:
             # A board-timed pulse ends by itself; the policy counts it energised until its
             # natural end. A driver-timed pulse has already been switched off here.
             self._policy.finished(compartment, acked.mono)
-        return PulseOutcome(compartment, receipt, time.monotonic() - started)
+        return PulseOutcome(compartment, receipt, time.monotonic() - started,
+                            receipt.duration_s)

@@ -728,7 +728,7 @@ class Store:
             raise StoreDataError(f"command record {command_id!r} is malformed", op=op) from exc
 
     async def begin_command(
-        self, command_id: str, digest: str, expires: Any = None
+        self, command_id: str, digest: str, expires: Any = None, *, retake: bool = False
     ) -> NewCommand | AlreadySeen:
         """Claim a command id, atomically, before doing anything for it.
 
@@ -742,6 +742,13 @@ class Store:
         command. Returns :class:`AlreadySeen` if a record exists: the caller must not act;
         it answers with ``reply`` (the first reply) if the command finished, or reports it
         in progress. Raises StoreUnavailable without a record when Redis is down: do not act.
+
+        ``retake=True`` is for the owner of an earlier attempt with this id that stopped on
+        a store error *before acting* (it knows, in memory, that nothing was pulsed): an
+        unfinished record of the same ``digest`` is begun afresh, its pulse intents
+        dropped, and :class:`NewCommand` returned. A finished record, or one of another
+        digest, is :class:`AlreadySeen` as ever. Never retake after a restart: then only
+        the record knows, and a recorded intent means a pulse may have happened.
         """
         op = "begin_command"
         command_id = check_id(command_id, "command id", op=op)
@@ -756,7 +763,9 @@ class Store:
             existing = await pipe.hgetall(key)
             if existing:
                 record = self._command_from(command_id, existing, op)
-                return _Done(AlreadySeen(record=record, digest_matches=record.digest == digest))
+                if not (retake and not record.finished and record.digest == digest):
+                    return _Done(AlreadySeen(record=record,
+                                             digest_matches=record.digest == digest))
             fields = {
                 "digest": digest,
                 "state": "in_progress",
@@ -766,6 +775,8 @@ class Store:
             }
             record = self._command_from(command_id, fields, op)
             pipe.multi()
+            if existing:
+                pipe.delete(key)  # the retaken attempt's fields, pulse intents included
             pipe.hset(key, mapping=fields)
             pipe.pexpire(key, retention_ms)
             pipe.zadd(self._keys.commands_open, {command_id: now})

@@ -7,7 +7,7 @@ import base64
 import hashlib
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from controller.domain.assignment import assign_order
@@ -109,10 +109,15 @@ class SpyUnlock(UnlockService):
         self.pulsed: list[tuple[str, dict[str, Any]]] = []
         self.watch: list[tuple[str, str]] = []
 
-    async def pulse(self, compartment: str, *, deadline_mono: float | None = None) -> PulseOutcome:
-        used = {f"{o}/{c}": await self.spy_store.code_used_at(o, c) for o, c in self.watch}
-        self.pulsed.append((compartment, used))
-        return await super().pulse(compartment, deadline_mono=deadline_mono)
+    async def pulse(self, compartment: str, *, deadline_mono: float | None = None,
+                    before: Callable[[], Awaitable[object]] | None = None) -> PulseOutcome:
+        async def spy() -> None:
+            if before is not None:
+                await before()
+            used = {f"{o}/{c}": await self.spy_store.code_used_at(o, c) for o, c in self.watch}
+            self.pulsed.append((compartment, used))
+
+        return await super().pulse(compartment, deadline_mono=deadline_mono, before=spy)
 
 
 class Lane:
@@ -152,8 +157,8 @@ class Lane:
         self.model = CabinetModel(compartment_setups(self.settings),
                                   stored=await self.store.load_compartments())
         self.sink = EventSink(self.store)
-        self.unlock = SpyUnlock(self.settings, self.model, self.hardware,
-                                UnlockPolicy(unlock_limits(self.settings)), self.emit,
+        self.policy = UnlockPolicy(unlock_limits(self.settings))
+        self.unlock = SpyUnlock(self.settings, self.model, self.hardware, self.policy, self.emit,
                                 now=self.now, store=self.store)
         self.poller = Poller(self.model, self.hardware, self.emit, now=self.now,
                              interval_s=0.05)

@@ -7,7 +7,7 @@ import base64
 import itertools
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,6 +46,7 @@ class Core:
     unlock: UnlockService
     commands: CommandService
     poller: Poller
+    policy: UnlockPolicy
     key: Ed25519PrivateKey
     boot_id: str
     start: float
@@ -81,8 +82,10 @@ def _now() -> Now:
     return Now(time.monotonic(), time.time())
 
 
-@pytest.fixture
-async def core() -> AsyncIterator[Core]:
+async def make_core(store: Store | None = None, *,
+                    save: Callable[[str], Awaitable[None]] | None = None) -> Core:
+    """The cabinet core on ``store`` (default: an in-process fakeredis); ``save`` replaces
+    the compartment save (the daemon passes its StateKeeper's). ``close_core`` ends it."""
     key = Ed25519PrivateKey.generate()
     der = key.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
     settings = load_settings(
@@ -94,12 +97,13 @@ async def core() -> AsyncIterator[Core]:
     )
     hardware = Hardware(settings, "fake")
     hardware.open()
-    store = await Store.connect("memory://", "test", settings.cabinet.id)
+    if store is None:
+        store = await Store.connect("memory://", "test", settings.cabinet.id)
     boot = await store.new_boot()
     model = CabinetModel(compartment_setups(settings))
     sink = EventSink(store)
-    unlock = UnlockService(settings, model, hardware, UnlockPolicy(unlock_limits(settings)),
-                           sink.emit, now=_now)
+    policy = UnlockPolicy(unlock_limits(settings))
+    unlock = UnlockService(settings, model, hardware, policy, sink.emit, now=_now)
     start = time.monotonic()
     holder: dict[str, Core] = {}
     verifier = CommandVerifier(settings.cabinet.id, {"test": key.public_key()},
@@ -109,14 +113,25 @@ async def core() -> AsyncIterator[Core]:
         return model.snapshot()
 
     commands = CommandService(settings, model, store, unlock, verifier, sink.emit, now=_now,
-                              cabinet_clock=lambda: holder["core"].clock(), snapshot=snapshot)
+                              cabinet_clock=lambda: holder["core"].clock(), snapshot=snapshot,
+                              save=save)
     poller = Poller(model, hardware, sink.emit, now=_now, interval_s=0.1)
-    c = Core(settings, hardware, store, model, sink, unlock, commands, poller, key, boot.id,
-             start)
+    c = Core(settings, hardware, store, model, sink, unlock, commands, poller, policy, key,
+             boot.id, start)
     holder["core"] = c
+    return c
+
+
+async def close_core(c: Core) -> None:
+    await c.sink.close()
+    await c.store.close()
+    await c.hardware.close()
+
+
+@pytest.fixture
+async def core() -> AsyncIterator[Core]:
+    c = await make_core()
     try:
         yield c
     finally:
-        await sink.close()
-        await store.close()
-        await hardware.close()
+        await close_core(c)

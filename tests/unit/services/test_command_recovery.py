@@ -1,0 +1,114 @@
+"""A store error mid-command never leaves the id ``busy`` for ever: a retry once the store
+is back acts exactly once, or gets the true reply of the attempt that acted."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from controller.contract.messages import Reply, encode
+from controller.store.errors import StoreTimeout, StoreUnavailable
+from tests.unit.services.conftest import Core
+
+
+def fail_once(core: Core, op: str, *, landed: bool = False) -> dict[str, int]:
+    """The next ``op`` of the store fails: Redis down (nothing written), or, with
+    ``landed``, the write committed and its answer lost (a timeout)."""
+    real = getattr(core.store, op)
+    calls = {"n": 0}
+
+    async def flaky(*args: Any, **kwargs: Any) -> Any:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            if landed:
+                await real(*args, **kwargs)
+                raise StoreTimeout("no answer from redis", op=op)
+            raise StoreUnavailable("redis restarting", op=op)
+        return await real(*args, **kwargs)
+
+    setattr(core.store, op, flaky)
+    return calls
+
+
+def pulses(core: Core, cid: str) -> int:
+    lock = core.settings.compartment(cid).lock
+    return len(core.board(lock.board).pulses(lock.channel))
+
+
+@pytest.mark.parametrize(("op", "landed"), [
+    ("begin_command", False), ("begin_command", True),
+    ("record_pulse_intent", False), ("record_pulse_intent", True),
+    ("save_compartment", False),
+])
+async def test_a_retry_after_a_store_error_before_the_pulse_pulses_once(
+    core: Core, op: str, landed: bool,
+) -> None:
+    cmd = core.command("open", {"compartment": "B02", "reason": "maintenance"})
+    payload = core.signed(cmd)
+    calls = fail_once(core, op, landed=landed)
+    first = json.loads(await core.commands.handle(payload))
+    assert calls["n"] == 1
+    assert first["ok"] is False
+    assert first["error"]["code"] == "busy"
+    assert pulses(core, "B02") == 0
+    assert core.model.compartments.get("B02").pending_open is None
+    again = json.loads(await core.commands.handle(payload))
+    assert again["ok"] is True, again
+    assert again["result"]["pulse"]["outcome"] == "pulsed"
+    assert pulses(core, "B02") == 1
+    record = await core.store.get_command(cmd["id"])
+    assert record is not None
+    assert record.finished
+    assert record.may_have_pulsed("B02")
+    # Done: every later repeat is the stored reply, and nothing acts again.
+    assert json.loads(await core.commands.handle(payload)) == again
+    assert pulses(core, "B02") == 1
+
+
+async def test_a_reply_the_store_did_not_take_is_told_and_kept_for_the_repeat(
+    core: Core,
+) -> None:
+    cmd = core.command("open", {"compartment": "B03", "reason": "maintenance"})
+    payload = core.signed(cmd)
+    fail_once(core, "finish_command")
+    first = json.loads(await core.commands.handle(payload))
+    # It acted: the reply says so now, not "busy".
+    assert first["ok"] is True, first
+    assert first["result"]["pulse"]["outcome"] == "pulsed"
+    assert pulses(core, "B03") == 1
+    record = await core.store.get_command(cmd["id"])
+    assert record is not None
+    assert not record.finished
+    again = json.loads(await core.commands.handle(payload))
+    assert again == first
+    assert pulses(core, "B03") == 1
+    record = await core.store.get_command(cmd["id"])
+    assert record is not None
+    assert record.finished
+
+
+async def test_a_reply_not_stored_is_stored_with_the_next_command(core: Core) -> None:
+    cmd = core.command("open", {"compartment": "B04", "reason": "maintenance"})
+    fail_once(core, "finish_command")
+    first = json.loads(await core.commands.handle(core.signed(cmd)))
+    assert first["ok"] is True
+    assert (await core.send(core.command("get_state", {}), sign=False))["ok"]
+    record = await core.store.get_command(cmd["id"])
+    assert record is not None
+    assert record.reply is not None
+    assert json.loads(encode(Reply.model_validate(record.reply))) == first
+
+
+async def test_after_a_restart_an_unfinished_intent_is_never_retaken(core: Core) -> None:
+    """Only this process knows nothing was pulsed: a record alone never lets a retry act."""
+    cmd = core.command("open", {"compartment": "B05", "reason": "maintenance"})
+    payload = core.signed(cmd)
+    fail_once(core, "save_compartment")
+    assert json.loads(await core.commands.handle(payload))["error"]["code"] == "busy"
+    # A new process (a restart) with the same store: it did not see the failure.
+    core.commands._retake.clear()
+    again = json.loads(await core.commands.handle(payload))
+    assert again["error"]["code"] == "busy"
+    assert pulses(core, "B05") == 0
