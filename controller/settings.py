@@ -500,7 +500,7 @@ class TimingConfig(_Section):
         default=3, ge=1, le=100, description="Failed polls in a row before a sensor is unknown."
     )
     door_debounce_s: Seconds = Field(
-        default=0.3,
+        default=0.25,
         ge=0,
         le=5,
         description="A door sensor's new level counts once it has been read this long "

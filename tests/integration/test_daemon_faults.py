@@ -94,7 +94,8 @@ class Campaign:
                     if not self.daemon_up.is_set():
                         continue  # killed since it replied: nobody would see the door move
                     await self.rig.control.acall("pull", compartment=cid)
-                    await asyncio.sleep(0.35 + rng.random() * 0.1)
+                    # Open long enough to be seen through the door debounce (0.25 s).
+                    await asyncio.sleep(0.5 + rng.random() * 0.1)
                     await self.rig.control.acall("close", compartment=cid)
                     await asyncio.sleep(0.35)
                     self.doors_cycled += 1

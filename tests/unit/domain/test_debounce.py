@@ -26,7 +26,7 @@ WALL0 = 1_800_000_000.0
 POLL = 0.1
 # The shipped defaults (docs/configuration.md, [timing]).
 DEFAULTS = SignalFiltering(
-    door_debounce_s=0.3,
+    door_debounce_s=0.25,
     latch_debounce_s=0.1,
     occupancy_debounce_s=0.2,
     flapping_changes=8,
@@ -314,3 +314,22 @@ def test_a_steady_change_is_reported_within_debounce_plus_one_poll(
         t += poll
     assert reported is not None
     assert reported - first_seen <= debounce + poll + 1e-9
+
+
+@pytest.mark.parametrize("phase", [i * 0.007 for i in range(15)])
+def test_at_the_defaults_a_045s_opening_is_always_seen_and_a_02s_flicker_never(
+    phase: float,
+) -> None:
+    """What docs/configuration.md promises for 10 Hz polling, at every phase of the poll."""
+
+    def events_for(open_from: float, open_until: float) -> list[Emitted]:
+        m = model()
+        out: list[Emitted] = []
+        for i in range(40):
+            t = phase + i * POLL
+            out += m.poll_ok("b1", door_levels(open_from <= t < open_until), now(t))
+        return [e for e in out if e.kind in DOOR_EVENTS]
+
+    assert [e.kind for e in events_for(1.0, 1.45)] == [EventKind.DOOR_OPENED,
+                                                       EventKind.DOOR_CLOSED]
+    assert events_for(1.0, 1.2) == []

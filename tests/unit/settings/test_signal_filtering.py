@@ -20,7 +20,7 @@ def issues_of(data: dict[str, Any]) -> dict[str, str]:
 def test_defaults_reach_the_domain(valid_data: dict[str, Any]) -> None:
     settings = parse_settings(valid_data, source="cabinet.toml")
     assert signal_filtering(settings) == SignalFiltering(
-        door_debounce_s=0.3,
+        door_debounce_s=0.25,
         latch_debounce_s=0.1,
         occupancy_debounce_s=0.2,
         flapping_changes=8,
