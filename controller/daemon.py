@@ -78,7 +78,7 @@ from controller.services.reporting import (
     StateKeeper,
     StatePublisher,
 )
-from controller.services.setup import compartment_setups, unlock_limits
+from controller.services.setup import compartment_setups, signal_filtering, unlock_limits
 from controller.services.unlock import UnlockService
 from controller.services.zones import ZoneMonitor
 from controller.settings import ConfigError, Settings, load_settings
@@ -233,7 +233,7 @@ class Daemon:
             stored = await self.store.load_compartments()
             self.model = CabinetModel(
                 compartment_setups(s), offline_after=s.timing.unknown_after_failed_polls,
-                stored=stored,
+                filtering=signal_filtering(s), stored=stored,
             )
             self.pump_depth = await self.store.depth()
             self.state_pub = StatePublisher(self._build_state, self._publish_state,

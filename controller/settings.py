@@ -499,6 +499,44 @@ class TimingConfig(_Section):
     unknown_after_failed_polls: Count = Field(
         default=3, ge=1, le=100, description="Failed polls in a row before a sensor is unknown."
     )
+    door_debounce_s: Seconds = Field(
+        default=0.25,
+        ge=0,
+        le=5,
+        description="A door sensor's new level counts once it has been read this long "
+        "(0: every poll counts).",
+    )
+    latch_debounce_s: Seconds = Field(
+        default=0.1,
+        ge=0,
+        le=5,
+        description="The same for latch feedback; keep it below `pulse_s`, or a release is "
+        "missed.",
+    )
+    occupancy_debounce_s: Seconds = Field(
+        default=0.2,
+        ge=0,
+        le=5,
+        description="The same for occupancy sensors; at most the door's, so a close is "
+        "judged on a settled occupancy.",
+    )
+    flapping_changes: Count = Field(
+        default=8,
+        ge=0,
+        le=1000,
+        description="A signal that changes more often than this within `flapping_window_s` "
+        "is flapping: it reads unknown and raises `sensor_flapping` (0: never).",
+    )
+    flapping_window_s: Seconds = Field(
+        default=3.0, gt=0, le=600, description="Window in which `flapping_changes` are counted."
+    )
+    flapping_clear_s: Seconds = Field(
+        default=5.0,
+        gt=0,
+        le=3600,
+        description="A flapping signal is trusted again (alarm cleared) after it has not "
+        "changed for this long.",
+    )
     state_coalesce_s: Seconds = Field(
         default=0.5, ge=0, description="Changes within this window make one `state` message."
     )

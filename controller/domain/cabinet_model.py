@@ -32,10 +32,13 @@ from controller.domain.door import DoorMachine, DoorState, DoorTiming
 from controller.domain.events import DomainEvent, EventKind
 from controller.domain.signals import (
     CabinetSignals,
+    CompartmentReadings,
     CompartmentWiring,
     DoorReading,
     LatchReading,
     OccupancyReading,
+    SignalFiltering,
+    SignalKind,
 )
 
 __all__ = ["CabinetModel", "CompartmentSetup", "Emitted", "Now"]
@@ -93,6 +96,7 @@ class CabinetModel:
         setups: Iterable[CompartmentSetup],
         *,
         offline_after: int = 3,
+        filtering: SignalFiltering | None = None,
         extra_boards: Iterable[str] = (),
         fault_after: int = 3,
         collected_hold_s: float = 0.0,
@@ -102,7 +106,10 @@ class CabinetModel:
         stored = stored or {}
         self._setups = {s.spec.compartment_id: s for s in setups}
         self.signals = CabinetSignals(
-            [s.wiring for s in setups], offline_after=offline_after, extra_boards=extra_boards
+            [s.wiring for s in setups],
+            offline_after=offline_after,
+            filtering=filtering,
+            extra_boards=extra_boards,
         )
         self.doors: dict[str, DoorMachine] = {
             s.spec.compartment_id: DoorMachine(
@@ -131,7 +138,7 @@ class CabinetModel:
             if purpose and stored[c.compartment_id].get("door_open_authorised"):
                 c.resume_open(OpenPurpose(purpose))
         self._by_board: dict[str, list[str]] = {}
-        self._last_seen: dict[str, tuple[bool | None, ...]] = {}
+        self._last_seen: dict[str, tuple[CompartmentReadings, ...]] = {}
         # Doors seen closing whose occupancy sensor sits on another board: the compartment
         # decides (loaded, empty, collected) once that board has been read after the close.
         self._closing: dict[str, float] = {}
@@ -181,7 +188,10 @@ class CabinetModel:
                         "latch": _value(readings.latch),
                         "occupancy": _value(readings.occupancy),
                     },
-                    "alarms": sorted(a.value for a in (status.alarms | door.alarms)),
+                    "alarms": sorted(
+                        a.value
+                        for a in (status.alarms | door.alarms | self.signals.active_alarms(cid))
+                    ),
                 }
             )
         boards = {name: self.signals.board(name).health.value for name in self.signals.boards}
@@ -204,11 +214,10 @@ class CabinetModel:
         """A good poll of ``board``: update readings and the doors wired to it."""
         out = self._wrap(self.signals.poll_succeeded(board, levels, now.mono), now)
         out.extend(self._settle_closes(board, now))
-        inputs = self.signals.board(board)
-        seen = tuple(inputs.level(ch) for ch in range(len(levels)))
+        seen = tuple(self.signals.readings(cid) for cid in self._by_board.get(board, ()))
         if not out and self._last_seen.get(board) == seen:
-            # Nothing this board reports has changed: no door can have moved. Timers
-            # (open detection, ajar) are the ticker's business.
+            # No filtered reading of this board has changed: no door can have moved.
+            # Timers (open detection, ajar) are the ticker's business.
             return out
         self._last_seen[board] = seen
         for cid in self._by_board.get(board, ()):
@@ -303,7 +312,9 @@ class CabinetModel:
             # No door sensor: nothing to observe; pulses stay unconfirmed by design.
             return []
         latch = readings.latch if readings.latch is not None else None
-        events = self.doors[cid].observe(readings.door, now.mono, latch)
+        events = self.doors[cid].observe(
+            readings.door, now.mono, latch, flapping=SignalKind.DOOR in readings.flapping
+        )
         return self._door_events(cid, events, now)
 
     def _door_events(self, cid: str, events: list[DomainEvent], now: Now) -> list[Emitted]:

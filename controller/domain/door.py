@@ -12,6 +12,7 @@ All times are seconds in the caller's monotonic clock.
 States (:class:`DoorState`), derived from the last reading and the open incident::
 
     reading unknown                      -> UNKNOWN            (alarm sensor_unknown)
+    reading unknown, the sensor flapping -> UNKNOWN            (its sensor_flapping only)
     reading open,  open longer than ajar -> AJAR               (alarm door_ajar)
     reading open,  no authorised window  -> FORCED_OPEN        (alarm forced_open)
     reading open,  authorised            -> OPEN
@@ -47,6 +48,10 @@ Rules:
   a door that was open and is now closed reports ``door_closed``, a door that was closed
   (or never seen) and is now open follows the rules above. Open-related alarms stay
   active while the sensor is unknown: their condition has not been seen to end.
+* A flapping door sensor (see :class:`~controller.domain.signals.SignalFilter`) reads
+  unknown with ``flapping=True``: the same rules, except that no ``sensor_unknown`` is
+  raised (the signal's one ``sensor_flapping`` alarm stands for it) and an unlock window
+  ending meanwhile is ``unlock_unconfirmed`` with reason ``sensor_flapping``.
 """
 
 from __future__ import annotations
@@ -151,6 +156,7 @@ class DoorMachine:
         self._reading = DoorReading.UNKNOWN
         self._observed = False
         self._latch = LatchReading.UNKNOWN
+        self._flapping = False
         self._known_open: bool | None = None
         self._opened_at: float | None = None
         self._open_authorised = False
@@ -271,15 +277,24 @@ class DoorMachine:
         return events
 
     def observe(
-        self, door: DoorReading, now: float, latch: LatchReading | None = None
+        self,
+        door: DoorReading,
+        now: float,
+        latch: LatchReading | None = None,
+        *,
+        flapping: bool = False,
     ) -> list[DomainEvent]:
-        """A poll result: the door reading and, when fitted, the latch feedback."""
+        """A poll result: the door reading and, when fitted, the latch feedback.
+        ``flapping``: the door reads unknown because its sensor flaps."""
         events = self._timers(now)
+        flapping = flapping and door is DoorReading.UNKNOWN
+        cause_changed = flapping is not self._flapping and door is DoorReading.UNKNOWN
+        self._flapping = flapping
         if latch is not None and self.has_latch_feedback:
             self._latch = latch
             if latch is LatchReading.RELEASED and self._window is not None:
                 self._window = replace(self._window, latch_released_seen=True)
-        if door is not self._reading or not self._observed:
+        if door is not self._reading or not self._observed or cause_changed:
             events.extend(self._apply(door, now))
         self._observed = True
         events.extend(self._timers(now))
@@ -294,6 +309,8 @@ class DoorMachine:
     def _apply(self, door: DoorReading, now: float) -> list[DomainEvent]:
         self._reading = door
         if door is DoorReading.UNKNOWN:
+            if self._flapping:
+                return []  # the signal's sensor_flapping alarm says it
             return self._alarms.raise_(AlarmKind.SENSOR_UNKNOWN, now)
         events = self._alarms.clear(AlarmKind.SENSOR_UNKNOWN, now)
         if door is DoorReading.OPEN:
@@ -355,7 +372,10 @@ class DoorMachine:
                 if not window.failed:
                     events.append(self._not_detected_event(window, now))
             else:
-                reason = "sensor_unknown" if self._reading is DoorReading.UNKNOWN else "door_open"
+                if self._reading is DoorReading.OPEN:
+                    reason = "door_open"
+                else:
+                    reason = "sensor_flapping" if self._flapping else "sensor_unknown"
                 events.append(self._event(EventKind.UNLOCK_UNCONFIRMED, now, reason=reason))
         if (
             self._reading is DoorReading.OPEN

@@ -65,6 +65,7 @@ class AlarmKind(StrEnum):
 
     BOARD_OFFLINE = "board_offline"
     SENSOR_UNKNOWN = "sensor_unknown"
+    SENSOR_FLAPPING = "sensor_flapping"
     FORCED_OPEN = "forced_open"
     DOOR_AJAR = "door_ajar"
     COMPARTMENT_FAULT = "compartment_fault"

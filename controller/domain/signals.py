@@ -15,15 +15,20 @@ While DEGRADED (fewer than ``offline_after`` consecutive failures, default 3) th
 levels still stand; when OFFLINE every signal of the board is ``UNKNOWN`` and the
 ``board_offline`` alarm is raised (once); one good poll restores the board and clears it.
 
-Debounce (optional, ``debounce_samples`` = k > 1): a channel's reported level changes only
-after k consecutive equal samples. The first good poll after NEVER_POLLED or OFFLINE is
-taken as it is, so one good poll is enough to restore readings.
+Each wired signal (a compartment's door, latch, occupancy) then goes through its own
+:class:`SignalFilter`, in time from the caller's clock (rules in its docstring): a new
+level counts only once it has been read for the signal's debounce time, and a signal that
+changes more than ``flapping_changes`` times within ``flapping_window_s`` is *flapping*: it
+reads ``UNKNOWN`` and the ``sensor_flapping`` alarm is raised (once) until it has been
+steady for ``flapping_clear_s``. :class:`SignalFiltering` holds these times; its default
+filters nothing (every poll is taken as it is), the daemon passes the configured ones.
 """
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TypeVar
 
@@ -41,6 +46,9 @@ __all__ = [
     "LatchReading",
     "OccupancyReading",
     "Polarity",
+    "SignalFilter",
+    "SignalFiltering",
+    "SignalKind",
     "SignalWiring",
     "TriState",
 ]
@@ -159,6 +167,149 @@ class CompartmentReadings:
     door: DoorReading | None
     latch: LatchReading | None
     occupancy: OccupancyReading | None
+    flapping: frozenset[SignalKind] = field(default_factory=frozenset)
+
+
+class SignalKind(StrEnum):
+    """Which of a compartment's signals: named in the ``sensor_flapping`` alarm."""
+
+    DOOR = "door"
+    LATCH = "latch"
+    OCCUPANCY = "occupancy"
+
+
+@dataclass(frozen=True, slots=True)
+class SignalFiltering:
+    """Debounce per kind of signal and the flapping rule, in seconds of the caller's clock.
+
+    A debounce of 0 takes every poll as it is; ``flapping_changes`` = 0 never calls a
+    signal flapping. The defaults filter nothing: the configured values come from the
+    cabinet's ``[timing]`` section.
+    """
+
+    door_debounce_s: float = 0.0
+    latch_debounce_s: float = 0.0
+    occupancy_debounce_s: float = 0.0
+    flapping_changes: int = 0
+    flapping_window_s: float = 1.0
+    flapping_clear_s: float = 1.0
+
+    def __post_init__(self) -> None:
+        for name in ("door_debounce_s", "latch_debounce_s", "occupancy_debounce_s"):
+            if not getattr(self, name) >= 0:
+                raise DomainError(ErrorCode.INVALID_ARGUMENT, f"{name} must be >= 0", field=name)
+        if self.flapping_changes < 0:
+            raise DomainError(
+                ErrorCode.INVALID_ARGUMENT,
+                "flapping_changes must be >= 0",
+                field="flapping_changes",
+            )
+        for name in ("flapping_window_s", "flapping_clear_s"):
+            if not getattr(self, name) > 0:
+                raise DomainError(ErrorCode.INVALID_ARGUMENT, f"{name} must be > 0", field=name)
+
+    def debounce_s(self, kind: SignalKind) -> float:
+        """The debounce time of one kind of signal."""
+        if kind is SignalKind.DOOR:
+            return self.door_debounce_s
+        if kind is SignalKind.LATCH:
+            return self.latch_debounce_s
+        return self.occupancy_debounce_s
+
+
+class SignalFilter:
+    """One wired signal of one compartment: debounced in time, and flapping detected.
+
+    :meth:`sample` takes the signal's raw meaning at each poll of its board (``UNKNOWN``
+    when the board is offline or never answered) and returns the alarm events it caused.
+    :attr:`value` is what the rest of the domain may believe:
+
+    * ``UNKNOWN`` raw is ``UNKNOWN`` at once (the board's offline rule already waited), and
+      the first known sample after it is taken as it is (one good poll restores a board).
+    * Otherwise a new level replaces the current one only once it has been read, without
+      a break, for the debounce time: at the first poll at least ``debounce_s`` after the
+      poll that first saw it. A shorter excursion (a bounce) changes nothing, so a stable
+      change is reported at most one poll interval after the debounce time.
+    * Every change of the raw level between two polls is counted; more than
+      ``flapping_changes`` of them within ``flapping_window_s`` make the signal flapping:
+      it reads ``UNKNOWN`` and ``sensor_flapping`` is raised once, with the compartment,
+      the signal, its board and channel. Once the raw level has not changed for
+      ``flapping_clear_s`` (known polls only), the alarm is cleared once and the signal
+      reads its level again.
+    """
+
+    def __init__(
+        self,
+        compartment: str,
+        kind: SignalKind,
+        wiring: SignalWiring,
+        filtering: SignalFiltering,
+    ) -> None:
+        self.kind = kind
+        self.wiring = wiring
+        self._debounce_s = filtering.debounce_s(kind)
+        self._max_changes = filtering.flapping_changes
+        self._window_s = filtering.flapping_window_s
+        self._clear_s = filtering.flapping_clear_s
+        self._value = TriState.UNKNOWN
+        self._raw = TriState.UNKNOWN
+        self._candidate: TriState | None = None
+        self._candidate_since = 0.0
+        self._changes: deque[float] = deque()
+        self._steady_since = 0.0
+        self._alarms = AlarmSet(
+            compartment,
+            base_details={"signal": kind.value, "board": wiring.board, "channel": wiring.channel},
+        )
+
+    @property
+    def value(self) -> TriState:
+        """The filtered meaning: ``UNKNOWN`` while flapping."""
+        return TriState.UNKNOWN if self.flapping else self._value
+
+    @property
+    def flapping(self) -> bool:
+        """Whether ``sensor_flapping`` is raised for this signal."""
+        return self._alarms.is_active(AlarmKind.SENSOR_FLAPPING)
+
+    def sample(self, raw: TriState, at: float) -> list[DomainEvent]:
+        """The raw meaning read at ``at``; returns ``sensor_flapping`` raised or cleared."""
+        previous, self._raw = self._raw, raw
+        if raw is TriState.UNKNOWN:
+            self._value, self._candidate = TriState.UNKNOWN, None
+            return []
+        if previous is TriState.UNKNOWN:
+            self._steady_since = at  # steadiness is judged on what could be read
+        elif raw is not previous:
+            self._steady_since = at
+            if self._max_changes:
+                self._changes.append(at)
+        while self._changes and self._changes[0] <= at - self._window_s:
+            self._changes.popleft()
+        if self.flapping:
+            if at - self._steady_since < self._clear_s:
+                return []
+            self._changes.clear()
+            self._value, self._candidate = raw, None
+            return self._alarms.clear(AlarmKind.SENSOR_FLAPPING, at)
+        if self._max_changes and len(self._changes) > self._max_changes:
+            self._candidate = None
+            return self._alarms.raise_(
+                AlarmKind.SENSOR_FLAPPING,
+                at,
+                {"changes": len(self._changes), "window_s": self._window_s},
+            )
+        self._debounce(raw, at)
+        return []
+
+    def _debounce(self, raw: TriState, at: float) -> None:
+        if self._value is TriState.UNKNOWN or raw is self._value:
+            self._value, self._candidate = raw, None
+            return
+        if raw is not self._candidate:
+            self._candidate, self._candidate_since = raw, at
+        if at - self._candidate_since >= self._debounce_s:
+            self._value, self._candidate = raw, None
 
 
 class BoardHealth(StrEnum):
@@ -170,52 +321,21 @@ class BoardHealth(StrEnum):
     OFFLINE = "offline"
 
 
-class _Debounced:
-    """One channel's debounced level."""
-
-    __slots__ = ("candidate", "count", "stable")
-
-    def __init__(self, level: bool) -> None:
-        self.stable = level
-        self.candidate: bool | None = None
-        self.count = 0
-
-    def sample(self, level: bool, needed: int) -> None:
-        if level == self.stable:
-            self.candidate, self.count = None, 0
-            return
-        if level == self.candidate:
-            self.count += 1
-        else:
-            self.candidate, self.count = level, 1
-        if self.count >= needed:
-            self.stable, self.candidate, self.count = level, None, 0
-
-
 class BoardInputs:
-    """Poll health and (debounced) input levels of one board.
+    """Poll health and raw input levels of one board.
 
     ``poll_succeeded`` / ``poll_failed`` are called by the poller after each read;
     both return the alarm events the poll caused (``board_offline`` raised or cleared).
     """
 
-    def __init__(
-        self, board: str, *, offline_after: int = DEFAULT_OFFLINE_AFTER, debounce_samples: int = 1
-    ) -> None:
+    def __init__(self, board: str, *, offline_after: int = DEFAULT_OFFLINE_AFTER) -> None:
         if offline_after < 1:
             raise DomainError(
                 ErrorCode.INVALID_ARGUMENT, "offline_after must be >= 1", field="offline_after"
             )
-        if debounce_samples < 1:
-            raise DomainError(
-                ErrorCode.INVALID_ARGUMENT,
-                "debounce_samples must be >= 1",
-                field="debounce_samples",
-            )
         self.board = board
         self.offline_after = offline_after
-        self.debounce_samples = debounce_samples
-        self._channels: list[_Debounced] = []
+        self._channels: tuple[bool, ...] = ()
         self._health = BoardHealth.NEVER_POLLED
         self._failures = 0
         self._last_good_at: float | None = None
@@ -248,18 +368,11 @@ class BoardInputs:
             return None
         if not 0 <= channel < len(self._channels):
             return None
-        return self._channels[channel].stable
+        return self._channels[channel]
 
     def poll_succeeded(self, levels: Sequence[bool], at: float) -> list[DomainEvent]:
         """Record a good poll (``levels`` as in :class:`drivers.base.InputSnapshot`)."""
-        reseed = self._health in (BoardHealth.NEVER_POLLED, BoardHealth.OFFLINE) or len(
-            levels
-        ) != len(self._channels)
-        if reseed:
-            self._channels = [_Debounced(bool(level)) for level in levels]
-        else:
-            for channel, level in zip(self._channels, levels, strict=True):
-                channel.sample(bool(level), self.debounce_samples)
+        self._channels = tuple(bool(level) for level in levels)
         self._health = BoardHealth.ONLINE
         self._failures = 0
         self._last_good_at = at
@@ -279,17 +392,21 @@ class BoardInputs:
 
 
 class CabinetSignals:
-    """Readings of every compartment, from the boards' polls and the wiring in the config."""
+    """Readings of every compartment, from the boards' polls and the wiring in the config,
+    each signal through its own :class:`SignalFilter`."""
 
     def __init__(
         self,
         wiring: Iterable[CompartmentWiring],
         *,
         offline_after: int = DEFAULT_OFFLINE_AFTER,
-        debounce_samples: int = 1,
+        filtering: SignalFiltering | None = None,
         extra_boards: Iterable[str] = (),
     ) -> None:
+        filtering = filtering or SignalFiltering()
         self._wiring: dict[str, CompartmentWiring] = {}
+        self._filters: dict[str, dict[SignalKind, SignalFilter]] = {}
+        self._on_board: dict[str, list[SignalFilter]] = {}
         boards: dict[str, None] = {}
         for item in wiring:
             if item.compartment in self._wiring:
@@ -299,14 +416,20 @@ class CabinetSignals:
                     field="compartment",
                 )
             self._wiring[item.compartment] = item
-            for signal in item.signals():
+            filters = self._filters[item.compartment] = {}
+            for kind, signal in (
+                (SignalKind.DOOR, item.door),
+                (SignalKind.LATCH, item.latch),
+                (SignalKind.OCCUPANCY, item.occupancy),
+            ):
+                if signal is None:
+                    continue
                 boards[signal.board] = None
+                filters[kind] = SignalFilter(item.compartment, kind, signal, filtering)
+                self._on_board.setdefault(signal.board, []).append(filters[kind])
         for name in extra_boards:
             boards[name] = None
-        self._boards = {
-            name: BoardInputs(name, offline_after=offline_after, debounce_samples=debounce_samples)
-            for name in boards
-        }
+        self._boards = {name: BoardInputs(name, offline_after=offline_after) for name in boards}
 
     @property
     def boards(self) -> tuple[str, ...]:
@@ -323,38 +446,58 @@ class CabinetSignals:
             ) from None
 
     def poll_succeeded(self, board: str, levels: Sequence[bool], at: float) -> list[DomainEvent]:
-        """Record a good poll of ``board``."""
-        return self.board(board).poll_succeeded(levels, at)
+        """Record a good poll of ``board``; returns ``board_offline`` and ``sensor_flapping``
+        raised or cleared."""
+        events = self.board(board).poll_succeeded(levels, at)
+        return events + self._sample(board, at)
 
     def poll_failed(self, board: str, at: float, reason: str = "") -> list[DomainEvent]:
         """Record a failed poll of ``board``."""
-        return self.board(board).poll_failed(at, reason)
+        events = self.board(board).poll_failed(at, reason)
+        return events + self._sample(board, at)
 
-    def signal(self, wiring: SignalWiring) -> TriState:
-        """The meaning of one wired signal now."""
+    def raw(self, wiring: SignalWiring) -> TriState:
+        """The meaning of one wired signal in the last poll, unfiltered."""
         inputs = self._boards.get(wiring.board)
         level = inputs.level(wiring.channel) if inputs is not None else None
         return wiring.active.interpret(level)
 
     def readings(self, compartment: str) -> CompartmentReadings:
-        """Door, latch and occupancy readings of ``compartment`` (None = not fitted)."""
+        """Door, latch and occupancy readings of ``compartment`` (None = not fitted),
+        filtered: a flapping signal reads unknown and is named in ``flapping``."""
         try:
-            wiring = self._wiring[compartment]
+            filters = self._filters[compartment]
         except KeyError:
             raise DomainError(
                 ErrorCode.UNKNOWN_COMPARTMENT,
                 f"no compartment {compartment!r}",
                 field="compartment",
             ) from None
+
+        def value(kind: SignalKind) -> TriState | None:
+            f = filters.get(kind)
+            return None if f is None else f.value
+
+        door, latch, occupancy = (
+            value(SignalKind.DOOR),
+            value(SignalKind.LATCH),
+            value(SignalKind.OCCUPANCY),
+        )
         return CompartmentReadings(
             compartment,
-            door=None
-            if wiring.door is None
-            else DoorReading.from_tristate(self.signal(wiring.door)),
-            latch=None
-            if wiring.latch is None
-            else LatchReading.from_tristate(self.signal(wiring.latch)),
-            occupancy=None
-            if wiring.occupancy is None
-            else OccupancyReading.from_tristate(self.signal(wiring.occupancy)),
+            door=None if door is None else DoorReading.from_tristate(door),
+            latch=None if latch is None else LatchReading.from_tristate(latch),
+            occupancy=None if occupancy is None else OccupancyReading.from_tristate(occupancy),
+            flapping=frozenset(kind for kind, f in filters.items() if f.flapping),
         )
+
+    def active_alarms(self, compartment: str) -> frozenset[AlarmKind]:
+        """The signal alarms of ``compartment`` (``sensor_flapping``) raised now."""
+        filters = self._filters.get(compartment, {})
+        return frozenset(AlarmKind.SENSOR_FLAPPING for f in filters.values() if f.flapping)
+
+    def _sample(self, board: str, at: float) -> list[DomainEvent]:
+        events: list[DomainEvent] = []
+        for f in self._on_board.get(board, ()):
+            events.extend(f.sample(self.raw(f.wiring), at))
+        return events

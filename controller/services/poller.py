@@ -3,9 +3,13 @@
 One task per bus (a bus has one owner and one transaction at a time; buses run in
 parallel). Each board's inputs are read in one transaction; a failed read is a failed
 poll for the model, which after ``unknown_after_failed_polls`` makes the board's signals
-unknown and raises ``board_offline``: a dead board never stops the others. Cycles start
-on a fixed cadence (no drift from the time a cycle takes). Temperature probes are read on
-a slower cadence. A separate ticker runs the door and order timers.
+unknown and raises ``board_offline``: a dead board never stops the others. The model
+filters each door, latch and occupancy signal (its debounce time, the flapping rule:
+:class:`controller.domain.signals.SignalFilter`) on the times this poller gives it, so
+a poll that reads nothing new may still settle a change or clear ``sensor_flapping``:
+every poll goes to the model, changed or not. Cycles start on a fixed cadence (no drift
+from the time a cycle takes). Temperature probes are read on a slower cadence. A separate
+ticker runs the door and order timers.
 
 The cycle's freshness feeds the systemd watchdog: pings stop when polls stop.
 """

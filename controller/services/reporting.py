@@ -63,7 +63,10 @@ class AlarmBoard:
     """The alarms active now, with the time each was raised, fed by the events."""
 
     def __init__(self) -> None:
-        self._active: dict[tuple[str, str | None, str | None, str | None], float] = {}
+        # (alarm, compartment, board, zone, signal): one compartment's door and latch
+        # may flap at once, two incidents.
+        self._active: dict[tuple[str, str | None, str | None, str | None, str | None],
+                           float] = {}
 
     def feed(self, event: PendingEvent) -> None:
         alarm = event.data.get("alarm")
@@ -71,8 +74,10 @@ class AlarmBoard:
             return
         board = event.data.get("board")
         zone = event.data.get("zone")
+        signal = event.data.get("signal")
         key = (alarm, event.compartment, board if isinstance(board, str) else None,
-               zone if isinstance(zone, str) else None)
+               zone if isinstance(zone, str) else None,
+               signal if isinstance(signal, str) else None)
         if event.kind == EventKind.ALARM_RAISED.value:
             self._active.setdefault(key, event.at_wall)
         elif event.kind == EventKind.ALARM_CLEARED.value:
@@ -80,7 +85,7 @@ class AlarmBoard:
 
     def active(self) -> list[dict[str, Any]]:
         out = []
-        for (kind, compartment, board, zone), since in sorted(self._active.items(),
+        for (kind, compartment, board, zone, _signal), since in sorted(self._active.items(),
                                                               key=lambda i: i[1]):
             item: dict[str, Any] = {"kind": kind, "since": iso(since)}
             if compartment is not None:

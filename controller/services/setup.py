@@ -5,11 +5,16 @@ from __future__ import annotations
 from controller.domain.cabinet_model import CompartmentSetup
 from controller.domain.compartment import CompartmentSpec, Size, ZoneKind
 from controller.domain.door import DoorTiming
-from controller.domain.signals import CompartmentWiring, Polarity, SignalWiring
+from controller.domain.signals import (
+    CompartmentWiring,
+    Polarity,
+    SignalFiltering,
+    SignalWiring,
+)
 from controller.domain.unlock import UnlockLimits
 from controller.settings import Settings, SignalRef
 
-__all__ = ["compartment_setups", "unlock_limits"]
+__all__ = ["compartment_setups", "signal_filtering", "unlock_limits"]
 
 
 def _wiring(ref: SignalRef | None) -> SignalWiring | None:
@@ -51,4 +56,16 @@ def unlock_limits(settings: Settings) -> UnlockLimits:
         rate_window_s=60.0,
         pulse_s=t.pulse_s,
         max_pulse_s=t.max_pulse_s,
+    )
+
+
+def signal_filtering(settings: Settings) -> SignalFiltering:
+    t = settings.timing
+    return SignalFiltering(
+        door_debounce_s=t.door_debounce_s,
+        latch_debounce_s=t.latch_debounce_s,
+        occupancy_debounce_s=t.occupancy_debounce_s,
+        flapping_changes=t.flapping_changes,
+        flapping_window_s=t.flapping_window_s,
+        flapping_clear_s=t.flapping_clear_s,
     )

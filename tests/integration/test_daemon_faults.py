@@ -94,9 +94,11 @@ class Campaign:
                     if not self.daemon_up.is_set():
                         continue  # killed since it replied: nobody would see the door move
                     await self.rig.control.acall("pull", compartment=cid)
-                    await asyncio.sleep(0.35 + rng.random() * 0.1)
+                    # Each position held long enough to be read through the door debounce
+                    # (0.25 s, then the next poll), with room for a stalled poll cycle.
+                    await asyncio.sleep(0.8 + rng.random() * 0.1)
                     await self.rig.control.acall("close", compartment=cid)
-                    await asyncio.sleep(0.35)
+                    await asyncio.sleep(0.8)
                     self.doors_cycled += 1
         finally:
             await stack.aclose()

@@ -108,33 +108,15 @@ def test_never_polled_board_goes_offline_after_threshold() -> None:
 
 
 def test_one_good_poll_restores_and_clears() -> None:
-    board = BoardInputs("locks-a", offline_after=1, debounce_samples=3)
+    board = BoardInputs("locks-a", offline_after=1)
     board.poll_succeeded([False], at=1.0)
     board.poll_failed(2.0)
     events = board.poll_succeeded([True], at=5.0)
     cleared = (EventKind.ALARM_CLEARED, AlarmKind.BOARD_OFFLINE)
     assert [(e.kind, e.alarm) for e in events] == [cleared]
     assert events[0].details["active_s"] == 3.0
-    assert board.level(0) is True  # one good poll, even with debounce
+    assert board.level(0) is True  # one good poll
     assert board.health is BoardHealth.ONLINE
-
-
-def test_debounce_needs_k_equal_samples() -> None:
-    board = BoardInputs("locks-a", debounce_samples=3)
-    board.poll_succeeded([False], at=0.0)
-    board.poll_succeeded([True], at=0.1)
-    board.poll_succeeded([True], at=0.2)
-    assert board.level(0) is False
-    board.poll_succeeded([True], at=0.3)
-    assert board.level(0) is True
-
-
-def test_debounce_flapping_never_changes() -> None:
-    board = BoardInputs("locks-a", debounce_samples=2)
-    board.poll_succeeded([False], at=0.0)
-    for i in range(10):
-        board.poll_succeeded([i % 2 == 0], at=float(i))
-        assert board.level(0) is False
 
 
 def test_invalid_parameters_are_rejected() -> None:
@@ -142,8 +124,6 @@ def test_invalid_parameters_are_rejected() -> None:
         BoardInputs("x", offline_after=0)
     assert err.value.code is ErrorCode.INVALID_ARGUMENT
     assert err.value.field == "offline_after"
-    with pytest.raises(DomainError):
-        BoardInputs("x", debounce_samples=0)
     with pytest.raises(DomainError):
         SignalWiring("x", -1)
 
@@ -211,7 +191,7 @@ class BoardHealthMachine(RuleBasedStateMachine):
 
     def __init__(self) -> None:
         super().__init__()
-        self.board = BoardInputs("b", offline_after=3, debounce_samples=2)
+        self.board = BoardInputs("b", offline_after=3)
         self.now = 0.0
         self.failures = 0
         self.ever_polled = False

@@ -12,3 +12,15 @@ def test_two_zones_in_excursion_are_two_alarms() -> None:
     assert sorted(a["zone"] for a in board.active()) == ["chilled", "frozen"]
     board.feed(PendingEvent("alarm_cleared", {"alarm": "temperature", "zone": "chilled"}, 2.0))
     assert [a["zone"] for a in board.active()] == ["frozen"]
+
+
+def test_two_flapping_signals_of_one_compartment_are_two_incidents() -> None:
+    board = AlarmBoard()
+    for signal, channel in (("door", 0), ("latch", 1)):
+        board.feed(PendingEvent("alarm_raised", {"alarm": "sensor_flapping", "signal": signal,
+                                                 "board": "locks-a", "channel": channel},
+                                1.0, "A01"))
+    board.feed(PendingEvent("alarm_cleared", {"alarm": "sensor_flapping", "signal": "door",
+                                              "board": "locks-a", "channel": 0}, 2.0, "A01"))
+    assert [(a["kind"], a["compartment"]) for a in board.active()] == [
+        ("sensor_flapping", "A01")]
