@@ -790,6 +790,18 @@ class ModbusLine:
         the timeout. Only recent ones are remembered."""
         return self._late_valid.get((req.unit, req.pdu))
 
+    async def wait_late_reply(self, req: Request) -> float | None:
+        """Wait out the open late window, if any (the line is held meanwhile, like
+        before any request), then return :meth:`late_reply_at` for ``req``: whether
+        its valid reply came late after all."""
+        await self._gate.acquire(0)
+        try:
+            if self._late_req is not None:
+                await self._settle()
+        finally:
+            self._gate.release()
+        return self.late_reply_at(req)
+
     def stats(self) -> LineStats:
         """A frozen snapshot of the counters (cheap; call it for every telemetry message)."""
         t = self._total
