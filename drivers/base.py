@@ -260,7 +260,7 @@ class LockBoard(abc.ABC):
             await asyncio.sleep(max(0.0, sent + duration - self._clock()))
         finally:
             try:
-                await asyncio.shield(self._set_output(channel, False))
+                await asyncio.shield(self._switch_off(channel))
             except DriverError as off_exc:
                 if receipt is None and unconfirmed is None:
                     # "On" was refused or known not to have acted: that error stands.
@@ -274,6 +274,21 @@ class LockBoard(abc.ABC):
             raise unconfirmed
         assert receipt is not None
         return receipt
+
+    async def _switch_off(self, channel: int) -> None:
+        """Switch a driver-timed output off (retried by the backend); when no "off"
+        acknowledgement came back, read the output back: off is off."""
+        try:
+            await self._set_output(channel, False)
+        except DriverError as exc:
+            if isinstance(exc, BoardRejected):
+                raise
+            try:
+                still_on = await self._read_output(channel)
+            except DriverError:
+                raise exc from None
+            if still_on is not False:
+                raise
 
     def _off_failed(
         self, channel: int, duration: float, sent: float, receipt: PulseReceipt | None,
