@@ -6,6 +6,14 @@ kind                   target                    effect
 ``silent``             board                     the board never answers (dead, unpowered)
 ``corrupt_crc``        board                     replies carry a wrong CRC
 ``slow``               board (``latency_s``)     replies come ``latency_s`` late
+``late``               board (``delay_s``,       replies leave ``delay_s`` late, the request
+                       ``writes_only``)          acted on at once (with ``writes_only``: only
+                                                 the acknowledgements of writes are late)
+``drop_reply``         board                     a write is carried out, its reply is lost
+``garble_reply``       board                     a write is carried out, its reply has a bad
+                                                 CRC
+``short_reply``        board                     a write is carried out, its reply is cut
+                                                 after 5 bytes
 ``duplicate_address``  board                     a second board answers the same frames: the
                                                  two replies collide, the master gets garbage
 ``busy``               board (``code``)          every request is answered with a Modbus
@@ -22,8 +30,12 @@ kind                   target                    effect
 ``compressor_failure`` zone                      the zone drifts toward ambient
 =====================  ========================  =============================================
 
-Bus faults (the first five) are applied by the transports, sensor and physics faults by
-the world model. :class:`FaultBook` is the thread-safe store both consult.
+Bus faults (the board ones) are applied by the bus and its transports, sensor and physics
+faults by the world model. :class:`FaultBook` is the thread-safe store both consult.
+``late``, ``slow`` and the per-board processing time (``[simulator] processing_s``) add
+up to the delay of a reply. The reply faults on writes leave the write's effect in the
+ground truth (``write_acted``, ``pulse_received``, ``output_on``): exactly what a
+master that lost the acknowledgement cannot see.
 """
 
 from __future__ import annotations
@@ -31,9 +43,22 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass, replace
 
-__all__ = ["BOARD_FAULTS", "CHANNEL_FAULTS", "FAULT_KINDS", "ZONE_FAULTS", "Fault", "FaultBook"]
+__all__ = [
+    "BOARD_FAULTS",
+    "CHANNEL_FAULTS",
+    "FAULT_KINDS",
+    "WRITE_REPLY_FAULTS",
+    "ZONE_FAULTS",
+    "Fault",
+    "FaultBook",
+]
 
-BOARD_FAULTS = ("silent", "corrupt_crc", "slow", "duplicate_address", "busy")
+BOARD_FAULTS = (
+    "silent", "corrupt_crc", "slow", "late", "drop_reply", "garble_reply", "short_reply",
+    "duplicate_address", "busy",
+)
+#: Faults that spoil the reply to a write (functions 05, 06, 15, 16), not the write.
+WRITE_REPLY_FAULTS = ("drop_reply", "garble_reply", "short_reply")
 CHANNEL_FAULTS = ("stuck_latch", "flapping", "cut_wire")
 ZONE_FAULTS = ("compressor_failure",)
 FAULT_KINDS = BOARD_FAULTS + CHANNEL_FAULTS + ZONE_FAULTS
@@ -52,6 +77,8 @@ class Fault:
     level: bool | None = None
     code: int = 6
     since: float = 0.0
+    delay_s: float = 0.0
+    writes_only: bool = False
 
     @property
     def target(self) -> tuple[str, str | None, int | None, str | None]:
@@ -64,6 +91,9 @@ class Fault:
                 out[name] = getattr(self, name)
         if self.kind == "slow":
             out["latency_s"] = self.latency_s
+        if self.kind == "late":
+            out["delay_s"] = self.delay_s
+            out["writes_only"] = self.writes_only
         if self.kind == "flapping":
             out["period_s"] = self.period_s
         if self.kind == "cut_wire" and self.level is not None:

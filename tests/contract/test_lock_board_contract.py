@@ -48,10 +48,11 @@ class Harness:
     #: None when the backend cannot be made to answer with an exception response.
     reject_all: Callable[[int], None] | None
     heal: Callable[[], None]
-    #: Lose the acknowledgement of the next pulse frame, the board having acted on it
-    #: (True) or the frame having never reached it (False); None when the backend
-    #: cannot model the case.
-    lose_next_ack: Callable[[bool], None] | None = None
+    #: Lose the acknowledgement of the next pulse frame, the board having acted on it;
+    #: None when the backend cannot model the case.
+    lose_ack_after_acting: Callable[[], None] | None = None
+    #: Lose the next pulse frame on its way to the board (not carried out, no reply).
+    lose_pulse_frame: Callable[[], None] | None = None
 
 
 def _fake(board_times_pulse: bool) -> Harness:
@@ -63,9 +64,7 @@ def _fake(board_times_pulse: bool) -> Harness:
     def force_on() -> None:
         board._held_on = [True] * OUTPUTS
 
-    def lose_next_ack(acted: bool) -> None:
-        op = "pulse" if board_times_pulse else "set_output"
-        board.inject("ack_lost" if acted else "timeout", op=op)
+    op = "pulse" if board_times_pulse else "set_output"
 
     return Harness(
         board,
@@ -76,7 +75,8 @@ def _fake(board_times_pulse: bool) -> Harness:
         go_silent=lambda: board.inject("timeout", persistent=True),
         reject_all=lambda code: board.inject("rejected", persistent=True, exception_code=code),
         heal=board.clear_faults,
-        lose_next_ack=lose_next_ack,
+        lose_ack_after_acting=lambda: board.inject("ack_lost", op=op),
+        lose_pulse_frame=lambda: board.inject("timeout", op=op),
     )
 
 
@@ -100,9 +100,6 @@ def _model_harness(board: LockBoard, model: BoardModel) -> Harness:
     def set_input(ch: int, level: bool) -> None:
         model.discrete[ch] = level
 
-    def lose_next_ack(acted: bool) -> None:
-        model.write_faults.append("drop" if acted else "lose")
-
     return Harness(
         board,
         pulses=pulses,
@@ -112,7 +109,8 @@ def _model_harness(board: LockBoard, model: BoardModel) -> Harness:
         go_silent=lambda: set_fault("silent"),
         reject_all=set_fault,
         heal=lambda: set_fault(None),
-        lose_next_ack=lose_next_ack,
+        lose_ack_after_acting=lambda: model.write_faults.append("drop"),
+        lose_pulse_frame=lambda: model.write_faults.append("lose"),
     )
 
 
@@ -171,6 +169,8 @@ async def _simulator(stack: AsyncExitStack) -> Harness:
         go_silent=lambda: world.faults.set("silent", board="locks"),
         reject_all=lambda code: world.faults.set("busy", board="locks", code=code),
         heal=lambda: world.faults.clear("silent", board="locks"),
+        # Every write's reply is lost from now on (the test pulses once).
+        lose_ack_after_acting=lambda: world.faults.set("drop_reply", board="locks"),
     )
 
 
@@ -305,9 +305,9 @@ async def test_rejecting_board_is_board_rejected_with_its_code(harness: Harness)
 async def test_pulse_whose_ack_is_lost_after_acting_is_confirmed_by_reading_back(
     harness: Harness,
 ) -> None:
-    if harness.lose_next_ack is None:
+    if harness.lose_ack_after_acting is None:
         pytest.skip("this backend cannot lose one acknowledgement")
-    harness.lose_next_ack(True)
+    harness.lose_ack_after_acting()
     receipt = await harness.board.pulse(2, MAX_PULSE)
     assert receipt.confirmed_by == "readback"
     assert receipt.evidence
@@ -317,9 +317,9 @@ async def test_pulse_whose_ack_is_lost_after_acting_is_confirmed_by_reading_back
 
 
 async def test_pulse_frame_lost_before_the_board_is_not_pulsed(harness: Harness) -> None:
-    if harness.lose_next_ack is None:
+    if harness.lose_pulse_frame is None:
         pytest.skip("this backend cannot lose one frame")
-    harness.lose_next_ack(False)
+    harness.lose_pulse_frame()
     with pytest.raises(BoardError, match="not pulsed") as info:
         await harness.board.pulse(2, MAX_PULSE)
     assert not isinstance(info.value, PulseUnconfirmed)
