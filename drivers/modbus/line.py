@@ -784,10 +784,10 @@ class ModbusLine:
             self._gate.release()
 
     def late_reply_at(self, req: Request) -> float | None:
-        """When (monotonic) a *valid* late reply to a request equal to ``req`` last
-        arrived inside its late window, or None. A write's late echo is the board's own
-        acknowledgement: the pulse policy uses it to confirm a pulse whose echo missed
-        the timeout. Only recent ones are remembered."""
+        """When (monotonic) a *valid* reply to a request equal to ``req`` last arrived
+        late (in its late window, or later while the line was idle), or None. A write's
+        late echo is the board's own acknowledgement: the pulse policy uses it to
+        confirm a pulse whose echo missed the timeout. Only recent ones are remembered."""
         return self._late_valid.get((req.unit, req.pdu))
 
     async def wait_late_reply(self, req: Request) -> float | None:
