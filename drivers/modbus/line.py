@@ -109,6 +109,8 @@ Framing = Literal["rtu", "socket"]
 
 #: Below this the rest of the silent interval is slept with time.sleep (not epoll).
 _SPIN_LIMIT_S = 0.001
+#: Consecutive empty reads of a "readable" serial port after which it counts as gone.
+_EMPTY_READS_LIMIT = 50
 #: Valid late replies remembered for :meth:`ModbusLine.late_reply_at` (recent ones only).
 _LATE_MEMORY = 32
 
@@ -274,6 +276,7 @@ class _SerialTransport(_Transport):
         self._serial: Any = None
         self._fd = -1
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._empty_reads = 0
 
     async def open(self) -> None:
         try:
@@ -309,8 +312,15 @@ class _SerialTransport(_Transport):
             self._on_lost(exc)
             return
         if data:
+            self._empty_reads = 0
             self._on_data(data)
-        else:
+            return
+        # pyserial leaves VMIN = VTIME = 0, so a read with nothing to read returns 0
+        # bytes instead of EAGAIN: that happens when the input was flushed between the
+        # readiness report and the read. Only a port that keeps reporting readiness with
+        # nothing to read (hung up, unplugged) is gone.
+        self._empty_reads += 1
+        if self._empty_reads > _EMPTY_READS_LIMIT:
             self._on_lost(EOFError("serial port closed"))
 
     async def write(self, data: bytes) -> None:
