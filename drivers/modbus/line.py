@@ -868,6 +868,8 @@ class ModbusLine:
             counters.clean_streak = 0
         else:
             counters.clean_streak += 1
+            if counters.clean_streak >= self.degraded_after:
+                counters.lateness_s = 0.0  # on time again: back to the configured window
         if not counters.degraded and sum(history) >= self.degraded_after:
             counters.degraded = True
             log.warning(
@@ -884,10 +886,11 @@ class ModbusLine:
 
     def _late_window(self, unit: int, timeout_s: float) -> float:
         """The configured window, stretched to twice the lateness this unit has shown
-        (at most ten timeouts): a board seen answering later than the window gets a
-        longer one, so its next late reply is caught in it. Twice, because a reply
-        seen after the window may answer the request before the last one (when the
-        retry took the previous reply), so the measure can fall short by a request."""
+        (at most ten timeouts) until it answers on time again: a board seen answering
+        later than the window gets a longer one, so its next late reply is caught in
+        it. Twice, because a reply seen after the window may answer the request before
+        the last one (when the retry took the previous reply), so the measure can fall
+        short by a request."""
         base = 2 * timeout_s if self.late_window_s is None else self.late_window_s
         counters = self._units.get(unit)
         seen = counters.lateness_s if counters is not None else 0.0

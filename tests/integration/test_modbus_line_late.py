@@ -8,7 +8,7 @@ must be the number of the last request sent when it returned.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 import pytest
@@ -153,3 +153,24 @@ async def test_late_window_is_configurable_and_checked() -> None:
         ModbusLine("b", port="/dev/null", late_window_s=-1)
     with pytest.raises(DriverConfigError, match="degraded_after"):
         ModbusLine("b", port="/dev/null", degraded_after=0)
+
+
+async def test_stretched_window_returns_to_the_configured_one_once_on_time() -> None:
+    board = Numbered(2 * TIMEOUT)  # late, later than the (zero) window
+
+    async def read_until(condition: Callable[[], bool]) -> int:
+        reads = 0
+        while reads < 20 and not condition():
+            reads += 1
+            try:
+                await line.read_holding_registers(1, 0, 1)
+            except BoardTimeout:
+                pass
+        assert condition(), f"still not so after {reads} reads"
+        return reads
+
+    async with wired(board, late_window_s=0.0, retries=0) as line:
+        await read_until(lambda: line._late_window(1, TIMEOUT) > 0.0)  # stretched
+        board.delay = 0.0  # on time from now on
+        await read_until(lambda: line._late_window(1, TIMEOUT) == 0.0)
+        assert not line.stats().units[1].degraded
