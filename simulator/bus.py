@@ -25,8 +25,9 @@ A board's ``processing_s`` (``[simulator] processing_s``) plus a ``slow`` fault'
 ``latency_s`` plus a ``late`` fault's ``delay_s`` (on every reply, or only on replies to
 writes with ``writes_only``) delay the reply; the request has been carried out at once.
 The reply faults on writes (``drop_reply``, ``garble_reply``, ``short_reply``) carry
-the write out and then lose, garble or cut its reply. Every write a board carries out
-is recorded in the ground truth (``write_acted``).
+the write out and then lose, garble or cut its reply. With a ``count`` these four
+faults spoil that many replies and then clear themselves. Every write a board carries
+out is recorded in the ground truth (``write_acted``).
 """
 
 from __future__ import annotations
@@ -175,7 +176,7 @@ class SimBus:
                     response = self._execute(board, request, pdu)
                 reply = bytes([response.function_code]) + response.encode()
                 acted = is_write and not response.function_code & 0x80
-                if acted and self.faults.board("drop_reply", board.name) is not None:
+                if acted and self.faults.take("drop_reply", board.name) is not None:
                     dropped += 1
                     continue
                 replies.append(reply)
@@ -183,9 +184,9 @@ class SimBus:
                     replies.append(reply)
                 latency = max(latency, self._delay(board, is_write))
                 corrupt = corrupt or self.faults.board("corrupt_crc", board.name) is not None
-                if acted and self.faults.board("garble_reply", board.name) is not None:
+                if acted and self.faults.take("garble_reply", board.name) is not None:
                     corrupt = True
-                if acted and self.faults.board("short_reply", board.name) is not None:
+                if acted and self.faults.take("short_reply", board.name) is not None:
                     truncate = SHORT_REPLY_BYTES
             self.stats.dropped_replies += dropped
             if not replies:
@@ -213,6 +214,7 @@ class SimBus:
             delay += slow.latency_s
         late = self.faults.board("late", board.name)
         if late is not None and (is_write or not late.writes_only):
+            self.faults.take("late", board.name)
             delay += late.delay_s
         return delay
 

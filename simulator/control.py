@@ -72,8 +72,9 @@ def _op_fault_set(cab: SimCabinet, req: dict[str, Any]) -> Any:
     for name in ("level", "writes_only"):
         if req.get(name) is not None:
             extra[name] = _field(req, name, bool)
-    if req.get("code") is not None:
-        extra["code"] = _field(req, "code", int)
+    for name in ("code", "count"):
+        if req.get(name) is not None:
+            extra[name] = _field(req, name, int)
     fault = cab.faults.set(_field(req, "kind"), **_fault_target(req), **extra)
     return fault.as_dict()
 

@@ -46,6 +46,7 @@ from simulator.errors import InvalidRequest, UnknownTarget
 from simulator.faults import (
     BOARD_FAULTS,
     CHANNEL_FAULTS,
+    COUNTED_FAULTS,
     FAULT_KINDS,
     ZONE_FAULTS,
     Fault,
@@ -702,6 +703,7 @@ class Faults:
         code: int = 6,
         delay_s: float = 0.0,
         writes_only: bool = False,
+        count: int | None = None,
     ) -> Fault:
         """Activate a fault (replacing one of the same kind on the same target)."""
         board, channel, zone = self._target(kind, board, channel, compartment, signal, zone)
@@ -709,13 +711,17 @@ class Faults:
             raise InvalidRequest("slow needs latency_s > 0", field="latency_s")
         if kind == "late" and not 0 < delay_s <= 60:
             raise InvalidRequest("late needs 0 < delay_s <= 60", field="delay_s")
+        if count is not None and (kind not in COUNTED_FAULTS or count < 1):
+            raise InvalidRequest(
+                f"count (>= 1) applies to {', '.join(COUNTED_FAULTS)} only", field="count"
+            )
         if kind == "flapping" and period_s <= 0:
             raise InvalidRequest("flapping needs period_s > 0", field="period_s")
         if kind == "busy" and not 1 <= code <= 255:
             raise InvalidRequest("busy needs an exception code 1..255", field="code")
         fault = Fault(
             kind, board, channel, zone, latency_s=latency_s, period_s=period_s, level=level,
-            code=code, delay_s=delay_s, writes_only=writes_only,
+            code=code, delay_s=delay_s, writes_only=writes_only, count=count,
         )
         return self._world._set_fault(fault)
 

@@ -168,3 +168,23 @@ def test_ground_truth_has_the_energised_time_of_every_output(
     assert offs[1] == pytest.approx(0.25)
     assert world.energised_periods("locks", 2) == [(1000.0, pytest.approx(1000.7))]
     assert len(world.truth.events("write_acted", board="locks")) == 3
+
+
+def test_reply_fault_with_a_count_spoils_that_many_replies_then_clears(
+    bus: SimBus, world: World
+) -> None:
+    world.faults.set("drop_reply", board="locks", count=2)
+    assert world.faults.active()[0].as_dict()["count"] == 2
+    replies = [bus.answer(1, struct.pack(">BHH", 5, ch, 0xFF00)).pdus for ch in range(3)]
+    assert replies[:2] == [(), ()]
+    assert replies[2] == (struct.pack(">BHH", 5, 2, 0xFF00),)
+    assert world.faults.active() == ()
+    assert [world.output_level("locks", ch) for ch in range(3)] == [True] * 3
+    # Reads do not use up a write reply fault; a late fault counts the replies it delays.
+    world.faults.set("late", board="locks", delay_s=0.1, count=1)
+    assert bus.answer(1, struct.pack(">BHH", 1, 0, 1)).latency_s == pytest.approx(0.1)
+    assert bus.answer(1, struct.pack(">BHH", 1, 0, 1)).latency_s == 0.0
+    with pytest.raises(InvalidRequest, match="count"):
+        world.faults.set("silent", board="locks", count=1)
+    with pytest.raises(InvalidRequest, match="count"):
+        world.faults.set("drop_reply", board="locks", count=0)
