@@ -12,6 +12,8 @@ a builtin so callers that only know the standard library still catch them sensib
      │    └── BusClosed                     used after close()
      └── BoardError                         one board on a line misbehaved
           ├── BoardTimeout (TimeoutError)   no complete answer within the timeout, retries spent
+          │    └── BoardLate                the board answers, but late: degraded, its replies
+          │                                 cannot be trusted to answer the request just sent
           ├── FrameError (ValueError)       garbled or mismatched reply: CRC, length, function,
           │                                 address or count not those of the request
           ├── BoardRejected                 the board answered with a Modbus exception code
@@ -20,7 +22,9 @@ a builtin so callers that only know the standard library still catch them sensib
                                             reading back could not settle it (never re-sent)
 
 Every :class:`BoardError` carries ``bus`` and ``address`` so that a log line or an alarm
-names the board without the caller having to add it.
+names the board without the caller having to add it. A :class:`BusError` says with
+``frame_sent`` whether the failed request may have reached the wire (False: the port
+could not be opened, nothing was sent).
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from __future__ import annotations
 __all__ = [
     "BackendUnavailable",
     "BoardError",
+    "BoardLate",
     "BoardRejected",
     "BoardTimeout",
     "BusClosed",
@@ -62,11 +67,15 @@ class ChannelError(DriverError, ValueError):
 
 
 class BusError(DriverError, OSError):
-    """The line itself failed: the port cannot be opened, a write failed, the gateway is gone."""
+    """The line itself failed: the port cannot be opened, a write failed, the gateway is gone.
 
-    def __init__(self, message: str, *, bus: str = "") -> None:
+    ``frame_sent`` is True when the request may have reached the wire before the line
+    failed (a write that failed half-way, a line lost while waiting for the reply)."""
+
+    def __init__(self, message: str, *, bus: str = "", frame_sent: bool = False) -> None:
         super().__init__(message)
         self.bus = bus
+        self.frame_sent = frame_sent
 
 
 class BusClosed(BusError):
@@ -89,6 +98,12 @@ class BoardError(DriverError):
 
 class BoardTimeout(BoardError, TimeoutError):
     """No complete reply within the timeout, after the retry budget was spent."""
+
+
+class BoardLate(BoardTimeout):
+    """The board is degraded: its replies keep coming after the timeout, so a reply can
+    not be trusted to answer the request just sent. Raised for every read of it until
+    it answers on time again; its signals are unknown, as for a silent board."""
 
 
 class FrameError(BoardError, ValueError):

@@ -12,7 +12,13 @@ needs:
   error a real line would: ``"timeout"`` -> :class:`~drivers.errors.BoardTimeout`,
   ``"frame"`` -> :class:`~drivers.errors.FrameError`, ``"rejected"`` ->
   :class:`~drivers.errors.BoardRejected`, ``"bus"`` -> :class:`~drivers.errors.BusError`;
-  a faulted call is recorded and has no effect (the board did not get the command);
+  a faulted call is recorded and has no effect (the board did not get the command).
+  Two more faults model a lost acknowledgement *after* the board acted:
+  ``"ack_lost"`` (the command is carried out, then
+  :class:`~drivers.errors.BoardTimeout`) and ``"ack_garbled"`` (carried out, then
+  :class:`~drivers.errors.FrameError`). A pulse whose ack was lost without acting is
+  ``"timeout"`` on ``"pulse"`` (or ``"set_output"``); the read-back of the pulse policy
+  is the operation ``"read_output"``;
 * **assertion helpers**: :meth:`~FakeLockBoard.pulses`,
   :meth:`~FakeLockBoard.assert_pulsed`, :meth:`~FakeLockBoard.assert_not_pulsed`;
 * a **connected door** (:class:`FakeDoor`, in the spirit of gpiozero's
@@ -23,7 +29,8 @@ needs:
   configured polarity.
 
 Operation names used by history and faults: ``"pulse"`` (board-timed pulse),
-``"set_output"``, ``"all_off"``, ``"read_inputs"``, ``"describe"``, ``"read_values"``.
+``"set_output"``, ``"read_output"``, ``"all_off"``, ``"read_inputs"``, ``"describe"``,
+``"read_values"``.
 """
 
 from __future__ import annotations
@@ -57,7 +64,9 @@ __all__ = [
 ]
 
 Clock = Callable[[], float]
-FAULTS = ("timeout", "frame", "rejected", "bus")
+FAULTS = ("timeout", "frame", "rejected", "bus", "ack_lost", "ack_garbled")
+#: Faults that let the command act and then lose (or garble) its acknowledgement.
+_AFTER_ACTING = ("ack_lost", "ack_garbled")
 
 
 class ManualClock:
@@ -141,8 +150,9 @@ class _FakeCore:
     def calls(self, op: str | None = None) -> list[Call]:
         return [c for c in self.history if op is None or c.op == op]
 
-    def _enter(self, op: str, *args: Any) -> None:
-        """Record the call; raise the injected fault if one applies."""
+    def _enter(self, op: str, *args: Any) -> DriverError | None:
+        """Record the call; raise the injected fault if one applies, or return it when
+        it strikes after the command acted (the hook raises it once it has acted)."""
         now = self._clock()
         for fault in self._faults:
             if fault.op is not None and fault.op != op:
@@ -152,14 +162,17 @@ class _FakeCore:
                 if fault.remaining <= 0:
                     self._faults.remove(fault)
             self.history.append(Call(now, op, args, fault.kind))
+            if fault.kind in _AFTER_ACTING:
+                return self._error(fault, op)
             raise self._error(fault, op)
         self.history.append(Call(now, op, args, "ok"))
+        return None
 
     def _error(self, fault: _Fault, op: str) -> DriverError:
         text = f"injected {fault.kind} on {op}"
-        if fault.kind == "timeout":
+        if fault.kind in ("timeout", "ack_lost"):
             return BoardTimeout(text, bus=self.bus, address=self.address)
-        if fault.kind == "frame":
+        if fault.kind in ("frame", "ack_garbled"):
             return FrameError(text, bus=self.bus, address=self.address)
         if fault.kind == "rejected":
             return BoardRejected(
@@ -266,14 +279,16 @@ class FakeLockBoard(_FakeCore, LockBoard):
     # -- hooks ---------------------------------------------------------------------------
 
     async def _pulse_timed(self, channel: int, duration_s: float) -> None:
-        self._enter("pulse", channel, duration_s)
+        after = self._enter("pulse", channel, duration_s)
         now = self._clock()
         self._timed_until[channel] = now + duration_s
         self._pulses.append(PulseRecord(channel, duration_s, now, "board"))
         self._notify()
+        if after is not None:
+            raise after
 
     async def _set_output(self, channel: int, on: bool) -> None:
-        self._enter("set_output", channel, on)
+        after = self._enter("set_output", channel, on)
         now = self._clock()
         if on and not self._held_on[channel]:
             self._on_since[channel] = now
@@ -282,9 +297,17 @@ class FakeLockBoard(_FakeCore, LockBoard):
             self._pulses.append(PulseRecord(channel, now - start, start, "driver"))
         self._held_on[channel] = on
         self._notify()
+        if after is not None:
+            raise after
+
+    async def _read_output(self, channel: int) -> bool:
+        after = self._enter("read_output", channel)
+        if after is not None:
+            raise after
+        return self.energised(channel)
 
     async def _all_off(self) -> None:
-        self._enter("all_off")
+        after = self._enter("all_off")
         now = self._clock()
         for ch in range(self.outputs):
             if self._held_on[ch]:
@@ -292,17 +315,23 @@ class FakeLockBoard(_FakeCore, LockBoard):
                 self._pulses.append(PulseRecord(ch, now - start, start, "driver"))
             self._held_on[ch] = False
             self._timed_until[ch] = float("-inf")
+        if after is not None:
+            raise after
 
     async def _read_inputs(self) -> tuple[bool, ...]:
-        self._enter("read_inputs")
+        after = self._enter("read_inputs")
         self._notify()
         levels = list(self._levels)
         for door in self._doors:
             door._drive(levels)
+        if after is not None:
+            raise after
         return tuple(levels)
 
     async def _describe(self) -> BoardInfo:
-        self._enter("describe")
+        after = self._enter("describe")
+        if after is not None:
+            raise after
         return BoardInfo(
             self.bus, self.address, self.profile, self.outputs, self.inputs,
             self.board_times_pulse, firmware=self.firmware,
@@ -395,7 +424,9 @@ class FakeSensorBoard(_FakeCore, SensorBoard):
         self._values[channel] = value
 
     async def _read_values(self) -> tuple[float | None, ...]:
-        self._enter("read_values")
+        after = self._enter("read_values")
+        if after is not None:
+            raise after
         return tuple(self._values)
 
 

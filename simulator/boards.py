@@ -18,8 +18,13 @@ Profiles
     coils ``0x0000 + ch`` (read 01, write 05/15; value ``0x5500`` toggles), all relays
     ``0x00FF``, flash on ``0x0200 + ch`` and flash off ``0x0400 + ch`` (value in 100 ms
     units, ended by the board), discrete inputs ``0x0000 + ch``, holding ``0x4000`` =
-    device address (03 reads, 06 writes 1..247, also by broadcast), ``0x8000`` = firmware
-    version 100. Function 04 is not supported (exception 01).
+    device address (03 reads, 06 writes 1..255, also by broadcast; the broadcast *read*
+    ``00 03 40 00 00 01`` is answered by every board on the line, each from its own
+    address, see :mod:`simulator.bus`), ``0x2000`` = serial settings (high byte parity
+    0 none / 1 even / 2 odd, low byte the baud code 0..7 for 4800, 9600, 19200, 38400,
+    57600, 115200, 128000, 256000; a write is kept and read back, and like the real
+    board it takes effect only after a power cycle, which the simulator never does),
+    ``0x8000`` = firmware version 100. Function 04 is not supported (exception 01).
 :class:`GenericIoBoard`
     the config's ``register_map``: outputs in coils or packed in holding-register bits,
     inputs in discrete inputs or packed in input/holding-register bits, and optionally a
@@ -45,11 +50,13 @@ from pymodbus.pdu.bit_message import WriteSingleCoilRequest
 from pymodbus.pdu.register_message import WriteSingleRegisterRequest, WriteSingleRegisterResponse
 
 from drivers.modbus.registers import WAVESHARE
-from simulator.config import BitsLocation, BoardConfig, ProbeRegisterMap
+from simulator.config import MAX_ADDRESS, BitsLocation, BoardConfig, ProbeRegisterMap
 from simulator.world import World
 
 __all__ = [
+    "BAUD_CODES",
     "FIRMWARE_VERSION",
+    "SERIAL_REGISTER",
     "GenericIoBoard",
     "RawWriteSingleCoil",
     "SimBoard",
@@ -60,6 +67,11 @@ __all__ = [
 ]
 
 FIRMWARE_VERSION = 100
+#: Register 0x2000, low byte: the Waveshare baud codes.
+BAUD_CODES = {4800: 0, 9600: 1, 19200: 2, 38400: 3, 57600: 4, 115200: 5, 128000: 6, 256000: 7}
+SERIAL_REGISTER = 0x2000
+#: Register 0x2000 of a board on a line whose speed has no Waveshare code.
+SERIAL_UNKNOWN = 0x00FF
 COIL_ON = 0xFF00
 COIL_OFF = 0x0000
 COIL_TOGGLE = 0x5500
@@ -198,6 +210,12 @@ def _in_range(address: int, count: int, size: int, base: int = 0) -> bool:
 class WaveshareRelayBoard(SimBoard):
     """A Waveshare-style Modbus RTU relay board (see the module docstring)."""
 
+    def __init__(self, config: BoardConfig, world: World, *, baudrate: int = 9600) -> None:
+        super().__init__(config, world)
+        code = BAUD_CODES.get(baudrate)
+        #: Register 0x2000 as the board holds it (no parity: the simulated lines are 8N1).
+        self.serial_settings = SERIAL_UNKNOWN if code is None else code
+
     def read_bits(self, table: str, address: int, count: int) -> list[bool] | ExcCodes:
         if table == "coils":
             if not _in_range(address, count, self.config.outputs, WAVESHARE.relay_coil_base):
@@ -227,13 +245,23 @@ class WaveshareRelayBoard(SimBoard):
             return [self.unit]
         if count == 1 and address == WAVESHARE.version_register:
             return [FIRMWARE_VERSION]
+        if count == 1 and address == SERIAL_REGISTER:
+            return [self.serial_settings]
         return ExcCodes.ILLEGAL_ADDRESS
 
     def write_registers(self, address: int, values: list[int]) -> ExcCodes | None:
+        if address == SERIAL_REGISTER and len(values) == 1:
+            value = values[0]
+            if value >> 8 > 2 or value & 0xFF not in BAUD_CODES.values():
+                return ExcCodes.ILLEGAL_VALUE
+            if value != self.serial_settings:
+                self.serial_settings = value
+                self.world.record_serial_settings(self.name, value)
+            return None
         if address != WAVESHARE.address_register or len(values) != 1:
             return ExcCodes.ILLEGAL_ADDRESS
         new = values[0]
-        if not 1 <= new <= 247:
+        if not 1 <= new <= MAX_ADDRESS:
             return ExcCodes.ILLEGAL_VALUE
         old, self.unit = self.unit, new
         if old != new:
@@ -414,10 +442,10 @@ class TemperatureProbeBoard(SimBoard):
         return [self.raw_value(address - self.probe_map.address + i) for i in range(count)]
 
 
-def make_board(config: BoardConfig, world: World) -> SimBoard:
-    """The simulated board for a config entry, by profile."""
+def make_board(config: BoardConfig, world: World, *, baudrate: int = 9600) -> SimBoard:
+    """The simulated board for a config entry, by profile, on a line of ``baudrate``."""
     if config.profile == "waveshare_relay":
-        return WaveshareRelayBoard(config, world)
+        return WaveshareRelayBoard(config, world, baudrate=baudrate)
     if config.profile == "generic_io":
         return GenericIoBoard(config, world)
     return TemperatureProbeBoard(config, world)

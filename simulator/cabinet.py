@@ -90,7 +90,11 @@ class SimCabinet:
         self.world = World(config, clock=clock)
         self.buses: dict[str, SimBus] = {}
         for bus_config in config.buses:
-            boards = [make_board(b, self.world) for b in config.boards if b.bus == bus_config.name]
+            boards = [
+                make_board(b, self.world, baudrate=bus_config.baudrate)
+                for b in config.boards
+                if b.bus == bus_config.name
+            ]
             self.buses[bus_config.name] = SimBus(bus_config, boards, self.world.fault_book)
         self._rtu: dict[str, RtuPtyServer] = {}
         self._tcp: dict[str, ModbusTcpGateway] = {}

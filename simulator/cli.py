@@ -97,6 +97,11 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--signal", choices=("door", "latch", "occupancy"))
         p.add_argument("--zone")
     fset.add_argument("--latency", type=float, dest="latency_s")
+    fset.add_argument("--delay", type=float, dest="delay_s", help="late: seconds late")
+    fset.add_argument("--writes-only", action="store_true", default=None,
+                      help="late: only the replies to writes")
+    fset.add_argument("--count", type=int,
+                      help="late and the reply faults: spoil this many replies, then clear")
     fset.add_argument("--period", type=float, dest="period_s")
     fset.add_argument("--level", type=int, choices=(0, 1))
     fset.add_argument("--code", type=int, help="busy: the Modbus exception code (default 6)")
@@ -140,6 +145,9 @@ def _request(args: argparse.Namespace) -> dict[str, Any]:
         "channel",
         "signal",
         "latency_s",
+        "delay_s",
+        "writes_only",
+        "count",
         "period_s",
         "code",
         "limit",

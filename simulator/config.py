@@ -12,6 +12,9 @@ The simulator reads ``[cabinet]`` (site and id, for display), ``[[buses]]``,
     seed = 7                          # randomness (probe noise) is reproducible
     probe_noise_c = 0.0               # +- uniform noise added to each probe reading
     initial_parcels = { A01 = 1 }     # parcels in a compartment at start
+    processing_s = { locks-a = 0.004 }
+        # per board: how long it takes to answer a request, added to every reply's
+        # delay (after the request has been received; default 0)
     cut_wire_level = { high = false, low = false }
         # raw level a cut input wire reads, by the polarity of the signal it carries:
         # no current flows, so an optocoupled input reads 0 whatever the polarity; a
@@ -32,7 +35,7 @@ from __future__ import annotations
 
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -62,6 +65,8 @@ PROFILES: tuple[str, ...] = ("waveshare_relay", "generic_io", "temperature_probe
 BIT_TABLES_OUT = ("coils", "holding_register_bits")
 BIT_TABLES_IN = ("discrete_inputs", "input_register_bits", "holding_register_bits")
 ZONE_KINDS = ("ambient", "chilled", "frozen")
+#: Waveshare relay boards take addresses 1..255 (register 0x4000); so do the simulated ones.
+MAX_ADDRESS = 255
 SIZES = ("S", "M", "L", "XL")
 
 
@@ -134,6 +139,8 @@ class BoardConfig:
     channels: int = 0
     io_map: IoRegisterMap | None = None
     probe_map: ProbeRegisterMap | None = None
+    #: ``[simulator] processing_s``: the board's time to answer, added to each reply.
+    processing_s: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -356,8 +363,24 @@ def parse_config(data: Mapping[str, Any], *, source: str = "<config>") -> Cabine
     )
     _unique(root, "compartments", [c.id for c in compartments], key="id")
 
-    simulator = _parse_simulator(root.table("simulator"), {c.id for c in compartments}, zone_names)
+    sim_t = root.table("simulator")
+    simulator = _parse_simulator(sim_t, {c.id for c in compartments}, zone_names)
+    processing = _processing(sim_t, set(by_name))
+    boards = tuple(replace(b, processing_s=processing.get(b.name, 0.0)) for b in boards)
     return CabinetConfig(source, site, cabinet_id, buses, boards, zones, compartments, simulator)
+
+
+def _processing(t: _Table, boards: set[str]) -> dict[str, float]:
+    sub = t.table("processing_s")
+    out: dict[str, float] = {}
+    for key in sub.data:
+        if key not in boards:
+            raise sub.error(key, f"no board named {key!r}")
+        value = sub.float_(key)
+        if not 0 <= value <= 10:
+            raise sub.error(key, f"{value} outside 0..10 s")
+        out[key] = value
+    return out
 
 
 def _unique(root: _Table, array: str, names: list[str], key: str = "name") -> None:
@@ -389,7 +412,7 @@ def _parse_board(t: _Table, bus_names: set[str]) -> BoardConfig:
     bus = t.str_("bus")
     if bus not in bus_names:
         raise t.error("bus", f"no bus named {bus!r}")
-    address = t.int_("address", lo=1, hi=247)
+    address = t.int_("address", lo=1, hi=MAX_ADDRESS)
     profile = t.str_("profile", choices=PROFILES)
     if profile == "waveshare_relay":
         return BoardConfig(

@@ -66,13 +66,15 @@ def _fault_target(req: dict[str, Any]) -> dict[str, Any]:
 
 def _op_fault_set(cab: SimCabinet, req: dict[str, Any]) -> Any:
     extra: dict[str, Any] = {}
-    for name in ("latency_s", "period_s"):
+    for name in ("latency_s", "period_s", "delay_s"):
         if req.get(name) is not None:
             extra[name] = float(_field(req, name, (int, float)))
-    if req.get("level") is not None:
-        extra["level"] = _field(req, "level", bool)
-    if req.get("code") is not None:
-        extra["code"] = _field(req, "code", int)
+    for name in ("level", "writes_only"):
+        if req.get(name) is not None:
+            extra[name] = _field(req, name, bool)
+    for name in ("code", "count"):
+        if req.get(name) is not None:
+            extra[name] = _field(req, name, int)
     fault = cab.faults.set(_field(req, "kind"), **_fault_target(req), **extra)
     return fault.as_dict()
 

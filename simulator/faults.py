@@ -6,6 +6,14 @@ kind                   target                    effect
 ``silent``             board                     the board never answers (dead, unpowered)
 ``corrupt_crc``        board                     replies carry a wrong CRC
 ``slow``               board (``latency_s``)     replies come ``latency_s`` late
+``late``               board (``delay_s``,       replies leave ``delay_s`` late, the request
+                       ``writes_only``,          acted on at once (with ``writes_only``: only
+                       ``count``)                the acknowledgements of writes are late)
+``drop_reply``         board (``count``)         a write is carried out, its reply is lost
+``garble_reply``       board (``count``)         a write is carried out, its reply has a bad
+                                                 CRC
+``short_reply``        board (``count``)         a write is carried out, its reply is cut
+                                                 after 5 bytes
 ``duplicate_address``  board                     a second board answers the same frames: the
                                                  two replies collide, the master gets garbage
 ``busy``               board (``code``)          every request is answered with a Modbus
@@ -22,8 +30,12 @@ kind                   target                    effect
 ``compressor_failure`` zone                      the zone drifts toward ambient
 =====================  ========================  =============================================
 
-Bus faults (the first five) are applied by the transports, sensor and physics faults by
-the world model. :class:`FaultBook` is the thread-safe store both consult.
+Bus faults (the board ones) are applied by the bus and its transports, sensor and physics
+faults by the world model. :class:`FaultBook` is the thread-safe store both consult.
+``late``, ``slow`` and the per-board processing time (``[simulator] processing_s``) add
+up to the delay of a reply. The reply faults on writes leave the write's effect in the
+ground truth (``write_acted``, ``pulse_received``, ``output_on``): exactly what a
+master that lost the acknowledgement cannot see.
 """
 
 from __future__ import annotations
@@ -31,9 +43,25 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass, replace
 
-__all__ = ["BOARD_FAULTS", "CHANNEL_FAULTS", "FAULT_KINDS", "ZONE_FAULTS", "Fault", "FaultBook"]
+__all__ = [
+    "BOARD_FAULTS",
+    "CHANNEL_FAULTS",
+    "COUNTED_FAULTS",
+    "FAULT_KINDS",
+    "WRITE_REPLY_FAULTS",
+    "ZONE_FAULTS",
+    "Fault",
+    "FaultBook",
+]
 
-BOARD_FAULTS = ("silent", "corrupt_crc", "slow", "duplicate_address", "busy")
+BOARD_FAULTS = (
+    "silent", "corrupt_crc", "slow", "late", "drop_reply", "garble_reply", "short_reply",
+    "duplicate_address", "busy",
+)
+#: Faults that spoil the reply to a write (functions 05, 06, 15, 16), not the write.
+WRITE_REPLY_FAULTS = ("drop_reply", "garble_reply", "short_reply")
+#: Faults that may be limited to a number of replies (``count``).
+COUNTED_FAULTS = ("late", *WRITE_REPLY_FAULTS)
 CHANNEL_FAULTS = ("stuck_latch", "flapping", "cut_wire")
 ZONE_FAULTS = ("compressor_failure",)
 FAULT_KINDS = BOARD_FAULTS + CHANNEL_FAULTS + ZONE_FAULTS
@@ -52,6 +80,11 @@ class Fault:
     level: bool | None = None
     code: int = 6
     since: float = 0.0
+    delay_s: float = 0.0
+    writes_only: bool = False
+    #: ``late`` and the reply faults: spoil this many replies, then clear (None: until
+    #: cleared).
+    count: int | None = None
 
     @property
     def target(self) -> tuple[str, str | None, int | None, str | None]:
@@ -64,6 +97,11 @@ class Fault:
                 out[name] = getattr(self, name)
         if self.kind == "slow":
             out["latency_s"] = self.latency_s
+        if self.kind == "late":
+            out["delay_s"] = self.delay_s
+            out["writes_only"] = self.writes_only
+        if self.count is not None:
+            out["count"] = self.count
         if self.kind == "flapping":
             out["period_s"] = self.period_s
         if self.kind == "cut_wire" and self.level is not None:
@@ -114,6 +152,18 @@ class FaultBook:
     def board(self, kind: str, board: str) -> Fault | None:
         with self._lock:
             return self._faults.get((kind, board, None, None))
+
+    def take(self, kind: str, board: str) -> Fault | None:
+        """The board fault, as :meth:`board`, used once: a fault with a ``count`` counts
+        down and clears itself at zero."""
+        with self._lock:
+            fault = self._faults.get((kind, board, None, None))
+            if fault is not None and fault.count is not None:
+                if fault.count <= 1:
+                    del self._faults[fault.target]
+                else:
+                    self._faults[fault.target] = replace(fault, count=fault.count - 1)
+            return fault
 
     def channel(self, kind: str, board: str, channel: int) -> Fault | None:
         with self._lock:

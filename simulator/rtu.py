@@ -28,12 +28,15 @@ Timing emulation
 With ``emulate_timing`` a reply is written no earlier than::
 
     arrival of the request's first byte + frame_time(request) + silent_interval
-        + frame_time(reply) [+ the "slow" fault's latency]
+        + frame_time(reply) [+ the answer's delay: the board's processing time and
+                             the "slow" and "late" faults]
 
 (:mod:`drivers.modbus.registers`), i.e. when its last byte would have reached the master
 on a real line. A request that starts less than one silent interval after the previous
 reply ended is counted in ``BusStats.gap_violations``. Without emulation replies leave
-as soon as they are computed (plus any "slow" latency).
+as soon as they are computed (plus the answer's delay). A request that arrives while a
+late reply is still pending is read after that reply has left, as a board that answers
+one frame at a time would.
 """
 
 from __future__ import annotations

@@ -6,8 +6,8 @@ with the line's faults, and so what this does:
 
 * no reply on the line (silent board, unknown unit): no reply on TCP either (the client
   times out);
-* a reply with a bad CRC, or two colliding replies: the gateway cannot check it and
-  answers exception 0x0B (gateway target device failed to respond);
+* a reply with a bad CRC, cut short, or two colliding replies: the gateway cannot
+  check it and answers exception 0x0B (gateway target device failed to respond);
 * timing emulation: the reply leaves when it would have come back on the RTU line
   (asyncio timers, so to the millisecond, not better; the precise line is the pty).
 """
@@ -60,7 +60,7 @@ class ModbusTcpGateway(LoopbackServer):
         answer = self.bus.answer(unit, pdu)
         if not answer.pdus:
             return None
-        if len(answer.pdus) > 1 or answer.corrupt_crc:
+        if len(answer.pdus) > 1 or answer.corrupt_crc or answer.truncate is not None:
             reply = bytes([(pdu[0] & 0x7F) | 0x80, ExcCodes.GATEWAY_NO_RESPONSE])
         else:
             reply = answer.pdus[0]

@@ -46,6 +46,7 @@ from simulator.errors import InvalidRequest, UnknownTarget
 from simulator.faults import (
     BOARD_FAULTS,
     CHANNEL_FAULTS,
+    COUNTED_FAULTS,
     FAULT_KINDS,
     ZONE_FAULTS,
     Fault,
@@ -64,8 +65,12 @@ TRUTH_CAPACITY = 200_000
 class TruthEvent:
     """Something that physically happened, at world time ``at``.
 
-    kinds: ``output_on``/``output_off`` (board, channel), ``pulse_received`` (board,
-    channel, detail ``duration_s``), ``latch_released``/``latch_engaged``/``latch_stuck``,
+    kinds: ``output_on``/``output_off`` (board, channel; ``output_off`` has detail
+    ``energised_s``, how long the output was on), ``pulse_received`` (board, channel,
+    detail ``duration_s``: a board-timed pulse frame carried out), ``write_acted``
+    (board, detail ``function``, ``address``, ``pdu``: every write frame a board
+    carried out, whatever happened to its reply), ``serial_settings_changed`` (board,
+    detail ``value``), ``latch_released``/``latch_engaged``/``latch_stuck``,
     ``door_opened``/``door_closed``/``door_forced``/``pull_blocked``,
     ``parcel_placed``/``parcel_removed`` (compartment), ``address_changed`` (board,
     detail ``old``/``new``), ``fault_set``/``fault_cleared`` (detail: the fault).
@@ -162,6 +167,8 @@ class _Output:
     on: bool = False
     #: A board-timed change pending: (world time, level it switches to).
     pending: tuple[float, bool] | None = None
+    #: World time the output was last switched on.
+    since: float = 0.0
 
 
 class World:
@@ -320,6 +327,40 @@ class World:
             jitter = self._rng.uniform(-noise, noise) if noise > 0 else 0.0
             return self._zones[zone].temp_c + jitter
 
+    def record_write(self, board: str, function: int, address: int, pdu: bytes) -> None:
+        """Ground truth: ``board`` carried out a write frame (its reply may be lost)."""
+        with self._lock:
+            self.truth.record(
+                TruthEvent(
+                    self.clock(), "write_acted", board=board,
+                    detail={"function": function, "address": address, "pdu": pdu.hex()},
+                )
+            )
+
+    def energised_periods(self, board: str, channel: int) -> list[tuple[float, float | None]]:
+        """``(on, off)`` world times of every period output ``channel`` of ``board``
+        was energised, oldest first (``off`` None while it still is)."""
+        with self._lock:
+            self._advance()
+        periods: list[tuple[float, float | None]] = []
+        for event in self.truth.events(board=board):
+            if event.channel != channel:
+                continue
+            if event.kind == "output_on":
+                periods.append((event.at, None))
+            elif event.kind == "output_off" and periods and periods[-1][1] is None:
+                periods[-1] = (periods[-1][0], event.at)
+        return periods
+
+    def record_serial_settings(self, board: str, value: int) -> None:
+        with self._lock:
+            self.truth.record(
+                TruthEvent(
+                    self.clock(), "serial_settings_changed", board=board,
+                    detail={"value": value},
+                )
+            )
+
     def record_address_change(self, board: str, old: int, new: int) -> None:
         with self._lock:
             self.truth.record(
@@ -376,7 +417,12 @@ class World:
         if out.on == on:
             return
         out.on = on
-        self._log("output_on" if on else "output_off", at, board=board, channel=channel)
+        if on:
+            out.since = at
+            self._log("output_on", at, board=board, channel=channel)
+        else:
+            self._log("output_off", at, board=board, channel=channel,
+                      detail={"energised_s": at - out.since})
         self._lock_changed(board, channel, on, at)
 
     def _lock_changed(self, board: str, channel: int, on: bool, at: float) -> None:
@@ -655,18 +701,27 @@ class Faults:
         period_s: float = 0.5,
         level: bool | None = None,
         code: int = 6,
+        delay_s: float = 0.0,
+        writes_only: bool = False,
+        count: int | None = None,
     ) -> Fault:
         """Activate a fault (replacing one of the same kind on the same target)."""
         board, channel, zone = self._target(kind, board, channel, compartment, signal, zone)
         if kind == "slow" and latency_s <= 0:
             raise InvalidRequest("slow needs latency_s > 0", field="latency_s")
+        if kind == "late" and not 0 < delay_s <= 60:
+            raise InvalidRequest("late needs 0 < delay_s <= 60", field="delay_s")
+        if count is not None and (kind not in COUNTED_FAULTS or count < 1):
+            raise InvalidRequest(
+                f"count (>= 1) applies to {', '.join(COUNTED_FAULTS)} only", field="count"
+            )
         if kind == "flapping" and period_s <= 0:
             raise InvalidRequest("flapping needs period_s > 0", field="period_s")
         if kind == "busy" and not 1 <= code <= 255:
             raise InvalidRequest("busy needs an exception code 1..255", field="code")
         fault = Fault(
             kind, board, channel, zone, latency_s=latency_s, period_s=period_s, level=level,
-            code=code,
+            code=code, delay_s=delay_s, writes_only=writes_only, count=count,
         )
         return self._world._set_fault(fault)
 

@@ -28,7 +28,14 @@ Wire quirks, written down:
   else is on the wire between them only if no *other* program writes that register.
 * Waveshare flash durations are 16-bit in 100 ms units; the driver caps pulses at
   ``max_pulse_s`` long before that matters. A flash written while a flash runs
-  restarts the board's timer (a retried pulse lasts a little longer, never forever).
+  restarts the board's timer, which is one more reason never to repeat a pulse frame.
+* A pulse frame (flash, pulse register, output on) goes on the wire once, with
+  ``retries=0``; when its echo is lost the policy of :meth:`~drivers.base.LockBoard.pulse`
+  reads the output back (coil or output register, sent inside the line's late window:
+  its function code differs from the write's, so the late echo cannot be taken for it)
+  and asks the line whether the echo came late (:meth:`ModbusLine.late_reply_at`). An
+  output switched *off* is retried and also sent inside the late window, so a lost
+  "on" echo cannot delay the "off" beyond the pulse.
 * Writes go to the line with priority (a door pulse overtakes queued polls); reads do
   not.
 
@@ -49,6 +56,8 @@ from typing import Any
 
 from drivers.base import HARD_PULSE_CAP_S, BoardInfo, LockBoard, SensorBoard
 from drivers.errors import DriverConfigError
+from drivers.modbus import codec
+from drivers.modbus.codec import Request
 from drivers.modbus.line import ModbusLine
 from drivers.modbus.registers import MAX_UNIT, WAVESHARE, WaveshareMap
 
@@ -86,7 +95,32 @@ def _bits_from_registers(regs: tuple[int, ...], count: int) -> tuple[bool, ...]:
     return tuple(bool(regs[i >> 4] >> (i & 15) & 1) for i in range(count))
 
 
-class WaveshareRelayBoard(LockBoard):
+class _PulseFrames:
+    """What the Modbus lock boards share: a pulse frame sent once, and a record of it
+    so that a late echo can confirm it."""
+
+    line: ModbusLine
+    address: int
+
+    def _init_pulse_frames(self) -> None:
+        self._pulse_frames: dict[int, tuple[Request, float]] = {}
+
+    async def _send_pulse_frame(self, channel: int, req: Request) -> None:
+        self._pulse_frames[channel] = (req, time.monotonic())
+        await self.line.execute(req, priority=True, retries=0)
+
+    async def _send_off_frame(self, req: Request) -> None:
+        await self.line.execute(req, priority=True, early=True)
+
+    async def _acked_late(self, channel: int) -> bool:
+        sent = self._pulse_frames.get(channel)
+        if sent is None:
+            return False
+        at = await self.line.wait_late_reply(sent[0])
+        return at is not None and at >= sent[1]
+
+
+class WaveshareRelayBoard(_PulseFrames, LockBoard):
     """A Waveshare-style Modbus RTU relay board at ``address`` on ``line``."""
 
     board_times_pulse = True
@@ -115,13 +149,26 @@ class WaveshareRelayBoard(LockBoard):
         )
         self.line = line
         self.map = register_map
+        self._init_pulse_frames()
 
     async def _pulse_timed(self, channel: int, duration_s: float) -> None:
         units = duration_units(duration_s, self.map.flash_unit_s, self.map.flash_max_units)
-        await self.line.write_coil(self.address, self.map.flash_on_base + channel, units)
+        req = codec.write_coil_request(self.address, self.map.flash_on_base + channel, units)
+        await self._send_pulse_frame(channel, req)
 
     async def _set_output(self, channel: int, on: bool) -> None:
-        await self.line.write_coil(self.address, self.map.relay_coil_base + channel, on)
+        req = codec.write_coil_request(self.address, self.map.relay_coil_base + channel, on)
+        if on:
+            await self._send_pulse_frame(channel, req)
+        else:
+            await self._send_off_frame(req)
+
+    async def _read_output(self, channel: int) -> bool:
+        req = codec.read_request(
+            self.address, codec.Function.READ_COILS, self.map.relay_coil_base + channel, 1
+        )
+        (on,) = await self.line.execute(req, priority=True, early=True)
+        return bool(on)
 
     async def _all_off(self) -> None:
         await self.line.write_coil(self.address, self.map.all_relays_coil, False)
@@ -230,7 +277,7 @@ def _table_ref(raw: Any, where: str, tables: tuple[str, ...]) -> tuple[str, int]
     return table, _u16(raw.get("address", 0), f"{where}.address")
 
 
-class GenericIOBoard(LockBoard):
+class GenericIOBoard(_PulseFrames, LockBoard):
     """A Modbus IO board described by a :class:`GenericIOMap`."""
 
     def __init__(
@@ -274,27 +321,56 @@ class GenericIOBoard(LockBoard):
         if self.board_times_pulse:
             self.pulse_resolution_s = m.pulse.unit_ms / 1000
         self._rmw = asyncio.Lock()
+        self._init_pulse_frames()
 
     async def _pulse_timed(self, channel: int, duration_s: float) -> None:
         p = self.map.pulse
         units = duration_units(duration_s, p.unit_ms / 1000)
         if p.kind == "register":
-            await self.line.write_register(self.address, p.address + channel, units)
+            req = codec.write_register_request(self.address, p.address + channel, units)
         else:
-            await self.line.write_coil(self.address, p.address + channel, units)
+            req = codec.write_coil_request(self.address, p.address + channel, units)
+        await self._send_pulse_frame(channel, req)
 
     async def _set_output(self, channel: int, on: bool) -> None:
         m = self.map
         if m.outputs_table == "coils":
-            await self.line.write_coil(self.address, m.outputs_address + channel, on)
+            req = codec.write_coil_request(self.address, m.outputs_address + channel, on)
+            if on:
+                await self._send_pulse_frame(channel, req)
+            else:
+                await self._send_off_frame(req)
             return
         reg = m.outputs_address + channel // 16
         mask = 1 << (channel % 16)
         async with self._rmw:
-            (value,) = await self.line.read_holding_registers(self.address, reg, 1, priority=True)
+            read = codec.read_request(
+                self.address, codec.Function.READ_HOLDING_REGISTERS, reg, 1
+            )
+            (value,) = await self.line.execute(read, priority=True, early=not on)
             new = value | mask if on else value & ~mask
-            if new != value:
-                await self.line.write_register(self.address, reg, new)
+            if new == value:
+                return
+            write = codec.write_register_request(self.address, reg, new)
+            if on:
+                await self._send_pulse_frame(channel, write)
+            else:
+                await self._send_off_frame(write)
+
+    async def _read_output(self, channel: int) -> bool:
+        m = self.map
+        if m.outputs_table == "coils":
+            req = codec.read_request(
+                self.address, codec.Function.READ_COILS, m.outputs_address + channel, 1
+            )
+            (on,) = await self.line.execute(req, priority=True, early=True)
+            return bool(on)
+        req = codec.read_request(
+            self.address, codec.Function.READ_HOLDING_REGISTERS,
+            m.outputs_address + channel // 16, 1,
+        )
+        (value,) = await self.line.execute(req, priority=True, early=True)
+        return bool(int(value) >> (channel % 16) & 1)
 
     async def _all_off(self) -> None:
         m = self.map

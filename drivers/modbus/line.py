@@ -10,25 +10,39 @@ The policy of the line lives here, once:
   whole poll cycle. Within one priority, first come first served.
 * **Silent interval** (3.5 characters, 1.75 ms above 19200 baud) between the end of
   the previous frame on the line (our request when broadcast, the reply otherwise)
-  and the next request. Sleeping for it would cost a whole millisecond of epoll
-  granularity per transaction, so the line sleeps whole milliseconds and spins the
-  sub-millisecond rest (never more than 1 ms of busy wait), and does not wait at all
-  when the interval has already elapsed.
+  and the next request. The line sleeps whole milliseconds (epoll's granularity) and
+  then ``time.sleep`` for the sub-millisecond rest, which blocks the loop for less
+  than a millisecond and costs no CPU; it does not wait at all when the interval has
+  already elapsed.
 * **Timeout per attempt**, counted from the end of the request on the wire (the
   request's own transmission time is added), and a **retry budget** for timeouts and
-  garbled replies. An exception response is an answer: it is never retried.
+  garbled replies. An exception response is an answer: it is never retried. A caller
+  that must not repeat a frame (a door pulse) passes ``retries=0``.
 * **Strict replies** (:mod:`drivers.modbus.codec`): unit, function, byte count and
   echo must match the request, CRC must be good, or the attempt is a
   :class:`~drivers.errors.FrameError`.
-* **No late reply is taken for the next answer.** After a timeout or a garbled reply
-  the line is *dirty*: before the next request it flushes the input and waits until
-  the line has been quiet for ``settle_s`` (bounded), discarding everything that
-  arrives meanwhile. Bytes that arrive while no request is outstanding are discarded
-  and counted (``stray_bytes``). Residual risk, inherent to RTU (no transaction id): a
-  board that answers later than ``timeout + settle_s`` can still collide with the next
-  request's reply; the strict checks turn most such collisions into FrameErrors
-  rather than wrong data. Over Modbus TCP (MBAP) the transaction id settles it:
-  replies with another id are discarded as stale.
+* **A late reply is never taken for a fresh one.** RTU has no transaction id, so after
+  an attempt timed out its reply may still come. The line then does not send again
+  until the *late window* (``late_window_s``, default twice the attempt's timeout) has
+  passed and the input has been quiet for ``settle_s``. A reply that arrives in that
+  window, or while no request is outstanding, is a *late reply*: counted
+  (``late_replies``, per line and per unit) and discarded. The window closes early
+  once the late reply is complete (the board has answered; nothing more will come).
+  A caller may send inside the window with ``early=True`` only a request whose reply
+  cannot be taken for the late one (another function code, or a write with another
+  echo): a late reply arriving meanwhile is recognised and discarded, not decoded as
+  the answer. After a garbled reply the line only waits for the input to be quiet.
+* **Degraded units.** A unit whose replies come late in ``degraded_after``
+  consecutive transactions is *degraded* (``UnitStats.degraded``): its replies cannot
+  be trusted to answer the request just sent, so every read of it raises
+  :class:`~drivers.errors.BoardLate` (a :class:`~drivers.errors.BoardTimeout`),
+  exactly like a silent board, until ``degraded_after`` consecutive transactions pass
+  with no late reply. Residual risk, inherent to RTU: a board later than the timeout
+  plus the late window can still answer the next request to it with the previous
+  reply; the reply that then arrives while the line is idle is counted as late, so
+  such a board becomes degraded within ``degraded_after`` transactions. Over Modbus
+  TCP (MBAP) the transaction id settles it: replies with another id are discarded and
+  counted as late.
 * **Errors are logged once per incident**, per unit: the first failed transaction
   logs a warning, the following ones are only counted, the first success logs the
   recovery at info. Callers get an exception every time.
@@ -42,6 +56,7 @@ foreign units into silent timeouts, and can take a late reply for the next answe
 
 Errors: every method raises only :mod:`drivers.errors` types:
 :class:`~drivers.errors.BoardTimeout` (retries spent),
+:class:`~drivers.errors.BoardLate` (a read of a degraded unit),
 :class:`~drivers.errors.FrameError` (retries spent on garbled replies),
 :class:`~drivers.errors.BoardRejected` (exception response, with its code),
 :class:`~drivers.errors.BusError` (port missing, write failed, gateway gone),
@@ -65,6 +80,7 @@ import heapq
 import logging
 import os
 import time
+from collections import OrderedDict, deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -73,6 +89,7 @@ from typing import Any, Literal, cast
 from drivers.errors import (
     BackendUnavailable,
     BoardError,
+    BoardLate,
     BoardRejected,
     BoardTimeout,
     BusClosed,
@@ -90,14 +107,21 @@ log = logging.getLogger(__name__)
 
 Framing = Literal["rtu", "socket"]
 
-#: Never busy-wait longer than this for the silent interval.
+#: Below this the rest of the silent interval is slept with time.sleep (not epoll).
 _SPIN_LIMIT_S = 0.001
+#: Consecutive empty reads of a "readable" serial port after which it counts as gone.
+_EMPTY_READS_LIMIT = 50
+#: Valid late replies remembered for :meth:`ModbusLine.late_reply_at` (recent ones only).
+_LATE_MEMORY = 32
 
 
 @dataclass(frozen=True, slots=True)
 class UnitStats:
     """Counters of one unit (board address) on a line. ``failing`` is True between the
-    first failed transaction of an incident and the next success."""
+    first failed transaction of an incident and the next success. ``late_replies``
+    counts replies (or parts of one) that came after their request's timeout and were
+    discarded; ``degraded`` is True while the unit keeps answering late (its reads
+    raise :class:`~drivers.errors.BoardLate`)."""
 
     transactions: int = 0
     ok: int = 0
@@ -107,6 +131,8 @@ class UnitStats:
     retries: int = 0
     last_error: str | None = None
     failing: bool = False
+    late_replies: int = 0
+    degraded: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,7 +144,8 @@ class LineStats:
     ``transactions`` and up to 3 to ``timeouts``); ``retries`` counts re-sent requests;
     ``exceptions`` counts exception responses; ``stray_bytes`` counts bytes discarded
     because no request was waiting for them (late replies, noise, garbage after a
-    frame).
+    frame); ``late_replies`` counts late replies discarded (see :class:`UnitStats`);
+    ``degraded`` lists the units flagged degraded now.
     """
 
     name: str
@@ -134,6 +161,8 @@ class LineStats:
     last_error: str | None
     last_error_at: float | None
     units: Mapping[int, UnitStats] = field(default_factory=dict)
+    late_replies: int = 0
+    degraded: tuple[int, ...] = ()
 
 
 @dataclass(slots=True)
@@ -147,6 +176,15 @@ class _Counters:
     last_error: str | None = None
     failing: bool = False
     failures_in_incident: int = 0
+    late_replies: int = 0
+    degraded: bool = False
+    #: A late reply of this unit was seen since its last transaction ended.
+    late_pending: bool = False
+    #: Recent transactions, True for those with a late reply (at most 2 x degraded_after).
+    late_history: deque[bool] = field(default_factory=deque)
+    clean_streak: int = 0
+    #: The latest a reply of this unit was seen to arrive after its request was sent.
+    lateness_s: float = 0.0
 
     def freeze(self) -> UnitStats:
         return UnitStats(
@@ -158,6 +196,8 @@ class _Counters:
             self.retries,
             self.last_error,
             self.failing,
+            self.late_replies,
+            self.degraded,
         )
 
 
@@ -236,6 +276,7 @@ class _SerialTransport(_Transport):
         self._serial: Any = None
         self._fd = -1
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._empty_reads = 0
 
     async def open(self) -> None:
         try:
@@ -271,8 +312,15 @@ class _SerialTransport(_Transport):
             self._on_lost(exc)
             return
         if data:
+            self._empty_reads = 0
             self._on_data(data)
-        else:
+            return
+        # pyserial leaves VMIN = VTIME = 0, so a read with nothing to read returns 0
+        # bytes instead of EAGAIN: that happens when the input was flushed between the
+        # readiness report and the read. Only a port that keeps reporting readiness with
+        # nothing to read (hung up, unplugged) is gone.
+        self._empty_reads += 1
+        if self._empty_reads > _EMPTY_READS_LIMIT:
             self._on_lost(EOFError("serial port closed"))
 
     async def write(self, data: bytes) -> None:
@@ -381,8 +429,12 @@ class ModbusLine:
 
     ``timeout`` is per attempt; ``retries`` the number of re-sends after a timeout or
     a garbled reply; ``settle_s`` the quiet time required after a failed attempt
-    (default ``min(timeout, 0.05)``). The line opens lazily on first use, or explicitly
-    with :meth:`connect`; a line whose port vanished reopens on the next transaction.
+    (default ``min(timeout, 0.05)``); ``late_window_s`` how long after a timed-out
+    attempt its reply is still awaited as late (default twice the attempt's timeout);
+    ``degraded_after`` how many consecutive transactions with late replies make a unit
+    degraded (and how many without one clear it). The line opens lazily on first use,
+    or explicitly with :meth:`connect`; a line whose port vanished reopens on the next
+    transaction.
     """
 
     def __init__(
@@ -400,6 +452,8 @@ class ModbusLine:
         timeout: float = 0.1,
         retries: int = 2,
         settle_s: float | None = None,
+        late_window_s: float | None = None,
+        degraded_after: int = 3,
     ) -> None:
         if (port is None) == (host is None):
             raise DriverConfigError(f"bus {name!r}: give exactly one of port (rtu) or host (tcp)")
@@ -409,6 +463,14 @@ class ModbusLine:
             raise DriverConfigError(f"bus {name!r}: retries must be >= 0, got {retries}")
         if baudrate <= 0:
             raise DriverConfigError(f"bus {name!r}: baudrate must be > 0, got {baudrate}")
+        if late_window_s is not None and late_window_s < 0:
+            raise DriverConfigError(
+                f"bus {name!r}: late_window_s must be >= 0, got {late_window_s}"
+            )
+        if degraded_after < 1:
+            raise DriverConfigError(
+                f"bus {name!r}: degraded_after must be >= 1, got {degraded_after}"
+            )
         if parity not in ("N", "E", "O"):
             raise DriverConfigError(f"bus {name!r}: parity must be N, E or O, got {parity!r}")
         self.name = name
@@ -422,6 +484,8 @@ class ModbusLine:
         self.timeout = timeout
         self.retries = retries
         self.settle_s = min(timeout, 0.05) if settle_s is None else settle_s
+        self.late_window_s = late_window_s
+        self.degraded_after = degraded_after
         self._serial_params = (bytesize, parity, stopbits)
         # On a serial line we time the wire; behind a gateway the gateway does.
         self._timed = port is not None
@@ -438,11 +502,22 @@ class ModbusLine:
         self._last_rx = 0.0
         self._next_send = 0.0
         self._dirty = False
+        # Late replies (RTU framing): the last request that expected a reply, the one
+        # whose reply may still come late (set when an attempt timed out or was
+        # cancelled), until when, and the bytes of a late reply received so far.
+        self._last_req: Request | None = None
+        self._late_req: Request | None = None
+        self._late_until = 0.0
+        self._late_rx = bytearray()
+        self._late_done = asyncio.Event()
+        self._late_valid: OrderedDict[tuple[int, bytes], float] = OrderedDict()
         # Statistics.
         self._units: dict[int, _Counters] = {}
         self._total = _Counters()
         self._bus_errors = 0
         self._stray = 0
+        self._late_total = 0
+        self._last_sent_at = 0.0
         self._last_error: str | None = None
         self._last_error_at: float | None = None
         self._bus_failing = False
@@ -455,7 +530,8 @@ class ModbusLine:
 
         Keys: ``name``, ``kind`` (``"rtu"``: ``port``, ``baudrate``, optional ``parity``,
         ``stopbits``, ``bytesize``; ``"tcp"``: ``host``, ``tcp_port``, optional
-        ``framing``), optional ``timeout_s``, ``retries``, ``settle_s``.
+        ``framing``), optional ``timeout_s``, ``retries``, ``settle_s``,
+        ``late_window_s``, ``degraded_after``.
         """
         try:
             name = str(cfg["name"])
@@ -464,6 +540,10 @@ class ModbusLine:
                 "timeout": float(cfg.get("timeout_s", 0.1)),
                 "retries": int(cfg.get("retries", 2)),
                 "settle_s": None if cfg.get("settle_s") is None else float(cfg["settle_s"]),
+                "late_window_s": (
+                    None if cfg.get("late_window_s") is None else float(cfg["late_window_s"])
+                ),
+                "degraded_after": int(cfg.get("degraded_after", 3)),
             }
             if kind == "rtu":
                 return cls(
@@ -622,13 +702,17 @@ class ModbusLine:
         timeout_s: float | None = None,
         retries: int | None = None,
         log_failures: bool = True,
+        early: bool = False,
     ) -> tuple[bool, ...] | tuple[int, ...]:
         """Run one transaction with the line's policy and return the decoded reply
         (bits or registers for reads, ``()`` for writes).
 
         ``timeout_s`` and ``retries`` override the line's for this call (the bus scan uses
-        a short timeout and no retry); ``log_failures=False`` keeps a failure out of the
-        once-per-incident log (still counted)."""
+        a short timeout and no retry; a door pulse ``retries=0``: its frame goes on the
+        wire once, whatever happens); ``log_failures=False`` keeps a failure out of the
+        once-per-incident log (still counted); ``early=True`` lets the request go inside
+        the late window of a timed-out request when its reply cannot be taken for that
+        one's (see the module docstring)."""
         if self._closed:
             raise BusClosed(f"bus {self.name} is closed", bus=self.name)
         budget = self.retries if retries is None else retries
@@ -640,15 +724,17 @@ class ModbusLine:
             counters = self._units[req.unit] = _Counters()
         counters.transactions += 1
         self._total.transactions += 1
+        t0 = counters.timeouts
         await self._gate.acquire(0 if priority else 1)
         try:
             last: BoardError | None = None
+            result: tuple[bool, ...] | tuple[int, ...] | None = None
             for attempt in range(budget + 1):
                 if attempt:
                     counters.retries += 1
                     self._total.retries += 1
                 try:
-                    result = await self._attempt(req, attempt_timeout)
+                    result = await self._attempt(req, attempt_timeout, early)
                 except BoardTimeout as exc:
                     counters.timeouts += 1
                     self._total.timeouts += 1
@@ -660,31 +746,76 @@ class ModbusLine:
                 except BoardRejected as exc:
                     counters.exceptions += 1
                     self._total.exceptions += 1
+                    self._judge_lateness(
+                        req.unit, counters, answered=True, timed_out=counters.timeouts > t0
+                    )
                     self._failed(req.unit, counters, exc, log_failures)
                     raise
                 except BusError as exc:
                     self._note_bus_error(exc)
                     raise
                 else:
-                    counters.ok += 1
-                    self._total.ok += 1
-                    if counters.failing:
-                        counters.failing = False
-                        log.info(
-                            "bus %s unit %d: answering again after %d failed transaction(s)",
-                            self.name, req.unit, counters.failures_in_incident,
-                        )
-                        counters.failures_in_incident = 0
-                    return result
+                    break
+            degraded = self._judge_lateness(
+                req.unit, counters, answered=result is not None,
+                timed_out=counters.timeouts > t0,
+            )
+            if result is not None and degraded and req.is_read:
+                # It answered, but a degraded board's answer may be the previous one.
+                last = BoardLate(
+                    f"{req.describe()}: board degraded, its replies keep coming late "
+                    f"({counters.late_replies} late so far); reading discarded",
+                    bus=self.name, address=req.unit,
+                )
+                result = None
+            if result is not None:
+                counters.ok += 1
+                self._total.ok += 1
+                if counters.failing:
+                    counters.failing = False
+                    log.info(
+                        "bus %s unit %d: answering again after %d failed transaction(s)",
+                        self.name, req.unit, counters.failures_in_incident,
+                    )
+                    counters.failures_in_incident = 0
+                return result
             assert last is not None
+            if degraded and req.is_read and not isinstance(last, BoardLate):
+                late = BoardLate(
+                    f"{req.describe()}: board degraded, its replies keep coming late; "
+                    f"last attempt: {last.args[0] if last.args else last}",
+                    bus=self.name, address=req.unit,
+                )
+                late.__cause__ = last
+                last = late
             self._failed(req.unit, counters, last, log_failures)
             raise last
         finally:
             self._gate.release()
 
+    def late_reply_at(self, req: Request) -> float | None:
+        """When (monotonic) a *valid* reply to a request equal to ``req`` last arrived
+        late (in its late window, or later while the line was idle), or None. A write's
+        late echo is the board's own acknowledgement: the pulse policy uses it to
+        confirm a pulse whose echo missed the timeout. Only recent ones are remembered."""
+        return self._late_valid.get((req.unit, req.pdu))
+
+    async def wait_late_reply(self, req: Request) -> float | None:
+        """Wait out the open late window, if any (the line is held meanwhile, like
+        before any request), then return :meth:`late_reply_at` for ``req``: whether
+        its valid reply came late after all."""
+        await self._gate.acquire(0)
+        try:
+            if self._late_req is not None:
+                await self._settle()
+        finally:
+            self._gate.release()
+        return self.late_reply_at(req)
+
     def stats(self) -> LineStats:
         """A frozen snapshot of the counters (cheap; call it for every telemetry message)."""
         t = self._total
+        units = {unit: c.freeze() for unit, c in sorted(self._units.items())}
         return LineStats(
             name=self.name,
             connected=self.connected,
@@ -698,7 +829,9 @@ class ModbusLine:
             stray_bytes=self._stray,
             last_error=self._last_error,
             last_error_at=self._last_error_at,
-            units={unit: c.freeze() for unit, c in sorted(self._units.items())},
+            units=units,
+            late_replies=self._late_total,
+            degraded=tuple(unit for unit, u in units.items() if u.degraded),
         )
 
     @property
@@ -715,13 +848,70 @@ class ModbusLine:
     async def _regs(self, req: Request, priority: bool) -> tuple[int, ...]:
         return await self.execute(req, priority=priority)
 
+    def _judge_lateness(
+        self, unit: int, counters: _Counters, *, answered: bool, timed_out: bool
+    ) -> bool:
+        """At the end of a transaction: record whether late replies were seen since the
+        previous one; return whether the unit is degraded now.
+
+        Degraded: late replies in ``degraded_after`` of its last ``2 * degraded_after``
+        transactions (a board later than the window shifts its replies by one request:
+        only every other late reply is then seen as late). Recovered: ``degraded_after``
+        consecutive transactions answered on the first attempt with no late reply."""
+        late = counters.late_pending
+        counters.late_pending = False
+        history = counters.late_history
+        history.append(late)
+        while len(history) > 2 * self.degraded_after:
+            history.popleft()
+        if late or not answered or timed_out:
+            counters.clean_streak = 0
+        else:
+            counters.clean_streak += 1
+            if counters.clean_streak >= self.degraded_after:
+                counters.lateness_s = 0.0  # on time again: back to the configured window
+        if not counters.degraded and sum(history) >= self.degraded_after:
+            counters.degraded = True
+            log.warning(
+                "bus %s unit %d: degraded, late replies in %d of its last %d transactions; "
+                "its reads fail until it answers on time", self.name, unit, sum(history),
+                len(history),
+            )
+        elif counters.degraded and counters.clean_streak >= self.degraded_after:
+            counters.degraded = False
+            history.clear()
+            log.info("bus %s unit %d: answering on time again, no longer degraded",
+                     self.name, unit)
+        return counters.degraded
+
+    def _late_window(self, unit: int, timeout_s: float) -> float:
+        """The configured window, stretched to twice the lateness this unit has shown
+        (at most ten timeouts) until it answers on time again: a board seen answering
+        later than the window gets a longer one, so its next late reply is caught in
+        it. Twice, because a reply seen after the window may answer the request before
+        the last one (when the retry took the previous reply), so the measure can fall
+        short by a request."""
+        base = 2 * timeout_s if self.late_window_s is None else self.late_window_s
+        counters = self._units.get(unit)
+        seen = counters.lateness_s if counters is not None else 0.0
+        return max(base, min(2 * seen, 10 * timeout_s))
+
+    def _open_late_window(self, req: Request, timeout_s: float, partial: bytes) -> None:
+        """The reply to ``req`` may still come: expect it as late for a while."""
+        if self.framing != "rtu":
+            return  # MBAP: the transaction id tells a late reply apart
+        self._late_req = req
+        self._late_until = time.monotonic() + self._late_window(req.unit, timeout_s)
+        self._late_rx[:] = partial
+        self._late_done.clear()
+
     async def _attempt(
-        self, req: Request, timeout_s: float
+        self, req: Request, timeout_s: float, early: bool = False
     ) -> tuple[bool, ...] | tuple[int, ...]:
         if self._transport is None:
             await self.connect()
-        if self._dirty:
-            await self._settle()
+        if self._dirty or self._late_req is not None:
+            await self._settle(req if early else None)
         await self._wait_silent_interval()
         transport = self._transport
         if transport is None:
@@ -744,11 +934,13 @@ class ModbusLine:
         fut: asyncio.Future[bytes] = loop.create_future()
         self._req = req
         self._waiter = fut
+        self._last_req = req
         try:
             try:
                 await transport.write(adu)
             except OSError as exc:
                 raise self._lost_error(exc) from exc
+            self._last_sent_at = time.monotonic()
             timer = loop.call_later(timeout_s + tx_time, _expire, fut)
             try:
                 frame = await fut
@@ -756,18 +948,25 @@ class ModbusLine:
                 timer.cancel()
         except BoardTimeout as exc:
             self._dirty = True
+            partial = bytes(self._rx)
+            self._open_late_window(req, timeout_s, partial)
             exc.bus, exc.address = self.name, req.unit
-            if self._rx:
-                exc.args = (f"{exc.args[0]} ({len(self._rx)} byte(s) of a reply: "
-                            f"{bytes(self._rx).hex()})",)
+            if partial:
+                exc.args = (f"{exc.args[0]} ({len(partial)} byte(s) of a reply: "
+                            f"{partial.hex()})",)
             raise
         except BoardError as exc:
             self._dirty = True
             exc.bus = self.name
             raise
+        except BusError as exc:
+            exc.frame_sent = True
+            raise
         except BaseException:
             if not fut.done():
-                self._dirty = True  # cancelled mid-transaction: the reply may still come
+                # Cancelled mid-transaction: the reply may still come.
+                self._dirty = True
+                self._open_late_window(req, timeout_s, bytes(self._rx))
             raise
         finally:
             self._waiter = None
@@ -792,32 +991,127 @@ class ModbusLine:
             await asyncio.sleep(int(wait * 1000) / 1000)
         _sleep_until(target)
 
-    async def _settle(self) -> None:
-        """Discard input until the line has been quiet for ``settle_s`` (bounded)."""
+    async def _settle(self, early: Request | None = None) -> None:
+        """Before a request: wait out the late window of a timed-out request (unless
+        ``early`` is a request whose reply cannot be taken for the late one) and until
+        the input has been quiet for ``settle_s``, discarding what arrives. Bounded."""
+        late = self._late_req
+        skip_window = (
+            early is not None and late is not None and _distinguishable(early, late)
+        )
+        if skip_window:
+            self._late_rx.clear()  # a short late reply's head: it will not complete now
+        start = time.monotonic()
+        window_end = self._late_until if late is not None and not skip_window else start
+        deadline = max(start, window_end) + self.settle_s + self.timeout
+        while True:
+            now = time.monotonic()
+            if not skip_window and self._late_req is not None:
+                window_end = self._late_until  # moves earlier once the late reply is in
+            quiet_at = max(self._last_rx, start) + self.settle_s
+            ready_at = max(quiet_at, window_end)
+            if now >= ready_at or now >= deadline:
+                break
+            self._late_done.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(min(ready_at, deadline) - now):
+                    await self._late_done.wait()
         transport = self._transport
         if transport is not None:
             transport.flush_input()
-        self._rx.clear()
-        start = time.monotonic()
-        deadline = start + self.settle_s + self.timeout
-        while True:
-            now = time.monotonic()
-            quiet_from = max(self._last_rx, start)
-            if now >= quiet_from + self.settle_s or now >= deadline:
-                break
-            await asyncio.sleep(min(quiet_from + self.settle_s, deadline) - now)
-        if transport is not None:
-            transport.flush_input()
+        if not skip_window:
+            self._close_late_window()
         self._rx.clear()
         self._dirty = False
+
+    def _close_late_window(self) -> None:
+        self._late_req = None
+        self._late_until = 0.0
+        self._late_rx.clear()
+
+    def _count_late(self, unit: int, lateness_s: float | None = None) -> None:
+        counters = self._units.get(unit)
+        if counters is None:
+            counters = self._units[unit] = _Counters()
+        counters.late_replies += 1
+        counters.late_pending = True
+        if lateness_s is not None:
+            counters.lateness_s = max(counters.lateness_s, lateness_s)
+        self._late_total += 1
+
+    def _take_late(self, data: bytes, waiting: bool) -> bytes:
+        """RTU: consume the bytes of a late reply (to the timed-out request, or while
+        idle to the last request); return the bytes that are not part of one."""
+        now = self._last_rx
+        in_window = self._late_req is not None and now < self._late_until
+        target = self._late_req if in_window else None
+        if target is None and not waiting:
+            target = self._late_req or self._last_req
+        if target is None:
+            return data
+        buf = self._late_rx
+        started = not buf
+        buf += data
+        for _ in range(len(buf) + 1):  # bounded: each pass consumes a frame or returns
+            if not buf:
+                return b""
+            try:
+                n = codec.rtu_reply_length(target, buf)
+            except FrameError:
+                rest = bytes(buf)
+                buf.clear()
+                return rest  # not (the start of) its reply
+            if started and not waiting:
+                # Counted as it starts (it may stay short). Arriving after the window,
+                # it answers the last request sent: that tells how late the board is.
+                self._count_late(
+                    target.unit, None if in_window else now - self._last_sent_at
+                )
+            if n is None or len(buf) < n:
+                return b""
+            frame = bytes(buf[:n])
+            valid = codec.rtu_crc_ok(frame)
+            if valid:
+                try:
+                    codec.decode_reply(target, frame[0], frame[1:-2])
+                except BoardRejected:
+                    pass  # an answer all the same
+                except FrameError:
+                    valid = False
+            if waiting and not valid:
+                rest = bytes(buf)
+                buf.clear()
+                return rest  # the same shape but not its reply: ours, presumably
+            del buf[:n]
+            if waiting:
+                self._count_late(target.unit)
+            self._stray += n
+            if valid:
+                self._late_valid[(target.unit, target.pdu)] = now
+                self._late_valid.move_to_end((target.unit, target.pdu))
+                while len(self._late_valid) > _LATE_MEMORY:
+                    self._late_valid.popitem(last=False)
+                if in_window:
+                    self._late_until = now  # answered: nothing more will come
+            self._late_done.set()
+            started = True
+        return b""  # pragma: no cover - the loop always returns
 
     def _on_data(self, data: bytes) -> None:
         self._last_rx = time.monotonic()
         fut, req = self._waiter, self._req
-        if fut is None or req is None or fut.done():
+        waiting = fut is not None and req is not None and not fut.done()
+        if not waiting:
+            self._dirty = True  # drain before the next request
+        if self.framing == "rtu" and not (waiting and self._rx):
+            data = self._take_late(data, waiting)
+            if not data:
+                return
+        if not waiting:
             self._stray += len(data)
-            self._dirty = True
             return
+        assert fut is not None
+        assert req is not None
         rx = self._rx
         rx += data
         try:
@@ -849,6 +1143,7 @@ class ModbusLine:
                     fut.set_result(frame)
                     return
                 self._stray += n  # a stale reply to an earlier, timed-out request
+                self._count_late(frame[6])
         except FrameError as exc:
             self._stray += len(rx)
             rx.clear()
@@ -905,6 +1200,13 @@ def _sleep_until(target: float) -> None:
     remaining = target - time.monotonic()
     if remaining > 0:
         time.sleep(remaining)
+
+
+def _distinguishable(req: Request, late: Request) -> bool:
+    """Whether a reply to ``late`` can never be decoded as the reply to ``req``."""
+    if req.unit != late.unit or req.function != late.function:
+        return True
+    return not req.is_read and req.pdu != late.pdu
 
 
 def _expire(fut: asyncio.Future[bytes]) -> None:

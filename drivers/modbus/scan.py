@@ -23,9 +23,11 @@ broadcast (unit 0) address change is only for a line with exactly one board atta
 (every board on the line takes the new address, and nobody replies), which is why
 :func:`set_address` wants ``only_board_on_line=True`` for it.
 
-Timing bound: a full scan of 247 units takes at most ``len(units) * (timeout_s +
-line.settle_s)`` plus the frames, about 25 s at the defaults; pass a narrower range
-when the installation is known. ``max_duration_s`` caps it.
+Timing bound: a silent unit costs its timeout plus the line's late window after it
+(twice ``timeout_s`` unless the line sets ``late_window_s``), so a full scan of 247
+units takes at most ``len(units) * 3 * timeout_s`` plus the frames, about 40 s at the
+defaults; pass a narrower range when the installation is known. ``max_duration_s``
+caps it.
 """
 
 from __future__ import annotations

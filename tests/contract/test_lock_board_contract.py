@@ -17,7 +17,13 @@ from dataclasses import dataclass
 import pytest
 
 from drivers.base import LockBoard
-from drivers.errors import BoardRejected, BoardTimeout, ChannelError
+from drivers.errors import (
+    BoardError,
+    BoardRejected,
+    BoardTimeout,
+    ChannelError,
+    PulseUnconfirmed,
+)
 from drivers.fake import FakeLockBoard
 from drivers.modbus.boards import GenericIOBoard, WaveshareRelayBoard
 from drivers.modbus.line import ModbusLine
@@ -27,7 +33,7 @@ pytestmark = pytest.mark.timeout(30)
 
 OUTPUTS = 8
 INPUTS = 8
-MAX_PULSE = 0.05
+MAX_PULSE = 0.3
 
 
 @dataclass
@@ -42,6 +48,11 @@ class Harness:
     #: None when the backend cannot be made to answer with an exception response.
     reject_all: Callable[[int], None] | None
     heal: Callable[[], None]
+    #: Lose the acknowledgement of the next pulse frame, the board having acted on it;
+    #: None when the backend cannot model the case.
+    lose_ack_after_acting: Callable[[], None] | None = None
+    #: Lose the next pulse frame on its way to the board (not carried out, no reply).
+    lose_pulse_frame: Callable[[], None] | None = None
 
 
 def _fake(board_times_pulse: bool) -> Harness:
@@ -53,6 +64,8 @@ def _fake(board_times_pulse: bool) -> Harness:
     def force_on() -> None:
         board._held_on = [True] * OUTPUTS
 
+    op = "pulse" if board_times_pulse else "set_output"
+
     return Harness(
         board,
         pulses=lambda: [(p.channel, p.duration_s) for p in board.pulses()],
@@ -62,6 +75,8 @@ def _fake(board_times_pulse: bool) -> Harness:
         go_silent=lambda: board.inject("timeout", persistent=True),
         reject_all=lambda code: board.inject("rejected", persistent=True, exception_code=code),
         heal=board.clear_faults,
+        lose_ack_after_acting=lambda: board.inject("ack_lost", op=op),
+        lose_pulse_frame=lambda: board.inject("timeout", op=op),
     )
 
 
@@ -89,11 +104,13 @@ def _model_harness(board: LockBoard, model: BoardModel) -> Harness:
         board,
         pulses=pulses,
         set_input=set_input,
-        outputs_on=lambda: list(model.coils),
+        outputs_on=lambda: [model.coil(ch) for ch in range(OUTPUTS)],
         force_outputs_on=force_on,
         go_silent=lambda: set_fault("silent"),
         reject_all=set_fault,
         heal=lambda: set_fault(None),
+        lose_ack_after_acting=lambda: model.write_faults.append("drop"),
+        lose_pulse_frame=lambda: model.write_faults.append("lose"),
     )
 
 
@@ -152,6 +169,8 @@ async def _simulator(stack: AsyncExitStack) -> Harness:
         go_silent=lambda: world.faults.set("silent", board="locks"),
         reject_all=lambda code: world.faults.set("busy", board="locks", code=code),
         heal=lambda: world.faults.clear("silent", board="locks"),
+        # Every write's reply is lost from now on (the test pulses once).
+        lose_ack_after_acting=lambda: world.faults.set("drop_reply", board="locks"),
     )
 
 
@@ -260,8 +279,14 @@ async def test_silent_board_is_a_timeout_naming_the_board_then_recovers(harness:
         await harness.board.read_inputs()
     assert info.value.address == harness.board.address
     assert info.value.bus == harness.board.bus
-    with pytest.raises(BoardTimeout):
+    # The pulse frame went out and nothing came back, not even a read-back: unknown.
+    with pytest.raises(PulseUnconfirmed) as unknown:
         await harness.board.pulse(0, 0.02)
+    assert (unknown.value.channel, unknown.value.duration_s) == (0, 0.02)
+    assert (unknown.value.bus, unknown.value.address) == (
+        harness.board.bus, harness.board.address
+    )
+    assert "read-back failed" in unknown.value.evidence
     harness.heal()
     snap = await harness.board.read_inputs()
     assert len(snap.levels) == INPUTS
@@ -275,3 +300,29 @@ async def test_rejecting_board_is_board_rejected_with_its_code(harness: Harness)
         await harness.board.read_inputs()
     assert info.value.exception_code == 4
     assert info.value.address == harness.board.address
+
+
+async def test_pulse_whose_ack_is_lost_after_acting_is_confirmed_by_reading_back(
+    harness: Harness,
+) -> None:
+    if harness.lose_ack_after_acting is None:
+        pytest.skip("this backend cannot lose one acknowledgement")
+    harness.lose_ack_after_acting()
+    receipt = await harness.board.pulse(2, MAX_PULSE)
+    assert receipt.confirmed_by == "readback"
+    assert receipt.evidence
+    assert [ch for ch, _ in harness.pulses()] == [2]  # one pulse, never sent again
+    if not harness.board.board_times_pulse:
+        assert harness.outputs_on()[2] is False
+
+
+async def test_pulse_frame_lost_before_the_board_is_not_pulsed(harness: Harness) -> None:
+    if harness.lose_pulse_frame is None:
+        pytest.skip("this backend cannot lose one frame")
+    harness.lose_pulse_frame()
+    with pytest.raises(BoardError, match="not pulsed") as info:
+        await harness.board.pulse(2, MAX_PULSE)
+    assert not isinstance(info.value, PulseUnconfirmed)
+    assert (info.value.bus, info.value.address) == (harness.board.bus, harness.board.address)
+    assert harness.pulses() == []
+    assert harness.outputs_on()[2] is False

@@ -33,12 +33,14 @@ Handler = Callable[[bytes], Sequence[Send]]
 
 @asynccontextmanager
 async def wired(
-    handler: Handler, *, timeout_s: float = 0.1, retries: int = 0, settle_s: float = 0.05
+    handler: Handler, *, timeout_s: float = 0.1, retries: int = 0, settle_s: float = 0.05,
+    late_window_s: float | None = None, degraded_after: int = 3,
 ) -> AsyncIterator[tuple[RtuResponder, ModbusLine]]:
     async with RtuResponder(handler) as responder:
         line = ModbusLine(
             "rs485-t", port=responder.port, baudrate=19200,
             timeout=timeout_s, retries=retries, settle_s=settle_s,
+            late_window_s=late_window_s, degraded_after=degraded_after,
         )
         async with line:
             yield responder, line
@@ -91,15 +93,16 @@ async def test_late_reply_after_timeout_is_not_taken_for_the_next_answer() -> No
     assert line.stats().stray_bytes >= len(stale)
 
 
-async def test_late_reply_colliding_with_another_units_request_is_a_frame_error() -> None:
-    # Unit 1 answers 0.16 s late, after the settle time, while the request to unit 2
-    # waits for its (slow) reply: the stale frame must be refused, not decoded.
+async def test_late_reply_beyond_the_window_colliding_with_another_units_request() -> None:
+    # Unit 1 answers 0.16 s late, after a (deliberately short) late window, while the
+    # request to unit 2 waits for its (slow) reply: the stale frame must be refused,
+    # not decoded.
     def handler(req: bytes) -> list[Send]:
         if req[0] == 1:
             return [Send(di_reply(1, 0xFF, 0xFF), delay=0.16)]
         return [Send(di_reply(2, 0x00, 0x00), delay=0.3)]
 
-    async with wired(handler, timeout_s=0.1, settle_s=0.01) as (_, line):
+    async with wired(handler, timeout_s=0.1, settle_s=0.01, late_window_s=0.02) as (_, line):
         with pytest.raises(BoardTimeout):
             await line.read_discrete_inputs(1, 0, 16)
         with pytest.raises(FrameError, match="unit 1"):

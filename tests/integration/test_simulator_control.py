@@ -210,6 +210,12 @@ def test_cli_run_and_ctl(
     done = ctl(port, "fault-set", "silent", "--board", "locks-a")
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) == {"kind": "silent", "board": "locks-a"}
+    done = ctl(port, "fault-set", "late", "--board", "locks-b", "--delay", "0.4",
+               "--writes-only")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {
+        "kind": "late", "board": "locks-b", "delay_s": 0.4, "writes_only": True,
+    }
     done = ctl(port, "truth", "--kind", "pull_blocked")
     assert done.returncode == 0
     assert json.loads(done.stdout)["events"][0]["compartment"] == "A01"

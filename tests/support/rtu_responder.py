@@ -201,9 +201,15 @@ class BoardModel:
 
     Coils 0..outputs-1 are relays; discrete inputs 0..inputs-1; holding registers hold
     the address (0x4000) and version (0x8000); flash writes on 0x0200+ch record
-    ``(channel, units)`` in ``flashes`` and leave the relay state unchanged (the
-    board would switch it back after the time). Other units are ignored, broadcast
-    (unit 0) is executed without reply.
+    ``(channel, units)`` in ``flashes`` and energise the relay for the time (a coil
+    read shows it on; ``coils`` keeps the held state). Other units are ignored,
+    broadcast (unit 0) is executed without reply.
+
+    ``write_faults`` spoils the replies of the next writes (functions 05, 06, 15, 16),
+    one entry per write frame, in order: ``"drop"`` (carried out, no reply), ``"lose"``
+    (the frame never reached the board: not carried out, no reply), ``"garble"``
+    (carried out, reply with a bad CRC), ``"short"`` (carried out, the reply cut after
+    5 bytes), ``("late", seconds)`` (carried out, the reply that much later).
     """
 
     unit: int = 1
@@ -220,6 +226,11 @@ class BoardModel:
     #: When set, the board does not answer (``"silent"``) or answers every request
     #: with this exception code (an ``int``).
     fault: str | int | None = None
+    write_faults: list[str | tuple[str, float]] = field(default_factory=list)
+    #: ``monotonic`` time until which a flash keeps each relay energised.
+    flash_until: dict[int, float] = field(default_factory=dict)
+    #: Every write frame received (``(monotonic time, request bytes)``), acted on or not.
+    writes: list[tuple[float, bytes]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.coils = self.coils or [False] * self.outputs
@@ -233,10 +244,30 @@ class BoardModel:
             return []
         if isinstance(self.fault, int):
             return [] if unit == 0 else [Send(exception_reply(self.unit, fc, self.fault))]
+        spoil: str | tuple[str, float] | None = None
+        if fc in (5, 6, 15, 16):
+            self.writes.append((time.monotonic(), req))
+            if self.write_faults:
+                spoil = self.write_faults.pop(0)
+        if spoil == "lose":
+            return []
         reply = self._execute(fc, req[2:-2])
         if unit == 0 or reply is None:
             return []
-        return [Send(frame(self.unit, reply))]
+        data = frame(self.unit, reply)
+        if spoil == "drop":
+            return []
+        if spoil == "garble":
+            return [Send(data[:-1] + bytes([data[-1] ^ 0xFF]))]
+        if spoil == "short":
+            return [Send(data[:5])]
+        if isinstance(spoil, tuple):
+            return [Send(data, delay=spoil[1])]
+        return [Send(data)]
+
+    def coil(self, channel: int) -> bool:
+        """Whether relay ``channel`` is energised now (held on, or inside a flash)."""
+        return self.coils[channel] or time.monotonic() < self.flash_until.get(channel, 0.0)
 
     def _execute(self, fc: int, data: bytes) -> bytes | None:
         def exc(code: int) -> bytes:
@@ -245,7 +276,9 @@ class BoardModel:
         addr = int.from_bytes(data[0:2], "big")
         value = int.from_bytes(data[2:4], "big")
         if fc in (1, 2):
-            table = self.coils if fc == 1 else self.discrete
+            table = (
+                [self.coil(ch) for ch in range(self.outputs)] if fc == 1 else self.discrete
+            )
             if value < 1 or addr + value > len(table):
                 return exc(2)
             packed = _pack_bits(table[addr : addr + value])
@@ -263,10 +296,14 @@ class BoardModel:
                 return exc(3)
             if addr == WAVESHARE.all_relays_coil:
                 self.coils = [value == 0xFF00] * self.outputs
+                self.flash_until.clear()
                 now = time.monotonic()
                 self.coil_writes.extend((now, ch, value == 0xFF00) for ch in range(self.outputs))
             elif WAVESHARE.flash_on_base <= addr < WAVESHARE.flash_on_base + self.outputs:
                 self.flashes.append((addr - WAVESHARE.flash_on_base, value))
+                self.flash_until[addr - WAVESHARE.flash_on_base] = (
+                    time.monotonic() + value * WAVESHARE.flash_unit_s
+                )
             elif addr < self.outputs:
                 self.coils[addr] = value == 0xFF00
                 self.coil_writes.append((time.monotonic(), addr, value == 0xFF00))

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from drivers.errors import BoardRejected, BoardTimeout, BusError, FrameError
+from drivers.errors import (
+    BoardError,
+    BoardRejected,
+    BoardTimeout,
+    BusError,
+    FrameError,
+    PulseUnconfirmed,
+)
 from drivers.fake import FakeLockBoard, FakeSensorBoard, ManualClock
 
 
@@ -59,12 +66,63 @@ async def test_injected_fault_once_then_healthy(fault: str, error: type[Exceptio
     board = FakeLockBoard(bus="b", address=4)
     board.inject(fault, op="pulse")
     await board.read_inputs()  # other operations unaffected
-    with pytest.raises(error):
+    with pytest.raises(BoardError if fault in ("timeout", "frame") else error) as info:
         await board.pulse(0, 0.1)
+    if fault in ("timeout", "frame"):
+        # The ack did not come: the pulse policy read the output back, off, within the
+        # pulse: not pulsed (the injected error is the cause).
+        assert "not pulsed" in str(info.value)
+        assert isinstance(info.value.__cause__, error)
     board.assert_not_pulsed()
     await board.pulse(0, 0.1)
     board.assert_pulsed(0)
     assert [c.outcome for c in board.calls("pulse")] == [fault, "ok"]
+
+
+@pytest.mark.parametrize("fault", ["ack_lost", "ack_garbled"])
+@pytest.mark.parametrize("board_times_pulse", [True, False])
+async def test_ack_lost_after_acting_is_confirmed_by_readback(
+    clock: ManualClock, fault: str, board_times_pulse: bool
+) -> None:
+    board = FakeLockBoard(clock=clock, board_times_pulse=board_times_pulse)
+    board.inject(fault, op="pulse" if board_times_pulse else "set_output")
+    receipt = await board.pulse(1, 0.2)
+    assert receipt.confirmed_by == "readback"
+    assert fault.removeprefix("ack_") in receipt.evidence.lower() or "injected" in receipt.evidence
+    board.assert_pulsed(1, times=1)
+    assert [c.op for c in board.history if c.op != "set_output" or c.args[1]] == [
+        "pulse" if board_times_pulse else "set_output", "read_output",
+    ]
+
+
+async def test_ack_lost_and_read_back_failing_is_unconfirmed(clock: ManualClock) -> None:
+    board = FakeLockBoard(bus="b", address=2, clock=clock)
+    board.inject("ack_lost", op="pulse")
+    board.inject("timeout", op="read_output")
+    with pytest.raises(PulseUnconfirmed) as info:
+        await board.pulse(3, 0.4)
+    err = info.value
+    assert (err.bus, err.address, err.channel, err.duration_s, err.sent_at) == (
+        "b", 2, 3, 0.4, 100.0
+    )
+    assert "read-back failed" in err.evidence
+    assert isinstance(err, TimeoutError)
+    assert len(board.calls("pulse")) == 1  # never sent again
+
+
+async def test_read_back_off_after_the_pulse_would_have_ended_is_unconfirmed(
+    clock: ManualClock,
+) -> None:
+    board = FakeLockBoard(clock=clock)
+    board.inject("ack_lost", op="pulse")
+
+    async def late_read(channel: int) -> bool:
+        clock.advance(0.5)  # the read-back comes after the 0.3 s pulse has ended
+        return board.energised(channel)
+
+    board._read_output = late_read  # type: ignore[method-assign]
+    with pytest.raises(PulseUnconfirmed, match="would have ended"):
+        await board.pulse(0, 0.3)
 
 
 async def test_persistent_fault_until_cleared() -> None:

@@ -79,7 +79,8 @@ def test_waveshare_flash_off_and_write_multiple_coils(
 
 
 def test_address_register_rejects_out_of_range(bus: SimBus) -> None:
-    assert ask(bus, 1, ">BHH", 6, 0x4000, 248) == bytes([0x86, 0x03])
+    assert ask(bus, 1, ">BHH", 6, 0x4000, 256) == bytes([0x86, 0x03])
+    assert ask(bus, 1, ">BHH", 6, 0x4000, 0) == bytes([0x86, 0x03])
     assert ask(bus, 1, ">BHH", 6, 0x8000, 5) == bytes([0x86, 0x02])
 
 
