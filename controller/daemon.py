@@ -30,7 +30,7 @@ import resource
 import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -79,6 +79,7 @@ from controller.services.reporting import (
     StatePublisher,
 )
 from controller.services.setup import compartment_setups, unlock_limits
+from controller.services.supervisor import TaskSupervisor
 from controller.services.unlock import UnlockService
 from controller.services.zones import ZoneMonitor
 from controller.settings import ConfigError, Settings, load_settings
@@ -125,6 +126,10 @@ class Daemon:
         self.store: Store | None = None
         self.hardware: Hardware | None = None
         self.link: MqttLink | None = None
+        # Nothing from outside ends the daemon: a task that fails is logged, counted and
+        # restarted; only a configuration error ends it (exit 2).
+        self.supervisor = TaskSupervisor(backoff_min_s=0.5, backoff_max_s=30.0,
+                                         fatal=(ConfigError,))
 
     # -- clocks ------------------------------------------------------------------------
 
@@ -208,6 +213,7 @@ class Daemon:
             outbox_depth=self.pump_depth, memory_rss_bytes=_rss_bytes(),
             cpu_percent=round(100.0 * cpu_s / wall, 3) if wall > 0 else None,
             temperatures=temps, mqtt=self.link.snapshot().to_stats(),
+            task_restarts=dict(self.supervisor.restarts),
         )
 
     # -- start-up ----------------------------------------------------------------------
@@ -292,16 +298,8 @@ class Daemon:
                 # there; only the readiness notice waits (a while) for the broker.
                 async with asyncio.TaskGroup() as tg:
                     tasks = [
-                        tg.create_task(self._announce_ready(), name="ready"),
-                        tg.create_task(self.poller.run(), name="poller"),
-                        tg.create_task(self.poller.run_ticker(), name="ticker"),
-                        tg.create_task(self.pump.run(), name="outbox"),
-                        tg.create_task(self.state_pub.run(), name="state"),
-                        tg.create_task(self._telemetry_loop(), name="telemetry"),
-                        tg.create_task(self._command_loop(), name="commands"),
-                        tg.create_task(self._watchdog_loop(), name="watchdog"),
-                        tg.create_task(self.lane.run(), name="lane"),
-                        tg.create_task(self.zones.run(), name="zones"),
+                        tg.create_task(self.supervisor.run(name, factory), name=name)
+                        for name, factory in self._long_running().items()
                     ]
                     await self._stop.wait()
                     for task in tasks:
@@ -312,6 +310,22 @@ class Daemon:
                     await asyncio.wait_for(self.hardware.all_off(), 5)
                 log.info("stopped", extra={"ctx": {"boot": self.boot_id}})
         return 0
+
+    def _long_running(self) -> dict[str, Callable[[], Awaitable[None]]]:
+        """The daemon's tasks by name, each run (and restarted) by the supervisor."""
+        assert self.link is not None
+        return {
+            "ready": self._announce_ready,
+            "poller": self.poller.run,
+            "ticker": self.poller.run_ticker,
+            "outbox": self.pump.run,
+            "state": self.state_pub.run,
+            "telemetry": self._telemetry_loop,
+            "commands": self._command_loop,
+            "watchdog": self._watchdog_loop,
+            "lane": self.lane.run,
+            "zones": self.zones.run,
+        }
 
     async def _announce_ready(self) -> None:
         """READY=1 once the link is up, or after ``ready_timeout_s`` without it."""

@@ -11,7 +11,9 @@ needs:
   call until :meth:`~FakeLockBoard.clear_faults`, of one operation or of all, raise the
   error a real line would: ``"timeout"`` -> :class:`~drivers.errors.BoardTimeout`,
   ``"frame"`` -> :class:`~drivers.errors.FrameError`, ``"rejected"`` ->
-  :class:`~drivers.errors.BoardRejected`, ``"bus"`` -> :class:`~drivers.errors.BusError`;
+  :class:`~drivers.errors.BoardRejected`, ``"bus"`` -> :class:`~drivers.errors.BusError`,
+  and ``"bug"`` -> a plain :class:`RuntimeError` (a backend defect: outside the driver
+  contract, what the daemon's task supervision must survive);
   a faulted call is recorded and has no effect (the board did not get the command);
 * **assertion helpers**: :meth:`~FakeLockBoard.pulses`,
   :meth:`~FakeLockBoard.assert_pulsed`, :meth:`~FakeLockBoard.assert_not_pulsed`;
@@ -57,7 +59,7 @@ __all__ = [
 ]
 
 Clock = Callable[[], float]
-FAULTS = ("timeout", "frame", "rejected", "bus")
+FAULTS = ("timeout", "frame", "rejected", "bus", "bug")
 
 
 class ManualClock:
@@ -152,6 +154,8 @@ class _FakeCore:
                 if fault.remaining <= 0:
                     self._faults.remove(fault)
             self.history.append(Call(now, op, args, fault.kind))
+            if fault.kind == "bug":
+                raise RuntimeError(f"injected bug on {op}")
             raise self._error(fault, op)
         self.history.append(Call(now, op, args, "ok"))
 

@@ -200,7 +200,8 @@ class LinkSnapshot:
         """The ``mqtt`` part of the telemetry message."""
         error = self.last_error[:200] if self.last_error else None
         return MqttLinkStats(connected=self.connected, since=self.since,
-                             reconnects=self.reconnects, last_error=error)
+                             reconnects=self.reconnects, last_error=error,
+                             dropped_commands=self.dropped_commands)
 
 
 def _utc_now() -> datetime:
