@@ -370,10 +370,13 @@ class MqttConfig(_Section):
         default=None, description="`[mqtt.tls]`: unset = plain TCP (lab only)."
     )
     reconnect_min_s: Seconds = Field(
-        default=1.0, gt=0, description="First reconnect delay, seconds; doubles per failure."
+        default=0.25, gt=0, le=5,
+        description="First reconnect delay, seconds; doubles per failure, with jitter.",
     )
     reconnect_max_s: Seconds = Field(
-        default=60.0, gt=0, description="Longest reconnect delay, seconds."
+        default=3.0, ge=0.1, le=10,
+        description="Longest reconnect delay, seconds (kept low: the cabinet must be back "
+        "within seconds of the broker).",
     )
 
     @field_validator("topic_root")

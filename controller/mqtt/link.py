@@ -10,7 +10,9 @@ What it does, and what it promises:
   :meth:`close` publishes ``offline`` itself before a clean disconnect (a clean DISCONNECT
   discards the will).
 - **Reconnect forever** with exponential backoff and jitter between ``backoff_min_s`` and
-  ``backoff_max_s``, until :meth:`close`. :meth:`snapshot` shows the state for telemetry
+  ``backoff_max_s`` (a few seconds: the cabinet is back within seconds of the broker), until
+  :meth:`close`. The backoff starts over as soon as the broker answers (CONNACK), whether
+  or not the rest of the session set-up succeeds. :meth:`snapshot` shows the state for telemetry
   (connected, since, reconnects, last error).
 - **Publish = acknowledged.** :meth:`publish` with QoS 1 returns only after the broker's
   PUBACK for that very message (MQTT 5: with a success reason code). If the link is down it
@@ -124,8 +126,8 @@ class MqttLinkSettings:
     tls_cert: str | None = None
     tls_key: str | None = None
     tls_insecure: bool = False
-    backoff_min_s: float = 1.0
-    backoff_max_s: float = 60.0
+    backoff_min_s: float = 0.25
+    backoff_max_s: float = 3.0
     connect_timeout_s: float = 10.0
     publish_timeout_s: float = 10.0
     incoming_queue_size: int = 256
@@ -334,7 +336,8 @@ class MqttLink:
                 s = self._settings
                 bound = s.connect_timeout_s + 2 * s.publish_timeout_s + 5.0
                 try:
-                    await asyncio.wait_for(asyncio.shield(task), bound)
+                    async with asyncio.timeout(bound):
+                        await asyncio.shield(task)
                 except TimeoutError:
                     self._log.error("MQTT link did not stop within %.0fs; cancelling", bound)
                     task.cancel()
@@ -554,6 +557,7 @@ class MqttLink:
             client = self._new_client()
             try:
                 async with client:
+                    attempt = 0  # the broker answered: the next failure starts over
                     self._client = client
                     if self._closing.is_set():
                         await self._publish_status(client, "offline")
@@ -563,7 +567,6 @@ class MqttLink:
                         raise LinkDown(f"the broker refused the subscription to "
                                        f"{self._topics.cmd} ({granted[0]})")
                     await self._publish_status(client, "online")
-                    attempt = 0
                     self._connected.set()
                     self._set_snapshot(
                         connected=True, connects=self._snapshot.connects + 1,
