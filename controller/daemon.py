@@ -15,8 +15,13 @@ Start-up, in order (each step must succeed before the next):
    (the cabinet must serve its lane with the broker down), with the reason in STATUS.
 
 Then the tasks run until SIGTERM/SIGINT: poller, ticker, outbox pump, state publisher,
-telemetry, command loop, watchdog. Shutdown: stop the tasks, outputs off, publish
-``offline`` and disconnect, close the store and the lines.
+telemetry, command loop, watchdog, lane, zones, each supervised (a failure is logged,
+counted in telemetry ``task_restarts`` and the task restarted with backoff; only a
+configuration error ends the daemon). Shutdown: stop the tasks, outputs off, publish
+``offline`` and disconnect, close the store and the lines, all within
+:data:`STOP_DEADLINE_S` (else the process is ended anyway, see :mod:`controller.restart`).
+An accepted ``apply_config`` restarts the daemon after that shutdown: exit code 75 under
+systemd, re-exec in place in a foreground run.
 """
 
 from __future__ import annotations
@@ -64,6 +69,12 @@ from controller.mqtt.link import (
     MqttLinkError,
     MqttLinkSettings,
 )
+from controller.restart import (
+    EXIT_STOP_TIMEOUT,
+    ShutdownDeadline,
+    restart_mode,
+    restart_now,
+)
 from controller.security.replay import MemoryReplayStore
 from controller.security.verify import CommandVerifier
 from controller.services.commands import CommandService
@@ -91,6 +102,10 @@ __all__ = ["Daemon", "main"]
 
 log = logging.getLogger("controller.daemon")
 
+#: The longest a stop (SIGTERM or a restart) may take before the process is ended anyway;
+#: below the unit's TimeoutStopSec (15 s).
+STOP_DEADLINE_S = 10.0
+
 _STATE_MAP = {
     "free": "free", "reserved": "assigned", "loaded": "loaded", "collected": "free",
     "expired": "expired", "blocked": "blocked", "fault": "fault",
@@ -110,8 +125,10 @@ class Daemon:
         ready_timeout_s: float = 20.0,
         config_path: Path | None = None,
         flags: dict[str, Any] | None = None,
+        on_stop: Callable[[], None] | None = None,
     ) -> None:
         self.settings = settings
+        self.on_stop = on_stop
         self.config_path = config_path
         self.flags = dict(flags or {})
         self.restart_requested = False
@@ -144,7 +161,19 @@ class Daemon:
         return ClockReading(boot_id=c.boot_id, uptime_ms=c.uptime_ms)
 
     def stop(self) -> None:
+        """Begin a graceful stop (idempotent); ``on_stop`` arms the shutdown deadline."""
         self._stop.set()
+        if self.on_stop is not None:
+            self.on_stop()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    def terminate(self) -> None:
+        """SIGTERM/SIGINT: stop, and stay stopped (a stop wins over a pending restart)."""
+        self.restart_requested = False
+        self.stop()
 
     # -- messages ----------------------------------------------------------------------
 
@@ -307,7 +336,8 @@ class Daemon:
             finally:
                 self.notifier.stopping()
                 with contextlib.suppress(Exception):
-                    await asyncio.wait_for(self.hardware.all_off(), 5)
+                    async with asyncio.timeout(5):
+                        await self.hardware.all_off()
                 log.info("stopped", extra={"ctx": {"boot": self.boot_id}})
         return 0
 
@@ -331,7 +361,10 @@ class Daemon:
         """READY=1 once the link is up, or after ``ready_timeout_s`` without it."""
         assert self.link is not None
         try:
-            await asyncio.wait_for(self.link.wait_connected(), self.ready_timeout_s)
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation
+            # that arrives as the awaited thing completes, and the task would never end.
+            async with asyncio.timeout(self.ready_timeout_s):
+                await self.link.wait_connected()
             self.notifier.ready("running")
         except TimeoutError:
             self.notifier.ready("running offline: broker unreachable")
@@ -542,23 +575,56 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{args.config}: ok (hash {settings.config_hash[:12]})")
         return 0
     setup_logging(settings.log.level, settings.log.format)
-    daemon = Daemon(settings, backend=args.backend, config_path=Path(args.config), flags=flags)
+    mode = restart_mode()
+    daemon: Daemon
+
+    def deadline_passed() -> None:
+        # The graceful stop hung (a task that ignores cancellation, a stuck close, a
+        # blocked loop): restart anyway if one was asked for, else end.
+        if daemon.restart_requested:
+            restart_now(mode)
+        os._exit(EXIT_STOP_TIMEOUT)
+
+    deadline = ShutdownDeadline(STOP_DEADLINE_S, deadline_passed)
+    daemon = Daemon(settings, backend=args.backend, config_path=Path(args.config), flags=flags,
+                    on_stop=deadline.arm)
 
     async def runner() -> int:
         loop = asyncio.get_running_loop()
+
+        def on_signal() -> None:
+            if daemon.stopping and not daemon.restart_requested:
+                log.warning("second stop signal: ending now")
+                deadline.expire()
+            daemon.terminate()
+
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, daemon.stop)
+            loop.add_signal_handler(sig, on_signal)
         try:
             return await daemon.run()
         finally:
+            # Until the process is gone, a signal still ends it (never ignored).
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(sig)
 
     try:
-        return asyncio.run(runner())
+        code = asyncio.run(runner())
     except StoreError as exc:
         log.critical("store unavailable at start-up", extra={"ctx": {"error": str(exc)}})
         return 3
+    except ConfigError as exc:
+        print(f"configuration error:\n{exc}", file=sys.stderr)
+        return 2
+    except BaseExceptionGroup as group:
+        config_errors = group.subgroup(ConfigError)
+        if config_errors is None:
+            raise
+        print(f"configuration error:\n{config_errors.exceptions[0]}", file=sys.stderr)
+        return 2
+    if daemon.restart_requested:
+        log.info("restarting now", extra={"ctx": {"mode": mode, "boot": daemon.boot_id}})
+        restart_now(mode)
+    return code
 
 
 if __name__ == "__main__":
