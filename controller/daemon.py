@@ -105,6 +105,8 @@ log = logging.getLogger("controller.daemon")
 #: The longest a stop (SIGTERM or a restart) may take before the process is ended anyway;
 #: below the unit's TimeoutStopSec (15 s).
 STOP_DEADLINE_S = 10.0
+#: Replies waiting for their PUBACK while the next command is handled.
+REPLIES_IN_FLIGHT = 32
 
 _STATE_MAP = {
     "free": "free", "reserved": "assigned", "loaded": "loaded", "collected": "free",
@@ -143,6 +145,8 @@ class Daemon:
         self.store: Store | None = None
         self.hardware: Hardware | None = None
         self.link: MqttLink | None = None
+        self._replies_not_sent = 0
+        self._reply_failure_logged_at = -1e9
         # Nothing from outside ends the daemon: a task that fails is logged, counted and
         # restarted; only a configuration error ends it (exit 2).
         self.supervisor = TaskSupervisor(backoff_min_s=0.5, backoff_max_s=30.0,
@@ -487,28 +491,66 @@ class Daemon:
                                         qos=0)
 
     async def _command_loop(self) -> None:
+        """Commands one at a time, their replies sent concurrently (at most
+        ``REPLIES_IN_FLIGHT`` waiting for their PUBACK): the next command is handled while
+        the broker acknowledges the last reply, so a flood is answered at the broker's pace
+        and a real command does not wait behind a queue of round trips."""
         assert self.link is not None
-        async for incoming in self.link.commands():
-            await self._handle_command(incoming)
+        in_flight = asyncio.Semaphore(REPLIES_IN_FLIGHT)
+        sending: set[asyncio.Task[None]] = set()
+        try:
+            async for incoming in self.link.commands():
+                reply = await self._answer(incoming)
+                if self.restart_requested:
+                    await self._send_reply(incoming, reply)  # out before the restart
+                    log.info("restarting to apply the configuration dispatch sent")
+                    self.stop()
+                    continue
+                await in_flight.acquire()
+                task = asyncio.get_running_loop().create_task(
+                    self._send_reply(incoming, reply), name="reply")
+                sending.add(task)
+
+                def done(t: asyncio.Task[None]) -> None:
+                    sending.discard(t)
+                    in_flight.release()
+
+                task.add_done_callback(done)
+        finally:
+            for task in list(sending):
+                task.cancel()
 
     async def _handle_command(self, incoming: IncomingCommand) -> None:
-        assert self.link is not None
+        """Handle one command and send its reply (restarting after an accepted
+        ``apply_config``)."""
+        reply = await self._answer(incoming)
+        await self._send_reply(incoming, reply)
+        if self.restart_requested:
+            log.info("restarting to apply the configuration dispatch sent")
+            self.stop()
+
+    async def _answer(self, incoming: IncomingCommand) -> bytes:
         try:
-            reply = await self.commands.handle(incoming.payload)
+            return await self.commands.handle(incoming.payload)
         except Exception:
             # A bug must not take the lane down with it: say so, answer, carry on.
             log.exception("command handling failed")
-            reply = encode(Reply.refusal(
+            return encode(Reply.refusal(
                 CommandRejected(ErrorCode.INTERNAL, "the cabinet failed to handle this "
                                 "command; it was not executed to the end"), self._reading()))
+
+    async def _send_reply(self, incoming: IncomingCommand, reply: bytes) -> None:
+        assert self.link is not None
         try:
             await self.link.reply(incoming, reply)
         except (LinkDown, MqttLinkError) as exc:
             # The reply is stored: dispatch gets it again by repeating the command id.
-            log.warning("reply not sent", extra={"ctx": {"error": str(exc)}})
-        if self.restart_requested:
-            log.info("restarting to apply the configuration dispatch sent")
-            self.stop()
+            self._replies_not_sent += 1
+            now = time.monotonic()
+            if now - self._reply_failure_logged_at >= 10.0:
+                log.warning("reply not sent", extra={"ctx": {
+                    "error": str(exc), "not_sent_in_all": self._replies_not_sent}})
+                self._reply_failure_logged_at = now
 
     async def _watchdog_loop(self) -> None:
         interval = self.notifier.watchdog_interval
