@@ -33,7 +33,11 @@ The steps, in this order (each refusal is a ``code_rejected`` event and a short 
 A scanned QR code may name its order: ``<order id>:<code>`` (the order id as dispatch
 knows it). Then only that order's hashes are checked and wrong codes also count against
 the order, so a thief cannot spread guesses over lanes. A bare code is checked against
-every candidate order.
+every candidate order. Text whose order part cannot be an order id (``order 1:123456``,
+control characters, over 256 characters: :func:`~controller.domain.codes.parse_entry`) is
+refused as ``invalid_code`` before anything is counted, stored or hashed. Whatever the
+text, :meth:`LaneService.enter_code` answers and never raises; nothing a scanner sends can
+stop the lane.
 
 Lane I/O
 ========
