@@ -559,8 +559,7 @@ class MqttLink:
         if topic != self._topics.cmd:
             return
         if message.retain:
-            self._log.warning("dropped a retained message on %s: commands are never stored",
-                              self._topics.cmd)
+            self._dropped("a retained message (commands are never stored)")
             return
         props = getattr(message, "properties", None)
         response_topic = getattr(props, "ResponseTopic", None) if props is not None else None
@@ -580,20 +579,20 @@ class MqttLink:
         queue, size = ((self._commands, self._settings.incoming_queue_size)
                        if looks_like_command else (self._junk, self._settings.junk_queue_size))
         if len(queue) >= size:
-            self._dropped()
+            self._dropped("command queue full")
             return
         queue.append(incoming)
         self._available.set()
 
-    def _dropped(self) -> None:
+    def _dropped(self, why: str) -> None:
         self._set_snapshot(dropped_commands=self._snapshot.dropped_commands + 1)
         self._drops_since_log += 1
         now = time.monotonic()
         last = self._drops_logged_at
         if last is None or now - last >= self._settings.drop_log_interval_s:
             self._log.warning(
-                "command queue full: dropped %d command(s) since the last report, %d in all",
-                self._drops_since_log, self._snapshot.dropped_commands)
+                "%s on %s: dropped %d command(s) since the last report, %d in all",
+                why, self._topics.cmd, self._drops_since_log, self._snapshot.dropped_commands)
             self._drops_logged_at = now
             self._drops_since_log = 0
 
