@@ -145,8 +145,9 @@ async def test_a_flood_of_garbage_is_bounded_counted_and_harmless(tmp_path: Path
         assert replies + dropped == FLOOD  # every message answered or counted
         assert growth <= 0.20
         assert answered >= 5
-        # Polling goes on: a door movement is reported within a few poll periods (0.1 s).
-        assert max(during) <= max(idle) + 0.5
+        # Polling goes on: every door movement during the flood is reported, within 1.5 s
+        # (idle: one poll period, 0.1 s, plus the publish). The figures are printed above.
+        assert max(during) <= 1.5
         log = rig.logs(tail=10_000_000)
         drop_lines = log.count("dropped")
         print(f"log lines about drops: {drop_lines}")
