@@ -59,7 +59,7 @@ class _LaneOnALoop:
 
     def close(self) -> None:
         self.run(self.lane.close())
-        self.loop.close()
+        _close_loop(self.loop)
 
 
 @pytest.fixture(scope="module")
@@ -69,6 +69,19 @@ def shared() -> Iterator[_LaneOnALoop]:
         yield built
     finally:
         built.close()
+
+
+def _close_loop(loop: asyncio.AbstractEventLoop) -> None:
+    """Cancel and await whatever still runs on ``loop`` (buzzer, scanner), then close it."""
+    pending = asyncio.all_tasks(loop)
+    for task in pending:
+        task.cancel()
+
+    async def drain() -> None:
+        await asyncio.gather(*pending, return_exceptions=True)
+
+    loop.run_until_complete(drain())
+    loop.close()
 
 
 def _lockouts(lane: Lane) -> dict[str, Any]:
@@ -181,13 +194,17 @@ class _ScannerLane:
 
     def close(self) -> None:
         self.task.cancel()
-        self.loop.run_until_complete(asyncio.gather(self.task, return_exceptions=True))
+
+        async def stopped() -> None:
+            await asyncio.gather(self.task, return_exceptions=True)
+
+        self.loop.run_until_complete(stopped())
         self.loop.run_until_complete(self.scanner.close())
         self.loop.run_until_complete(self.service.close())
         self.loop.run_until_complete(self.lane.close())
         os.close(self.write_fd)
         os.close(self.read_fd)
-        self.loop.close()
+        _close_loop(self.loop)
 
 
 @pytest.fixture(scope="module")
