@@ -15,8 +15,13 @@ Start-up, in order (each step must succeed before the next):
    (the cabinet must serve its lane with the broker down), with the reason in STATUS.
 
 Then the tasks run until SIGTERM/SIGINT: poller, ticker, outbox pump, state publisher,
-telemetry, command loop, watchdog. Shutdown: stop the tasks, outputs off, publish
-``offline`` and disconnect, close the store and the lines.
+telemetry, command loop, watchdog, lane, zones, each supervised (a failure is logged,
+counted in telemetry ``task_restarts`` and the task restarted with backoff; only a
+configuration error ends the daemon). Shutdown: stop the tasks, outputs off, publish
+``offline`` and disconnect, close the store and the lines, all within
+:data:`STOP_DEADLINE_S` (else the process is ended anyway, see :mod:`controller.restart`).
+An accepted ``apply_config`` restarts the daemon after that shutdown: exit code 75 under
+systemd, re-exec in place in a foreground run.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ import resource
 import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -64,6 +69,12 @@ from controller.mqtt.link import (
     MqttLinkError,
     MqttLinkSettings,
 )
+from controller.restart import (
+    EXIT_STOP_TIMEOUT,
+    ShutdownDeadline,
+    restart_mode,
+    restart_now,
+)
 from controller.security.replay import MemoryReplayStore
 from controller.security.verify import CommandVerifier
 from controller.services.commands import CommandService
@@ -79,6 +90,7 @@ from controller.services.reporting import (
     StatePublisher,
 )
 from controller.services.setup import compartment_setups, signal_filtering, unlock_limits
+from controller.services.supervisor import TaskSupervisor
 from controller.services.unlock import UnlockService
 from controller.services.zones import ZoneMonitor
 from controller.settings import ConfigError, Settings, load_settings
@@ -89,6 +101,12 @@ from controller.systemd import Notifier
 __all__ = ["Daemon", "main"]
 
 log = logging.getLogger("controller.daemon")
+
+#: The longest a stop (SIGTERM or a restart) may take before the process is ended anyway;
+#: below the unit's TimeoutStopSec (15 s).
+STOP_DEADLINE_S = 10.0
+#: Replies waiting for their PUBACK while the next command is handled.
+REPLIES_IN_FLIGHT = 32
 
 _STATE_MAP = {
     "free": "free", "reserved": "assigned", "loaded": "loaded", "collected": "free",
@@ -109,8 +127,10 @@ class Daemon:
         ready_timeout_s: float = 20.0,
         config_path: Path | None = None,
         flags: dict[str, Any] | None = None,
+        on_stop: Callable[[], None] | None = None,
     ) -> None:
         self.settings = settings
+        self.on_stop = on_stop
         self.config_path = config_path
         self.flags = dict(flags or {})
         self.restart_requested = False
@@ -125,6 +145,12 @@ class Daemon:
         self.store: Store | None = None
         self.hardware: Hardware | None = None
         self.link: MqttLink | None = None
+        self._replies_not_sent = 0
+        self._reply_failure_logged_at = -1e9
+        # Nothing from outside ends the daemon: a task that fails is logged, counted and
+        # restarted; only a configuration error ends it (exit 2).
+        self.supervisor = TaskSupervisor(backoff_min_s=0.5, backoff_max_s=30.0,
+                                         fatal=(ConfigError,))
 
     # -- clocks ------------------------------------------------------------------------
 
@@ -139,7 +165,19 @@ class Daemon:
         return ClockReading(boot_id=c.boot_id, uptime_ms=c.uptime_ms)
 
     def stop(self) -> None:
+        """Begin a graceful stop (idempotent); ``on_stop`` arms the shutdown deadline."""
         self._stop.set()
+        if self.on_stop is not None:
+            self.on_stop()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    def terminate(self) -> None:
+        """SIGTERM/SIGINT: stop, and stay stopped (a stop wins over a pending restart)."""
+        self.restart_requested = False
+        self.stop()
 
     # -- messages ----------------------------------------------------------------------
 
@@ -208,6 +246,7 @@ class Daemon:
             outbox_depth=self.pump_depth, memory_rss_bytes=_rss_bytes(),
             cpu_percent=round(100.0 * cpu_s / wall, 3) if wall > 0 else None,
             temperatures=temps, mqtt=self.link.snapshot().to_stats(),
+            task_restarts=dict(self.supervisor.restarts),
         )
 
     # -- start-up ----------------------------------------------------------------------
@@ -292,16 +331,8 @@ class Daemon:
                 # there; only the readiness notice waits (a while) for the broker.
                 async with asyncio.TaskGroup() as tg:
                     tasks = [
-                        tg.create_task(self._announce_ready(), name="ready"),
-                        tg.create_task(self.poller.run(), name="poller"),
-                        tg.create_task(self.poller.run_ticker(), name="ticker"),
-                        tg.create_task(self.pump.run(), name="outbox"),
-                        tg.create_task(self.state_pub.run(), name="state"),
-                        tg.create_task(self._telemetry_loop(), name="telemetry"),
-                        tg.create_task(self._command_loop(), name="commands"),
-                        tg.create_task(self._watchdog_loop(), name="watchdog"),
-                        tg.create_task(self.lane.run(), name="lane"),
-                        tg.create_task(self.zones.run(), name="zones"),
+                        tg.create_task(self.supervisor.run(name, factory), name=name)
+                        for name, factory in self._long_running().items()
                     ]
                     await self._stop.wait()
                     for task in tasks:
@@ -309,15 +340,35 @@ class Daemon:
             finally:
                 self.notifier.stopping()
                 with contextlib.suppress(Exception):
-                    await asyncio.wait_for(self.hardware.all_off(), 5)
+                    async with asyncio.timeout(5):
+                        await self.hardware.all_off()
                 log.info("stopped", extra={"ctx": {"boot": self.boot_id}})
         return 0
+
+    def _long_running(self) -> dict[str, Callable[[], Awaitable[None]]]:
+        """The daemon's tasks by name, each run (and restarted) by the supervisor."""
+        assert self.link is not None
+        return {
+            "ready": self._announce_ready,
+            "poller": self.poller.run,
+            "ticker": self.poller.run_ticker,
+            "outbox": self.pump.run,
+            "state": self.state_pub.run,
+            "telemetry": self._telemetry_loop,
+            "commands": self._command_loop,
+            "watchdog": self._watchdog_loop,
+            "lane": self.lane.run,
+            "zones": self.zones.run,
+        }
 
     async def _announce_ready(self) -> None:
         """READY=1 once the link is up, or after ``ready_timeout_s`` without it."""
         assert self.link is not None
         try:
-            await asyncio.wait_for(self.link.wait_connected(), self.ready_timeout_s)
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation
+            # that arrives as the awaited thing completes, and the task would never end.
+            async with asyncio.timeout(self.ready_timeout_s):
+                await self.link.wait_connected()
             self.notifier.ready("running")
         except TimeoutError:
             self.notifier.ready("running offline: broker unreachable")
@@ -440,28 +491,66 @@ class Daemon:
                                         qos=0)
 
     async def _command_loop(self) -> None:
+        """Commands one at a time, their replies sent concurrently (at most
+        ``REPLIES_IN_FLIGHT`` waiting for their PUBACK): the next command is handled while
+        the broker acknowledges the last reply, so a flood is answered at the broker's pace
+        and a real command does not wait behind a queue of round trips."""
         assert self.link is not None
-        async for incoming in self.link.commands():
-            await self._handle_command(incoming)
+        in_flight = asyncio.Semaphore(REPLIES_IN_FLIGHT)
+        sending: set[asyncio.Task[None]] = set()
+        try:
+            async for incoming in self.link.commands():
+                reply = await self._answer(incoming)
+                if self.restart_requested:
+                    await self._send_reply(incoming, reply)  # out before the restart
+                    log.info("restarting to apply the configuration dispatch sent")
+                    self.stop()
+                    continue
+                await in_flight.acquire()
+                task = asyncio.get_running_loop().create_task(
+                    self._send_reply(incoming, reply), name="reply")
+                sending.add(task)
+
+                def done(t: asyncio.Task[None]) -> None:
+                    sending.discard(t)
+                    in_flight.release()
+
+                task.add_done_callback(done)
+        finally:
+            for task in list(sending):
+                task.cancel()
 
     async def _handle_command(self, incoming: IncomingCommand) -> None:
-        assert self.link is not None
+        """Handle one command and send its reply (restarting after an accepted
+        ``apply_config``)."""
+        reply = await self._answer(incoming)
+        await self._send_reply(incoming, reply)
+        if self.restart_requested:
+            log.info("restarting to apply the configuration dispatch sent")
+            self.stop()
+
+    async def _answer(self, incoming: IncomingCommand) -> bytes:
         try:
-            reply = await self.commands.handle(incoming.payload)
+            return await self.commands.handle(incoming.payload)
         except Exception:
             # A bug must not take the lane down with it: say so, answer, carry on.
             log.exception("command handling failed")
-            reply = encode(Reply.refusal(
+            return encode(Reply.refusal(
                 CommandRejected(ErrorCode.INTERNAL, "the cabinet failed to handle this "
                                 "command; it was not executed to the end"), self._reading()))
+
+    async def _send_reply(self, incoming: IncomingCommand, reply: bytes) -> None:
+        assert self.link is not None
         try:
             await self.link.reply(incoming, reply)
         except (LinkDown, MqttLinkError) as exc:
             # The reply is stored: dispatch gets it again by repeating the command id.
-            log.warning("reply not sent", extra={"ctx": {"error": str(exc)}})
-        if self.restart_requested:
-            log.info("restarting to apply the configuration dispatch sent")
-            self.stop()
+            self._replies_not_sent += 1
+            now = time.monotonic()
+            if now - self._reply_failure_logged_at >= 10.0:
+                log.warning("reply not sent", extra={"ctx": {
+                    "error": str(exc), "not_sent_in_all": self._replies_not_sent}})
+                self._reply_failure_logged_at = now
 
     async def _watchdog_loop(self) -> None:
         interval = self.notifier.watchdog_interval
@@ -528,23 +617,56 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{args.config}: ok (hash {settings.config_hash[:12]})")
         return 0
     setup_logging(settings.log.level, settings.log.format)
-    daemon = Daemon(settings, backend=args.backend, config_path=Path(args.config), flags=flags)
+    mode = restart_mode()
+    daemon: Daemon
+
+    def deadline_passed() -> None:
+        # The graceful stop hung (a task that ignores cancellation, a stuck close, a
+        # blocked loop): restart anyway if one was asked for, else end.
+        if daemon.restart_requested:
+            restart_now(mode)
+        os._exit(EXIT_STOP_TIMEOUT)
+
+    deadline = ShutdownDeadline(STOP_DEADLINE_S, deadline_passed)
+    daemon = Daemon(settings, backend=args.backend, config_path=Path(args.config), flags=flags,
+                    on_stop=deadline.arm)
 
     async def runner() -> int:
         loop = asyncio.get_running_loop()
+
+        def on_signal() -> None:
+            if daemon.stopping and not daemon.restart_requested:
+                log.warning("second stop signal: ending now")
+                deadline.expire()
+            daemon.terminate()
+
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, daemon.stop)
+            loop.add_signal_handler(sig, on_signal)
         try:
             return await daemon.run()
         finally:
+            # Until the process is gone, a signal still ends it (never ignored).
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(sig)
 
     try:
-        return asyncio.run(runner())
+        code = asyncio.run(runner())
     except StoreError as exc:
         log.critical("store unavailable at start-up", extra={"ctx": {"error": str(exc)}})
         return 3
+    except ConfigError as exc:
+        print(f"configuration error:\n{exc}", file=sys.stderr)
+        return 2
+    except BaseExceptionGroup as group:
+        config_errors = group.subgroup(ConfigError)
+        if config_errors is None:
+            raise
+        print(f"configuration error:\n{config_errors.exceptions[0]}", file=sys.stderr)
+        return 2
+    if daemon.restart_requested:
+        log.info("restarting now", extra={"ctx": {"mode": mode, "boot": daemon.boot_id}})
+        restart_now(mode)
+    return code
 
 
 if __name__ == "__main__":

@@ -49,6 +49,7 @@ import binascii
 import difflib
 import hashlib
 import json
+import math
 import os
 import re
 import tomllib
@@ -212,8 +213,39 @@ def _not_bool(value: object) -> object:
     return value
 
 
-Seconds = Annotated[float, BeforeValidator(parse_duration), BeforeValidator(_not_bool)]
-Count = Annotated[int, BeforeValidator(_not_bool)]
+def _whole_number(value: object) -> object:
+    # A count written as text ("5") or with a fraction (5.0) is a mistake, not a guess to
+    # make; environment and --set values are read as TOML before they get here.
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"must be a whole number (got {_show(value)})")
+    return value
+
+
+def _finite(value: object) -> object:
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"must be a finite number (got {_show(value)})")
+    return value
+
+
+def _number(value: object) -> object:
+    if isinstance(value, str):
+        raise ValueError(f"must be a number, not text (got {_show(value)})")
+    return _finite(value)
+
+
+def _strict_bool(value: object) -> object:
+    # Never guessed: "yes", "on", 1 are refused, so a security switch means what it says.
+    if not isinstance(value, bool):
+        raise ValueError(f"must be true or false (got {_show(value)})")
+    return value
+
+
+# Validators run last-listed first: the bool check, then the duration text, then finiteness.
+Seconds = Annotated[float, AfterValidator(_finite), BeforeValidator(_finite),
+                    BeforeValidator(parse_duration), BeforeValidator(_not_bool)]
+Count = Annotated[int, BeforeValidator(_whole_number)]
+Number = Annotated[float, BeforeValidator(_number), BeforeValidator(_not_bool)]
+Flag = Annotated[bool, BeforeValidator(_strict_bool)]
 Ident = Annotated[str, StringConstraints(pattern=r"^[a-z0-9-]{1,32}$")]
 Name = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_-]{0,31}$")]
 CompartmentId = Annotated[str, StringConstraints(pattern=r"^[A-Z0-9-]{1,8}$")]
@@ -347,7 +379,7 @@ class MqttConfig(_Section):
     """``[mqtt]``: the broker link to dispatch."""
 
     host: str = Field(default="127.0.0.1", min_length=1, description="Broker host name or IP.")
-    port: int = Field(default=1883, ge=1, le=65535, description="Broker TCP port.")
+    port: Count = Field(default=1883, ge=1, le=65535, description="Broker TCP port.")
     topic_root: str = Field(
         default="lockers/v1",
         description="Topic prefix; the cabinet's root is `{topic_root}/{site}/{id}`.",
@@ -370,10 +402,13 @@ class MqttConfig(_Section):
         default=None, description="`[mqtt.tls]`: unset = plain TCP (lab only)."
     )
     reconnect_min_s: Seconds = Field(
-        default=1.0, gt=0, description="First reconnect delay, seconds; doubles per failure."
+        default=0.25, gt=0, le=5,
+        description="First reconnect delay, seconds; doubles per failure, with jitter.",
     )
     reconnect_max_s: Seconds = Field(
-        default=60.0, gt=0, description="Longest reconnect delay, seconds."
+        default=3.0, ge=0.1, le=10,
+        description="Longest reconnect delay, seconds (kept low: the cabinet must be back "
+        "within seconds of the broker).",
     )
 
     @field_validator("topic_root")
@@ -464,7 +499,9 @@ class TimingConfig(_Section):
     poll_interval_s: Seconds = Field(
         default=0.1, ge=0.01, le=10, description="Period of the input poll of every board."
     )
-    pulse_s: Seconds = Field(default=0.7, gt=0, description="Unlock pulse length.")
+    pulse_s: Seconds = Field(
+        default=0.7, gt=0, le=HARD_PULSE_CAP_S, description="Unlock pulse length."
+    )
     max_pulse_s: Seconds = Field(
         default=3.0,
         gt=0,
@@ -476,10 +513,12 @@ class TimingConfig(_Section):
         default=1, ge=1, le=16, description="Solenoids energised at once (power budget)."
     )
     pulse_gap_s: Seconds = Field(
-        default=0.3, ge=0, description="Pause between the end of a pulse and the next one."
+        default=0.3, ge=0, le=60,
+        description="Pause between the end of a pulse and the next one.",
     )
     compartment_cooldown_s: Seconds = Field(
-        default=2.0, ge=0, description="Least time between two pulses of one compartment."
+        default=2.0, ge=0, le=3600,
+        description="Least time between two pulses of one compartment.",
     )
     compartment_max_pulses_per_minute: Count = Field(
         default=6, ge=1, le=60, description="Rate limit of pulses per compartment."
@@ -487,12 +526,14 @@ class TimingConfig(_Section):
     open_detect_timeout_s: Seconds = Field(
         default=5.0,
         gt=0,
+        le=300,
         description="After a pulse, time for the door sensor to report open before "
         "'open not detected'.",
     )
     ajar_after_s: Seconds = Field(
         default=120.0,
         gt=0,
+        le=86400,
         description="Door-ajar alarm after the door stays open this long; zones may set a "
         "shorter one.",
     )
@@ -538,10 +579,11 @@ class TimingConfig(_Section):
         "changed for this long.",
     )
     state_coalesce_s: Seconds = Field(
-        default=0.5, ge=0, description="Changes within this window make one `state` message."
+        default=0.5, ge=0, le=60,
+        description="Changes within this window make one `state` message.",
     )
     telemetry_interval_s: Seconds = Field(
-        default=60.0, ge=1, description="Period of the `telemetry` message."
+        default=60.0, ge=1, le=86400, description="Period of the `telemetry` message."
     )
     command_max_ttl_s: Seconds = Field(
         default=30.0,
@@ -587,7 +629,7 @@ class BusConfig(_Section):
     stopbits: Literal[1, 2] = Field(default=1, description="rtu: 1 or 2.")
     bytesize: Literal[7, 8] = Field(default=8, description="rtu: 7 or 8.")
     host: str | None = Field(default=None, description="tcp: gateway host.")
-    tcp_port: int = Field(default=502, ge=1, le=65535, description="tcp: gateway port.")
+    tcp_port: Count = Field(default=502, ge=1, le=65535, description="tcp: gateway port.")
     timeout_s: Seconds = Field(
         default=0.3, gt=0, le=10, description="Reply timeout of one transaction."
     )
@@ -639,7 +681,7 @@ class RegisterBits(_Section):
     table: Literal["coils", "discrete_inputs", "input_register_bits", "holding_register_bits"] = (
         Field(description="Modbus table.")
     )
-    address: int = Field(default=0, ge=0, le=0xFFFF, description="First address.")
+    address: Count = Field(default=0, ge=0, le=0xFFFF, description="First address.")
 
 
 class PulseMode(_Section):
@@ -650,10 +692,10 @@ class PulseMode(_Section):
         description="`daemon`: the driver switches off itself (hard-capped); `register`: "
         "writing a duration to a holding register makes the board time it.",
     )
-    address: int | None = Field(
+    address: Count | None = Field(
         default=None, ge=0, le=0xFFFF, description="register: first pulse register."
     )
-    unit_ms: int | None = Field(
+    unit_ms: Count | None = Field(
         default=None, ge=1, le=10000, description="register: milliseconds per count."
     )
 
@@ -703,12 +745,13 @@ class ProbeRegisterMap(_Section):
     table: Literal["input_registers", "holding_registers"] = Field(
         default="input_registers", description="Modbus table of the readings."
     )
-    address: int = Field(default=0, ge=0, le=0xFFFF, description="Register of channel 0.")
-    scale: float = Field(default=0.1, description="°C per count.")
-    offset: float = Field(default=0.0, description="°C added after scaling.")
-    signed: bool = Field(default=True, description="Registers are two's complement.")
-    invalid: int | None = Field(
-        default=-32768, description="Raw value meaning 'no sensor'; unset = none."
+    address: Count = Field(default=0, ge=0, le=0xFFFF, description="Register of channel 0.")
+    scale: Number = Field(default=0.1, ge=-100, le=100, description="°C per count.")
+    offset: Number = Field(default=0.0, ge=-1000, le=1000, description="°C added after scaling.")
+    signed: Flag = Field(default=True, description="Registers are two's complement.")
+    invalid: Count | None = Field(
+        default=-32768, ge=-32768, le=0xFFFF,
+        description="Raw value meaning 'no sensor'; unset = none.",
     )
 
     @field_validator("scale")
@@ -850,16 +893,18 @@ class ZoneConfig(_Section):
     kind: Literal["ambient", "chilled", "frozen"] = Field(
         description="`ambient`, `chilled` or `frozen`."
     )
-    min_c: float | None = Field(default=None, ge=-60, le=60, description="Lowest °C in range.")
-    max_c: float | None = Field(default=None, ge=-60, le=60, description="Highest °C in range.")
+    min_c: Number | None = Field(default=None, ge=-60, le=60, description="Lowest °C in range.")
+    max_c: Number | None = Field(default=None, ge=-60, le=60, description="Highest °C in range.")
     excursion_delay_s: Seconds = Field(
         default=600.0,
         ge=0,
+        le=86400,
         description="Out of range this long before the excursion alarm.",
     )
     ajar_after_s: Seconds | None = Field(
         default=None,
         gt=0,
+        le=86400,
         description="Door-ajar delay in this zone, at most `timing.ajar_after_s`.",
     )
     probe: ChannelRef | None = Field(
@@ -948,7 +993,7 @@ def _check_key_ref(ref: str, info: ValidationInfo) -> str:
 class SecurityConfig(_Section):
     """``[security]``: who may open doors."""
 
-    require_signed_commands: bool = Field(
+    require_signed_commands: Flag = Field(
         default=True,
         description="Door, code and config commands must be signed by dispatch. "
         "Only a lab may turn this off.",
@@ -965,9 +1010,12 @@ class SecurityConfig(_Section):
         default=5, ge=1, le=100, description="Wrong pickup codes before a lane lockout."
     )
     code_lockout_s: Seconds = Field(
-        default=60.0, gt=0, description="First lockout; doubles on each further lockout."
+        default=60.0, gt=0, le=86400,
+        description="First lockout; doubles on each further lockout.",
     )
-    code_lockout_max_s: Seconds = Field(default=3600.0, gt=0, description="Longest lockout.")
+    code_lockout_max_s: Seconds = Field(
+        default=3600.0, gt=0, le=7 * 86400, description="Longest lockout."
+    )
 
     @field_serializer("dispatch_public_keys")
     def _fingerprints(self, value: Mapping[str, str], info: SerializationInfo) -> dict[str, str]:
@@ -1006,7 +1054,7 @@ class GpioInput(_Section):
     """A lane input line."""
 
     pin: Count = Field(ge=0, le=127, description="GPIO line offset (BCM number on a Pi).")
-    active_low: bool = Field(default=False, description="Active when the line reads 0.")
+    active_low: Flag = Field(default=False, description="Active when the line reads 0.")
     debounce_ms: Count = Field(default=20, ge=0, le=5000, description="Debounce, ms.")
 
 
@@ -1014,7 +1062,7 @@ class GpioOutput(_Section):
     """A lane output line."""
 
     pin: Count = Field(ge=0, le=127, description="GPIO line offset (BCM number on a Pi).")
-    active_low: bool = Field(default=False, description="On = drive the line to 0.")
+    active_low: Flag = Field(default=False, description="On = drive the line to 0.")
 
 
 class LaneInputs(_Section):
@@ -1084,17 +1132,20 @@ class TenantPolicy(_Section):
     pickup_window_s: Seconds = Field(
         default=86400.0,
         gt=0,
+        le=90 * 86400,
         description="After loading, the customer is expected within this; then overdue (reported).",
     )
     expiry_s: Seconds = Field(
         default=259200.0,
         gt=0,
+        le=90 * 86400,
         description="After loading, the order expires: code refused, opened only for staff "
         "retrieval. At least `pickup_window_s`.",
     )
     reopen_grace_s: Seconds = Field(
         default=120.0,
         ge=0,
+        le=86400,
         description="After collection, the same code may reopen the door this long.",
     )
 

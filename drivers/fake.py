@@ -11,7 +11,9 @@ needs:
   call until :meth:`~FakeLockBoard.clear_faults`, of one operation or of all, raise the
   error a real line would: ``"timeout"`` -> :class:`~drivers.errors.BoardTimeout`,
   ``"frame"`` -> :class:`~drivers.errors.FrameError`, ``"rejected"`` ->
-  :class:`~drivers.errors.BoardRejected`, ``"bus"`` -> :class:`~drivers.errors.BusError`;
+  :class:`~drivers.errors.BoardRejected`, ``"bus"`` -> :class:`~drivers.errors.BusError`,
+  and ``"bug"`` -> a plain :class:`RuntimeError` (a backend defect: outside the driver
+  contract, what the daemon's task supervision must survive);
   a faulted call is recorded and has no effect (the board did not get the command).
   Two more faults model a lost acknowledgement *after* the board acted:
   ``"ack_lost"`` (the command is carried out, then
@@ -64,7 +66,7 @@ __all__ = [
 ]
 
 Clock = Callable[[], float]
-FAULTS = ("timeout", "frame", "rejected", "bus", "ack_lost", "ack_garbled")
+FAULTS = ("timeout", "frame", "rejected", "bus", "bug", "ack_lost", "ack_garbled")
 #: Faults that let the command act and then lose (or garble) its acknowledgement.
 _AFTER_ACTING = ("ack_lost", "ack_garbled")
 
@@ -164,6 +166,8 @@ class _FakeCore:
             self.history.append(Call(now, op, args, fault.kind))
             if fault.kind in _AFTER_ACTING:
                 return self._error(fault, op)
+            if fault.kind == "bug":
+                raise RuntimeError(f"injected bug on {op}")
             raise self._error(fault, op)
         self.history.append(Call(now, op, args, "ok"))
         return None

@@ -76,7 +76,9 @@ EXAMPLES: dict[str, list[dict[str, Any]]] = {
                        "crc_errors": 1, "retries": 3}],
             "outbox_depth": 0, "memory_rss_bytes": 48234496, "cpu_percent": 3.5,
             "cpu_temperature_c": 51.2, "temperatures": {"chilled": 3.1, "frozen": None},
-            "mqtt": {"connected": True, "since": "2026-11-22T07:02:11Z", "reconnects": 0},
+            "mqtt": {"connected": True, "since": "2026-11-22T07:02:11Z", "reconnects": 0,
+                     "dropped_commands": 0},
+            "task_restarts": {"lane": 1},
         },
     ],
     "command": [

@@ -287,6 +287,12 @@ class MqttLinkStats(_Model):
     since: AwareDatetime
     reconnects: NonNegativeInt
     last_error: Annotated[str, StringConstraints(max_length=200)] | None = None
+    #: Commands received but never handled since start-up (a flood filled the queue);
+    #: none of them got a reply.
+    dropped_commands: NonNegativeInt = 0
+
+
+TaskName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_-]{0,31}$")]
 
 
 class Telemetry(_Model):
@@ -304,6 +310,9 @@ class Telemetry(_Model):
     cpu_temperature_c: float | None = None
     temperatures: dict[ZoneName, float | None] = Field(default_factory=dict)
     mqtt: MqttLinkStats
+    #: Failures of the daemon's long-running tasks since start-up, by task name (each was
+    #: logged with its traceback and the task restarted); absent names never failed.
+    task_restarts: dict[TaskName, NonNegativeInt] = Field(default_factory=dict)
 
 
 # ---------------------------------------------------------------------------------------------

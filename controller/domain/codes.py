@@ -16,15 +16,60 @@ import hashlib
 import hmac
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from controller.domain.errors import DomainError, ErrorCode
 
-__all__ = ["DEFAULT_REOPEN_GRACE_S", "CodeHash", "CodeUse", "OrderCode", "PickupCode"]
+__all__ = [
+    "DEFAULT_REOPEN_GRACE_S",
+    "MAX_ENTRY_CHARS",
+    "CodeEntry",
+    "CodeHash",
+    "CodeUse",
+    "OrderCode",
+    "PickupCode",
+    "parse_entry",
+]
 
 DEFAULT_REOPEN_GRACE_S = 120.0
+MAX_ENTRY_CHARS = 256
 _CODE_PATTERN = re.compile(r"[A-Z0-9]{4,32}")
+# As the MQTT contract's order ids: what the store and the lockouts can key on.
+_ORDER_ID_PATTERN = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+
+
+@dataclass(frozen=True, slots=True)
+class CodeEntry:
+    """What was typed or scanned at the lane, split: the order it names (``None``: any
+    order this code could open) and the code text (not yet checked; keep it out of logs)."""
+
+    order_id: str | None
+    code_text: str = field(repr=False)
+
+
+def parse_entry(raw: str, order_id: str | None = None) -> CodeEntry:
+    """Split a lane entry into the order and the code.
+
+    A scanned QR may carry ``ORDER:CODE`` (the order part names which order the code is
+    for; the last colon splits, since order ids may hold colons). ``order_id`` given by
+    the caller wins over any colon in ``raw``. Raises ``invalid_argument`` (nothing is
+    counted or changed) for an entry longer than :data:`MAX_ENTRY_CHARS` or an order part
+    that is not an order id (``[A-Za-z0-9._:-]{1,64}``): such text cannot name any order,
+    so it is refused before a lockout or the store is touched.
+    """
+    if not isinstance(raw, str) or len(raw) > MAX_ENTRY_CHARS:
+        raise DomainError(ErrorCode.INVALID_ARGUMENT,
+                          f"an entry is at most {MAX_ENTRY_CHARS} characters", field="code")
+    code_text = raw
+    if order_id is None and ":" in raw:
+        order_part, _, code_text = raw.rpartition(":")
+        order_id = order_part.strip() or None
+    if order_id is not None and not _ORDER_ID_PATTERN.fullmatch(order_id):
+        raise DomainError(ErrorCode.INVALID_ARGUMENT,
+                          "the order part is not an order id ([A-Za-z0-9._:-], 1 to 64)",
+                          field="order_id")
+    return CodeEntry(order_id, code_text)
 
 
 class PickupCode:

@@ -10,7 +10,9 @@ What it does, and what it promises:
   :meth:`close` publishes ``offline`` itself before a clean disconnect (a clean DISCONNECT
   discards the will).
 - **Reconnect forever** with exponential backoff and jitter between ``backoff_min_s`` and
-  ``backoff_max_s``, until :meth:`close`. :meth:`snapshot` shows the state for telemetry
+  ``backoff_max_s`` (a few seconds: the cabinet is back within seconds of the broker), until
+  :meth:`close`. The backoff starts over as soon as the broker answers (CONNACK), whether
+  or not the rest of the session set-up succeeds. :meth:`snapshot` shows the state for telemetry
   (connected, since, reconnects, last error).
 - **Publish = acknowledged.** :meth:`publish` with QoS 1 returns only after the broker's
   PUBACK for that very message (MQTT 5: with a success reason code). If the link is down it
@@ -22,10 +24,16 @@ What it does, and what it promises:
   Each connection uses a fresh aiomqtt client, so paho never replays a message on its own
   after a reconnect: retrying is the caller's decision.
 - **Commands in.** Messages on ``cmd`` become :class:`IncomingCommand` values (payload bytes,
-  MQTT 5 response topic and correlation data) in a bounded queue, read with :meth:`receive`
-  or ``async for cmd in link.commands()``. Retained messages on ``cmd`` are dropped (a
-  command is never stored for later); when the queue is full new commands are dropped and
-  counted (the daemon's rate limit answers floods before that).
+  MQTT 5 response topic and correlation data), read with :meth:`receive` or
+  ``async for cmd in link.commands()``. Retained messages on ``cmd`` are dropped (a
+  command is never stored for later). Paho hands each message straight to the link (no
+  unbounded queue in between), which keeps two bounded queues: one for payloads that look
+  like a command (a JSON object within the command size limit), served first, and a small
+  one for the rest (answered ``bad_json``/``too_large`` when there is time; an oversized
+  payload is kept cut to the limit plus one byte, enough for its refusal). A message that
+  finds its queue full is dropped, counted (``dropped_commands`` in the snapshot and in
+  telemetry) and logged at most once per ``drop_log_interval_s``: a flood of garbage costs
+  bounded memory and cannot push a real command out.
 - **Replies.** :meth:`reply` sends to the request's MQTT 5 response topic with its
   correlation data when it had one, else to the cabinet's ``reply`` topic.
 
@@ -44,11 +52,13 @@ Error tree::
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import math
 import random
 import ssl
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -61,7 +71,12 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from controller.contract.messages import MqttLinkStats, Status, encode
+from controller.contract.messages import (
+    DEFAULT_MAX_COMMAND_BYTES,
+    MqttLinkStats,
+    Status,
+    encode,
+)
 from controller.contract.topics import CabinetTopics
 
 __all__ = [
@@ -124,11 +139,15 @@ class MqttLinkSettings:
     tls_cert: str | None = None
     tls_key: str | None = None
     tls_insecure: bool = False
-    backoff_min_s: float = 1.0
-    backoff_max_s: float = 60.0
+    backoff_min_s: float = 0.25
+    backoff_max_s: float = 3.0
     connect_timeout_s: float = 10.0
     publish_timeout_s: float = 10.0
     incoming_queue_size: int = 256
+    junk_queue_size: int = 32
+    junk_per_s: float = 50.0
+    max_command_bytes: int = DEFAULT_MAX_COMMAND_BYTES
+    drop_log_interval_s: float = 10.0
 
     def __post_init__(self) -> None:
         if not self.client_id:
@@ -137,8 +156,10 @@ class MqttLinkSettings:
             raise ValueError(f"protocol must be 5 or 311, not {self.protocol!r}")
         if not 0 < self.backoff_min_s <= self.backoff_max_s:
             raise ValueError("need 0 < backoff_min_s <= backoff_max_s")
-        if self.incoming_queue_size < 1:
-            raise ValueError("incoming_queue_size must be >= 1")
+        if self.incoming_queue_size < 1 or self.junk_queue_size < 1:
+            raise ValueError("incoming_queue_size and junk_queue_size must be >= 1")
+        if self.max_command_bytes < 64:
+            raise ValueError("max_command_bytes must be >= 64")
 
     @property
     def uses_tls(self) -> bool:
@@ -200,7 +221,8 @@ class LinkSnapshot:
         """The ``mqtt`` part of the telemetry message."""
         error = self.last_error[:200] if self.last_error else None
         return MqttLinkStats(connected=self.connected, since=self.since,
-                             reconnects=self.reconnects, last_error=error)
+                             reconnects=self.reconnects, last_error=error,
+                             dropped_commands=self.dropped_commands)
 
 
 def _utc_now() -> datetime:
@@ -211,9 +233,24 @@ class _AckingClient(aiomqtt.Client):
     """aiomqtt's client plus a publish that resolves on *this message's* PUBACK and reports
     the MQTT 5 reason code, and fails at once when the connection is lost."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, on_message: Callable[[paho.MQTTMessage], None],
+                 **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._acks: dict[int, asyncio.Future[ReasonCode]] = {}
+        self._deliver = on_message
+
+    def _on_message(self, client: paho.Client, userdata: Any,
+                    message: paho.MQTTMessage) -> None:
+        # Straight to the link's bounded queues: aiomqtt's own queue is unbounded. aiomqtt
+        # reads the socket on the loop, so this is the loop's thread; a hand-over otherwise.
+        try:
+            on_loop = asyncio.get_running_loop() is self._loop
+        except RuntimeError:
+            on_loop = False
+        if on_loop:
+            self._deliver(message)
+        else:
+            self._loop.call_soon_threadsafe(self._deliver, message)
 
     def _on_publish(self, client: paho.Client, userdata: Any, mid: int,
                     reason_code: ReasonCode, properties: Properties) -> None:
@@ -292,8 +329,12 @@ class MqttLink:
         self._wall = wall_clock
         self._log = logger or log
         self._snapshot = LinkSnapshot(connected=False, since=wall_clock())
-        self._queue: asyncio.Queue[IncomingCommand | None] = asyncio.Queue(
-            settings.incoming_queue_size + 1)  # +1: room for the closing sentinel
+        self._commands: collections.deque[IncomingCommand] = collections.deque()
+        self._junk: collections.deque[IncomingCommand] = collections.deque()
+        self._available = asyncio.Event()
+        self._drops_logged_at: float | None = None
+        self._junk_budget = _TokenBucket(settings.junk_per_s, settings.junk_queue_size)
+        self._drops_since_log = 0
         self._client: _AckingClient | None = None
         self._connected = asyncio.Event()
         self._closing = asyncio.Event()
@@ -333,7 +374,8 @@ class MqttLink:
                 s = self._settings
                 bound = s.connect_timeout_s + 2 * s.publish_timeout_s + 5.0
                 try:
-                    await asyncio.wait_for(asyncio.shield(task), bound)
+                    async with asyncio.timeout(bound):
+                        await asyncio.shield(task)
                 except TimeoutError:
                     self._log.error("MQTT link did not stop within %.0fs; cancelling", bound)
                     task.cancel()
@@ -341,8 +383,7 @@ class MqttLink:
                         await task
             self._closed = True
             self._set_snapshot(connected=False, closed=True)
-            with contextlib.suppress(asyncio.QueueFull):
-                self._queue.put_nowait(None)
+            self._available.set()  # waiting receivers see the end
 
     # -- state -------------------------------------------------------------------------------
 
@@ -419,15 +460,26 @@ class MqttLink:
     # -- inbound -----------------------------------------------------------------------------
 
     async def receive(self) -> IncomingCommand:
-        """The next command, in arrival order; raises :class:`LinkClosed` once closed."""
-        if self._closed and self._queue.empty():
-            raise LinkClosed("the link was closed")
-        item = await self._queue.get()
-        if item is None:
-            with contextlib.suppress(asyncio.QueueFull):
-                self._queue.put_nowait(None)  # let every other receiver see the end too
-            raise LinkClosed("the link was closed")
-        return item
+        """The next command: those that look like commands first, in arrival order, then
+        the rest; raises :class:`LinkClosed` once closed and drained."""
+        while True:  # bounded: each turn returns, raises, or waits for a new message
+            if self._commands:
+                return self._commands.popleft()
+            if self._junk:
+                wait = self._junk_budget.take(time.monotonic())
+                if wait <= 0:
+                    return self._junk.popleft()
+                # Over budget: what is not a command waits (and overflows, counted) so a
+                # flood of it cannot eat the loop; a real command arriving meanwhile wins.
+                self._available.clear()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(wait):
+                        await self._available.wait()
+                continue
+            if self._closed:
+                raise LinkClosed("the link was closed")
+            self._available.clear()
+            await self._available.wait()
 
     async def commands(self) -> AsyncIterator[IncomingCommand]:
         """``async for cmd in link.commands()``: every command until the link closes."""
@@ -483,7 +535,7 @@ class MqttLink:
                 cert_reqs=ssl.CERT_REQUIRED)
             if s.tls_insecure:
                 kwargs["tls_insecure"] = True
-        return _AckingClient(s.host, s.port, **kwargs)
+        return _AckingClient(s.host, s.port, on_message=self._accept, **kwargs)
 
     def _backoff(self, attempt: int) -> float:
         s = self._settings
@@ -501,29 +553,48 @@ class MqttLink:
             except Exception:
                 self._log.exception("on_connection_change failed")
 
-    def _accept(self, message: aiomqtt.Message) -> None:
-        if message.topic.value != self._topics.cmd:
+    def _accept(self, message: paho.MQTTMessage) -> None:
+        """Called by paho (on the loop) for every message received: into a bounded queue."""
+        topic = message.topic
+        if topic != self._topics.cmd:
             return
         if message.retain:
-            self._log.warning("dropped a retained message on %s: commands are never stored",
-                              self._topics.cmd)
+            self._dropped("a retained message (commands are never stored)")
             return
-        props = message.properties
+        props = getattr(message, "properties", None)
         response_topic = getattr(props, "ResponseTopic", None) if props is not None else None
         correlation = getattr(props, "CorrelationData", None) if props is not None else None
-        payload = message.payload
-        if not isinstance(payload, bytes | bytearray):
-            payload = str(payload).encode() if payload is not None else b""
+        payload = bytes(message.payload or b"")
+        limit = self._settings.max_command_bytes
+        stripped = payload.strip()
+        looks_like_command = (len(payload) <= limit and stripped.startswith(b"{")
+                              and stripped.endswith(b"}"))
+        if len(payload) > limit:
+            payload = payload[:limit + 1]  # enough to be refused as too large, no more
         incoming = IncomingCommand(
-            payload=bytes(payload), topic=message.topic.value,
-            response_topic=response_topic or None,
-            correlation_data=bytes(correlation) if correlation is not None else None,
+            payload=payload, topic=topic,
+            response_topic=str(response_topic) if response_topic else None,
+            correlation_data=bytes(correlation)[:256] if correlation is not None else None,
         )
-        if self._queue.qsize() >= self._settings.incoming_queue_size:
-            self._set_snapshot(dropped_commands=self._snapshot.dropped_commands + 1)
-            self._log.warning("command queue full: dropped a command")
+        queue, size = ((self._commands, self._settings.incoming_queue_size)
+                       if looks_like_command else (self._junk, self._settings.junk_queue_size))
+        if len(queue) >= size:
+            self._dropped("command queue full")
             return
-        self._queue.put_nowait(incoming)
+        queue.append(incoming)
+        self._available.set()
+
+    def _dropped(self, why: str) -> None:
+        self._set_snapshot(dropped_commands=self._snapshot.dropped_commands + 1)
+        self._drops_since_log += 1
+        now = time.monotonic()
+        last = self._drops_logged_at
+        if last is None or now - last >= self._settings.drop_log_interval_s:
+            self._log.warning(
+                "%s on %s: dropped %d command(s) since the last report, %d in all",
+                why, self._topics.cmd, self._drops_since_log, self._snapshot.dropped_commands)
+            self._drops_logged_at = now
+            self._drops_since_log = 0
 
     async def _read_until_closing(self, client: _AckingClient) -> None:
         """Hand every message to :meth:`_accept` until close() (returns) or the connection
@@ -542,7 +613,7 @@ class MqttLink:
                             await message
                 if not message.done() or message.cancelled():
                     return
-                self._accept(message.result())
+                message.result()  # messages go to _accept from paho; this only sees a drop
         finally:
             closing.cancel()
 
@@ -553,6 +624,7 @@ class MqttLink:
             client = self._new_client()
             try:
                 async with client:
+                    attempt = 0  # the broker answered: the next failure starts over
                     self._client = client
                     if self._closing.is_set():
                         await self._publish_status(client, "offline")
@@ -562,7 +634,6 @@ class MqttLink:
                         raise LinkDown(f"the broker refused the subscription to "
                                        f"{self._topics.cmd} ({granted[0]})")
                     await self._publish_status(client, "online")
-                    attempt = 0
                     self._connected.set()
                     self._set_snapshot(
                         connected=True, connects=self._snapshot.connects + 1,
@@ -596,6 +667,26 @@ class MqttLink:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(delay):
                     await self._closing.wait()
+
+
+class _TokenBucket:
+    """``rate`` tokens a second, at most ``burst`` saved up."""
+
+    def __init__(self, rate: float, burst: float) -> None:
+        self.rate = rate
+        self.burst = max(burst, 1.0)
+        self._tokens = self.burst
+        self._at: float | None = None
+
+    def take(self, now: float) -> float:
+        """Take a token if there is one (returns 0), else the seconds until there is."""
+        if self._at is not None:
+            self._tokens = min(self.burst, self._tokens + (now - self._at) * self.rate)
+        self._at = now
+        if self._tokens >= 1.0:
+            self._tokens -= 1.0
+            return 0.0
+        return (1.0 - self._tokens) / self.rate
 
 
 def _describe(exc: BaseException) -> str:

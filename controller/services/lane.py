@@ -36,7 +36,11 @@ The steps, in this order (each refusal is a ``code_rejected`` event and a short 
 A scanned QR code may name its order: ``<order id>:<code>`` (the order id as dispatch
 knows it). Then only that order's hashes are checked and wrong codes also count against
 the order, so a thief cannot spread guesses over lanes. A bare code is checked against
-every candidate order.
+every candidate order. Text whose order part cannot be an order id (``order 1:123456``,
+control characters, over 256 characters: :func:`~controller.domain.codes.parse_entry`) is
+refused as ``invalid_code`` before anything is counted, stored or hashed. Whatever the
+text, :meth:`LaneService.enter_code` answers and never raises; nothing a scanner sends can
+stop the lane.
 
 Lane I/O
 ========
@@ -68,7 +72,7 @@ from datetime import datetime
 from typing import Any
 
 from controller.domain.cabinet_model import CabinetModel, Emitted, Now
-from controller.domain.codes import PickupCode
+from controller.domain.codes import PickupCode, parse_entry
 from controller.domain.compartment import CompartmentState, OpenPurpose
 from controller.domain.door import DoorState
 from controller.domain.errors import DomainError, ErrorCode
@@ -478,8 +482,13 @@ class LaneService:
     # -- running ------------------------------------------------------------------------
 
     async def run(self) -> None:
-        """Until cancelled: scanner codes, input edges, and the lane's timers."""
-        await asyncio.gather(self._scan_loop(), self._edge_loop(), self._tick_loop())
+        """Until cancelled: scanner codes, input edges, and the lane's timers. If one of
+        them fails, the others are stopped and the failure raised (the daemon's supervisor
+        restarts the whole lane, never a half of it)."""
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(self._scan_loop(), name="lane-scanner")
+            tg.create_task(self._edge_loop(), name="lane-inputs")
+            tg.create_task(self._tick_loop(), name="lane-ticks")
 
     async def _scan_loop(self) -> None:
         if self._scanner is None:
@@ -488,15 +497,25 @@ class LaneService:
         if start is not None:
             await start()  # opens the port in the background, reconnecting as needed
         async for event in self._scanner:
-            kind = type(event).__name__
-            if kind == "ScannedCode":
-                await self.enter_code(event.code, source="scanner")
-            elif kind == "ScanRejected":
-                await self._reject_event(_Refused("unreadable", event.message), "scanner")
-            elif kind == "ScannerStatus":
-                await self._emit([PendingEvent(
-                    "scanner_connected" if event.connected else "scanner_disconnected",
-                    {"lane": self.lane_id, "detail": event.detail[:200]}, time.time())])
+            try:
+                await self._on_scan(event)
+            except StoreError as exc:
+                log.warning("scanner event not stored", extra={"ctx": {"error": str(exc)}})
+
+    async def _on_scan(self, event: object) -> None:
+        kind = type(event).__name__
+        if kind == "ScannedCode":
+            code = getattr(event, "code", None)
+            await self.enter_code(code if isinstance(code, str) else "", source="scanner")
+        elif kind == "ScanRejected":
+            message = str(getattr(event, "message", ""))
+            await self._reject_event(_Refused("unreadable", message), "scanner")
+        elif kind == "ScannerStatus":
+            connected = bool(getattr(event, "connected", False))
+            detail = str(getattr(event, "detail", ""))
+            await self._emit([PendingEvent(
+                "scanner_connected" if connected else "scanner_disconnected",
+                {"lane": self.lane_id, "detail": detail[:200]}, time.time())])
 
     async def _edge_loop(self) -> None:
         while True:
@@ -680,19 +699,36 @@ class LaneService:
 
     async def enter_code(self, raw: str, *, source: str = "keypad",
                          order_id: str | None = None) -> EntryResult:
-        """Check a code typed or scanned at the lane and open its compartment. Never
-        raises for a bad code: the result (and the events) say what happened."""
+        """Check a code typed or scanned at the lane and open its compartment.
+
+        Never raises, whatever the text: the result (and the events) say what happened.
+        An entry that cannot name an order (``parse_entry``) is ``invalid_code`` and
+        changes nothing (no lockout count, no store access); a store that fails mid-check
+        is ``store_unavailable``; an unexpected error is logged with its traceback and
+        answered ``internal``. None of them stops the lane.
+        """
         started = time.monotonic()
-        if order_id is None and ":" in raw:
-            order_id, _, raw = raw.rpartition(":")
-            order_id = order_id.strip() or None
+        try:
+            entry = parse_entry(raw, order_id)
+        except DomainError as exc:
+            return await self._reject_event(_Refused("invalid_code", exc.message), source)
         async with self._entry_lock:
             self._checking += 1
-            await self._update_light()
             try:
-                return await self._enter(raw, source, order_id, started)
+                await self._update_light()
+                return await self._enter(entry.code_text, source, entry.order_id, started)
             except _Refused as refused:
                 return await self._reject_event(refused, source)
+            except StoreError as exc:
+                log.warning("code entry: store unavailable", extra={"ctx": {"error": str(exc)}})
+                return await self._reject_event(
+                    _Refused("store_unavailable", "the store is unavailable; try again",
+                             order_id=entry.order_id), source)
+            except Exception:
+                log.exception("code entry failed")
+                return await self._reject_event(
+                    _Refused("internal", "the cabinet failed to check this code",
+                             order_id=entry.order_id), source)
             finally:
                 self._checking -= 1
                 await self._update_light()
@@ -705,7 +741,11 @@ class LaneService:
             data["order"] = refused.order_id
         if refused.locked_for_s:
             data["locked_for_s"] = refused.locked_for_s
-        await self._emit([PendingEvent("code_rejected", data, time.time(), refused.compartment)])
+        try:
+            await self._emit([PendingEvent("code_rejected", data, time.time(),
+                                           refused.compartment)])
+        except StoreError as exc:  # the refusal stands; only its event is lost
+            log.warning("code_rejected event not stored", extra={"ctx": {"error": str(exc)}})
         self._beep(self._lockout_beep_s if refused.reason == "locked_out" else self._beep_s)
         return EntryResult(False, refused.reason, refused.compartment, refused.order_id,
                            locked_for_s=refused.locked_for_s)

@@ -84,10 +84,11 @@ class Poller:
         await asyncio.gather(*(self._cycle(bus) for bus in self._hardware.buses))
 
     async def run(self) -> None:
-        await asyncio.gather(
-            *(self._run_bus(bus) for bus in self._hardware.buses),
-            self._run_probes(),
-        )
+        # One failing loop stops its siblings and raises: the supervisor restarts all.
+        async with asyncio.TaskGroup() as tg:
+            for bus in self._hardware.buses:
+                tg.create_task(self._run_bus(bus), name=f"poll-{bus}")
+            tg.create_task(self._run_probes(), name="probes")
 
     async def _run_bus(self, bus: str) -> None:
         if not self._hardware.boards_on(bus):

@@ -242,6 +242,15 @@ def event_payload(event: Event) -> bytes:
     )
 
 
+def _honour_cancel() -> None:
+    """Raise CancelledError if this task was asked to stop: a cancellation that a library
+    call swallowed on the way (seen with a stop arriving mid-publish) must still end the
+    loop, or the daemon's stop (and an ``apply_config`` restart) waits for ever."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
 class OutboxPump:
     """Publishes pending events in sequence order, acknowledging each after its PUBACK."""
 
@@ -271,6 +280,7 @@ class OutboxPump:
     async def run(self) -> None:
         """Until cancelled: drain the outbox whenever there is something and a broker."""
         while True:
+            _honour_cancel()
             await self._wait_connected()
             try:
                 drained = await self.drain()
@@ -283,10 +293,14 @@ class OutboxPump:
             if drained:
                 continue
             self._wake.clear()
+            _honour_cancel()
             with contextlib.suppress(TimeoutError):
                 # Re-check now and then: an event committed by another process, or a wake
-                # lost to a race, is still published.
-                await asyncio.wait_for(self._wake.wait(), self._idle_recheck_s)
+                # lost to a race, is still published. asyncio.timeout, not wait_for: on
+                # 3.11 wait_for swallows a cancellation that arrives as the wake comes (a
+                # stop right after an event), and the pump, hence the daemon, never ends.
+                async with asyncio.timeout(self._idle_recheck_s):
+                    await self._wake.wait()
 
     async def drain(self) -> int:
         """Publish one batch of pending events; returns how many were published."""

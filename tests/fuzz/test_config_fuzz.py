@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import datetime as dt
 import math
+import re
 import tomllib
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,7 +23,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from controller.settings import ConfigError, Settings, load_settings, parse_settings
+from controller.settings import (
+    ConfigError,
+    Settings,
+    describe_keys,
+    load_settings,
+    parse_settings,
+)
 from tests.unit.settings.toml_text import dumps
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -234,3 +241,68 @@ def test_environment_and_overrides_load_or_raise_config_error(
     path = ROOT / "deploy" / "sim-cabinet.toml"
     env = {k: v for k, v in env.items() if "\x00" not in k + v and "=" not in k}
     outcome(lambda: load_settings(path, env=env, overrides=overrides))
+
+
+# -- every number out of its range, every boolean not a boolean: refused by key -------------
+
+_BOUND = re.compile(r"(>=|>|<=|<) (-?[0-9.e+]+)")
+
+
+def _scalar_keys() -> list[tuple[str, str]]:
+    """(key, type) of the plain keys of the single sections (no arrays, no tenant pools)."""
+    out = []
+    for doc in describe_keys():
+        parts = doc.key.split(".")
+        if len(parts) != 2 or "[]" in doc.key or parts[0] in ("tenants", "simulator"):
+            continue
+        kind = doc.type.split(" (")[0]
+        if kind in ("integer", "number", "seconds", "boolean"):
+            out.append((doc.key, doc.type))
+    return out
+
+
+SCALARS = _scalar_keys()
+
+
+@st.composite
+def _absurd(draw: st.DrawFn) -> tuple[str, Any]:
+    key, type_text = draw(st.sampled_from(SCALARS))
+    kind = type_text.split(" (")[0]
+    if kind == "boolean":
+        value = draw(st.one_of(st.integers(), st.floats(allow_nan=False),
+                               st.sampled_from(["yes", "no", "true", "false", "on", "1", ""])))
+        return key, value
+    bounds = dict((sign, float(n)) for sign, n in _BOUND.findall(type_text))
+    upper = bounds.get("<=", bounds.get("<"))
+    lower = bounds.get(">=", bounds.get(">"))
+    sides: list[st.SearchStrategy[Any]] = []
+    if kind == "integer":
+        if upper is not None:
+            top = math.floor(upper) + (0 if "<" in bounds else 1)
+            sides.append(st.integers(min_value=top, max_value=10**30))
+        if lower is not None:
+            bottom = math.ceil(lower) - (0 if ">" in bounds else 1)
+            sides.append(st.integers(min_value=-(10**30), max_value=bottom))
+        sides.append(st.floats(allow_nan=False).map(lambda v: v))  # not a whole number
+        sides.append(st.integers(-5, 100).map(str))  # text, not a number
+        return key, draw(st.one_of(*sides))
+    if upper is not None:
+        sides.append(st.floats(min_value=upper, max_value=1e300).filter(
+            lambda v: v > upper or ("<" in bounds and v >= upper)))
+    if lower is not None:
+        sides.append(st.floats(min_value=-1e300, max_value=lower).filter(
+            lambda v: v < lower or (">" in bounds and v <= lower)))
+    sides.append(st.sampled_from([math.inf, -math.inf, math.nan]))
+    return key, draw(st.one_of(*sides))
+
+
+@FUZZ
+@given(case=_absurd())
+def test_a_value_out_of_range_or_not_a_boolean_is_refused_by_key(case: tuple[str, Any]) -> None:
+    key, value = case
+    section, name = key.split(".")
+    data = copy.deepcopy(PARSED["sim-cabinet.toml"])
+    data.setdefault(section, {})[name] = value
+    result = outcome(lambda: parse_settings(data, check_files=False))
+    assert isinstance(result, ConfigError), f"{key} = {value!r} was accepted"
+    assert key in result.keys, (key, value, str(result))

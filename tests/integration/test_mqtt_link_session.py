@@ -307,10 +307,10 @@ def test_settings_from_the_daemon_config() -> None:
     from controller.settings import MqttConfig
 
     config = MqttConfig(host="broker.lan", port=8883, protocol=311, client_id="locker-a-b",
-                        reconnect_min_s=0.5, reconnect_max_s=20)
+                        reconnect_min_s=0.5, reconnect_max_s=8)
     settings = MqttLinkSettings.from_config(config, publish_timeout_s=3.0)
     assert (settings.host, settings.port, settings.protocol) == ("broker.lan", 8883, 311)
     assert settings.client_id == "locker-a-b"
-    assert (settings.backoff_min_s, settings.backoff_max_s) == (0.5, 20.0)
+    assert (settings.backoff_min_s, settings.backoff_max_s) == (0.5, 8.0)
     assert settings.publish_timeout_s == 3.0
     assert not settings.uses_tls

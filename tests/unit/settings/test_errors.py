@@ -160,7 +160,7 @@ def test_lane_and_log_unknown_keys(valid_data: dict[str, Any]) -> None:
 @pytest.mark.parametrize(
     ("path", "value", "expected"),
     [
-        (("mqtt", "port"), "eighty", "must be a valid integer"),
+        (("mqtt", "port"), "eighty", "must be a whole number"),
         (("mqtt", "port"), 70000, "must be less than or equal to 65535"),
         (("mqtt", "protocol"), 4, "must be 5 or 311 (got 4)"),
         (("mqtt", "topic_root"), "lockers/#", "must not contain"),
