@@ -641,6 +641,29 @@ class BusConfig(_Section):
         description="Silence between frames; default the Modbus 3.5 characters "
         "(1.75 ms above 19200 baud).",
     )
+    settle_s: Seconds | None = Field(
+        default=None,
+        ge=0,
+        le=1,
+        description="Quiet time the line waits for after a failed attempt before the next "
+        "request; default the smaller of `timeout_s` and 0.05 s.",
+    )
+    late_window_s: Seconds | None = Field(
+        default=None,
+        ge=0,
+        le=10,
+        description="After a timed-out attempt, how long its reply is still awaited as "
+        "late (counted in telemetry `late_replies` and discarded, never taken for the next "
+        "answer); default twice `timeout_s`.",
+    )
+    degraded_after: Count = Field(
+        default=3,
+        ge=1,
+        le=50,
+        description="A board with late replies in this many of its last transactions is "
+        "degraded: its reads fail and its signals read unknown until it answers on time "
+        "this many times in a row.",
+    )
 
     @field_validator("baudrate")
     @classmethod

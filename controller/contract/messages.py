@@ -277,6 +277,12 @@ class BusStats(_Model):
     timeouts: NonNegativeInt = 0
     crc_errors: NonNegativeInt = 0
     retries: NonNegativeInt = 0
+    #: Replies that came after their attempt's timeout: counted and discarded, never taken
+    #: for the answer to the next request.
+    late_replies: NonNegativeInt = 0
+    #: Board addresses that keep answering late: their inputs read unknown until they
+    #: answer on time again.
+    degraded_units: list[Annotated[int, Field(ge=0, le=255)]] = Field(default_factory=list)
     last_error: Annotated[str, StringConstraints(max_length=200)] | None = None
 
 

@@ -22,7 +22,8 @@ __all__ = ["Hardware"]
 log = logging.getLogger(__name__)
 
 _BUS_KEYS = ("name", "kind", "port", "baudrate", "parity", "stopbits", "bytesize", "host",
-             "tcp_port", "timeout_s", "retries")
+             "tcp_port", "timeout_s", "retries", "frame_gap_s", "settle_s", "late_window_s",
+             "degraded_after")
 _BOARD_KEYS = ("name", "address", "profile", "outputs", "inputs", "channels", "register_map",
                "max_pulse_s")
 
@@ -95,6 +96,8 @@ class Hardware:
                 "timeouts": int(getattr(snap, "timeouts", 0)),
                 "crc_errors": int(getattr(snap, "frame_errors", 0)),
                 "retries": int(getattr(snap, "retries", 0)),
+                "late_replies": int(getattr(snap, "late_replies", 0)),
+                "degraded_units": [int(u) for u in getattr(snap, "degraded", ())],
                 "last_error": (getattr(snap, "last_error", None) or None),
             })
         return out

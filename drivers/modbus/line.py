@@ -432,7 +432,9 @@ class ModbusLine:
     (default ``min(timeout, 0.05)``); ``late_window_s`` how long after a timed-out
     attempt its reply is still awaited as late (default twice the attempt's timeout);
     ``degraded_after`` how many consecutive transactions with late replies make a unit
-    degraded (and how many without one clear it). The line opens lazily on first use,
+    degraded (and how many without one clear it); ``frame_gap_s`` the silence kept
+    between frames (default the Modbus 3.5 characters on a serial line, none behind a
+    gateway). The line opens lazily on first use,
     or explicitly with :meth:`connect`; a line whose port vanished reopens on the next
     transaction.
     """
@@ -454,6 +456,7 @@ class ModbusLine:
         settle_s: float | None = None,
         late_window_s: float | None = None,
         degraded_after: int = 3,
+        frame_gap_s: float | None = None,
     ) -> None:
         if (port is None) == (host is None):
             raise DriverConfigError(f"bus {name!r}: give exactly one of port (rtu) or host (tcp)")
@@ -466,6 +469,10 @@ class ModbusLine:
         if late_window_s is not None and late_window_s < 0:
             raise DriverConfigError(
                 f"bus {name!r}: late_window_s must be >= 0, got {late_window_s}"
+            )
+        if frame_gap_s is not None and not 0 <= frame_gap_s <= 1:
+            raise DriverConfigError(
+                f"bus {name!r}: frame_gap_s must be in [0, 1], got {frame_gap_s}"
             )
         if degraded_after < 1:
             raise DriverConfigError(
@@ -489,7 +496,10 @@ class ModbusLine:
         self._serial_params = (bytesize, parity, stopbits)
         # On a serial line we time the wire; behind a gateway the gateway does.
         self._timed = port is not None
-        self._gap = silent_interval(baudrate) if self._timed else 0.0
+        if frame_gap_s is not None:
+            self._gap = frame_gap_s  # set for slow boards that need more than 3.5 characters
+        else:
+            self._gap = silent_interval(baudrate) if self._timed else 0.0
         self._transport: _Transport | None = None
         self._closed = False
         self._gate = _PriorityGate()
@@ -531,7 +541,7 @@ class ModbusLine:
         Keys: ``name``, ``kind`` (``"rtu"``: ``port``, ``baudrate``, optional ``parity``,
         ``stopbits``, ``bytesize``; ``"tcp"``: ``host``, ``tcp_port``, optional
         ``framing``), optional ``timeout_s``, ``retries``, ``settle_s``,
-        ``late_window_s``, ``degraded_after``.
+        ``late_window_s``, ``degraded_after``, ``frame_gap_s``.
         """
         try:
             name = str(cfg["name"])
@@ -544,6 +554,9 @@ class ModbusLine:
                     None if cfg.get("late_window_s") is None else float(cfg["late_window_s"])
                 ),
                 "degraded_after": int(cfg.get("degraded_after", 3)),
+                "frame_gap_s": (
+                    None if cfg.get("frame_gap_s") is None else float(cfg["frame_gap_s"])
+                ),
             }
             if kind == "rtu":
                 return cls(
