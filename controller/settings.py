@@ -788,7 +788,10 @@ class ProbeRegisterMap(_Section):
 class _BoardBase(_Section):
     name: Name = Field(description="Board name, referenced by channels.")
     bus: Name = Field(description="Name of the bus the board is on.")
-    address: Count = Field(ge=1, le=247, description="Modbus unit address, 1..247.")
+    address: Count = Field(
+        ge=1, le=255,
+        description="Modbus unit address, 1..255 (248..255 are reserved by the Modbus "
+        "specification but used by the relay boards).")
 
     @property
     def output_count(self) -> int:

@@ -132,8 +132,8 @@ class Request:
 
 def _check_unit(unit: int, *, write: bool) -> None:
     low = 0 if write else 1
-    if not low <= unit <= 247:
-        raise ValueError(f"unit must be in {low}..247, got {unit}")
+    if not low <= unit <= 255:
+        raise ValueError(f"unit must be in {low}..255, got {unit}")
 
 
 def _check_u16(name: str, value: int) -> None:

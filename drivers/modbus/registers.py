@@ -22,7 +22,9 @@ Field knowledge, from the vendor's documentation and from boards on the bench:
   line answer the same frames, which garbles both replies. Re-address them one at a
   time, alone on the line, or by broadcast (address 0) with a single board attached.
 * The firmware version is holding register ``0x8000`` (value 100 = V1.00).
-* Valid unit addresses are 1..247; 0 is broadcast (no reply).
+* Unit addresses run 1..255 on these boards; 0 is broadcast (no reply). The Modbus
+  specification reserves 248..255, but the relay boards accept them and independent
+  masters use them, so the driver does too; a bus scan covers 1..247 unless asked for more.
 
 Line timing
 -----------
@@ -40,6 +42,7 @@ from dataclasses import dataclass
 __all__ = [
     "BITS_PER_CHAR",
     "MAX_UNIT",
+    "STANDARD_MAX_UNIT",
     "WAVESHARE",
     "WaveshareMap",
     "char_time",
@@ -52,7 +55,9 @@ __all__ = [
 ]
 
 BITS_PER_CHAR = 11
-MAX_UNIT = 247
+MAX_UNIT = 255
+#: The last address the Modbus specification assigns (248..255 are reserved).
+STANDARD_MAX_UNIT = 247
 #: Request of a read function (01/02/03/04): unit, function, address (2), count (2), CRC (2).
 READ_REQUEST_LEN = 8
 

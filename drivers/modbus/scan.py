@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from drivers.errors import BoardRejected, BoardTimeout, FrameError
 from drivers.modbus import codec
 from drivers.modbus.line import ModbusLine
-from drivers.modbus.registers import MAX_UNIT, WAVESHARE
+from drivers.modbus.registers import MAX_UNIT, STANDARD_MAX_UNIT, WAVESHARE
 
 __all__ = ["AddressChange", "ScanHit", "scan", "set_address"]
 
@@ -65,7 +65,7 @@ class ScanHit:
 
 async def scan(
     line: ModbusLine,
-    units: Iterable[int] = range(1, MAX_UNIT + 1),
+    units: Iterable[int] = range(1, STANDARD_MAX_UNIT + 1),
     *,
     timeout_s: float = 0.05,
     max_duration_s: float | None = None,

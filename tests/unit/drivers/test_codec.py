@@ -79,7 +79,7 @@ def test_known_crc_and_order_on_the_wire() -> None:
     ("kwargs", "message"),
     [
         ({"unit": 0, "function": 2, "address": 0, "count": 1}, "unit"),
-        ({"unit": 248, "function": 2, "address": 0, "count": 1}, "unit"),
+        ({"unit": 256, "function": 2, "address": 0, "count": 1}, "unit"),
         ({"unit": 1, "function": 2, "address": 0, "count": 0}, "count"),
         ({"unit": 1, "function": 3, "address": 0, "count": 126}, "count"),
         ({"unit": 1, "function": 2, "address": 0xFFFF, "count": 2}, "count"),

@@ -176,7 +176,7 @@ def test_lane_and_log_unknown_keys(valid_data: dict[str, Any]) -> None:
         (("buses", 0, "parity"), "X", "must be 'N', 'E' or 'O'"),
         (("buses", 0, "baudrate"), 12345, "must be one of 1200"),
         (("boards", 0, "address"), 0, "greater than or equal to 1"),
-        (("boards", 0, "address"), 248, "less than or equal to 247"),
+        (("boards", 0, "address"), 256, "less than or equal to 255"),
         (("boards", 0, "profile"), "relay16", "must be 'waveshare_relay'"),
         (("compartments", 0, "id"), "a01", "must match"),
         (("compartments", 0, "size"), "XXL", "must be 'S', 'M', 'L' or 'XL'"),
