@@ -41,7 +41,7 @@ from rich.text import Text
 from controller.cli_render import TrafficPrinter, describe_command, state_table
 from controller.contract.topics import CabinetTopics
 from controller.mqtt.dispatch import DispatchClient, Received
-from controller.rig import LaneRig
+from controller.rig import DEFAULT_TEMPLATE, LaneRig
 from controller.settings import load_settings
 
 __all__ = ["DEMO_TIMEOUT_S", "Check", "DemoFailed", "LaneDemo", "run_demo"]
@@ -368,7 +368,7 @@ def run_demo(console: Console, *, keep: bool = False, emulate_timing: bool = Tru
     started = time.monotonic()
     console.print(Panel.fit(
         f"cabinet [bold]{rig.site}/{rig.cabinet}[/] (simulated, {rig.config_path.name} "
-        f"from deploy/sim-cabinet.toml)\n"
+        f"from the packaged {DEFAULT_TEMPLATE.name})\n"
         f"broker   mosquitto on 127.0.0.1:{rig.mqtt_port}, topics "
         f"{rig.topic_root}/{rig.site}/{rig.cabinet}/#\n"
         f"store    {'redis-server (appendonly, fsync always)' if redis == 'server' else 'in-process (redis-server not installed)'}\n"  # noqa: E501
