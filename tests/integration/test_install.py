@@ -86,7 +86,7 @@ def install(root: Path, wheelhouse: Path, *extra: str) -> subprocess.CompletedPr
            if k not in ("PYTHONPATH", "VIRTUAL_ENV") and not k.startswith("LOCKER_")}
     # The cabinet's interpreter: Debian's python3, first on the PATH as on a cabinet.
     env["PATH"] = "/usr/sbin:/usr/bin:/sbin:/bin"
-    return subprocess.run(["bash", str(INSTALL), "--root", str(root), "--gpio", "none",
+    return subprocess.run(["bash", str(INSTALL), "--root", str(root),
                            "--wheelhouse", str(wheelhouse), *extra],
                           capture_output=True, text=True, timeout=600, check=False, env=env)
 
@@ -133,6 +133,16 @@ def test_install_check_fill_in_then_idempotent(target: Path, wheelhouse: Path,
     assert (target / "etc/udev/rules.d/99-locker-rs485.rules").is_file()
     lockerctl = target / "opt/locker-controller/.venv/bin/lockerctl"
     assert lockerctl.is_file()
+    # The default GPIO library (libgpiod bindings) came from the wheelhouse, with the
+    # locked version; the dependencies of the cabinet's Python 3.11.2 too.
+    venv_python = target / "opt/locker-controller/.venv/bin/python"
+    freeze = subprocess.run([str(venv_python), "-m", "pip", "freeze"], capture_output=True,
+                            text=True, check=True).stdout
+    locked = (ROOT / "requirements" / "gpio-gpiod.txt").read_text()
+    assert re.search(r"^gpiod==(\S+) ", locked, re.MULTILINE)
+    version = re.search(r"^gpiod==(\S+) ", locked, re.MULTILINE).group(1)  # type: ignore[union-attr]
+    assert f"gpiod=={version}" in freeze.splitlines()
+    assert any(line.startswith("locker-controller") for line in freeze.splitlines())
 
     # 2. the technician puts what was asked where it was asked
     pki = tmp_path / "pki"
