@@ -17,7 +17,10 @@ offline; 2 bad arguments, configuration or key file; 3 the broker, the bus or th
 cabinet did not answer in time; 130 interrupted. Expected failures print one line on
 stderr, ``lockerctl <command>: <what went wrong>``, never a traceback.
 
-Every command is bounded in time (``watch`` without ``--duration`` runs until Ctrl-C).
+Every command that prints data takes ``--json``. Into a pipe or a file, text output is
+neither wrapped nor cut and carries no colour (:func:`make_console`). ``--broker`` always
+names its port. Every command is bounded in time (``watch`` without ``--duration`` runs
+until Ctrl-C).
 The subcommands live in ``cli_demo`` (the demo), ``cli_remote`` (over the broker),
 ``cli_bus`` (on the RS-485 line) and ``cli_render`` (how messages are shown).
 """

@@ -225,13 +225,22 @@ elif [ -n "$CONFIG" ] && ! cmp -s "$CONFIG" "$R$ETC/cabinet.toml"; then
 fi
 
 # 4. the cabinet's own Redis ---------------------------------------------------------------
+dir /var/lib/redis 0750 redis redis
+dir "$REDIS_DIR" 0700 redis redis
+# An earlier release kept the cabinet's append-only files in /var/lib/redis itself: move
+# them into the cabinet's own directory, once, before the new config starts (nothing the
+# daemon committed is left behind).
+if [ -f "$R$REDIS_CONF" ] && grep -qx 'dir /var/lib/redis' "$R$REDIS_CONF" \
+        && [ -d "$R/var/lib/redis/appendonlydir" ] && [ ! -e "$R$REDIS_DIR/appendonlydir" ]; then
+    sysctl stop redis-server@locker
+    mv "$R/var/lib/redis/appendonlydir" "$R$REDIS_DIR/appendonlydir"
+    say "moved the store of an earlier release to $REDIS_DIR"
+fi
 redis_changed=0
 if put "$SRC/deploy/redis.conf" "$REDIS_CONF" 0640; then
     redis_changed=1
 fi
 chown "0:$(gid_of redis)" "$R$REDIS_CONF"
-dir /var/lib/redis 0750 redis redis
-dir "$REDIS_DIR" 0700 redis redis
 
 # 5. udev rules and the systemd unit -----------------------------------------------------
 if put "$SRC/deploy/udev/99-locker-rs485.rules" /etc/udev/rules.d/99-locker-rs485.rules 0644; then

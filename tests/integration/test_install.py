@@ -93,6 +93,13 @@ def install(root: Path, wheelhouse: Path, *extra: str) -> subprocess.CompletedPr
 
 def test_install_check_fill_in_then_idempotent(target: Path, wheelhouse: Path,
                                                tmp_path: Path) -> None:
+    # An earlier release's Redis config and store (dir /var/lib/redis itself).
+    (target / "etc/redis").mkdir(parents=True)
+    (target / "etc/redis/redis-locker.conf").write_text("port 6379\ndir /var/lib/redis\n")
+    old_store = target / "var/lib/redis/appendonlydir"
+    old_store.mkdir(parents=True)
+    (old_store / "appendonly.aof.1.incr.aof").write_bytes(b"*1\r\n$5\r\nMULTI\r\n")
+
     # 1. fresh: installed, the example does not pass, exactly what to fill in, nothing enabled
     first = install(target, wheelhouse)
     out = first.stdout + first.stderr
@@ -124,6 +131,10 @@ def test_install_check_fill_in_then_idempotent(target: Path, wheelhouse: Path,
     assert _owner(target / "etc/locker/cabinet.toml") == (0, locker_gid, 0o640)
     assert _owner(target / "etc/redis/redis-locker.conf") == (0, redis_gid, 0o640)
     assert _owner(target / "var/lib/redis/locker") == (redis_uid, redis_gid, 0o700)
+    assert "moved the store of an earlier release to /var/lib/redis/locker" in out
+    moved = target / "var/lib/redis/locker/appendonlydir/appendonly.aof.1.incr.aof"
+    assert moved.read_bytes() == b"*1\r\n$5\r\nMULTI\r\n"
+    assert not old_store.exists()
     unit = (target / "etc/systemd/system/locker-controller.service").read_text()
     for device in ("ttyUSB", "ttyACM", "ttyAMA", "ttyS", "ttySC", "gpiochip"):
         assert f"DeviceAllow=char-{device} rw" in unit
