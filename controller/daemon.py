@@ -57,7 +57,7 @@ from controller.contract.topics import CabinetTopics
 from controller.domain.cabinet_model import CabinetModel, Now
 from controller.domain.unlock import UnlockPolicy
 from controller.health import HEALTH_EVERY_S, HealthStatus
-from controller.logs import setup_logging
+from controller.logs import setup_logging, to_stderr
 from controller.mqtt.link import (
     IncomingCommand,
     LinkDown,
@@ -527,7 +527,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         flags = _parse_set(args.set)
         settings = load_settings(Path(args.config), overrides=flags)
     except ConfigError as exc:
-        print(f"configuration error:\n{exc}", file=sys.stderr)
+        to_stderr(f"configuration error:\n{exc}")  # at error priority in the journal
         return 2
     if args.check:
         print(f"{args.config}: ok (hash {settings.config_hash[:12]})")

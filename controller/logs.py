@@ -21,7 +21,7 @@ import time
 from typing import Any, TextIO
 
 __all__ = ["JsonFormatter", "TextFormatter", "journal_priority", "setup_logging",
-           "stderr_is_journal"]
+           "stderr_is_journal", "to_stderr"]
 
 _RESERVED = set(vars(logging.makeLogRecord({})))
 
@@ -108,6 +108,15 @@ def stderr_is_journal(stream: TextIO | None = None,
         return (st.st_dev, st.st_ino) == (int(device), int(inode))
     except (OSError, ValueError, AttributeError):
         return False
+
+
+def to_stderr(text: str, level: int = logging.ERROR) -> None:
+    """Write ``text`` to stderr before logging is set up (a configuration error), at
+    ``level``'s priority when stderr is the journal, so ``journalctl -p err`` shows it."""
+    if stderr_is_journal(sys.stderr):
+        prefix = f"<{journal_priority(level)}>"
+        text = "\n".join(prefix + line for line in text.split("\n"))
+    print(text, file=sys.stderr)
 
 
 def setup_logging(level: str = "info", fmt: str = "json", *,

@@ -83,3 +83,25 @@ def test_journal_is_detected_from_the_stream_systemd_names(tmp_path: Path) -> No
         assert not stderr_is_journal(stream, {"JOURNAL_STREAM": f"{st.st_dev}:{st.st_ino + 1}"})
         assert not stderr_is_journal(stream, {})
         assert not stderr_is_journal(stream, {"JOURNAL_STREAM": "garbage"})
+
+
+def test_a_configuration_error_reaches_the_journal_at_error_priority(tmp_path: Path) -> None:
+    """The daemon exits on a bad config before logging is set up: its message is still
+    filed as an error (``journalctl -p err``), every line of it."""
+    import subprocess
+    import sys
+
+    bad = tmp_path / "cabinet.toml"
+    bad.write_text("[cabinet]\nsite = 'Not Valid'\n")
+    err_path = tmp_path / "stderr"
+    with open(err_path, "wb") as err:
+        st = os.fstat(err.fileno())
+        env = {**os.environ, "JOURNAL_STREAM": f"{st.st_dev}:{st.st_ino}"}
+        proc = subprocess.run([sys.executable, "-m", "controller.daemon", "--config", str(bad)],
+                              stderr=err, stdout=subprocess.DEVNULL, env=env, timeout=60,
+                              check=False)
+    assert proc.returncode == 2
+    lines = err_path.read_text().splitlines()
+    assert lines[0] == "<3>configuration error:"
+    assert len(lines) > 1
+    assert all(line.startswith("<3>") for line in lines)
