@@ -177,6 +177,12 @@ release=$( (cd "$SRC" && find controller drivers simulator pyproject.toml requir
 stamp="$R$PREFIX/.venv/.installed-$release-$GPIO"
 if [ ! -f "$stamp" ]; then
     pip=("$py" -m pip --disable-pip-version-check --quiet)
+    # Earlier releases installed RPi.GPIO itself; rpi-lgpio provides the same module and
+    # the two cannot share a virtualenv.
+    if "${pip[@]}" show RPi.GPIO >/dev/null 2>&1; then
+        "${pip[@]}" uninstall -y RPi.GPIO
+        say "removed RPi.GPIO (replaced by rpi-lgpio)"
+    fi
     if [ -n "$WHEELHOUSE" ]; then
         say "installing the locked dependencies from $WHEELHOUSE (offline)"
         "${pip[@]}" install --no-index --find-links "$WHEELHOUSE" --require-hashes "${locks[@]}" \
@@ -188,8 +194,13 @@ if [ ! -f "$stamp" ]; then
         "${pip[@]}" install --require-hashes "${locks[@]}" \
             || fail "pip could not install the locked dependencies (no network? use --wheelhouse)"
         say "installing the controller from $SRC"
-        # Same version number, other code: reinstall the project itself, never its deps.
-        "${pip[@]}" install --no-deps --force-reinstall "$SRC"
+        # Built from a clean copy (a build/ directory in the tree would lend stale
+        # modules); same version number, other code: reinstall the project, never its deps.
+        copy=$(mktemp -d)
+        tar -C "$SRC" --exclude=./build --exclude=./dist --exclude='*.egg-info' \
+            --exclude=__pycache__ --exclude=.venv --exclude=.git -cf - . | tar -C "$copy" -xf -
+        "${pip[@]}" install --no-deps --force-reinstall "$copy" || { rm -rf "$copy"; fail "pip could not build the controller from $SRC"; }
+        rm -rf "$copy"
     fi
     rm -f "$R$PREFIX"/.venv/.installed-*
     touch "$stamp"

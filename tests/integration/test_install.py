@@ -172,9 +172,24 @@ def test_install_check_fill_in_then_idempotent(target: Path, wheelhouse: Path,
     assert keygen.returncode == 0, keygen.stderr
     shutil.copy(keys / "dispatch-1.pub", target / "etc/locker/keys/dispatch-1.pub")
 
+    # An earlier release's RPi.GPIO in the virtualenv (rpi-lgpio replaces it), and a new
+    # release to install (its stamp gone).
+    site = next((target / "opt/locker-controller/.venv/lib").glob("python3*/site-packages"))
+    fake = site / "RPi.GPIO-0.7.1.dist-info"
+    fake.mkdir()
+    (fake / "METADATA").write_text("Metadata-Version: 2.1\nName: RPi.GPIO\nVersion: 0.7.1\n")
+    (fake / "INSTALLER").write_text("pip\n")
+    (fake / "RECORD").write_text("RPi.GPIO-0.7.1.dist-info/METADATA,,\n"
+                                 "RPi.GPIO-0.7.1.dist-info/INSTALLER,,\n"
+                                 "RPi.GPIO-0.7.1.dist-info/RECORD,,\n")
+    for stamp in (target / "opt/locker-controller/.venv").glob(".installed-*"):
+        stamp.unlink()
+
     second = install(target, wheelhouse)
     out = second.stdout + second.stderr
     assert second.returncode == 0, out
+    assert "removed RPi.GPIO (replaced by rpi-lgpio)" in out
+    assert not fake.exists()
     assert "config check passed" in out
     assert "systemctl enable --quiet locker-controller" in out
     assert "created user" not in out
@@ -236,3 +251,32 @@ def test_cabinet_redis_has_no_tcp_port_and_answers_on_its_socket(tmp_path: Path)
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def test_install_from_the_source_tree_with_the_package_index(tmp_path: Path) -> None:
+    """The default path, ``sudo deploy/install.sh`` with no wheelhouse: the locked
+    dependencies from the index (hashes checked), the release built from the tree."""
+    root = Path(tempfile.mkdtemp(prefix="locker-root-"))
+    try:
+        root.chmod(0o755)
+        (root / "etc").mkdir()
+        for name in ("passwd", "group", "shadow", "gshadow", "login.defs"):
+            if Path("/etc", name).exists():
+                shutil.copy2(Path("/etc", name), root / "etc" / name)
+        env = {k: v for k, v in os.environ.items()
+               if k not in ("PYTHONPATH", "VIRTUAL_ENV") and not k.startswith("LOCKER_")}
+        env["PATH"] = "/usr/sbin:/usr/bin:/sbin:/bin"
+        proc = subprocess.run(["bash", str(INSTALL), "--root", str(root), "--gpio", "none"],
+                              capture_output=True, text=True, timeout=900, check=False,
+                              env=env)
+        out = proc.stdout + proc.stderr
+        assert proc.returncode == 1, out  # installed; the example config awaits its files
+        assert "installing the locked dependencies from the package index" in out
+        assert "does not pass its check yet" in out
+        python = root / "opt/locker-controller/.venv/bin/python"
+        where = subprocess.run([str(python), "-c", "import controller, redis; "
+                                "print(controller.__file__)"], capture_output=True, text=True,
+                               check=True, cwd=tmp_path, env=env)
+        assert where.stdout.startswith(str(root))
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
