@@ -17,7 +17,10 @@ offline; 2 bad arguments, configuration or key file; 3 the broker, the bus or th
 cabinet did not answer in time; 130 interrupted. Expected failures print one line on
 stderr, ``lockerctl <command>: <what went wrong>``, never a traceback.
 
-Every command is bounded in time (``watch`` without ``--duration`` runs until Ctrl-C).
+Every command that prints data takes ``--json``. Into a pipe or a file, text output is
+neither wrapped nor cut and carries no colour (:func:`make_console`). ``--broker`` always
+names its port. Every command is bounded in time (``watch`` without ``--duration`` runs
+until Ctrl-C).
 The subcommands live in ``cli_demo`` (the demo), ``cli_remote`` (over the broker),
 ``cli_bus`` (on the RS-485 line) and ``cli_render`` (how messages are shown).
 """
@@ -43,11 +46,12 @@ from controller.cli_remote import (
     EXIT_USAGE,
     CliError,
     add_command_parsers,
+    add_json_option,
     add_remote_options,
 )
 from controller.settings import ConfigError, load_settings
 
-__all__ = ["build_parser", "main"]
+__all__ = ["build_parser", "main", "make_console"]
 
 
 # -- keygen and config --------------------------------------------------------------------
@@ -81,11 +85,26 @@ def cmd_keygen(args: argparse.Namespace, console: Console) -> int:
     except OSError as exc:
         raise CliError(f"cannot write the key: {exc.strerror}") from None
     der = public_key.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
-    line = f'dispatch_public_keys = {{ {args.key_id} = "{base64.b64encode(der).decode()}" }}'
-    console.print(f"private key {private_path} (mode 0600: keep it on the dispatch side only)")
-    console.print(f"public key  {public_path}")
-    console.print("add to the cabinet config, in [security]:")
-    print(line)
+    inline = base64.b64encode(der).decode()
+    key_id = args.key_id
+    # What the cabinet config needs, as valid TOML: the file form of the example config
+    # (the .pub copied to /etc/locker/keys/), the inline form as a comment.
+    section = (f"[security.dispatch_public_keys]\n"
+               f'{key_id} = "keys/{key_id}.pub"\n'
+               f'# or inline, with no file to copy: {key_id} = "{inline}"\n')
+    if args.json:
+        print(json.dumps({"key_id": key_id, "private_key": str(private_path.resolve()),
+                          "public_key": str(public_path.resolve()), "public_key_base64": inline,
+                          "cabinet_config": section}))
+        return EXIT_OK
+    print(f"private key: {private_path.resolve()} (mode 0600: keep it on the dispatch side, "
+          "never on a cabinet)")
+    print(f"public key:  {public_path.resolve()} (copy it to each cabinet as "
+          f"/etc/locker/keys/{public_path.name})")
+    print("in each cabinet's /etc/locker/cabinet.toml, add this line to the section below "
+          "(keep the other keys during a rotation):")
+    print()
+    print(section, end="")
     return EXIT_OK
 
 
@@ -94,10 +113,31 @@ def cmd_config_check(args: argparse.Namespace, console: Console) -> int:
     try:
         settings = load_settings(args.file, check_files=not args.no_file_checks)
     except ConfigError as exc:
+        if args.json:
+            print(json.dumps({"file": str(args.file), "ok": False,
+                              "problems": [str(issue) for issue in exc.issues]}))
+            return EXIT_USAGE
         print(f"{args.file}: {len(exc.issues)} problem(s):", file=sys.stderr)
         for issue in exc.issues:
             print(f"  {issue}", file=sys.stderr)
         return EXIT_USAGE
+    if args.json:
+        print(json.dumps({
+            "file": str(args.file), "ok": True,
+            "cabinet": f"{settings.cabinet.site}/{settings.cabinet.id}",
+            "broker": f"{settings.mqtt.host}:{settings.mqtt.port}",
+            "tls": settings.mqtt.tls is not None,
+            "store": settings.to_public_dict()["redis"]["url"],
+            "buses": [b.name for b in settings.buses],
+            "boards": [{"name": b.name, "bus": b.bus, "address": b.address}
+                       for b in settings.boards],
+            "zones": [z.name for z in settings.zones],
+            "compartments": [c.id for c in settings.compartments],
+            "signed_commands": settings.security.require_signed_commands,
+            "dispatch_keys": list(settings.security.dispatch_public_keys),
+            "config_hash": settings.config_hash,
+        }, ensure_ascii=False))
+        return EXIT_OK
     table = Table(title=f"{args.file}: ok", show_header=False)
     table.add_column("key", style="bold")
     table.add_column("value")
@@ -173,8 +213,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("keygen", help="a dispatch Ed25519 key pair")
-    p.add_argument("--out", type=Path, required=True, metavar="DIR")
-    p.add_argument("--key-id", default="dispatch-1")
+    p.add_argument("--out", type=Path, required=True, metavar="DIR",
+                   help="directory for ID.key (0600) and ID.pub; created 0700 if missing")
+    p.add_argument("--key-id", default="dispatch-1",
+                   help="the key's id in the cabinets' dispatch_public_keys "
+                        "(default dispatch-1)")
+    add_json_option(p)
     p.set_defaults(func=cmd_keygen)
 
     p = sub.add_parser("config", help="check or show a cabinet configuration")
@@ -182,16 +226,16 @@ def build_parser() -> argparse.ArgumentParser:
     for name, func, text in (("check", cmd_config_check, "validate as the daemon would"),
                              ("show", cmd_config_show, "the effective config, secrets hidden")):
         q = csub.add_parser(name, help=text)
-        q.add_argument("file", type=Path)
+        q.add_argument("file", type=Path, help="the cabinet TOML file")
         q.add_argument("--no-file-checks", "--no-files", action="store_true",
                        help="do not require the TLS and key files it names to exist here")
-        if name == "show":
-            q.add_argument("--json", action="store_true", help="plain JSON")
+        add_json_option(q)
         q.set_defaults(func=func)
 
     p = sub.add_parser("status", help="the cabinet's retained status and state")
     add_remote_options(p)
     p.add_argument("--compartments", action="store_true", help="also the compartment table")
+    add_json_option(p)
     p.set_defaults(func=cli_remote.cmd_status)
 
     p = sub.add_parser("watch", help="print status, state, events and telemetry as they come")
@@ -199,17 +243,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--duration", type=float, metavar="S", help="stop after S seconds")
     p.add_argument("--no-retained", action="store_true",
                    help="skip the retained status/state shown on connection")
+    add_json_option(p, "one JSON object per message: topic, channel, retained, payload")
     p.set_defaults(func=cli_remote.cmd_watch)
 
     p = sub.add_parser("cmd", help="send one signed command and print the reply")
     add_remote_options(p)
+    add_json_option(p, "print the command sent and the reply as one JSON object")
     add_command_parsers(p)
     p.set_defaults(func=cli_remote.cmd_command)
 
     p = sub.add_parser("commission", help="open and close every door, one at a time")
     add_remote_options(p)
-    p.add_argument("--key", type=Path, required=True, metavar="FILE")
-    p.add_argument("--key-id", default="dispatch-1")
+    p.add_argument("--key", type=Path, required=True, metavar="FILE",
+                   help="dispatch private key that signs the test openings")
+    p.add_argument("--key-id", default="dispatch-1",
+                   help="the key's id in the cabinet's dispatch_public_keys "
+                        "(default dispatch-1)")
     p.add_argument("--compartments", metavar="A01,A02", help="only these (default: all)")
     p.add_argument("--open-timeout", type=float, default=15.0, metavar="S",
                    help="wait for door_opened / open_not_detected (default 15)")
@@ -218,34 +267,53 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--auto-close-sim", type=int, metavar="PORT",
                    help="simulated cabinet only: the simulator's control port pulls and "
                         "closes the doors")
+    add_json_option(p, "the results as JSON (the progress bar goes to stderr)")
     p.set_defaults(func=cli_remote.cmd_commission)
 
     p = sub.add_parser("bus", help="scan an RS-485 line, re-address a board")
     bsub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
     q = bsub.add_parser("scan", help="who answers on the line")
-    q.add_argument("--config", type=Path, required=True, metavar="FILE")
-    q.add_argument("--bus", required=True)
-    q.add_argument("--from", dest="first", type=int, default=1, metavar="N")
-    q.add_argument("--to", dest="last", type=int, default=32, metavar="M")
+    q.add_argument("--config", type=Path, required=True, metavar="FILE",
+                   help="the cabinet TOML file (it names the line and its boards)")
+    q.add_argument("--bus", required=True, help="the bus name in the config, e.g. rs485-0")
+    q.add_argument("--from", dest="first", type=int, default=1, metavar="N",
+                   help="first address (default 1)")
+    q.add_argument("--to", dest="last", type=int, default=32, metavar="M",
+                   help="last address (default 32)")
     q.add_argument("--unit-timeout", type=float, default=0.1, metavar="S",
                    help="wait per address (default 0.1)")
+    add_json_option(q, "the units found as JSON (the progress bar goes to stderr)")
     q.set_defaults(func=cli_bus.cmd_bus_scan)
     q = bsub.add_parser("set-address", help="give a board a new address")
-    q.add_argument("--config", type=Path, required=True, metavar="FILE")
-    q.add_argument("--bus", required=True)
+    q.add_argument("--config", type=Path, required=True, metavar="FILE",
+                   help="the cabinet TOML file (it names the line)")
+    q.add_argument("--bus", required=True, help="the bus name in the config, e.g. rs485-0")
     q.add_argument("--from", dest="current", type=int, required=True, metavar="A",
                    help="its address now (0: broadcast, needs --only-board-on-line)")
-    q.add_argument("--to", dest="new", type=int, required=True, metavar="B")
+    q.add_argument("--to", dest="new", type=int, required=True, metavar="B",
+                   help="its new address (1..247)")
     q.add_argument("--only-board-on-line", action="store_true",
                    help="confirm that this board is the only one connected")
     q.set_defaults(func=cli_bus.cmd_bus_set_address)
     return parser
 
 
+def make_console() -> Console:
+    """The console of every command: on a terminal, rich as usual; into a pipe or a file,
+    no wrapping and no cutting (a line is as long as its content), no colour codes."""
+    console = Console(highlight=False)
+    if console.is_terminal:
+        return console
+    return Console(highlight=False, width=UNWRAPPED_WIDTH, soft_wrap=True, no_color=True)
+
+
+UNWRAPPED_WIDTH = 100_000
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    console = Console(highlight=False)
+    console = make_console()
     name = args.command + (f" {args.action}" if getattr(args, "action", None) else "")
     try:
         return int(args.func(args, console))

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -97,7 +98,7 @@ def cmd_bus_scan(args: argparse.Namespace, console: Console) -> int:
         try:
             with Progress(TextColumn("[bold]scan {task.fields[bus]}[/] unit {task.description}"),
                           BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                          console=console) as progress:
+                          console=Console(stderr=True) if args.json else console) as progress:
                 task = progress.add_task(str(args.first), total=len(units), bus=args.bus)
 
                 def on_unit(unit: int) -> None:
@@ -120,6 +121,7 @@ def cmd_bus_scan(args: argparse.Namespace, console: Console) -> int:
     for column in ("address", "answer", "firmware", "configured board", "note"):
         table.add_column(column)
     problems = 0
+    rows: list[dict[str, Any]] = []
     found = {hit.address: hit for hit in hits}
     for address in sorted(set(found) | {a for a in configured if a in units}):
         hit = found.get(address)
@@ -127,8 +129,10 @@ def cmd_bus_scan(args: argparse.Namespace, console: Console) -> int:
         name = f"{board.name} ({board.profile})" if board is not None else "-"
         if hit is None:
             problems += 1
-            table.add_row(str(address), Text("silent", style="bold red"), "-", name,
-                          "configured but did not answer: power, wiring, address, baud rate")
+            note = "configured but did not answer: power, wiring, address, baud rate"
+            rows.append({"address": address, "answer": "silent", "firmware": None,
+                         "board": board.name if board is not None else None, "note": note})
+            table.add_row(str(address), Text("silent", style="bold red"), "-", name, note)
             continue
         note = ""
         style = "green"
@@ -141,8 +145,15 @@ def cmd_bus_scan(args: argparse.Namespace, console: Console) -> int:
             note = "not in the configuration (a new board still at its factory address?)"
         elif hit.kind == "other":
             note = "answered with an exception: not a Waveshare board (normal for IO/probes)"
+        rows.append({"address": address, "answer": hit.kind, "firmware": hit.firmware,
+                     "board": board.name if board is not None else None,
+                     "note": note or hit.detail})
         table.add_row(str(address), Text(hit.kind, style=style), hit.firmware or "-", name,
                       note or hit.detail)
+    if args.json:
+        print(json.dumps({"bus": args.bus, "from": args.first, "to": args.last,
+                          "units": rows, "answered": len(hits), "problems": problems}))
+        return EXIT_FAILED if problems else EXIT_OK
     console.print(table)
     console.print(f"{len(hits)} unit(s) answered, {problems} problem(s)")
     return EXIT_FAILED if problems else EXIT_OK

@@ -41,7 +41,7 @@ from rich.text import Text
 from controller.cli_render import TrafficPrinter, describe_command, state_table
 from controller.contract.topics import CabinetTopics
 from controller.mqtt.dispatch import DispatchClient, Received
-from controller.rig import LaneRig
+from controller.rig import DEFAULT_TEMPLATE, LaneRig
 from controller.settings import load_settings
 
 __all__ = ["DEMO_TIMEOUT_S", "Check", "DemoFailed", "LaneDemo", "run_demo"]
@@ -131,7 +131,9 @@ class LaneDemo:
                       sign: bool = True, expect: str = "ok") -> dict[str, Any]:
         assert self.dc is not None
         command = self.dc.build(type_, args or {})
-        self.printer.note("cmd    ->", describe_command(command, signed=sign), "bold magenta")
+        self.printer.note("cmd    ->", describe_command(command, signed=sign,
+                                                          full=self.printer.full),
+                          "bold magenta")
         reply = await self.dc.send(self.dc.encode(command, sign=sign), command["id"], 15)
         code = "ok" if reply.get("ok") else str((reply.get("error") or {}).get("code"))
         if code in ("expired", "wrong_boot"):  # a stale clock: once more with the fresh one
@@ -364,11 +366,11 @@ def run_demo(console: Console, *, keep: bool = False, emulate_timing: bool = Tru
     redis = _redis_mode()
     rig = LaneRig(workdir, redis=redis, emulate_timing=emulate_timing,
                   overrides={"timing.telemetry_interval_s": "3"}, mqtt_port=broker_port)
-    printer = TrafficPrinter(console)
+    printer = TrafficPrinter(console, full=not console.is_terminal)
     started = time.monotonic()
     console.print(Panel.fit(
         f"cabinet [bold]{rig.site}/{rig.cabinet}[/] (simulated, {rig.config_path.name} "
-        f"from deploy/sim-cabinet.toml)\n"
+        f"from the packaged {DEFAULT_TEMPLATE.name})\n"
         f"broker   mosquitto on 127.0.0.1:{rig.mqtt_port}, topics "
         f"{rig.topic_root}/{rig.site}/{rig.cabinet}/#\n"
         f"store    {'redis-server (appendonly, fsync always)' if redis == 'server' else 'in-process (redis-server not installed)'}\n"  # noqa: E501

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import ssl
 import time
 from collections.abc import Awaitable, Callable
@@ -41,6 +42,7 @@ __all__ = [
     "EXIT_USAGE",
     "CliError",
     "CommissionResult",
+    "add_json_option",
     "add_remote_options",
     "cmd_command",
     "cmd_commission",
@@ -69,10 +71,14 @@ class CliError(Exception):
 
 
 def parse_broker(value: str) -> tuple[str, int]:
-    """``HOST:PORT`` (or ``HOST``, port 1883; ``[::1]:1883`` for IPv6)."""
+    """``HOST:PORT`` (``[::1]:8883`` for IPv6). The port is required: 1883 (plain) and
+    8883 (TLS) are both common, and a guess would fail later with a less clear error."""
     host, sep, port_text = value.rpartition(":")
-    if not sep:
-        host, port_text = value, "1883"
+    if not sep or (host.startswith("[") != host.endswith("]")) or (
+            not host.startswith("[") and ":" in host):
+        raise argparse.ArgumentTypeError(
+            f"broker {value!r}: give the port too, HOST:PORT (e.g. {value}:8883 with TLS, "
+            f"{value}:1883 without)")
     host = host.strip("[]")
     try:
         port = int(port_text)
@@ -86,7 +92,9 @@ def parse_broker(value: str) -> tuple[str, int]:
 def add_remote_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("broker and cabinet")
     group.add_argument("--broker", type=parse_broker, default=("127.0.0.1", 1883),
-                       metavar="HOST:PORT", help="the MQTT broker (default 127.0.0.1:1883)")
+                       metavar="HOST:PORT",
+                       help="the MQTT broker, port required (when the option is left out: "
+                            "127.0.0.1:1883)")
     group.add_argument("--site", required=True, help="the cabinet's site, e.g. fr-lyon-07")
     group.add_argument("--cabinet", required=True, help="the cabinet id, e.g. cab-01")
     group.add_argument("--topic-root", default="lockers/v1", help="default lockers/v1")
@@ -99,6 +107,15 @@ def add_remote_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--tls-key", type=Path, metavar="FILE", help="client certificate key")
     group.add_argument("--timeout", type=float, default=10.0, metavar="S",
                        help="how long to wait for the cabinet's status and replies (default 10)")
+
+
+def add_json_option(parser: argparse.ArgumentParser,
+                    text: str = "print the data as JSON instead of tables") -> None:
+    parser.add_argument("--json", action="store_true", help=text)
+
+
+def _print_json(data: Any) -> None:
+    print(json.dumps(data, ensure_ascii=False, default=str), flush=True)
 
 
 def _tls_context(args: argparse.Namespace) -> ssl.SSLContext | None:
@@ -176,22 +193,33 @@ def cmd_status(args: argparse.Namespace, console: Console) -> int:
             return await _status_and_state(dc, args.timeout, args.cabinet)
 
     status, state = run_bounded(job(), args.timeout + 15, "status")
-    console.print(status_table(status, state))
-    if state is not None and args.compartments:
-        console.print(state_table(state))
+    if args.json:
+        _print_json({"status": status, "state": state})
+    else:
+        console.print(status_table(status, state))
+        if state is not None and args.compartments:
+            console.print(state_table(state))
     return EXIT_OK if status.get("state") == "online" else EXIT_FAILED
 
 
 def cmd_watch(args: argparse.Namespace, console: Console) -> int:
     """Print status, state, events, replies and telemetry as they arrive."""
-    printer = TrafficPrinter(console, show_retained=not args.no_retained)
+    printer = TrafficPrinter(console, show_retained=not args.no_retained,
+                             full=not console.is_terminal)
+
+    def as_json(message: Received) -> None:
+        if message.retained and args.no_retained:
+            return
+        _print_json({"topic": message.topic, "channel": message.channel,
+                     "retained": message.retained, "payload": message.payload})
 
     async def job() -> None:
-        async with _client(args, on_message=printer):
-            printer.note("watch", f"{args.topic_root}/{args.site}/{args.cabinet}/# on "
-                         f"{args.broker[0]}:{args.broker[1]}"
-                         + (f" for {args.duration:g} s" if args.duration else
-                            " until Ctrl-C"), "bold cyan")
+        async with _client(args, on_message=as_json if args.json else printer):
+            if not args.json:
+                printer.note("watch", f"{args.topic_root}/{args.site}/{args.cabinet}/# on "
+                             f"{args.broker[0]}:{args.broker[1]}"
+                             + (f" for {args.duration:g} s" if args.duration else
+                                " until Ctrl-C"), "bold cyan")
             if args.duration:
                 await asyncio.sleep(args.duration)
             else:
@@ -242,22 +270,24 @@ def add_command_parsers(parser: argparse.ArgumentParser) -> None:
                         help="command lifetime in the cabinet's clock (default 10, max 30)")
     sub = parser.add_subparsers(dest="type", required=True, metavar="TYPE")
     p = sub.add_parser("open", help="pulse a compartment's lock")
-    p.add_argument("compartment")
-    p.add_argument("--reason", choices=_DOOR_REASONS, default="staff")
+    p.add_argument("compartment", help="compartment id, e.g. A01")
+    p.add_argument("--reason", choices=_DOOR_REASONS, default="staff",
+                   help="why it is opened, recorded in the events (default staff)")
     p = sub.add_parser("assign", help="assign a compartment to an order")
-    p.add_argument("--order", required=True)
-    p.add_argument("--size", required=True, choices=("S", "M", "L", "XL"))
-    p.add_argument("--zone", required=True)
-    p.add_argument("--pool", required=True)
-    p.add_argument("--tenant")
+    p.add_argument("--order", required=True, help="the order id")
+    p.add_argument("--size", required=True, choices=("S", "M", "L", "XL"),
+                   help="smallest compartment size that fits")
+    p.add_argument("--zone", required=True, help="temperature zone name, e.g. chilled")
+    p.add_argument("--pool", required=True, help="tenant pool, e.g. grocery")
+    p.add_argument("--tenant", help="the tenant within the pool (carrier, shop)")
     p.add_argument("--compartment", help="pin this compartment")
     p = sub.add_parser("release", help="release an order's compartment")
-    p.add_argument("--compartment")
-    p.add_argument("--order")
+    p.add_argument("--compartment", help="the compartment to release (or --order)")
+    p.add_argument("--order", help="the order whose compartment to release (or --compartment)")
     for name in ("block", "unblock"):
         p = sub.add_parser(name, help=f"{name} a compartment for maintenance")
-        p.add_argument("compartment")
-        p.add_argument("--reason", required=True)
+        p.add_argument("compartment", help="compartment id, e.g. A01")
+        p.add_argument("--reason", required=True, help="recorded in the events")
     sub.add_parser("get-state", help="ask for the full state (a fresh snapshot)")
 
 
@@ -287,12 +317,17 @@ def cmd_command(args: argparse.Namespace, console: Console) -> int:
     if not 0 < args.ttl <= 30:
         raise CliError("--ttl must be in (0, 30] seconds")
 
+    sent: list[dict[str, Any]] = []
+
     async def job() -> dict[str, Any]:
         async with _client(args, key=key, key_id=args.key_id) as dc:
             await _online(dc, args)
             dc.ttl_ms = int(args.ttl * 1000)
             command = dc.build(type_, cargs)
-            console.print(Text("cmd -> ") + describe_command(command, signed=key is not None))
+            sent.append(command)
+            if not args.json:
+                console.print(Text("cmd -> ") + describe_command(
+                    command, signed=key is not None, full=not console.is_terminal))
             reply = await dc.command(type_, cargs, sign=key is not None,
                                      command_id=command["id"], timeout_s=args.timeout)
             return reply
@@ -305,7 +340,11 @@ def cmd_command(args: argparse.Namespace, console: Console) -> int:
                            "command may still act: repeat it with the same id to learn the "
                            "outcome", EXIT_UNREACHABLE) from None
         raise
-    console.print(Text("reply <- ") + describe_reply(reply))
+    if args.json:
+        _print_json({"command": sent[0] if sent else None, "signed": key is not None,
+                     "reply": reply})
+        return EXIT_OK if reply.get("ok") else EXIT_FAILED
+    console.print(Text("reply <- ") + describe_reply(reply, full=not console.is_terminal))
     result = reply.get("result")
     if reply.get("ok") and isinstance(result, dict) and "compartments" in result:
         console.print(state_table(result))
@@ -445,7 +484,8 @@ def cmd_commission(args: argparse.Namespace, console: Console) -> int:
                     raise CliError(f"no such compartment(s): {', '.join(unknown)}")
                 compartments = [c for c in compartments if c["id"] in wanted]
             with Progress(TextColumn("[bold]commissioning[/] {task.description}"), BarColumn(),
-                          MofNCompleteColumn(), TimeElapsedColumn(), console=console,
+                          MofNCompleteColumn(), TimeElapsedColumn(),
+                          console=Console(stderr=True) if args.json else console,
                           transient=False) as progress:
                 task = progress.add_task("", total=len(compartments))
                 seen = 0
@@ -467,8 +507,15 @@ def cmd_commission(args: argparse.Namespace, console: Console) -> int:
     # --open-timeout; door closed: --close-timeout; simulator calls: 10 s) and there are
     # as many steps as compartments.
     results = run_bounded(job(), None, "commission")
-    console.print(commission_table(results))
     failed = [r for r in results if r.outcome == "fail"]
+    if args.json:
+        _print_json({"results": [vars(r) for r in results],
+                     "passed": sum(r.outcome == "pass" for r in results),
+                     "failed": len(failed),
+                     "skipped": sum(r.outcome == "skipped" for r in results),
+                     "duration_s": round(time.monotonic() - started, 3)})
+        return EXIT_FAILED if failed else EXIT_OK
+    console.print(commission_table(results))
     console.print(Text(f"{sum(r.outcome == 'pass' for r in results)} passed, {len(failed)} "
                        f"failed, {sum(r.outcome == 'skipped' for r in results)} skipped in "
                        f"{time.monotonic() - started:.1f} s",

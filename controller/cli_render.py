@@ -44,21 +44,25 @@ _EVENT_STYLE = {
 _QUIET_FIELDS = {"expires_at"}
 
 
-def _short(value: Any, limit: int = 40) -> str:
+def _short(value: Any, limit: int | None = 40) -> str:
     text = value if isinstance(value, str) else repr(value) if isinstance(value, float) \
         else str(value)
     if isinstance(value, dict):
-        text = "{" + ", ".join(f"{k}: {_short(v, 16)}" for k, v in value.items()) + "}"
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+        inner = 16 if limit is not None else None
+        text = "{" + ", ".join(f"{k}: {_short(v, inner)}" for k, v in value.items()) + "}"
+    return text if limit is None or len(text) <= limit else text[: limit - 1] + "…"
 
 
-def _fields(data: Mapping[str, Any], limit: int = 90) -> str:
-    parts = [f"{k}={_short(v)}" for k, v in data.items() if k not in _QUIET_FIELDS]
+def _fields(data: Mapping[str, Any], limit: int | None = 90) -> str:
+    """``k=v k=v``; cut to ``limit`` characters for a terminal, whole with ``None``."""
+    value_limit = 40 if limit is not None else None
+    parts = [f"{k}={_short(v, value_limit)}" for k, v in data.items()
+             if k not in _QUIET_FIELDS]
     text = " ".join(parts)
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    return text if limit is None or len(text) <= limit else text[: limit - 1] + "…"
 
 
-def describe_event(payload: Mapping[str, Any]) -> Text:
+def describe_event(payload: Mapping[str, Any], *, full: bool = False) -> Text:
     """``#7 door_opened A01 after_pulse_s=0.063 authorised=True``."""
     kind = str(payload.get("kind", "?"))
     line = Text()
@@ -68,7 +72,7 @@ def describe_event(payload: Mapping[str, Any]) -> Text:
         line.append(f" {payload['compartment']}", style="bold")
     data = payload.get("data")
     if isinstance(data, dict) and data:
-        line.append(" " + _fields(data), style="dim")
+        line.append(" " + _fields(data, None if full else 90), style="dim")
     return line
 
 
@@ -86,7 +90,7 @@ def describe_status(payload: Mapping[str, Any]) -> Text:
     return line
 
 
-def describe_reply(payload: Mapping[str, Any]) -> Text:
+def describe_reply(payload: Mapping[str, Any], *, full: bool = False) -> Text:
     """``c-1a2b ok compartment=A01 …`` or ``c-1a2b REFUSED unauthenticated: …``."""
     line = Text(f"{payload.get('id')} ")
     if payload.get("ok"):
@@ -96,7 +100,7 @@ def describe_reply(payload: Mapping[str, Any]) -> Text:
             if "compartments" in result:  # a State (get_state)
                 line.append(" " + _state_counts(result), style="dim")
             elif result:
-                line.append(" " + _fields(result, 100), style="dim")
+                line.append(" " + _fields(result, None if full else 100), style="dim")
     else:
         error = payload.get("error") or {}
         line.append("REFUSED ", style="bold red")
@@ -107,13 +111,13 @@ def describe_reply(payload: Mapping[str, Any]) -> Text:
     return line
 
 
-def describe_command(command: Mapping[str, Any], *, signed: bool) -> Text:
+def describe_command(command: Mapping[str, Any], *, signed: bool, full: bool = False) -> Text:
     """``c-1a2b open compartment=A01 reason=deposit [signed]``."""
     line = Text(f"{command.get('id')} ")
     line.append(str(command.get("type")), style="bold")
     args = command.get("args")
     if isinstance(args, dict) and args:
-        line.append(" " + _fields(args))
+        line.append(" " + _fields(args, None if full else 90))
     line.append(" [signed]" if signed else " [unsigned]", style="dim")
     return line
 
@@ -184,11 +188,13 @@ class StateDigest:
 
 class TrafficPrinter:
     """The ``on_message`` callback of a :class:`DispatchClient`: prints each message as one
-    line, ``+1.23s channel  description``. Telemetry can be thinned (``telemetry_every``)."""
+    line, ``+1.23s channel  description``. ``full``: never cut a line short (for output
+    that is not a terminal)."""
 
     def __init__(self, console: Console, *, started: float | None = None,
-                 show_retained: bool = True) -> None:
+                 show_retained: bool = True, full: bool = False) -> None:
         self.console = console
+        self.full = full
         self.started = time.monotonic() if started is None else started
         self.digest = StateDigest()
         self.show_retained = show_retained
@@ -208,13 +214,13 @@ class TrafficPrinter:
         self.counts[message.channel] = self.counts.get(message.channel, 0) + 1
         payload = message.payload
         if message.channel == "events":
-            body, style = describe_event(payload), "yellow"
+            body, style = describe_event(payload, full=self.full), "yellow"
         elif message.channel == "state":
             body, style = self.digest.describe(payload), "blue"
         elif message.channel == "status":
             body, style = describe_status(payload), "green"
         elif message.channel == "reply":
-            body, style = describe_reply(payload), "magenta"
+            body, style = describe_reply(payload, full=self.full), "magenta"
         elif message.channel == "telemetry":
             body, style = describe_telemetry(payload), "dim"
         else:

@@ -61,7 +61,8 @@ from controller.contract.messages import CompartmentState as WireCompartment
 from controller.contract.topics import CabinetTopics
 from controller.domain.cabinet_model import CabinetModel, Now
 from controller.domain.unlock import UnlockPolicy
-from controller.logs import setup_logging
+from controller.health import HEALTH_EVERY_S, HealthStatus
+from controller.logs import setup_logging, to_stderr
 from controller.mqtt.link import (
     IncomingCommand,
     LinkDown,
@@ -554,14 +555,18 @@ class Daemon:
 
     async def _watchdog_loop(self) -> None:
         interval = self.notifier.watchdog_interval
-        if interval is None:
+        if interval is None and not self.notifier.enabled:
             return
+        health = HealthStatus(self.notifier.status)
         while True:
-            if self.poller.fresh(time.monotonic()):
+            if interval is not None and self.poller.fresh(time.monotonic()):
                 self.notifier.watchdog()
-            else:
+            elif interval is not None:
                 log.error("polls are stale: watchdog not fed")
-            await asyncio.sleep(interval)
+            if self.ready.is_set() and self.link is not None:  # STATUS= for systemctl status
+                health.show(self.model.snapshot()["boards"], self.link.snapshot().connected,
+                            self.sink.alarms.active())
+            await asyncio.sleep(interval or HEALTH_EVERY_S)
 
 
 def _public_keys(settings: Settings) -> dict[str, Any]:
@@ -611,7 +616,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         flags = _parse_set(args.set)
         settings = load_settings(Path(args.config), overrides=flags)
     except ConfigError as exc:
-        print(f"configuration error:\n{exc}", file=sys.stderr)
+        to_stderr(f"configuration error:\n{exc}")  # at error priority in the journal
         return 2
     if args.check:
         print(f"{args.config}: ok (hash {settings.config_hash[:12]})")

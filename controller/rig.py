@@ -5,7 +5,8 @@ demo shows is what the tests check. Every process is started here, on free loopb
 ports, in one work directory, and stopped (or killed) by its process id; nothing is
 left behind by :meth:`LaneRig.close`.
 
-The rig writes the cabinet config from a template (``deploy/sim-cabinet.toml`` by
+The rig writes the cabinet config from a template (the packaged demo cabinet,
+``controller/data/sim-cabinet.toml``, also reachable as ``deploy/sim-cabinet.toml``, by
 default), pointing the bus at the simulator's pty link, MQTT at the rig's broker, Redis
 at the rig's store, and the dispatch public key at a key pair it generates, with
 ``require_signed_commands = true``.
@@ -38,8 +39,8 @@ __all__ = [
     "wait_for_port",
 ]
 
-ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_TEMPLATE = ROOT / "deploy" / "sim-cabinet.toml"
+# Package data, so that `lockerctl demo` runs from an installed wheel.
+DEFAULT_TEMPLATE = Path(__file__).resolve().parent / "data" / "sim-cabinet.toml"
 
 
 def free_port() -> int:

@@ -450,7 +450,7 @@ class RedisConfig(_Section):
     """``[redis]``: the local durable store."""
 
     url: str = Field(
-        default="redis://127.0.0.1:6379/0",
+        default="unix:///run/redis-locker/redis.sock?db=0",
         repr=False,
         description="`redis://`, `rediss://`, `unix:///path?db=0`, or `memory://` for an "
         "in-process fakeredis (simulator and demo only: nothing survives a restart).",

@@ -69,7 +69,9 @@ class DispatchClient:
         self.ttl_ms = ttl_ms
         self._protocol = protocol
         self._client_id = client_id or f"dispatch-{uuid.uuid4().hex[:8]}"
-        self._reply_topic = f"dispatch/replies/{self._client_id}"
+        # Under the cabinet's own reply topic: the broker's ACL lets a cabinet answer there
+        # and nowhere else (deploy/mosquitto/acl).
+        self._reply_topic = f"{topics.reply}/{self._client_id}"
         self._client = aiomqtt.Client(
             host, port, identifier=self._client_id,
             protocol=aiomqtt.ProtocolVersion.V5 if protocol == 5 else aiomqtt.ProtocolVersion.V311,

@@ -129,7 +129,9 @@ def _rejected(code: Wire, message: str, field: str | None = None) -> CommandReje
 
 def _from_domain(exc: DomainError) -> CommandRejected:
     wire = _DOMAIN_TO_WIRE.get(exc.code, Wire.CONFLICT)
-    return CommandRejected(wire, f"{exc.code.value}: {exc}", _arg_field(exc.field))
+    # The reply carries the code once; the domain's own code only when it says more.
+    message = exc.message if exc.code.value == wire.value else f"{exc.code.value}: {exc.message}"
+    return CommandRejected(wire, message, _arg_field(exc.field))
 
 
 def _arg_field(field: str | None) -> str | None:

@@ -78,10 +78,20 @@ class AlarmBoard:
         key = (alarm, event.compartment, board if isinstance(board, str) else None,
                zone if isinstance(zone, str) else None,
                signal if isinstance(signal, str) else None)
+        # Logged here, where every alarm event passes: a warning for each raise (journalctl
+        # -p warning lists them), an info line for each clear, with what it is about.
+        where = {k: v for k, v in (("compartment", event.compartment), ("board", key[2]),
+                                   ("zone", key[3]), ("signal", key[4])) if v is not None}
+        about = "".join(f" {v}" for v in where.values())
         if event.kind == EventKind.ALARM_RAISED.value:
             self._active.setdefault(key, event.at_wall)
+            log.warning(f"alarm raised: {alarm}{about}",
+                        extra={"ctx": {"alarm": alarm, **where}})
         elif event.kind == EventKind.ALARM_CLEARED.value:
             self._active.pop(key, None)
+            log.info(f"alarm cleared: {alarm}{about}",
+                     extra={"ctx": {"alarm": alarm, **where,
+                                    "active_s": event.data.get("active_s")}})
 
     def active(self) -> list[dict[str, Any]]:
         out = []

@@ -9,10 +9,17 @@
 #   server.crt server.key              the broker; SAN IP:127.0.0.1, DNS:localhost
 #   cabinet-SITE-CABINET.crt/.key      one client identity per cabinet, CN = "SITE/CABINET"
 #   dispatch.crt dispatch.key          central dispatch, CN = "dispatch"
+#   dispatch-2.crt dispatch-2.key      a second dispatch instance, CN = "dispatch.2"
+#   technician-SITE.crt/.key           the technicians of each SITE above,
+#                                      CN = "technician.SITE"
+#   monitoring.crt monitoring.key      read-only supervision, CN = "monitoring"
 #   other-ca/ca.crt other-ca/ca.key    an unrelated CA the broker does not trust
 #   other-ca/client.crt/.key           a client cert from that CA, CN = the first cabinet's
 #   expired.crt expired.key            the first cabinet's CN, signed by the real CA,
 #                                      valid 2020-01-01..2020-01-02 only
+#
+# The roles and what each may do: deploy/mosquitto/acl. Role CNs never contain "/", so a
+# role can never match a cabinet's own-topic patterns.
 #
 # Why the CN is "SITE/CABINET": the broker runs with use_identity_as_username, so the CN
 # becomes the MQTT username, and the ACL pattern lockers/v1/%u/... then expands to exactly
@@ -84,6 +91,14 @@ for ident in "${identities[@]}"; do
 done
 make_leaf "$out/ca.crt" "$out/ca.key" "$out/dispatch.key" "$out/dispatch.crt" "dispatch" \
     "$client_ext"
+make_leaf "$out/ca.crt" "$out/ca.key" "$out/dispatch-2.key" "$out/dispatch-2.crt" "dispatch.2" \
+    "$client_ext"
+make_leaf "$out/ca.crt" "$out/ca.key" "$out/monitoring.key" "$out/monitoring.crt" "monitoring" \
+    "$client_ext"
+for site in $(printf '%s\n' "${identities[@]}" | cut -d/ -f1 | sort -u); do
+    make_leaf "$out/ca.crt" "$out/ca.key" "$out/technician-$site.key" \
+        "$out/technician-$site.crt" "technician.$site" "$client_ext"
+done
 
 # An unrelated CA issuing a certificate with a legitimate cabinet's CN: the broker must
 # refuse it, since only the chain decides, never the name.

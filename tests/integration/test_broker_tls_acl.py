@@ -44,6 +44,8 @@ MAKE_CA = REPO / "deploy" / "tls" / "make-test-ca.sh"
 SITE = "fr-lyon-07"
 ROOT_A = f"lockers/v1/{SITE}/cab-01"
 ROOT_B = f"lockers/v1/{SITE}/cab-02"
+OTHER_SITE = "fr-paris-01"
+ROOT_P = f"lockers/v1/{OTHER_SITE}/cab-01"
 WAIT_S = 10.0  # upper bound for one broker round trip; never an assertion
 NOT_AUTHORIZED = 135  # MQTT 5 reason code 0x87
 
@@ -54,11 +56,12 @@ if shutil.which("mosquitto") is None and not os.path.exists("/usr/sbin/mosquitto
 
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A fresh test PKI from the deploy script: CA, broker, two cabinets, dispatch, plus an
+    """A fresh test PKI from the deploy script: CA, broker, two cabinets of one site and one
+    of another, two dispatch instances, a technician per site, monitoring, plus an
     unrelated CA and an expired certificate."""
     out = tmp_path_factory.mktemp("pki")
-    subprocess.run(["bash", str(MAKE_CA), str(out)], check=True, capture_output=True,
-                   timeout=60)
+    subprocess.run(["bash", str(MAKE_CA), str(out), f"{SITE}/cab-01", f"{SITE}/cab-02",
+                    f"{OTHER_SITE}/cab-01"], check=True, capture_output=True, timeout=60)
     return out
 
 
@@ -418,3 +421,86 @@ def test_dispatch_reads_all_cabinets_and_commands_each(connect: ClientFactory) -
     assert cabinet_a.publish(f"{ROOT_A}/events", "sentinel") == 0
     assert dispatch.until(f"{ROOT_A}/events", b"sentinel") == [(f"{ROOT_A}/events",
                                                                 b"sentinel", False)]
+
+
+# -- Roles: several dispatch instances, technicians of a site, monitoring ---------------------
+
+
+def test_two_dispatch_instances_are_connected_at_once(connect: ClientFactory) -> None:
+    first = connect("dispatch")
+    second = connect("dispatch-2")
+    cabinet = connect("cabinet-fr-lyon-07-cab-01")
+    for instance in (first, second):
+        assert [c.value for c in instance.subscribe(f"{ROOT_A}/events")] == [1]
+    assert cabinet.publish(f"{ROOT_A}/events", "to both") == 0
+    for instance in (first, second):
+        assert instance.until(f"{ROOT_A}/events", b"to both")[-1][1] == b"to both"
+    # Both still connected, and both may command.
+    # (16: accepted, "no matching subscribers")
+    assert first.publish(f"{ROOT_A}/cmd", "from one") in (0, 16)
+    assert second.publish(f"{ROOT_A}/cmd", "from two") in (0, 16)
+    assert not first.disconnected.is_set()
+    assert not second.disconnected.is_set()
+
+
+def test_one_certificate_used_twice_keeps_only_the_newest_connection(
+    connect: ClientFactory,
+) -> None:
+    # Why every running instance needs its own certificate: the client id is the CN.
+    first = connect("dispatch")
+    connect("dispatch")
+    assert first.disconnected.wait(WAIT_S)
+
+
+LEAVES = ("status", "state", "events", "telemetry", "reply", "reply/dispatch-7f3a", "cmd")
+CABINETS = {"cabinet-fr-lyon-07-cab-01": ROOT_A, "cabinet-fr-lyon-07-cab-02": ROOT_B,
+            "cabinet-fr-paris-01-cab-01": ROOT_P}
+REPORTS = ("status", "state", "events", "telemetry", "reply", "reply/dispatch-7f3a")
+
+
+def _topics(roots: tuple[str, ...], leaves: tuple[str, ...]) -> set[str]:
+    return {f"{root}/{leaf}" for root in roots for leaf in leaves}
+
+
+ALL = (ROOT_A, ROOT_B, ROOT_P)
+LYON = (ROOT_A, ROOT_B)
+# role -> (what it may read, what it may write); anything else is denied.
+ROLES: dict[str, tuple[set[str], set[str]]] = {
+    "dispatch": (_topics(ALL, REPORTS), _topics(ALL, ("cmd",))),
+    "dispatch-2": (_topics(ALL, REPORTS), _topics(ALL, ("cmd",))),
+    "technician-fr-lyon-07": (
+        _topics(LYON, ("status", "state", "events", "reply", "reply/dispatch-7f3a")),
+        _topics(LYON, ("cmd",))),
+    "monitoring": (_topics(ALL, ("status", "state", "events", "telemetry")), set()),
+    "cabinet-fr-lyon-07-cab-01": (_topics((ROOT_A,), ("cmd",)), _topics((ROOT_A,), REPORTS)),
+}
+
+
+@pytest.mark.parametrize("role", sorted(ROLES))
+def test_each_role_can_do_exactly_what_it_should(connect: ClientFactory, role: str) -> None:
+    readable, writable = ROLES[role]
+    clients = {name: connect(name) for name in (*CABINETS, "dispatch")}
+    me = clients.get(role) or connect(role)
+
+    # Write: every cabinet topic, and a reply topic outside any cabinet's tree.
+    for topic in sorted(_topics(ALL, LEAVES) | {"dispatch/replies/dispatch-7f3a"}):
+        code = me.publish(topic, f"by {role}")
+        # Accepted: 0, or 16 "no matching subscribers"; refused: 135 "not authorized".
+        assert code == NOT_AUTHORIZED if topic not in writable else code in (0, 16), \
+            (role, topic, code)
+
+    # Read: subscribed to everything, it receives exactly what it may read. Each topic is
+    # published by its rightful writer, then a sentinel it may read closes the run.
+    assert all(c.value in (1, NOT_AUTHORIZED) for c in me.subscribe("#"))
+    while not me.messages.empty():  # its own permitted publishes above, if it reads them
+        me.messages.get_nowait()
+    for root, cabinet in ((r, n) for n, r in CABINETS.items()):
+        for leaf in LEAVES:
+            writer = clients["dispatch"] if leaf == "cmd" else clients[cabinet]
+            assert writer.publish(f"{root}/{leaf}", "m") in (0, 16)
+    sentinel = sorted(readable)[0]
+    owner = next(n for n, r in CABINETS.items() if sentinel.startswith(r + "/"))
+    writer = clients["dispatch"] if sentinel.endswith("/cmd") else clients[owner]
+    assert writer.publish(sentinel, "sentinel") == 0  # "me" subscribes to it
+    received = me.until(sentinel, b"sentinel")
+    assert {topic for topic, payload, _ in received if payload == b"m"} == readable

@@ -3,6 +3,7 @@ production Modbus driver), with no daemon on the line."""
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
 
@@ -48,6 +49,17 @@ def test_scan_finds_the_configured_boards(line: LaneRig,
     assert rows(out) == {1: "waveshare", 2: "waveshare", 3: "other", 10: "other"}
     assert re.search(r"│ 1 +│ waveshare +│ V1\.00 +│ locks-a \(waveshare_relay\)", out)
     assert "4 unit(s) answered, 0 problem(s)" in out
+
+
+def test_scan_json(line: LaneRig, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(capsys, "bus", "scan", "--config", str(line.config_path),
+                         "--bus", "rs485-0", "--from", "1", "--to", "3", "--json")
+    assert code == 0, err + out
+    data = json.loads(out)
+    assert {u["address"]: u["answer"] for u in data["units"]} == {
+        1: "waveshare", 2: "waveshare", 3: "other"}
+    assert data["units"][0]["board"] == "locks-a"
+    assert data["problems"] == 0
 
 
 def test_scan_reports_a_silent_board_and_two_boards_at_one_address(

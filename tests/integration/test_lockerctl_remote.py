@@ -3,6 +3,7 @@ redis-server, the simulator on a pty and the daemon, each a process (LaneRig).""
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -158,3 +159,55 @@ def test_commission_selected_doors_pass(lane: LaneRig, key_file: Path,
                        "--key-id", lane.key_id, "--compartments", "Z99")
     assert code == 2
     assert "no such compartment(s): Z99" in err
+
+
+# -- --json: what scripts read ------------------------------------------------------------
+
+
+def test_status_json(lane: LaneRig, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(capsys, "status", *remote(lane), "--json")
+    assert code == 0, err
+    data = json.loads(out)
+    assert data["status"]["state"] == "online"
+    assert len(data["state"]["compartments"]) == 12
+
+
+def test_cmd_json_and_a_refusal_names_its_code_once(
+        lane: LaneRig, key_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    signed = [*remote(lane), "--key", str(key_file), "--key-id", lane.key_id]
+    code, out, err = run(capsys, "cmd", *signed, "--json", "open", "Z99", "--reason", "staff")
+    assert code == 1, err
+    data = json.loads(out)
+    assert data["command"]["type"] == "open"
+    assert data["signed"] is True
+    error = data["reply"]["error"]
+    assert error["code"] == "unknown_compartment"
+    assert "unknown_compartment" not in error["message"]
+    # The text form too: the code once, then the message.
+    code, out, _ = run(capsys, "cmd", *signed, "open", "Z99", "--reason", "staff")
+    assert code == 1
+    assert out.count("unknown_compartment") == 1, out
+
+
+def test_watch_json_one_object_per_message(lane: LaneRig,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(capsys, "watch", *remote(lane), "--duration", "1", "--json")
+    assert code == 0, err
+    messages = [json.loads(line) for line in out.splitlines()]
+    assert {"topic", "channel", "retained", "payload"} <= set(messages[0])
+    status = [m for m in messages if m["channel"] == "status"]
+    assert status
+    assert status[0]["retained"] is True
+    assert status[0]["payload"]["state"] == "online"
+
+
+def test_commission_json(lane: LaneRig, key_file: Path,
+                         capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(capsys, "commission", *remote(lane), "--key", str(key_file),
+                         "--key-id", lane.key_id, "--auto-close-sim", str(lane.control_port),
+                         "--compartments", "A02", "--json")
+    assert code == 0, err
+    data = json.loads(out)
+    assert [r["compartment"] for r in data["results"]] == ["A02"]
+    assert data["results"][0]["outcome"] == "pass"
+    assert data["passed"] == 1

@@ -51,3 +51,33 @@ def test_example_cabinet_shape() -> None:
     assert settings.mqtt.tls.cert_file is not None
     assert settings.security.require_signed_commands
     assert all(c.occupancy is not None for c in settings.compartments)
+
+
+def test_the_store_url_names_the_cabinets_own_redis_socket() -> None:
+    """Default and example both point at deploy/redis.conf's socket, never at a stock
+    redis-server on 127.0.0.1:6379 (no fsync on every write there)."""
+    import re
+
+    from controller.settings import RedisConfig
+
+    conf = (DEPLOY / "redis.conf").read_text()
+    socket_path = re.search(r"^unixsocket (\S+)$", conf, re.MULTILINE)
+    assert socket_path is not None
+    assert re.search(r"^port 0$", conf, re.MULTILINE)
+    expected = f"unix://{socket_path.group(1)}?db=0"
+    assert RedisConfig().url == expected
+    example = load_settings(DEPLOY / "cabinet.example.toml", env={}, check_files=False)
+    assert example.redis.url == expected
+
+
+def test_example_key_and_certificate_names_agree_with_keygen_and_the_installer() -> None:
+    import tomllib
+
+    raw = tomllib.loads((DEPLOY / "cabinet.example.toml").read_text())
+    # lockerctl keygen --key-id dispatch-1 writes dispatch-1.pub and prints this very line.
+    assert raw["security"]["dispatch_public_keys"] == {"dispatch-1": "keys/dispatch-1.pub"}
+    assert raw["mqtt"]["tls"] == {"ca_file": "tls/ca.crt", "cert_file": "tls/cabinet.crt",
+                                  "key_file": "tls/cabinet.key"}
+    installer = (DEPLOY / "install.sh").read_text()
+    for name in ("tls/ca.crt", "tls/cabinet.crt", "tls/cabinet.key", "keys/dispatch-1.pub"):
+        assert f"$ETC/{name}" in installer, name

@@ -4,6 +4,7 @@ of the commands that cannot reach what they need."""
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import stat
 import subprocess
@@ -42,17 +43,60 @@ def wide(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.mark.parametrize(("text", "expected"), [
     ("127.0.0.1:1884", ("127.0.0.1", 1884)),
-    ("broker.lan", ("broker.lan", 1883)),
+    ("broker.lan:8883", ("broker.lan", 8883)),
     ("[::1]:8883", ("::1", 8883)),
 ])
 def test_parse_broker(text: str, expected: tuple[str, int]) -> None:
     assert parse_broker(text) == expected
 
 
-@pytest.mark.parametrize("text", ["host:port", ":1883", "host:0", "host:70000"])
+@pytest.mark.parametrize("text", ["host:port", ":1883", "host:0", "host:70000", "broker.lan",
+                                  "::1", "[::1]"])
 def test_parse_broker_refuses(text: str) -> None:
     with pytest.raises(argparse.ArgumentTypeError):
         parse_broker(text)
+
+
+def test_broker_without_a_port_is_an_error_not_a_guess(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["status", "--broker", "broker.lan", *REMOTE])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "broker 'broker.lan': give the port too, HOST:PORT" in err
+    assert "broker.lan:8883 with TLS" in err
+
+
+def _all_parsers(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
+    found = [parser]
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                found.extend(_all_parsers(child))
+    return found
+
+
+def test_every_option_and_argument_has_help_text() -> None:
+    missing = []
+    for parser in _all_parsers(build_parser()):
+        for action in parser._actions:
+            if isinstance(action, argparse._HelpAction | argparse._VersionAction
+                          | argparse._SubParsersAction):
+                continue
+            if not action.help or action.help == argparse.SUPPRESS:
+                missing.append(f"{parser.prog} {'/'.join(action.option_strings) or action.dest}")
+    assert missing == []
+
+
+@pytest.mark.parametrize("command", [
+    ["keygen"], ["config", "check"], ["config", "show"], ["status"], ["watch"], ["cmd"],
+    ["commission"], ["bus", "scan"],
+])
+def test_every_command_that_prints_data_has_json(command: list[str]) -> None:
+    parsers = {p.prog.removeprefix("lockerctl "): p for p in _all_parsers(build_parser())}
+    options = {o for a in parsers[" ".join(command)]._actions for o in a.option_strings}
+    assert "--json" in options
 
 
 REMOTE = ["--site", "fr-lyon-07", "--cabinet", "cab-01"]
@@ -98,8 +142,9 @@ def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
 # -- keygen ---------------------------------------------------------------------------------
 
 
-def test_keygen_writes_a_pair_and_the_config_line(tmp_path: Path,
-                                                  capsys: pytest.CaptureFixture[str]) -> None:
+def test_keygen_writes_a_pair_and_prints_paths_and_the_config_section(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+) -> None:
     out = tmp_path / "keys"
     code, stdout, err = run(capsys, "keygen", "--out", str(out), "--key-id", "dispatch-2")
     assert code == 0, err
@@ -108,16 +153,74 @@ def test_keygen_writes_a_pair_and_the_config_line(tmp_path: Path,
     assert stat.S_IMODE(out.stat().st_mode) == 0o700
     assert public.read_text().startswith("-----BEGIN PUBLIC KEY-----")
     load_private_key(private)
-    line = stdout.strip().splitlines()[-1]
-    assert line.startswith('dispatch_public_keys = { dispatch-2 = "')
-    # The printed line is accepted by the cabinet's settings as it is.
-    config = tmp_path / "cabinet.toml"
-    config.write_text(SIM_CONFIG.read_text().replace(
-        "require_signed_commands = false", f"require_signed_commands = true\n{line}"))
-    settings = load_settings(config)
-    assert list(settings.security.dispatch_public_keys) == ["dispatch-2"]
+    assert f"private key: {private.resolve()} (mode 0600" in stdout
+    assert f"public key:  {public.resolve()} (copy it to each cabinet as " \
+        "/etc/locker/keys/dispatch-2.pub)" in stdout
+    section = stdout[stdout.index("[security.dispatch_public_keys]"):]
+    assert section.splitlines()[1] == 'dispatch-2 = "keys/dispatch-2.pub"'
+    # The printed section, pasted into a cabinet config beside the copied .pub, is taken
+    # by the cabinet's settings as it is; so is the inline form it gives as a comment.
+    cabinet = tmp_path / "etc"
+    (cabinet / "keys").mkdir(parents=True)
+    (cabinet / "keys" / "dispatch-2.pub").write_bytes(public.read_bytes())
+    base = SIM_CONFIG.read_text().replace("require_signed_commands = false",
+                                          "require_signed_commands = true")
+    inline = section.splitlines()[2].removeprefix("# or inline, with no file to copy: ")
     private_key = load_private_key(private)
-    assert settings.security.public_key("dispatch-2") == private_key.public_key().public_bytes_raw()
+    for text in (section, f"[security.dispatch_public_keys]\n{inline}\n"):
+        config = cabinet / "cabinet.toml"
+        config.write_text(base + "\n" + text)
+        settings = load_settings(config, env={})
+        assert list(settings.security.dispatch_public_keys) == ["dispatch-2"]
+        assert settings.security.public_key("dispatch-2") == \
+            private_key.public_key().public_bytes_raw()
+
+
+def test_keygen_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, stdout, _ = run(capsys, "keygen", "--out", str(tmp_path), "--json")
+    assert code == 0
+    data = json.loads(stdout)
+    assert data["private_key"] == str((tmp_path / "dispatch-1.key").resolve())
+    assert data["public_key"] == str((tmp_path / "dispatch-1.pub").resolve())
+    assert data["cabinet_config"].startswith("[security.dispatch_public_keys]\n")
+
+
+def test_output_into_a_pipe_is_never_wrapped(capsys: pytest.CaptureFixture[str],
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("COLUMNS")
+    code, stdout, err = run(capsys, "config", "check", str(EXAMPLE_CONFIG), "--no-files")
+    assert code == 0, err
+    ids = " ".join(f"A{n:02d}" for n in range(1, 17)) + " " + \
+        " ".join(f"B{n:02d}" for n in range(1, 9))
+    assert any(ids in line for line in stdout.splitlines()), stdout
+    assert "\x1b[" not in stdout
+
+
+def test_event_lines_are_not_cut_into_a_pipe() -> None:
+    from controller.cli import make_console
+    from controller.cli_render import describe_event
+
+    payload = {"seq": 3, "kind": "door_opened", "compartment": "A01",
+               "data": {"note": "x" * 300, "after_pulse_s": 0.05}}
+    assert "…" in describe_event(payload).plain
+    assert ("x" * 300) in describe_event(payload, full=True).plain
+    assert not make_console().is_terminal  # pytest captures stdout
+    assert make_console().width >= 10_000
+
+
+def test_config_check_json(capsys: pytest.CaptureFixture[str]) -> None:
+    code, stdout, _ = run(capsys, "config", "check", str(EXAMPLE_CONFIG), "--json")
+    assert code == 2
+    data = json.loads(stdout)
+    assert data["ok"] is False
+    assert any("mqtt.tls.ca_file" in p for p in data["problems"])
+    code, stdout, _ = run(capsys, "config", "check", str(EXAMPLE_CONFIG), "--no-files",
+                          "--json")
+    assert code == 0
+    data = json.loads(stdout)
+    assert data["ok"] is True
+    assert data["cabinet"] == "fr-lyon-07/cab-01"
+    assert len(data["compartments"]) == 24
 
 
 def test_keygen_never_overwrites(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
