@@ -233,7 +233,7 @@ class Daemon:
             stored = await self.store.load_compartments()
             self.model = CabinetModel(
                 compartment_setups(s), offline_after=s.timing.unknown_after_failed_polls,
-                stored=stored,
+                stored=stored, reported_doors=await self.store.load_doors(),
             )
             self.pump_depth = await self.store.depth()
             self.state_pub = StatePublisher(self._build_state, self._publish_state,
