@@ -11,7 +11,7 @@ the broker reconnect time (p50/p99/max) and the door event detection delay. Exit
 a promise is broken.
 
     .venv/bin/python bench/fault_campaign.py [--broker 50] [--daemon 50] [--redis 15]
-                                             [--seed N]   (or LOCKER_CAMPAIGN_SEED=N)
+                                             [--seed N]   (or FAULT_CAMPAIGN_SEED=N)
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ At the end, against the simulator's ground truth:
 * no command id was pulsed twice, and every pulse on the wire follows an open request;
 * every broker restart is followed by the daemon back online.
 
-The seed is printed; ``LOCKER_CAMPAIGN_SEED=N`` replays a run.
+The seed is printed; ``FAULT_CAMPAIGN_SEED=N`` replays a run.
 """
 
 from __future__ import annotations

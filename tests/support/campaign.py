@@ -24,7 +24,7 @@ reported event (after dedupe by id), the only allowed loss being a movement youn
 ``unseen_window_s`` when the daemon was killed and undone before it was back (no process
 could see it, and the door was as last reported); gap-free seqs; one id one seq; pulses
 per command id; energised time against the cap; reported movements with no movement
-behind them; reconnect times. The seed is printed and read from ``LOCKER_CAMPAIGN_SEED``
+behind them; reconnect times. The seed is printed and read from ``FAULT_CAMPAIGN_SEED``
 so that a failure replays.
 """
 
@@ -57,7 +57,8 @@ COMPARTMENTS = ("A01", "A02", "A03", "A04", "B01", "B02", "B03", "B04")
 # Fast cooldowns so the activity keeps every door busy; the policy itself is unit-tested.
 OVERRIDES = {"timing.compartment_cooldown_s": "0.5", "timing.pulse_gap_s": "0.05",
              "timing.compartment_max_pulses_per_minute": "60"}
-SEED_ENV = "LOCKER_CAMPAIGN_SEED"
+#: Not ``LOCKER_...``: the daemon reads those as configuration and refuses unknown ones.
+SEED_ENV = "FAULT_CAMPAIGN_SEED"
 PHASES = ("command", "door_open", "door_close", "idle")
 #: A movement younger than this when the daemon died may not have been seen and committed
 #: (poll interval 100 ms, one board read, one Redis transaction, with margin for a busy
@@ -66,7 +67,7 @@ UNSEEN_WINDOW_S = 0.35
 
 
 def seed_from_env(default: int) -> int:
-    """The campaign seed: ``LOCKER_CAMPAIGN_SEED`` when set (to replay a failure)."""
+    """The campaign seed: ``FAULT_CAMPAIGN_SEED`` when set (to replay a failure)."""
     raw = os.environ.get(SEED_ENV, "").strip()
     return int(raw) if raw else default
 
