@@ -38,6 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--redis", type=int, default=15, help="kill -9 of redis-server")
     parser.add_argument("--broker-down", type=float, nargs=2, default=(0.2, 5.0),
                         metavar=("MIN", "MAX"), help="broker down time range, s")
+    parser.add_argument("--workdir", type=Path, default=None,
+                        help="keep the run's files (logs of every process) there")
     parser.add_argument("--seed", type=int, default=None,
                         help=f"campaign seed (default: {SEED_ENV}, else random)")
     args = parser.parse_args(argv)
@@ -46,8 +48,12 @@ def main(argv: list[str] | None = None) -> int:
                 redis_kills=args.redis, broker_down_s=tuple(args.broker_down))
     print(machine())
     started = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="fault-campaign-") as tmp:
-        verdict = asyncio.run(run_campaign(Path(tmp), plan))
+    if args.workdir is not None:
+        args.workdir.mkdir(parents=True, exist_ok=True)
+        verdict = asyncio.run(run_campaign(args.workdir, plan))
+    else:
+        with tempfile.TemporaryDirectory(prefix="fault-campaign-") as tmp:
+            verdict = asyncio.run(run_campaign(Path(tmp), plan))
     print(f"wall time {time.monotonic() - started:.0f} s")
     print("verdict: " + ("all promises kept" if not verdict.problems
                          else f"{len(verdict.problems)} problem(s)"))

@@ -477,6 +477,12 @@ def judge(campaign: Campaign, probe: MqttProbe) -> Verdict:
                           and e.get("compartment") == cid)
         movements += len(world)
         lo, ex, ph, de = match_movements(world, reported, campaign.kills, window)
+        if len(lo) > len(ex) or ph:
+            # The story of that door, to tell what went wrong from the printed verdict.
+            near = [f"kill {k.phase} at {k.at:.3f} back {k.back_at:.3f}" for k in campaign.kills
+                    if any(k.at - 5 <= t <= k.back_at + 5 for t, _ in world)]
+            problems.append(f"{cid}: world {[(round(t, 3), k) for t, k in world]}; reported "
+                            f"{[(round(t, 3), k) for t, k in reported]}; {near}")
         lost += [f"{cid} {x}" for x in lo]
         explained += [f"{cid} {x}" for x in ex]
         unexplained += [f"{cid} {x}" for x in ph]
