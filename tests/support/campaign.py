@@ -580,7 +580,10 @@ def _cap(rig: LaneRig) -> float | None:
     return float(load_settings(rig.config_path, env={}, check_files=False).timing.max_pulse_s)
 
 
-async def _drained(rig: LaneRig, probe: MqttProbe, topic: str) -> Callable[[], Awaitable[bool]]:
+async def _settled(rig: LaneRig, probe: MqttProbe, topic: str) -> Callable[[], Awaitable[bool]]:
+    """A condition: the outbox drained to the subscriber (every seq up to the store's last
+    received, none pending) and every door as last reported is as the world has it (a
+    movement just before the end is seen and reported before the verdict)."""
     store = await Store.connect(f"redis://127.0.0.1:{rig.redis_port}/0",
                                 _prefix(rig), rig.cabinet)
 
@@ -588,11 +591,19 @@ async def _drained(rig: LaneRig, probe: MqttProbe, topic: str) -> Callable[[], A
         try:
             last = await store.last_seq()
             depth = await store.depth()
+            world = await rig.control.acall("state")
         except Exception:
             return False
         by_id, _, _ = collected(probe, topic)
         top = max((e["seq"] for e in by_id.values()), default=0)
-        return depth == 0 and top == last and len(by_id) == last
+        if not (depth == 0 and top == last and len(by_id) == last):
+            return False
+        reported: dict[str, bool] = {}
+        for event in sorted(by_id.values(), key=lambda e: e["seq"]):
+            if event["kind"] in ("door_opened", "door_closed"):
+                reported[event.get("compartment")] = event["kind"] == "door_opened"
+        return all(reported.get(cid, False) == bool(world["compartments"][cid]["door_open"])
+                   for cid in COMPARTMENTS)
 
     done.store = store  # type: ignore[attr-defined]
     return done
@@ -642,12 +653,18 @@ async def run_campaign(workdir: Path, plan: Plan, *,
                 activity.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await activity
-            done = await _drained(rig, probe, topics.events)
+            done = await _settled(rig, probe, topics.events)
             try:
-                await _wait_for(done, 120.0, "the outbox drained to the subscriber", 0.2)
+                await _wait_for(done, 60.0, "the outbox drained and every door reported "
+                                "as it is", 0.2)
+                unsettled = None
+            except TimeoutError as exc:
+                unsettled = str(exc)  # the verdict tells which door, or which seq
             finally:
                 await done.store.close()  # type: ignore[attr-defined]
             verdict = judge(campaign, probe)
+            if unsettled is not None:
+                verdict.problems.append(unsettled)
         finally:
             probe.close()
         say(verdict.figures())
