@@ -274,6 +274,7 @@ class Daemon:
             self.model = CabinetModel(
                 compartment_setups(s), offline_after=s.timing.unknown_after_failed_polls,
                 filtering=signal_filtering(s), stored=stored,
+                reported_doors=await self.store.load_doors(),
             )
             self.pump_depth = await self.store.depth()
             self.state_pub = StatePublisher(self._build_state, self._publish_state,

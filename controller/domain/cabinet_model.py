@@ -101,9 +101,15 @@ class CabinetModel:
         fault_after: int = 3,
         collected_hold_s: float = 0.0,
         stored: dict[str, dict[str, Any]] | None = None,
+        reported_doors: dict[str, dict[str, Any]] | None = None,
     ) -> None:
+        """``stored``: the compartment states a restart finds in the store;
+        ``reported_doors``: per compartment, the door as the last committed events left it
+        (``{"open": bool, "authorised": bool}``), so the first poll reports what the dead
+        process saw but never committed, and nothing it did commit a second time."""
         setups = list(setups)
         stored = stored or {}
+        reported = reported_doors or {}
         self._setups = {s.spec.compartment_id: s for s in setups}
         self.signals = CabinetSignals(
             [s.wiring for s in setups],
@@ -114,8 +120,10 @@ class CabinetModel:
         self.doors: dict[str, DoorMachine] = {
             s.spec.compartment_id: DoorMachine(
                 s.spec.compartment_id, s.timing, has_latch_feedback=s.wiring.latch is not None,
-                resume_authorised_open=bool(
-                    stored.get(s.spec.compartment_id, {}).get("door_open_authorised")),
+                resume_authorised_open=_resume_authorised(
+                    stored.get(s.spec.compartment_id, {}),
+                    reported.get(s.spec.compartment_id)),
+                reported_open=_reported_open(reported.get(s.spec.compartment_id)),
             )
             for s in setups
         }
@@ -137,6 +145,8 @@ class CabinetModel:
             purpose = stored.get(c.compartment_id, {}).get("open_purpose")
             if purpose and stored[c.compartment_id].get("door_open_authorised"):
                 c.resume_open(OpenPurpose(purpose))
+                if _reported_open(reported.get(c.compartment_id)):
+                    c.door_opened(0.0)  # its door_opened was committed: the open goes on
         self._by_board: dict[str, list[str]] = {}
         self._last_seen: dict[str, tuple[CompartmentReadings, ...]] = {}
         # Doors seen closing whose occupancy sensor sits on another board: the compartment
@@ -369,6 +379,20 @@ class CabinetModel:
 
     def door_state(self, compartment: str) -> DoorState:
         return self._door(compartment).state
+
+
+def _reported_open(door: dict[str, Any] | None) -> bool | None:
+    if door is None or not isinstance(door.get("open"), bool):
+        return None
+    return bool(door["open"])
+
+
+def _resume_authorised(stored: dict[str, Any], door: dict[str, Any] | None) -> bool:
+    """Whether an open that a restart finds under way was authorised: as reported with its
+    ``door_opened`` when that was committed, else as the stored state says."""
+    if _reported_open(door) and door is not None:
+        return bool(door.get("authorised"))
+    return bool(stored.get("door_open_authorised"))
 
 
 def _value(reading: DoorReading | LatchReading | OccupancyReading | None) -> str | None:

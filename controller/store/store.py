@@ -33,6 +33,8 @@ Key layout (all under ``{prefix}:{cabinet}:``)
 ``cmd:{id}``          hash     a command record, expires after the retention
 ``commands:open``     zset     ids of commands begun and not finished
 ``compartments``      hash     compartment id -> state JSON
+``doors``             hash     compartment id -> the door as last reported (JSON),
+                               written only with the events that report it
 ``orders``            hash     order id -> order JSON
 ``codes``             hash     order id -> code hashes JSON (opaque)
 ``codes-used:{order}`` hash    code id -> time it was used
@@ -96,6 +98,7 @@ from controller.store.records import (
     Delivered,
     Event,
     NewCommand,
+    NewEvent,
     Timestamp,
     check_id,
     to_iso,
@@ -168,6 +171,7 @@ class _Keys:
         self.delivered = f"{base}:outbox:delivered"
         self.commands_open = f"{base}:commands:open"
         self.compartments = f"{base}:compartments"
+        self.doors = f"{base}:doors"
         self.orders = f"{base}:orders"
         self.codes = f"{base}:codes"
         self.boot_counter = f"{base}:boot:counter"
@@ -245,6 +249,28 @@ def _check_seq(seq: object, op: str) -> int:
     if isinstance(seq, bool) or not isinstance(seq, int) or seq < 0:
         raise StoreDataError(f"a sequence number must be an int >= 0, got {seq!r}", op=op)
     return seq
+
+
+def _lost_connection(exc: BaseException) -> BaseException | None:
+    """The connection error behind ``exc``, or None when ``exc`` is a real conflict.
+
+    redis-py turns a connection that dies while a pipeline WATCHes keys into a
+    ``WatchError`` ("A ConnectionError occurred while watching...") raised while handling
+    the socket error, the same class as "a watched key changed". The two mean opposite
+    things here: a conflict is retried, a dead connection is Redis going away (and after
+    EXEC, a write whose outcome is unknown).
+    """
+    if isinstance(exc, redis_errors.ConnectionError | redis_errors.TimeoutError | OSError):
+        return exc
+    cause = exc.__cause__ or exc.__context__
+    for _ in range(8):  # a short chain; bounded all the same
+        if cause is None:
+            return None
+        if isinstance(cause, redis_errors.ConnectionError | redis_errors.TimeoutError
+                      | OSError | TimeoutError):
+            return cause
+        cause = cause.__cause__ or cause.__context__
+    return None
 
 
 class Store:
@@ -447,6 +473,12 @@ class Store:
         except OSError as exc:
             raise StoreUnavailable(f"Redis unavailable: {exc}", op=op) from exc
 
+    def _unavailable(self, cause: BaseException, op: str) -> StoreUnavailable:
+        """The store's error for a connection that failed with ``cause``."""
+        if isinstance(cause, redis_errors.TimeoutError | TimeoutError):
+            return StoreTimeout(f"Redis did not answer: {cause}", op=op)
+        return StoreUnavailable(f"Redis unavailable: {cause}", op=op)
+
     async def _drop_idle_connections(self) -> None:
         """After a connection broke, the other idle pooled connections are suspect too
         (Redis restarted): drop them so the next checkout connects afresh."""
@@ -493,11 +525,14 @@ class Store:
                     try:
                         await pipe.watch(*watch)
                         step = await plan(pipe)
-                    except redis_errors.ConnectionError:
+                    except (redis_errors.ConnectionError, redis_errors.WatchError) as exc:
                         # Nothing was written yet (EXEC not sent): safe to start over once
                         # on a fresh connection, e.g. the first call after a Redis restart.
+                        lost = _lost_connection(exc)
+                        if lost is None:
+                            continue  # a watched key changed while reading: start over
                         if reconnected or self._closed:
-                            raise
+                            raise self._unavailable(lost, op) from exc
                         reconnected = True
                         await self._drop_idle_connections()
                         continue
@@ -505,8 +540,12 @@ class Store:
                         return step.value
                     try:
                         results = await pipe.execute()
-                    except redis_errors.WatchError:
-                        pass
+                    except redis_errors.WatchError as exc:
+                        lost = _lost_connection(exc)
+                        if lost is not None:
+                            # EXEC was sent and the connection died: the transaction may
+                            # have been applied. Never run it again: the caller judges.
+                            raise self._unavailable(lost, op) from exc
                     else:
                         return step.result(results)
                 # Jittered back-off so contending processes stop colliding; capped at 20 ms.
@@ -586,31 +625,83 @@ class Store:
         StoreUnavailable. After StoreUnavailable the event may or may not be committed;
         appending it again can at worst give dispatch one event twice under two ids.
         """
-        op = "append"
+        events = await self._commit("append", [NewEvent(kind, data, at, compartment)],
+                                    {}, {})
+        return events[0]
+
+    async def commit(
+        self,
+        events: Sequence[NewEvent],
+        *,
+        compartments: Mapping[str, Mapping[str, Any]] | None = None,
+        doors: Mapping[str, Mapping[str, Any]] | None = None,
+    ) -> list[Event]:
+        """Commit ``events`` (consecutive sequence numbers, in order) together with the
+        state they tell about, in one transaction: all of it or none of it, whatever
+        crashes.
+
+        ``compartments`` are compartment states (as :meth:`save_compartment` stores them);
+        ``doors`` is, per compartment, the door as these events leave it reported
+        (:meth:`load_doors` reads it back). A restart compares that record with what the
+        sensors say: a movement seen by the process but never committed is still reported
+        (see ``docs/decisions/0004-redis-durability.md``). Errors as :meth:`append`; an
+        empty ``events`` only writes the states.
+        """
+        return await self._commit("commit", list(events), dict(compartments or {}),
+                                  dict(doors or {}))
+
+    async def _commit(
+        self,
+        op: str,
+        drafts: list[NewEvent],
+        compartments: dict[str, Mapping[str, Any]],
+        doors: dict[str, Mapping[str, Any]],
+    ) -> list[Event]:
         self._check_open(op)
-        if not isinstance(kind, str) or not kind or len(kind) > 64:
-            raise StoreDataError(f"kind must be a non-empty string of <= 64 chars: {kind!r}", op=op)
-        if compartment is not None:
-            check_id(compartment, "compartment", op=op)
-        if self.boot_id is None:
-            raise StoreDataError("no boot id: call new_boot() or connect(boot_id=...)", op=op)
+        if not drafts and not compartments and not doors:
+            return []
         boot_id = self.boot_id
-        at_iso = to_iso(at, op=op)
-        payload = _json_object(data, "event data", op)
-        event_id = str(uuid.uuid4())
+        if drafts and boot_id is None:
+            raise StoreDataError("no boot id: call new_boot() or connect(boot_id=...)", op=op)
+        checked: list[tuple[str, str, dict[str, Any], str | None, str]] = []
+        for draft in drafts:
+            kind = draft.kind
+            if not isinstance(kind, str) or not kind or len(kind) > 64:
+                raise StoreDataError(
+                    f"kind must be a non-empty string of <= 64 chars: {kind!r}", op=op)
+            if draft.compartment is not None:
+                check_id(draft.compartment, "compartment", op=op)
+            checked.append((kind, to_iso(draft.at, op=op),
+                            _json_object(draft.data, "event data", op), draft.compartment,
+                            str(uuid.uuid4())))
+        state_raw = {check_id(cid, "compartment", op=op):
+                     _dumps(_json_object(v, "state", op), "state", op)
+                     for cid, v in compartments.items()}
+        door_raw = {check_id(cid, "compartment", op=op):
+                    _dumps(_json_object(v, "door", op), "door", op)
+                    for cid, v in doors.items()}
         keys = self._keys
 
-        async def plan(pipe: Pipeline) -> _Plan[Event]:
-            seq = int(await pipe.get(keys.seq) or 0) + 1
-            event = Event(
-                id=event_id, seq=seq, kind=kind, at=at_iso, boot_id=boot_id,
-                cabinet=self.cabinet_id, compartment=compartment, data=payload,
-            )
+        async def plan(pipe: Pipeline) -> _Plan[list[Event]]:
+            seq = int(await pipe.get(keys.seq) or 0)
+            out: list[Event] = []
+            for kind, at_iso, payload, compartment, event_id in checked:
+                seq += 1
+                out.append(Event(
+                    id=event_id, seq=seq, kind=kind, at=at_iso, boot_id=str(boot_id),
+                    cabinet=self.cabinet_id, compartment=compartment, data=payload,
+                ))
             pipe.multi()
-            pipe.set(keys.seq, seq)
-            pipe.set(keys.event(event_id), _dumps(event.to_dict(), "event", op))
-            pipe.zadd(keys.pending, {event_id: seq})
-            return _Write(lambda _results: event)
+            if out:
+                pipe.set(keys.seq, seq)
+            for event in out:
+                pipe.set(keys.event(event.id), _dumps(event.to_dict(), "event", op))
+                pipe.zadd(keys.pending, {event.id: event.seq})
+            if state_raw:
+                pipe.hset(keys.compartments, mapping=state_raw)
+            if door_raw:
+                pipe.hset(keys.doors, mapping=door_raw)
+            return _Write(lambda _results: out)
 
         async with self._append_lock:
             return await self._transaction(op, [keys.seq], plan)
@@ -925,6 +1016,10 @@ class Store:
         """Forget one compartment's state; True if there was one."""
         compartment = check_id(compartment, "compartment", op="delete_compartment")
         return await self._hash_delete("delete_compartment", self._keys.compartments, compartment)
+
+    async def load_doors(self) -> dict[str, dict[str, Any]]:
+        """Every door as last reported by :meth:`commit`, by compartment id."""
+        return await self._hash_load_all("load_doors", self._keys.doors)
 
     async def save_order(self, order_id: str, order: Mapping[str, Any]) -> None:
         """Store one order (an opaque JSON object from the domain)."""
