@@ -270,6 +270,17 @@ class DoorMachine:
         events.append(self._event(EventKind.UNLOCK_PULSE_FAILED, now, reason=reason))
         return events
 
+    def resume_unlock_window(self, now: float) -> None:
+        """After a restart: an authorised open was declared, and its pulse may have gone out
+        just before the process died. A door opening within the open-detect timeout from
+        ``now`` is that open (authorised), as after an acknowledged pulse; if it does not
+        open, ``open_not_detected`` ends it. No event: the pulse was reported, or not,
+        before the restart."""
+        if self._window is None and not self._known_open:
+            self._window = UnlockWindow(
+                sent_at=now, deadline=now + self.timing.open_detect_timeout_s
+            )
+
     def pulse_unconfirmed(self, now: float, evidence: str = "") -> list[DomainEvent]:
         """The pulse frame went out but whether it acted is unknown (acknowledgement lost,
         late or garbled). The open-detect timeout starts now, as for an acknowledgement."""
