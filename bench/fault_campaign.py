@@ -36,6 +36,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--broker", type=int, default=50, help="broker restarts")
     parser.add_argument("--daemon", type=int, default=50, help="kill -9 of the daemon")
     parser.add_argument("--redis", type=int, default=15, help="kill -9 of redis-server")
+    parser.add_argument("--board", type=int, default=15,
+                        help="board faults: late replies, a lost/garbled/short pulse "
+                        "acknowledgement, a flapping door switch")
     parser.add_argument("--broker-down", type=float, nargs=2, default=(0.2, 5.0),
                         metavar=("MIN", "MAX"), help="broker down time range, s")
     parser.add_argument("--workdir", type=Path, default=None,
@@ -45,7 +48,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     seed = args.seed if args.seed is not None else seed_from_env(random.randrange(1, 10**6))
     plan = Plan(seed=seed, broker_restarts=args.broker, daemon_kills=args.daemon,
-                redis_kills=args.redis, broker_down_s=tuple(args.broker_down))
+                redis_kills=args.redis, board_faults=args.board,
+                broker_down_s=tuple(args.broker_down))
     print(machine())
     started = time.monotonic()
     if args.workdir is not None:

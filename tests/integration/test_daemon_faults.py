@@ -46,6 +46,16 @@ async def test_broker_restarts_and_redis_kills_during_door_activity(tmp_path: Pa
     assert len(verdict.reconnect_s) == 6
 
 
+async def test_board_faults_during_door_activity(tmp_path: Path) -> None:
+    plan = Plan(seed=seed_from_env(30), board_faults=6, gap_s=(0.6, 1.2),
+                board_fault_s=(2.0, 3.0))
+    verdict = await run_campaign(tmp_path, plan)
+    assert verdict.problems == [], "\n".join(verdict.problems)
+    assert sum(v for k, v in verdict.counts.items() if k.startswith("board_")) == 6
+    assert verdict.pulses_per_command_max <= 1
+    assert verdict.unexplained_events == []  # no stale or phantom door event
+
+
 # -- the judge itself: a verdict that could not fail would prove nothing -------------------
 
 

@@ -84,15 +84,20 @@ class Plan:
     broker_restarts: int = 0
     daemon_kills: int = 0
     redis_kills: int = 0
+    #: Board faults: a board answering past its timeout (inside the line's late window),
+    #: the acknowledgement of a pulse lost, garbled or cut short, a door switch flapping
+    #: every 0.2 s.
+    board_faults: int = 0
     broker_down_s: tuple[float, float] = (0.2, 5.0)
     daemon_down_s: tuple[float, float] = (0.2, 1.0)
     redis_down_s: tuple[float, float] = (0.2, 2.0)
+    board_fault_s: tuple[float, float] = (2.0, 4.0)
     gap_s: tuple[float, float] = (0.8, 2.0)
     unseen_window_s: float = UNSEEN_WINDOW_S
 
     def schedule(self, rng: random.Random) -> list[str]:
         kinds = (["broker"] * self.broker_restarts + ["daemon"] * self.daemon_kills
-                 + ["redis"] * self.redis_kills)
+                 + ["redis"] * self.redis_kills + ["board"] * self.board_faults)
         rng.shuffle(kinds)
         return kinds
 
@@ -126,6 +131,13 @@ class Campaign:
     #: Held while a movement starts (is the daemon up? pull): a kill never comes between.
     starting: asyncio.Lock = field(default_factory=asyncio.Lock)
     log: list[str] = field(default_factory=list)
+    #: Compartments nobody moves now (their board answers late, their switch flaps).
+    frozen: set[str] = field(default_factory=set)
+    #: The compartment whose door is being moved, if any.
+    moving: str | None = None
+    board_faults: Counter[str] = field(default_factory=Counter)
+    #: (compartment, monotonic start, end) of each flapping incident.
+    flapping: list[tuple[str, float, float]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.daemon_up.set()
@@ -178,9 +190,11 @@ class Campaign:
                     continue
                 self.accepted.append(command["id"])
                 async with self.starting:
-                    if not self.daemon_up.is_set():
-                        continue  # killed since it replied: nobody starts a movement now
+                    if not self.daemon_up.is_set() or cid in self.frozen:
+                        continue  # killed since it replied, or its board faulted: no move
                     pulled = await self.rig.control.acall("pull", compartment=cid)
+                    if isinstance(pulled, dict) and pulled.get("open"):
+                        self.moving = cid
                 if not (isinstance(pulled, dict) and pulled.get("open")):
                     continue
                 self._mark("door_open")
@@ -193,6 +207,7 @@ class Campaign:
                 self._mark("door_close")
                 self.doors_cycled += 1
                 await asyncio.sleep(0.8)  # shut long enough to be read as shut
+                self.moving = None
         finally:
             await stack.aclose()
 
@@ -259,7 +274,7 @@ async def _kill_daemon(campaign: Campaign, probe: MqttProbe, rng: random.Random)
     await _daemon_online(campaign, probe, known)
     kill.back_at = time.monotonic()
     campaign.daemon_up.set()
-    campaign.log.append(f"daemon killed phase={phase} +{delay * 1000:.0f}ms")
+    campaign.log.append(f"{time.monotonic():.3f} daemon killed phase={phase} +{delay * 1000:.0f}ms")
 
 
 async def _restart_broker(campaign: Campaign, probe: MqttProbe, rng: random.Random) -> None:
@@ -270,7 +285,7 @@ async def _restart_broker(campaign: Campaign, probe: MqttProbe, rng: random.Rand
     await asyncio.to_thread(rig.broker.start)  # returns once it accepts connections
     up = time.time()
     campaign.broker_up.append(up)
-    campaign.log.append(f"broker down {down:.2f}s")
+    campaign.log.append(f"{time.monotonic():.3f} broker down {down:.2f}s")
 
     async def reconnected() -> bool:
         return any(at >= up - 0.01 for _, at in _online_boots(probe, campaign.topics.status))
@@ -287,7 +302,77 @@ async def _kill_redis(campaign: Campaign, rng: random.Random) -> None:
     await asyncio.sleep(down)
     await asyncio.to_thread(rig.redis.start)
     campaign.redis_kills += 1
-    campaign.log.append(f"redis killed, down {down:.2f}s")
+    campaign.log.append(f"{time.monotonic():.3f} redis killed, down {down:.2f}s")
+
+
+async def _freeze(campaign: Campaign, compartments: set[str]) -> None:
+    """Nobody starts moving ``compartments`` from now on; wait for one under way to end."""
+    async with campaign.starting:
+        campaign.frozen |= compartments
+
+    async def still() -> bool:
+        return campaign.moving not in compartments
+
+    with contextlib.suppress(TimeoutError):
+        await _wait_for(still, 10.0, "the door under way closed")
+
+
+async def _board_fault(campaign: Campaign, rng: random.Random) -> None:
+    """One board fault while the lane works. Doors on a board that answers late and a
+    flapping door are not moved meanwhile (nothing could see them move): what is judged is
+    that no stale or phantom door event comes out of it, that a pulse is never sent twice,
+    and that a flapping switch is one ``sensor_flapping`` alarm."""
+    import tomllib
+
+    rig = campaign.rig
+    kind = rng.choice(("late", "ack", "flapping"))
+    hold = rng.uniform(*campaign.plan.board_fault_s)
+    cabinet = tomllib.loads(rig.config_path.read_text())
+    door_board = {str(c["id"]): str(c["door"]["board"]) for c in cabinet["compartments"]
+                  if "door" in c}
+    if kind == "ack":
+        reply_fault = rng.choice(("drop_reply", "garble_reply", "short_reply"))
+        board, _ = lock_of(rig, rng.choice(COMPARTMENTS))
+        # Armed for the next write to that board: the next pulse there.
+        await rig.control.acall("fault_set", kind=reply_fault, board=board, count=1)
+        await asyncio.sleep(hold)
+        await rig.control.acall("fault_clear", kind=reply_fault, board=board)
+        campaign.board_faults[reply_fault] += 1
+        campaign.log.append(f"{time.monotonic():.3f} {reply_fault} on {board}")
+        return
+    if kind == "late":
+        board = door_board[rng.choice(COMPARTMENTS)]
+        # Every door on the line: a late board costs its whole pair of wires a timeout and
+        # a late window per read, so its neighbours are read less often meanwhile.
+        on_board = set(COMPARTMENTS)
+        await _freeze(campaign, on_board)
+        # Past the line's 0.3 s timeout, inside its late window (twice the timeout).
+        await rig.control.acall("fault_set", kind="late", board=board, delay_s=0.45)
+        await asyncio.sleep(hold)
+        await rig.control.acall("fault_clear", kind="late", board=board)
+        # Read again within the poller's offline retry (5 s), then on time for a few
+        # polls: no longer degraded, its doors read again.
+        await asyncio.sleep(6.5)
+        async with campaign.starting:
+            campaign.frozen -= on_board
+        campaign.board_faults["late"] += 1
+        campaign.log.append(f"{time.monotonic():.3f} late replies from {board} for {hold:.1f}s")
+        return
+    choices = [c for c in COMPARTMENTS if c != campaign.moving and c not in campaign.frozen]
+    cid = rng.choice(choices or list(COMPARTMENTS))
+    await _freeze(campaign, {cid})
+    start = time.monotonic()
+    await rig.control.acall("fault_set", kind="flapping", compartment=cid, signal="door",
+                            period_s=0.2)
+    await asyncio.sleep(max(hold, 2.5))  # long enough to be called flapping
+    await rig.control.acall("fault_clear", kind="flapping", compartment=cid, signal="door")
+    end = time.monotonic()
+    await asyncio.sleep(6.0)  # steady for the alarm's clear time (5 s), then trusted again
+    async with campaign.starting:
+        campaign.frozen.discard(cid)
+    campaign.flapping.append((cid, start, end))
+    campaign.board_faults["flapping"] += 1
+    campaign.log.append(f"{time.monotonic():.3f} door of {cid} flapping for {end - start:.1f}s")
 
 
 # -- the verdict ---------------------------------------------------------------------------
@@ -552,6 +637,18 @@ def judge(campaign: Campaign, probe: MqttProbe) -> Verdict:
         else:
             problems.append(f"the daemon never came back online after the broker at {up:.3f}")
 
+    # A flapping switch is one sensor_flapping alarm, raised and cleared once per incident.
+    for cid, start, end in campaign.flapping:
+        alarms = [e for e in events if e.get("compartment") == cid
+                  and e["kind"] in ("alarm_raised", "alarm_cleared")
+                  and e["data"].get("alarm") == "sensor_flapping"
+                  and start - 0.5 <= mono(e) <= end + 15.0]
+        raised = sum(1 for e in alarms if e["kind"] == "alarm_raised")
+        cleared = sum(1 for e in alarms if e["kind"] == "alarm_cleared")
+        if (raised, cleared) != (1, 1):
+            problems.append(f"{cid} flapped {end - start:.1f}s: sensor_flapping raised "
+                            f"{raised}, cleared {cleared} times (expected once each)")
+
     forced = 0
     for e in events:
         if e["kind"] == "door_opened" and e["data"].get("authorised") is False:
@@ -563,7 +660,10 @@ def judge(campaign: Campaign, probe: MqttProbe) -> Verdict:
         problems.append("no door was cycled")
     counts = {
         "broker_restarts": len(campaign.broker_up), "daemon_kills": len(campaign.kills),
-        "redis_kills": campaign.redis_kills, "commands_sent": len(campaign.sent),
+        "redis_kills": campaign.redis_kills,
+        **{f"board_{kind}": n for kind, n in sorted(campaign.board_faults.items())},
+        "pulses_unconfirmed": sum(1 for e in events if e["kind"] == "unlock_pulse_unconfirmed"),
+        "commands_sent": len(campaign.sent),
         "accepted": len(campaign.accepted), "doors_cycled": campaign.doors_cycled,
         "interrupted": sum(1 for e in events if e["kind"] == "command_interrupted"),
         **{f"refused_{code}": n for code, n in sorted(campaign.refused.items())},
@@ -650,6 +750,8 @@ async def run_campaign(workdir: Path, plan: Plan, *,
                         await _kill_daemon(campaign, probe, rng)
                     elif kind == "broker":
                         await _restart_broker(campaign, probe, rng)
+                    elif kind == "board":
+                        await _board_fault(campaign, rng)
                     else:
                         await _kill_redis(campaign, rng)
                     if n % 10 == 0:
@@ -674,6 +776,8 @@ async def run_campaign(workdir: Path, plan: Plan, *,
         finally:
             probe.close()
         say(verdict.figures())
+        if verdict.problems:
+            say("disruptions (monotonic time at their end):\n  " + "\n  ".join(campaign.log))
         return verdict
     except BaseException:
         say(rig.logs("daemon", 6000))
