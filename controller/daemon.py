@@ -44,6 +44,7 @@ from controller.contract.messages import (
     BoardState,
     BusStats,
     ClockReading,
+    CodeKeyInfo,
     LaneState,
     Reply,
     State,
@@ -64,6 +65,7 @@ from controller.mqtt.link import (
     MqttLinkError,
     MqttLinkSettings,
 )
+from controller.security.codes import CodeKeyError
 from controller.security.replay import MemoryReplayStore
 from controller.security.verify import CommandVerifier
 from controller.services.commands import CommandService
@@ -148,6 +150,8 @@ class Daemon:
             state=state, cabinet=self.settings.cabinet.id, boot_id=self.boot_id,
             version=__version__, cabinet_clock=self._reading(), at=datetime.now(UTC),
             config_hash=self.settings.config_hash,
+            code_key=CodeKeyInfo.model_validate(self.lane.codes.key.published())
+            if hasattr(self, "lane") else None,
         )
 
     async def snapshot(self) -> dict[str, Any]:
@@ -271,6 +275,7 @@ class Daemon:
                 on_change=self.state_pub.mark_dirty, save=self.keeper.save,
                 unavailable_zones=self.zones.unavailable_zones,
                 apply_config=self._apply_config,
+                codes=self.lane.codes, clear_lane=self.lane.clear_lockout,
             )
             await self._answer_interrupted()
             await self.poller.poll_once()
@@ -545,6 +550,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except StoreError as exc:
         log.critical("store unavailable at start-up", extra={"ctx": {"error": str(exc)}})
         return 3
+    except CodeKeyError as exc:
+        log.critical("code key unusable", extra={"ctx": {"error": str(exc)}})
+        print(f"code key error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -924,12 +924,28 @@ class SecurityConfig(_Section):
         "base64 (raw 32 bytes or DER).",
     )
     code_max_attempts: Count = Field(
-        default=5, ge=1, le=100, description="Wrong pickup codes before a lane lockout."
+        default=5, ge=1, le=100,
+        description="Wrong pickup codes an input of the lane (keypad, scanner) may make in "
+        "a row before it is slowed down (its budget).",
     )
     code_lockout_s: Seconds = Field(
-        default=60.0, gt=0, description="First lockout; doubles on each further lockout."
+        default=60.0, gt=0,
+        description="Time in which a slowed input earns back one wrong code.",
     )
-    code_lockout_max_s: Seconds = Field(default=3600.0, gt=0, description="Longest lockout.")
+    code_lockout_max_s: Seconds = Field(
+        default=3600.0, gt=0,
+        description="No longer used (the lane slows a guesser down instead of locking out).",
+    )
+    code_key_file: Path = Field(
+        default=Path("code.key"),
+        description="The cabinet's code key (X25519 key pair and verifier secret), created "
+        "at the first start with mode 0600; relative to the config file.",
+    )
+
+    @field_validator("code_key_file")
+    @classmethod
+    def _code_key_path(cls, value: Path, info: ValidationInfo) -> Path:
+        return _ctx_path(info, value)
 
     @field_serializer("dispatch_public_keys")
     def _fingerprints(self, value: Mapping[str, str], info: SerializationInfo) -> dict[str, str]:
