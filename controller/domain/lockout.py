@@ -6,8 +6,10 @@ A wrong code takes one from the bucket. While the bucket is empty, a *short* ent
 that could be a keypad code) is not checked at all: it is refused at once with the time
 until the next attempt (``slow_down``), and it does not count. A long entry (only a QR
 code can match it) is always checked: a right QR code opens whatever someone else typed
-before. Whatever the entry, two checks of one input are at least ``min_interval_s`` apart
-(default 0.25 s), so a flooding scanner costs the cabinet at most four checks a second.
+before. Whatever the entry, two checks of one input are held at least ``min_interval_s``
+apart (default 0.25 s: the next entry waits, it is not refused), so a flooding scanner costs
+the cabinet at most four checks a second (its driver drops the oldest lines it cannot
+hand over).
 
 A right code does not refill the bucket (an accomplice's own order must not buy a guesser
 new attempts); only time does, or a staff ``clear_lane_lockout`` command.
@@ -75,15 +77,18 @@ class CodeBudget:
         self._at = max(now, self._at)
 
     def wait(self, now: float, *, short: bool) -> float:
-        """Seconds before an entry may be checked (0: check it now)."""
-        wait = 0.0
-        if self._last_check is not None:
-            wait = self.limits.min_interval_s - (now - self._last_check)
-        if short:
-            tokens = self.tokens(now)
-            if tokens < 1.0:
-                wait = max(wait, (1.0 - tokens) * self.limits.refill_s)
-        return max(wait, 0.0)
+        """Seconds before an entry may be checked; 0 for a long entry or while the budget
+        holds an attempt."""
+        if not short:
+            return 0.0
+        tokens = self.tokens(now)
+        return 0.0 if tokens >= 1.0 else (1.0 - tokens) * self.limits.refill_s
+
+    def pace(self, now: float) -> float:
+        """Seconds to hold a check so that two checks are ``min_interval_s`` apart."""
+        if self._last_check is None:
+            return 0.0
+        return max(self.limits.min_interval_s - (now - self._last_check), 0.0)
 
     def checked(self, now: float) -> None:
         """An entry is being checked at ``now``."""

@@ -771,7 +771,10 @@ class LaneService:
         if wait > 0:
             raise _Refused("slow_down", f"too many wrong codes here; try again in {wait:.0f} s",
                            retry_after_s=round(wait, 3))
-        budget.checked(now.mono)
+        pause = budget.pace(now.mono)
+        if pause > 0:
+            await asyncio.sleep(pause)  # at most min_interval_s: checks are paced, not refused
+        budget.checked(self._now().mono)
         # One path whether or not the order named exists: the code leads to its order.
         record = await self.codes.find(code) if code is not None else None
         cid = None

@@ -61,9 +61,11 @@ def test_budget_slows_short_codes_once_spent_and_refills_one_per_period() -> Non
 
 def test_budget_min_interval_holds_every_entry() -> None:
     budget = CodeBudget(BudgetLimits(min_interval_s=0.25), at=0.0)
+    assert budget.pace(10.0) == 0.0
     budget.checked(10.0)
-    assert budget.wait(10.1, short=False) == pytest.approx(0.15)
-    assert budget.wait(10.3, short=False) == 0.0
+    assert budget.pace(10.1) == pytest.approx(0.15)
+    assert budget.pace(10.3) == 0.0
+    assert budget.wait(10.1, short=True) == 0.0  # pacing is not a refusal
 
 
 def test_budget_survives_a_restart_with_another_clock() -> None:

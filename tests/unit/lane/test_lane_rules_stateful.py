@@ -113,13 +113,14 @@ class LaneRules(RuleBasedStateMachine):
             assert short, "a long code was held back"
         if self.budget.near_edge(before, after):
             # Too close to the edge to tell which side the service saw: resync.
-            return self._resync(after)
-        if short and self.budget.spent(before):
-            assert result.reason == "slow_down", result
-        if result.reason == "slow_down":
-            assert self.budget.spent(after), "slowed down for no reason"
-        if result.reason == "wrong_code":
-            self.budget.wrong(before)
+            self._resync(after)
+        else:
+            if short and self.budget.spent(before):
+                assert result.reason == "slow_down", result
+            if result.reason == "slow_down":
+                assert self.budget.spent(after), "slowed down for no reason"
+            if result.reason == "wrong_code":
+                self.budget.wrong(before)
         if result.accepted:
             assert named in (None, result.order_id)
             self._check_accepted(result.order_id or "", result.compartment or "",
