@@ -86,3 +86,12 @@ def test_outage_delivery_prints_counts() -> None:
                    "door_opened: delivered / truth"):
         assert figure in out
     assert out.count("all delivered: yes") == 2
+
+
+@pytest.mark.integration
+@needs_services
+def test_code_check_prints_both_cabinets_and_cpu() -> None:
+    out = _run("bench/code_check.py", "--checks", "5")
+    assert "100 orders / 1 order" in out
+    assert "ms/check" in out
+    assert "targets" in out
