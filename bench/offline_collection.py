@@ -64,6 +64,7 @@ def write_config(workdir: Path, lane_port: int, control_port: int) -> Path:
     text = _set_key(text, "timing", "compartment_max_pulses_per_minute", "60")
     text = _set_key(text, "timing", "pulse_gap_s", "0.05")
     text = _set_key(text, "log", "level", '"warning"')
+    text = _set_key(text, "security", "code_key_file", '"code.key"')  # beside the config
     path = workdir / "cabinet.toml"
     path.write_text(text)
     return path

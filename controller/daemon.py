@@ -263,9 +263,10 @@ class Daemon:
             self.zones = ZoneMonitor(s, lambda: self.poller.temperatures.values,
                                      self.sink.emit, self.store,
                                      on_change=self.state_pub.mark_dirty)
-            self.lane = LaneService.from_settings(s, self.model, self.store, self.unlock,
-                                                  self.emit, now=self.now,
-                                                  on_change=self.state_pub.mark_dirty)
+            self.lane = LaneService.from_settings(
+                s, self.model, self.store, self.unlock, self.emit, now=self.now,
+                on_change=self.state_pub.mark_dirty,
+                code_key_file=self.config_path.parent / "code.key" if self.config_path else None)
             stack.push_async_callback(self.lane.close)
             verifier = CommandVerifier(
                 s.cabinet.id, _public_keys(s), self.cabinet_clock, MemoryReplayStore())

@@ -936,16 +936,17 @@ class SecurityConfig(_Section):
         default=3600.0, gt=0,
         description="No longer used (the lane slows a guesser down instead of locking out).",
     )
-    code_key_file: Path = Field(
-        default=Path("code.key"),
+    code_key_file: Path | None = Field(
+        default=None,
         description="The cabinet's code key (X25519 key pair and verifier secret), created "
-        "at the first start with mode 0600; relative to the config file.",
+        "at the first start with mode 0600; relative to the config file. Default: "
+        "`code.key` beside the config file.",
     )
 
     @field_validator("code_key_file")
     @classmethod
-    def _code_key_path(cls, value: Path, info: ValidationInfo) -> Path:
-        return _ctx_path(info, value)
+    def _code_key_path(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        return None if value is None else _ctx_path(info, value)
 
     @field_serializer("dispatch_public_keys")
     def _fingerprints(self, value: Mapping[str, str], info: SerializationInfo) -> dict[str, str]:

@@ -67,6 +67,7 @@ import time
 from collections.abc import AsyncIterable, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from controller.domain.cabinet_model import CabinetModel, Emitted, Now
@@ -388,17 +389,20 @@ class LaneService:
         *,
         now: Callable[[], Now],
         on_change: Callable[[], None] = lambda: None,
+        code_key_file: Path | None = None,
     ) -> LaneService:
         """The lane as ``[lane]`` describes it: the GPIO backend chosen by name (imported
         now, so a missing library is reported at start-up and the lane runs without I/O)
         and the serial scanner, if any. The service owns and closes them. The cabinet's code
-        key is read from ``security.code_key_file``, created there at the first start;
+        key is read from ``security.code_key_file`` (else ``code_key_file``, the default the
+        daemon gives: beside its config file), created there at the first start;
         :class:`~controller.security.codes.CodeKeyError` when it is unusable or readable
         by other users."""
         from drivers.errors import DriverError
         from drivers.gpio import open_backend
 
-        code_key = CodeKey.load_or_create(settings.security.code_key_file)
+        code_key = CodeKey.load_or_create(
+            settings.security.code_key_file or code_key_file or Path("code.key"))
         lane = settings.lane
         gpio: Any = None
         error: str | None = None
