@@ -264,7 +264,7 @@ class Event(_Model):
     missed event; ``boot_id`` is the boot that produced it. ``at`` is the original time and
     is kept when the event is replayed after an outage. ``kind`` is open-ended
     (``door_opened``, ``door_closed``, ``deposit_confirmed``, ``collected``, ``code_rejected``,
-    ``lockout``, ``alarm_raised``, ``alarm_cleared``, ``order_expired``, ...).
+    ``code_rejections_coalesced``, ``alarm_raised``, ``alarm_cleared``, ``order_expired``, ...).
     """
 
     id: EventId

@@ -50,10 +50,10 @@ Inputs (debounced by :mod:`drivers.gpio`): vehicle presence (``vehicle_arrived``
 ``vehicle_left``), help button (``help_requested``), cabinet tamper switch and UPS
 mains-fail (alarms ``tamper`` and ``power_fail``, raised once per incident and cleared
 when the input returns). Outputs: the lane light shows ``fault`` (red) while a lane
-alarm is active or the keypad is locked, ``busy`` (amber; green and red together when no
-amber lamp is fitted) while a code is checked and while a door it opened is open,
-``idle`` (green) otherwise; the buzzer beeps on a refused code and sounds longer on a
-lockout. Every alarm raise and clear is also written to the audit log.
+alarm is active (``code_guessing`` included), ``busy`` (amber; green and red together
+when no amber lamp is fitted) while a code is checked and while a door it opened is open,
+``idle`` (green) otherwise; the buzzer beeps on a refused code and sounds longer when an
+input's wrong-code budget is spent. Every alarm raise and clear is also written to the audit log.
 """
 
 from __future__ import annotations
