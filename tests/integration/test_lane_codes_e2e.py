@@ -286,3 +286,32 @@ async def test_a_flooding_scanner_does_not_flood_the_outbox(tmp_path: Path) -> N
         await rig.control.acall("pull_when_released", compartment=cid)
         await rig.control.acall("scan", code=qr)
         await wait_event(dispatch, "code_accepted", cid, timeout_s=30, start=mark)
+
+
+async def test_the_code_key_survives_a_restart_and_a_readable_one_stops_the_daemon(
+    tmp_path: Path,
+) -> None:
+    async with running_lane(tmp_path, overrides=OVERRIDES) as (rig, dispatch):
+        first = (await dispatch.wait_online())["code_key"]
+        qr = "QRKEEPK7M2X9TR4PZ8"
+        reply = await _assign(dispatch, "o-keep", [("deposit", qr)])
+        assert reply["ok"], reply
+        cid = reply["result"]["compartment"]
+        await asyncio.to_thread(rig.daemon.stop)
+        await asyncio.to_thread(rig.daemon.start, False)
+        mark = len(dispatch.messages)
+        online = await dispatch.wait_for(
+            lambda m: m.channel == "status" and m.payload.get("state") == "online", 30,
+            start=mark)
+        assert online.payload["code_key"] == first  # the same key after a restart
+        await rig.control.acall("scan", code=qr)  # a code assigned before still opens
+        await wait_event(dispatch, "code_accepted", cid, start=mark)
+
+        await asyncio.to_thread(rig.daemon.stop)
+        (tmp_path / "code.key").chmod(0o644)
+        await asyncio.to_thread(rig.daemon.start, False)
+        proc = rig.daemon.proc
+        assert proc is not None
+        code = await asyncio.to_thread(proc.wait, 30)
+        assert code == 2
+        assert "other users may read the code key" in rig.logs("daemon", 4000)
