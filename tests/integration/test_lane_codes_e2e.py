@@ -229,10 +229,11 @@ async def test_a_code_check_costs_the_same_with_one_order_or_eleven(tmp_path: Pa
         wrong_n, right_n = await timed(f"o-fill-{last}", f"QRFILL{last:02d}K7M2X9TR4P",
                                        "WRONGALLK7M2X9TR4P")
         # Every code is checked the same way, one verifier and one lookup: eleven orders
-        # cost what one does (scrypt against every order's hashes took 11 times as long).
+        # cost what one does (scrypt against every order's hashes took 11 times as long: 0.6 s
+        # and more here, where one order's check takes 0.1-0.3 s on a busy machine).
         assert statistics.median(wrong_n) < statistics.median(wrong_1) * 1.5 + 0.05, (
             wrong_1, wrong_n)
-        assert right_n < right_1 * 1.5 + 0.1, (right_1, right_n)
+        assert right_n < right_1 * 2 + 0.15, (right_1, right_n)
 
 
 async def test_an_order_ids_presence_does_not_show_in_timing(tmp_path: Path) -> None:
@@ -244,7 +245,7 @@ async def test_an_order_ids_presence_does_not_show_in_timing(tmp_path: Path) -> 
         # timed from the scan to the refusal's own time (the cabinet's wall clock is the
         # test's: same machine), so the broker's delivery does not blur it.
         differences: list[float] = []
-        for i in range(16):
+        for i in range(20):
             took = {}
             for order in (("o-here", "o-none") if i % 2 else ("o-none", "o-here")):
                 await asyncio.sleep(1.05)  # each refusal reported on its own (one a second)
@@ -257,7 +258,7 @@ async def test_an_order_ids_presence_does_not_show_in_timing(tmp_path: Path) -> 
                 took[order] = at - scanned
             differences.append(took["o-here"] - took["o-none"])
         # Checking against the order's hashes cost 50-100 ms more when it existed.
-        assert abs(statistics.median(differences)) < 0.03, differences
+        assert abs(statistics.median(differences)) < 0.035, differences
 
 
 async def test_a_flooding_scanner_does_not_flood_the_outbox(tmp_path: Path) -> None:
