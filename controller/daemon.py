@@ -49,6 +49,7 @@ from controller.contract.messages import (
     BoardState,
     BusStats,
     ClockReading,
+    CodeKeyInfo,
     LaneState,
     Reply,
     State,
@@ -76,6 +77,7 @@ from controller.restart import (
     restart_mode,
     restart_now,
 )
+from controller.security.codes import CodeKeyError
 from controller.security.replay import MemoryReplayStore
 from controller.security.verify import CommandVerifier
 from controller.services.commands import CommandService
@@ -187,6 +189,8 @@ class Daemon:
             state=state, cabinet=self.settings.cabinet.id, boot_id=self.boot_id,
             version=__version__, cabinet_clock=self._reading(), at=datetime.now(UTC),
             config_hash=self.settings.config_hash,
+            code_key=CodeKeyInfo.model_validate(self.lane.codes.key.published())
+            if hasattr(self, "lane") else None,
         )
 
     async def snapshot(self) -> dict[str, Any]:
@@ -300,9 +304,10 @@ class Daemon:
             self.zones = ZoneMonitor(s, lambda: self.poller.temperatures.values,
                                      self.sink.emit, self.store,
                                      on_change=self.state_pub.mark_dirty)
-            self.lane = LaneService.from_settings(s, self.model, self.store, self.unlock,
-                                                  self.emit, now=self.now,
-                                                  on_change=self.state_pub.mark_dirty)
+            self.lane = LaneService.from_settings(
+                s, self.model, self.store, self.unlock, self.emit, now=self.now,
+                on_change=self.state_pub.mark_dirty,
+                code_key_file=self.config_path.parent / "code.key" if self.config_path else None)
             stack.push_async_callback(self.lane.close)
             verifier = CommandVerifier(
                 s.cabinet.id, _public_keys(s), self.cabinet_clock, MemoryReplayStore())
@@ -312,6 +317,7 @@ class Daemon:
                 on_change=self.state_pub.mark_dirty, save=self.keeper.save,
                 unavailable_zones=self.zones.unavailable_zones,
                 apply_config=self._apply_config,
+                codes=self.lane.codes, clear_lane=self.lane.clear_lockout,
             )
             await self._answer_interrupted()
             await self.poller.poll_once()
@@ -660,6 +666,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except StoreError as exc:
         log.critical("store unavailable at start-up", extra={"ctx": {"error": str(exc)}})
         return 3
+    except CodeKeyError as exc:
+        log.critical("code key unusable", extra={"ctx": {"error": str(exc)}})
+        print(f"code key error: {exc}", file=sys.stderr)
+        return 2
     except ConfigError as exc:
         print(f"configuration error:\n{exc}", file=sys.stderr)
         return 2

@@ -8,8 +8,9 @@ always``, see ``deploy/redis.conf`` and ``docs/decisions/0004-redis-durability.m
   broker acknowledged them, each with a unique id and a gap-free sequence number;
 - **command records**: the idempotency key of every command, its first reply, and the
   pulse intents written before a door is pulsed;
-- compartment and order state (opaque JSON from the domain), pickup-code hashes and
-  used marks, wrong-code lockouts, the boot counter, and the audit log.
+- compartment and order state (opaque JSON from the domain), pickup-code verifiers
+  (keyed: never a code, nothing to test a guess against without the cabinet's code key),
+  their index and used marks, wrong-code lockouts, the boot counter, and the audit log.
 
 Atomicity without Lua
 ---------------------
@@ -36,7 +37,8 @@ Key layout (all under ``{prefix}:{cabinet}:``)
 ``doors``             hash     compartment id -> the door as last reported (JSON),
                                written only with the events that report it
 ``orders``            hash     order id -> order JSON
-``codes``             hash     order id -> code hashes JSON (opaque)
+``codes``             hash     order id -> its code records JSON (id, purpose, verifier)
+``code-index``        hash     verifier -> {order_id, code_id, purpose} JSON
 ``codes-used:{order}`` hash    code id -> time it was used
 ``lockout:{subject}`` string   wrong-code lockout JSON, with a TTL
 ``boot:counter``      string   number of boots so far
@@ -174,6 +176,7 @@ class _Keys:
         self.doors = f"{base}:doors"
         self.orders = f"{base}:orders"
         self.codes = f"{base}:codes"
+        self.code_index = f"{base}:code-index"
         self.boot_counter = f"{base}:boot:counter"
         self.boot_current = f"{base}:boot:current"
         self.boot_history = f"{base}:boot:history"
@@ -1053,30 +1056,80 @@ class Store:
 
     # ----------------------------------------------------------------- lane data
 
-    async def save_code_hashes(self, order_id: str, hashes: Mapping[str, Any]) -> None:
-        """Store the pickup-code hashes of one order (opaque: salts and hashes, never codes)."""
-        order_id = check_id(order_id, "order id", op="save_code_hashes")
-        await self._hash_save("save_code_hashes", self._keys.codes, order_id, hashes)
+    async def save_codes(self, order_id: str, records: Sequence[Mapping[str, Any]]) -> list[int]:
+        """Store the code records of one order (``code_id``, ``purpose``, ``verifier``: a
+        keyed verifier, never a code) and index each verifier to the order, all or nothing.
 
-    async def load_code_hashes(self, order_id: str) -> dict[str, Any] | None:
-        """The code hashes of one order, or None."""
-        order_id = check_id(order_id, "order id", op="load_code_hashes")
-        return await self._hash_load("load_code_hashes", self._keys.codes, order_id)
+        Returns the positions of records whose verifier another order already holds
+        (nothing is written then: two live codes must never be the same code)."""
+        op = "save_codes"
+        order_id = check_id(order_id, "order id", op=op)
+        rows = [dict(r) for r in records]
+        for r in rows:
+            check_id(r.get("code_id"), "code id", op=op)
+            check_id(r.get("verifier"), "verifier", op=op)
+        keys = self._keys
+        raw = _dumps({"codes": rows}, "codes", op)
 
-    async def delete_code_hashes(self, order_id: str) -> bool:
-        """Forget the code hashes of one order and its used marks; True if there were hashes."""
-        op = "delete_code_hashes"
+        async def plan(pipe: Pipeline) -> _Plan[list[int]]:
+            held = await pipe.hmget(keys.code_index, [r["verifier"] for r in rows]) if rows \
+                else []
+            clash = [i for i, h in enumerate(held)
+                     if h is not None and _loads(h, "code index", op).get("order_id") != order_id]
+            if clash:
+                return _Done(clash)
+            old = await pipe.hget(keys.codes, order_id)
+            stale = [str(r.get("verifier")) for r in
+                     (_loads(old, "codes", op).get("codes") or [] if old else [])]
+            pipe.multi()
+            if stale:
+                pipe.hdel(keys.code_index, *stale)
+            pipe.hset(keys.codes, order_id, raw)
+            for r in rows:
+                pipe.hset(keys.code_index, r["verifier"], _dumps(
+                    {"order_id": order_id, "code_id": r["code_id"], "purpose": r.get("purpose")},
+                    "code index", op))
+            return _Write(lambda _results: [])
+
+        return await self._transaction(op, [keys.code_index, keys.codes], plan)
+
+    async def find_code(self, verifier: str) -> dict[str, Any] | None:
+        """The ``{order_id, code_id, purpose}`` a verifier leads to, or None: one lookup,
+        whatever the number of orders."""
+        op = "find_code"
+        verifier = check_id(verifier, "verifier", op=op)
+        raw = await self._call(op, lambda c: c.hget(self._keys.code_index, verifier))
+        if raw is None:
+            return None
+        value = _loads(raw, "code index", op)
+        if not isinstance(value, dict):
+            raise StoreDataError("stored code index entry is not an object", op=op)
+        return value
+
+    async def load_codes(self, order_id: str) -> dict[str, Any] | None:
+        """The code records of one order, or None."""
+        order_id = check_id(order_id, "order id", op="load_codes")
+        return await self._hash_load("load_codes", self._keys.codes, order_id)
+
+    async def delete_codes(self, order_id: str) -> bool:
+        """Forget the codes of one order, their index entries and used marks; True if there
+        were codes."""
+        op = "delete_codes"
         order_id = check_id(order_id, "order id", op=op)
         keys = self._keys
 
-        async def run(c: Any) -> bool:
-            async with c.pipeline(transaction=True) as tx:
-                tx.hdel(keys.codes, order_id)
-                tx.delete(keys.codes_used(order_id))
-                removed, _ = await tx.execute()
-            return bool(removed)
+        async def plan(pipe: Pipeline) -> _Plan[bool]:
+            old = await pipe.hget(keys.codes, order_id)
+            stale = [str(r.get("verifier")) for r in
+                     (_loads(old, "codes", op).get("codes") or [] if old else [])]
+            pipe.multi()
+            if stale:
+                pipe.hdel(keys.code_index, *stale)
+            pipe.hdel(keys.codes, order_id)
+            pipe.delete(keys.codes_used(order_id))
+            return _Write(lambda _results: old is not None)
 
-        return await self._call(op, run, repeatable=False)
+        return await self._transaction(op, [keys.codes], plan)
 
     async def mark_code_used(self, order_id: str, code_id: str) -> bool:
         """Mark one code of an order as used, before the door opens (single use).
