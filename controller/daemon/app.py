@@ -245,7 +245,8 @@ class Daemon:
                                                   on_change=self.state_pub.mark_dirty)
             stack.push_async_callback(self.lane.close)
             verifier = CommandVerifier(
-                s.cabinet.id, public_keys(s), self.cabinet_clock, MemoryReplayStore())
+                s.cabinet.id, public_keys(s), self.cabinet_clock, MemoryReplayStore(),
+                max_lifetime_ms=round(s.timing.command_max_ttl_s * 1000))
             self.commands = CommandService(
                 s, self.model, self.store, self.unlock, verifier, self.emit,
                 now=self.now, cabinet_clock=self.cabinet_clock, snapshot=self.snapshot,
