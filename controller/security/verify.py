@@ -44,7 +44,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import json
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -55,6 +54,7 @@ from typing import Any
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from controller import strictjson
 from controller.clock import CabinetClock
 from controller.security.errors import AuthRejected, RejectCode
 from controller.security.replay import ReplayStore, ReplayWindow, SeenCommand
@@ -152,25 +152,11 @@ def _short(value: object, limit: int = 40) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    result: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in result:
-            # Two parsers may keep different copies of a duplicated key: refuse the ambiguity.
-            raise ValueError(f"duplicate key {key!r}")
-        result[key] = value
-    return result
-
-
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
-
-
 def _loads(text: str | bytes, where: str) -> Any:
     """Strict JSON: no duplicate keys, no NaN/Infinity; every failure is ``malformed``."""
     try:
-        return json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
-    except (ValueError, RecursionError) as exc:
+        return strictjson.loads(text)
+    except ValueError as exc:
         # JSONDecodeError, UnicodeDecodeError, over-long integers, duplicates, too deep.
         raise _reject(RejectCode.MALFORMED, f"{where} is not valid JSON: "
                       f"{type(exc).__name__}", where) from None
