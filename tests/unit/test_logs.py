@@ -85,6 +85,7 @@ def test_journal_is_detected_from_the_stream_systemd_names(tmp_path: Path) -> No
         assert not stderr_is_journal(stream, {"JOURNAL_STREAM": "garbage"})
 
 
+@pytest.mark.integration  # runs a Python process of its own
 def test_a_configuration_error_reaches_the_journal_at_error_priority(tmp_path: Path) -> None:
     """The daemon exits on a bad config before logging is set up: its message is still
     filed as an error (``journalctl -p err``), every line of it."""
