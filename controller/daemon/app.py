@@ -259,6 +259,8 @@ class Daemon:
             await self.poller.read_probes()
             await self._reconcile(stored)
             await self.lane.start()  # codes are checked offline: before the broker
+            # From here the doors and the lane are served, with or without the broker.
+            log.info("serving the lane", extra={"ctx": {"boot": boot.id}})
 
             link_settings = MqttLinkSettings.from_config(s.mqtt)
             self.link = MqttLink(link_settings, topics, self._status,
