@@ -223,6 +223,7 @@ class CodeScanner:
         # to queue_depth by dropping the oldest.
         self._events: asyncio.Queue[ScanEvent | None] = asyncio.Queue()
         self._queue_depth = queue_depth
+        self._ended = False
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._lost: asyncio.Future[str] | None = None
@@ -233,6 +234,11 @@ class CodeScanner:
         self.rejected = 0
         self.reconnects = 0
         self.dropped = 0
+
+    @property
+    def pending(self) -> int:
+        """Scan events read from the port and not yet taken by the consumer."""
+        return self._events.qsize() - (1 if self._ended else 0)  # not the end marker
 
     def fingerprint(self, code: str) -> str:
         """The loggable stand-in for ``code`` (keyed per scanner instance)."""
@@ -259,6 +265,7 @@ class CodeScanner:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         self._events.put_nowait(None)  # the end, after the events still queued
+        self._ended = True
 
     async def __aenter__(self) -> Self:
         await self.start()
