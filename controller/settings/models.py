@@ -1,318 +1,50 @@
-"""Cabinet settings: one TOML file, layered defaults < file < environment < flags, validated
-once at start-up and frozen after load.
-
-The entry point is :func:`load_settings`, a plain function in the spirit of uvicorn's
-``Config.load()``: everything that can be wrong with the configuration is found *there*, at
-start-up, and reported all at once; what comes out is a :class:`Settings` that nothing can
-change afterwards (every model is frozen, arrays are tuples, tables are read-only mappings).
-
-Layers, lowest first:
-
-1. **defaults**: the field defaults of the models below;
-2. **file**: the cabinet TOML file (see ``docs/configuration.md`` and
-   ``deploy/cabinet.example.toml``);
-3. **environment**: ``LOCKER_<SECTION>__<KEY>`` variables, a double underscore per level
-   (``LOCKER_MQTT__HOST=broker.lan``, ``LOCKER_TIMING__POLL_INTERVAL_S=0.2``,
-   ``LOCKER_MQTT__TLS__CA_FILE=/etc/locker/ca.pem``). A value is kept as text where the key
-   takes text, and otherwise read as a TOML value (``0.2``, ``true``, ``[1, 2]``,
-   ``{ grocery = ... }``). A ``LOCKER_`` variable that names no key is an error (a typo must
-   not be silently ignored), except those in :data:`NON_CONFIG_ENV_VARS`;
-4. **flags**: a mapping of dotted keys from the command line (``{"mqtt.host": "x"}``),
-   read like environment values when given as text.
-
-Arrays of tables (``buses``, ``boards``, ``zones``, ``compartments``) are replaced whole by a
-layer, never merged item by item; tables are merged key by key.
-
-Errors
-======
-Every problem is a :class:`ConfigIssue` (where: file or layer, key path, line; what), and
-:func:`load_settings` raises one :class:`ConfigError` carrying all of them::
-
-    ConfigError (ValueError)
-        .issues: tuple[ConfigIssue, ...]
-    str(error) ==
-        "cabinet.toml: compartments[2].door.active: must be 'high' or 'low' (got 'hi') (line 88)"
-
-A TOML syntax error names the file, line and column. Checks that span sections (a board on
-an unknown bus, a lock channel used twice, ...) run after the per-field checks and name the
-key that is wrong, e.g. ``compartments[3].lock: locks-a channel 0 already used by
-compartments[1] (A01)``.
-
-Dependencies: the standard library and pydantic only (no redis, paho or hardware library);
-the hard pulse cap comes from the driver contract, :data:`drivers.base.HARD_PULSE_CAP_S`.
-"""
+"""The section models: one pydantic model per TOML table, frozen, strict, documented
+(each field's description is its line in ``docs/configuration.md``)."""
 
 from __future__ import annotations
 
 import base64
 import binascii
-import difflib
 import hashlib
 import json
-import math
-import os
 import re
-import tomllib
-import types
-import typing
 import zoneinfo
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeAlias
 from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import (
     AfterValidator,
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
     Field,
     SerializationInfo,
-    StringConstraints,
-    ValidationError,
     ValidationInfo,
     field_serializer,
     field_validator,
     model_validator,
 )
-from pydantic.fields import FieldInfo
-from pydantic_core import PydanticUndefined
 
+from controller.settings.errors import _REDACTED, _format_loc
+from controller.settings.fields import (
+    CompartmentId,
+    Count,
+    Flag,
+    Ident,
+    KeyId,
+    Name,
+    Number,
+    Seconds,
+    _check_files,
+    _ctx_path,
+    _deep_freeze,
+    _freeze_mapping,
+    _FrozenDict,
+    _Section,
+    _table,
+)
 from drivers.base import HARD_PULSE_CAP_S
-
-__all__ = [
-    "ENV_PREFIX",
-    "NON_CONFIG_ENV_VARS",
-    "BoardConfig",
-    "BusConfig",
-    "CabinetConfig",
-    "ChannelRef",
-    "CompartmentConfig",
-    "ConfigError",
-    "ConfigIssue",
-    "GenericIoBoard",
-    "GenericIoRegisterMap",
-    "GpioInput",
-    "GpioOutput",
-    "KeyDoc",
-    "LaneConfig",
-    "LaneInputs",
-    "LaneOutputs",
-    "LogConfig",
-    "MqttConfig",
-    "MqttTlsConfig",
-    "ProbeRegisterMap",
-    "PulseMode",
-    "RedisConfig",
-    "RegisterBits",
-    "ScannerConfig",
-    "SecurityConfig",
-    "Settings",
-    "SignalRef",
-    "TemperatureProbeBoard",
-    "TenantPolicy",
-    "TimingConfig",
-    "WaveshareRelayBoard",
-    "ZoneConfig",
-    "describe_keys",
-    "describe_model",
-    "load_settings",
-    "parse_duration",
-    "parse_settings",
-]
-
-#: Prefix of the environment variables that set keys.
-ENV_PREFIX = "LOCKER_"
-#: ``LOCKER_`` variables that are not config keys, so not typos: ``LOCKER_CONFIG`` is the
-#: path of the file when no ``--config`` flag is given.
-NON_CONFIG_ENV_VARS: frozenset[str] = frozenset({"LOCKER_CONFIG"})
-
-_REDACTED = "***"
-Loc: TypeAlias = tuple[str | int, ...]
-
-
-# =============================================================================================
-# Errors
-# =============================================================================================
-
-
-@dataclass(frozen=True, slots=True)
-class ConfigIssue:
-    """One thing wrong with the configuration.
-
-    ``source`` is where the value came from: the file path as given, ``"environment"`` or
-    ``"$LOCKER_..."`` for an environment variable, ``"flags"`` for a command-line override.
-    ``key`` is the key path (``"compartments[2].door.active"``; empty for a syntax error),
-    ``line``/``column`` the position in the file when known (1-based).
-    """
-
-    source: str
-    key: str
-    message: str
-    line: int | None = None
-    column: int | None = None
-
-    def __str__(self) -> str:
-        text = (
-            f"{self.source}: {self.key}: {self.message}"
-            if self.key
-            else (f"{self.source}: {self.message}")
-        )
-        if self.line is not None:
-            where = f"line {self.line}"
-            if self.column is not None:
-                where += f", column {self.column}"
-            text += f" ({where})"
-        return text
-
-
-class ConfigError(ValueError):
-    """The configuration cannot be used. ``issues`` lists every problem found, in file
-    order; ``str()`` prints them one per line."""
-
-    def __init__(self, issues: Sequence[ConfigIssue]) -> None:
-        self.issues: tuple[ConfigIssue, ...] = tuple(issues)
-        super().__init__("\n".join(str(issue) for issue in self.issues))
-
-    @property
-    def keys(self) -> tuple[str, ...]:
-        """The key paths named by the issues, in order."""
-        return tuple(issue.key for issue in self.issues)
-
-
-# =============================================================================================
-# Value types
-# =============================================================================================
-
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|d|h|m|s)")
-_DURATION_FULL = re.compile(r"^\s*(?:\d+(?:\.\d+)?\s*(?:ms|d|h|m|s)\s*)+$")
-_UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
-
-
-def parse_duration(value: object) -> object:
-    """Read a duration in seconds: a number (``0.7``, ``90``) or a text with units
-    (``"500ms"``, ``"90s"``, ``"1h30m"``, ``"3d"``); other text raises ``ValueError``.
-    Non-text values are returned unchanged for the float validator to judge."""
-    if isinstance(value, str):
-        if _DURATION_FULL.match(value):
-            return sum(float(n) * _UNIT_S[u] for n, u in _DURATION_PART.findall(value))
-        try:
-            return float(value)
-        except ValueError:
-            raise ValueError(
-                f"must be seconds or a duration such as '90s', '1h30m' (got {value!r})"
-            ) from None
-    return value
-
-
-def _not_bool(value: object) -> object:
-    # TOML `true` is not a number of seconds, even though Python's bool is an int.
-    if isinstance(value, bool):
-        raise ValueError(f"must be a number (got {_show(value)})")
-    return value
-
-
-def _whole_number(value: object) -> object:
-    # A count written as text ("5") or with a fraction (5.0) is a mistake, not a guess to
-    # make; environment and --set values are read as TOML before they get here.
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"must be a whole number (got {_show(value)})")
-    return value
-
-
-def _finite(value: object) -> object:
-    if isinstance(value, float) and not math.isfinite(value):
-        raise ValueError(f"must be a finite number (got {_show(value)})")
-    return value
-
-
-def _number(value: object) -> object:
-    if isinstance(value, str):
-        raise ValueError(f"must be a number, not text (got {_show(value)})")
-    return _finite(value)
-
-
-def _strict_bool(value: object) -> object:
-    # Never guessed: "yes", "on", 1 are refused, so a security switch means what it says.
-    if not isinstance(value, bool):
-        raise ValueError(f"must be true or false (got {_show(value)})")
-    return value
-
-
-# Validators run last-listed first: the bool check, then the duration text, then finiteness.
-Seconds = Annotated[float, AfterValidator(_finite), BeforeValidator(_finite),
-                    BeforeValidator(parse_duration), BeforeValidator(_not_bool)]
-Count = Annotated[int, BeforeValidator(_whole_number)]
-Number = Annotated[float, BeforeValidator(_number), BeforeValidator(_not_bool)]
-Flag = Annotated[bool, BeforeValidator(_strict_bool)]
-Ident = Annotated[str, StringConstraints(pattern=r"^[a-z0-9-]{1,32}$")]
-Name = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_-]{0,31}$")]
-CompartmentId = Annotated[str, StringConstraints(pattern=r"^[A-Z0-9-]{1,8}$")]
-KeyId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._:-]{1,64}$")]
-
-
-class _FrozenDict(dict[Any, Any]):
-    """A dict that refuses to change: tables inside :class:`Settings` are read-only."""
-
-    def _readonly(self, *args: object, **kwargs: object) -> typing.NoReturn:
-        raise TypeError("settings are read-only after load")
-
-    __setitem__ = __delitem__ = clear = pop = popitem = setdefault = update = _readonly
-    __ior__ = _readonly
-
-    def __hash__(self) -> int:  # type: ignore[override]
-        return hash(json.dumps(self, sort_keys=True, default=str))
-
-
-def _deep_freeze(value: Any) -> Any:
-    if isinstance(value, dict):
-        return _FrozenDict({k: _deep_freeze(v) for k, v in value.items()})
-    if isinstance(value, list | tuple):
-        return tuple(_deep_freeze(v) for v in value)
-    return value
-
-
-def _freeze_mapping(value: Mapping[Any, Any]) -> Mapping[Any, Any]:
-    return _FrozenDict(value)
-
-
-def _show(value: object) -> str:
-    """A value as the TOML author wrote it, for messages."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, dict):
-        return "a table"
-    if isinstance(value, list | tuple):
-        return "an array"
-    return repr(value)
-
-
-def _ctx_path(info: ValidationInfo, value: str | Path) -> Path:
-    try:
-        path = Path(value).expanduser()
-    except RuntimeError as exc:  # "~user" for a user that does not exist, or no $HOME
-        raise ValueError(f"cannot expand {str(value)!r}: {exc}") from exc
-    ctx = info.context or {}
-    base = ctx.get("base_dir")
-    if not path.is_absolute() and base is not None:
-        path = Path(base) / path
-    return path
-
-
-def _check_files(info: ValidationInfo) -> bool:
-    return bool((info.context or {}).get("check_files", True))
-
-
-def _table(**values: Any) -> Callable[[], Any]:
-    """Default of a sub-table: the *data* of an empty (or given) table, validated like a
-    table from the file, so that an issue in a default is named at its full key path."""
-    return lambda: dict(values)
-
-
-class _Section(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid", validate_default=True)
-
+from drivers.config import BoardParams, BusParams
+from drivers.modbus.maps import GenericIOMap, ProbeMap, PulseSpec
 
 # =============================================================================================
 # [cabinet]
@@ -327,8 +59,9 @@ class CabinetConfig(_Section):
     name: str = Field(default="", description="Human name shown by `lockerctl`.")
     timezone: str = Field(
         default="UTC",
-        description="IANA time zone of the site (`Europe/Paris`): local times in logs and "
-        "reports. Expiry and command deadlines never use the wall clock.",
+        description="IANA time zone of the site (`Europe/Paris`): the time of text logs "
+        "(`log.format = \"text\"`), with its UTC offset. JSON logs and MQTT messages are in "
+        "UTC; expiry and command deadlines never use the wall clock.",
     )
 
     @field_validator("timezone")
@@ -673,6 +406,16 @@ class BusConfig(_Section):
             raise ValueError(f"must be one of {rates} (got {value})")
         return value
 
+    def to_driver(self) -> BusParams:
+        """The typed settings the bus backend receives (every key of this table)."""
+        return BusParams(
+            name=self.name, kind=self.kind, port=self.port, baudrate=self.baudrate,
+            parity=self.parity, stopbits=self.stopbits, bytesize=self.bytesize,
+            host=self.host, tcp_port=self.tcp_port, timeout_s=self.timeout_s,
+            retries=self.retries, frame_gap_s=self.frame_gap_s, settle_s=self.settle_s,
+            late_window_s=self.late_window_s, degraded_after=self.degraded_after,
+        )
+
     @model_validator(mode="after")
     def _kind_fields(self) -> BusConfig:
         # A key of the other kind, set away from its default, is a mistake worth naming
@@ -749,6 +492,15 @@ class GenericIoRegisterMap(_Section):
     )
     pulse: PulseMode = Field(default_factory=_table(), description="Pulse timing.")
 
+    def to_driver(self) -> GenericIOMap:
+        pulse = self.pulse
+        return GenericIOMap(
+            outputs_table=self.outputs.table, outputs_address=self.outputs.address,
+            inputs_table=self.inputs.table, inputs_address=self.inputs.address,
+            pulse=PulseSpec() if pulse.kind == "daemon" else PulseSpec(
+                kind=pulse.kind, address=pulse.address or 0, unit_ms=pulse.unit_ms or 100),
+        )
+
     @model_validator(mode="after")
     def _tables(self) -> GenericIoRegisterMap:
         if self.outputs.table not in ("coils", "holding_register_bits"):
@@ -776,6 +528,10 @@ class ProbeRegisterMap(_Section):
         default=-32768, ge=-32768, le=0xFFFF,
         description="Raw value meaning 'no sensor'; unset = none.",
     )
+
+    def to_driver(self) -> ProbeMap:
+        return ProbeMap(table=self.table, address=self.address, scale=self.scale,
+                        offset=self.offset, signed=self.signed, invalid=self.invalid)
 
     @field_validator("scale")
     @classmethod
@@ -807,6 +563,11 @@ class _BoardBase(_Section):
     def is_lock_board(self) -> bool:
         """True if the board drives solenoids (waveshare_relay, generic_io)."""
         return False
+
+    def to_driver(self, max_pulse_s: float) -> BoardParams:
+        """The typed settings the board backend receives; ``max_pulse_s`` is the
+        cabinet's pulse cap (``timing.max_pulse_s``), used unless the board sets its own."""
+        raise NotImplementedError
 
 
 class _LockBoardBase(_BoardBase):
@@ -843,6 +604,11 @@ class WaveshareRelayBoard(_LockBoardBase):
         description="Pulse cap of this board; default `timing.max_pulse_s`.",
     )
 
+    def to_driver(self, max_pulse_s: float) -> BoardParams:
+        return BoardParams(
+            name=self.name, address=self.address, profile=self.profile,
+            outputs=self.outputs, inputs=self.inputs, max_pulse_s=self.max_pulse_s or max_pulse_s,
+        )
 
 
 class GenericIoBoard(_LockBoardBase):
@@ -861,6 +627,13 @@ class GenericIoBoard(_LockBoardBase):
         description="Pulse cap of this board; default `timing.max_pulse_s`.",
     )
 
+    def to_driver(self, max_pulse_s: float) -> BoardParams:
+        return BoardParams(
+            name=self.name, address=self.address, profile=self.profile,
+            outputs=self.outputs, inputs=self.inputs, register_map=self.register_map.to_driver(),
+            max_pulse_s=self.max_pulse_s or max_pulse_s,
+        )
+
     @model_validator(mode="after")
     def _some_io(self) -> GenericIoBoard:
         if self.outputs == 0 and self.inputs == 0:
@@ -877,6 +650,13 @@ class TemperatureProbeBoard(_BoardBase):
     register_map: ProbeRegisterMap = Field(
         default_factory=_table(), description="Where and how readings are stored."
     )
+
+    def to_driver(self, max_pulse_s: float) -> BoardParams:
+        return BoardParams(
+            name=self.name, address=self.address, profile=self.profile,
+            channels=self.channels, register_map=self.register_map.to_driver(),
+            max_pulse_s=max_pulse_s,
+        )
 
 
 #: One ``[[boards]]`` entry; ``profile`` says which.
@@ -1163,18 +943,13 @@ class TenantPolicy(_Section):
     """``[tenants.<pool>]``: the rules of one tenant pool. Durations accept units:
     ``"1h30m"``, ``"3d"``."""
 
-    pickup_window_s: Seconds = Field(
-        default=86400.0,
-        gt=0,
-        le=90 * 86400,
-        description="After loading, the customer is expected within this; then overdue (reported).",
-    )
     expiry_s: Seconds = Field(
         default=259200.0,
         gt=0,
         le=90 * 86400,
-        description="After loading, the order expires: code refused, opened only for staff "
-        "retrieval. At least `pickup_window_s`.",
+        description="The pickup window: this long after assignment (unless dispatch sends "
+        "`expires_at`) the order expires, is reported (`order_expired`), its code is refused "
+        "and the compartment opens only for staff retrieval.",
     )
     reopen_grace_s: Seconds = Field(
         default=120.0,
@@ -1182,12 +957,6 @@ class TenantPolicy(_Section):
         le=86400,
         description="After collection, the same code may reopen the door this long.",
     )
-
-    @model_validator(mode="after")
-    def _order(self) -> TenantPolicy:
-        if self.expiry_s < self.pickup_window_s:
-            raise _KeyedError("expiry_s", f"must be >= pickup_window_s ({self.pickup_window_s})")
-        return self
 
 
 class LogConfig(_Section):
@@ -1265,6 +1034,8 @@ class Settings(_Section):
 
     @model_validator(mode="after")
     def _cross_checks(self, info: ValidationInfo) -> Settings:
+        from controller.settings.checks import _cross_check  # the checks read these models
+
         problems = _cross_check(self)
         collect = (info.context or {}).get("cross_check_issues")
         if isinstance(collect, list):
@@ -1359,709 +1130,3 @@ class Settings(_Section):
         part of it (changing only a password does not change the hash)."""
         text = json.dumps(self.to_public_dict(), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()
-
-
-# =============================================================================================
-# Cross-section checks
-# =============================================================================================
-
-
-def _cross_check(s: Settings) -> list[tuple[Loc, str]]:
-    out: list[tuple[Loc, str]] = []
-
-    def dupes(section: str, items: Sequence[Any], attr: str) -> dict[str, int]:
-        first: dict[str, int] = {}
-        for i, item in enumerate(items):
-            value = getattr(item, attr)
-            if value in first:
-                out.append(
-                    ((section, i, attr), f"{value!r} already used by {section}[{first[value]}]")
-                )
-            else:
-                first[value] = i
-        return first
-
-    dupes("buses", s.buses, "name")
-    board_idx = dupes("boards", s.boards, "name")
-    zone_idx = dupes("zones", s.zones, "name")
-    dupes("compartments", s.compartments, "id")
-
-    bus_names = {b.name for b in s.buses}
-    addresses: dict[tuple[str, int], int] = {}
-    for i, board in enumerate(s.boards):
-        if board.bus not in bus_names:
-            out.append((("boards", i, "bus"), _unknown("bus", board.bus, bus_names)))
-        key = (board.bus, board.address)
-        if key in addresses:
-            j = addresses[key]
-            out.append(
-                (
-                    ("boards", i, "address"),
-                    f"address {board.address} on {board.bus} already used by boards[{j}] "
-                    f"({s.boards[j].name})",
-                )
-            )
-        else:
-            addresses[key] = i
-        own_cap = getattr(board, "max_pulse_s", None)
-        if own_cap is not None and own_cap < s.timing.pulse_s:
-            out.append(
-                (("boards", i, "max_pulse_s"), f"must be >= timing.pulse_s ({s.timing.pulse_s})")
-            )
-
-    def board_for(loc: Loc, ref: ChannelRef) -> BoardConfig | None:
-        if ref.board not in board_idx:
-            out.append(((*loc, "board"), _unknown("board", ref.board, board_idx)))
-            return None
-        return s.boards[board_idx[ref.board]]
-
-    for i, zone in enumerate(s.zones):
-        if zone.ajar_after_s is not None and zone.ajar_after_s > s.timing.ajar_after_s:
-            out.append(
-                (
-                    ("zones", i, "ajar_after_s"),
-                    f"must be <= timing.ajar_after_s ({s.timing.ajar_after_s}): a zone may "
-                    "only shorten it",
-                )
-            )
-        if zone.probe is None:
-            continue
-        loc: Loc = ("zones", i, "probe")
-        probe_board = board_for(loc, zone.probe)
-        if probe_board is None:
-            continue
-        if not isinstance(probe_board, TemperatureProbeBoard):
-            out.append(
-                (
-                    (*loc, "board"),
-                    f"{probe_board.name} is a {probe_board.profile} board, not a temperature_probe",
-                )
-            )
-        elif zone.probe.channel >= probe_board.channels:
-            out.append(
-                (
-                    (*loc, "channel"),
-                    f"{probe_board.name} has channels 0..{probe_board.channels - 1}"
-                    f" (got {zone.probe.channel})",
-                )
-            )
-
-    lock_users: dict[tuple[str, int], int] = {}
-    input_users: dict[tuple[str, int], tuple[int, str]] = {}
-    for i, comp in enumerate(s.compartments):
-        base: Loc = ("compartments", i)
-        if comp.zone not in zone_idx:
-            out.append(((*base, "zone"), _unknown("zone", comp.zone, zone_idx)))
-        if comp.pool not in s.tenants:
-            fix = f"declare it as [tenants.{comp.pool}]"
-            out.append(((*base, "pool"), _unknown("pool", comp.pool, s.tenants, fix)))
-        lock_board = board_for((*base, "lock"), comp.lock)
-        if lock_board is not None:
-            if not lock_board.is_lock_board or lock_board.output_count == 0:
-                out.append(((*base, "lock", "board"), f"{lock_board.name} has no outputs"))
-            elif comp.lock.channel >= lock_board.output_count:
-                out.append(
-                    (
-                        (*base, "lock", "channel"),
-                        f"{lock_board.name} has outputs "
-                        f"0..{lock_board.output_count - 1} (got {comp.lock.channel})",
-                    )
-                )
-            else:
-                key = (comp.lock.board, comp.lock.channel)
-                if key in lock_users:
-                    j = lock_users[key]
-                    out.append(
-                        (
-                            (*base, "lock"),
-                            f"{key[0]} channel {key[1]} already used by "
-                            f"compartments[{j}] ({s.compartments[j].id})",
-                        )
-                    )
-                else:
-                    lock_users[key] = i
-        for purpose in ("door", "latch", "occupancy"):
-            ref: SignalRef | None = getattr(comp, purpose)
-            if ref is None:
-                continue
-            in_board = board_for((*base, purpose), ref)
-            if in_board is None:
-                continue
-            if in_board.input_count == 0:
-                out.append(((*base, purpose, "board"), f"{in_board.name} has no inputs"))
-                continue
-            if ref.channel >= in_board.input_count:
-                out.append(
-                    (
-                        (*base, purpose, "channel"),
-                        f"{in_board.name} has inputs "
-                        f"0..{in_board.input_count - 1} (got {ref.channel})",
-                    )
-                )
-                continue
-            key = (ref.board, ref.channel)
-            # An input may serve two signals of one compartment (door and latch on one
-            # contact); two compartments on one input is a wiring mistake.
-            if key in input_users and input_users[key][0] != i:
-                j, used_for = input_users[key]
-                out.append(
-                    (
-                        (*base, purpose),
-                        f"{key[0]} input {key[1]} already used by "
-                        f"compartments[{j}] ({s.compartments[j].id}) {used_for}",
-                    )
-                )
-            else:
-                input_users.setdefault(key, (i, purpose))
-    return out
-
-
-def _unknown(
-    what: str, name: str, known: Mapping[str, Any] | set[str], fix: str | None = None
-) -> str:
-    msg = f"unknown {what} {name!r}"
-    close = difflib.get_close_matches(name, list(known), n=1)
-    if close:
-        return f"{msg} (did you mean {close[0]!r}?)"
-    if fix is not None:
-        return f"{msg}: {fix}"
-    return f"{msg} (no {what} has that name)" if known else f"{msg} (none is defined)"
-
-
-# =============================================================================================
-# Loading
-# =============================================================================================
-
-
-def _format_loc(loc: Loc) -> str:
-    text = ""
-    for item in loc:
-        if isinstance(item, int):
-            text += f"[{item}]"
-        else:
-            text += f".{item}" if text else item
-    return text
-
-
-class _LineMap:
-    """Where keys are in a TOML text: a light scan of table headers and ``key =`` lines,
-    enough to point a technician at the right line (tomllib keeps no positions)."""
-
-    _HEADER = re.compile(r"^\s*(\[\[?)\s*([^\[\]]+?)\s*\]\]?\s*(?:#.*)?$")
-    _KEY = re.compile(r"^\s*([A-Za-z0-9_\-.\"' ]+?)\s*=")
-
-    def __init__(self, text: str) -> None:
-        self.lines: dict[str, int] = {}
-        arrays: dict[str, int] = {}
-        table = ""
-        for number, line in enumerate(text.splitlines(), start=1):
-            header = self._HEADER.match(line)
-            if header:
-                parts = self._split(header.group(2))
-                resolved = ""
-                for k, part in enumerate(parts):
-                    prefix = f"{resolved}.{part}" if resolved else part
-                    if header.group(1) == "[[" and k == len(parts) - 1:
-                        index = arrays.get(prefix, 0)
-                        arrays[prefix] = index + 1
-                        resolved = f"{prefix}[{index}]"
-                    elif prefix in arrays:
-                        resolved = f"{prefix}[{arrays[prefix] - 1}]"
-                    else:
-                        resolved = prefix
-                table = resolved
-                self.lines.setdefault(table, number)
-                continue
-            key = self._KEY.match(line)
-            if key:
-                path = ".".join(self._split(key.group(1)))
-                self.lines.setdefault(f"{table}.{path}" if table else path, number)
-
-    @staticmethod
-    def _split(dotted: str) -> list[str]:
-        return [p.strip().strip("\"'") for p in dotted.split(".")]
-
-    def line_of(self, loc: Loc) -> int | None:
-        for end in range(len(loc), 0, -1):
-            found = self.lines.get(_format_loc(loc[:end]))
-            if found is not None:
-                return found
-        return None
-
-
-@dataclass(slots=True)
-class _Origins:
-    """Which layer set which key, to name the right source in a message."""
-
-    file: str
-    lines: _LineMap | None
-    overrides: dict[tuple[str, ...], str]
-
-    def issue(self, loc: Loc, message: str) -> ConfigIssue:
-        key = _format_loc(loc)
-        for end in range(len(loc), 0, -1):
-            prefix = loc[:end]
-            if all(isinstance(p, str) for p in prefix):
-                source = self.overrides.get(typing.cast(tuple[str, ...], prefix))
-                if source is not None:
-                    return ConfigIssue(source, key, message)
-        line = self.lines.line_of(loc) if self.lines is not None else None
-        return ConfigIssue(self.file, key, message, line)
-
-
-def _unwrap(tp: Any) -> Any:
-    while True:
-        origin = typing.get_origin(tp)
-        if origin is Annotated:
-            tp = typing.get_args(tp)[0]
-        elif origin in (typing.Union, types.UnionType):
-            members = [a for a in typing.get_args(tp) if a is not type(None)]
-            if len(members) != 1:
-                return tp
-            tp = members[0]
-        else:
-            return tp
-
-
-def _accepts_text(tp: Any) -> bool:
-    origin = typing.get_origin(tp)
-    if origin is Annotated:
-        return _accepts_text(typing.get_args(tp)[0])
-    if origin in (typing.Union, types.UnionType):
-        return any(_accepts_text(a) for a in typing.get_args(tp))
-    if origin is Literal:
-        return any(isinstance(a, str) for a in typing.get_args(tp))
-    return tp in (str, Path)
-
-
-class _UnknownKey(Exception):
-    def __init__(self, message: str, suggestion: list[str] | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.suggestion = suggestion
-
-
-def _resolve(parts: Sequence[str]) -> Any:
-    """The annotation of the key at ``parts``; :class:`_UnknownKey` if no such key (or a key
-    inside an array, which a layer cannot address: it replaces the array whole)."""
-    tp: Any = Settings
-    for depth, part in enumerate(parts):
-        tp = _unwrap(tp)
-        where = ".".join(parts[:depth]) or "the top level"
-        if isinstance(tp, type) and issubclass(tp, BaseModel):
-            field = tp.model_fields.get(part)
-            if field is None:
-                close = difflib.get_close_matches(part, list(tp.model_fields), n=1)
-                raise _UnknownKey(
-                    f"no key {part!r} in {where}",
-                    [*parts[:depth], close[0], *parts[depth + 1 :]] if close else None,
-                )
-            tp = field.annotation
-        elif typing.get_origin(tp) in (dict, Mapping):
-            tp = typing.get_args(tp)[1]
-        elif tp is Any:
-            return Any
-        elif typing.get_origin(tp) is tuple:
-            raise _UnknownKey(f"{where} is an array of tables: set it whole, not item by item")
-        else:
-            raise _UnknownKey(f"{where} is not a table")
-    return tp
-
-
-def _coerce_text(tp: Any, raw: str) -> Any:
-    if _accepts_text(tp):
-        return raw
-    try:
-        return tomllib.loads(f"v = {raw}")["v"]
-    except tomllib.TOMLDecodeError:
-        return raw
-
-
-def _merge(base: dict[str, Any], parts: Sequence[str], value: Any) -> None:
-    node = base
-    for part in parts[:-1]:
-        child = node.get(part)
-        if not isinstance(child, dict):
-            child = {}
-        node[part] = child = dict(child)
-        node = child
-    last = parts[-1]
-    if isinstance(value, dict) and isinstance(node.get(last), dict):
-        merged = dict(node[last])
-        for k, v in value.items():
-            _merge(merged, [k], v)
-        node[last] = merged
-    else:
-        node[last] = value
-
-
-@dataclass(frozen=True, slots=True)
-class _Entry:
-    label: str  # the variable or flag as the user wrote it
-    parts: list[str]
-    value: Any
-    source: str  # where a bad value is reported from
-    layer: str  # "environment" or "flags"
-
-
-def _apply_layer(
-    data: dict[str, Any], entries: Sequence[_Entry], origins: dict[tuple[str, ...], str]
-) -> list[ConfigIssue]:
-    """Merge ``entries`` into ``data`` (recording who set what); names of no key are
-    issues."""
-    issues: list[ConfigIssue] = []
-    for entry in entries:
-        try:
-            if not entry.parts or any(not p for p in entry.parts):
-                raise _UnknownKey("empty key name")
-            tp = _resolve(entry.parts)
-        except _UnknownKey as exc:
-            message = f"names no key: {exc.message}"
-            if exc.suggestion is not None:
-                guess = (
-                    ENV_PREFIX + "__".join(exc.suggestion).upper()
-                    if entry.layer == "environment"
-                    else ".".join(exc.suggestion)
-                )
-                message += f" (did you mean {guess}?)"
-            issues.append(ConfigIssue(entry.layer, entry.label, message))
-            continue
-        value = _coerce_text(tp, entry.value) if isinstance(entry.value, str) else entry.value
-        _merge(data, entry.parts, value)
-        origins[tuple(entry.parts)] = entry.source
-    return issues
-
-
-def _env_entries(env: Mapping[str, str]) -> list[_Entry]:
-    entries = []
-    for name in sorted(env):
-        if not name.startswith(ENV_PREFIX) or name in NON_CONFIG_ENV_VARS:
-            continue
-        parts = name[len(ENV_PREFIX) :].lower().split("__")
-        entries.append(_Entry(name, parts, env[name], f"${name}", "environment"))
-    return entries
-
-
-def _message(err: Mapping[str, Any]) -> tuple[Loc, str]:
-    """The key and the message of one pydantic error, in the words of a TOML author."""
-    raw_loc: Loc = tuple(err["loc"])
-    loc = _strip_tags(raw_loc)
-    kind: str = err["type"]
-    msg: str = err["msg"]
-    ctx: Mapping[str, Any] = err.get("ctx") or {}
-    value = err.get("input")
-    prefix = ""
-    if "[key]" in loc:  # a table key (a pool name, a key id) that is not a valid name
-        loc = loc[: loc.index("[key]")]
-        prefix = "key name "
-    if kind == "missing":
-        return loc, "missing (required)"
-    if kind == "extra_forbidden":
-        parent = _model_at(raw_loc[:-1])
-        hint = ""
-        if parent is not None and isinstance(loc[-1], str):
-            close = difflib.get_close_matches(loc[-1], list(parent.model_fields), n=1)
-            if close:
-                hint = f" (did you mean {close[0]!r}?)"
-        return loc, f"unknown key{hint}"
-    if kind == "union_tag_not_found":
-        return (*loc, "profile"), "missing (required)"
-    if kind == "union_tag_invalid":
-        tags = " or ".join(repr(t) for t in _BOARD_CLASSES)
-        return (*loc, "profile"), f"must be {tags} (got {_show(ctx.get('tag'))})"
-    if kind == "string_pattern_mismatch":
-        return loc, f"{prefix}must match {ctx.get('pattern', '')!s} (got {_show(value)})"
-    if kind == "value_error":
-        text = str(ctx.get("error", msg.removeprefix("Value error, ")))
-        keyed = re.match(r"^@([\w.]+)@(.*)$", text, re.S)
-        if keyed:
-            return (*loc, *keyed.group(1).split(".")), keyed.group(2)
-        return loc, text
-    if kind in ("model_type", "model_attributes_type", "dict_type"):
-        return loc, f"must be a table (got {_show(value)})"
-    if kind in ("tuple_type", "list_type"):
-        return loc, f"must be an array of tables (got {_show(value)})"
-    msg = re.sub(r"^(Input|String|Value|List|Tuple|Dictionary) should", "must", msg)
-    secret = bool(loc) and loc[-1] in ("password", "url")
-    if not secret:
-        msg += f" (got {_show(value)})"
-    return loc, msg
-
-
-def _model_at(loc: Loc) -> type[BaseModel] | None:
-    tp: Any = Settings
-    for item in loc:
-        tp = _unwrap(tp)
-        if typing.get_origin(tp) is tuple and isinstance(item, int):
-            tp = typing.get_args(tp)[0]
-            continue
-        if isinstance(item, str) and item in _BOARD_CLASSES:
-            tp = _BOARD_CLASSES[item]
-            continue
-        if isinstance(tp, type) and issubclass(tp, BaseModel) and isinstance(item, str):
-            field = tp.model_fields.get(item)
-            if field is None:
-                return None
-            tp = field.annotation
-        elif typing.get_origin(tp) in (dict, Mapping):
-            tp = typing.get_args(tp)[1]
-        else:
-            return None
-    tp = _unwrap(tp)
-    if typing.get_origin(tp) is tuple:
-        tp = _unwrap(typing.get_args(tp)[0])
-    return tp if isinstance(tp, type) and issubclass(tp, BaseModel) else None
-
-
-def _strip_tags(loc: Sequence[str | int]) -> Loc:
-    # Pydantic puts the board profile (the union tag) into the location: drop it.
-    out: list[str | int] = []
-    for i, item in enumerate(loc):
-        if (
-            isinstance(item, str)
-            and item in _BOARD_CLASSES
-            and i > 0
-            and isinstance(loc[i - 1], int)
-        ):
-            continue
-        out.append(item)
-    return tuple(out)
-
-
-def _validate(
-    data: Mapping[str, Any],
-    origins: _Origins,
-    *,
-    base_dir: Path | None,
-    check_files: bool,
-) -> Settings:
-    collected: list[tuple[Loc, str]] = []
-    context = {"base_dir": base_dir, "check_files": check_files, "cross_check_issues": collected}
-    try:
-        settings = Settings.model_validate(data, context=context)
-    except ValidationError as exc:
-        issues = []
-        for err in exc.errors(include_url=False):
-            loc, message = _message(err)
-            issues.append(origins.issue(loc, message))
-        raise ConfigError(_sorted(issues)) from None
-    if collected:
-        raise ConfigError(_sorted([origins.issue(loc, msg) for loc, msg in collected]))
-    return settings
-
-
-def _sorted(issues: list[ConfigIssue]) -> list[ConfigIssue]:
-    return sorted(issues, key=lambda i: (i.source, i.line if i.line is not None else 1 << 30))
-
-
-def parse_settings(
-    data: Mapping[str, Any],
-    *,
-    source: str = "<config>",
-    base_dir: str | os.PathLike[str] | None = None,
-    check_files: bool = True,
-) -> Settings:
-    """Validate an already-parsed config mapping (the content of a TOML file) and run the
-    cross-section checks. ``source`` names it in messages; relative file paths are read
-    from ``base_dir`` (default: the current directory). ``check_files=False`` skips the
-    existence checks of TLS and key files (to lint a config away from the cabinet).
-
-    Raises :class:`ConfigError` with every issue found."""
-    origins = _Origins(source, None, {})
-    return _validate(
-        data,
-        origins,
-        base_dir=Path(base_dir) if base_dir is not None else None,
-        check_files=check_files,
-    )
-
-
-def load_settings(
-    path: str | os.PathLike[str] | None,
-    *,
-    env: Mapping[str, str] | None = None,
-    overrides: Mapping[str, Any] | None = None,
-    check_files: bool = True,
-) -> Settings:
-    """Load the cabinet settings: defaults < the TOML file at ``path`` < ``env`` <
-    ``overrides``, validated once, frozen.
-
-    ``path``: the TOML file (``None``: no file, defaults and the other layers only).
-    ``env``: the environment (default ``os.environ``); ``LOCKER_SECTION__KEY=value``.
-    ``overrides``: flags from the command line, dotted keys to values
-    (``{"mqtt.host": "broker", "timing.poll_interval_s": "0.2"}``); text values are read
-    like environment values. ``check_files``: see :func:`parse_settings`.
-
-    Relative paths in the file (TLS and key files) are relative to the file's directory.
-    Raises :class:`ConfigError` listing every issue: unreadable file, TOML syntax (with
-    line and column), unknown or badly typed keys in any layer, cross-section conflicts.
-    """
-    env = os.environ if env is None else env
-    data: dict[str, Any] = {}
-    source = "<defaults>"
-    lines: _LineMap | None = None
-    base_dir: Path | None = None
-    if path is not None:
-        source = os.fspath(path)
-        file = Path(path)
-        base_dir = file.parent
-        try:
-            text = file.read_bytes().decode("utf-8")
-        except OSError as exc:
-            raise ConfigError([ConfigIssue(source, "", f"cannot read: {exc.strerror}")]) from None
-        except UnicodeDecodeError as exc:
-            raise ConfigError([ConfigIssue(source, "", f"not UTF-8 text: {exc.reason}")]) from None
-        try:
-            data = tomllib.loads(text)
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError([_syntax_issue(source, exc)]) from None
-        lines = _LineMap(text)
-
-    overrides_by_key: dict[tuple[str, ...], str] = {}
-    issues = _apply_layer(data, _env_entries(env), overrides_by_key)
-    flags = [
-        _Entry(key, key.split("."), value, "flags", "flags")
-        for key, value in (overrides or {}).items()
-    ]
-    issues += _apply_layer(data, flags, overrides_by_key)
-    try:
-        settings = _validate(
-            data,
-            _Origins(source, lines, overrides_by_key),
-            base_dir=base_dir,
-            check_files=check_files,
-        )
-    except ConfigError as exc:
-        raise ConfigError([*issues, *exc.issues]) from None
-    if issues:
-        raise ConfigError(issues)
-    return settings
-
-
-def _syntax_issue(source: str, exc: tomllib.TOMLDecodeError) -> ConfigIssue:
-    text = str(exc)
-    match = re.search(r"\(at line (\d+), column (\d+)\)$", text)
-    if match:
-        message = text[: match.start()].strip()
-        return ConfigIssue(
-            source, "", f"invalid TOML: {message}", int(match.group(1)), int(match.group(2))
-        )
-    match = re.search(r"\(at end of document\)$", text)
-    if match:
-        return ConfigIssue(
-            source, "", f"invalid TOML: {text[: match.start()].strip()} at end of document"
-        )
-    return ConfigIssue(source, "", f"invalid TOML: {text}")
-
-
-# =============================================================================================
-# Reference
-# =============================================================================================
-
-
-@dataclass(frozen=True, slots=True)
-class KeyDoc:
-    """One key of the reference (``docs/configuration.md``)."""
-
-    key: str
-    type: str
-    default: str
-    description: str
-
-
-def _type_name(tp: Any) -> str:
-    origin = typing.get_origin(tp)
-    if origin is Annotated:
-        return _type_name(typing.get_args(tp)[0])
-    if origin in (typing.Union, types.UnionType):
-        return " | ".join(_type_name(a) for a in typing.get_args(tp) if a is not type(None))
-    if origin is Literal:
-        return " | ".join(json.dumps(a) for a in typing.get_args(tp))
-    if origin is tuple:
-        return "array of tables"
-    if origin in (dict, Mapping):
-        return "table"
-    if tp is type(None):
-        return "unset"
-    if isinstance(tp, type) and issubclass(tp, BaseModel):
-        return "table"
-    return {str: "string", int: "integer", float: "number", bool: "boolean", Path: "path"}.get(
-        tp, "any"
-    )
-
-
-def _default_text(field: FieldInfo) -> str:
-    if field.is_required():
-        return "required"
-    if field.default_factory is not None:
-        return "—"
-    value = field.default
-    if value is None or value is PydanticUndefined:
-        return "unset"
-    return json.dumps(value) if not isinstance(value, bool) else str(value).lower()
-
-
-def _walk(model: type[BaseModel], prefix: str) -> Iterator[KeyDoc]:
-    for name, field in model.model_fields.items():
-        key = f"{prefix}.{name}" if prefix else name
-        tp = _unwrap(field.annotation)
-        if typing.get_origin(tp) is tuple:
-            tp = _unwrap(typing.get_args(tp)[0])
-        seconds = any(
-            isinstance(m, BeforeValidator) and m.func is parse_duration for m in _metadata(field)
-        )
-        type_text = ("seconds" if seconds else _type_name(field.annotation)) + _bounds(field)
-        yield KeyDoc(key, type_text, _default_text(field), field.description or "")
-        if typing.get_origin(tp) in (dict, Mapping):
-            tp = _unwrap(typing.get_args(tp)[1])
-        if isinstance(tp, type) and issubclass(tp, BaseModel):
-            yield from _walk(tp, key)
-        elif typing.get_origin(tp) in (typing.Union, types.UnionType):
-            for member in typing.get_args(tp):
-                if isinstance(member, type) and issubclass(member, BaseModel):
-                    yield from _walk(member, key)
-
-
-def _bounds(field: FieldInfo) -> str:
-    marks = {"ge": ">=", "gt": ">", "le": "<=", "lt": "<"}
-    parts = [
-        f"{sign} {getattr(m, name)}"
-        for m in field.metadata
-        for name, sign in marks.items()
-        if getattr(m, name, None) is not None
-    ]
-    return f" ({', '.join(parts)})" if parts else ""
-
-
-def _metadata(field: FieldInfo) -> list[Any]:
-    out = list(field.metadata)
-    ann = field.annotation
-    for arg in typing.get_args(ann):
-        if typing.get_origin(arg) is Annotated:
-            out.extend(typing.get_args(arg)[1:])
-    return out
-
-
-def describe_model(model: type[BaseModel], prefix: str) -> list[KeyDoc]:
-    """The keys of one model (e.g. one board profile) under ``prefix``, for the reference."""
-    return list(_walk(model, prefix))
-
-
-def describe_keys() -> list[KeyDoc]:
-    """Every key of the config with its type, default and meaning, in model order. Array
-    items are written ``boards[]``; the board profiles each list their own keys. Used to
-    write and check ``docs/configuration.md`` and by ``lockerctl config keys``."""
-    docs: list[KeyDoc] = []
-    seen: set[str] = set()
-    for doc in _walk(Settings, ""):
-        key = doc.key
-        for section in ("buses", "boards", "zones", "compartments"):
-            if key == section or key.startswith(section + "."):
-                key = section + "[]" + key[len(section) :]
-        if key.startswith("tenants."):
-            key = "tenants.<pool>" + key[len("tenants") :]
-        if key in seen:
-            continue
-        seen.add(key)
-        docs.append(KeyDoc(key, doc.type, doc.default, doc.description))
-    return docs
