@@ -31,6 +31,8 @@ from controller.cli_render import (
     status_table,
 )
 from controller.contract.topics import CabinetTopics, InvalidTopic
+from controller.domain.codes import check_issued
+from controller.domain.errors import DomainError
 from controller.mqtt.dispatch import BrokerError, DispatchClient, Received
 from controller.security.errors import KeyFileError
 from controller.security.signing import load_private_key
@@ -247,7 +249,7 @@ def command_args(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
             out["tenant"] = args.tenant
         if args.compartment:
             out["compartment"] = args.compartment
-        return "assign", out
+        return "assign", out  # codes are sealed once the cabinet's code key is known
     if kind == "release":
         if (args.compartment is None) == (args.order is None):
             raise CliError("release takes exactly one of --compartment and --order")
@@ -258,6 +260,24 @@ def command_args(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
     if kind == "get-state":
         return "get_state", {}
     raise CliError(f"unknown command {kind!r}")
+
+
+def assign_codes(specs: list[str]) -> list[tuple[str, str]]:
+    """``--code PURPOSE=CODE`` options as (purpose, normalised code) pairs."""
+    out: list[tuple[str, str]] = []
+    for spec in specs:
+        purpose, sep, code = spec.partition("=")
+        if not sep or purpose not in ("deposit", "collect"):
+            raise CliError(f"--code takes deposit=CODE or collect=CODE, got {purpose!r}")
+        code = "".join(code.split()).replace("-", "").upper()
+        try:
+            check_issued(code)
+        except DomainError as exc:
+            raise CliError(f"--code {purpose}: {exc.message}") from None
+        out.append((purpose, code))
+    if len(out) > 4:
+        raise CliError("at most 4 codes per order")
+    return out
 
 
 def add_command_parsers(parser: argparse.ArgumentParser) -> None:
@@ -281,6 +301,9 @@ def add_command_parsers(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--pool", required=True, help="tenant pool, e.g. grocery")
     p.add_argument("--tenant", help="the tenant within the pool (carrier, shop)")
     p.add_argument("--compartment", help="pin this compartment")
+    p.add_argument("--code", action="append", default=[], metavar="PURPOSE=CODE",
+                   help="a deposit or collect code (repeatable, at most 4): 10-15 digits or "
+                        "16-64 letters and digits, sealed to the cabinet before sending")
     p = sub.add_parser("release", help="release an order's compartment")
     p.add_argument("--compartment", help="the compartment to release (or --order)")
     p.add_argument("--order", help="the order whose compartment to release (or --compartment)")
@@ -323,6 +346,9 @@ def cmd_command(args: argparse.Namespace, console: Console) -> int:
         async with _client(args, key=key, key_id=args.key_id) as dc:
             await _online(dc, args)
             dc.ttl_ms = int(args.ttl * 1000)
+            if type_ == "assign" and args.code:
+                # Sealed to the key in the cabinet's status: the code never travels in clear.
+                cargs["codes"] = dc.seal_codes(args.order, assign_codes(args.code))
             command = dc.build(type_, cargs)
             sent.append(command)
             if not args.json:

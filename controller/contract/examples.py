@@ -23,6 +23,9 @@ EXAMPLES: dict[str, list[dict[str, Any]]] = {
             "state": "online", "cabinet": "cab-01", "boot_id": BOOT_ID, "version": "0.1.0",
             "cabinet_clock": {"boot_id": BOOT_ID, "uptime_ms": 1520},
             "at": "2026-11-22T07:02:11Z", "config_hash": "9f2c4e1ab3d05e77",
+            "code_key": {"scheme": "x25519-hkdf-sha256-chacha20poly1305",
+                         "key_id": "eedd883da0a94515",
+                         "public_key": "j0DFrbaPJWJK5bIU6nZ6bslNgp09e14a0bpvPiE4KF8="},
         },
         {
             "state": "offline", "cabinet": "cab-01", "boot_id": BOOT_ID, "version": "0.1.0",
@@ -73,7 +76,8 @@ EXAMPLES: dict[str, list[dict[str, Any]]] = {
             "cabinet": "cab-01", "boot_id": BOOT_ID, "at": "2026-11-22T10:15:30Z",
             "cabinet_clock": _CLOCK, "uptime_s": 8812.3,
             "buses": [{"name": "rs485-0", "transactions": 88120, "errors": 3, "timeouts": 2,
-                       "crc_errors": 1, "retries": 3}],
+                       "crc_errors": 1, "retries": 3, "late_replies": 2,
+                       "degraded_units": []}],
             "outbox_depth": 0, "memory_rss_bytes": 48234496, "cpu_percent": 3.5,
             "cpu_temperature_c": 51.2, "temperatures": {"chilled": 3.1, "frozen": None},
             "mqtt": {"connected": True, "since": "2026-11-22T07:02:11Z", "reconnects": 0,
@@ -93,9 +97,17 @@ EXAMPLES: dict[str, list[dict[str, Any]]] = {
                 "order_id": "ord-88412", "size": "M", "zone": "chilled", "pool": "grocery",
                 "tenant": "store", "pickup_from": "2026-11-22T10:00:00Z",
                 "expires_at": "2026-11-22T11:30:00Z",
-                "codes": [{"purpose": "collect", "algorithm": "scrypt",
-                           "salt": "c2FsdHNhbHQ=", "hash": "q1w2e3r4t5y6u7i8o9p0aa==",
-                           "params": {"n": 16384, "r": 8, "p": 1}}],
+                # The test vectors of docs/mqtt/README.md, "Pickup codes".
+                "codes": [
+                    {"purpose": "collect", "scheme": "x25519-hkdf-sha256-chacha20poly1305",
+                     "key_id": "eedd883da0a94515",
+                     "epk": "NYBy1jZYgNGu6jKa35EhODhR7SGijjt16WXQ0s0WYlQ=",
+                     "sealed": "cTiAC0uLZYgMSR7t28/ApJn4LwRRLj3UubM="},
+                    {"purpose": "deposit", "scheme": "x25519-hkdf-sha256-chacha20poly1305",
+                     "key_id": "eedd883da0a94515",
+                     "epk": "NYBy1jZYgNGu6jKa35EhODhR7SGijjt16WXQ0s0WYlQ=",
+                     "sealed": "DjfjbEj/b+NvLqg1paDSbAsUSRtLg/kpBoRPaI93uJQ="},
+                ],
             },
         },
         {
@@ -117,6 +129,10 @@ EXAMPLES: dict[str, list[dict[str, Any]]] = {
             "expires": _DEADLINE,
             "args": {"config": {"timing": {"poll_interval_s": 0.2}},
                      "base_hash": "9f2c4e1ab3d05e77"},
+        },
+        {
+            "id": "c-2026-11-22-000129", "type": "clear_lane_lockout", "cabinet": "cab-01",
+            "expires": _DEADLINE, "args": {"lane": "lane-1", "reason": "guesser gone, CCTV"},
         },
     ],
     "signed_command": [

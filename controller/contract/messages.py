@@ -54,8 +54,10 @@ __all__ = [
     "BlockCommand",
     "BoardState",
     "BusStats",
+    "ClearLaneLockoutArgs",
+    "ClearLaneLockoutCommand",
     "ClockReading",
-    "CodeHash",
+    "CodeKeyInfo",
     "Command",
     "CommandEnvelope",
     "CompartmentState",
@@ -72,6 +74,7 @@ __all__ = [
     "ReleaseCommand",
     "Reply",
     "ReplyError",
+    "SealedCode",
     "SignedCommand",
     "State",
     "Status",
@@ -138,6 +141,15 @@ def encode(model: BaseModel) -> bytes:
 # status (retained; the Last Will is the offline form)
 
 
+class CodeKeyInfo(_Model):
+    """The cabinet's public code key (``status.code_key``): dispatch seals every code of an
+    ``assign`` to it (see :class:`SealedCode`)."""
+
+    scheme: Literal["x25519-hkdf-sha256-chacha20poly1305"]
+    key_id: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{16}$")]
+    public_key: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9+/]{43}=$")]
+
+
 class Status(_Model):
     """``{root}/status``, retained. ``online`` on every connect, ``offline`` as the Last Will
     and on a clean shutdown.
@@ -153,6 +165,7 @@ class Status(_Model):
     cabinet_clock: ClockReading
     at: AwareDatetime
     config_hash: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{8,64}$")] | None = None
+    code_key: CodeKeyInfo | None = None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -251,7 +264,7 @@ class Event(_Model):
     missed event; ``boot_id`` is the boot that produced it. ``at`` is the original time and
     is kept when the event is replayed after an outage. ``kind`` is open-ended
     (``door_opened``, ``door_closed``, ``deposit_confirmed``, ``collected``, ``code_rejected``,
-    ``lockout``, ``alarm_raised``, ``alarm_cleared``, ``order_expired``, ...).
+    ``code_rejections_coalesced``, ``alarm_raised``, ``alarm_cleared``, ``order_expired``, ...).
     """
 
     id: EventId
@@ -325,20 +338,22 @@ class Telemetry(_Model):
 # commands (inbound)
 
 
-class CodeHash(_Model):
-    """A pickup or deposit code as a salted hash; the code itself never travels or is stored.
+class SealedCode(_Model):
+    """A pickup or deposit code sealed to this cabinet: only the cabinet can open it, and
+    only for this order and this position in ``codes`` (its code id ``<purpose>-<index>``).
 
-    ``algorithm`` names the key-derivation function and ``params`` its cost parameters, so
-    the cabinet can check a typed code offline.
+    ``scheme`` ``x25519-hkdf-sha256-chacha20poly1305``: ``epk`` is dispatch's ephemeral
+    X25519 public key (32 bytes), ``sealed`` the ChaCha20-Poly1305 ciphertext and tag of
+    the normalised code, ``key_id`` the cabinet's ``status.code_key.key_id``. A code is
+    10-15 digits (keypad) or 16-64 upper-case letters and digits (QR). The exact rule and
+    test vectors: docs/mqtt/README.md, "Pickup codes".
     """
 
     purpose: Literal["deposit", "collect"]
-    algorithm: Literal["scrypt", "pbkdf2-sha256"]
-    salt: Base64
-    hash: Base64
-    params: dict[Annotated[str, StringConstraints(pattern=r"^[a-z]{1,16}$")], int] = Field(
-        default_factory=dict, max_length=8,
-    )
+    scheme: Literal["x25519-hkdf-sha256-chacha20poly1305"]
+    key_id: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{16}$")]
+    epk: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9+/]{43}=$")]
+    sealed: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9+/]{20,160}={0,2}$")]
 
 
 class AssignArgs(_Model):
@@ -353,7 +368,7 @@ class AssignArgs(_Model):
     compartment: CompartmentId | None = None
     pickup_from: AwareDatetime | None = None
     expires_at: AwareDatetime | None = None
-    codes: list[CodeHash] = Field(default_factory=list, max_length=4)
+    codes: list[SealedCode] = Field(default_factory=list, max_length=4)
 
 
 class OpenArgs(_Model):
@@ -436,6 +451,19 @@ class UnblockCommand(CommandEnvelope):
     args: UnblockArgs
 
 
+class ClearLaneLockoutArgs(_Model):
+    """Give a lane's inputs their whole wrong-code budget back and end its ``code_guessing``
+    alarms (staff, after looking at the lane)."""
+
+    lane: Name
+    reason: Reason
+
+
+class ClearLaneLockoutCommand(CommandEnvelope):
+    type: Literal["clear_lane_lockout"]
+    args: ClearLaneLockoutArgs
+
+
 class GetStateCommand(CommandEnvelope):
     type: Literal["get_state"]
     args: GetStateArgs = Field(default_factory=GetStateArgs)
@@ -448,13 +476,14 @@ class ApplyConfigCommand(CommandEnvelope):
 
 Command: TypeAlias = Annotated[
     AssignCommand | OpenCommand | ReleaseCommand | BlockCommand | UnblockCommand
-    | GetStateCommand | ApplyConfigCommand,
+    | GetStateCommand | ApplyConfigCommand | ClearLaneLockoutCommand,
     Field(discriminator="type"),
 ]
 """Any plain command; ``type`` selects the model."""
 
 COMMAND_TYPES: tuple[str, ...] = (
     "assign", "open", "release", "block", "unblock", "get_state", "apply_config",
+    "clear_lane_lockout",
 )
 SIGNED_COMMAND_TYPES: frozenset[str] = frozenset(
     t for t in COMMAND_TYPES if signature_policy(t) is SignaturePolicy.REQUIRED

@@ -161,7 +161,9 @@ class Daemon:
     # -- messages ----------------------------------------------------------------------
 
     def _status(self, state: Literal["online", "offline"]) -> Status:
-        return status_message(self.settings, state, self.boot_id, self._reading())
+        code_key = self.lane.codes.key.published() if hasattr(self, "lane") else None
+        return status_message(self.settings, state, self.boot_id, self._reading(),
+                              code_key=code_key)
 
     async def snapshot(self) -> dict[str, Any]:
         return self._state_message().model_dump(mode="json", exclude_none=True)
@@ -215,6 +217,7 @@ class Daemon:
             self.model = CabinetModel(
                 compartment_setups(s), offline_after=s.timing.unknown_after_failed_polls,
                 filtering=signal_filtering(s), stored=stored,
+                reported_doors=await self.store.load_doors(),
             )
             self.pump_depth = await self.store.depth()
             self.state_pub = StatePublisher(self._build_state, self._publish_state,
@@ -240,9 +243,10 @@ class Daemon:
             self.zones = ZoneMonitor(s, lambda: self.poller.temperatures.values,
                                      self.sink.emit, self.store,
                                      on_change=self.state_pub.mark_dirty)
-            self.lane = LaneService.from_settings(s, self.model, self.store, self.unlock,
-                                                  self.emit, now=self.now,
-                                                  on_change=self.state_pub.mark_dirty)
+            self.lane = LaneService.from_settings(
+                s, self.model, self.store, self.unlock, self.emit, now=self.now,
+                on_change=self.state_pub.mark_dirty,
+                code_key_file=self.config_path.parent / "code.key" if self.config_path else None)
             stack.push_async_callback(self.lane.close)
             verifier = CommandVerifier(
                 s.cabinet.id, public_keys(s), self.cabinet_clock, MemoryReplayStore(),
@@ -253,6 +257,7 @@ class Daemon:
                 on_change=self.state_pub.mark_dirty, save=self.keeper.save,
                 unavailable_zones=self.zones.unavailable_zones,
                 apply_config=self._apply_config,
+                codes=self.lane.codes, clear_lane=self.lane.clear_lockout,
             )
             await self._answer_interrupted()
             await self.poller.poll_once()

@@ -17,6 +17,7 @@ from typing import Any
 from controller.daemon.app import STOP_DEADLINE_S, Daemon
 from controller.logs import setup_logging, to_stderr
 from controller.restart import EXIT_STOP_TIMEOUT, ShutdownDeadline, restart_mode, restart_now
+from controller.security.codes import CodeKeyError
 from controller.settings import ConfigError, load_settings
 from controller.store.errors import StoreError
 
@@ -97,6 +98,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except StoreError as exc:
         log.critical("store unavailable at start-up", extra={"ctx": {"error": str(exc)}})
         return 3
+    except CodeKeyError as exc:
+        log.critical("code key unusable", extra={"ctx": {"error": str(exc)}})
+        print(f"code key error: {exc}", file=sys.stderr)
+        return 2
     except ConfigError as exc:
         print(f"configuration error:\n{exc}", file=sys.stderr)
         return 2

@@ -14,6 +14,7 @@ from controller.contract.messages import (
     BoardState,
     BusStats,
     ClockReading,
+    CodeKeyInfo,
     LaneState,
     State,
     Status,
@@ -37,11 +38,15 @@ Temperatures = Mapping[tuple[str, int], float | None]
 
 
 def status_message(settings: Settings, state: Literal["online", "offline"], boot_id: str,
-                   reading: ClockReading) -> Status:
+                   reading: ClockReading, *,
+                   code_key: Mapping[str, Any] | None = None) -> Status:
+    """The retained ``status``; ``code_key`` is the published part of the cabinet's code
+    key (None before the lane has loaded it)."""
     return Status(
         state=state, cabinet=settings.cabinet.id, boot_id=boot_id,
         version=__version__, cabinet_clock=reading, at=datetime.now(UTC),
         config_hash=settings.config_hash,
+        code_key=CodeKeyInfo.model_validate(code_key) if code_key is not None else None,
     )
 
 

@@ -101,9 +101,15 @@ class CabinetModel:
         fault_after: int = 3,
         collected_hold_s: float = 0.0,
         stored: dict[str, dict[str, Any]] | None = None,
+        reported_doors: dict[str, dict[str, Any]] | None = None,
     ) -> None:
+        """``stored``: the compartment states a restart finds in the store;
+        ``reported_doors``: per compartment, the door as the last committed events left it
+        (``{"open": bool, "authorised": bool}``), so the first poll reports what the dead
+        process saw but never committed, and nothing it did commit a second time."""
         setups = list(setups)
         stored = stored or {}
+        reported = reported_doors or {}
         self._setups = {s.spec.compartment_id: s for s in setups}
         self.signals = CabinetSignals(
             [s.wiring for s in setups],
@@ -114,8 +120,10 @@ class CabinetModel:
         self.doors: dict[str, DoorMachine] = {
             s.spec.compartment_id: DoorMachine(
                 s.spec.compartment_id, s.timing, has_latch_feedback=s.wiring.latch is not None,
-                resume_authorised_open=bool(
-                    stored.get(s.spec.compartment_id, {}).get("door_open_authorised")),
+                resume_authorised_open=_resume_authorised(
+                    stored.get(s.spec.compartment_id, {}),
+                    reported.get(s.spec.compartment_id)),
+                reported_open=_reported_open(reported.get(s.spec.compartment_id)),
             )
             for s in setups
         }
@@ -133,10 +141,19 @@ class CabinetModel:
                     Compartment(s.spec, fault_after=fault_after, collected_hold_s=collected_hold_s)
                 )
         self.compartments = Compartments(built)
+        #: Compartments whose declared open was awaited when the process died: their door
+        #: gets a fresh unlock window at its first poll (see DoorMachine.resume_unlock_window).
+        self._awaited: set[str] = set()
         for c in built:
             purpose = stored.get(c.compartment_id, {}).get("open_purpose")
             if purpose and stored[c.compartment_id].get("door_open_authorised"):
                 c.resume_open(OpenPurpose(purpose))
+                if _reported_open(reported.get(c.compartment_id)):
+                    c.door_opened(0.0)  # its door_opened was committed: the open goes on
+            elif (purpose and stored[c.compartment_id].get("open_awaited")
+                  and not _reported_open(reported.get(c.compartment_id))):
+                c.resume_open(OpenPurpose(purpose))
+                self._awaited.add(c.compartment_id)
         self._by_board: dict[str, list[str]] = {}
         self._last_seen: dict[str, tuple[CompartmentReadings, ...]] = {}
         # Doors seen closing whose occupancy sensor sits on another board: the compartment
@@ -202,11 +219,15 @@ class CabinetModel:
         open is under way (so a restart neither calls it forced nor loses its purpose)."""
         c = self.compartments.get(compartment)
         door = self.doors[compartment].status()
-        authorised_open = (door.reading is DoorReading.OPEN and door.open_authorised is True)
+        door_open = door.reading is DoorReading.OPEN
+        authorised_open = door_open and door.open_authorised is True
         purpose = c.open_purpose
+        # An open declared and not yet seen (its pulse may be on the wire) is kept too, so
+        # that a door opening just after a restart is that open, not a forced one.
+        kept = purpose is not None and (authorised_open or not door_open)
         return {**c.to_dict(), "door_open_authorised": authorised_open,
-                "open_purpose": purpose.value if purpose is not None and authorised_open
-                else None}
+                "open_purpose": purpose.value if kept and purpose is not None else None,
+                "open_awaited": kept and not door_open}
 
     # -- facts from the boards -------------------------------------------------------
 
@@ -312,6 +333,9 @@ class CabinetModel:
             # No door sensor: nothing to observe; pulses stay unconfirmed by design.
             return []
         latch = readings.latch if readings.latch is not None else None
+        if cid in self._awaited:
+            self._awaited.discard(cid)
+            self.doors[cid].resume_unlock_window(now.mono)
         events = self.doors[cid].observe(
             readings.door, now.mono, latch, flapping=SignalKind.DOOR in readings.flapping
         )
@@ -369,6 +393,20 @@ class CabinetModel:
 
     def door_state(self, compartment: str) -> DoorState:
         return self._door(compartment).state
+
+
+def _reported_open(door: dict[str, Any] | None) -> bool | None:
+    if door is None or not isinstance(door.get("open"), bool):
+        return None
+    return bool(door["open"])
+
+
+def _resume_authorised(stored: dict[str, Any], door: dict[str, Any] | None) -> bool:
+    """Whether an open that a restart finds under way was authorised: as reported with its
+    ``door_opened`` when that was committed, else as the stored state says."""
+    if _reported_open(door) and door is not None:
+        return bool(door.get("authorised"))
+    return bool(stored.get("door_open_authorised"))
 
 
 def _value(reading: DoorReading | LatchReading | OccupancyReading | None) -> str | None:

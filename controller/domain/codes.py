@@ -1,42 +1,54 @@
-"""Pickup codes: checked on the cabinet against salted hashes, single use, never kept clear.
+"""Pickup codes: what a code may look like, normalised, never shown.
 
-Dispatch pushes, per order, a :class:`CodeHash` (scrypt over the code with a per-order
-salt); the clear code exists only inside a :class:`PickupCode` for the time of a check,
-and its ``repr``/``str`` hide it so it cannot reach a log by accident.
+A code as typed or scanned is normalised (spaces and dashes removed, upper case) and lives
+only inside a :class:`PickupCode` for the time of a check; its ``repr``/``str`` hide it so
+it cannot reach a log by accident.
 
-:class:`OrderCode` holds one order's hash and its use: :meth:`OrderCode.use` verifies the
-code and marks it used in the same step (the caller persists that before the door is
-pulsed: "marked used before opening"). A used code reopens the compartment within
-``reopen_grace_s`` of its first use (a forgotten bag), and is refused after it.
+Two kinds of code are issued (:func:`check_issued`, enforced when dispatch assigns them):
+
+- a **keypad** code: 10 to 15 digits (at least 10**10 possibilities);
+- a **QR** code: 16 to 64 letters and digits (dispatch draws them from a CSPRNG; 16
+  base32 characters are 80 bits).
+
+Anything shorter is refused at assignment: the lane's guessing bound (docs/security.md)
+rests on these lengths. An entry at the lane is *long* (:attr:`PickupCode.is_long`) when it
+has 16 characters or more: it can only match a QR code, and a guess at one has no
+practical chance, so the lane's wrong-code budget only holds back short entries.
 """
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import re
-from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
 from controller.domain.errors import DomainError, ErrorCode
 
 __all__ = [
-    "DEFAULT_REOPEN_GRACE_S",
+    "KEYPAD_DIGITS",
+    "LONG_CODE",
     "MAX_ENTRY_CHARS",
+    "QR_LENGTH",
     "CodeEntry",
-    "CodeHash",
-    "CodeUse",
-    "OrderCode",
     "PickupCode",
+    "check_issued",
     "parse_entry",
 ]
 
-DEFAULT_REOPEN_GRACE_S = 120.0
+#: Digits of a keypad code, inclusive.
+KEYPAD_DIGITS = (10, 15)
+#: Characters of a QR code, inclusive.
+QR_LENGTH = (16, 64)
+#: An entry this long or longer can only be a QR code.
+LONG_CODE = QR_LENGTH[0]
+_ENTRY = re.compile(r"[A-Z0-9]{4,64}")
 MAX_ENTRY_CHARS = 256
-_CODE_PATTERN = re.compile(r"[A-Z0-9]{4,32}")
 # As the MQTT contract's order ids: what the store and the lockouts can key on.
 _ORDER_ID_PATTERN = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+
+
+def _normalise(raw: str) -> str:
+    return re.sub(r"[\s-]", "", raw).upper()
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,20 +86,25 @@ def parse_entry(raw: str, order_id: str | None = None) -> CodeEntry:
 
 class PickupCode:
     """A clear pickup code as typed or scanned; normalised (spaces and dashes removed,
-    upper case). Its repr and str never show it."""
+    upper case, 4 to 64 letters or digits). Its repr and str never show it."""
 
     __slots__ = ("_value",)
 
     def __init__(self, raw: str) -> None:
-        value = re.sub(r"[\s-]", "", raw).upper()
-        if not _CODE_PATTERN.fullmatch(value):
+        value = _normalise(raw)
+        if not _ENTRY.fullmatch(value):
             raise DomainError(
-                ErrorCode.INVALID_ARGUMENT, "a code is 4 to 32 letters or digits", field="code"
+                ErrorCode.INVALID_ARGUMENT, "a code is 4 to 64 letters or digits", field="code"
             )
         self._value = value
 
+    @property
+    def is_long(self) -> bool:
+        """Long enough to be only a QR code (see the module docstring)."""
+        return len(self._value) >= LONG_CODE
+
     def secret_bytes(self) -> bytes:
-        """The normalised code as bytes, for hashing only."""
+        """The normalised code as bytes, for the verifier only."""
         return self._value.encode("ascii")
 
     def __repr__(self) -> str:
@@ -104,131 +121,19 @@ class PickupCode:
         return hash(("PickupCode", self._value))
 
 
-@dataclass(frozen=True, slots=True)
-class CodeHash:
-    """scrypt(code, salt, n, r, p) as pushed by dispatch. ``repr`` shows no digest."""
-
-    salt: bytes
-    digest: bytes
-    n: int = 2**14
-    r: int = 8
-    p: int = 1
-
-    def __post_init__(self) -> None:
-        if len(self.salt) < 16:
-            raise DomainError(ErrorCode.INVALID_ARGUMENT, "salt must be >= 16 bytes", field="salt")
-        if len(self.digest) < 16:
-            raise DomainError(ErrorCode.INVALID_ARGUMENT, "digest too short", field="digest")
-
-    @classmethod
-    def create(
-        cls, code: PickupCode, salt: bytes, *, n: int = 2**14, r: int = 8, p: int = 1
-    ) -> CodeHash:
-        """Hash ``code`` with ``salt`` (dispatch side, simulator and tests)."""
-        return cls(salt, _scrypt(code, salt, n, r, p), n, r, p)
-
-    def matches(self, code: PickupCode) -> bool:
-        """Whether ``code`` hashes to this digest (constant-time comparison)."""
-        candidate = _scrypt(code, self.salt, self.n, self.r, self.p)
-        return hmac.compare_digest(candidate, self.digest)
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready (hex strings)."""
-        return {
-            "algorithm": "scrypt",
-            "salt": self.salt.hex(),
-            "digest": self.digest.hex(),
-            "n": self.n,
-            "r": self.r,
-            "p": self.p,
-        }
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> CodeHash:
-        """The inverse of :meth:`to_dict`; ``invalid_argument`` on anything else."""
-        if data.get("algorithm") != "scrypt":
-            raise DomainError(
-                ErrorCode.INVALID_ARGUMENT, "only scrypt code hashes", field="algorithm"
-            )
-        try:
-            return cls(
-                bytes.fromhex(str(data["salt"])),
-                bytes.fromhex(str(data["digest"])),
-                int(data.get("n", 2**14)),
-                int(data.get("r", 8)),
-                int(data.get("p", 1)),
-            )
-        except (KeyError, ValueError, TypeError) as exc:
-            raise DomainError(
-                ErrorCode.INVALID_ARGUMENT, f"bad code hash: {exc}", field="code_hash"
-            ) from None
-
-    def __repr__(self) -> str:
-        return f"CodeHash(scrypt n={self.n} r={self.r} p={self.p})"
-
-
-def _scrypt(code: PickupCode, salt: bytes, n: int, r: int, p: int) -> bytes:
-    return hashlib.scrypt(code.secret_bytes(), salt=salt, n=n, r=r, p=p, maxmem=2**26, dklen=32)
-
-
-@dataclass(frozen=True, slots=True)
-class CodeUse:
-    """A code accepted: for ``order_id``, first use or a reopen within the grace."""
-
-    order_id: str
-    reopen: bool
-    used_at: float
-
-
-class OrderCode:
-    """One order's code hash and its single use."""
-
-    def __init__(
-        self,
-        order_id: str,
-        code_hash: CodeHash,
-        *,
-        reopen_grace_s: float = DEFAULT_REOPEN_GRACE_S,
-        used_at: float | None = None,
-    ) -> None:
-        self.order_id = order_id
-        self.code_hash = code_hash
-        self.reopen_grace_s = reopen_grace_s
-        self._used_at = used_at
-
-    @property
-    def used_at(self) -> float | None:
-        """When the code was first used, or None."""
-        return self._used_at
-
-    def use(self, code: PickupCode, now: float) -> CodeUse:
-        """Check ``code`` and mark it used (persist before pulsing). Raises
-        ``wrong_code``, or ``code_used`` after the reopen grace; nothing changes then."""
-        if not self.code_hash.matches(code):
-            raise DomainError(ErrorCode.WRONG_CODE, "wrong code", field="code")
-        if self._used_at is None:
-            self._used_at = now
-            return CodeUse(self.order_id, reopen=False, used_at=now)
-        if now - self._used_at <= self.reopen_grace_s:
-            return CodeUse(self.order_id, reopen=True, used_at=self._used_at)
-        raise DomainError(ErrorCode.CODE_USED, "this code was already used", field="code")
-
-    def to_dict(self) -> dict[str, Any]:
-        """What the store keeps (never the clear code)."""
-        return {
-            "order_id": self.order_id,
-            "code_hash": self.code_hash.to_dict(),
-            "reopen_grace_s": self.reopen_grace_s,
-            "used_at": self._used_at,
-        }
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> OrderCode:
-        """The inverse of :meth:`to_dict`."""
-        used_at = data.get("used_at")
-        return cls(
-            str(data["order_id"]),
-            CodeHash.from_dict(data["code_hash"]),
-            reopen_grace_s=float(data.get("reopen_grace_s", DEFAULT_REOPEN_GRACE_S)),
-            used_at=None if used_at is None else float(used_at),
+def check_issued(raw: str, field: str = "code") -> PickupCode:
+    """The code dispatch issues, checked: a keypad code (10-15 digits) or a QR code (16-64
+    letters and digits), already normalised. ``invalid_argument`` otherwise."""
+    lo, hi = KEYPAD_DIGITS
+    qlo, qhi = QR_LENGTH
+    ok = raw == _normalise(raw) and (
+        (raw.isdigit() and lo <= len(raw) <= hi)
+        or (qlo <= len(raw) <= qhi and re.fullmatch(r"[A-Z0-9]+", raw) is not None))
+    if not ok:
+        raise DomainError(
+            ErrorCode.INVALID_ARGUMENT,
+            f"a code is {lo}-{hi} digits (keypad) or {qlo}-{qhi} upper-case letters and "
+            "digits (QR), normalised",
+            field=field,
         )
+    return PickupCode(raw)

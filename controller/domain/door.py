@@ -42,6 +42,12 @@ Rules:
   ``authorised=False`` and the ``forced_open`` alarm, cleared when the door closes. This
   holds on the first reading after start-up too, unless the machine was built with
   ``resume_authorised_open=True`` (the store recorded an authorised open in progress).
+* After a restart, ``reported_open`` is the door as the last committed events left it
+  (``True`` open, ``False`` closed, ``None`` not known). A door reported open and found
+  open is the same open (no second ``door_opened``; its ``forced_open`` alarm, already
+  raised, stays active); reported open and found closed, it closed unseen: one
+  ``door_closed`` (``resumed=True``). So a movement the dead process saw but never
+  committed is reported once, and one it did commit is not reported twice.
 * A door open for ``ajar_after_s`` raises ``door_ajar``, cleared when it closes.
 * An unknown reading raises ``sensor_unknown``; the next known reading clears it and
   re-derives the state: an open that was known before continues (no new ``door_opened``),
@@ -149,6 +155,7 @@ class DoorMachine:
         *,
         has_latch_feedback: bool = False,
         resume_authorised_open: bool = False,
+        reported_open: bool | None = None,
     ) -> None:
         self.compartment = compartment
         self.timing = timing or DoorTiming()
@@ -157,9 +164,10 @@ class DoorMachine:
         self._observed = False
         self._latch = LatchReading.UNKNOWN
         self._flapping = False
-        self._known_open: bool | None = None
+        self._known_open: bool | None = reported_open
+        self._resumed_open = bool(reported_open)
         self._opened_at: float | None = None
-        self._open_authorised = False
+        self._open_authorised = bool(reported_open and resume_authorised_open)
         self._window: UnlockWindow | None = None
         self._awaiting_ack = False
         self._not_detected = False
@@ -262,6 +270,17 @@ class DoorMachine:
         events.append(self._event(EventKind.UNLOCK_PULSE_FAILED, now, reason=reason))
         return events
 
+    def resume_unlock_window(self, now: float) -> None:
+        """After a restart: an authorised open was declared, and its pulse may have gone out
+        just before the process died. A door opening within the open-detect timeout from
+        ``now`` is that open (authorised), as after an acknowledged pulse; if it does not
+        open, ``open_not_detected`` ends it. No event: the pulse was reported, or not,
+        before the restart."""
+        if self._window is None and not self._known_open:
+            self._window = UnlockWindow(
+                sent_at=now, deadline=now + self.timing.open_detect_timeout_s
+            )
+
     def pulse_unconfirmed(self, now: float, evidence: str = "") -> list[DomainEvent]:
         """The pulse frame went out but whether it acted is unknown (acknowledgement lost,
         late or garbled). The open-detect timeout starts now, as for an acknowledgement."""
@@ -313,8 +332,16 @@ class DoorMachine:
                 return []  # the signal's sensor_flapping alarm says it
             return self._alarms.raise_(AlarmKind.SENSOR_UNKNOWN, now)
         events = self._alarms.clear(AlarmKind.SENSOR_UNKNOWN, now)
+        if self._resumed_open:
+            # The open reported before a restart: its forced_open alarm (if any) was
+            # raised then, and is still active until the door is seen closed.
+            self._resumed_open = False
+            if not self._open_authorised:
+                self._alarms.raise_(AlarmKind.FORCED_OPEN, now)
         if door is DoorReading.OPEN:
             if self._known_open:
+                if self._opened_at is None:
+                    self._opened_at = now  # resumed: timed from the restart
                 return events  # the same open, seen again after an unknown spell
             return events + self._opened(now)
         if self._known_open:
@@ -349,15 +376,14 @@ class DoorMachine:
         return events + self._alarms.raise_(AlarmKind.FORCED_OPEN, now)
 
     def _closed(self, now: float) -> list[DomainEvent]:
-        opened_at = self._opened_at if self._opened_at is not None else now
-        events = [
-            self._event(
-                EventKind.DOOR_CLOSED,
-                now,
-                authorised=self._open_authorised,
-                open_s=round(now - opened_at, 3),
-            )
-        ]
+        if self._opened_at is None:
+            # Reported open before a restart, found closed: it closed while unseen.
+            closed = self._event(EventKind.DOOR_CLOSED, now, authorised=self._open_authorised,
+                                 resumed=True)
+        else:
+            closed = self._event(EventKind.DOOR_CLOSED, now, authorised=self._open_authorised,
+                                 open_s=round(now - self._opened_at, 3))
+        events = [closed]
         events += self._alarms.clear(AlarmKind.DOOR_AJAR, now)
         events += self._alarms.clear(AlarmKind.FORCED_OPEN, now)
         self._opened_at = None

@@ -12,6 +12,7 @@ clock the cabinet returned, when a command was refused as expired or for a stale
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
 import ssl
@@ -28,6 +29,7 @@ from paho.mqtt.properties import Properties
 
 from controller.clock import CabinetClock
 from controller.contract.topics import CabinetTopics
+from controller.security.codes import SCHEME, seal_code
 from controller.security.signing import deadline_from_reading, sign_command
 
 __all__ = ["BrokerError", "DispatchClient", "Received"]
@@ -196,6 +198,21 @@ class DispatchClient:
 
     def events(self) -> list[dict[str, Any]]:
         return [m.payload for m in self.messages if m.channel == "events"]
+
+    def code_key(self) -> bytes:
+        """The cabinet's public code key, from the last ``status`` that carried one."""
+        for message in reversed(self.messages):
+            key = message.payload.get("code_key") if message.channel == "status" else None
+            if isinstance(key, dict) and key.get("scheme") == SCHEME:
+                return base64.b64decode(str(key["public_key"]))
+        raise RuntimeError("no code key known yet: wait for the cabinet's status first")
+
+    def seal_codes(self, order_id: str, codes: list[tuple[str, str]]) -> list[dict[str, Any]]:
+        """``assign.codes`` for ``(purpose, code)`` pairs: each code sealed to this cabinet,
+        for this order and its position (never sent or kept in clear)."""
+        key = self.code_key()
+        return [seal_code(key, self.topics.cabinet, order_id, f"{purpose}-{index}", purpose,
+                          code) for index, (purpose, code) in enumerate(codes)]
 
     # -- commands ----------------------------------------------------------------------
 

@@ -110,6 +110,8 @@ SIGNATURE_POLICY: Mapping[str, SignaturePolicy] = MappingProxyType({
     "unblock": SignaturePolicy.REQUIRED,
     # Changes the configuration: lock channels, polarity, zones. Wiring is security.
     "apply_config": SignaturePolicy.REQUIRED,
+    # Gives a lane its wrong-code budget back: a forged one would let a guesser on.
+    "clear_lane_lockout": SignaturePolicy.REQUIRED,
     # Reads the state snapshot; changes nothing.
     "get_state": SignaturePolicy.OPTIONAL,
 })

@@ -35,7 +35,7 @@ import logging
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Collection, Sequence
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from controller.clock import CabinetClock
 from controller.contract.errors import CommandRejected
@@ -44,6 +44,7 @@ from controller.contract.messages import (
     ApplyConfigCommand,
     AssignCommand,
     BlockCommand,
+    ClearLaneLockoutCommand,
     ClockReading,
     Command,
     GetStateCommand,
@@ -71,6 +72,9 @@ from controller.settings import Settings
 from controller.store import Store
 from controller.store.errors import StoreError
 from controller.store.records import AlreadySeen
+
+if TYPE_CHECKING:
+    from controller.services.lane import CodeBook
 
 __all__ = ["CommandService"]
 
@@ -158,6 +162,8 @@ class CommandService:
         unavailable_zones: Callable[[], Collection[str]] = frozenset,
         apply_config: Callable[[ApplyConfigCommand], Awaitable[dict[str, Any]]] | None = None,
         save: Callable[[str], Awaitable[None]] | None = None,
+        codes: CodeBook | None = None,
+        clear_lane: Callable[[str, str], Awaitable[dict[str, Any]]] | None = None,
     ) -> None:
         self._settings = settings
         self._model = model
@@ -172,6 +178,9 @@ class CommandService:
         #: Zones not to assign new cold orders to (temperature excursions).
         self._unavailable_zones = unavailable_zones
         self._apply_config = apply_config
+        #: The lane's code book (assign's sealed codes) and its lockout clearing.
+        self._codes = codes
+        self._clear_lane = clear_lane
         self._save = save or self._save_directly
         self._opening = OpeningService(model, store, unlock, emit, now=now, save=self._save)
         #: Replies of commands that acted but whose reply the store did not take.
@@ -356,6 +365,12 @@ class CommandService:
                               {"sections": sorted(command.args.config),
                                "config_hash": result.get("config_hash")})
             return result
+        if isinstance(command, ClearLaneLockoutCommand) and self._clear_lane is not None:
+            result = await self._clear_lane(command.args.lane, f"command:{command.id}")
+            await self._audit("clear_lane_lockout", command, None,
+                              {"lane": command.args.lane, "reason": command.args.reason,
+                               "cleared": result.get("cleared")})
+            return result
         raise _rejected(Wire.UNKNOWN_COMMAND,
                         f"{command.type} is not supported by this cabinet", "type")
 
@@ -420,13 +435,20 @@ class CommandService:
                           pickup_from=pickup_from)
         except DomainError as exc:
             raise _from_domain(exc) from exc
+        records: list[dict[str, str]] = []
+        if args.codes:
+            if self._codes is None:
+                raise _rejected(Wire.INVALID_FIELD, "this cabinet checks no codes", "args.codes")
+            # Opened and checked before anything changes; only keyed verifiers are kept.
+            records = await self._codes.prepare(args.order_id,
+                                                [c.model_dump() for c in args.codes])
         compartment, events = assign_order(self._model.compartments, order, now.wall,
                                            compartment_id=args.compartment,
                                            unavailable_zones=self._unavailable_zones())
         cid = compartment.compartment_id
-        if args.codes:
-            await self._store.save_code_hashes(
-                args.order_id, {"codes": [c.model_dump() for c in args.codes]})
+        if records:
+            assert self._codes is not None
+            await self._codes.save(args.order_id, records)
         await self._store.save_order(args.order_id, {**order.to_dict(), "compartment": cid})
         await self._commit(self._model._wrap_wall(events, now), cid)
         return {"compartment": cid, "order_id": args.order_id}
@@ -445,7 +467,7 @@ class CommandService:
         await self._commit(self._model.release(cid, now), cid)
         if order is not None:
             await self._store.delete_order(order.order_id)
-            await self._store.delete_code_hashes(order.order_id)
+            await self._store.delete_codes(order.order_id)
         return {"compartment": cid, "released": True}
 
 

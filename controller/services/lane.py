@@ -3,25 +3,29 @@
 Code entry
 ==========
 A code comes from the serial scanner (:class:`drivers.scanner.CodeScanner`) or from
-:meth:`LaneService.enter_code` (keypad, tests, other inputs). It is checked on the
-cabinet against the salted hashes dispatch pushed with each order (``assign.codes``,
-kept by the store), so collection works with the broker down. The clear code lives only
-in a :class:`~controller.domain.codes.PickupCode` for the time of the check: it is never
+:meth:`LaneService.enter_code` (keypad, tests, other inputs). Dispatch sends each order's
+codes sealed to this cabinet (``assign.codes``, :mod:`controller.security.codes`); the
+:class:`CodeBook` opens them on assign and keeps only a keyed verifier of each, indexed
+verifier -> (order, code id). So collection works with the broker down, and a typed code
+leads straight to its order: a check costs one verifier (one scrypt, in a worker thread)
+and one store lookup, whatever the number of loaded orders, and takes the same path
+whether or not an order it names exists. The clear code lives only in a
+:class:`~controller.domain.codes.PickupCode` for the time of the check: it is never
 stored, logged or put in an event.
 
 The steps, in this order (each refusal is a ``code_rejected`` event and a short beep):
 
-1. the lane is locked out (too many wrong codes): ``locked_out``, nothing is hashed;
-2. the code is compared with the hashes of the orders it could open (deposit codes of
-   reserved or loaded compartments, collect codes of loaded ones, codes used within
-   their reopen grace), in worker threads, most likely first, stopping at the first
-   match. No match: ``wrong_code``, counted against the lane (and the order, when the
-   entry named one, see below); the ``max_attempts``-th wrong code locks the keypad for
-   ``code_lockout_s``, longer on each repeat, with a ``code_lockout`` alarm raised once
-   and cleared when the lock ends. Counters and locks are in the store: they survive a
-   restart;
-3. the order's own lockout, its tenant (:mod:`controller.domain.tenants`), its expiry
-   (``staff_only``) and the single use (``code_used`` after the reopen grace) are checked;
+1. the input's wrong-code budget (:mod:`controller.domain.lockout`, per lane and input:
+   keypad, scanner): while it is spent, a short entry is refused at once with the time
+   to wait (``slow_down``), unchecked and uncounted; a long entry (only a QR code can
+   match it) is always checked. The wrong code that spends the budget raises the
+   ``code_guessing`` alarm (once; cleared when the budget is whole again, or by the staff
+   command ``clear_lane_lockout``). The budget is in the store: it survives a restart;
+2. the verifier of the code is looked up. No match, a match for another order than the
+   one the entry names, or an order no longer here: ``wrong_code``, counted against the
+   input's budget only (never against an order: nobody can lock a customer out);
+3. the order's tenant (:mod:`controller.domain.tenants`), its expiry (``staff_only``) and
+   the single use (``code_used`` after the reopen grace) are checked;
 4. the door is opened by :class:`~controller.services.opening.OpeningService`, the same
    sequence as a command from dispatch: cooldown and rate limit, the open declared to the
    cabinet model, a slot in the power budget, then the code **marked used in the store
@@ -33,14 +37,16 @@ The steps, in this order (each refusal is a ``code_rejected`` event and a short 
    keeps the code used and the light busy: the customer pulls the door, and its opening
    is an authorised one. The door story follows from the poller.
 
+Refusals are reported at most once a second per input: the others of that second are
+counted and reported together in one ``code_rejections_coalesced`` event (a flooding
+scanner cannot flood the outbox).
+
 A scanned QR code may name its order: ``<order id>:<code>`` (the order id as dispatch
-knows it). Then only that order's hashes are checked and wrong codes also count against
-the order, so a thief cannot spread guesses over lanes. A bare code is checked against
-every candidate order. Text whose order part cannot be an order id (``order 1:123456``,
-control characters, over 256 characters: :func:`~controller.domain.codes.parse_entry`) is
-refused as ``invalid_code`` before anything is counted, stored or hashed. Whatever the
-text, :meth:`LaneService.enter_code` answers and never raises; nothing a scanner sends can
-stop the lane.
+knows it). Then the code must lead to that order. Text whose order part cannot be an order
+id (``order 1:123456``, control characters, over 256 characters:
+:func:`~controller.domain.codes.parse_entry`) is refused as ``invalid_code`` before
+anything is counted, stored or hashed. Whatever the text, :meth:`LaneService.enter_code`
+answers and never raises; nothing a scanner sends can stop the lane.
 
 Lane I/O
 ========
@@ -48,36 +54,34 @@ Inputs (debounced by :mod:`drivers.gpio`): vehicle presence (``vehicle_arrived``
 ``vehicle_left``), help button (``help_requested``), cabinet tamper switch and UPS
 mains-fail (alarms ``tamper`` and ``power_fail``, raised once per incident and cleared
 when the input returns). Outputs: the lane light shows ``fault`` (red) while a lane
-alarm is active or the keypad is locked, ``busy`` (amber; green and red together when no
-amber lamp is fitted) while a code is checked and while a door it opened is open,
-``idle`` (green) otherwise; the buzzer beeps on a refused code and sounds longer on a
-lockout. Every alarm raise and clear is also written to the audit log.
+alarm is active (``code_guessing`` included), ``busy`` (amber; green and red together
+when no amber lamp is fitted) while a code is checked and while a door it opened is open,
+``idle`` (green) otherwise; the buzzer beeps on a refused code and sounds longer when an
+input's wrong-code budget is spent. Every alarm raise and clear is also written to the audit log.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import concurrent.futures
 import contextlib
-import hashlib
-import hmac
 import logging
 import os
 import time
 from collections.abc import AsyncIterable, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from controller.domain.cabinet_model import CabinetModel, Emitted, Now
-from controller.domain.codes import PickupCode, parse_entry
+from controller.domain.codes import PickupCode, check_issued, parse_entry
 from controller.domain.compartment import CompartmentState, OpenPurpose
 from controller.domain.door import DoorState
 from controller.domain.errors import DomainError, ErrorCode
-from controller.domain.lockout import LockoutLimits, WrongCodeLockout
+from controller.domain.lockout import BudgetLimits, CodeBudget
 from controller.domain.tenants import CodePurpose, check_open, check_pool, code_use
+from controller.security.codes import CodeKey, SealError
 from controller.services.opening import OpeningService, OpenRequest
 from controller.services.reporting import PendingEvent
 from controller.services.unlock import UnlockService
@@ -85,7 +89,7 @@ from controller.settings import Settings
 from controller.store import Store
 from controller.store.errors import StoreError
 
-__all__ = ["EntryResult", "LaneAlarms", "LaneService", "verify_code"]
+__all__ = ["CodeBook", "CodeRecord", "EntryResult", "LaneAlarms", "LaneService"]
 
 log = logging.getLogger(__name__)
 
@@ -100,90 +104,97 @@ INPUT_LINES = {
 }
 #: Lane alarms raised by inputs.
 INPUT_ALARMS = {"tamper": "tamper", "mains_fail": "power_fail"}
-LOCKOUT_ALARM = "code_lockout"
-
-_MAX_SCRYPT_N = 2**20
-_MAX_PBKDF2_ITERATIONS = 5_000_000
-#: How long a lockout subject is remembered after its last wrong code (attempts and the
-#: escalation of repeated lockouts), beyond any lock still running.
-LOCKOUT_MEMORY_S = 24 * 3600.0
+GUESSING_ALARM = "code_guessing"
+#: The inputs whose wrong-code budget is restored at start (others are made on first use).
+INPUTS = ("keypad", "scanner")
+#: Refusals of one input are reported at most once per this many seconds; the others are
+#: counted and reported together.
+REPORT_WINDOW_S = 1.0
 #: The longest the lane light stays "busy" for one door opened from the lane.
 BUSY_MAX_S = 300.0
 #: How long an accepted code waits for the power budget (another door opening).
 PULSE_WAIT_S = 10.0
 
 
-# -- code hashes ----------------------------------------------------------------------
+# -- the code book ------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
-class _HashRecord:
-    """One code hash of one order, as pushed by dispatch (``assign.codes[i]``)."""
+class CodeRecord:
+    """Where a code leads: one code of one order (never the code)."""
 
     order_id: str
     code_id: str
     purpose: CodePurpose
-    algorithm: str
-    salt: bytes
-    digest: bytes
-    params: Mapping[str, int]
-
-    def __repr__(self) -> str:
-        return f"_HashRecord({self.order_id}/{self.code_id} {self.algorithm})"
 
 
-def _records(order_id: str, stored: Mapping[str, Any] | None) -> list[_HashRecord]:
-    """The usable hash records of an order; malformed ones are skipped (and logged)."""
-    if not stored:
-        return []
-    out: list[_HashRecord] = []
-    for index, item in enumerate(stored.get("codes") or ()):
+class CodeBook:
+    """The cabinet's pickup codes: opens the sealed codes of an ``assign`` with the
+    cabinet's :class:`~controller.security.codes.CodeKey`, keeps only their keyed verifiers
+    and the index verifier -> (order, code id) in the store, and finds the order of a typed
+    code in one lookup. The verifier (one scrypt) runs in ``pool``."""
+
+    def __init__(self, key: CodeKey, store: Store, cabinet: str,
+                 pool: concurrent.futures.Executor) -> None:
+        self.key = key
+        self._store = store
+        self._cabinet = cabinet
+        self._pool = pool
+
+    async def _verifier(self, code: PickupCode) -> str:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, self.key.verifier, code.secret_bytes())
+
+    async def prepare(self, order_id: str,
+                      entries: Sequence[Mapping[str, Any]]) -> list[dict[str, str]]:
+        """Open and check the sealed codes of an assign; the records to :meth:`save`.
+        ``invalid_argument`` naming ``codes[i]`` (and nothing changes) when a code does not
+        open, is too weak, repeats another code of the order, or is a live code of another
+        order here."""
+        records: list[dict[str, str]] = []
+        for index, entry in enumerate(entries):
+            purpose = CodePurpose(str(entry["purpose"]))
+            code_id = f"{purpose.value}-{index}"
+            where = f"codes[{index}]"
+            try:
+                clear = self.key.open(self._cabinet, order_id, code_id, entry)
+            except SealError as exc:
+                raise DomainError(ErrorCode.INVALID_ARGUMENT, str(exc),
+                                  field=f"{where}.{exc.field}") from None
+            code = check_issued(clear, field=where)
+            verifier = await self._verifier(code)
+            if any(r["verifier"] == verifier for r in records):
+                raise DomainError(ErrorCode.INVALID_ARGUMENT,
+                                  "two codes of one order must differ", field=where)
+            held = await self._store.find_code(verifier)
+            if held is not None and held.get("order_id") != order_id:
+                raise DomainError(ErrorCode.INVALID_ARGUMENT,
+                                  "this code is a live code of another order here: issue "
+                                  "another", field=where)
+            records.append({"code_id": code_id, "purpose": purpose.value, "verifier": verifier})
+        return records
+
+    async def save(self, order_id: str, records: Sequence[Mapping[str, str]]) -> None:
+        clash = await self._store.save_codes(order_id, records)
+        if clash:
+            raise DomainError(ErrorCode.INVALID_ARGUMENT,
+                              "this code is a live code of another order here: issue another",
+                              field=f"codes[{clash[0]}]")
+
+    async def find(self, code: PickupCode) -> CodeRecord | None:
+        """The order and code a typed code leads to, or None."""
+        found = await self._store.find_code(await self._verifier(code))
+        if found is None:
+            return None
         try:
-            purpose = CodePurpose(item["purpose"])
-            algorithm = str(item["algorithm"])
-            if algorithm not in ("scrypt", "pbkdf2-sha256"):
-                raise ValueError(f"algorithm {algorithm!r}")
-            params = {str(k): int(v) for k, v in dict(item.get("params") or {}).items()}
-            out.append(_HashRecord(
-                order_id, f"{purpose.value}-{index}", purpose, algorithm,
-                base64.b64decode(item["salt"], validate=True),
-                base64.b64decode(item["hash"], validate=True), params,
-            ))
-        except (KeyError, ValueError, TypeError, binascii.Error) as exc:
-            log.error("unusable code hash skipped",
-                      extra={"ctx": {"order": order_id, "index": index, "error": str(exc)}})
-    return out
+            return CodeRecord(str(found["order_id"]), str(found["code_id"]),
+                              CodePurpose(found["purpose"]))
+        except (KeyError, ValueError) as exc:
+            log.error("unusable code index entry", extra={"ctx": {"error": str(exc)}})
+            return None
 
-
-def verify_code(code: PickupCode, algorithm: str, salt: bytes, digest: bytes,
-                params: Mapping[str, int]) -> bool:
-    """Whether ``code`` (normalised) derives to ``digest`` (constant-time compare).
-
-    ``scrypt``: params ``n`` (power of two, default 16384), ``r`` (8), ``p`` (1);
-    ``pbkdf2-sha256``: ``iterations`` (required). The derived length is the digest's.
-    Unreasonable parameters (a denial of service on the lane) verify nothing.
-    """
-    secret = code.secret_bytes()
-    if not 16 <= len(digest) <= 64:
-        return False
-    if algorithm == "scrypt":
-        n, r, p = params.get("n", 2**14), params.get("r", 8), params.get("p", 1)
-        if not (2 <= n <= _MAX_SCRYPT_N and n & (n - 1) == 0 and 1 <= r <= 32 and 1 <= p <= 16):
-            return False
-        maxmem = min(max(2**26, 130 * r * (n + p + 2)), 2**30)
-        try:
-            candidate = hashlib.scrypt(secret, salt=salt, n=n, r=r, p=p, maxmem=maxmem,
-                                       dklen=len(digest))
-        except (ValueError, MemoryError):
-            return False
-    elif algorithm == "pbkdf2-sha256":
-        iterations = params.get("iterations", 0)
-        if not 1 <= iterations <= _MAX_PBKDF2_ITERATIONS:
-            return False
-        candidate = hashlib.pbkdf2_hmac("sha256", secret, salt, iterations, dklen=len(digest))
-    else:
-        return False
-    return hmac.compare_digest(candidate, digest)
+    async def forget(self, order_id: str) -> None:
+        await self._store.delete_codes(order_id)
 
 
 # -- results --------------------------------------------------------------------------
@@ -194,7 +205,8 @@ class EntryResult:
     """What became of one code entry (never the code). ``reason``: why a code was refused,
     or, for an accepted one, what went wrong after it was used (``pulse_failed: ...``, the
     board did not make the pulse; ``pulse_unconfirmed``, the pulse went out and its outcome
-    is unknown). ``latency_s``: entry to pulse acknowledged by the board."""
+    is unknown). ``retry_after_s``: for ``slow_down``, when the input checks a short code
+    again. ``latency_s``: entry to pulse acknowledged by the board."""
 
     accepted: bool
     reason: str | None = None
@@ -202,18 +214,27 @@ class EntryResult:
     order_id: str | None = None
     purpose: str | None = None
     reopen: bool = False
-    locked_for_s: float = 0.0
+    retry_after_s: float = 0.0
     latency_s: float | None = None
 
 
 class _Refused(Exception):
     def __init__(self, reason: str, message: str, *, compartment: str | None = None,
-                 order_id: str | None = None, locked_for_s: float = 0.0) -> None:
+                 order_id: str | None = None, retry_after_s: float = 0.0) -> None:
         super().__init__(message)
         self.reason = reason
         self.compartment = compartment
         self.order_id = order_id
-        self.locked_for_s = locked_for_s
+        self.retry_after_s = retry_after_s
+
+
+@dataclass(slots=True)
+class _Reports:
+    """Refusals of one input not yet reported (coalesced)."""
+
+    last_mono: float = float("-inf")
+    reasons: dict[str, int] | None = None
+    since_wall: float = 0.0
 
 
 @dataclass(slots=True)
@@ -310,6 +331,7 @@ class LaneService:
         emit: Emit,
         *,
         now: Callable[[], Now],
+        code_key: CodeKey,
         lane_id: str = "lane-1",
         gpio: Any = None,
         scanner: AsyncIterable[Any] | None = None,
@@ -319,6 +341,7 @@ class LaneService:
         beep_s: float = 0.2,
         lockout_beep_s: float = 1.5,
         pulse_wait_s: float = PULSE_WAIT_S,
+        check_interval_s: float = 0.25,
     ) -> None:
         self._settings = settings
         self._model = model
@@ -336,15 +359,15 @@ class LaneService:
         self._beep_s = beep_s
         self._lockout_beep_s = lockout_beep_s
         sec = settings.security
-        self._limits = LockoutLimits(
-            max_attempts=sec.code_max_attempts, lockout_s=sec.code_lockout_s,
-            max_lockout_s=sec.code_lockout_max_s,
-        )
-        self._lockouts: dict[str, WrongCodeLockout] = {}
-        self._lock_alarm_wall: dict[str, float] = {}
+        self._limits = BudgetLimits(burst=sec.code_max_attempts, refill_s=sec.code_lockout_s,
+                                    min_interval_s=check_interval_s)
+        self._budgets: dict[str, CodeBudget] = {}
+        self._reports: dict[str, _Reports] = {}
         self._entry_lock = asyncio.Lock()
         self._pool = concurrent.futures.ThreadPoolExecutor(
             max_workers=workers or max(os.cpu_count() or 1, 1), thread_name_prefix="code-check")
+        #: The cabinet's codes (the command service stores an assign's codes through it).
+        self.codes = CodeBook(code_key, store, settings.cabinet.id, self._pool)
         self._recent: dict[str, _Recent] = {}
         self._busy: list[_Busy] = []
         self._checking = 0
@@ -370,13 +393,20 @@ class LaneService:
         *,
         now: Callable[[], Now],
         on_change: Callable[[], None] = lambda: None,
+        code_key_file: Path | None = None,
     ) -> LaneService:
         """The lane as ``[lane]`` describes it: the GPIO backend chosen by name (imported
         now, so a missing library is reported at start-up and the lane runs without I/O)
-        and the serial scanner, if any. The service owns and closes them."""
+        and the serial scanner, if any. The service owns and closes them. The cabinet's code
+        key is read from ``security.code_key_file`` (else ``code_key_file``, the default the
+        daemon gives: beside its config file), created there at the first start;
+        :class:`~controller.security.codes.CodeKeyError` when it is unusable or readable
+        by other users."""
         from drivers.errors import DriverError
         from drivers.gpio import open_backend
 
+        code_key = CodeKey.load_or_create(
+            settings.security.code_key_file or code_key_file or Path("code.key"))
         lane = settings.lane
         gpio: Any = None
         error: str | None = None
@@ -393,8 +423,8 @@ class LaneService:
             from drivers.scanner import CodeScanner
 
             scanner = CodeScanner(lane.scanner.port, lane.scanner.baudrate)
-        service = cls(settings, model, store, unlock, emit, now=now, gpio=gpio,
-                      scanner=scanner, on_change=on_change)
+        service = cls(settings, model, store, unlock, emit, now=now, code_key=code_key,
+                      gpio=gpio, scanner=scanner, on_change=on_change)
         service._owns_io = True
         service._io_error = error
         return service
@@ -408,7 +438,8 @@ class LaneService:
     async def start(self) -> None:
         """Restore the lane's lockout from the store and open the lane I/O (a lane I/O
         that cannot be opened is logged and reported; code entry works without it)."""
-        await self._load_lockout(self.lane_key)
+        for source in INPUTS:
+            await self._budget(source)
         if self._io_error is not None:
             await self._emit([PendingEvent(
                 "lane_io_unavailable", {"lane": self.lane_id, "error": self._io_error[:200]},
@@ -545,14 +576,17 @@ class LaneService:
             await asyncio.sleep(self._tick_s)
 
     async def tick(self) -> None:
-        """Lockouts that ended clear their alarm; the light follows the lane."""
+        """A budget whole again clears its alarm; coalesced refusals are reported; the
+        light follows the lane."""
         now = self._now()
-        for key, lockout in list(self._lockouts.items()):
-            if lockout.remaining(key, now.mono) <= 0 and self.alarms.is_active(LOCKOUT_ALARM, key):
-                compartment = self._compartment_of_key(key)
-                await self.alarms.clear(LOCKOUT_ALARM, key, self._key_data(key),
-                                        compartment=compartment, wall=now.wall)
-                await self._save_lockout(key, now)
+        for source, budget in list(self._budgets.items()):
+            if budget.full(now.mono) and budget.wrong_total:
+                key = self._budget_key(source)
+                budget.wrong_total = 0
+                if await self.alarms.clear(GUESSING_ALARM, key, self._budget_data(source),
+                                           wall=now.wall):
+                    await self._save_budget(source, now)
+        await self._flush_reports(now.mono, now.wall)
         mono = now.mono
         still: list[_Busy] = []
         for busy in self._busy:
@@ -572,9 +606,7 @@ class LaneService:
     # -- the light and the buzzer -------------------------------------------------------
 
     def _wanted_light(self) -> str:
-        mono = self._now().mono
-        locked = self._lockouts.get(self.lane_key)
-        if self.alarms.active() or (locked is not None and locked.remaining(self.lane_key, mono)):
+        if self.alarms.active():
             return "fault"
         if self._checking or self._busy:
             return "busy"
@@ -615,85 +647,96 @@ class LaneService:
 
         self._beeper = asyncio.get_running_loop().create_task(beep(), name="lane-buzzer")
 
-    # -- lockouts -------------------------------------------------------------------------
+    # -- wrong-code budgets ----------------------------------------------------------
 
-    def _lockout(self, key: str) -> WrongCodeLockout:
-        lockout = self._lockouts.get(key)
-        if lockout is None:
-            lockout = self._lockouts[key] = WrongCodeLockout(self._limits)
-        return lockout
+    def _budget_key(self, source: str) -> str:
+        return f"{self.lane_key}:{source}"
 
-    async def _load_lockout(self, key: str) -> None:
-        if key in self._lockouts:
-            return
+    def _budget_data(self, source: str) -> dict[str, Any]:
+        return {"lane": self.lane_id, "source": source}
+
+    async def _budget(self, source: str) -> CodeBudget:
+        """The wrong-code budget of one input, restored from the store on first use."""
+        budget = self._budgets.get(source)
+        if budget is not None:
+            return budget
         now = self._now()
+        key = self._budget_key(source)
         stored = await self._store.load_lockout(key)
         if stored is None:
-            self._lockouts[key] = WrongCodeLockout(self._limits)
-            return
-        # Remaining times were stored relative to the save: take off the time since (by
-        # the wall clock, the only one that spans a restart).
-        saved = stored.get("saved_wall")
-        elapsed = max(now.wall - float(saved), 0.0) if isinstance(saved, int | float) else 0.0
-        state = {
-            k: {**v, "remaining_s": max(float(v.get("remaining_s", 0.0)) - elapsed, 0.0)}
-            for k, v in dict(stored.get("state", {})).items() if isinstance(v, dict)
-        }
-        self._lockouts[key] = WrongCodeLockout.from_dict(state, now.mono, self._limits)
-        alarm_since = stored.get("alarm_since")
-        if isinstance(alarm_since, int | float):
-            # Raised before the restart: known active, cleared when the lock ends.
-            self.alarms.mark_active(LOCKOUT_ALARM, key, float(alarm_since))
+            budget = CodeBudget(self._limits, at=now.mono)
+        else:
+            # Saved by the wall clock, the only one that spans a restart.
+            saved = stored.get("saved_wall")
+            elapsed = max(now.wall - float(saved), 0.0) if isinstance(saved, int | float) else 0.0
+            budget = CodeBudget.from_dict(dict(stored.get("state") or {}), now.mono, elapsed,
+                                          self._limits)
+            alarm_since = stored.get("alarm_since")
+            if isinstance(alarm_since, int | float):
+                # Raised before the restart: known active, cleared when the budget is whole.
+                self.alarms.mark_active(GUESSING_ALARM, key, float(alarm_since))
+        self._budgets[source] = budget
+        return budget
 
-    async def _save_lockout(self, key: str, now: Now) -> None:
-        lockout = self._lockout(key)
-        remaining = lockout.remaining(key, now.mono)
-        data: dict[str, Any] = {"state": lockout.to_dict(now.mono), "saved_wall": now.wall}
-        since = self.alarms._active.get((LOCKOUT_ALARM, key))
+    async def _save_budget(self, source: str, now: Now) -> None:
+        budget = self._budgets[source]
+        key = self._budget_key(source)
+        data: dict[str, Any] = {"state": budget.to_dict(now.mono), "saved_wall": now.wall}
+        since = self.alarms._active.get((GUESSING_ALARM, key))
         if since is not None:
             data["alarm_since"] = since
-        await self._store.save_lockout(key, data, remaining + LOCKOUT_MEMORY_S)
+        # Kept until the budget is whole again (and a day more for the audit of it).
+        ttl = self._limits.burst * self._limits.refill_s + 86400.0
+        await self._store.save_lockout(key, data, ttl)
 
-    def _check_lock(self, key: str, mono: float, **where: Any) -> None:
-        left = self._lockout(key).remaining(key, mono)
-        if left > 0:
-            raise _Refused("locked_out", f"too many wrong codes; try again in {left:.0f} s",
-                           locked_for_s=round(left, 3), **where)
+    async def _wrong_code(self, source: str, budget: CodeBudget, now: Now) -> None:
+        """Count a wrong code against the input; the one that spends its budget raises the
+        ``code_guessing`` alarm. Persisted."""
+        empty = budget.wrong(now.mono)
+        if empty:
+            self._beep(self._lockout_beep_s)
+            data = {**self._budget_data(source), "wrong_codes": budget.wrong_total,
+                    "retry_after_s": round(budget.wait(now.mono, short=True), 3)}
+            await self.alarms.raise_(GUESSING_ALARM, self._budget_key(source), data,
+                                     wall=now.wall)
+        await self._save_budget(source, now)
 
-    def _compartment_of_key(self, key: str) -> str | None:
-        if not key.startswith("order:"):
-            return None
-        holder = self._model.compartments.holding(key.removeprefix("order:"))
-        return holder.compartment_id if holder is not None else None
-
-    def _key_data(self, key: str) -> dict[str, Any]:
-        data: dict[str, Any] = {"lane": self.lane_id}
-        if key.startswith("order:"):
-            data["order"] = key.removeprefix("order:")
-        return data
-
-    async def _wrong_code(self, keys: list[str], now: Now) -> float:
-        """Count a wrong code against ``keys``; lock, alarm and persist. Returns the
-        longest lock now in force."""
-        longest = 0.0
-        for key in keys:
-            lockout = self._lockout(key)
-            left = lockout.wrong_code(key, now=now.mono)
-            longest = max(longest, left)
-            if left > 0:
-                compartment = self._compartment_of_key(key)
-                data = {**self._key_data(key), "locked_for_s": round(left, 3)}
-                await self.alarms.raise_(LOCKOUT_ALARM, key, data, compartment=compartment,
-                                         wall=now.wall)
-            await self._save_lockout(key, now)
-        return longest
-
-    async def _right_code(self, keys: list[str], now: Now) -> None:
-        for key in keys:
-            lockout = self._lockout(key)
-            if lockout.to_dict(now.mono):
-                lockout.right_code(key)
+    async def clear_lockout(self, lane_id: str, actor: str) -> dict[str, Any]:
+        """The staff command ``clear_lane_lockout``: every input of the lane gets its whole
+        budget back and the ``code_guessing`` alarms end. ``invalid_argument`` for another
+        lane."""
+        if lane_id != self.lane_id:
+            raise DomainError(ErrorCode.INVALID_ARGUMENT, f"no lane {lane_id!r} here",
+                              field="lane")
+        now = self._now()
+        cleared = False
+        async with self._entry_lock:
+            sources = set(self._budgets) | set(INPUTS)
+            for source in sorted(sources):
+                budget = await self._budget(source)
+                key = self._budget_key(source)
+                was = not budget.full(now.mono) or budget.wrong_total > 0
+                self._budgets[source] = CodeBudget(self._limits, at=now.mono)
                 await self._store.clear_lockout(key)
+                alarm = await self.alarms.clear(
+                    GUESSING_ALARM, key, {**self._budget_data(source), "cleared_by": actor},
+                    wall=now.wall)
+                cleared = cleared or was or alarm
+        await self._update_light()
+        self._on_change()
+        return {"lane": self.lane_id, "cleared": cleared}
+
+    # -- reporting refusals -------------------------------------------------------------
+
+    async def _flush_reports(self, mono: float, wall: float) -> None:
+        for source, report in self._reports.items():
+            if report.reasons and mono - report.last_mono >= REPORT_WINDOW_S:
+                data = {"lane": self.lane_id, "source": source,
+                        "count": sum(report.reasons.values()), "reasons": report.reasons,
+                        "since": round(report.since_wall, 3)}
+                report.reasons = None
+                report.last_mono = mono
+                await self._emit([PendingEvent("code_rejections_coalesced", data, wall)])
 
     # -- code entry -----------------------------------------------------------------------
 
@@ -703,7 +746,7 @@ class LaneService:
 
         Never raises, whatever the text: the result (and the events) say what happened.
         An entry that cannot name an order (``parse_entry``) is ``invalid_code`` and
-        changes nothing (no lockout count, no store access); a store that fails mid-check
+        changes nothing (no guess counted, no store access); a store that fails mid-check
         is ``store_unavailable``; an unexpected error is logged with its traceback and
         answered ``internal``. None of them stops the lane.
         """
@@ -735,102 +778,74 @@ class LaneService:
 
     async def _reject_event(self, refused: _Refused, source: str) -> EntryResult:
         self.rejected += 1
+        result = EntryResult(False, refused.reason, refused.compartment, refused.order_id,
+                             retry_after_s=refused.retry_after_s)
+        self._beep(self._beep_s)
+        report = self._reports.setdefault(source, _Reports())
+        mono, wall = time.monotonic(), time.time()
+        if mono - report.last_mono < REPORT_WINDOW_S:
+            # Reported together at the end of the window (a flood stays a trickle).
+            if report.reasons is None:
+                report.reasons, report.since_wall = {}, wall
+            report.reasons[refused.reason] = report.reasons.get(refused.reason, 0) + 1
+            return result
+        report.last_mono = mono
         data: dict[str, Any] = {"lane": self.lane_id, "source": source, "reason": refused.reason,
                                 "message": str(refused)[:200]}
         if refused.order_id is not None:
             data["order"] = refused.order_id
-        if refused.locked_for_s:
-            data["locked_for_s"] = refused.locked_for_s
+        if refused.retry_after_s:
+            data["retry_after_s"] = refused.retry_after_s
         try:
-            await self._emit([PendingEvent("code_rejected", data, time.time(),
-                                           refused.compartment)])
+            await self._emit([PendingEvent("code_rejected", data, wall, refused.compartment)])
         except StoreError as exc:  # the refusal stands; only its event is lost
             log.warning("code_rejected event not stored", extra={"ctx": {"error": str(exc)}})
-        self._beep(self._lockout_beep_s if refused.reason == "locked_out" else self._beep_s)
-        return EntryResult(False, refused.reason, refused.compartment, refused.order_id,
-                           locked_for_s=refused.locked_for_s)
+        return result
 
     async def _enter(self, raw: str, source: str, order_id: str | None,
                      started: float) -> EntryResult:
         now = self._now()
-        self._check_lock(self.lane_key, now.mono)
-        order_key = f"order:{order_id}" if order_id else None
-        if order_key is not None:
-            await self._load_lockout(order_key)
-            self._check_lock(order_key, now.mono, order_id=order_id)
         try:
-            code = PickupCode(raw)
+            code: PickupCode | None = PickupCode(raw)
         except DomainError:
             code = None
-        match = await self._match(code, order_id) if code is not None else None
-        if match is None:
-            keys = [self.lane_key] + ([order_key] if order_key else [])
-            left = await self._wrong_code(keys, self._now())
-            if left > 0:
-                self._beep(self._lockout_beep_s)
-            raise _Refused("wrong_code", "wrong code", order_id=order_id,
-                           locked_for_s=round(left, 3))
-        record, cid = match
-        order_key = f"order:{record.order_id}"
-        await self._load_lockout(order_key)
-        self._check_lock(order_key, now.mono, order_id=record.order_id, compartment=cid)
-        return await self._open(record, cid, order_key, source, started)
+        budget = await self._budget(source)
+        wait = budget.wait(now.mono, short=code is None or not code.is_long)
+        if wait > 0:
+            raise _Refused("slow_down", f"too many wrong codes here; try again in {wait:.0f} s",
+                           retry_after_s=round(wait, 3))
+        pause = budget.pace(now.mono)
+        if pause > 0:
+            await asyncio.sleep(pause)  # at most min_interval_s: checks are paced, not refused
+        budget.checked(self._now().mono)
+        # One path whether or not the order named exists: the code leads to its order.
+        record = await self.codes.find(code) if code is not None else None
+        cid = None
+        if record is not None and order_id in (None, record.order_id):
+            cid = self._openable(record.order_id)
+        if record is None or cid is None:
+            await self._wrong_code(source, budget, self._now())
+            raise _Refused("wrong_code", "wrong code", order_id=order_id)
+        return await self._open(record, cid, source, started)
 
-    def _candidates(self, order_id: str | None) -> list[tuple[str, str, str]]:
-        """(order id, compartment, why) of the orders a code could open now."""
-        out: list[tuple[str, str, str]] = []
-        for compartment in self._model.compartments:
-            order = compartment.order
-            if order is None or (order_id is not None and order.order_id != order_id):
-                continue
-            if compartment.phase in (CompartmentState.RESERVED, CompartmentState.LOADED,
-                                     CompartmentState.COLLECTED, CompartmentState.EXPIRED):
-                out.append((order.order_id, compartment.compartment_id, "held"))
-        held = {o for o, _, _ in out}
-        wall = self._now().wall
-        for recent in list(self._recent.values()):
-            if wall - recent.used_wall > recent.grace_s:
-                self._recent.pop(recent.order_id, None)
-                continue
-            if recent.order_id not in held and order_id in (None, recent.order_id):
-                out.append((recent.order_id, recent.compartment, "recent"))
-        # Most likely first: loaded orders waiting for their customer, oldest expiry first.
-        rank = {CompartmentState.LOADED: 0, CompartmentState.RESERVED: 1}
-
-        def key(item: tuple[str, str, str]) -> tuple[int, float]:
-            c = self._model.compartments.get(item[1])
-            expires = c.order.expires_at if c.order is not None else 0.0
-            return (rank.get(c.phase, 2) if item[2] == "held" else 3, expires)
-
-        return sorted(out, key=key)
-
-    async def _match(self, code: PickupCode,
-                     order_id: str | None) -> tuple[_HashRecord, str] | None:
-        records: list[tuple[_HashRecord, str]] = []
-        for oid, cid, _why in self._candidates(order_id):
-            for record in _records(oid, await self._store.load_code_hashes(oid)):
-                records.append((record, cid))
-        if not records:
+    def _openable(self, order_id: str) -> str | None:
+        """The compartment a code of ``order_id`` may open now: the one holding the order
+        (reserved, loaded, collected or expired), or the one it was just collected from
+        within the reopen grace."""
+        holder = self._model.compartments.holding(order_id)
+        if holder is not None and holder.phase in (
+                CompartmentState.RESERVED, CompartmentState.LOADED,
+                CompartmentState.COLLECTED, CompartmentState.EXPIRED):
+            return holder.compartment_id
+        recent = self._recent.get(order_id)
+        if recent is None:
             return None
-        loop = asyncio.get_running_loop()
-        futures: dict[asyncio.Future[bool], tuple[_HashRecord, str]] = {
-            loop.run_in_executor(self._pool, verify_code, code, r.algorithm, r.salt, r.digest,
-                                 r.params): (r, cid)
-            for r, cid in records
-        }
-        pending: set[asyncio.Future[bool]] = set(futures)
-        try:
-            while pending:  # bounded: each round completes at least one future
-                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-                for fut in done:
-                    if fut.exception() is None and fut.result():
-                        return futures[fut]
-        finally:
-            for fut in pending:
-                fut.cancel()
-        return None
+        if self._now().wall - recent.used_wall > recent.grace_s:
+            self._recent.pop(order_id, None)
+            return None
+        return recent.compartment
 
-    async def _open(self, record: _HashRecord, cid: str, order_key: str, source: str,
+    async def _open(self, record: CodeRecord, cid: str, source: str,
                     started: float) -> EntryResult:
         now = self._now()
         oid = record.order_id
@@ -882,11 +897,6 @@ class LaneService:
             raise _Refused(exc.code.value, exc.message, **where) from exc
         except StoreError as exc:
             raise _Refused("store_unavailable", str(exc), **where) from exc
-        # The code was used to open: the wrong-code counts of the lane and the order end.
-        try:
-            await self._right_code([self.lane_key, order_key], now)
-        except StoreError as exc:
-            log.error("lockout not cleared", extra={"ctx": {"error": str(exc)}})
         self._recent[oid] = _Recent(oid, cid, pool, record.purpose, decision.first_used_at,
                                     grace)
         self.accepted += 1

@@ -7,9 +7,12 @@ unknown and raises ``board_offline``: a dead board never stops the others. The m
 filters each door, latch and occupancy signal (its debounce time, the flapping rule:
 :class:`controller.domain.signals.SignalFilter`) on the times this poller gives it, so
 a poll that reads nothing new may still settle a change or clear ``sensor_flapping``:
-every poll goes to the model, changed or not. Cycles start on a fixed cadence (no drift
-from the time a cycle takes). Temperature probes are read on a slower cadence. A separate
-ticker runs the door and order timers.
+every poll goes to the model, changed or not. A board the model holds offline (its
+signals already unknown) is read at most once per ``offline_retry_s``, one attempt each
+time: a dead or late board on a shared pair of wires costs a timeout (and a late window)
+per read, line time its healthy neighbours need to see their doors move. Cycles start
+on a fixed cadence (no drift from the time a cycle takes). Temperature probes are read on
+a slower cadence. A separate ticker runs the door and order timers.
 
 The cycle's freshness feeds the systemd watchdog: pings stop when polls stop.
 """
@@ -60,6 +63,7 @@ class Poller:
         now: Callable[[], Now],
         interval_s: float,
         probe_interval_s: float = 10.0,
+        offline_retry_s: float = 5.0,
         on_change: Callable[[], None] = lambda: None,
     ) -> None:
         self._model = model
@@ -68,7 +72,10 @@ class Poller:
         self._now = now
         self.interval_s = interval_s
         self.probe_interval_s = probe_interval_s
+        self.offline_retry_s = offline_retry_s
         self._on_change = on_change
+        #: Offline boards: when they may be read again (monotonic).
+        self._retry_at: dict[str, float] = {}
         self.temperatures = ZoneTemperatures()
         self.last_cycle: dict[str, float] = {}
         self.cycles = 0
@@ -110,11 +117,17 @@ class Poller:
         for name, board in self._hardware.boards_on(bus):
             if board.inputs == 0:
                 continue
+            if self._now().mono < self._retry_at.get(name, 0.0):
+                continue  # offline: tried again later, the line serves the others
             try:
                 snapshot = await board.read_inputs()
             except DriverError as exc:
-                events = self._model.poll_failed(name, self._now(), str(exc))
+                now = self._now()
+                events = self._model.poll_failed(name, now, str(exc))
+                if self._model.signals.board(name).health.value == "offline":
+                    self._retry_at[name] = now.mono + self.offline_retry_s
             else:
+                self._retry_at.pop(name, None)
                 events = self._model.poll_ok(name, snapshot.levels, self._now())
             if events:
                 changed = True

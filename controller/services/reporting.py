@@ -9,7 +9,10 @@ pending, with the original ids, sequence numbers and times, so dispatch dedupes 
 and sees no gap.
 
 If the store itself is unreachable (Redis restarting), events wait in memory, in order,
-and are committed as soon as it answers; they are never reordered or dropped.
+and are committed as soon as it answers; they are never reordered or dropped. Each batch
+of events is committed with the compartment states and door views it leaves (one
+transaction), so a restart after a crash compares the *reported* doors with the sensors
+and reports what the dead process saw but never committed.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from controller.domain.events import EventKind
 from controller.mqtt.link import LinkDown, MqttLinkError
 from controller.store import Store
 from controller.store.errors import StoreDataError, StoreError, StoreUnavailable
-from controller.store.records import Event
+from controller.store.records import Event, NewEvent
 
 __all__ = ["AlarmBoard", "EventSink", "OutboxPump", "PendingEvent", "StateKeeper",
            "StatePublisher"]
@@ -108,8 +111,49 @@ class AlarmBoard:
         return out
 
 
+class _Batch:
+    """The events of one emit and the state they leave reported, committed as one."""
+
+    __slots__ = ("compartments", "doors", "events")
+
+    def __init__(self, events: list[PendingEvent], compartments: dict[str, dict[str, Any]],
+                 doors: dict[str, dict[str, Any]]) -> None:
+        self.events = events
+        self.compartments = compartments
+        self.doors = doors
+
+    def split(self) -> list[_Batch]:
+        """One batch per event (the states with the last), to isolate a bad event."""
+        if len(self.events) <= 1:
+            return [self]
+        parts = [_Batch([e], {}, {}) for e in self.events]
+        parts[-1].compartments, parts[-1].doors = self.compartments, self.doors
+        return parts
+
+
+def reported_doors(events: Iterable[PendingEvent]) -> dict[str, dict[str, Any]]:
+    """Per compartment, the door as ``events`` leave it reported to dispatch: open (and
+    whether that open was authorised) or closed. Stored with the events in the same
+    transaction, it tells a restart which movements dispatch has heard of."""
+    doors: dict[str, dict[str, Any]] = {}
+    for event in events:
+        if event.compartment is None:
+            continue
+        if event.kind == EventKind.DOOR_OPENED.value:
+            doors[event.compartment] = {
+                "open": True, "authorised": bool(event.data.get("authorised", False))}
+        elif event.kind == EventKind.DOOR_CLOSED.value:
+            doors[event.compartment] = {"open": False, "authorised": False}
+    return doors
+
+
 class EventSink:
-    """Commits events to the outbox in order; wakes the pump after each commit."""
+    """Commits events to the outbox in order; wakes the pump after each commit.
+
+    The events of one :meth:`emit` are committed in one transaction with the compartment
+    states given and the door views they imply (:func:`reported_doors`): a crash leaves
+    either all of it or none of it, never a state that claims what no event told.
+    """
 
     def __init__(
         self,
@@ -123,7 +167,8 @@ class EventSink:
         self._store = store
         self._on_committed = on_committed
         self.alarms = alarms or AlarmBoard()
-        self._backlog: deque[PendingEvent] = deque()
+        self._backlog: deque[_Batch] = deque()
+        self._held = 0
         self._lock = asyncio.Lock()
         self._retry_s = retry_s
         self._max_backlog = max_backlog
@@ -134,58 +179,92 @@ class EventSink:
     @property
     def backlog(self) -> int:
         """Events waiting for the store to come back."""
-        return len(self._backlog)
+        return self._held
 
-    async def emit(self, events: Iterable[Emitted | PendingEvent]) -> list[Event]:
-        """Queue ``events`` in order and commit everything queued. Returns the events
-        committed by this call (fewer when the store is down: the rest follow later)."""
-        added = False
+    async def emit(
+        self,
+        events: Iterable[Emitted | PendingEvent],
+        *,
+        compartments: Mapping[str, dict[str, Any]] | None = None,
+    ) -> list[Event]:
+        """Queue ``events`` in order (with ``compartments``, the states they leave) and
+        commit everything queued. Returns the events committed by this call (fewer when
+        the store is down: the rest follow later, in order)."""
+        pending: list[PendingEvent] = []
         for item in events:
-            pending = item if isinstance(item, PendingEvent) else PendingEvent.of(item)
-            self.alarms.feed(pending)
-            if len(self._backlog) >= self._max_backlog:
-                # Memory is the last resort while Redis is down; past this the oldest
-                # in-memory event is lost, loudly.
-                lost = self._backlog.popleft()
+            event = item if isinstance(item, PendingEvent) else PendingEvent.of(item)
+            self.alarms.feed(event)
+            pending.append(event)
+        if not pending and not compartments:
+            return []
+        while pending and self._held + len(pending) > self._max_backlog and self._backlog:
+            # Memory is the last resort while Redis is down; past this the oldest
+            # in-memory event is lost, loudly.
+            head = self._backlog[0]
+            if head.events:
+                lost = head.events.pop(0)
+                self._held -= 1
                 log.critical("event backlog full, oldest dropped",
                              extra={"ctx": {"kind": lost.kind}})
-            self._backlog.append(pending)
-            added = True
-        if not added:
-            return []
+            if not head.events:
+                self._backlog.popleft()
+        self._backlog.append(_Batch(pending, dict(compartments or {}),
+                                    reported_doors(pending)))
+        self._held += len(pending)
         return await self.flush()
 
     async def flush(self) -> list[Event]:
         done: list[Event] = []
         async with self._lock:
-            while self._backlog:
+            # Bounded: each pass commits, drops or splits the head (a split batch is
+            # made of one-event batches, which are never split again).
+            for _ in range(4 * (self._held + len(self._backlog)) + 1):
+                if not self._backlog:
+                    break
                 head = self._backlog[0]
                 try:
-                    event = await self._store.append(
-                        head.kind, head.data, head.at_wall, head.compartment
-                    )
+                    committed = await self._store.commit(
+                        [NewEvent(e.kind, e.data, e.at_wall, e.compartment)
+                         for e in head.events],
+                        compartments=head.compartments, doors=head.doors)
                 except StoreDataError as exc:
                     # A bug, not an outage: say so, keep the rest flowing.
                     self._backlog.popleft()
-                    self.dropped_invalid += 1
+                    if len(head.events) > 1:
+                        self._backlog.extendleft(reversed(head.split()))
+                        continue
+                    self._held -= len(head.events)
+                    self.dropped_invalid += len(head.events)
                     log.error("event refused by the store",
-                              extra={"ctx": {"kind": head.kind, "error": str(exc)}})
+                              extra={"ctx": {"kinds": [e.kind for e in head.events],
+                                             "error": str(exc)}})
                     continue
                 except StoreError as exc:
                     self._schedule_retry(exc)
                     break
                 self._backlog.popleft()
-                self.committed += 1
-                done.append(event)
+                self._held -= len(head.events)
+                self.committed += len(committed)
+                done.extend(committed)
         if done:
             self._on_committed()
         return done
+
+    async def save_now(self, compartments: Mapping[str, dict[str, Any]]) -> None:
+        """Commit compartment states at once, after everything queued before them.
+        Raises StoreError (StoreUnavailable while events are still held in memory):
+        a state is never written ahead of the events that came before it."""
+        await self.flush()
+        async with self._lock:
+            if self._backlog:
+                raise StoreUnavailable("events are still held in memory", op="commit")
+            await self._store.commit([], compartments=compartments)
 
     def _schedule_retry(self, exc: BaseException) -> None:
         if self._retry_task is not None and not self._retry_task.done():
             return
         log.warning("store unavailable, events held in memory",
-                    extra={"ctx": {"backlog": len(self._backlog), "error": str(exc)}})
+                    extra={"ctx": {"backlog": self._held, "error": str(exc)}})
 
         async def retry() -> None:
             while self._backlog:
@@ -202,9 +281,10 @@ class EventSink:
 
 
 class StateKeeper:
-    """Keeps each compartment's stored form in step with the model: saved whenever it
-    changed, *before* the events that tell about the change are committed (state before
-    story), so a restart finds a loaded compartment loaded."""
+    """Keeps each compartment's stored form in step with the model. A state that changed
+    with events is committed *with* them, in one transaction (see :class:`EventSink`), so
+    a crash cannot leave a stored state ahead of, or behind, the story dispatch heard: a
+    restart finds a loaded compartment loaded, and reports what it never committed."""
 
     def __init__(
         self, model: CabinetModel, store: Store, sink: EventSink,
@@ -216,25 +296,30 @@ class StateKeeper:
         self._saved: dict[str, dict[str, Any] | None] = {
             cid: (saved or {}).get(cid) for cid in model.compartment_ids()}
 
+    def _changed(self, compartments: Iterable[str]) -> dict[str, dict[str, Any]]:
+        out: dict[str, dict[str, Any]] = {}
+        for cid in compartments:
+            if cid not in self._saved:
+                continue
+            state = self._model.stored_state(cid)
+            if state != self._saved.get(cid):
+                out[cid] = state
+        return out
+
     async def save(self, compartment: str) -> None:
         """Save ``compartment`` if its stored form changed; raises StoreError."""
-        state = self._model.stored_state(compartment)
-        if state != self._saved.get(compartment):
-            await self._store.save_compartment(compartment, state)
-            self._saved[compartment] = state
+        changed = self._changed([compartment])
+        if changed:
+            await self._sink.save_now(changed)
+            self._saved.update(changed)
 
     async def emit(self, events: Iterable[Emitted | PendingEvent]) -> list[Event]:
         events = list(events)
-        for cid in {e.compartment for e in events if e.compartment is not None}:
-            if cid not in self._saved:
-                continue
-            try:
-                await self.save(cid)
-            except StoreError as exc:
-                # Saved again with its next change; the events still reach the outbox.
-                log.error("compartment state not saved",
-                          extra={"ctx": {"compartment": cid, "error": str(exc)}})
-        return await self._sink.emit(events)
+        changed = self._changed(sorted({e.compartment for e in events
+                                        if e.compartment is not None}))
+        # Taken as saved now: the sink commits it with these events, or holds both.
+        self._saved.update(changed)
+        return await self._sink.emit(events, compartments=changed)
 
 
 def event_payload(event: Event) -> bytes:

@@ -813,15 +813,25 @@ class SecurityConfig(_Section):
         "base64 (raw 32 bytes or DER).",
     )
     code_max_attempts: Count = Field(
-        default=5, ge=1, le=100, description="Wrong pickup codes before a lane lockout."
+        default=5, ge=1, le=100,
+        description="Wrong pickup codes an input of the lane (keypad, scanner) may make in "
+        "a row before it is slowed down (its budget).",
     )
     code_lockout_s: Seconds = Field(
         default=60.0, gt=0, le=86400,
-        description="First lockout; doubles on each further lockout.",
+        description="Time in which a slowed input earns back one wrong code.",
     )
-    code_lockout_max_s: Seconds = Field(
-        default=3600.0, gt=0, le=7 * 86400, description="Longest lockout."
+    code_key_file: Path | None = Field(
+        default=None,
+        description="The cabinet's code key (X25519 key pair and verifier secret), created "
+        "at the first start with mode 0600; relative to the config file. Default: "
+        "`code.key` beside the config file.",
     )
+
+    @field_validator("code_key_file")
+    @classmethod
+    def _code_key_path(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        return None if value is None else _ctx_path(info, value)
 
     @field_serializer("dispatch_public_keys")
     def _fingerprints(self, value: Mapping[str, str], info: SerializationInfo) -> dict[str, str]:
@@ -841,8 +851,6 @@ class SecurityConfig(_Section):
                 "dispatch_public_keys",
                 "missing: require_signed_commands = true needs at least one key",
             )
-        if self.code_lockout_max_s < self.code_lockout_s:
-            raise _KeyedError("code_lockout_max_s", "must be >= code_lockout_s")
         return self
 
     def public_key(self, key_id: str) -> bytes:

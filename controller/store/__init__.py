@@ -45,6 +45,7 @@ from controller.store.records import (
     Delivered,
     Event,
     NewCommand,
+    NewEvent,
     Timestamp,
     to_iso,
 )
@@ -58,6 +59,7 @@ __all__ = [
     "Delivered",
     "Event",
     "NewCommand",
+    "NewEvent",
     "Store",
     "StoreClosed",
     "StoreConfigError",

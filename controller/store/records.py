@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -24,6 +25,7 @@ __all__ = [
     "Delivered",
     "Event",
     "NewCommand",
+    "NewEvent",
     "Timestamp",
     "to_iso",
 ]
@@ -153,6 +155,16 @@ class CommandRecord:
     def may_have_pulsed(self, compartment: str) -> bool:
         """True if a pulse intent was recorded for ``compartment`` under this command."""
         return compartment in self.pulses
+
+
+@dataclass(frozen=True, slots=True)
+class NewEvent:
+    """An event to commit with :meth:`Store.commit`: what happened, when, and where."""
+
+    kind: str
+    data: Mapping[str, Any]
+    at: Timestamp
+    compartment: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

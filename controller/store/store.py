@@ -8,8 +8,9 @@ always``, see ``deploy/redis.conf`` and ``docs/decisions/0004-redis-durability.m
   broker acknowledged them, each with a unique id and a gap-free sequence number;
 - **command records**: the idempotency key of every command, its first reply, and the
   pulse intents written before a door is pulsed;
-- compartment and order state (opaque JSON from the domain), pickup-code hashes and
-  used marks, wrong-code lockouts, the boot counter, and the audit log.
+- compartment and order state (opaque JSON from the domain), pickup-code verifiers
+  (keyed: never a code, nothing to test a guess against without the cabinet's code key),
+  their index and used marks, wrong-code lockouts, the boot counter, and the audit log.
 
 Atomicity without Lua
 ---------------------
@@ -33,8 +34,11 @@ Key layout (all under ``{prefix}:{cabinet}:``)
 ``cmd:{id}``          hash     a command record, expires after the retention
 ``commands:open``     zset     ids of commands begun and not finished
 ``compartments``      hash     compartment id -> state JSON
+``doors``             hash     compartment id -> the door as last reported (JSON),
+                               written only with the events that report it
 ``orders``            hash     order id -> order JSON
-``codes``             hash     order id -> code hashes JSON (opaque)
+``codes``             hash     order id -> its code records JSON (id, purpose, verifier)
+``code-index``        hash     verifier -> {order_id, code_id, purpose} JSON
 ``codes-used:{order}`` hash    code id -> time it was used
 ``lockout:{subject}`` string   wrong-code lockout JSON, with a TTL
 ``boot:counter``      string   number of boots so far
@@ -96,6 +100,7 @@ from controller.store.records import (
     Delivered,
     Event,
     NewCommand,
+    NewEvent,
     Timestamp,
     check_id,
     to_iso,
@@ -168,8 +173,10 @@ class _Keys:
         self.delivered = f"{base}:outbox:delivered"
         self.commands_open = f"{base}:commands:open"
         self.compartments = f"{base}:compartments"
+        self.doors = f"{base}:doors"
         self.orders = f"{base}:orders"
         self.codes = f"{base}:codes"
+        self.code_index = f"{base}:code-index"
         self.boot_counter = f"{base}:boot:counter"
         self.boot_current = f"{base}:boot:current"
         self.boot_history = f"{base}:boot:history"
@@ -245,6 +252,28 @@ def _check_seq(seq: object, op: str) -> int:
     if isinstance(seq, bool) or not isinstance(seq, int) or seq < 0:
         raise StoreDataError(f"a sequence number must be an int >= 0, got {seq!r}", op=op)
     return seq
+
+
+def _lost_connection(exc: BaseException) -> BaseException | None:
+    """The connection error behind ``exc``, or None when ``exc`` is a real conflict.
+
+    redis-py turns a connection that dies while a pipeline WATCHes keys into a
+    ``WatchError`` ("A ConnectionError occurred while watching...") raised while handling
+    the socket error, the same class as "a watched key changed". The two mean opposite
+    things here: a conflict is retried, a dead connection is Redis going away (and after
+    EXEC, a write whose outcome is unknown).
+    """
+    if isinstance(exc, redis_errors.ConnectionError | redis_errors.TimeoutError | OSError):
+        return exc
+    cause = exc.__cause__ or exc.__context__
+    for _ in range(8):  # a short chain; bounded all the same
+        if cause is None:
+            return None
+        if isinstance(cause, redis_errors.ConnectionError | redis_errors.TimeoutError
+                      | OSError | TimeoutError):
+            return cause
+        cause = cause.__cause__ or cause.__context__
+    return None
 
 
 class Store:
@@ -447,6 +476,12 @@ class Store:
         except OSError as exc:
             raise StoreUnavailable(f"Redis unavailable: {exc}", op=op) from exc
 
+    def _unavailable(self, cause: BaseException, op: str) -> StoreUnavailable:
+        """The store's error for a connection that failed with ``cause``."""
+        if isinstance(cause, redis_errors.TimeoutError | TimeoutError):
+            return StoreTimeout(f"Redis did not answer: {cause}", op=op)
+        return StoreUnavailable(f"Redis unavailable: {cause}", op=op)
+
     async def _drop_idle_connections(self) -> None:
         """After a connection broke, the other idle pooled connections are suspect too
         (Redis restarted): drop them so the next checkout connects afresh."""
@@ -493,11 +528,14 @@ class Store:
                     try:
                         await pipe.watch(*watch)
                         step = await plan(pipe)
-                    except redis_errors.ConnectionError:
+                    except (redis_errors.ConnectionError, redis_errors.WatchError) as exc:
                         # Nothing was written yet (EXEC not sent): safe to start over once
                         # on a fresh connection, e.g. the first call after a Redis restart.
+                        lost = _lost_connection(exc)
+                        if lost is None:
+                            continue  # a watched key changed while reading: start over
                         if reconnected or self._closed:
-                            raise
+                            raise self._unavailable(lost, op) from exc
                         reconnected = True
                         await self._drop_idle_connections()
                         continue
@@ -505,8 +543,12 @@ class Store:
                         return step.value
                     try:
                         results = await pipe.execute()
-                    except redis_errors.WatchError:
-                        pass
+                    except redis_errors.WatchError as exc:
+                        lost = _lost_connection(exc)
+                        if lost is not None:
+                            # EXEC was sent and the connection died: the transaction may
+                            # have been applied. Never run it again: the caller judges.
+                            raise self._unavailable(lost, op) from exc
                     else:
                         return step.result(results)
                 # Jittered back-off so contending processes stop colliding; capped at 20 ms.
@@ -586,31 +628,83 @@ class Store:
         StoreUnavailable. After StoreUnavailable the event may or may not be committed;
         appending it again can at worst give dispatch one event twice under two ids.
         """
-        op = "append"
+        events = await self._commit("append", [NewEvent(kind, data, at, compartment)],
+                                    {}, {})
+        return events[0]
+
+    async def commit(
+        self,
+        events: Sequence[NewEvent],
+        *,
+        compartments: Mapping[str, Mapping[str, Any]] | None = None,
+        doors: Mapping[str, Mapping[str, Any]] | None = None,
+    ) -> list[Event]:
+        """Commit ``events`` (consecutive sequence numbers, in order) together with the
+        state they tell about, in one transaction: all of it or none of it, whatever
+        crashes.
+
+        ``compartments`` are compartment states (as :meth:`save_compartment` stores them);
+        ``doors`` is, per compartment, the door as these events leave it reported
+        (:meth:`load_doors` reads it back). A restart compares that record with what the
+        sensors say: a movement seen by the process but never committed is still reported
+        (see ``docs/decisions/0004-redis-durability.md``). Errors as :meth:`append`; an
+        empty ``events`` only writes the states.
+        """
+        return await self._commit("commit", list(events), dict(compartments or {}),
+                                  dict(doors or {}))
+
+    async def _commit(
+        self,
+        op: str,
+        drafts: list[NewEvent],
+        compartments: dict[str, Mapping[str, Any]],
+        doors: dict[str, Mapping[str, Any]],
+    ) -> list[Event]:
         self._check_open(op)
-        if not isinstance(kind, str) or not kind or len(kind) > 64:
-            raise StoreDataError(f"kind must be a non-empty string of <= 64 chars: {kind!r}", op=op)
-        if compartment is not None:
-            check_id(compartment, "compartment", op=op)
-        if self.boot_id is None:
-            raise StoreDataError("no boot id: call new_boot() or connect(boot_id=...)", op=op)
+        if not drafts and not compartments and not doors:
+            return []
         boot_id = self.boot_id
-        at_iso = to_iso(at, op=op)
-        payload = _json_object(data, "event data", op)
-        event_id = str(uuid.uuid4())
+        if drafts and boot_id is None:
+            raise StoreDataError("no boot id: call new_boot() or connect(boot_id=...)", op=op)
+        checked: list[tuple[str, str, dict[str, Any], str | None, str]] = []
+        for draft in drafts:
+            kind = draft.kind
+            if not isinstance(kind, str) or not kind or len(kind) > 64:
+                raise StoreDataError(
+                    f"kind must be a non-empty string of <= 64 chars: {kind!r}", op=op)
+            if draft.compartment is not None:
+                check_id(draft.compartment, "compartment", op=op)
+            checked.append((kind, to_iso(draft.at, op=op),
+                            _json_object(draft.data, "event data", op), draft.compartment,
+                            str(uuid.uuid4())))
+        state_raw = {check_id(cid, "compartment", op=op):
+                     _dumps(_json_object(v, "state", op), "state", op)
+                     for cid, v in compartments.items()}
+        door_raw = {check_id(cid, "compartment", op=op):
+                    _dumps(_json_object(v, "door", op), "door", op)
+                    for cid, v in doors.items()}
         keys = self._keys
 
-        async def plan(pipe: Pipeline) -> _Plan[Event]:
-            seq = int(await pipe.get(keys.seq) or 0) + 1
-            event = Event(
-                id=event_id, seq=seq, kind=kind, at=at_iso, boot_id=boot_id,
-                cabinet=self.cabinet_id, compartment=compartment, data=payload,
-            )
+        async def plan(pipe: Pipeline) -> _Plan[list[Event]]:
+            seq = int(await pipe.get(keys.seq) or 0)
+            out: list[Event] = []
+            for kind, at_iso, payload, compartment, event_id in checked:
+                seq += 1
+                out.append(Event(
+                    id=event_id, seq=seq, kind=kind, at=at_iso, boot_id=str(boot_id),
+                    cabinet=self.cabinet_id, compartment=compartment, data=payload,
+                ))
             pipe.multi()
-            pipe.set(keys.seq, seq)
-            pipe.set(keys.event(event_id), _dumps(event.to_dict(), "event", op))
-            pipe.zadd(keys.pending, {event_id: seq})
-            return _Write(lambda _results: event)
+            if out:
+                pipe.set(keys.seq, seq)
+            for event in out:
+                pipe.set(keys.event(event.id), _dumps(event.to_dict(), "event", op))
+                pipe.zadd(keys.pending, {event.id: event.seq})
+            if state_raw:
+                pipe.hset(keys.compartments, mapping=state_raw)
+            if door_raw:
+                pipe.hset(keys.doors, mapping=door_raw)
+            return _Write(lambda _results: out)
 
         async with self._append_lock:
             return await self._transaction(op, [keys.seq], plan)
@@ -926,6 +1020,10 @@ class Store:
         compartment = check_id(compartment, "compartment", op="delete_compartment")
         return await self._hash_delete("delete_compartment", self._keys.compartments, compartment)
 
+    async def load_doors(self) -> dict[str, dict[str, Any]]:
+        """Every door as last reported by :meth:`commit`, by compartment id."""
+        return await self._hash_load_all("load_doors", self._keys.doors)
+
     async def save_order(self, order_id: str, order: Mapping[str, Any]) -> None:
         """Store one order (an opaque JSON object from the domain)."""
         order_id = check_id(order_id, "order id", op="save_order")
@@ -958,30 +1056,80 @@ class Store:
 
     # ----------------------------------------------------------------- lane data
 
-    async def save_code_hashes(self, order_id: str, hashes: Mapping[str, Any]) -> None:
-        """Store the pickup-code hashes of one order (opaque: salts and hashes, never codes)."""
-        order_id = check_id(order_id, "order id", op="save_code_hashes")
-        await self._hash_save("save_code_hashes", self._keys.codes, order_id, hashes)
+    async def save_codes(self, order_id: str, records: Sequence[Mapping[str, Any]]) -> list[int]:
+        """Store the code records of one order (``code_id``, ``purpose``, ``verifier``: a
+        keyed verifier, never a code) and index each verifier to the order, all or nothing.
 
-    async def load_code_hashes(self, order_id: str) -> dict[str, Any] | None:
-        """The code hashes of one order, or None."""
-        order_id = check_id(order_id, "order id", op="load_code_hashes")
-        return await self._hash_load("load_code_hashes", self._keys.codes, order_id)
+        Returns the positions of records whose verifier another order already holds
+        (nothing is written then: two live codes must never be the same code)."""
+        op = "save_codes"
+        order_id = check_id(order_id, "order id", op=op)
+        rows = [dict(r) for r in records]
+        for r in rows:
+            check_id(r.get("code_id"), "code id", op=op)
+            check_id(r.get("verifier"), "verifier", op=op)
+        keys = self._keys
+        raw = _dumps({"codes": rows}, "codes", op)
 
-    async def delete_code_hashes(self, order_id: str) -> bool:
-        """Forget the code hashes of one order and its used marks; True if there were hashes."""
-        op = "delete_code_hashes"
+        async def plan(pipe: Pipeline) -> _Plan[list[int]]:
+            held = await pipe.hmget(keys.code_index, [r["verifier"] for r in rows]) if rows \
+                else []
+            clash = [i for i, h in enumerate(held)
+                     if h is not None and _loads(h, "code index", op).get("order_id") != order_id]
+            if clash:
+                return _Done(clash)
+            old = await pipe.hget(keys.codes, order_id)
+            stale = [str(r.get("verifier")) for r in
+                     (_loads(old, "codes", op).get("codes") or [] if old else [])]
+            pipe.multi()
+            if stale:
+                pipe.hdel(keys.code_index, *stale)
+            pipe.hset(keys.codes, order_id, raw)
+            for r in rows:
+                pipe.hset(keys.code_index, r["verifier"], _dumps(
+                    {"order_id": order_id, "code_id": r["code_id"], "purpose": r.get("purpose")},
+                    "code index", op))
+            return _Write(lambda _results: [])
+
+        return await self._transaction(op, [keys.code_index, keys.codes], plan)
+
+    async def find_code(self, verifier: str) -> dict[str, Any] | None:
+        """The ``{order_id, code_id, purpose}`` a verifier leads to, or None: one lookup,
+        whatever the number of orders."""
+        op = "find_code"
+        verifier = check_id(verifier, "verifier", op=op)
+        raw = await self._call(op, lambda c: c.hget(self._keys.code_index, verifier))
+        if raw is None:
+            return None
+        value = _loads(raw, "code index", op)
+        if not isinstance(value, dict):
+            raise StoreDataError("stored code index entry is not an object", op=op)
+        return value
+
+    async def load_codes(self, order_id: str) -> dict[str, Any] | None:
+        """The code records of one order, or None."""
+        order_id = check_id(order_id, "order id", op="load_codes")
+        return await self._hash_load("load_codes", self._keys.codes, order_id)
+
+    async def delete_codes(self, order_id: str) -> bool:
+        """Forget the codes of one order, their index entries and used marks; True if there
+        were codes."""
+        op = "delete_codes"
         order_id = check_id(order_id, "order id", op=op)
         keys = self._keys
 
-        async def run(c: Any) -> bool:
-            async with c.pipeline(transaction=True) as tx:
-                tx.hdel(keys.codes, order_id)
-                tx.delete(keys.codes_used(order_id))
-                removed, _ = await tx.execute()
-            return bool(removed)
+        async def plan(pipe: Pipeline) -> _Plan[bool]:
+            old = await pipe.hget(keys.codes, order_id)
+            stale = [str(r.get("verifier")) for r in
+                     (_loads(old, "codes", op).get("codes") or [] if old else [])]
+            pipe.multi()
+            if stale:
+                pipe.hdel(keys.code_index, *stale)
+            pipe.hdel(keys.codes, order_id)
+            pipe.delete(keys.codes_used(order_id))
+            return _Write(lambda _results: old is not None)
 
-        return await self._call(op, run, repeatable=False)
+        return await self._transaction(op, [keys.codes], plan)
 
     async def mark_code_used(self, order_id: str, code_id: str) -> bool:
         """Mark one code of an order as used, before the door opens (single use).

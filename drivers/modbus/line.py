@@ -34,6 +34,10 @@ checked by :mod:`drivers.modbus.codec`, counters are kept in :mod:`drivers.modbu
   cannot be taken for the late one (another function code, or a write with another
   echo): a late reply arriving meanwhile is recognised and discarded, not decoded as
   the answer. After a garbled reply the line only waits for the input to be quiet.
+* **One attempt for a failing unit's reads.** A unit in a failure incident (or degraded)
+  gets no retry on a read: its signals are unknown already, and each retry, with its late
+  window, is line time the healthy boards on the same wires need. Writes keep the budget
+  (a pulse is never retried anyway).
 * **Degraded units.** A unit whose replies come late in ``degraded_after``
   consecutive transactions is *degraded* (``UnitStats.degraded``): its replies cannot
   be trusted to answer the request just sent, so every read of it raises
@@ -442,6 +446,11 @@ class ModbusLine:
         counters = self._units.get(req.unit)
         if counters is None:
             counters = self._units[req.unit] = UnitCounters()
+        if req.is_read and retries is None and (counters.failing or counters.degraded):
+            # A unit already failing gets one attempt per read: its signals are unknown
+            # anyway, and every retry (each with its late window) is line time the
+            # healthy boards on the same pair of wires need.
+            budget = 0
         counters.transactions += 1
         self._total.transactions += 1
         t0 = counters.timeouts

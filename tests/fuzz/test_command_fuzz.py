@@ -173,6 +173,7 @@ def test_well_formed_unsigned_commands_of_every_guarded_type_are_unauthenticated
         "block": {"compartment": "A01", "reason": "test"},
         "unblock": {"compartment": "A01", "reason": "test"},
         "apply_config": {"config": {}},
+        "clear_lane_lockout": {"lane": "lane-1", "reason": "test"},
     }
     args = table[type_]
 

@@ -112,7 +112,10 @@ async def test_board_answering_late_is_degraded_and_never_read(
     assert failures == 4
     stats = line.stats()
     assert stats.units[3].degraded
-    assert stats.units[3].late_replies >= 6
+    # 3 attempts on the first read, then one per read of a failing unit: 6 sent, every
+    # reply late (the last may still be on its way).
+    assert stats.units[3].late_replies >= 5
+    assert stats.units[3].retries == 2
     # The other board on the line is unaffected.
     io = GenericIOBoard(line, 200, {}, outputs=4, inputs=4)
     assert len((await io.read_inputs()).levels) == 4

@@ -86,3 +86,20 @@ def test_outage_delivery_prints_counts() -> None:
                    "door_opened: delivered / truth"):
         assert figure in out
     assert out.count("all delivered: yes") == 2
+
+
+@pytest.mark.integration
+@needs_services
+def test_fault_campaign_prints_its_figures() -> None:
+    out = _run("bench/fault_campaign.py", "--broker", "1", "--daemon", "1", "--redis", "0",
+               "--board", "0", "--broker-down", "0.2", "0.5", "--seed", "3")
+    for figure in ("seed=3", "lost=", "seq_gaps=", "pulses_per_command_max=",
+                   "energised_max_s=", "reconnect_s n=1", "verdict:"):
+        assert figure in out
+
+
+def test_code_check_prints_both_cabinets_and_cpu() -> None:
+    out = _run("bench/code_check.py", "--checks", "5")
+    assert "100 orders / 1 order" in out
+    assert "ms/check" in out
+    assert "targets" in out

@@ -170,3 +170,41 @@ def test_an_authorised_open_resumes_after_a_restart() -> None:
     assert opened[0].event.details["authorised"] is True
     closed = again.poll_ok("b1", levels(c1=True), now(1.0))
     assert "compartment_loaded" in kinds(closed)
+
+
+def _pulsed_then_died() -> dict[str, dict[str, object]]:
+    """A process that declared a deposit open and sent its pulse, and died before any poll
+    saw the door move: what it left in the store."""
+    m = _model()
+    m.poll_ok("b1", levels(c1=True), now(0.0))
+    order = Order("o-6", "grocery", Size.M, ZoneKind.AMBIENT, expires_at=WALL0 + 3600)
+    m.assign("A01", order, now(0.5))
+    m.request_open("A01", OpenPurpose.DEPOSIT, now(1.0))
+    stored = {"A01": m.stored_state("A01")}  # saved before the pulse (write before acting)
+    m.pulse_sent("A01", now(1.0))
+    assert stored["A01"]["open_purpose"] == "deposit"
+    assert stored["A01"]["open_awaited"] is True
+    return stored
+
+
+def test_a_door_opening_just_after_a_restart_is_the_open_declared_before_it() -> None:
+    stored = _pulsed_then_died()
+    again = CabinetModel([_model().setup("A01"), _model().setup("A02")], stored=stored)
+    assert kinds(again.poll_ok("b1", levels(c1=True), now(0.0))) == []
+    opened = again.poll_ok("b1", levels(c0=True, c1=True), now(0.4))
+    assert kinds(opened) == ["door_opened"]  # no forced_open alarm
+    assert opened[0].event.details["authorised"] is True
+    closed = again.poll_ok("b1", levels(c1=True), now(2.0))
+    assert "compartment_loaded" in kinds(closed)
+
+
+def test_a_declared_open_that_never_comes_after_a_restart_ends_as_not_detected() -> None:
+    stored = _pulsed_then_died()
+    again = CabinetModel([_model().setup("A01"), _model().setup("A02")], stored=stored)
+    again.poll_ok("b1", levels(c1=True), now(0.0))
+    ended = again.tick(now(5.5))
+    assert kinds(ended) == ["open_not_detected"]
+    assert again.compartments.get("A01").open_purpose is None
+    # After the window, a door opening is forced again.
+    late = again.poll_ok("b1", levels(c0=True, c1=True), now(7.0))
+    assert [e.event.alarm for e in late if e.event.alarm is not None] != []

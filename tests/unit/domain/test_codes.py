@@ -4,15 +4,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from controller.domain.codes import CodeHash, OrderCode, PickupCode
+from controller.domain.codes import PickupCode, check_issued
 from controller.domain.errors import DomainError, ErrorCode
-from controller.domain.lockout import LockoutLimits, WrongCodeLockout
-
-SALT = bytes(range(16))
-
-
-def fast_hash(code: str) -> CodeHash:
-    return CodeHash.create(PickupCode(code), SALT, n=2**10)
+from controller.domain.lockout import BudgetLimits, CodeBudget
 
 
 def test_code_is_normalised_and_hidden() -> None:
@@ -22,134 +16,89 @@ def test_code_is_normalised_and_hidden() -> None:
     assert "48A7X9" not in str(code)
     assert f"{code}" == "PickupCode(<hidden>)"
     assert code.secret_bytes() == b"48A7X9"
+    assert not code.is_long
+    assert PickupCode("K7QW-2M9X-TR4P-Z8HA").is_long
 
 
-@pytest.mark.parametrize("raw", ["", "12", "ab!cd", "x" * 33])
-def test_bad_codes_are_rejected(raw: str) -> None:
+@pytest.mark.parametrize("raw", ["", "12", "ab!cd", "x" * 65])
+def test_bad_entries_are_rejected(raw: str) -> None:
     with pytest.raises(DomainError) as err:
         PickupCode(raw)
     assert err.value.code is ErrorCode.INVALID_ARGUMENT
     assert raw not in err.value.message or raw == ""
 
 
-def test_hash_matches_only_its_code_and_round_trips() -> None:
-    h = CodeHash.create(PickupCode("123456"), SALT)  # default scrypt parameters
-    assert h.matches(PickupCode("123456"))
-    assert not h.matches(PickupCode("123457"))
-    assert CodeHash.from_dict(h.to_dict()) == h
-    assert h.digest.hex() not in repr(h)
+@pytest.mark.parametrize("raw", ["4820193375", "482019337512345", "K7QW2M9XTR4PZ8HA",
+                                 "A" * 64])
+def test_issued_codes_are_keypad_or_qr(raw: str) -> None:
+    assert check_issued(raw) == PickupCode(raw)
 
 
-def test_same_code_different_salt_different_digest() -> None:
-    a = CodeHash.create(PickupCode("123456"), SALT, n=2**10)
-    b = CodeHash.create(PickupCode("123456"), bytes(16), n=2**10)
-    assert a.digest != b.digest
-
-
-def test_hash_validation() -> None:
-    with pytest.raises(DomainError):
-        CodeHash(b"short", bytes(32))
-    with pytest.raises(DomainError):
-        CodeHash.from_dict({"algorithm": "md5"})
-    with pytest.raises(DomainError):
-        CodeHash.from_dict({"algorithm": "scrypt", "salt": "zz", "digest": "00"})
-
-
-def test_single_use_with_reopen_grace() -> None:
-    order = OrderCode("o-1", fast_hash("123456"), reopen_grace_s=120.0)
-    first = order.use(PickupCode("123456"), 10.0)
-    assert (first.reopen, first.used_at) == (False, 10.0)
-    assert order.used_at == 10.0
-    again = order.use(PickupCode("123456"), 100.0)
-    assert again.reopen is True
+@pytest.mark.parametrize("raw", ["123456", "482019337", "K7QW2M9XTR4PZ8H",
+                                 "k7qw2m9xtr4pz8ha", "K7QW-2M9X-TR4P-Z8HA", "A" * 65, ""])
+def test_weak_or_unnormalised_issued_codes_are_refused(raw: str) -> None:
     with pytest.raises(DomainError) as err:
-        order.use(PickupCode("123456"), 131.0)
-    assert err.value.code is ErrorCode.CODE_USED
+        check_issued(raw, field="codes[0]")
+    assert err.value.code is ErrorCode.INVALID_ARGUMENT
+    assert err.value.field == "codes[0]"
 
 
-def test_wrong_code_changes_nothing() -> None:
-    order = OrderCode("o-1", fast_hash("123456"))
-    with pytest.raises(DomainError) as err:
-        order.use(PickupCode("654321"), 10.0)
-    assert err.value.code is ErrorCode.WRONG_CODE
-    assert order.used_at is None
+# -- the wrong-code budget ----------------------------------------------------------------
 
 
-def test_order_code_round_trip_keeps_no_clear_code() -> None:
-    order = OrderCode("o-1", fast_hash("123456"))
-    order.use(PickupCode("123456"), 10.0)
-    data = order.to_dict()
-    assert "123456" not in repr(data)
-    back = OrderCode.from_dict(data)
-    assert back.used_at == 10.0
-    assert back.use(PickupCode("123456"), 20.0).reopen
+def test_budget_slows_short_codes_once_spent_and_refills_one_per_period() -> None:
+    budget = CodeBudget(BudgetLimits(burst=3, refill_s=60.0, min_interval_s=0.0), at=0.0)
+    assert not budget.wrong(0.0)
+    assert not budget.wrong(1.0)
+    assert budget.wrong(2.0)  # spent: the third wrong code
+    assert budget.wait(2.0, short=True) == pytest.approx(60.0 - 2 / 60 * 60, abs=2.1)
+    assert budget.wait(2.0, short=False) == 0.0  # a long code is always checked
+    assert budget.wait(70.0, short=True) == 0.0
+    assert budget.wrong(70.0)  # one back, one spent
+    assert not budget.full(70.0)
+    assert budget.full(70.0 + 180.0)
 
 
-# -- lockout -----------------------------------------------------------------------------
+def test_budget_min_interval_holds_every_entry() -> None:
+    budget = CodeBudget(BudgetLimits(min_interval_s=0.25), at=0.0)
+    assert budget.pace(10.0) == 0.0
+    budget.checked(10.0)
+    assert budget.pace(10.1) == pytest.approx(0.15)
+    assert budget.pace(10.3) == 0.0
+    assert budget.wait(10.1, short=True) == 0.0  # pacing is not a refusal
 
 
-def test_lockout_after_five_wrong_codes() -> None:
-    lockout = WrongCodeLockout()
-    for i in range(4):
-        assert lockout.wrong_code("lane-1", "o-1", now=float(i)) == 0.0
-        lockout.check("lane-1", "o-1", now=float(i))
-    assert lockout.wrong_code("lane-1", "o-1", now=4.0) == 60.0
-    with pytest.raises(DomainError) as err:
-        lockout.check("lane-1", now=10.0)
-    assert err.value.code is ErrorCode.LOCKED_OUT
-    with pytest.raises(DomainError):
-        lockout.check("lane-2", "o-1", now=10.0)  # the order is locked on any lane
-    lockout.check("lane-1", now=64.0)
-
-
-def test_lockout_escalates_and_is_capped() -> None:
-    lockout = WrongCodeLockout(LockoutLimits(max_attempts=1, lockout_s=60, max_lockout_s=200))
-    assert lockout.wrong_code("k", now=0.0) == 60.0
-    assert lockout.wrong_code("k", now=100.0) == 120.0
-    assert lockout.wrong_code("k", now=300.0) == 200.0
-    lockout.right_code("k")
-    assert lockout.wrong_code("k", now=600.0) == 60.0
-
-
-def test_lockout_survives_a_restart_with_another_clock() -> None:
-    lockout = WrongCodeLockout()
+def test_budget_survives_a_restart_with_another_clock() -> None:
+    limits = BudgetLimits(burst=5, refill_s=60.0)
+    budget = CodeBudget(limits, at=1000.0)
     for i in range(5):
-        lockout.wrong_code("lane-1", now=1000.0 + i)
-    data = lockout.to_dict(now=1010.0)  # 54 s left
-    restored = WrongCodeLockout.from_dict(data, now=5.0)  # monotonic clock restarted
-    assert restored.remaining("lane-1", 5.0) == pytest.approx(54.0)
-    with pytest.raises(DomainError):
-        restored.check("lane-1", now=50.0)
-    restored.check("lane-1", now=59.0)
-    assert restored.to_dict(59.0)["lane-1"]["lockouts"] == 1
+        budget.wrong(1000.0 + i)
+    data = budget.to_dict(now=1010.0)
+    restored = CodeBudget.from_dict(data, now=5.0, elapsed_s=30.0, limits=limits)
+    assert restored.tokens(5.0) == pytest.approx(budget.tokens(1040.0), abs=1e-3)
+    assert restored.wrong_total == 5
 
 
-def test_lockout_limits_validation() -> None:
-    with pytest.raises(DomainError):
-        LockoutLimits(max_attempts=0)
-    with pytest.raises(DomainError):
-        LockoutLimits(lockout_s=0)
-    with pytest.raises(DomainError):
-        LockoutLimits(escalation=0.5)
+def test_budget_limits_validation() -> None:
+    for bad in ({"burst": 0}, {"refill_s": 0}, {"min_interval_s": -1}):
+        with pytest.raises(DomainError):
+            BudgetLimits(**bad)  # type: ignore[arg-type]
+    assert BudgetLimits().checks_per_day() == pytest.approx(1445)
 
 
-@settings(max_examples=50, deadline=None)
-@given(st.lists(st.tuples(st.booleans(), st.floats(0, 100)), max_size=40))
-def test_never_more_than_max_attempts_between_lockouts(steps: list[tuple[bool, float]]) -> None:
-    lockout = WrongCodeLockout(LockoutLimits(max_attempts=3, lockout_s=10))
-    now, wrong_in_a_row = 0.0, 0
-    for wrong, dt in steps:
-        now += dt
-        try:
-            lockout.check("k", now=now)
-        except DomainError:
-            continue  # a locked key gets no attempt at all
-        if wrong:
-            wrong_in_a_row += 1
-            lockout.wrong_code("k", now=now)
-            assert wrong_in_a_row < 3 or lockout.remaining("k", now) > 0
-            if wrong_in_a_row == 3:
-                wrong_in_a_row = 0
-        else:
-            lockout.right_code("k")
-            wrong_in_a_row = 0
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.floats(0, 400), max_size=80))
+def test_never_more_short_checks_than_the_bound(gaps: list[float]) -> None:
+    """Whatever a guesser does, at most burst + elapsed / refill_s wrong short codes are
+    checked."""
+    limits = BudgetLimits(burst=5, refill_s=60.0, min_interval_s=0.0)
+    budget = CodeBudget(limits, at=0.0)
+    now, checked = 0.0, 0
+    for gap in gaps:
+        now += gap
+        if budget.wait(now, short=True) > 0:
+            continue
+        budget.checked(now)
+        checked += 1
+        budget.wrong(now)
+        assert checked <= limits.burst + now / limits.refill_s + 1e-9

@@ -3,18 +3,15 @@ the test moves. Everything the daemon wires, built the same way, in one process.
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import os
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from controller.domain.assignment import assign_order
 from controller.domain.cabinet_model import CabinetModel, Emitted, Now
-from controller.domain.codes import PickupCode
 from controller.domain.compartment import Order, Size, ZoneKind
 from controller.domain.unlock import UnlockPolicy
+from controller.security.codes import CodeKey, seal_code
 from controller.services.hardware import Hardware
 from controller.services.lane import LaneService
 from controller.services.poller import Poller
@@ -56,7 +53,7 @@ def config(**security: Any) -> dict[str, Any]:
         "cabinet": {"site": "t-site", "id": "cab-t"},
         "redis": {"url": "memory://"},
         "security": {"require_signed_commands": False, "code_max_attempts": 3,
-                     "code_lockout_s": 10.0, "code_lockout_max_s": 100.0, **security},
+                     "code_lockout_s": 10.0, **security},
         "timing": {"compartment_cooldown_s": 0, "pulse_gap_s": 0, "pulse_s": 0.3,
                    "compartment_max_pulses_per_minute": 60, "open_detect_timeout_s": 2.0},
         "tenants": {
@@ -84,20 +81,14 @@ def config(**security: Any) -> dict[str, Any]:
     }
 
 
-def code_hash(code: str, purpose: str = "collect", *, algorithm: str = "scrypt",
-              n: int = 16) -> dict[str, Any]:
-    """What dispatch pushes for a code (the contract's CodeHash, as stored)."""
-    salt = os.urandom(16)
-    secret = PickupCode(code).secret_bytes()
-    if algorithm == "scrypt":
-        digest = hashlib.scrypt(secret, salt=salt, n=n, r=1, p=1, dklen=32)
-        params = {"n": n, "r": 1, "p": 1}
-    else:
-        digest = hashlib.pbkdf2_hmac("sha256", secret, salt, 1000, dklen=32)
-        params = {"iterations": 1000}
-    return {"purpose": purpose, "algorithm": algorithm,
-            "salt": base64.b64encode(salt).decode(), "hash": base64.b64encode(digest).decode(),
-            "params": params}
+#: The cabinet's code key of every harness lane (a restart keeps it, as the key file
+#: does); a light verifier cost, for in-memory tests only.
+CODE_KEY = CodeKey.generate(scrypt_n=2**8)
+
+
+def issued(code: str, purpose: str = "collect") -> dict[str, str]:
+    """A code dispatch issues for an order: sealed to the cabinet by :meth:`Lane.assign`."""
+    return {"purpose": purpose, "code": code}
 
 
 class SpyUnlock(UnlockService):
@@ -170,8 +161,8 @@ class Lane:
                 self.gpio.pin(PINS[key]).drive(True)  # active low: high is inactive
             self.gpio.pin(PINS["tamper"]).drive(False)
         self.lane = LaneService(self.settings, self.model, self.store, self.unlock, self.emit,
-                                now=self.now, gpio=self.gpio, beep_s=0.05,
-                                lockout_beep_s=0.1, tick_s=0.05)
+                                now=self.now, code_key=CODE_KEY, gpio=self.gpio, beep_s=0.05,
+                                lockout_beep_s=0.1, tick_s=0.05, check_interval_s=0.0)
         await self.poller.poll_once()
         await self.lane.start()
         return self
@@ -200,16 +191,20 @@ class Lane:
     # -- dispatch's side ----------------------------------------------------------------
 
     async def assign(self, order_id: str, pool: str, zone: str = "ambient", *,
-                     codes: Sequence[dict[str, Any]] = (), size: str = "S",
+                     codes: Sequence[dict[str, str]] = (), size: str = "S",
                      expires_in: float = 3600.0, compartment: str | None = None) -> str:
+        sealed = [seal_code(CODE_KEY.public_bytes, self.settings.cabinet.id, order_id,
+                            f"{c['purpose']}-{i}", c["purpose"], c["code"])
+                  for i, c in enumerate(codes)]
+        records = await self.lane.codes.prepare(order_id, sealed)
         now = self.now()
         kind = self.settings.zone(zone).kind
         order = Order(order_id, pool, Size(size), ZoneKind(kind), now.wall + expires_in)
         chosen, events = assign_order(self.model.compartments, order, now.wall,
                                       compartment_id=compartment)
         cid = chosen.compartment_id
-        if codes:
-            await self.store.save_code_hashes(order_id, {"codes": list(codes)})
+        if records:
+            await self.lane.codes.save(order_id, records)
         await self.store.save_order(order_id, {**order.to_dict(), "compartment": cid})
         await self.store.save_compartment(cid, self.model.stored_state(cid))
         await self.emit(self.model._wrap_wall(events, now))
@@ -243,7 +238,7 @@ class Lane:
                       deposit_code: str, collect_code: str) -> str:
         """Assign with both codes, open with the deposit code, put the goods in."""
         cid = await self.assign(order_id, pool, zone, codes=[
-            code_hash(deposit_code, "deposit"), code_hash(collect_code, "collect")])
+            issued(deposit_code, "deposit"), issued(collect_code, "collect")])
         result = await self.lane.enter_code(deposit_code)
         assert result.accepted, result
         assert result.reason is None, result

@@ -1,14 +1,18 @@
-"""Wrong-code lockout (per lane and per order, escalating, surviving restarts, one alarm
-per lock) and the lane's I/O (alarms once per incident, events, light, buzzer)."""
+"""The wrong-code budget (per input of the lane, slowing a guesser, surviving restarts, one
+alarm per incident, cleared by staff) and the lane's I/O (alarms once per incident, events,
+light, buzzer)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator
 
 import pytest
 
+from controller.domain.errors import DomainError
+from controller.domain.lockout import BudgetLimits
 from tests.unit.lane.harness import PINS, Lane
 
 pytestmark = pytest.mark.timeout(30)
@@ -25,73 +29,128 @@ async def running(lane: Lane) -> AsyncIterator[None]:
             await task
 
 
-async def test_wrong_codes_lock_the_lane_escalating_with_one_alarm_each(lane: Lane) -> None:
-    cid = await lane.deposit("o-1", "grocery", deposit_code="D1111", collect_code="C1111")
+async def test_a_guesser_is_slowed_and_reported_once(lane: Lane) -> None:
+    cid = await lane.deposit("o-1", "grocery", deposit_code="D1111QRCODE9876X",
+                             collect_code="1111222233")
     for _ in range(2):
-        assert (await lane.lane.enter_code("999999")).reason == "wrong_code"
-    third = await lane.lane.enter_code("999998")
+        assert (await lane.lane.enter_code("9999999999")).reason == "wrong_code"
+    third = await lane.lane.enter_code("9999999998")
     assert third.reason == "wrong_code"
-    assert third.locked_for_s == pytest.approx(10, abs=0.5)
-    assert lane.alarms("code_lockout") == ["alarm_raised"]
-    # Locked: even the right code is refused, nothing is pulsed.
+    assert lane.alarms("code_guessing") == ["alarm_raised"]
+    raised = lane.kinds("alarm_raised")[-1]
+    assert raised.data["source"] == "keypad"
+    assert raised.data["wrong_codes"] == 3
+    # Spent: a short code is not checked (nothing pulsed, nothing counted), with the wait.
     pulses = len(lane.board.pulses())
-    locked = await lane.lane.enter_code("C1111")
-    assert locked.reason == "locked_out"
-    assert locked.locked_for_s > 0
+    slowed = await lane.lane.enter_code("1111222233")
+    assert slowed.reason == "slow_down"
+    assert slowed.retry_after_s == pytest.approx(10, abs=0.5)
     assert len(lane.board.pulses()) == pulses
     await lane.lane.tick()
     assert lane.lane.light == "fault"
+    # One attempt back per refill period (10 s here), not a lockout that escalates.
     lane.advance(10.5)
-    await lane.lane.tick()
-    assert lane.alarms("code_lockout") == ["alarm_raised", "alarm_cleared"]
-    assert lane.lane.light == "idle"
-    # A second lockout lasts twice as long.
-    for _ in range(3):
-        result = await lane.lane.enter_code("999999")
-    assert result.locked_for_s == pytest.approx(20, abs=0.5)
-    assert lane.alarms("code_lockout") == ["alarm_raised", "alarm_cleared", "alarm_raised"]
-    lane.advance(21)
-    await lane.lane.tick()
-    ok = await lane.lane.enter_code("C1111")
-    assert ok.accepted
+    ok = await lane.lane.enter_code("1111222233")
+    assert ok.accepted, ok
     assert ok.compartment == cid
+    # The alarm ends when the budget is whole again; a right code does not refill it.
+    assert lane.alarms("code_guessing") == ["alarm_raised"]
+    lane.advance(30.0)
+    await lane.lane.tick()
+    assert lane.alarms("code_guessing") == ["alarm_raised", "alarm_cleared"]
     audit = [a.action for a in await lane.store.audit_log(100)]
-    assert audit.count("alarm_raised") == 2
-    assert audit.count("alarm_cleared") >= 1
+    assert audit.count("alarm_raised") == 1
 
 
-async def test_lockout_survives_a_restart() -> None:
+async def test_a_right_qr_code_opens_while_the_keypad_budget_is_spent(lane: Lane) -> None:
+    cid = await lane.deposit("o-2", "parcel", deposit_code="D2222QRCODE9876X",
+                             collect_code="C2222QRCODE9876X")
+    for _ in range(3):
+        await lane.lane.enter_code("9999999999")
+    assert (await lane.lane.enter_code("8888888888")).reason == "slow_down"
+    ok = await lane.lane.enter_code("C2222QRCODE9876X")
+    assert ok.accepted, ok
+    assert ok.compartment == cid
+    # And another input (the scanner) has its own budget.
+    scanned = await lane.lane.enter_code("7777777777", source="scanner")
+    assert scanned.reason == "wrong_code"
+
+
+async def test_wrong_codes_naming_an_order_never_lock_its_customer_out(lane: Lane) -> None:
+    cid = await lane.deposit("o-7", "parcel", deposit_code="D7777QRCODE9876X",
+                             collect_code="C7777QRCODE9876X")
+    for _ in range(3):
+        await lane.lane.enter_code("o-7:1111111111", source="scanner")
+    ok = await lane.lane.enter_code("C7777QRCODE9876X")
+    assert ok.accepted, ok
+    assert ok.compartment == cid
+
+
+async def test_the_budget_survives_a_restart() -> None:
     first = await Lane.create()
     for _ in range(3):
-        await first.lane.enter_code("999999")
+        await first.lane.enter_code("9999999999")
     store = first.store
     await first.close(keep_store=True)
     second = await Lane.create(store=store, offset=first.offset)
     try:
-        refused = await second.lane.enter_code("123456")
-        assert refused.reason == "locked_out"
+        refused = await second.lane.enter_code("1234567890")
+        assert refused.reason == "slow_down"
         # The alarm raised before the restart is not raised again, and is cleared once.
-        second.advance(11)
+        second.advance(31)
         await second.lane.tick()
-        assert second.alarms("code_lockout") == ["alarm_cleared"]
+        assert second.alarms("code_guessing") == ["alarm_cleared"]
     finally:
         await second.close()
 
 
-async def test_wrong_codes_naming_an_order_count_against_the_order_too(lane: Lane) -> None:
-    await lane.deposit("o-7", "parcel", deposit_code="D7777", collect_code="C7777")
+async def test_staff_clear_gives_the_budget_back_and_ends_the_alarm(lane: Lane) -> None:
+    await lane.deposit("o-9", "grocery", deposit_code="D9999QRCODE9876X",
+                       collect_code="9999000011")
     for _ in range(3):
-        await lane.lane.enter_code("o-7:111111")
-    lane.advance(11)  # the lane lock is over ...
+        await lane.lane.enter_code("1212121212")
+    assert (await lane.lane.enter_code("9999000011")).reason == "slow_down"
+    with pytest.raises(DomainError):
+        await lane.lane.clear_lockout("lane-9", "command:c-1")
+    result = await lane.lane.clear_lockout("lane-1", "command:c-1")
+    assert result == {"lane": "lane-1", "cleared": True}
+    assert lane.alarms("code_guessing") == ["alarm_raised", "alarm_cleared"]
+    assert lane.kinds("alarm_cleared")[-1].data["cleared_by"] == "command:c-1"
+    assert await lane.store.load_lockout("lane:lane-1:keypad") is None
+    assert (await lane.lane.enter_code("9999000011")).accepted
+    assert (await lane.lane.clear_lockout("lane-1", "command:c-2"))["cleared"] is False
+
+
+async def test_a_flood_of_refusals_is_reported_as_a_trickle(lane: Lane) -> None:
+    for i in range(200):
+        await lane.lane.enter_code(f"ZZ{i:04d}ZZZZZZZZZZZZ", source="scanner")
+    rejected = lane.kinds("code_rejected")
+    assert 1 <= len(rejected) <= 5, len(rejected)
+    lane.advance(0)
+    await asyncio.sleep(1.05)
     await lane.lane.tick()
-    # ... but the order's own lock started at the same time and lasts as long;
-    # count again: the order is locked while its lock runs.
-    for _ in range(3):
-        await lane.lane.enter_code("o-7:111111")
-    refused = await lane.lane.enter_code("C7777")
-    assert refused.reason == "locked_out"
-    raised = [e for e in lane.kinds("alarm_raised") if e.data.get("alarm") == "code_lockout"]
-    assert {e.data.get("order") for e in raised} == {None, "o-7"}
+    coalesced = lane.kinds("code_rejections_coalesced")
+    assert len(coalesced) == 1
+    assert sum(e.data["count"] for e in coalesced) + len(rejected) == 200
+    assert coalesced[0].data["reasons"] == {"wrong_code": 200 - len(rejected)}
+
+
+async def test_a_scanner_is_checked_at_most_four_times_a_second() -> None:
+    lane = await Lane.create()
+    lane.lane._limits = BudgetLimits(burst=3, refill_s=10.0, min_interval_s=0.25)
+    lane.lane._budgets.clear()
+    cid = await lane.deposit("o-p", "parcel", deposit_code="D1212QRCODE9876X",
+                             collect_code="C1212QRCODE9876X")
+    try:
+        started = time.monotonic()
+        first = await lane.lane.enter_code("ZZZZZZZZZZZZZZZZ01", source="scanner")
+        second = await lane.lane.enter_code("C1212QRCODE9876X", source="scanner")
+        assert first.reason == "wrong_code"
+        assert second.accepted, second  # held, not refused
+        assert second.compartment == cid
+        assert time.monotonic() - started >= 0.25
+    finally:
+        await lane.close()
 
 
 async def test_tamper_and_mains_raise_and_clear_once_per_incident(lane: Lane) -> None:
@@ -145,12 +204,13 @@ async def test_help_button_vehicle_light_and_buzzer(lane: Lane) -> None:
         assert [e.kind for e in lane.kinds("vehicle_arrived", "help_requested")] == [
             "vehicle_arrived", "help_requested"]
         buzzer.clear_history()
-        await lane.lane.enter_code("000000")
+        await lane.lane.enter_code("0000000000")
         await asyncio.sleep(0.15)
         assert buzzer.levels == [False, True, False]  # one beep
-        cid = await lane.deposit("o-8", "grocery", deposit_code="D8888", collect_code="C8888")
+        cid = await lane.deposit("o-8", "grocery", deposit_code="D8888QRCODE9876X",
+                                 collect_code="C8888QRCODE9876X")
         amber.clear_history()
-        result = await lane.lane.enter_code("C8888")
+        result = await lane.lane.enter_code("C8888QRCODE9876X")
         assert result.accepted
         assert amber.level  # busy while the door it opened is not closed again
         await lane.take_out(cid)

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from controller.store import Event, Store, StoreDataError
+from controller.store import Event, NewEvent, Store, StoreDataError
 from tests.unit.store.conftest import FakeClock, OpenStore
 
 AT = 1_795_000_000.25
@@ -215,3 +215,30 @@ async def test_concurrent_acks_of_one_event_log_it_once(store: Store) -> None:
     results = await asyncio.gather(*(store.ack(event.id) for _ in range(5)))
     assert sorted(results) == [False, False, False, False, True]
     assert len(await store.delivered()) == 1
+
+
+async def test_commit_writes_events_compartment_states_and_doors_together(store: Store) -> None:
+    first = await store.append("daemon_started", {}, at=AT)
+    events = await store.commit(
+        [NewEvent("door_closed", {"authorised": True}, AT, "A01"),
+         NewEvent("alarm_cleared", {"alarm": "forced_open"}, AT, "A01")],
+        compartments={"A01": {"phase": "free"}}, doors={"A01": {"open": False}})
+    assert [e.seq for e in events] == [first.seq + 1, first.seq + 2]
+    assert [e.kind for e in await store.pending()] == [
+        "daemon_started", "door_closed", "alarm_cleared"]
+    assert await store.load_compartment("A01") == {"phase": "free"}
+    assert await store.load_doors() == {"A01": {"open": False}}
+    # States alone (no event) are a commit too; nothing else moves.
+    assert await store.commit([], doors={"A02": {"open": True}}) == []
+    assert await store.last_seq() == first.seq + 2
+    assert (await store.load_doors())["A02"] == {"open": True}
+
+
+async def test_a_bad_event_in_a_commit_writes_nothing(store: Store) -> None:
+    with pytest.raises(StoreDataError):
+        await store.commit([NewEvent("door_opened", {}, AT, "A01"),
+                            NewEvent("door_closed", {"x": {1, 2}}, AT, "A01")],
+                           compartments={"A01": {"phase": "free"}}, doors={"A01": {"open": True}})
+    assert await store.last_seq() == 0
+    assert await store.load_compartments() == {}
+    assert await store.load_doors() == {}

@@ -63,18 +63,34 @@ async def test_a_corrupt_stored_value_is_a_data_error(store: Store, raw: Any) ->
         await store.load_orders()
 
 
-async def test_code_hashes_and_single_use(store: Store) -> None:
-    hashes = {"salt": "c2FsdA==", "codes": {"k1": "aGFzaA=="}}
-    await store.save_code_hashes("o-1", hashes)
-    assert await store.load_code_hashes("o-1") == hashes
-    assert await store.code_used_at("o-1", "k1") is None
-    assert await store.mark_code_used("o-1", "k1") is True
-    assert await store.mark_code_used("o-1", "k1") is False
-    assert await store.code_used_at("o-1", "k1") is not None
-    assert await store.delete_code_hashes("o-1") is True
-    assert await store.load_code_hashes("o-1") is None
-    assert await store.code_used_at("o-1", "k1") is None
-    assert await store.delete_code_hashes("o-1") is False
+async def test_codes_their_index_and_single_use(store: Store) -> None:
+    records = [{"code_id": "deposit-0", "purpose": "deposit", "verifier": "aa" * 16},
+               {"code_id": "collect-1", "purpose": "collect", "verifier": "bb" * 16}]
+    assert await store.save_codes("o-1", records) == []
+    assert await store.load_codes("o-1") == {"codes": records}
+    assert await store.find_code("bb" * 16) == {"order_id": "o-1", "code_id": "collect-1",
+                                                 "purpose": "collect"}
+    assert await store.find_code("cc" * 16) is None
+    # Another order may not take a live verifier; nothing of it is written.
+    clash = [{"code_id": "collect-0", "purpose": "collect", "verifier": "dd" * 16},
+             {"code_id": "collect-1", "purpose": "collect", "verifier": "bb" * 16}]
+    assert await store.save_codes("o-2", clash) == [1]
+    assert await store.load_codes("o-2") is None
+    assert await store.find_code("dd" * 16) is None
+    # Saving an order again replaces its index entries.
+    assert await store.save_codes("o-1", records[1:]) == []
+    assert await store.find_code("aa" * 16) is None
+    assert await store.code_used_at("o-1", "collect-1") is None
+    assert await store.mark_code_used("o-1", "collect-1") is True
+    assert await store.mark_code_used("o-1", "collect-1") is False
+    assert await store.code_used_at("o-1", "collect-1") is not None
+    assert await store.delete_codes("o-1") is True
+    assert await store.load_codes("o-1") is None
+    assert await store.find_code("bb" * 16) is None
+    assert await store.code_used_at("o-1", "collect-1") is None
+    assert await store.delete_codes("o-1") is False
+    with pytest.raises(StoreDataError):
+        await store.find_code("not a verifier")
 
 
 async def test_concurrent_code_use_is_granted_once(store: Store) -> None:

@@ -1,0 +1,261 @@
+"""Pickup codes sealed to the cabinet, and the keyed verifier the cabinet keeps of them.
+
+Neither what travels (``assign`` over the broker) nor what rests on the cabinet (Redis)
+lets anyone test a guessed code: both need a secret that never leaves the cabinet.
+
+The cabinet's code key
+======================
+:class:`CodeKey`, created at the first start into a file only the daemon can read
+(:meth:`CodeKey.load_or_create`, mode 0600, refused when any other user may read it):
+
+- an X25519 key pair; the public key is published in the retained ``status``
+  (``code_key``), so dispatch can seal codes to this cabinet and to no other;
+- a 32-byte verifier secret and a 16-byte verifier salt.
+
+Sealing (dispatch side, :func:`seal_code`)
+=========================================
+For code ``i`` of order ``O`` on cabinet ``C`` (its ``code_id`` is ``<purpose>-<i>``):
+
+1. an ephemeral X25519 key pair ``(esk, epk)``; ``shared = X25519(esk, cabinet_pk)``;
+2. ``okm = HKDF-SHA256(ikm=shared, salt=epk || cabinet_pk, info="locker-code/1",
+   length=44)``; ``key = okm[:32]``, ``nonce = okm[32:44]`` (the key is new for every code,
+   so the nonce never repeats under one key);
+3. ``sealed = ChaCha20-Poly1305(key).encrypt(nonce, code, aad)`` with the normalised code
+   in ASCII and ``aad = "locker-code/1" 0x00 C 0x00 O 0x00 code_id`` (UTF-8): a sealed code
+   moved to another cabinet, order or position does not open.
+
+On the wire: ``{"purpose", "scheme": "x25519-hkdf-sha256-chacha20poly1305", "key_id",
+"epk", "sealed"}``, ``epk`` and ``sealed`` in standard base64, ``key_id`` the first 16 hex
+digits of SHA-256 over the cabinet's raw public key.
+
+The verifier (cabinet side, :meth:`CodeKey.verifier`)
+=====================================================
+``verifier = HMAC-SHA256(secret, "locker-code-verifier/1" 0x00 || scrypt(code, salt,
+n=2**14, r=8, p=1, dklen=32))``, kept as 32 hex digits (the first 16 bytes). The store keeps
+only verifiers and an index verifier -> (order, code id): a typed code leads straight to
+its order, so a check costs one scrypt and one lookup whatever the number of loaded orders.
+Without the secret a verifier cannot be tested; with the cabinet's disk (the key file and
+Redis) each guess costs one scrypt (see docs/security.md).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import json
+import os
+import stat
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+__all__ = [
+    "SCHEME",
+    "VERIFIER_SCRYPT",
+    "CodeKey",
+    "CodeKeyError",
+    "SealError",
+    "key_id_of",
+    "open_sealed",
+    "seal_code",
+]
+
+SCHEME = "x25519-hkdf-sha256-chacha20poly1305"
+_INFO = b"locker-code/1"
+_VERIFIER_TAG = b"locker-code-verifier/1\x00"
+#: scrypt cost of the verifier: the price of one guess for someone holding the key file.
+#: A key file asking for less ``n`` is refused (the floor); r and p are fixed.
+VERIFIER_SCRYPT = {"n": 2**14, "r": 8, "p": 1}
+_MAX_SCRYPT_N = 2**17
+_FILE_VERSION = 1
+
+
+class CodeKeyError(ValueError):
+    """The code key file is missing, unreadable, malformed or readable by other users."""
+
+
+class SealError(ValueError):
+    """A sealed code that does not open: wrong key, tampered, or bound to another
+    cabinet, order or code id. ``field`` names the part at fault."""
+
+    def __init__(self, message: str, field: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+def _raw_public(key: X25519PublicKey) -> bytes:
+    return key.public_bytes(Encoding.Raw, PublicFormat.Raw)
+
+
+def key_id_of(public_key: bytes) -> str:
+    """The key id dispatch sends with a sealed code: 16 hex digits of SHA-256."""
+    return hashlib.sha256(public_key).hexdigest()[:16]
+
+
+def _aad(cabinet: str, order_id: str, code_id: str) -> bytes:
+    return b"\x00".join([_INFO, cabinet.encode(), order_id.encode(), code_id.encode()])
+
+
+def _key_nonce(shared: bytes, epk: bytes, cabinet_pk: bytes) -> tuple[bytes, bytes]:
+    okm = HKDF(algorithm=hashes.SHA256(), length=44, salt=epk + cabinet_pk,
+               info=_INFO).derive(shared)
+    return okm[:32], okm[32:]
+
+
+def seal_code(public_key: bytes, cabinet: str, order_id: str, code_id: str, purpose: str,
+              code: str, *, ephemeral: X25519PrivateKey | None = None) -> dict[str, Any]:
+    """Seal ``code`` (already normalised) to the cabinet whose raw X25519 public key is
+    ``public_key``: the ``assign.codes[i]`` entry dispatch sends. ``ephemeral`` is for test
+    vectors only: a new key for every code is what keeps the nonce unique."""
+    cabinet_pk = X25519PublicKey.from_public_bytes(public_key)
+    ephemeral = ephemeral or X25519PrivateKey.generate()
+    epk = _raw_public(ephemeral.public_key())
+    key, nonce = _key_nonce(ephemeral.exchange(cabinet_pk), epk, public_key)
+    sealed = ChaCha20Poly1305(key).encrypt(nonce, code.encode("ascii"),
+                                           _aad(cabinet, order_id, code_id))
+    return {"purpose": purpose, "scheme": SCHEME, "key_id": key_id_of(public_key),
+            "epk": base64.b64encode(epk).decode(), "sealed": base64.b64encode(sealed).decode()}
+
+
+def open_sealed(private_key: X25519PrivateKey, cabinet: str, order_id: str, code_id: str,
+                entry: Mapping[str, Any]) -> str:
+    """The code inside ``entry`` (an ``assign.codes[i]``); :class:`SealError` otherwise."""
+    if entry.get("scheme") != SCHEME:
+        raise SealError(f"scheme must be {SCHEME!r}", "scheme")
+    public = _raw_public(private_key.public_key())
+    if entry.get("key_id") != key_id_of(public):
+        raise SealError("sealed to another key: read code_key from this cabinet's status",
+                        "key_id")
+    try:
+        epk = base64.b64decode(str(entry.get("epk")), validate=True)
+        sealed = base64.b64decode(str(entry.get("sealed")), validate=True)
+        peer = X25519PublicKey.from_public_bytes(epk)
+        shared = private_key.exchange(peer)
+    except (binascii.Error, ValueError) as exc:
+        raise SealError(f"bad ephemeral key: {exc}", "epk") from None
+    key, nonce = _key_nonce(shared, epk, public)
+    try:
+        clear = ChaCha20Poly1305(key).decrypt(nonce, sealed, _aad(cabinet, order_id, code_id))
+    except InvalidTag:
+        raise SealError("does not open: tampered, or sealed for another cabinet, order or "
+                        "code position", "sealed") from None
+    try:
+        return clear.decode("ascii")
+    except UnicodeDecodeError:
+        raise SealError("the sealed code is not ASCII", "sealed") from None
+
+
+@dataclass(frozen=True, slots=True)
+class CodeKey:
+    """The cabinet's code key: see the module docstring. ``repr`` shows no secret."""
+
+    private_key: X25519PrivateKey
+    secret: bytes
+    salt: bytes
+    scrypt_n: int = VERIFIER_SCRYPT["n"]
+
+    @classmethod
+    def generate(cls, *, scrypt_n: int = VERIFIER_SCRYPT["n"]) -> CodeKey:
+        """A new key. A ``scrypt_n`` under the floor is for in-memory test keys only: a
+        key file with it is refused."""
+        return cls(X25519PrivateKey.generate(), os.urandom(32), os.urandom(16), scrypt_n)
+
+    @property
+    def public_bytes(self) -> bytes:
+        return _raw_public(self.private_key.public_key())
+
+    @property
+    def key_id(self) -> str:
+        return key_id_of(self.public_bytes)
+
+    def published(self) -> dict[str, str]:
+        """What the retained ``status`` carries as ``code_key``."""
+        return {"scheme": SCHEME, "key_id": self.key_id,
+                "public_key": base64.b64encode(self.public_bytes).decode()}
+
+    def open(self, cabinet: str, order_id: str, code_id: str, entry: Mapping[str, Any]) -> str:
+        return open_sealed(self.private_key, cabinet, order_id, code_id, entry)
+
+    def verifier(self, code: bytes) -> str:
+        """The keyed verifier of a normalised code (one scrypt: run it off the loop)."""
+        stretched = hashlib.scrypt(code, salt=self.salt, n=self.scrypt_n,
+                                   r=VERIFIER_SCRYPT["r"], p=VERIFIER_SCRYPT["p"],
+                                   maxmem=2**28, dklen=32)
+        return hmac.new(self.secret, _VERIFIER_TAG + stretched, "sha256").hexdigest()[:32]
+
+    def __repr__(self) -> str:
+        return f"CodeKey(key_id={self.key_id})"
+
+    # -- the file -------------------------------------------------------------------------
+
+    def to_json(self) -> str:
+        from cryptography.hazmat.primitives.serialization import NoEncryption, PrivateFormat
+
+        raw = self.private_key.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
+        return json.dumps({
+            "version": _FILE_VERSION, "scheme": SCHEME,
+            "x25519": base64.b64encode(raw).decode(),
+            "verifier_secret": base64.b64encode(self.secret).decode(),
+            "verifier_salt": base64.b64encode(self.salt).decode(),
+            "scrypt_n": self.scrypt_n,
+        }, indent=1) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str, source: str = "code key") -> CodeKey:
+        try:
+            data = json.loads(text)
+            if data.get("version") != _FILE_VERSION:
+                raise ValueError(f"version {data.get('version')!r}")
+            private = X25519PrivateKey.from_private_bytes(
+                base64.b64decode(data["x25519"], validate=True))
+            secret = base64.b64decode(data["verifier_secret"], validate=True)
+            salt = base64.b64decode(data["verifier_salt"], validate=True)
+            scrypt_n = int(data.get("scrypt_n", VERIFIER_SCRYPT["n"]))
+        except (ValueError, KeyError, TypeError, AttributeError, binascii.Error) as exc:
+            raise CodeKeyError(f"{source}: malformed: {exc}") from None
+        if len(secret) < 32 or len(salt) < 16:
+            raise CodeKeyError(f"{source}: verifier secret or salt too short")
+        floor = VERIFIER_SCRYPT["n"]
+        if not (floor <= scrypt_n <= _MAX_SCRYPT_N and scrypt_n & (scrypt_n - 1) == 0):
+            raise CodeKeyError(f"{source}: scrypt_n {scrypt_n} refused: a power of two from "
+                               f"{floor} (the cost floor) to {_MAX_SCRYPT_N}")
+        return cls(private, secret, salt, scrypt_n)
+
+    @classmethod
+    def load_or_create(cls, path: Path) -> CodeKey:
+        """Read the key file, or create it (mode 0600, never overwriting) at the first
+        start. Refused (:class:`CodeKeyError`) when group or others may read or write it."""
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            pass
+        except OSError as exc:
+            raise CodeKeyError(f"{path}: cannot create: {exc.strerror}") from None
+        else:
+            key = cls.generate()
+            with os.fdopen(fd, "w") as out:
+                out.write(key.to_json())
+                out.flush()
+                os.fsync(out.fileno())
+            return key
+        try:
+            info = path.stat()
+            if info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+                raise CodeKeyError(
+                    f"{path}: mode {stat.S_IMODE(info.st_mode):04o}: other users may read the "
+                    "code key; chmod 600 and check who read it")
+            if info.st_uid != os.geteuid():
+                raise CodeKeyError(f"{path}: owned by uid {info.st_uid}, not by this daemon")
+            return cls.from_json(path.read_text(), str(path))
+        except OSError as exc:
+            raise CodeKeyError(f"{path}: cannot read: {exc.strerror}") from None

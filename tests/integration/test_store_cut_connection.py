@@ -1,0 +1,161 @@
+"""A connection that dies inside a watched transaction, at a chosen byte, on a real
+redis-server: the store says StoreUnavailable (never a plain StoreError), never runs a
+transaction twice after its EXEC left, and so leaves no gap in the sequence numbers.
+
+redis-py reports a connection lost while keys are WATCHed as a ``WatchError``, the class
+it also uses for "a watched key changed" (which the store retries). A proxy between the
+store and Redis cuts the connection exactly when the client sends a given command, either
+before forwarding it (Redis never saw it) or after (Redis applied it, the answer is lost).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+import pytest
+
+from controller.store import NewEvent, Store, StoreError, StoreOptions, StoreUnavailable
+from tests.support.services import RedisProcess
+
+pytestmark = pytest.mark.integration
+
+OPTIONS = StoreOptions(socket_timeout_s=2, connect_timeout_s=1)
+EXEC = b"$4\r\nEXEC\r\n"
+GET = b"$3\r\nGET\r\n"
+
+
+class CuttingProxy:
+    """Loopback TCP proxy to Redis that cuts the client's connection when it sends
+    ``marker``: ``before`` drops that chunk, else it is forwarded and the reply dropped.
+    ``times`` cuts happen (then it forwards faithfully)."""
+
+    def __init__(self, redis_port: int) -> None:
+        self.redis_port = redis_port
+        self.marker = b""
+        self.before = True
+        self.times = 0
+        self.cuts = 0
+        self.port = 0
+        self._server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def __aenter__(self) -> CuttingProxy:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._server is not None
+        self._server.close()
+        for task in list(self._tasks):
+            task.cancel()
+        for task in list(self._tasks):
+            with contextlib.suppress(asyncio.CancelledError, OSError):
+                await task
+
+    def cut(self, marker: bytes, *, before: bool, times: int = 1) -> None:
+        self.marker, self.before, self.times = marker, before, times
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.redis_port)
+        cut = asyncio.Event()
+        answered = asyncio.Event()
+
+        async def upstream() -> None:
+            while data := await reader.read(65536):
+                if self.times > 0 and self.marker and self.marker in data:
+                    self.times -= 1
+                    self.cuts += 1
+                    cut.set()  # from now on nothing goes back to the client
+                    if not self.before:
+                        up_writer.write(data)
+                        await up_writer.drain()
+                        # Redis applied it (it answered) before the client hears of the cut.
+                        await asyncio.wait_for(answered.wait(), 5)
+                    return
+                up_writer.write(data)
+                await up_writer.drain()
+
+        async def downstream() -> None:
+            while data := await up_reader.read(65536):
+                if cut.is_set():
+                    answered.set()
+                    return
+                writer.write(data)
+                await writer.drain()
+
+        tasks = [asyncio.create_task(upstream()), asyncio.create_task(downstream())]
+        self._tasks.update(tasks)
+        try:
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in tasks:
+                task.cancel()
+                self._tasks.discard(task)
+            for w in (writer, up_writer):
+                w.close()
+
+
+@contextlib.asynccontextmanager
+async def store_through(redis_server: RedisProcess) -> AsyncIterator[tuple[Store, CuttingProxy]]:
+    async with CuttingProxy(redis_server.port) as proxy:
+        store = await Store.connect(f"redis://127.0.0.1:{proxy.port}/0", "locker", "cab-01",
+                                    options=OPTIONS)
+        async with store:
+            await store.new_boot()
+            yield store, proxy
+
+
+async def seqs(redis_server: RedisProcess) -> list[int]:
+    async with await Store.connect(redis_server.url, "locker", "cab-01") as direct:
+        return [e.seq for e in await direct.pending(1000)]
+
+
+async def test_connection_cut_after_exec_is_unavailable_and_never_repeated(
+    redis_server: RedisProcess,
+) -> None:
+    async with store_through(redis_server) as (store, proxy):
+        await store.append("first", {}, at=0)
+        proxy.cut(EXEC, before=False)
+        with pytest.raises(StoreUnavailable) as caught:
+            await store.append("second", {}, at=0)
+        assert caught.value.op == "append"
+        assert proxy.cuts == 1
+        # Redis applied it once; a blind repeat would have taken seq 3 and left 2 empty.
+        assert await seqs(redis_server) == [1, 2]
+        assert (await store.append("third", {}, at=0)).seq == 3
+    assert await seqs(redis_server) == [1, 2, 3]
+
+
+async def test_connection_cut_before_exec_is_unavailable_and_writes_nothing(
+    redis_server: RedisProcess,
+) -> None:
+    async with store_through(redis_server) as (store, proxy):
+        proxy.cut(EXEC, before=True)
+        with pytest.raises(StoreUnavailable):
+            await store.commit([NewEvent("a", {}, 0), NewEvent("b", {}, 0)],
+                               doors={"A01": {"open": True}})
+        assert await seqs(redis_server) == []
+        assert await store.load_doors() == {}
+        events = await store.commit([NewEvent("a", {}, 0)], doors={"A01": {"open": True}})
+        assert [e.seq for e in events] == [1]
+        assert await store.load_doors() == {"A01": {"open": True}}
+
+
+async def test_connection_cut_while_reading_is_retried_once_then_unavailable(
+    redis_server: RedisProcess,
+) -> None:
+    async with store_through(redis_server) as (store, proxy):
+        # Once: nothing was written yet, so a fresh connection finishes the job.
+        proxy.cut(GET, before=True, times=1)
+        assert (await store.append("k", {}, at=0)).seq == 1
+        # Every time (Redis going away mid-transaction): StoreUnavailable, not StoreError.
+        proxy.cut(GET, before=True, times=10)
+        with pytest.raises(StoreError) as caught:
+            await store.append("k", {}, at=0)
+        assert isinstance(caught.value, StoreUnavailable), repr(caught.value)
+        proxy.times = 0
+        assert (await store.append("k", {}, at=0)).seq == 2
+    assert await seqs(redis_server) == [1, 2]
