@@ -74,7 +74,7 @@ def config(compartments: int) -> dict[str, Any]:
                      "code_lockout_s": 0.01},
         "timing": {"compartment_cooldown_s": 0, "pulse_gap_s": 0, "pulse_s": 0.05,
                    "compartment_max_pulses_per_minute": 60},
-        "tenants": {"parcel": {"pickup_window_s": 86400, "expiry_s": 172800,
+        "tenants": {"parcel": {"expiry_s": 172800,
                                "reopen_grace_s": 86400}},
         "buses": [{"name": "rs485-0", "kind": "rtu", "port": "/dev/ttyFAKE0"}],
         "boards": [{"name": f"locks-{b}", "bus": "rs485-0", "address": b + 1,

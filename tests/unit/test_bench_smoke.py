@@ -98,6 +98,7 @@ def test_fault_campaign_prints_its_figures() -> None:
         assert figure in out
 
 
+@pytest.mark.integration
 def test_code_check_prints_both_cabinets_and_cpu() -> None:
     out = _run("bench/code_check.py", "--checks", "5")
     assert "100 orders / 1 order" in out
