@@ -82,6 +82,7 @@ from controller.contract.messages import (
 from controller.contract.topics import CabinetTopics
 from controller.mqtt.acking import AckingClient
 from controller.mqtt.errors import LinkClosed, LinkDown, MqttLinkError, PublishFailed
+from controller.settings import MqttConfig
 
 __all__ = [
     "IncomingCommand",
@@ -153,22 +154,22 @@ class MqttLinkSettings:
         return self.tls or any((self.tls_ca, self.tls_cert, self.tls_key))
 
     @classmethod
-    def from_config(cls, mqtt: Any, *, client_id: str | None = None, **overrides: Any) -> (
-        MqttLinkSettings
-    ):
-        """From the daemon's ``[mqtt]`` section (``controller.settings.MqttConfig``)."""
-        tls = getattr(mqtt, "tls", None)
+    def from_config(cls, mqtt: MqttConfig, *, client_id: str | None = None,
+                    **overrides: Any) -> MqttLinkSettings:
+        """From the daemon's typed ``[mqtt]`` section; ``overrides`` set fields that have no
+        key (``publish_timeout_s``, queue sizes) or replace one."""
+        tls = mqtt.tls
 
-        def path(name: str) -> str | None:
-            value = getattr(tls, name, None) if tls is not None else None
+        def path(value: object) -> str | None:
             return str(value) if value is not None else None
 
         values: dict[str, Any] = {
             "client_id": client_id or mqtt.client_id, "host": mqtt.host, "port": mqtt.port,
             "protocol": mqtt.protocol, "keepalive_s": int(mqtt.keepalive_s),
             "username": mqtt.username, "password": mqtt.password, "tls": tls is not None,
-            "tls_ca": path("ca_file"), "tls_cert": path("cert_file"),
-            "tls_key": path("key_file"),
+            "tls_ca": path(tls.ca_file) if tls else None,
+            "tls_cert": path(tls.cert_file) if tls else None,
+            "tls_key": path(tls.key_file) if tls else None,
             "backoff_min_s": float(mqtt.reconnect_min_s),
             "backoff_max_s": float(mqtt.reconnect_max_s),
         }
