@@ -76,6 +76,7 @@ from controller.restart import (
     restart_mode,
     restart_now,
 )
+from controller.security.grants import RevocationList
 from controller.security.replay import MemoryReplayStore
 from controller.security.verify import CommandVerifier
 from controller.services.commands import CommandService
@@ -304,7 +305,9 @@ class Daemon:
                                                   on_change=self.state_pub.mark_dirty)
             stack.push_async_callback(self.lane.close)
             verifier = CommandVerifier(
-                s.cabinet.id, _public_keys(s), self.cabinet_clock, MemoryReplayStore())
+                s.cabinet.id, _public_keys(s), self.cabinet_clock, MemoryReplayStore(),
+                site_id=s.cabinet.site,
+                revocations=RevocationList.from_dict(await self.store.load_revocations()))
             self.commands = CommandService(
                 s, self.model, self.store, self.unlock, verifier, self.emit,
                 now=self.now, cabinet_clock=self.cabinet_clock, snapshot=self.snapshot,

@@ -118,6 +118,11 @@ EXAMPLES: dict[str, list[dict[str, Any]]] = {
             "args": {"config": {"timing": {"poll_interval_s": 0.2}},
                      "base_hash": "9f2c4e1ab3d05e77"},
         },
+        {
+            "id": "c-2026-11-22-000129", "type": "revoke_grants", "site": "fr-lyon-07",
+            "cabinet": "cab-01", "expires": _DEADLINE,
+            "args": {"serial": 7, "revoked": [{"grant_id": "g-7f3a", "not_after": 1764443200}]},
+        },
     ],
     "signed_command": [
         {

@@ -951,6 +951,14 @@ class Store:
         """The stored configuration overlay, or None when dispatch never applied one."""
         return await self._hash_load("load_config_overlay", self._keys.config, "overlay")
 
+    async def save_revocations(self, revocations: Mapping[str, Any]) -> None:
+        """Store dispatch's list of revoked technician grants (``{"serial", "revoked"}``)."""
+        await self._hash_save("save_revocations", self._keys.config, "revocations", revocations)
+
+    async def load_revocations(self) -> dict[str, Any] | None:
+        """The stored revocation list, or None when dispatch never pushed one."""
+        return await self._hash_load("load_revocations", self._keys.config, "revocations")
+
     async def delete_order(self, order_id: str) -> bool:
         """Forget one order; True if there was one."""
         order_id = check_id(order_id, "order id", op="delete_order")

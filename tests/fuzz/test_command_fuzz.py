@@ -173,6 +173,7 @@ def test_well_formed_unsigned_commands_of_every_guarded_type_are_unauthenticated
         "block": {"compartment": "A01", "reason": "test"},
         "unblock": {"compartment": "A01", "reason": "test"},
         "apply_config": {"config": {}},
+        "revoke_grants": {"serial": 1, "revoked": []},
     }
     args = table[type_]
 
