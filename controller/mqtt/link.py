@@ -444,14 +444,18 @@ class MqttLink:
                     ack_timeout: float | None = None) -> str:
         """Send the reply to ``incoming``; returns the topic used.
 
-        MQTT 5 request with a response topic: that topic, echoing its correlation data.
-        Otherwise (or if the response topic is not a plain topic name): the cabinet's
+        MQTT 5 request with a response topic under the cabinet's own ``reply`` topic
+        (``reply`` or ``reply/...``): that topic, echoing its correlation data. Otherwise
+        (no response topic, not a plain topic name, or one elsewhere, such as the cabinet's
+        own ``status`` or ``events``, where a reply would pose as a report): the cabinet's
         ``reply`` topic. QoS 1, not retained; raises like :meth:`publish`.
         """
         topic = self._topics.reply
         correlation = None
-        if incoming.response_topic and _plain_topic(incoming.response_topic):
-            topic = incoming.response_topic
+        wanted = incoming.response_topic
+        if wanted and _plain_topic(wanted) and (
+                wanted == topic or wanted.startswith(topic + "/")):
+            topic = wanted
             correlation = incoming.correlation_data
         await self.publish(topic, payload, qos=1, retain=False, correlation_data=correlation,
                            ack_timeout=ack_timeout)

@@ -9,6 +9,7 @@ take its command id away from a later signed command.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -22,6 +23,7 @@ from controller.mqtt.dispatch import DispatchClient
 from controller.rig import LaneRig
 from controller.security.grants import issue_grant
 from tests.integration.test_security_e2e import pulse_count, refused
+from tests.support.mqtt_client import MqttProbe
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(150)]
 
@@ -138,6 +140,26 @@ async def test_a_plain_get_state_does_not_claim_its_id(
     assert signed["ok"], signed
     await _acked(dispatch, "A05", start)
     assert pulse_count(rig) == pulses + 1
+
+
+async def test_a_response_topic_cannot_point_replies_at_the_cabinets_reports(
+    rig: LaneRig, dispatch: DispatchClient,
+) -> None:
+    topics = _topics(rig)
+    with MqttProbe(rig.mqtt_port, client_id=f"spoof-{uuid.uuid4().hex[:6]}") as probe:
+        probe.subscribe(topics.reply)
+        probe.subscribe(topics.status)
+        probe.subscribe(topics.events)
+        for target in (topics.status, topics.events):
+            command = dispatch.build("get_state", {})
+            probe.publish(topics.cmd, json.dumps(command).encode(), response_topic=target,
+                          correlation_data=command["id"].encode())
+            reply = await probe.await_message(
+                lambda m, cid=command["id"]: m.json().get("id") == cid, timeout=15)
+            assert reply.topic == topics.reply, reply.topic
+        # The retained status is still the cabinet's status, not a reply.
+        assert "ok" not in probe.messages(topics.status)[-1].json()
+        assert not [m for m in probe.messages(topics.events) if "ok" in m.json()]
 
 
 # -- runs last: it restarts the daemon --------------------------------------------------------
