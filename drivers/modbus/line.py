@@ -1,7 +1,9 @@
 """One RS-485 line, one owner: :class:`ModbusLine`.
 
 Every Modbus transaction of the daemon on one line goes through one ``ModbusLine``.
-The policy of the line lives here, once:
+The policy of the line lives here, once; the bytes move through a transport of
+:mod:`drivers.modbus.transport` (serial port or TCP gateway), frames are built and
+checked by :mod:`drivers.modbus.codec`, counters are kept in :mod:`drivers.modbus.stats`:
 
 * **One transaction at a time.** RTU is master/slave on a shared pair of wires: a
   second request sent before the first reply ended garbles both.
@@ -78,16 +80,13 @@ import asyncio
 import contextlib
 import heapq
 import logging
-import os
 import time
-from collections import OrderedDict, deque
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections import OrderedDict
+from collections.abc import Mapping
 from types import TracebackType
 from typing import Any, Literal, cast
 
 from drivers.errors import (
-    BackendUnavailable,
     BoardError,
     BoardLate,
     BoardRejected,
@@ -100,6 +99,8 @@ from drivers.errors import (
 from drivers.modbus import codec
 from drivers.modbus.codec import Request
 from drivers.modbus.registers import frame_time, silent_interval
+from drivers.modbus.stats import LineStats, UnitCounters, UnitStats
+from drivers.modbus.transport import SerialTransport, TcpTransport, Transport
 
 __all__ = ["LineStats", "ModbusLine", "UnitStats"]
 
@@ -109,96 +110,8 @@ Framing = Literal["rtu", "socket"]
 
 #: Below this the rest of the silent interval is slept with time.sleep (not epoll).
 _SPIN_LIMIT_S = 0.001
-#: Consecutive empty reads of a "readable" serial port after which it counts as gone.
-_EMPTY_READS_LIMIT = 50
 #: Valid late replies remembered for :meth:`ModbusLine.late_reply_at` (recent ones only).
 _LATE_MEMORY = 32
-
-
-@dataclass(frozen=True, slots=True)
-class UnitStats:
-    """Counters of one unit (board address) on a line. ``failing`` is True between the
-    first failed transaction of an incident and the next success. ``late_replies``
-    counts replies (or parts of one) that came after their request's timeout and were
-    discarded; ``degraded`` is True while the unit keeps answering late (its reads
-    raise :class:`~drivers.errors.BoardLate`)."""
-
-    transactions: int = 0
-    ok: int = 0
-    timeouts: int = 0
-    frame_errors: int = 0
-    exceptions: int = 0
-    retries: int = 0
-    last_error: str | None = None
-    failing: bool = False
-    late_replies: int = 0
-    degraded: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class LineStats:
-    """A snapshot of a line's counters.
-
-    ``transactions`` and ``ok`` count calls; ``timeouts`` and ``frame_errors`` count
-    attempts on the wire (a transaction retried twice after timeouts adds 1 to
-    ``transactions`` and up to 3 to ``timeouts``); ``retries`` counts re-sent requests;
-    ``exceptions`` counts exception responses; ``stray_bytes`` counts bytes discarded
-    because no request was waiting for them (late replies, noise, garbage after a
-    frame); ``late_replies`` counts late replies discarded (see :class:`UnitStats`);
-    ``degraded`` lists the units flagged degraded now.
-    """
-
-    name: str
-    connected: bool
-    transactions: int
-    ok: int
-    timeouts: int
-    frame_errors: int
-    exceptions: int
-    retries: int
-    bus_errors: int
-    stray_bytes: int
-    last_error: str | None
-    last_error_at: float | None
-    units: Mapping[int, UnitStats] = field(default_factory=dict)
-    late_replies: int = 0
-    degraded: tuple[int, ...] = ()
-
-
-@dataclass(slots=True)
-class _Counters:
-    transactions: int = 0
-    ok: int = 0
-    timeouts: int = 0
-    frame_errors: int = 0
-    exceptions: int = 0
-    retries: int = 0
-    last_error: str | None = None
-    failing: bool = False
-    failures_in_incident: int = 0
-    late_replies: int = 0
-    degraded: bool = False
-    #: A late reply of this unit was seen since its last transaction ended.
-    late_pending: bool = False
-    #: Recent transactions, True for those with a late reply (at most 2 x degraded_after).
-    late_history: deque[bool] = field(default_factory=deque)
-    clean_streak: int = 0
-    #: The latest a reply of this unit was seen to arrive after its request was sent.
-    lateness_s: float = 0.0
-
-    def freeze(self) -> UnitStats:
-        return UnitStats(
-            self.transactions,
-            self.ok,
-            self.timeouts,
-            self.frame_errors,
-            self.exceptions,
-            self.retries,
-            self.last_error,
-            self.failing,
-            self.late_replies,
-            self.degraded,
-        )
 
 
 class _PriorityGate:
@@ -234,187 +147,6 @@ class _PriorityGate:
                 fut.set_result(None)  # ownership passes on; _busy stays True
                 return
         self._busy = False
-
-
-class _Transport:
-    """A byte stream: open, write, close; received bytes go to ``on_data``."""
-
-    def __init__(self, on_data: Callable[[bytes], None], on_lost: Callable[[Exception], None]):
-        self._on_data = on_data
-        self._on_lost = on_lost
-
-    async def open(self) -> None:
-        raise NotImplementedError
-
-    async def write(self, data: bytes) -> None:
-        raise NotImplementedError
-
-    def flush_input(self) -> None:
-        """Drop what the OS holds in its receive buffer."""
-
-    def close(self) -> None:
-        raise NotImplementedError
-
-
-class _SerialTransport(_Transport):
-    """The serial port through pyserial (configuration, exclusive lock), then raw
-    non-blocking ``os.read``/``os.write`` on its descriptor from the event loop."""
-
-    def __init__(
-        self,
-        on_data: Callable[[bytes], None],
-        on_lost: Callable[[Exception], None],
-        *,
-        port: str,
-        baudrate: int,
-        bytesize: int,
-        parity: str,
-        stopbits: int,
-    ) -> None:
-        super().__init__(on_data, on_lost)
-        self._params = (port, baudrate, bytesize, parity, stopbits)
-        self._serial: Any = None
-        self._fd = -1
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._empty_reads = 0
-
-    async def open(self) -> None:
-        try:
-            import serial
-        except ImportError as exc:  # pragma: no cover - pyserial is a dependency
-            raise BackendUnavailable("pyserial is not installed") from exc
-        port, baudrate, bytesize, parity, stopbits = self._params
-        try:
-            self._serial = serial.Serial(
-                port=port,
-                baudrate=baudrate,
-                bytesize=bytesize,
-                parity=parity,
-                stopbits=stopbits,
-                timeout=0,
-                write_timeout=0,
-                exclusive=True,
-            )
-        except (serial.SerialException, OSError, ValueError) as exc:
-            raise BusError(f"cannot open {port}: {exc}") from exc
-        self._fd = self._serial.fileno()
-        os.set_blocking(self._fd, False)
-        self._loop = asyncio.get_running_loop()
-        self._serial.reset_input_buffer()
-        self._loop.add_reader(self._fd, self._readable)
-
-    def _readable(self) -> None:
-        try:
-            data = os.read(self._fd, 1024)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError as exc:
-            self._on_lost(exc)
-            return
-        if data:
-            self._empty_reads = 0
-            self._on_data(data)
-            return
-        # pyserial leaves VMIN = VTIME = 0, so a read with nothing to read returns 0
-        # bytes instead of EAGAIN: that happens when the input was flushed between the
-        # readiness report and the read. Only a port that keeps reporting readiness with
-        # nothing to read (hung up, unplugged) is gone.
-        self._empty_reads += 1
-        if self._empty_reads > _EMPTY_READS_LIMIT:
-            self._on_lost(EOFError("serial port closed"))
-
-    async def write(self, data: bytes) -> None:
-        view = memoryview(data)
-        while view:
-            try:
-                n = os.write(self._fd, view)
-            except (BlockingIOError, InterruptedError):
-                n = 0
-            view = view[n:]
-            if view:
-                await self._writable()
-
-    async def _writable(self) -> None:
-        assert self._loop is not None
-        fut: asyncio.Future[None] = self._loop.create_future()
-        self._loop.add_writer(self._fd, fut.set_result, None)
-        try:
-            await fut
-        finally:
-            self._loop.remove_writer(self._fd)
-
-    def flush_input(self) -> None:
-        if self._serial is not None:
-            with contextlib.suppress(Exception):
-                self._serial.reset_input_buffer()
-
-    def close(self) -> None:
-        if self._serial is None:
-            return
-        if self._loop is not None and self._fd >= 0:
-            self._loop.remove_reader(self._fd)
-            self._loop.remove_writer(self._fd)
-        with contextlib.suppress(Exception):
-            self._serial.close()
-        self._serial = None
-        self._fd = -1
-
-
-class _StreamProtocol(asyncio.Protocol):
-    def __init__(self, owner: _TcpTransport) -> None:
-        self._owner = owner
-
-    def data_received(self, data: bytes) -> None:
-        self._owner._on_data(data)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._owner._lost(exc or EOFError("gateway closed the connection"))
-
-
-class _TcpTransport(_Transport):
-    """A TCP connection to an RS-485 gateway."""
-
-    def __init__(
-        self,
-        on_data: Callable[[bytes], None],
-        on_lost: Callable[[Exception], None],
-        *,
-        host: str,
-        port: int,
-        connect_timeout: float,
-    ) -> None:
-        super().__init__(on_data, on_lost)
-        self._host = host
-        self._port = port
-        self._connect_timeout = connect_timeout
-        self._transport: asyncio.Transport | None = None
-
-    async def open(self) -> None:
-        loop = asyncio.get_running_loop()
-        try:
-            async with asyncio.timeout(self._connect_timeout):
-                transport, _ = await loop.create_connection(
-                    lambda: _StreamProtocol(self), self._host, self._port
-                )
-        except (OSError, TimeoutError) as exc:
-            raise BusError(f"cannot connect to {self._host}:{self._port}: {exc}") from exc
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
-
-    def _lost(self, exc: Exception) -> None:
-        if self._transport is not None:
-            self._transport = None
-            self._on_lost(exc)
-
-    async def write(self, data: bytes) -> None:
-        if self._transport is None or self._transport.is_closing():
-            raise BusError(f"connection to {self._host}:{self._port} is gone")
-        self._transport.write(data)
-
-    def close(self) -> None:
-        transport, self._transport = self._transport, None
-        if transport is not None:
-            transport.close()
 
 
 class ModbusLine:
@@ -500,7 +232,7 @@ class ModbusLine:
             self._gap = frame_gap_s  # set for slow boards that need more than 3.5 characters
         else:
             self._gap = silent_interval(baudrate) if self._timed else 0.0
-        self._transport: _Transport | None = None
+        self._transport: Transport | None = None
         self._closed = False
         self._gate = _PriorityGate()
         self._connect_lock = asyncio.Lock()
@@ -522,8 +254,8 @@ class ModbusLine:
         self._late_done = asyncio.Event()
         self._late_valid: OrderedDict[tuple[int, bytes], float] = OrderedDict()
         # Statistics.
-        self._units: dict[int, _Counters] = {}
-        self._total = _Counters()
+        self._units: dict[int, UnitCounters] = {}
+        self._total = UnitCounters()
         self._bus_errors = 0
         self._stray = 0
         self._late_total = 0
@@ -598,10 +330,10 @@ class ModbusLine:
         async with self._connect_lock:
             if self._transport is not None:
                 return
-            transport: _Transport
+            transport: Transport
             if self.port is not None:
                 bytesize, parity, stopbits = self._serial_params
-                transport = _SerialTransport(
+                transport = SerialTransport(
                     self._on_data,
                     self._on_lost,
                     port=self.port,
@@ -612,7 +344,7 @@ class ModbusLine:
                 )
             else:
                 assert self.host is not None
-                transport = _TcpTransport(
+                transport = TcpTransport(
                     self._on_data,
                     self._on_lost,
                     host=self.host,
@@ -734,7 +466,7 @@ class ModbusLine:
         attempt_timeout = self.timeout if timeout_s is None else timeout_s
         counters = self._units.get(req.unit)
         if counters is None:
-            counters = self._units[req.unit] = _Counters()
+            counters = self._units[req.unit] = UnitCounters()
         counters.transactions += 1
         self._total.transactions += 1
         t0 = counters.timeouts
@@ -862,7 +594,7 @@ class ModbusLine:
         return await self.execute(req, priority=priority)
 
     def _judge_lateness(
-        self, unit: int, counters: _Counters, *, answered: bool, timed_out: bool
+        self, unit: int, counters: UnitCounters, *, answered: bool, timed_out: bool
     ) -> bool:
         """At the end of a transaction: record whether late replies were seen since the
         previous one; return whether the unit is degraded now.
@@ -1045,7 +777,7 @@ class ModbusLine:
     def _count_late(self, unit: int, lateness_s: float | None = None) -> None:
         counters = self._units.get(unit)
         if counters is None:
-            counters = self._units[unit] = _Counters()
+            counters = self._units[unit] = UnitCounters()
         counters.late_replies += 1
         counters.late_pending = True
         if lateness_s is not None:
@@ -1189,7 +921,7 @@ class ModbusLine:
             self._bus_failing = True
             log.warning("bus %s: %s; further line errors are counted, not logged", self.name, exc)
 
-    def _failed(self, unit: int, counters: _Counters, exc: BoardError, log_it: bool) -> None:
+    def _failed(self, unit: int, counters: UnitCounters, exc: BoardError, log_it: bool) -> None:
         text = str(exc)
         counters.last_error = text
         counters.failures_in_incident += 1

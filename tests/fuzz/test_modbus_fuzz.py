@@ -28,7 +28,8 @@ from hypothesis import strategies as st
 from drivers.errors import BoardRejected, BoardTimeout, FrameError
 from drivers.modbus import codec
 from drivers.modbus.codec import Request
-from drivers.modbus.line import ModbusLine, _Transport
+from drivers.modbus.line import ModbusLine
+from drivers.modbus.transport import Transport
 
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 pytestmark = pytest.mark.timeout(240)
@@ -216,7 +217,7 @@ def test_mbap_length_and_split_raise_only_frame_error(frame: bytes) -> None:
 # -- the line, over an in-memory transport ----------------------------------------------------
 
 
-class ScriptedTransport(_Transport):
+class ScriptedTransport(Transport):
     """Answers each written request with the bytes ``reply(adu)`` returns, in chunks."""
 
     def __init__(self, on_data: Callable[[bytes], None], on_lost: Callable[[Exception], None],

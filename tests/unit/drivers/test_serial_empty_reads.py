@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import os
 
-from drivers.modbus.line import _EMPTY_READS_LIMIT, _SerialTransport
+from drivers.modbus.transport import _EMPTY_READS_LIMIT, SerialTransport
 
 
-def _transport(received: list[bytes], lost: list[Exception]) -> tuple[_SerialTransport, int]:
-    t = _SerialTransport(received.append, lost.append, port="unused", baudrate=19200,
+def _transport(received: list[bytes], lost: list[Exception]) -> tuple[SerialTransport, int]:
+    t = SerialTransport(received.append, lost.append, port="unused", baudrate=19200,
                          bytesize=8, parity="N", stopbits=1)
     r, w = os.pipe()
     t._fd = r

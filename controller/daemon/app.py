@@ -1,4 +1,5 @@
-"""The daemon: start-up, the task group, graceful shutdown. The composition root.
+"""The daemon: start-up, the task group, graceful shutdown. The composition root: it
+builds every part from the settings and runs them.
 
 Start-up, in order (each step must succeed before the next):
 
@@ -26,17 +27,12 @@ systemd, re-exec in place in a foreground run.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import logging
-import os
 import resource
-import signal
-import sys
 import time
-from collections.abc import Awaitable, Callable, Sequence
-from datetime import UTC, datetime
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -44,37 +40,26 @@ from controller import __version__
 from controller.clock import CabinetClock
 from controller.contract.errors import CommandRejected, ErrorCode
 from controller.contract.messages import (
-    Alarm,
     ApplyConfigCommand,
-    BoardState,
-    BusStats,
     ClockReading,
-    LaneState,
     Reply,
     State,
     Status,
     Telemetry,
-    ZoneState,
     encode,
 )
-from controller.contract.messages import CompartmentState as WireCompartment
 from controller.contract.topics import CabinetTopics
+from controller.daemon.messages import state_message, status_message, telemetry_message
+from controller.daemon.startup import answer_interrupted, load_overlay, public_keys, reconcile
 from controller.domain.cabinet_model import CabinetModel, Now
 from controller.domain.unlock import UnlockPolicy
 from controller.health import HEALTH_EVERY_S, HealthStatus
-from controller.logs import setup_logging, to_stderr
 from controller.mqtt.link import (
     IncomingCommand,
     LinkDown,
     MqttLink,
     MqttLinkError,
     MqttLinkSettings,
-)
-from controller.restart import (
-    EXIT_STOP_TIMEOUT,
-    ShutdownDeadline,
-    restart_mode,
-    restart_now,
 )
 from controller.security.grants import RevocationList
 from controller.security.replay import MemoryReplayStore
@@ -95,12 +80,12 @@ from controller.services.setup import compartment_setups, signal_filtering, unlo
 from controller.services.supervisor import TaskSupervisor
 from controller.services.unlock import UnlockService
 from controller.services.zones import ZoneMonitor
-from controller.settings import ConfigError, Settings, load_settings
+from controller.settings import ConfigError, Settings
 from controller.store import Store
 from controller.store.errors import StoreError
 from controller.systemd import Notifier
 
-__all__ = ["Daemon", "main"]
+__all__ = ["REPLIES_IN_FLIGHT", "STOP_DEADLINE_S", "Daemon"]
 
 log = logging.getLogger("controller.daemon")
 
@@ -109,13 +94,6 @@ log = logging.getLogger("controller.daemon")
 STOP_DEADLINE_S = 10.0
 #: Replies waiting for their PUBACK while the next command is handled.
 REPLIES_IN_FLIGHT = 32
-
-_STATE_MAP = {
-    "free": "free", "reserved": "assigned", "loaded": "loaded", "collected": "free",
-    "expired": "expired", "blocked": "blocked", "fault": "fault",
-}
-_LATCH_MAP = {"released": "released", "engaged": "locked", "unknown": "unknown"}
-
 
 class Daemon:
     """One cabinet's controller. ``await Daemon(settings).run()`` until ``stop()``."""
@@ -184,47 +162,19 @@ class Daemon:
     # -- messages ----------------------------------------------------------------------
 
     def _status(self, state: Literal["online", "offline"]) -> Status:
-        return Status(
-            state=state, cabinet=self.settings.cabinet.id, boot_id=self.boot_id,
-            version=__version__, cabinet_clock=self._reading(), at=datetime.now(UTC),
-            config_hash=self.settings.config_hash,
-        )
+        return status_message(self.settings, state, self.boot_id, self._reading())
 
     async def snapshot(self) -> dict[str, Any]:
         return self._state_message().model_dump(mode="json", exclude_none=True)
 
     def _state_message(self) -> State:
-        snap = self.model.snapshot()
-        compartments = []
-        for c in snap["compartments"]:
-            sig = c["signals"]
-            compartments.append(WireCompartment(
-                id=c["id"], size=c["size"], zone=c["zone"], pool=c["pool"],
-                state=_STATE_MAP[c["state"]],  # type: ignore[arg-type]
-                door=sig["door"],
-                latch=_LATCH_MAP[sig["latch"]] if sig["latch"] else None,  # type: ignore[arg-type]
-                occupancy=sig["occupancy"], order_id=c["order_id"],
-            ))
-        zones = []
-        for z in self.settings.zones:
-            temp = None
-            if z.probe is not None:
-                temp = self.poller.temperatures.values.get((z.probe.board, z.probe.channel))
-            in_range = None
-            if temp is not None and z.min_c is not None and z.max_c is not None:
-                in_range = z.min_c <= temp <= z.max_c
-            zones.append(ZoneState(name=z.name, kind=z.kind, temperature_c=temp,
-                                   min_c=z.min_c, max_c=z.max_c, in_range=in_range))
-        boards = [BoardState(name=n, online=h in ("online", "degraded"))
-                  for n, h in snap["boards"].items()]
-        alarms = [Alarm(**a) for a in self.sink.alarms.active()]
         self._state_revision += 1
-        return State(
-            cabinet=self.settings.cabinet.id, boot_id=self.boot_id,
-            revision=self._state_revision, at=datetime.now(UTC),
-            cabinet_clock=self._reading(), compartments=compartments, zones=zones,
-            boards=boards, alarms=alarms, outbox_depth=self.pump_depth,
-            lane=LaneState(**self.lane.snapshot()) if hasattr(self, "lane") else None,
+        return state_message(
+            self.settings, boot_id=self.boot_id, revision=self._state_revision,
+            reading=self._reading(), snapshot=self.model.snapshot(),
+            temperatures=self.poller.temperatures.values, alarms=self.sink.alarms.active(),
+            outbox_depth=self.pump_depth,
+            lane=self.lane.snapshot() if hasattr(self, "lane") else None,
         )
 
     async def _telemetry(self) -> Telemetry:
@@ -233,22 +183,13 @@ class Daemon:
         assert self.store is not None
         with contextlib.suppress(StoreError):
             self.pump_depth = await self.store.depth()
-        temps = {}
-        for z in self.settings.zones:
-            if z.probe is not None:
-                temps[z.name] = self.poller.temperatures.values.get(
-                    (z.probe.board, z.probe.channel))
         usage = resource.getrusage(resource.RUSAGE_SELF)
-        cpu_s = usage.ru_utime + usage.ru_stime
-        wall = time.monotonic() - self._start_mono
-        return Telemetry(
-            cabinet=self.settings.cabinet.id, boot_id=self.boot_id, at=datetime.now(UTC),
-            cabinet_clock=self._reading(), uptime_s=round(wall, 3),
-            buses=[BusStats(**b) for b in self.hardware.bus_stats()],
-            outbox_depth=self.pump_depth, memory_rss_bytes=_rss_bytes(),
-            cpu_percent=round(100.0 * cpu_s / wall, 3) if wall > 0 else None,
-            temperatures=temps, mqtt=self.link.snapshot().to_stats(),
-            task_restarts=dict(self.supervisor.restarts),
+        return telemetry_message(
+            self.settings, boot_id=self.boot_id, reading=self._reading(),
+            uptime_s=time.monotonic() - self._start_mono,
+            cpu_s=usage.ru_utime + usage.ru_stime, buses=self.hardware.bus_stats(),
+            outbox_depth=self.pump_depth, temperatures=self.poller.temperatures.values,
+            mqtt=self.link.snapshot().to_stats(), task_restarts=self.supervisor.restarts,
         )
 
     # -- start-up ----------------------------------------------------------------------
@@ -305,7 +246,7 @@ class Daemon:
                                                   on_change=self.state_pub.mark_dirty)
             stack.push_async_callback(self.lane.close)
             verifier = CommandVerifier(
-                s.cabinet.id, _public_keys(s), self.cabinet_clock, MemoryReplayStore(),
+                s.cabinet.id, public_keys(s), self.cabinet_clock, MemoryReplayStore(),
                 site_id=s.cabinet.site,
                 revocations=RevocationList.from_dict(await self.store.load_revocations()))
             self.commands = CommandService(
@@ -380,22 +321,11 @@ class Daemon:
         self.ready.set()
 
     async def _load_overlay(self) -> PendingEvent | None:
-        """Layer the configuration dispatch applied (kept in the store) over the file.
-        An overlay that no longer validates (the file changed on site) is ignored and
-        reported; the cabinet runs on its file."""
         assert self.store is not None
-        overlay = await self.store.load_config_overlay()
-        if not overlay or self.config_path is None:
-            return None
-        try:
-            self.settings = settings_with_overlay(self.config_path, self.flags, overlay)
-        except OverlayRejected as exc:
-            log.error("stored configuration overlay refused, running on the file",
-                      extra={"ctx": {"key": exc.key, "error": str(exc)}})
-            return PendingEvent("config_overlay_refused",
-                                {"key": exc.key, "message": str(exc)[:500]}, time.time())
-        log.info("configuration overlay applied", extra={"ctx": {"sections": sorted(overlay)}})
-        return None
+        settings, refused = await load_overlay(self.store, self.config_path, self.flags)
+        if settings is not None:
+            self.settings = settings
+        return refused
 
     async def _apply_config(self, command: ApplyConfigCommand) -> dict[str, Any]:
         """Validate the change as a whole, store it, and restart once the reply is out."""
@@ -422,40 +352,11 @@ class Daemon:
                 "restart": True}
 
     async def _answer_interrupted(self) -> None:
-        """Commands a crash interrupted: finish them with a refusal, never act again."""
         assert self.store is not None
-        for record in await self.store.unfinished_commands():
-            pulsed = sorted(record.pulses)
-            reply = {
-                "id": record.id, "ok": False,
-                "error": {"code": "internal",
-                          "message": "interrupted by a restart; not executed again"
-                          + (f" (a pulse may have been sent to {', '.join(pulsed)})"
-                             if pulsed else "")},
-                "cabinet_clock": self._reading().model_dump(),
-            }
-            await self.store.finish_command(record.id, reply)
-            await self.sink.emit([PendingEvent(
-                "command_interrupted", {"command": record.id, "may_have_pulsed": pulsed},
-                time.time(), pulsed[0] if len(pulsed) == 1 else None)])
+        await answer_interrupted(self.store, self.sink, self._reading())
 
     async def _reconcile(self, stored: dict[str, dict[str, Any]]) -> None:
-        """Compare what the store says with what the sensors say; report differences."""
-        events = []
-        for compartment in self.model.compartments:
-            cid = compartment.compartment_id
-            occupancy = self.model.signals.readings(cid).occupancy
-            if occupancy is None or occupancy.value == "unknown":
-                continue
-            expected = compartment.goods_inside
-            seen = occupancy.value == "occupied"
-            if expected != seen:
-                events.append(PendingEvent(
-                    "reconcile_mismatch",
-                    {"stored_goods_inside": expected, "occupancy": occupancy.value,
-                     "state": compartment.state.value, "known_before": cid in stored},
-                    time.time(), cid))
-        await self.sink.emit(events)
+        await reconcile(self.model, self.sink, stored)
 
     # -- running -----------------------------------------------------------------------
 
@@ -570,112 +471,3 @@ class Daemon:
                 health.show(self.model.snapshot()["boards"], self.link.snapshot().connected,
                             self.sink.alarms.active())
             await asyncio.sleep(interval or HEALTH_EVERY_S)
-
-
-def _public_keys(settings: Settings) -> dict[str, Any]:
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-
-    keys = {}
-    for key_id in settings.security.dispatch_public_keys:
-        raw = settings.security.public_key(key_id)
-        keys[key_id] = Ed25519PublicKey.from_public_bytes(raw)
-    return keys
-
-
-def _rss_bytes() -> int | None:
-    try:
-        with open("/proc/self/statm") as f:
-            pages = int(f.read().split()[1])
-        return pages * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-def _parse_set(values: Sequence[str]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for item in values:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise SystemExit(f"--set takes KEY=VALUE, got {item!r}")
-        out[key.strip()] = value
-    return out
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="locker-controller", description="The locker cabinet controller daemon.")
-    parser.add_argument("--config", default=os.environ.get("LOCKER_CONFIG"),
-                        help="cabinet TOML file (default: $LOCKER_CONFIG)")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override one setting, e.g. --set mqtt.port=1884 (repeatable)")
-    parser.add_argument("--backend", default="modbus",
-                        help="board backend: modbus (default) or fake")
-    parser.add_argument("--check", action="store_true",
-                        help="validate the configuration and exit")
-    args = parser.parse_args(argv)
-    if not args.config:
-        parser.error("--config FILE is required (or set LOCKER_CONFIG)")
-    try:
-        flags = _parse_set(args.set)
-        settings = load_settings(Path(args.config), overrides=flags)
-    except ConfigError as exc:
-        to_stderr(f"configuration error:\n{exc}")  # at error priority in the journal
-        return 2
-    if args.check:
-        print(f"{args.config}: ok (hash {settings.config_hash[:12]})")
-        return 0
-    setup_logging(settings.log.level, settings.log.format)
-    mode = restart_mode()
-    daemon: Daemon
-
-    def deadline_passed() -> None:
-        # The graceful stop hung (a task that ignores cancellation, a stuck close, a
-        # blocked loop): restart anyway if one was asked for, else end.
-        if daemon.restart_requested:
-            restart_now(mode)
-        os._exit(EXIT_STOP_TIMEOUT)
-
-    deadline = ShutdownDeadline(STOP_DEADLINE_S, deadline_passed)
-    daemon = Daemon(settings, backend=args.backend, config_path=Path(args.config), flags=flags,
-                    on_stop=deadline.arm)
-
-    async def runner() -> int:
-        loop = asyncio.get_running_loop()
-
-        def on_signal() -> None:
-            if daemon.stopping and not daemon.restart_requested:
-                log.warning("second stop signal: ending now")
-                deadline.expire()
-            daemon.terminate()
-
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, on_signal)
-        try:
-            return await daemon.run()
-        finally:
-            # Until the process is gone, a signal still ends it (never ignored).
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                loop.remove_signal_handler(sig)
-
-    try:
-        code = asyncio.run(runner())
-    except StoreError as exc:
-        log.critical("store unavailable at start-up", extra={"ctx": {"error": str(exc)}})
-        return 3
-    except ConfigError as exc:
-        print(f"configuration error:\n{exc}", file=sys.stderr)
-        return 2
-    except BaseExceptionGroup as group:
-        config_errors = group.subgroup(ConfigError)
-        if config_errors is None:
-            raise
-        print(f"configuration error:\n{config_errors.exceptions[0]}", file=sys.stderr)
-        return 2
-    if daemon.restart_requested:
-        log.info("restarting now", extra={"ctx": {"mode": mode, "boot": daemon.boot_id}})
-        restart_now(mode)
-    return code
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,0 +1,111 @@
+"""``locker-controller``: the command line: read the configuration (exit 2 on an error that
+names the key), run the :class:`~controller.daemon.Daemon` under signal handlers and the
+shutdown deadline, and restart when dispatch applied a configuration."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from controller.daemon.app import STOP_DEADLINE_S, Daemon
+from controller.logs import setup_logging, to_stderr
+from controller.restart import EXIT_STOP_TIMEOUT, ShutdownDeadline, restart_mode, restart_now
+from controller.settings import ConfigError, load_settings
+from controller.store.errors import StoreError
+
+__all__ = ["main"]
+
+log = logging.getLogger("controller.daemon")
+
+
+def _parse_set(values: Sequence[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in values:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"--set takes KEY=VALUE, got {item!r}")
+        out[key.strip()] = value
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="locker-controller", description="The locker cabinet controller daemon.")
+    parser.add_argument("--config", default=os.environ.get("LOCKER_CONFIG"),
+                        help="cabinet TOML file (default: $LOCKER_CONFIG)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override one setting, e.g. --set mqtt.port=1884 (repeatable)")
+    parser.add_argument("--backend", default="modbus",
+                        help="board backend: modbus (default) or fake")
+    parser.add_argument("--check", action="store_true",
+                        help="validate the configuration and exit")
+    args = parser.parse_args(argv)
+    if not args.config:
+        parser.error("--config FILE is required (or set LOCKER_CONFIG)")
+    try:
+        flags = _parse_set(args.set)
+        settings = load_settings(Path(args.config), overrides=flags)
+    except ConfigError as exc:
+        to_stderr(f"configuration error:\n{exc}")  # at error priority in the journal
+        return 2
+    if args.check:
+        print(f"{args.config}: ok (hash {settings.config_hash[:12]})")
+        return 0
+    setup_logging(settings.log.level, settings.log.format)
+    mode = restart_mode()
+    daemon: Daemon
+
+    def deadline_passed() -> None:
+        # The graceful stop hung (a task that ignores cancellation, a stuck close, a
+        # blocked loop): restart anyway if one was asked for, else end.
+        if daemon.restart_requested:
+            restart_now(mode)
+        os._exit(EXIT_STOP_TIMEOUT)
+
+    deadline = ShutdownDeadline(STOP_DEADLINE_S, deadline_passed)
+    daemon = Daemon(settings, backend=args.backend, config_path=Path(args.config), flags=flags,
+                    on_stop=deadline.arm)
+
+    async def runner() -> int:
+        loop = asyncio.get_running_loop()
+
+        def on_signal() -> None:
+            if daemon.stopping and not daemon.restart_requested:
+                log.warning("second stop signal: ending now")
+                deadline.expire()
+            daemon.terminate()
+
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, on_signal)
+        try:
+            return await daemon.run()
+        finally:
+            # Until the process is gone, a signal still ends it (never ignored).
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
+
+    try:
+        code = asyncio.run(runner())
+    except StoreError as exc:
+        log.critical("store unavailable at start-up", extra={"ctx": {"error": str(exc)}})
+        return 3
+    except ConfigError as exc:
+        print(f"configuration error:\n{exc}", file=sys.stderr)
+        return 2
+    except BaseExceptionGroup as group:
+        config_errors = group.subgroup(ConfigError)
+        if config_errors is None:
+            raise
+        print(f"configuration error:\n{config_errors.exceptions[0]}", file=sys.stderr)
+        return 2
+    if daemon.restart_requested:
+        log.info("restarting now", extra={"ctx": {"mode": mode, "boot": daemon.boot_id}})
+        restart_now(mode)
+    return code

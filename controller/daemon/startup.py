@@ -1,0 +1,93 @@
+"""Start-up steps that come between opening the parts and running them: the configuration
+overlay dispatch stored, commands a crash interrupted, and reconciliation of the stored
+state with what the sensors say. Each takes what it needs; none starts a task."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from controller.contract.messages import ClockReading
+from controller.domain.cabinet_model import CabinetModel
+from controller.services.config import OverlayRejected, settings_with_overlay
+from controller.services.reporting import EventSink, PendingEvent
+from controller.settings import Settings
+from controller.store import Store
+
+__all__ = ["answer_interrupted", "load_overlay", "public_keys", "reconcile"]
+
+log = logging.getLogger("controller.daemon")
+
+
+async def load_overlay(
+    store: Store, config_path: Path | None, flags: Mapping[str, Any]
+) -> tuple[Settings | None, PendingEvent | None]:
+    """Layer the configuration dispatch applied (kept in the store) over the file: the
+    settings to run on (None: the file's), and an event to report. An overlay that no
+    longer validates (the file changed on site) is ignored and reported; the cabinet runs
+    on its file."""
+    overlay = await store.load_config_overlay()
+    if not overlay or config_path is None:
+        return None, None
+    try:
+        settings = settings_with_overlay(config_path, dict(flags), overlay)
+    except OverlayRejected as exc:
+        log.error("stored configuration overlay refused, running on the file",
+                  extra={"ctx": {"key": exc.key, "error": str(exc)}})
+        return None, PendingEvent("config_overlay_refused",
+                                  {"key": exc.key, "message": str(exc)[:500]}, time.time())
+    log.info("configuration overlay applied", extra={"ctx": {"sections": sorted(overlay)}})
+    return settings, None
+
+
+async def answer_interrupted(store: Store, sink: EventSink, reading: ClockReading) -> None:
+    """Commands a crash interrupted: finish them with a refusal, never act again."""
+    for record in await store.unfinished_commands():
+        pulsed = sorted(record.pulses)
+        reply = {
+            "id": record.id, "ok": False,
+            "error": {"code": "internal",
+                      "message": "interrupted by a restart; not executed again"
+                      + (f" (a pulse may have been sent to {', '.join(pulsed)})"
+                         if pulsed else "")},
+            "cabinet_clock": reading.model_dump(),
+        }
+        await store.finish_command(record.id, reply)
+        await sink.emit([PendingEvent(
+            "command_interrupted", {"command": record.id, "may_have_pulsed": pulsed},
+            time.time(), pulsed[0] if len(pulsed) == 1 else None)])
+
+
+async def reconcile(
+    model: CabinetModel, sink: EventSink, stored: Mapping[str, Mapping[str, Any]]
+) -> None:
+    """Compare what the store says with what the sensors say; report differences."""
+    events = []
+    for compartment in model.compartments:
+        cid = compartment.compartment_id
+        occupancy = model.signals.readings(cid).occupancy
+        if occupancy is None or occupancy.value == "unknown":
+            continue
+        expected = compartment.goods_inside
+        seen = occupancy.value == "occupied"
+        if expected != seen:
+            events.append(PendingEvent(
+                "reconcile_mismatch",
+                {"stored_goods_inside": expected, "occupancy": occupancy.value,
+                 "state": compartment.state.value, "known_before": cid in stored},
+                time.time(), cid))
+    await sink.emit(events)
+
+
+def public_keys(settings: Settings) -> dict[str, Any]:
+    """Dispatch's command-signing keys, by key id, as Ed25519 public keys."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    keys = {}
+    for key_id in settings.security.dispatch_public_keys:
+        raw = settings.security.public_key(key_id)
+        keys[key_id] = Ed25519PublicKey.from_public_bytes(raw)
+    return keys
