@@ -81,6 +81,7 @@ from controller.services.supervisor import TaskSupervisor
 from controller.services.unlock import UnlockService
 from controller.services.zones import ZoneMonitor
 from controller.settings import ConfigError, Settings
+from controller.settings.deployment import is_production
 from controller.store import Store
 from controller.store.errors import StoreError
 from controller.systemd import Notifier
@@ -200,7 +201,8 @@ class Daemon:
         prefix = (s.redis.key_prefix or f"locker:{s.cabinet.site}").removesuffix(":")
         prefix = prefix.removesuffix(f":{s.cabinet.id}")
         async with contextlib.AsyncExitStack() as stack:
-            self.store = await Store.connect(s.redis.url, prefix, s.cabinet.id)
+            self.store = await Store.connect(s.redis.url, prefix, s.cabinet.id,
+                                             production=is_production(s))
             stack.push_async_callback(self.store.close)
             boot = await self.store.new_boot()
             self.boot_id = boot.id

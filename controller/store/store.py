@@ -76,6 +76,7 @@ from redis import exceptions as redis_errors
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
+from controller.store.access import check_store_access, resolve_password_file
 from controller.store.errors import (
     StoreClosed,
     StoreConfigError,
@@ -309,8 +310,14 @@ class Store:
         boot_id: str | None = None,
         options: StoreOptions | None = None,
         clock: Callable[[], float] = time.time,
+        production: bool = False,
     ) -> Store:
         """Open the store at ``url`` and check that it answers.
+
+        First it checks who else can reach it (:mod:`controller.store.access`): a unix
+        socket writable by others, or (``production``) Redis over TCP on another host or
+        without a password, is refused with StoreConfigError. ``password_file=PATH`` and
+        ``username=NAME`` in the URL's query authenticate as a Redis ACL user.
 
         ``url``: ``redis://[user:password@]host:port/db``, ``rediss://...`` (TLS),
         ``unix:///path/to/redis.sock?db=0``, or ``memory://`` (a fresh in-process fakeredis)
@@ -331,7 +338,7 @@ class Store:
         options.validate()
         if not isinstance(url, str):
             raise StoreConfigError(f"the Redis URL must be a string, got {url!r}")
-        client = cls._client_for(url, cabinet_id, options)
+        client = cls._client_for(url, cabinet_id, options, production=production)
         try:
             store = cls(
                 client, key_prefix, cabinet_id, boot_id=boot_id, options=options, clock=clock
@@ -347,7 +354,8 @@ class Store:
         return store
 
     @staticmethod
-    def _client_for(url: str, cabinet_id: str, options: StoreOptions) -> Any:
+    def _client_for(url: str, cabinet_id: str, options: StoreOptions, *,
+                    production: bool = False) -> Any:
         if url.startswith(_MEMORY):
             try:
                 import fakeredis
@@ -366,9 +374,13 @@ class Store:
                 f"unsupported Redis URL {url!r}: use redis://, rediss://, unix:// or memory://",
                 op="connect",
             )
+        url, password = resolve_password_file(url)
+        check_store_access(url, production=production, has_password=password is not None)
+        extra: dict[str, Any] = {} if password is None else {"password": password}
         try:
             return aioredis.Redis.from_url(
                 url,
+                **extra,
                 decode_responses=True,
                 socket_timeout=options.socket_timeout_s,
                 socket_connect_timeout=options.connect_timeout_s,
