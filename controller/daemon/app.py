@@ -78,6 +78,7 @@ from controller.services.reporting import (
 )
 from controller.services.setup import compartment_setups, signal_filtering, unlock_limits
 from controller.services.supervisor import TaskSupervisor
+from controller.services.takeover import TakeoverWatch
 from controller.services.unlock import UnlockService
 from controller.services.zones import ZoneMonitor
 from controller.settings import ConfigError, Settings
@@ -243,6 +244,7 @@ class Daemon:
             self.zones = ZoneMonitor(s, lambda: self.poller.temperatures.values,
                                      self.sink.emit, self.store,
                                      on_change=self.state_pub.mark_dirty)
+            self.takeover = TakeoverWatch(self.emit)
             self.lane = LaneService.from_settings(s, self.model, self.store, self.unlock,
                                                   self.emit, now=self.now,
                                                   on_change=self.state_pub.mark_dirty)
@@ -306,6 +308,7 @@ class Daemon:
             "watchdog": self._watchdog_loop,
             "lane": self.lane.run,
             "zones": self.zones.run,
+            "takeover": self.takeover.run,
         }
 
     async def _announce_ready(self) -> None:
@@ -371,6 +374,7 @@ class Daemon:
             self.state_pub.mark_dirty()
 
     def _on_link_change(self, snapshot: Any) -> None:
+        self.takeover.note(snapshot.takeovers)
         if snapshot.connected:
             self.state_pub.mark_dirty()
             self.pump.wake()

@@ -216,6 +216,12 @@ class LinkSnapshot:
     last_error: str | None = None
     dropped_commands: int = 0
     closed: bool = False
+    takeovers: int = 0
+    """Sessions taken over: a disconnection with MQTT 5 reason 0x8E "session taken over",
+    or (brokers such as mosquitto 2.0.11 close the old connection without saying why) an
+    established connection dropped and the very next attempt accepted at once, which is
+    what a second client with this identity causes and an outage does not (the first
+    attempt after an outage fails). See :mod:`controller.services.takeover`."""
 
     def to_stats(self) -> MqttLinkStats:
         """The ``mqtt`` part of the telemetry message."""
@@ -223,6 +229,10 @@ class LinkSnapshot:
         return MqttLinkStats(connected=self.connected, since=self.since,
                              reconnects=self.reconnects, last_error=error,
                              dropped_commands=self.dropped_commands)
+
+
+SESSION_TAKEN_OVER = 0x8E
+"""MQTT 5 DISCONNECT reason: another client connected with the same client id."""
 
 
 def _utc_now() -> datetime:
@@ -238,6 +248,14 @@ class _AckingClient(aiomqtt.Client):
         super().__init__(*args, **kwargs)
         self._acks: dict[int, asyncio.Future[ReasonCode]] = {}
         self._deliver = on_message
+        #: The broker's reason for dropping us (MQTT 5 DISCONNECT), e.g. 0x8E.
+        self.disconnect_reason: int | None = None
+
+    def _on_disconnect(self, client: paho.Client, userdata: Any, flags: Any,
+                       reason_code: ReasonCode, properties: Properties | None = None) -> None:
+        if self.disconnect_reason is None and isinstance(reason_code, ReasonCode):
+            self.disconnect_reason = int(reason_code.value)
+        super()._on_disconnect(client, userdata, flags, reason_code, properties)
 
     def _on_message(self, client: paho.Client, userdata: Any,
                     message: paho.MQTTMessage) -> None:
@@ -325,6 +343,7 @@ class MqttLink:
         self._topics = topics
         self._status = status
         self._on_change = on_connection_change
+        self._suspect_drop = False
         self._rng = rng or random.Random()
         self._wall = wall_clock
         self._log = logger or log
@@ -639,7 +658,9 @@ class MqttLink:
                                        f"{self._topics.cmd} ({granted[0]})")
                     await self._publish_status(client, "online")
                     self._connected.set()
+                    suspect, self._suspect_drop = self._suspect_drop, False
                     self._set_snapshot(
+                        takeovers=self._snapshot.takeovers + (1 if suspect else 0),
                         connected=True, connects=self._snapshot.connects + 1,
                         reconnects=self._snapshot.reconnects + (1 if was_up else 0))
                     was_up = True
@@ -653,8 +674,14 @@ class MqttLink:
                 reason = _describe(exc)
                 if self._connected.is_set() or self._snapshot.last_error != reason:
                     self._log.warning("MQTT link down: %s", reason)
-                self._set_snapshot(last_error=reason)
+                taken = client.disconnect_reason == SESSION_TAKEN_OVER
+                # Dropped without a reason while up: suspect until the next attempt says
+                # whether the broker is there (accepted at once) or not (an outage).
+                self._suspect_drop = self._connected.is_set() and not taken
+                self._set_snapshot(last_error=reason,
+                                   takeovers=self._snapshot.takeovers + (1 if taken else 0))
             except Exception as exc:  # a bug must not end reconnection: log it, back off, retry
+                self._suspect_drop = False
                 self._log.exception("MQTT link: unexpected error")
                 self._set_snapshot(last_error=_describe(exc))
             finally:

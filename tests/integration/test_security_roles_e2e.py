@@ -198,3 +198,26 @@ async def test_a_revoked_grant_stops_working_and_stays_revoked_after_a_restart(
         assert pulse_count(rig) == pulses
     finally:
         await tech.__aexit__(None, None, None)
+
+
+async def test_a_second_client_with_the_cabinets_identity_raises_session_takeover(
+    rig: LaneRig, dispatch: DispatchClient,
+) -> None:
+    """A stolen identity connecting again and again: each connection kicks the cabinet off
+    (MQTT 5 reason 0x8E); the cabinet reconnects, and dispatch gets one alarm."""
+    client_id = f"locker-{rig.site}-{rig.cabinet}"
+    start = len(dispatch.messages)
+    for _ in range(4):
+        back = len(dispatch.messages)
+        with MqttProbe(rig.mqtt_port, client_id=client_id):
+            # The real cabinet comes back (and kicks the thief off in turn).
+            await dispatch.wait_for(lambda m: m.channel == "status"
+                                    and m.payload.get("state") == "online", 20, start=back)
+    try:
+        raised = await dispatch.wait_for(
+            lambda m: m.channel == "events" and m.payload.get("kind") == "alarm_raised"
+            and m.payload.get("data", {}).get("alarm") == "session_takeover", 20, start=start)
+    except TimeoutError as exc:
+        raise AssertionError(f"no session_takeover alarm:\n{rig.logs(tail=3000)}") from exc
+    assert raised.payload["data"]["takeovers"] >= 3
+    assert raised.payload.get("compartment") is None
