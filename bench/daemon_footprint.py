@@ -57,7 +57,7 @@ def cabinet_template() -> str:
         "[mqtt]", 'host = "127.0.0.1"', "port = 1883", 'topic_root = "lockers/v1"',
         "protocol = 5", "",
         "[redis]", 'url = "memory://"', "",
-        "[timing]", "poll_interval_s = 0.1", "", "[tenants.parcel]", 'pickup_window_s = "3d"',
+        "[timing]", "poll_interval_s = 0.1", "", "[tenants.parcel]",
         'expiry_s = "5d"', "",
         "[security]", "require_signed_commands = false", "",
         "[log]", 'level = "info"', 'format = "text"', "",

@@ -18,6 +18,8 @@ import logging
 import os
 import sys
 import time
+import zoneinfo
+from datetime import UTC, datetime, tzinfo
 from typing import Any, TextIO
 
 __all__ = ["JsonFormatter", "TextFormatter", "journal_priority", "setup_logging",
@@ -66,10 +68,17 @@ class JsonFormatter(logging.Formatter):
 
 
 class TextFormatter(logging.Formatter):
-    """``2026-11-29 10:00:00,123 WARNING controller.x: alarm raised board=locks-a ...``"""
+    """``2026-11-29 11:00:00,123+0100 WARNING controller.x: alarm raised board=locks-a ...``:
+    the time is the site's local time (``cabinet.timezone``) with its UTC offset, for the
+    technician reading the journal on site; JSON logs stay in UTC, for machines."""
 
-    def __init__(self) -> None:
+    def __init__(self, tz: tzinfo = UTC) -> None:
         super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+        self._tz = tz
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        at = datetime.fromtimestamp(record.created, self._tz)
+        return at.strftime("%Y-%m-%d %H:%M:%S") + f",{int(record.msecs):03d}" + at.strftime("%z")
 
     def format(self, record: logging.LogRecord) -> str:
         text = super().format(record)
@@ -119,13 +128,14 @@ def to_stderr(text: str, level: int = logging.ERROR) -> None:
     print(text, file=sys.stderr)
 
 
-def setup_logging(level: str = "info", fmt: str = "json", *,
+def setup_logging(level: str = "info", fmt: str = "json", *, timezone: str = "UTC",
                   journal: bool | None = None, stream: TextIO | None = None) -> None:
     """Log to ``stream`` (stderr) at ``level``; ``journal`` (default: detected) adds the
-    priority prefix journald reads."""
+    priority prefix journald reads; text logs show times in ``timezone`` (IANA name)."""
     out = stream or sys.stderr
     handler = logging.StreamHandler(out)
-    formatter: logging.Formatter = JsonFormatter() if fmt == "json" else TextFormatter()
+    formatter: logging.Formatter = (
+        JsonFormatter() if fmt == "json" else TextFormatter(zoneinfo.ZoneInfo(timezone)))
     if journal is None:
         journal = stderr_is_journal(out)
     if journal:

@@ -43,6 +43,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from drivers.base import HARD_PULSE_CAP_S, BoardInfo, LockBoard, SensorBoard
+from drivers.config import BoardParams, BusParams
 from drivers.errors import (
     BoardRejected,
     BoardTimeout,
@@ -51,6 +52,7 @@ from drivers.errors import (
     DriverError,
     FrameError,
 )
+from drivers.modbus.maps import GenericIOMap
 
 __all__ = [
     "FAULTS",
@@ -454,42 +456,36 @@ class FakeBus:
         self.closed = True
 
 
-def open_bus(cfg: Mapping[str, Any]) -> FakeBus:
-    """A :class:`FakeBus` named after the ``[[buses]]`` table."""
-    try:
-        return FakeBus(str(cfg["name"]))
-    except KeyError as exc:
-        raise DriverConfigError("bus: missing key 'name'") from exc
+def open_bus(cfg: BusParams | Mapping[str, Any]) -> FakeBus:
+    """A :class:`FakeBus` named after the bus."""
+    p = cfg if isinstance(cfg, BusParams) else BusParams.from_table(cfg)
+    return FakeBus(p.name)
 
 
 def create_board(
-    bus: FakeBus, cfg: Mapping[str, Any], *, clock: Clock = time.monotonic
+    bus: FakeBus, cfg: BoardParams | Mapping[str, Any], *, clock: Clock = time.monotonic
 ) -> FakeLockBoard | FakeSensorBoard:
-    """A fake board for a ``[[boards]]`` table: a sensor board for the
-    ``temperature_probe`` profile, a lock board otherwise (board-timed pulse unless
-    the profile is ``generic_io`` with a daemon-timed pulse)."""
-    where = f"boards[{cfg.get('name', '?')}]"
-    try:
-        address = int(cfg["address"])
-    except (KeyError, TypeError, ValueError) as exc:
-        raise DriverConfigError(f"{where}.address: required integer") from exc
-    profile = str(cfg.get("profile", "fake"))
+    """A fake board for a board's settings: a sensor board for the ``temperature_probe``
+    profile, a lock board otherwise (board-timed pulse unless the profile is
+    ``generic_io`` with a daemon-timed pulse)."""
+    p = cfg if isinstance(cfg, BoardParams) else BoardParams.from_table(cfg)
     board: FakeLockBoard | FakeSensorBoard
-    if profile == "temperature_probe":
+    if p.profile == "temperature_probe":
         board = FakeSensorBoard(
-            bus=bus.name, address=address, channels=int(cfg.get("channels", 1)), clock=clock
+            bus=bus.name, address=p.address, channels=p.channels or 1, clock=clock
         )
     else:
-        pulse = cfg.get("register_map", {}).get("pulse", {}) if profile == "generic_io" else {}
+        pulse_kind = (p.register_map.pulse.kind if isinstance(p.register_map, GenericIOMap)
+                      else "daemon")
         board = FakeLockBoard(
             bus=bus.name,
-            address=address,
-            outputs=int(cfg.get("outputs", 8)),
-            inputs=int(cfg.get("inputs", 0 if profile == "waveshare_relay" else 8)),
-            board_times_pulse=profile != "generic_io" or pulse.get("kind", "daemon") != "daemon",
-            max_pulse_s=float(cfg.get("max_pulse_s", HARD_PULSE_CAP_S)),
-            profile=profile,
+            address=p.address,
+            outputs=8 if p.outputs is None else p.outputs,
+            inputs=(0 if p.profile == "waveshare_relay" else 8) if p.inputs is None else p.inputs,
+            board_times_pulse=p.profile != "generic_io" or pulse_kind != "daemon",
+            max_pulse_s=p.max_pulse_s,
+            profile=p.profile,
             clock=clock,
         )
-    bus.boards[address] = board
+    bus.boards[p.address] = board
     return board

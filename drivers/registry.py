@@ -3,13 +3,15 @@
 The composition root (daemon wiring, the CLI) names a backend from the config and gets
 a module that provides two factories:
 
-``open_bus(bus_table) -> bus``
-    A bus object for a ``[[buses]]`` table, not yet open; it has ``name``,
+``open_bus(bus_params) -> bus``
+    A bus object for a bus's typed settings (:class:`drivers.config.BusParams`; a plain
+    ``[[buses]]`` table is read by ``BusParams.from_table``), not yet open; it has ``name``,
     ``async connect()`` and ``async close()`` (idempotent) and is an async context
     manager where the backend allows. For ``"modbus"`` it is a
     :class:`drivers.modbus.line.ModbusLine`.
-``create_board(bus, board_table, *, clock=time.monotonic) -> LockBoard | SensorBoard``
-    A board for a ``[[boards]]`` table on that bus.
+``create_board(bus, board_params, *, clock=time.monotonic) -> LockBoard | SensorBoard``
+    A board for a board's typed settings (:class:`drivers.config.BoardParams`) on that
+    bus.
 
 Nothing here imports a backend until it is asked for, so a missing hardware library is
 a clear :class:`~drivers.errors.BackendUnavailable` naming the backend, not an import
@@ -26,10 +28,13 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable, Mapping
-from typing import Any, Protocol, cast
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from drivers.base import LockBoard, SensorBoard
 from drivers.errors import BackendUnavailable
+
+if TYPE_CHECKING:  # the registry imports no backend, nor its maps, until asked
+    from drivers.config import BoardParams, BusParams
 
 __all__ = ["BACKENDS", "Backend", "load_backend"]
 
@@ -43,10 +48,10 @@ BACKENDS: dict[str, str] = {
 class Backend(Protocol):
     """What :func:`load_backend` returns (a module, seen through this protocol)."""
 
-    def open_bus(self, cfg: Mapping[str, Any]) -> Any: ...
+    def open_bus(self, cfg: BusParams | Mapping[str, Any]) -> Any: ...
 
     def create_board(
-        self, bus: Any, cfg: Mapping[str, Any], *, clock: Callable[[], float] = ...
+        self, bus: Any, cfg: BoardParams | Mapping[str, Any], *, clock: Callable[[], float] = ...
     ) -> LockBoard | SensorBoard: ...
 
 

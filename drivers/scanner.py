@@ -36,7 +36,6 @@ oldest (counted in ``dropped``).
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import hashlib
 import hmac
@@ -220,9 +219,11 @@ class CodeScanner:
         self._open_port = open_port
         self._clock = clock
         self._key = os.urandom(16)
-        self._events: collections.deque[ScanEvent] = collections.deque()
+        # Unbounded as a queue so the end marker (None) always fits; _emit keeps the events
+        # to queue_depth by dropping the oldest.
+        self._events: asyncio.Queue[ScanEvent | None] = asyncio.Queue()
         self._queue_depth = queue_depth
-        self._ready = asyncio.Event()
+        self._ended = False
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._lost: asyncio.Future[str] | None = None
@@ -233,6 +234,11 @@ class CodeScanner:
         self.rejected = 0
         self.reconnects = 0
         self.dropped = 0
+
+    @property
+    def pending(self) -> int:
+        """Scan events read from the port and not yet taken by the consumer."""
+        return self._events.qsize() - (1 if self._ended else 0)  # not the end marker
 
     def fingerprint(self, code: str) -> str:
         """The loggable stand-in for ``code`` (keyed per scanner instance)."""
@@ -258,7 +264,8 @@ class CodeScanner:
         if self._task is not None:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        self._ready.set()
+        self._events.put_nowait(None)  # the end, after the events still queued
+        self._ended = True
 
     async def __aenter__(self) -> Self:
         await self.start()
@@ -276,12 +283,11 @@ class CodeScanner:
         return self
 
     async def __anext__(self) -> ScanEvent:
-        while not self._events:
-            if self._closed:
-                raise StopAsyncIteration
-            self._ready.clear()
-            await self._ready.wait()
-        return self._events.popleft()
+        event = await self._events.get()
+        if event is None:
+            self._events.put_nowait(None)  # ended for every later call too
+            raise StopAsyncIteration
+        return event
 
     # -- the reconnect loop -------------------------------------------------------------
 
@@ -377,8 +383,9 @@ class CodeScanner:
         self._emit(ScanRejected(reason, length, at, message))
 
     def _emit(self, event: ScanEvent) -> None:
-        if len(self._events) >= self._queue_depth:
-            self._events.popleft()
+        if self._closed:
+            return
+        if self._events.qsize() >= self._queue_depth:
+            self._events.get_nowait()  # the oldest goes
             self.dropped += 1
-        self._events.append(event)
-        self._ready.set()
+        self._events.put_nowait(event)

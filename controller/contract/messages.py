@@ -23,7 +23,6 @@ informational, ISO 8601 with a zone offset.
 
 from __future__ import annotations
 
-import json
 from typing import Annotated, Any, Literal, TypeAlias
 
 from pydantic import (
@@ -37,6 +36,7 @@ from pydantic import (
     model_validator,
 )
 
+from controller import strictjson
 from controller.contract.errors import CommandRejected, ErrorCode
 from controller.security.verify import SignaturePolicy, signature_policy
 
@@ -628,19 +628,6 @@ class Reply(_Model):
 # decoding untrusted input
 
 
-def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in out:
-            raise ValueError(f"duplicate key {key!r}")
-        out[key] = value
-    return out
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
-
-
 def _too_deep(value: Any) -> bool:
     stack: list[tuple[Any, int]] = [(value, 0)]
     while stack:
@@ -704,9 +691,8 @@ def decode_command(
                                   f"payload is {len(raw)} bytes, the limit is {max_bytes}")
         try:
             text = raw.decode("utf-8")
-            obj = json.loads(text, object_pairs_hook=_reject_duplicates,
-                             parse_constant=_reject_constant)
-        except (ValueError, RecursionError) as exc:
+            obj = strictjson.loads(text)
+        except ValueError as exc:
             raise CommandRejected(ErrorCode.BAD_JSON, "payload is not valid UTF-8 JSON") from exc
         if not isinstance(obj, dict):
             raise CommandRejected(ErrorCode.BAD_JSON, "a command must be a JSON object")

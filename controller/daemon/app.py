@@ -252,7 +252,8 @@ class Daemon:
             verifier = CommandVerifier(
                 s.cabinet.id, public_keys(s), self.cabinet_clock, MemoryReplayStore(),
                 site_id=s.cabinet.site,
-                revocations=RevocationList.from_dict(await self.store.load_revocations()))
+                revocations=RevocationList.from_dict(await self.store.load_revocations()),
+                max_lifetime_ms=round(s.timing.command_max_ttl_s * 1000))
             self.commands = CommandService(
                 s, self.model, self.store, self.unlock, verifier, self.emit,
                 now=self.now, cabinet_clock=self.cabinet_clock, snapshot=self.snapshot,
@@ -265,6 +266,8 @@ class Daemon:
             await self.poller.read_probes()
             await self._reconcile(stored)
             await self.lane.start()  # codes are checked offline: before the broker
+            # From here the doors and the lane are served, with or without the broker.
+            log.info("serving the lane", extra={"ctx": {"boot": boot.id}})
 
             link_settings = MqttLinkSettings.from_config(s.mqtt)
             self.link = MqttLink(link_settings, topics, self._status,

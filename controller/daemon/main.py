@@ -58,7 +58,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.check:
         print(f"{args.config}: ok (hash {settings.config_hash[:12]})")
         return 0
-    setup_logging(settings.log.level, settings.log.format)
+    setup_logging(settings.log.level, settings.log.format,
+                  timezone=settings.cabinet.timezone)
     mode = restart_mode()
     daemon: Daemon
 

@@ -20,7 +20,9 @@ What it does, and what it promises:
   comes within ``publish_timeout_s``, it raises :class:`PublishFailed`. The outbox removes an
   event only after a normal return, and retries otherwise (dispatch dedupes by event id).
   aiomqtt's own ``Client.publish`` waits for the PUBACK too, but it ignores the MQTT 5 reason
-  code and keeps waiting until its timeout when the connection drops; hence our own hook.
+  code and keeps waiting until its timeout when the connection drops; hence our own hook,
+  :class:`~controller.mqtt.acking.AckingClient`, the one place that touches aiomqtt's
+  internals (what it relies on is listed there and pinned by a test).
   Each connection uses a fresh aiomqtt client, so paho never replays a message on its own
   after a reconnect: retrying is the caller's decision.
 - **Commands in.** Messages on ``cmd`` become :class:`IncomingCommand` values (payload bytes,
@@ -78,6 +80,9 @@ from controller.contract.messages import (
     encode,
 )
 from controller.contract.topics import CabinetTopics
+from controller.mqtt.acking import AckingClient
+from controller.mqtt.errors import LinkClosed, LinkDown, MqttLinkError, PublishFailed
+from controller.settings import MqttConfig
 
 __all__ = [
     "IncomingCommand",
@@ -92,23 +97,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-
-class MqttLinkError(Exception):
-    """Root of the MQTT link's errors."""
-
-
-class LinkDown(MqttLinkError, ConnectionError):
-    """The link is not connected; the message was not sent. Retry after reconnect."""
-
-
-class LinkClosed(LinkDown):
-    """The link was closed; it will not reconnect."""
-
-
-class PublishFailed(MqttLinkError, ConnectionError):
-    """The message may have left, but the broker did not acknowledge it (connection lost,
-    refused with an MQTT 5 reason code, or no PUBACK in time). Retry; consumers dedupe."""
 
 
 class StatusFactory(Protocol):
@@ -166,22 +154,22 @@ class MqttLinkSettings:
         return self.tls or any((self.tls_ca, self.tls_cert, self.tls_key))
 
     @classmethod
-    def from_config(cls, mqtt: Any, *, client_id: str | None = None, **overrides: Any) -> (
-        MqttLinkSettings
-    ):
-        """From the daemon's ``[mqtt]`` section (``controller.settings.MqttConfig``)."""
-        tls = getattr(mqtt, "tls", None)
+    def from_config(cls, mqtt: MqttConfig, *, client_id: str | None = None,
+                    **overrides: Any) -> MqttLinkSettings:
+        """From the daemon's typed ``[mqtt]`` section; ``overrides`` set fields that have no
+        key (``publish_timeout_s``, queue sizes) or replace one."""
+        tls = mqtt.tls
 
-        def path(name: str) -> str | None:
-            value = getattr(tls, name, None) if tls is not None else None
+        def path(value: object) -> str | None:
             return str(value) if value is not None else None
 
         values: dict[str, Any] = {
             "client_id": client_id or mqtt.client_id, "host": mqtt.host, "port": mqtt.port,
             "protocol": mqtt.protocol, "keepalive_s": int(mqtt.keepalive_s),
             "username": mqtt.username, "password": mqtt.password, "tls": tls is not None,
-            "tls_ca": path("ca_file"), "tls_cert": path("cert_file"),
-            "tls_key": path("key_file"),
+            "tls_ca": path(tls.ca_file) if tls else None,
+            "tls_cert": path(tls.cert_file) if tls else None,
+            "tls_key": path(tls.key_file) if tls else None,
             "backoff_min_s": float(mqtt.reconnect_min_s),
             "backoff_max_s": float(mqtt.reconnect_max_s),
         }
@@ -239,78 +227,6 @@ def _utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-class _AckingClient(aiomqtt.Client):
-    """aiomqtt's client plus a publish that resolves on *this message's* PUBACK and reports
-    the MQTT 5 reason code, and fails at once when the connection is lost."""
-
-    def __init__(self, *args: Any, on_message: Callable[[paho.MQTTMessage], None],
-                 **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._acks: dict[int, asyncio.Future[ReasonCode]] = {}
-        self._deliver = on_message
-        #: The broker's reason for dropping us (MQTT 5 DISCONNECT), e.g. 0x8E.
-        self.disconnect_reason: int | None = None
-
-    def _on_disconnect(self, client: paho.Client, userdata: Any, flags: Any,
-                       reason_code: ReasonCode, properties: Properties | None = None) -> None:
-        if self.disconnect_reason is None and isinstance(reason_code, ReasonCode):
-            self.disconnect_reason = int(reason_code.value)
-        super()._on_disconnect(client, userdata, flags, reason_code, properties)
-
-    def _on_message(self, client: paho.Client, userdata: Any,
-                    message: paho.MQTTMessage) -> None:
-        # Straight to the link's bounded queues: aiomqtt's own queue is unbounded. aiomqtt
-        # reads the socket on the loop, so this is the loop's thread; a hand-over otherwise.
-        try:
-            on_loop = asyncio.get_running_loop() is self._loop
-        except RuntimeError:
-            on_loop = False
-        if on_loop:
-            self._deliver(message)
-        else:
-            self._loop.call_soon_threadsafe(self._deliver, message)
-
-    def _on_publish(self, client: paho.Client, userdata: Any, mid: int,
-                    reason_code: ReasonCode, properties: Properties) -> None:
-        # Called by paho; hand the result to the loop whatever thread this is.
-        self._loop.call_soon_threadsafe(self._settle, mid, reason_code)
-        super()._on_publish(client, userdata, mid, reason_code, properties)
-
-    def _settle(self, mid: int, reason_code: ReasonCode) -> None:
-        fut = self._acks.pop(mid, None)
-        if fut is not None and not fut.done():
-            fut.set_result(reason_code)
-
-    def fail_pending(self, exc: BaseException) -> None:
-        """Fail every publish still waiting for its ack (the connection is gone)."""
-        acks, self._acks = self._acks, {}
-        for fut in acks.values():
-            if not fut.done():
-                fut.set_exception(exc)
-                fut.exception()  # retrieved here: a waiter may already have given up
-
-    async def publish_acked(self, topic: str, payload: bytes, qos: int, retain: bool,
-                            properties: Properties | None, ack_timeout: float) -> None:
-        info = self._client.publish(topic, payload, qos, retain, properties)
-        if info.rc == paho.MQTT_ERR_NO_CONN:
-            raise LinkDown("not connected to the broker")
-        if info.rc != paho.MQTT_ERR_SUCCESS:
-            raise PublishFailed(f"publish refused by the client: {paho.error_string(info.rc)}")
-        if qos == 0:
-            return  # QoS 0 has no acknowledgement: handed to the connection is all there is
-        fut: asyncio.Future[ReasonCode] = self._loop.create_future()
-        self._acks[info.mid] = fut
-        try:
-            async with asyncio.timeout(ack_timeout):
-                reason = await fut
-        except TimeoutError:
-            raise PublishFailed(f"no PUBACK within {ack_timeout:g}s") from None
-        finally:
-            self._acks.pop(info.mid, None)
-        if reason.is_failure:
-            raise PublishFailed(f"broker refused the message: {reason}")
-
-
 class MqttLink:
     """The adapter between the daemon and the broker. See the module docstring.
 
@@ -354,7 +270,7 @@ class MqttLink:
         self._drops_logged_at: float | None = None
         self._junk_budget = _TokenBucket(settings.junk_per_s, settings.junk_queue_size)
         self._drops_since_log = 0
-        self._client: _AckingClient | None = None
+        self._client: AckingClient | None = None
         self._connected = asyncio.Event()
         self._closing = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -524,18 +440,18 @@ class MqttLink:
             props.CorrelationData = correlation_data
         return props
 
-    async def _publish_on(self, client: _AckingClient, topic: str, payload: bytes, qos: int,
+    async def _publish_on(self, client: AckingClient, topic: str, payload: bytes, qos: int,
                           retain: bool, correlation_data: bytes | None,
                           ack_timeout: float) -> None:
         await client.publish_acked(topic, bytes(payload), qos, retain,
                                    self._properties(correlation_data), ack_timeout)
 
-    async def _publish_status(self, client: _AckingClient,
+    async def _publish_status(self, client: AckingClient,
                               state: Literal["online", "offline"]) -> None:
         await self._publish_on(client, self._topics.status, encode(self._status(state)), 1,
                                True, None, self._settings.publish_timeout_s)
 
-    def _new_client(self) -> _AckingClient:
+    def _new_client(self) -> AckingClient:
         s = self._settings
         will = aiomqtt.Will(self._topics.status, encode(self._status("offline")), qos=1,
                             retain=True)
@@ -558,7 +474,7 @@ class MqttLink:
                 cert_reqs=ssl.CERT_REQUIRED)
             if s.tls_insecure:
                 kwargs["tls_insecure"] = True
-        return _AckingClient(s.host, s.port, on_message=self._accept, **kwargs)
+        return AckingClient(s.host, s.port, on_message=self._accept, **kwargs)
 
     def _backoff(self, attempt: int) -> float:
         s = self._settings
@@ -619,7 +535,7 @@ class MqttLink:
             self._drops_logged_at = now
             self._drops_since_log = 0
 
-    async def _read_until_closing(self, client: _AckingClient) -> None:
+    async def _read_until_closing(self, client: AckingClient) -> None:
         """Hand every message to :meth:`_accept` until close() (returns) or the connection
         drops (raises aiomqtt.MqttError)."""
         messages = client.messages

@@ -20,7 +20,8 @@ A command arrives either plain or in the signed form (``docs/design-notes.md``):
    optional ``args`` object, no duplicate keys, no NaN [malformed];
 5. ``cabinet`` is ours [wrong_cabinet];
 6. ``expires.boot_id`` is the cabinet's current boot [wrong_boot];
-7. ``now <= expires.uptime_ms`` [expired] and ``expires.uptime_ms - now <= 30 000``
+7. ``now <= expires.uptime_ms`` [expired] and ``expires.uptime_ms - now`` at most the
+   verifier's ``max_lifetime_ms`` (``timing.command_max_ttl_s``; never above 30 000)
    [too_far_in_future], ``now`` being the cabinet's monotonic uptime, never the wall clock;
 8. (signed commands) the id was not accepted before within its deadline [replayed]; it is
    then recorded in memory and in the :class:`ReplayStore` before ``verify`` returns.
@@ -50,7 +51,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import json
 import re
 import time
 from collections.abc import Callable, Mapping
@@ -62,6 +62,7 @@ from typing import Any
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from controller import strictjson
 from controller.clock import CabinetClock
 from controller.security.errors import AuthRejected, RejectCode
 from controller.security.grants import Grant, RevocationList, check_grant, role_allows
@@ -165,25 +166,11 @@ def _short(value: object, limit: int = 40) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    result: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in result:
-            # Two parsers may keep different copies of a duplicated key: refuse the ambiguity.
-            raise ValueError(f"duplicate key {key!r}")
-        result[key] = value
-    return result
-
-
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
-
-
 def _loads(text: str | bytes, where: str) -> Any:
     """Strict JSON: no duplicate keys, no NaN/Infinity; every failure is ``malformed``."""
     try:
-        return json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
-    except (ValueError, RecursionError) as exc:
+        return strictjson.loads(text)
+    except ValueError as exc:
         # JSONDecodeError, UnicodeDecodeError, over-long integers, duplicates, too deep.
         raise _reject(RejectCode.MALFORMED, f"{where} is not valid JSON: "
                       f"{type(exc).__name__}", where) from None
@@ -218,7 +205,11 @@ class CommandVerifier:
         site_id: str | None = None,
         wall: Callable[[], float] = time.time,
         revocations: RevocationList | None = None,
+        max_lifetime_ms: int = MAX_COMMAND_LIFETIME_MS,
     ) -> None:
+        if not 0 < max_lifetime_ms <= MAX_COMMAND_LIFETIME_MS:
+            raise ValueError(f"max_lifetime_ms must be in 1..{MAX_COMMAND_LIFETIME_MS}, "
+                             f"not {max_lifetime_ms}")
         for key_id, key in public_keys.items():
             if not KEY_ID_PATTERN.fullmatch(key_id):
                 raise ValueError(f"key id {key_id!r} does not match {KEY_ID_PATTERN.pattern}")
@@ -230,6 +221,7 @@ class CommandVerifier:
         self.revocations = revocations if revocations is not None else RevocationList()
         self._keys = dict(public_keys)
         self._clock = clock
+        self._max_lifetime_ms = max_lifetime_ms
         self._store = replay_store
         self._window = ReplayWindow()
         self._window_boot: str | None = None
@@ -404,10 +396,10 @@ class CommandVerifier:
             raise _reject(RejectCode.EXPIRED,
                           f"deadline passed {now.uptime_ms - deadline.uptime_ms} ms ago",
                           "expires.uptime_ms")
-        if deadline.uptime_ms - now.uptime_ms > MAX_COMMAND_LIFETIME_MS:
+        if deadline.uptime_ms - now.uptime_ms > self._max_lifetime_ms:
             raise _reject(RejectCode.TOO_FAR_IN_FUTURE,
                           f"deadline {deadline.uptime_ms - now.uptime_ms} ms ahead, more than "
-                          f"{MAX_COMMAND_LIFETIME_MS}", "expires.uptime_ms")
+                          f"{self._max_lifetime_ms}", "expires.uptime_ms")
 
     def _check_site(self, inner: dict[str, Any], *, signed: bool) -> None:
         if self._site_id is None:

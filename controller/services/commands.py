@@ -269,8 +269,10 @@ class CommandService:
             raise _rejected(Wire.WRONG_BOOT, "deadline is in another boot's clock", "expires")
         if now.uptime_ms > command.expires.uptime_ms:
             raise _rejected(Wire.EXPIRED, "the command's deadline has passed", "expires")
-        if command.expires.uptime_ms - now.uptime_ms > 30_000:
-            raise _rejected(Wire.EXPIRED, "deadline more than 30 s ahead", "expires")
+        max_ttl_s = self._settings.timing.command_max_ttl_s
+        if command.expires.uptime_ms - now.uptime_ms > max_ttl_s * 1000:
+            raise _rejected(Wire.EXPIRED, f"deadline more than {max_ttl_s:g} s ahead",
+                            "expires")
 
     async def _execute(self, command: Command, digest: str) -> bytes:
         try:

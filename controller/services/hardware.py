@@ -21,13 +21,6 @@ __all__ = ["Hardware"]
 
 log = logging.getLogger(__name__)
 
-_BUS_KEYS = ("name", "kind", "port", "baudrate", "parity", "stopbits", "bytesize", "host",
-             "tcp_port", "timeout_s", "retries", "frame_gap_s", "settle_s", "late_window_s",
-             "degraded_after")
-_BOARD_KEYS = ("name", "address", "profile", "outputs", "inputs", "channels", "register_map",
-               "max_pulse_s")
-
-
 class Hardware:
     """Every bus and board of the cabinet. ``open()`` builds them (no I/O yet: lines open
     lazily), ``all_off()`` switches every output off board by board, ``close()`` releases
@@ -49,13 +42,11 @@ class Hardware:
     def open(self) -> None:
         backend = load_backend(self.backend_name)
         for bus in self.settings.buses:
-            raw = bus.model_dump()
-            cfg = {k: raw[k] for k in _BUS_KEYS if raw.get(k) is not None}
-            self.buses[bus.name] = backend.open_bus(cfg)
+            self.buses[bus.name] = backend.open_bus(bus.to_driver())
+        cap = self.settings.timing.max_pulse_s
         for board in self.settings.boards:
-            raw = board.model_dump()
-            cfg = {k: raw[k] for k in _BOARD_KEYS if raw.get(k) is not None}
-            built = backend.create_board(self.buses[board.bus], cfg, clock=self._clock)
+            built = backend.create_board(self.buses[board.bus], board.to_driver(cap),
+                                         clock=self._clock)
             self.board_bus[board.name] = board.bus
             if isinstance(built, LockBoard):
                 self.lock_boards[board.name] = built

@@ -43,6 +43,8 @@ from controller.settings.fields import (
     _table,
 )
 from drivers.base import HARD_PULSE_CAP_S
+from drivers.config import BoardParams, BusParams
+from drivers.modbus.maps import GenericIOMap, ProbeMap, PulseSpec
 
 # =============================================================================================
 # [cabinet]
@@ -57,8 +59,9 @@ class CabinetConfig(_Section):
     name: str = Field(default="", description="Human name shown by `lockerctl`.")
     timezone: str = Field(
         default="UTC",
-        description="IANA time zone of the site (`Europe/Paris`): local times in logs and "
-        "reports. Expiry and command deadlines never use the wall clock.",
+        description="IANA time zone of the site (`Europe/Paris`): the time of text logs "
+        "(`log.format = \"text\"`), with its UTC offset. JSON logs and MQTT messages are in "
+        "UTC; expiry and command deadlines never use the wall clock.",
     )
 
     @field_validator("timezone")
@@ -411,6 +414,16 @@ class BusConfig(_Section):
             raise ValueError(f"must be one of {rates} (got {value})")
         return value
 
+    def to_driver(self) -> BusParams:
+        """The typed settings the bus backend receives (every key of this table)."""
+        return BusParams(
+            name=self.name, kind=self.kind, port=self.port, baudrate=self.baudrate,
+            parity=self.parity, stopbits=self.stopbits, bytesize=self.bytesize,
+            host=self.host, tcp_port=self.tcp_port, timeout_s=self.timeout_s,
+            retries=self.retries, frame_gap_s=self.frame_gap_s, settle_s=self.settle_s,
+            late_window_s=self.late_window_s, degraded_after=self.degraded_after,
+        )
+
     @model_validator(mode="after")
     def _kind_fields(self) -> BusConfig:
         # A key of the other kind, set away from its default, is a mistake worth naming
@@ -487,6 +500,15 @@ class GenericIoRegisterMap(_Section):
     )
     pulse: PulseMode = Field(default_factory=_table(), description="Pulse timing.")
 
+    def to_driver(self) -> GenericIOMap:
+        pulse = self.pulse
+        return GenericIOMap(
+            outputs_table=self.outputs.table, outputs_address=self.outputs.address,
+            inputs_table=self.inputs.table, inputs_address=self.inputs.address,
+            pulse=PulseSpec() if pulse.kind == "daemon" else PulseSpec(
+                kind=pulse.kind, address=pulse.address or 0, unit_ms=pulse.unit_ms or 100),
+        )
+
     @model_validator(mode="after")
     def _tables(self) -> GenericIoRegisterMap:
         if self.outputs.table not in ("coils", "holding_register_bits"):
@@ -514,6 +536,10 @@ class ProbeRegisterMap(_Section):
         default=-32768, ge=-32768, le=0xFFFF,
         description="Raw value meaning 'no sensor'; unset = none.",
     )
+
+    def to_driver(self) -> ProbeMap:
+        return ProbeMap(table=self.table, address=self.address, scale=self.scale,
+                        offset=self.offset, signed=self.signed, invalid=self.invalid)
 
     @field_validator("scale")
     @classmethod
@@ -545,6 +571,11 @@ class _BoardBase(_Section):
     def is_lock_board(self) -> bool:
         """True if the board drives solenoids (waveshare_relay, generic_io)."""
         return False
+
+    def to_driver(self, max_pulse_s: float) -> BoardParams:
+        """The typed settings the board backend receives; ``max_pulse_s`` is the
+        cabinet's pulse cap (``timing.max_pulse_s``), used unless the board sets its own."""
+        raise NotImplementedError
 
 
 class _LockBoardBase(_BoardBase):
@@ -581,6 +612,11 @@ class WaveshareRelayBoard(_LockBoardBase):
         description="Pulse cap of this board; default `timing.max_pulse_s`.",
     )
 
+    def to_driver(self, max_pulse_s: float) -> BoardParams:
+        return BoardParams(
+            name=self.name, address=self.address, profile=self.profile,
+            outputs=self.outputs, inputs=self.inputs, max_pulse_s=self.max_pulse_s or max_pulse_s,
+        )
 
 
 class GenericIoBoard(_LockBoardBase):
@@ -599,6 +635,13 @@ class GenericIoBoard(_LockBoardBase):
         description="Pulse cap of this board; default `timing.max_pulse_s`.",
     )
 
+    def to_driver(self, max_pulse_s: float) -> BoardParams:
+        return BoardParams(
+            name=self.name, address=self.address, profile=self.profile,
+            outputs=self.outputs, inputs=self.inputs, register_map=self.register_map.to_driver(),
+            max_pulse_s=self.max_pulse_s or max_pulse_s,
+        )
+
     @model_validator(mode="after")
     def _some_io(self) -> GenericIoBoard:
         if self.outputs == 0 and self.inputs == 0:
@@ -615,6 +658,13 @@ class TemperatureProbeBoard(_BoardBase):
     register_map: ProbeRegisterMap = Field(
         default_factory=_table(), description="Where and how readings are stored."
     )
+
+    def to_driver(self, max_pulse_s: float) -> BoardParams:
+        return BoardParams(
+            name=self.name, address=self.address, profile=self.profile,
+            channels=self.channels, register_map=self.register_map.to_driver(),
+            max_pulse_s=max_pulse_s,
+        )
 
 
 #: One ``[[boards]]`` entry; ``profile`` says which.
@@ -893,18 +943,13 @@ class TenantPolicy(_Section):
     """``[tenants.<pool>]``: the rules of one tenant pool. Durations accept units:
     ``"1h30m"``, ``"3d"``."""
 
-    pickup_window_s: Seconds = Field(
-        default=86400.0,
-        gt=0,
-        le=90 * 86400,
-        description="After loading, the customer is expected within this; then overdue (reported).",
-    )
     expiry_s: Seconds = Field(
         default=259200.0,
         gt=0,
         le=90 * 86400,
-        description="After loading, the order expires: code refused, opened only for staff "
-        "retrieval. At least `pickup_window_s`.",
+        description="The pickup window: this long after assignment (unless dispatch sends "
+        "`expires_at`) the order expires, is reported (`order_expired`), its code is refused "
+        "and the compartment opens only for staff retrieval.",
     )
     reopen_grace_s: Seconds = Field(
         default=120.0,
@@ -912,12 +957,6 @@ class TenantPolicy(_Section):
         le=86400,
         description="After collection, the same code may reopen the door this long.",
     )
-
-    @model_validator(mode="after")
-    def _order(self) -> TenantPolicy:
-        if self.expiry_s < self.pickup_window_s:
-            raise _KeyedError("expiry_s", f"must be >= pickup_window_s ({self.pickup_window_s})")
-        return self
 
 
 class LogConfig(_Section):

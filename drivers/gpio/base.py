@@ -66,7 +66,6 @@ from __future__ import annotations
 
 import abc
 import asyncio
-import collections
 import contextlib
 import logging
 import time
@@ -311,25 +310,26 @@ class EdgeStream:
 
     def __init__(self, line: InputLine) -> None:
         self._line = line
-        self._items: collections.deque[Edge] = collections.deque()
-        self._ready = asyncio.Event()
+        # None marks the end; unbounded as a queue so it always fits (_put keeps the edges
+        # to EDGE_QUEUE_DEPTH by dropping the oldest).
+        self._items: asyncio.Queue[Edge | None] = asyncio.Queue()
         self._ended = False
 
     def __aiter__(self) -> EdgeStream:
         return self
 
     async def __anext__(self) -> Edge:
-        while not self._items:
-            if self._ended:
-                raise StopAsyncIteration
-            self._ready.clear()
-            await self._ready.wait()
-        return self._items.popleft()
+        edge = await self._items.get()
+        if edge is None:
+            self._items.put_nowait(None)  # ended for every later call too
+            raise StopAsyncIteration
+        return edge
 
     async def aclose(self) -> None:
         """Unsubscribe; pending edges are dropped. Safe to call twice."""
+        while not self._items.empty():
+            self._items.get_nowait()
         self._finish()
-        self._items.clear()
 
     async def __aenter__(self) -> Self:
         return self
@@ -340,15 +340,15 @@ class EdgeStream:
     def _put(self, edge: Edge) -> None:
         if self._ended:
             return
-        if len(self._items) >= EDGE_QUEUE_DEPTH:
-            self._items.popleft()
+        if self._items.qsize() >= EDGE_QUEUE_DEPTH:
+            self._items.get_nowait()  # the oldest goes
             self._line.dropped += 1
-        self._items.append(edge)
-        self._ready.set()
+        self._items.put_nowait(edge)
 
     def _finish(self) -> None:
-        self._ended = True
-        self._ready.set()
+        if not self._ended:
+            self._ended = True
+            self._items.put_nowait(None)
         with contextlib.suppress(ValueError):
             self._line._streams.remove(self)
 

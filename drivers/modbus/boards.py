@@ -51,14 +51,15 @@ import asyncio
 import math
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from drivers.base import HARD_PULSE_CAP_S, BoardInfo, LockBoard, SensorBoard
+from drivers.config import BoardParams, BusParams
 from drivers.errors import DriverConfigError
 from drivers.modbus import codec
 from drivers.modbus.codec import Request
 from drivers.modbus.line import ModbusLine
+from drivers.modbus.maps import GenericIOMap, ProbeMap, PulseSpec
 from drivers.modbus.registers import MAX_UNIT, WAVESHARE, WaveshareMap
 
 __all__ = [
@@ -195,88 +196,6 @@ class WaveshareRelayBoard(_PulseFrames, LockBoard):
 
 
 # -- generic IO board ---------------------------------------------------------------
-
-_OUTPUT_TABLES = ("coils", "holding_register_bits")
-_INPUT_TABLES = ("discrete_inputs", "input_register_bits", "holding_register_bits")
-_PULSE_KINDS = ("daemon", "register", "coil")
-
-
-@dataclass(frozen=True, slots=True)
-class PulseSpec:
-    """Who times the pulse. ``daemon``: output on, sleep, off (capped). ``register``:
-    function 06 on ``address + channel`` with the duration in ``unit_ms``; ``coil``:
-    function 05 on ``address + channel`` with the duration in ``unit_ms`` as the raw
-    value (the Waveshare "flash" shape). In both board-timed kinds the board ends the
-    pulse itself."""
-
-    kind: str = "daemon"
-    address: int = 0
-    unit_ms: int = 100
-
-
-@dataclass(frozen=True, slots=True)
-class GenericIOMap:
-    """Where a generic IO board keeps its outputs and inputs (see the module docstring)."""
-
-    outputs_table: str = "coils"
-    outputs_address: int = 0
-    inputs_table: str = "discrete_inputs"
-    inputs_address: int = 0
-    pulse: PulseSpec = PulseSpec()
-
-    @classmethod
-    def from_dict(cls, raw: Mapping[str, Any], *, where: str = "register_map") -> GenericIOMap:
-        """Parse ``[boards.register_map]``; every error names the offending field."""
-        if not isinstance(raw, Mapping):
-            raise DriverConfigError(f"{where}: must be a table")
-        unknown = set(raw) - {"outputs", "inputs", "pulse"}
-        if unknown:
-            raise DriverConfigError(f"{where}.{sorted(unknown)[0]}: unknown key")
-        out_t, out_a = _table_ref(raw.get("outputs", {}), f"{where}.outputs", _OUTPUT_TABLES)
-        in_t, in_a = _table_ref(raw.get("inputs", {}), f"{where}.inputs", _INPUT_TABLES)
-        pulse_raw = raw.get("pulse", {"kind": "daemon"})
-        pwhere = f"{where}.pulse"
-        if not isinstance(pulse_raw, Mapping):
-            raise DriverConfigError(f"{pwhere}: must be a table")
-        kind = pulse_raw.get("kind", "daemon")
-        if kind not in _PULSE_KINDS:
-            raise DriverConfigError(f"{pwhere}.kind: must be one of {_PULSE_KINDS}, got {kind!r}")
-        unknown = set(pulse_raw) - {"kind", "address", "unit_ms"}
-        if unknown:
-            raise DriverConfigError(f"{pwhere}.{sorted(unknown)[0]}: unknown key")
-        if kind == "daemon":
-            pulse = PulseSpec()
-        else:
-            if "address" not in pulse_raw:
-                raise DriverConfigError(f"{pwhere}.address: required for kind {kind!r}")
-            address = _u16(pulse_raw["address"], f"{pwhere}.address")
-            unit_ms = pulse_raw.get("unit_ms", 100)
-            if not isinstance(unit_ms, int) or isinstance(unit_ms, bool) or unit_ms < 1:
-                raise DriverConfigError(
-                    f"{pwhere}.unit_ms: must be an integer >= 1, got {unit_ms!r}"
-                )
-            pulse = PulseSpec(kind, address, unit_ms)
-        return cls(out_t, out_a, in_t, in_a, pulse)
-
-
-def _u16(value: Any, where: str) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 0xFFFF:
-        raise DriverConfigError(f"{where}: must be an integer in 0..65535, got {value!r}")
-    return value
-
-
-def _table_ref(raw: Any, where: str, tables: tuple[str, ...]) -> tuple[str, int]:
-    if not isinstance(raw, Mapping):
-        raise DriverConfigError(f"{where}: must be a table like {{ table = ..., address = ... }}")
-    unknown = set(raw) - {"table", "address"}
-    if unknown:
-        raise DriverConfigError(f"{where}.{sorted(unknown)[0]}: unknown key")
-    table = raw.get("table", tables[0])
-    if table not in tables:
-        raise DriverConfigError(f"{where}.table: must be one of {tables}, got {table!r}")
-    return table, _u16(raw.get("address", 0), f"{where}.address")
-
-
 class GenericIOBoard(_PulseFrames, LockBoard):
     """A Modbus IO board described by a :class:`GenericIOMap`."""
 
@@ -400,58 +319,6 @@ class GenericIOBoard(_PulseFrames, LockBoard):
 # -- temperature probe --------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class ProbeMap:
-    """``value = raw * scale + offset``; ``raw`` read as signed 16-bit when ``signed``;
-    a raw value equal to ``invalid`` (compared after the sign conversion) is ``None``."""
-
-    table: str = "input_registers"
-    address: int = 0
-    scale: float = 0.1
-    offset: float = 0.0
-    signed: bool = True
-    invalid: int | None = None
-
-    @classmethod
-    def from_dict(cls, raw: Mapping[str, Any], *, where: str = "register_map") -> ProbeMap:
-        if not isinstance(raw, Mapping):
-            raise DriverConfigError(f"{where}: must be a table")
-        unknown = set(raw) - {"table", "address", "scale", "offset", "signed", "invalid"}
-        if unknown:
-            raise DriverConfigError(f"{where}.{sorted(unknown)[0]}: unknown key")
-        table = raw.get("table", "input_registers")
-        if table not in ("input_registers", "holding_registers"):
-            raise DriverConfigError(
-                f"{where}.table: must be input_registers or holding_registers, got {table!r}"
-            )
-        address = _u16(raw.get("address", 0), f"{where}.address")
-        numbers: dict[str, float] = {}
-        for key, default in (("scale", 0.1), ("offset", 0.0)):
-            v = raw.get(key, default)
-            if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
-                raise DriverConfigError(f"{where}.{key}: must be a finite number, got {v!r}")
-            numbers[key] = float(v)
-        if numbers["scale"] == 0:
-            raise DriverConfigError(f"{where}.scale: must not be 0")
-        signed = raw.get("signed", True)
-        if not isinstance(signed, bool):
-            raise DriverConfigError(f"{where}.signed: must be true or false, got {signed!r}")
-        invalid = raw.get("invalid")
-        if invalid is not None:
-            lo, hi = (-0x8000, 0x7FFF) if signed else (0, 0xFFFF)
-            if not isinstance(invalid, int) or isinstance(invalid, bool) or not lo <= invalid <= hi:
-                raise DriverConfigError(
-                    f"{where}.invalid: must be an integer in {lo}..{hi}, got {invalid!r}"
-                )
-        return cls(table, address, numbers["scale"], numbers["offset"], signed, invalid)
-
-    def convert(self, raw: int) -> float | None:
-        value = raw - 0x10000 if self.signed and raw & 0x8000 else raw
-        if self.invalid is not None and value == self.invalid:
-            return None
-        return value * self.scale + self.offset
-
-
 class TemperatureProbe(SensorBoard):
     """A Modbus temperature probe board: ``channels`` registers, one transaction."""
 
@@ -499,65 +366,62 @@ class TemperatureProbe(SensorBoard):
 PROFILES = ("waveshare_relay", "generic_io", "temperature_probe")
 
 
-def _int_key(cfg: Mapping[str, Any], key: str, where: str, default: int | None = None) -> int:
-    value = cfg.get(key, default)
-    if value is None:
-        raise DriverConfigError(f"{where}.{key}: required")
-    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-        raise DriverConfigError(f"{where}.{key}: must be an integer >= 0, got {value!r}")
-    return value
-
-
 def build_board(
-    line: ModbusLine, cfg: Mapping[str, Any], *, clock: Clock = time.monotonic
+    line: ModbusLine, cfg: BoardParams | Mapping[str, Any], *, clock: Clock = time.monotonic
 ) -> LockBoard | SensorBoard:
-    """A board from a ``[[boards]]`` table (docs/design-notes.md) on ``line``.
-
-    Keys: ``name`` (for messages), ``address``, ``profile``, ``outputs``/``inputs``
-    (lock boards), ``channels`` (probes), ``register_map``, optional ``max_pulse_s``."""
-    where = f"boards[{cfg.get('name', '?')}]"
-    address = _int_key(cfg, "address", where)
-    _check_address(address, f"{where}.address")
-    profile = cfg.get("profile")
-    max_pulse = cfg.get("max_pulse_s", HARD_PULSE_CAP_S)
-    if isinstance(max_pulse, bool) or not isinstance(max_pulse, int | float):
-        raise DriverConfigError(f"{where}.max_pulse_s: must be a number, got {max_pulse!r}")
-    if profile == "waveshare_relay":
+    """A board on ``line`` from its typed settings (:class:`~drivers.config.BoardParams`),
+    or from a plain ``[[boards]]`` table read by :meth:`BoardParams.from_table`."""
+    p = cfg if isinstance(cfg, BoardParams) else BoardParams.from_table(cfg)
+    where = f"boards[{p.name}]"
+    _check_address(_count(p.address, None, f"{where}.address"), f"{where}.address")
+    if isinstance(p.max_pulse_s, bool) or not isinstance(p.max_pulse_s, int | float):
+        raise DriverConfigError(f"{where}.max_pulse_s: must be a number, got {p.max_pulse_s!r}")
+    if p.profile == "waveshare_relay":
         return WaveshareRelayBoard(
-            line, address,
-            outputs=_int_key(cfg, "outputs", where, 8),
-            inputs=_int_key(cfg, "inputs", where, 0),
-            max_pulse_s=float(max_pulse), clock=clock,
+            line, p.address,
+            outputs=_count(p.outputs, 8, f"{where}.outputs"),
+            inputs=_count(p.inputs, 0, f"{where}.inputs"),
+            max_pulse_s=p.max_pulse_s, clock=clock,
         )
-    if profile == "generic_io":
+    if p.profile == "generic_io":
         return GenericIOBoard(
-            line, address,
-            GenericIOMap.from_dict(cfg.get("register_map", {}), where=f"{where}.register_map"),
-            outputs=_int_key(cfg, "outputs", where),
-            inputs=_int_key(cfg, "inputs", where),
-            max_pulse_s=float(max_pulse), clock=clock,
+            line, p.address,
+            p.register_map if isinstance(p.register_map, GenericIOMap) else GenericIOMap(),
+            outputs=_count(p.outputs, None, f"{where}.outputs"),
+            inputs=_count(p.inputs, None, f"{where}.inputs"),
+            max_pulse_s=p.max_pulse_s, clock=clock,
         )
-    if profile == "temperature_probe":
+    if p.profile == "temperature_probe":
         return TemperatureProbe(
-            line, address,
-            ProbeMap.from_dict(cfg.get("register_map", {}), where=f"{where}.register_map"),
-            channels=_int_key(cfg, "channels", where),
+            line, p.address,
+            p.register_map if isinstance(p.register_map, ProbeMap) else ProbeMap(),
+            channels=_count(p.channels, None, f"{where}.channels"),
             clock=clock,
         )
-    raise DriverConfigError(f"{where}.profile: must be one of {PROFILES}, got {profile!r}")
+    raise DriverConfigError(f"{where}.profile: must be one of {PROFILES}, got {p.profile!r}")
+
+
+def _count(value: int | None, default: int | None, where: str) -> int:
+    if value is None:
+        if default is None:
+            raise DriverConfigError(f"{where}: required")
+        return default
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise DriverConfigError(f"{where}: must be an integer >= 0, got {value!r}")
+    return value
 
 
 # -- backend interface (drivers.registry) ---------------------------------------------
 
 
-def open_bus(cfg: Mapping[str, Any]) -> ModbusLine:
+def open_bus(cfg: BusParams | Mapping[str, Any]) -> ModbusLine:
     """The backend's bus factory: a :class:`ModbusLine` from a ``[[buses]]`` table, not
     yet open (use ``async with`` or ``await line.connect()``)."""
     return ModbusLine.from_config(cfg)
 
 
 def create_board(
-    bus: ModbusLine, cfg: Mapping[str, Any], *, clock: Clock = time.monotonic
+    bus: ModbusLine, cfg: BoardParams | Mapping[str, Any], *, clock: Clock = time.monotonic
 ) -> LockBoard | SensorBoard:
     """The backend's board factory: :func:`build_board`."""
     return build_board(bus, cfg, clock=clock)

@@ -68,8 +68,8 @@ Errors: every method raises only :mod:`drivers.errors` types:
 
 Example::
 
-    async with ModbusLine.from_config({"name": "rs485-0", "kind": "rtu",
-                                        "port": "/dev/ttyLOCKER0", "baudrate": 19200}) as line:
+    params = BusParams(name="rs485-0", port="/dev/ttyLOCKER0", baudrate=19200)
+    async with ModbusLine.from_config(params) as line:
         levels = await line.read_discrete_inputs(1, 0, 16)
         await line.write_coil(1, 0x0200 + 3, 7)   # Waveshare flash, 700 ms
 """
@@ -86,6 +86,7 @@ from collections.abc import Mapping
 from types import TracebackType
 from typing import Any, Literal, cast
 
+from drivers.config import BusParams
 from drivers.errors import (
     BoardError,
     BoardLate,
@@ -267,55 +268,29 @@ class ModbusLine:
     # -- construction ------------------------------------------------------------------
 
     @classmethod
-    def from_config(cls, cfg: Mapping[str, Any]) -> ModbusLine:
-        """Build from a ``[[buses]]`` table (docs/design-notes.md).
-
-        Keys: ``name``, ``kind`` (``"rtu"``: ``port``, ``baudrate``, optional ``parity``,
-        ``stopbits``, ``bytesize``; ``"tcp"``: ``host``, ``tcp_port``, optional
-        ``framing``), optional ``timeout_s``, ``retries``, ``settle_s``,
-        ``late_window_s``, ``degraded_after``, ``frame_gap_s``.
-        """
-        try:
-            name = str(cfg["name"])
-            kind = cfg.get("kind", "rtu")
-            common: dict[str, Any] = {
-                "timeout": float(cfg.get("timeout_s", 0.1)),
-                "retries": int(cfg.get("retries", 2)),
-                "settle_s": None if cfg.get("settle_s") is None else float(cfg["settle_s"]),
-                "late_window_s": (
-                    None if cfg.get("late_window_s") is None else float(cfg["late_window_s"])
-                ),
-                "degraded_after": int(cfg.get("degraded_after", 3)),
-                "frame_gap_s": (
-                    None if cfg.get("frame_gap_s") is None else float(cfg["frame_gap_s"])
-                ),
-            }
-            if kind == "rtu":
-                return cls(
-                    name,
-                    port=str(cfg["port"]),
-                    baudrate=int(cfg.get("baudrate", 19200)),
-                    bytesize=int(cfg.get("bytesize", 8)),
-                    parity=str(cfg.get("parity", "N")),
-                    stopbits=int(cfg.get("stopbits", 1)),
-                    **common,
-                )
-            if kind == "tcp":
-                return cls(
-                    name,
-                    host=str(cfg["host"]),
-                    tcp_port=int(cfg.get("tcp_port", 502)),
-                    framing=cfg.get("framing", "socket"),
-                    baudrate=int(cfg.get("baudrate", 19200)),
-                    **common,
-                )
-        except KeyError as exc:
-            raise DriverConfigError(f"bus {cfg.get('name', '?')!r}: missing key {exc}") from exc
-        except (TypeError, ValueError) as exc:
-            if isinstance(exc, DriverConfigError):
-                raise
-            raise DriverConfigError(f"bus {cfg.get('name', '?')!r}: {exc}") from exc
-        raise DriverConfigError(f"bus {name!r}: kind must be 'rtu' or 'tcp', got {kind!r}")
+    def from_config(cls, cfg: BusParams | Mapping[str, Any]) -> ModbusLine:
+        """Build from the bus's typed settings (:class:`~drivers.config.BusParams`), or
+        from a plain ``[[buses]]`` table read by :meth:`BusParams.from_table`."""
+        p = cfg if isinstance(cfg, BusParams) else BusParams.from_table(cfg)
+        common: dict[str, Any] = {
+            "timeout": p.timeout_s,
+            "retries": p.retries,
+            "settle_s": p.settle_s,
+            "late_window_s": p.late_window_s,
+            "degraded_after": p.degraded_after,
+            "frame_gap_s": p.frame_gap_s,
+        }
+        if p.kind == "rtu":
+            if p.port is None:
+                raise DriverConfigError(f"bus {p.name!r}: missing key 'port' (kind rtu)")
+            return cls(p.name, port=p.port, baudrate=p.baudrate, bytesize=p.bytesize,
+                       parity=p.parity, stopbits=p.stopbits, **common)
+        if p.kind == "tcp":
+            if p.host is None:
+                raise DriverConfigError(f"bus {p.name!r}: missing key 'host' (kind tcp)")
+            return cls(p.name, host=p.host, tcp_port=p.tcp_port,
+                       framing=p.framing or "socket", baudrate=p.baudrate, **common)
+        raise DriverConfigError(f"bus {p.name!r}: kind must be 'rtu' or 'tcp', got {p.kind!r}")
 
     # -- lifecycle ---------------------------------------------------------------------
 

@@ -175,8 +175,11 @@ async def _simulator(stack: AsyncExitStack) -> Harness:
 
 
 BACKENDS = [
-    "fake-board-timed", "fake-daemon-timed", "waveshare-pty", "generic-io-pty",
-    "waveshare-simulator",
+    "fake-board-timed", "fake-daemon-timed",
+    # The production driver over a pty: integration (a pty, and the simulator's thread).
+    pytest.param("waveshare-pty", marks=pytest.mark.integration),
+    pytest.param("generic-io-pty", marks=pytest.mark.integration),
+    pytest.param("waveshare-simulator", marks=pytest.mark.integration),
 ]
 
 

@@ -118,7 +118,7 @@ class FuzzCabinet:
         self.sink = EventSink(self.store)
         self.verifier = CommandVerifier(
             s.cabinet.id, {KEY_ID: _KEY.public_key()}, self.clock, MemoryReplayStore(),
-            site_id=s.cabinet.site)
+            site_id=s.cabinet.site, max_lifetime_ms=round(s.timing.command_max_ttl_s * 1000))
         self.unlock = UnlockService(s, self.model, self.hardware, UnlockPolicy(unlock_limits(s)),
                                     self._emit, now=self.now)
         self.service = CommandService(

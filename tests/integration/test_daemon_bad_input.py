@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from controller.mqtt.dispatch import DispatchClient
-from tests.support.lane import pulses, running_lane
+from tests.support.lane import pulses, running_lane, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -28,8 +28,15 @@ async def _raw(dispatch: DispatchClient, payload: bytes) -> dict[str, Any]:
 
 async def test_every_bad_input_is_refused_with_a_structured_error(tmp_path: Path) -> None:
     async with running_lane(tmp_path) as (rig, dispatch):
-        await asyncio.sleep(0.5)
-        before = (await dispatch.command("get_state", sign=False))["result"]
+        async def settled() -> dict[str, Any] | None:
+            # The start-up reports are out (the daemon's, and the rig's scanner connected in
+            # the background), the outbox empty.
+            state = (await dispatch.command("get_state", sign=False))["result"]
+            kinds = {e["kind"] for e in dispatch.events()}
+            started = {"daemon_started", "scanner_connected"} <= kinds
+            return state if started and state["outbox_depth"] == 0 else None
+
+        before = await wait_until(settled, "the start-up events delivered")
         events_before = len(dispatch.events())
         pulses_before = sum(len(pulses(rig, c)) for c in ("A01", "B01"))
 

@@ -11,7 +11,7 @@ from typing import Any
 import jsonschema
 import pytest
 
-from tests.support.lane import running_lane, wait_event
+from tests.support.lane import running_lane, wait_event, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -47,7 +47,11 @@ async def test_every_message_sent_validates_against_its_schema(tmp_path: Path) -
         await wait_event(dispatch, "alarm_raised", "A02")
         await rig.control.acall("close", compartment="A02")
         await dispatch.wait_for(lambda m: m.channel == "telemetry", 10)
-        await asyncio.sleep(0.5)
+
+        async def every_channel() -> bool | None:
+            return {m.channel for m in dispatch.messages} >= set(SCHEMA_OF) or None
+
+        await wait_until(every_channel, "a message on every channel")
 
         seen: dict[str, int] = {}
         for message in dispatch.messages:

@@ -12,6 +12,7 @@ import pytest
 
 from controller.contract.topics import CabinetTopics
 from controller.rig import LaneRig
+from tests.support.lane import wait_until
 from tests.support.mqtt_client import MqttProbe
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
@@ -28,7 +29,11 @@ async def test_started_offline_still_polls_and_delivers_later(tmp_path: Path) ->
         probe.subscribe(topics.events, qos=1)
         await asyncio.to_thread(rig.broker.stop)
         rig.daemon.start(wait_port=False)
-        await asyncio.sleep(4.0)  # imports, store, boards: well before any 20 s readiness wait
+        # Started, boards polled, lane served: well before any 20 s readiness wait.
+        async def serving() -> bool | None:
+            return "serving the lane" in rig.logs("daemon", 100_000) or None
+
+        await wait_until(serving, "the daemon serving the lane", timeout_s=30)
         await rig.control.acall("force_open", compartment="A03")
         await asyncio.sleep(1.0)
         await rig.control.acall("close", compartment="A03")

@@ -13,7 +13,7 @@ from drivers.modbus.line import ModbusLine
 from drivers.modbus.scan import scan, set_address
 from tests.support.rtu_responder import BoardModel, Line, RtuResponder, Send, frame
 
-pytestmark = pytest.mark.timeout(30)
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(30)]  # a pty per test
 
 
 @asynccontextmanager

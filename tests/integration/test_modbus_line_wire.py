@@ -26,7 +26,7 @@ from tests.support.rtu_responder import (
     frame,
 )
 
-pytestmark = pytest.mark.timeout(30)
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(30)]  # a pty per test
 
 Handler = Callable[[bytes], Sequence[Send]]
 

@@ -20,7 +20,8 @@ from controller.settings import MqttConfig
 from tests.integration.test_mqtt_link_session import status_factory
 from tests.support.services import MosquittoProcess
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
+# Fault campaigns: 20 broker restarts, then a half-minute outage.
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(300)]
 
 #: The promise: connected again this long after the broker accepts connections.
 RECONNECT_LIMIT_S = 5.0

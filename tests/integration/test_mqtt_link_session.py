@@ -100,7 +100,9 @@ async def test_close_while_the_broker_is_unreachable_returns(tmp_path: Path) -> 
     broker = MosquittoProcess(tmp_path / "never-started")  # a free port nothing listens on
     link = make_link(broker)
     async with link:
-        await asyncio.sleep(0.2)
+        async with asyncio.timeout(10):
+            while not link.snapshot().last_error:  # bounded: the first attempt fails at once
+                await asyncio.sleep(0.02)
         assert not link.connected
         with pytest.raises(LinkDown):
             await link.publish(link.topics.events, b"{}")

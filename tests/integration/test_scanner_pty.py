@@ -16,6 +16,8 @@ import pytest
 from drivers.scanner import CodeScanner, ScannedCode, ScannerStatus, ScanRejected
 from simulator.scanner import SimScanner
 
+pytestmark = pytest.mark.integration  # a pty per test
+
 WAIT = 5.0
 T = TypeVar("T")
 

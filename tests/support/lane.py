@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from controller.contract.topics import CabinetTopics
 from controller.mqtt.dispatch import DispatchClient
 from controller.rig import LaneRig
+
+T = TypeVar("T")
 
 
 @asynccontextmanager
@@ -32,6 +34,20 @@ async def running_lane(
             yield rig, dispatch
     finally:
         await asyncio.to_thread(rig.close)
+
+
+async def wait_until(check: Callable[[], Awaitable[T | None]], what: str,
+                     timeout_s: float = 10.0, every_s: float = 0.05) -> T:
+    """Poll ``check`` until it returns something other than None, at most ``timeout_s``;
+    an AssertionError naming ``what`` when the deadline passes."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while True:  # bounded by the deadline
+        found = await check()
+        if found is not None:
+            return found
+        if asyncio.get_running_loop().time() >= deadline:
+            raise AssertionError(f"{what}: not within {timeout_s:g} s")
+        await asyncio.sleep(every_s)
 
 
 def truth(rig: LaneRig, kind: str, compartment: str | None = None) -> list[dict[str, Any]]:

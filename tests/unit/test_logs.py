@@ -85,6 +85,7 @@ def test_journal_is_detected_from_the_stream_systemd_names(tmp_path: Path) -> No
         assert not stderr_is_journal(stream, {"JOURNAL_STREAM": "garbage"})
 
 
+@pytest.mark.integration  # runs a Python process of its own
 def test_a_configuration_error_reaches_the_journal_at_error_priority(tmp_path: Path) -> None:
     """The daemon exits on a bad config before logging is set up: its message is still
     filed as an error (``journalctl -p err``), every line of it."""
@@ -105,3 +106,22 @@ def test_a_configuration_error_reaches_the_journal_at_error_priority(tmp_path: P
     assert lines[0] == "<3>configuration error:"
     assert len(lines) > 1
     assert all(line.startswith("<3>") for line in lines)
+
+
+@pytest.mark.usefixtures("restore_logging")
+def test_text_logs_show_the_sites_local_time_and_json_logs_utc() -> None:
+    # 2026-07-01 10:00:00 UTC is noon in Paris (summer time) and 06:00 in New York.
+    record = logging.LogRecord("controller.test", logging.INFO, __file__, 1, "hello", None,
+                               None)
+    record.created, record.msecs = 1782900000.0, 0.0
+    for zone, expected in (("Europe/Paris", "2026-07-01 12:00:00,000+0200"),
+                           ("America/New_York", "2026-07-01 06:00:00,000-0400"),
+                           ("UTC", "2026-07-01 10:00:00,000+0000")):
+        out = io.StringIO()
+        setup_logging("info", "text", timezone=zone, journal=False, stream=out)
+        logging.getLogger().handlers[0].handle(record)
+        assert out.getvalue().startswith(f"{expected} INFO controller.test: hello"), zone
+    out = io.StringIO()
+    setup_logging("info", "json", timezone="Europe/Paris", journal=False, stream=out)
+    logging.getLogger().handlers[0].handle(record)
+    assert json.loads(out.getvalue())["ts"] == "2026-07-01T10:00:00.000Z"

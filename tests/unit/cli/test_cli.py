@@ -386,6 +386,7 @@ def test_bus_scan_with_a_bad_config_and_range(tmp_path: Path,
     assert err.count("\n") == 1
 
 
+@pytest.mark.integration  # runs a Python process of its own
 def test_lockerctl_does_not_import_hardware_libraries() -> None:
     code = ("import sys, controller.cli, controller.cli_bus, controller.cli_demo; "
             "controller.cli.build_parser(); "

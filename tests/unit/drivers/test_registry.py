@@ -67,6 +67,7 @@ def test_modbus_backend_builds_a_line_and_boards() -> None:
     assert isinstance(board, LockBoard)
 
 
+@pytest.mark.integration  # runs a Python process of its own
 def test_registry_imports_no_backend_until_asked() -> None:
     code = (
         "import sys, drivers.registry; "

@@ -60,9 +60,9 @@ def config(**security: Any) -> dict[str, Any]:
         "timing": {"compartment_cooldown_s": 0, "pulse_gap_s": 0, "pulse_s": 0.3,
                    "compartment_max_pulses_per_minute": 60, "open_detect_timeout_s": 2.0},
         "tenants": {
-            "grocery": {"pickup_window_s": 3600, "expiry_s": 7200, "reopen_grace_s": 60},
-            "parcel": {"pickup_window_s": 86400, "expiry_s": 172800, "reopen_grace_s": 30},
-            "shop": {"pickup_window_s": 86400, "expiry_s": 172800, "reopen_grace_s": 0},
+            "grocery": {"expiry_s": 7200, "reopen_grace_s": 60},
+            "parcel": {"expiry_s": 172800, "reopen_grace_s": 30},
+            "shop": {"expiry_s": 172800, "reopen_grace_s": 0},
         },
         "buses": [{"name": "rs485-0", "kind": "rtu", "port": "/dev/ttyFAKE0"}],
         "boards": [{"name": "locks", "bus": "rs485-0", "address": 1,

@@ -182,7 +182,7 @@ class _ScannerLane:
                 await asyncio.sleep(0.005)
                 lines = self.scanner.codes + self.scanner.rejected - before_lines
                 if self.task.done() or (
-                        not self.scanner._events and self.rejections() - before == lines
+                        not self.scanner.pending and self.rejections() - before == lines
                         and self.service._checking == 0 and self.in_pipe() == 0):
                     return
             raise AssertionError("the lane did not answer every scanned line in 20 s")

@@ -103,11 +103,9 @@ lock = {{ board = "io-b", channel = 0 }}
 dispatch_public_keys = {{ dispatch-1 = "{INLINE_KEY}" }}
 
 [tenants.grocery]
-pickup_window_s = "1h30m"
 expiry_s = "6h"
 
 [tenants.parcel]
-pickup_window_s = "3d"
 expiry_s = "5d"
 
 [simulator]

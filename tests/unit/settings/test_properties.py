@@ -81,10 +81,8 @@ def cabinets(draw: st.DrawFn) -> dict[str, Any]:
     pools = draw(st.lists(st.sampled_from(["grocery", "parcel", "shop"]), min_size=1, unique=True))
     tenants = {}
     for pool in pools:
-        window = draw(st.integers(60, 10 * 86400))
         tenants[pool] = {
-            "pickup_window_s": window,
-            "expiry_s": window + draw(st.integers(0, 86400)),
+            "expiry_s": draw(st.integers(60, 11 * 86400)),
             "reopen_grace_s": draw(st.integers(0, 600)),
         }
     compartments = []

@@ -54,9 +54,8 @@ def test_zone_of_and_effective_ajar_delay(settings: Settings) -> None:
 
 def test_tenant_durations(settings: Settings) -> None:
     grocery = settings.tenant("grocery")
-    assert grocery.pickup_window_s == 5400.0
     assert grocery.expiry_s == 6 * 3600.0
-    assert settings.tenant("parcel").pickup_window_s == 3 * 86400.0
+    assert settings.tenant("parcel").expiry_s == 5 * 86400.0
 
 
 def test_pulse_cap_per_board(valid_data: dict[str, Any]) -> None:
