@@ -4,6 +4,8 @@
 
     lockerctl demo [--keep] [--no-timing] [--broker-port N]
     lockerctl keygen --out DIR [--key-id ID]
+    lockerctl keygen --out DIR --key-id ID --role technician --site S --root-key FILE
+                     --root-key-id ID [--valid-hours H] [--grant-id G]
     lockerctl config check FILE | config show FILE
     lockerctl status  --broker HOST:PORT --site S --cabinet C [--compartments]
     lockerctl watch   --broker HOST:PORT --site S --cabinet C [--duration S]
@@ -68,6 +70,8 @@ def cmd_keygen(args: argparse.Namespace, console: Console) -> int:
 
     if not KEY_ID_PATTERN.fullmatch(args.key_id):
         raise CliError(f"key id {args.key_id!r} must match {KEY_ID_PATTERN.pattern}")
+    if args.role == "technician":
+        return _technician_keygen(args)
     out: Path = args.out
     try:
         out.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -105,6 +109,65 @@ def cmd_keygen(args: argparse.Namespace, console: Console) -> int:
           "(keep the other keys during a rotation):")
     print()
     print(section, end="")
+    return EXIT_OK
+
+
+def _technician_keygen(args: argparse.Namespace) -> int:
+    """A technician key pair and dispatch's grant for it: ``ID.key``, ``ID.pub``,
+    ``ID.grant.json``. Nothing to install on the cabinets: they check the grant offline."""
+    import secrets
+    import time
+
+    from controller.security.errors import KeyFileError
+    from controller.security.grants import MAX_GRANT_LIFETIME_S, issue_grant
+    from controller.security.signing import (
+        generate_keypair,
+        load_private_key,
+        save_private_key,
+        save_public_key,
+    )
+
+    if args.site is None or args.root_key is None:
+        raise CliError("--role technician needs --site and --root-key")
+    lifetime = int(args.valid_hours * 3600)
+    if not 0 < lifetime <= MAX_GRANT_LIFETIME_S:
+        raise CliError(f"--valid-hours must be more than 0 and at most "
+                       f"{MAX_GRANT_LIFETIME_S // 3600}")
+    grant_id = args.grant_id or f"g-{secrets.token_hex(8)}"
+    out: Path = args.out
+    private_path, public_path = out / f"{args.key_id}.key", out / f"{args.key_id}.pub"
+    grant_path = out / f"{args.key_id}.grant.json"
+    try:
+        root = load_private_key(args.root_key)
+        private_key, public_key = generate_keypair()
+        now = int(time.time())
+        grant = issue_grant(root, args.root_key_id, grant_id=grant_id, key_id=args.key_id,
+                            public_key=public_key, site=args.site, not_before=now - 300,
+                            not_after=now + lifetime)
+        out.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if grant_path.exists() or public_path.exists():
+            raise CliError(f"{grant_path} or {public_path} exists; not overwriting a key")
+        save_private_key(private_key, private_path)
+        save_public_key(public_key, public_path)
+        grant_path.write_text(json.dumps(grant) + "\n")
+    except KeyFileError as exc:
+        raise CliError(str(exc)) from None
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    except OSError as exc:
+        raise CliError(f"cannot write the key: {exc.strerror}") from None
+    summary = {"key_id": args.key_id, "role": "technician", "site": args.site,
+               "grant_id": grant_id, "not_after": now + lifetime,
+               "private_key": str(private_path.resolve()), "grant": str(grant_path.resolve())}
+    if args.json:
+        print(json.dumps(summary))
+        return EXIT_OK
+    print(f"technician key: {private_path.resolve()} (mode 0600) and grant "
+          f"{grant_path.resolve()}")
+    print(f"valid at site {args.site} for {lifetime // 3600} h, maintenance actions only; "
+          f"revoke it by its id {grant_id}")
+    print(f"use: lockerctl cmd --key {private_path.name} --key-id {args.key_id} "
+          f"--grant {grant_path.name} ...")
     return EXIT_OK
 
 
@@ -218,6 +281,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--key-id", default="dispatch-1",
                    help="the key's id in the cabinets' dispatch_public_keys "
                         "(default dispatch-1)")
+    p.add_argument("--role", choices=("dispatch", "technician"), default="dispatch",
+                   help="dispatch: a root key every cabinet trusts; technician: a key for one "
+                        "site and a limited time, granted by a root key (default dispatch)")
+    p.add_argument("--site", help="technician: the only site the key works at")
+    p.add_argument("--root-key", type=Path, metavar="FILE",
+                   help="technician: the dispatch root private key that signs the grant")
+    p.add_argument("--root-key-id", default="dispatch-1",
+                   help="technician: the root key's id (default dispatch-1)")
+    p.add_argument("--valid-hours", type=float, default=12.0, metavar="H",
+                   help="technician: how long the grant lasts (default 12, at most 168)")
+    p.add_argument("--grant-id", help="technician: the id to revoke it by (default random)")
     add_json_option(p)
     p.set_defaults(func=cmd_keygen)
 
@@ -259,6 +333,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--key-id", default="dispatch-1",
                    help="the key's id in the cabinet's dispatch_public_keys "
                         "(default dispatch-1)")
+    p.add_argument("--grant", type=Path, metavar="FILE",
+                   help="a technician key's grant from dispatch (ID.grant.json)")
     p.add_argument("--compartments", metavar="A01,A02", help="only these (default: all)")
     p.add_argument("--open-timeout", type=float, default=15.0, metavar="S",
                    help="wait for door_opened / open_not_detected (default 15)")

@@ -146,6 +146,7 @@ def _client(args: argparse.Namespace, *, key: Any = None, key_id: str = "dispatc
             on_message: Callable[[Received], None] | None = None) -> DispatchClient:
     host, port = args.broker
     return DispatchClient(host, port, _topics(args), key=key, key_id=key_id,
+                          grant=_load_grant(getattr(args, "grant", None)),
                           protocol=args.protocol, on_message=on_message,
                           tls_context=_tls_context(args))
 
@@ -286,6 +287,8 @@ def add_command_parsers(parser: argparse.ArgumentParser) -> None:
                              "for get-state")
     parser.add_argument("--key-id", default="dispatch-1",
                         help="the key's id in the cabinet's dispatch_public_keys")
+    parser.add_argument("--grant", type=Path, metavar="FILE",
+                        help="a technician key's grant from dispatch (ID.grant.json)")
     parser.add_argument("--ttl", type=float, default=10.0, metavar="S",
                         help="command lifetime in the cabinet's clock (default 10, max 30)")
     sub = parser.add_subparsers(dest="type", required=True, metavar="TYPE")
@@ -312,6 +315,19 @@ def add_command_parsers(parser: argparse.ArgumentParser) -> None:
         p.add_argument("compartment", help="compartment id, e.g. A01")
         p.add_argument("--reason", required=True, help="recorded in the events")
     sub.add_parser("get-state", help="ask for the full state (a fresh snapshot)")
+
+
+def _load_grant(path: Path | None) -> dict[str, str] | None:
+    """A technician's grant (``lockerctl keygen --role technician``), sent with each command."""
+    if path is None:
+        return None
+    try:
+        grant = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise CliError(f"cannot read the grant {path}: {exc}") from None
+    if not isinstance(grant, dict) or set(grant) != {"signed", "key_id", "sig"}:
+        raise CliError(f"{path} is not a grant (signed, key_id, sig)")
+    return grant
 
 
 def _load_key(args: argparse.Namespace, required: bool) -> Any:

@@ -93,6 +93,8 @@ fi
 PREFIX=/opt/locker-controller
 ETC=/etc/locker
 REDIS_CONF=/etc/redis/redis-locker.conf
+REDIS_ACL=/etc/redis/redis-locker.acl
+REDIS_PASS=/etc/locker/redis-password
 REDIS_DIR=/var/lib/redis/locker
 R="${ROOT%/}"
 
@@ -252,6 +254,22 @@ if put "$SRC/deploy/redis.conf" "$REDIS_CONF" 0640; then
     redis_changed=1
 fi
 chown "0:$(gid_of redis)" "$R$REDIS_CONF"
+# Its ACL: the daemon's user "locker" (its commands, its keys) with a random password that
+# only the daemon's user can read; unauthenticated connections can do nothing.
+if [ ! -s "$R$REDIS_PASS" ]; then
+    (umask 077; head -c 32 /dev/urandom | base64 | tr -d '=+/\n' >"$R$REDIS_PASS")
+    say "created $REDIS_PASS"
+fi
+chown "$(uid_of locker):$(gid_of locker)" "$R$REDIS_PASS"
+chmod 0400 "$R$REDIS_PASS"
+acl_tmp=$(mktemp)
+sed -e '/^#/d' -e "s/@PASSWORD_SHA256@/$(head -n1 "$R$REDIS_PASS" | tr -d '\n' | sha256sum | cut -d' ' -f1)/" \
+    "$SRC/deploy/redis-locker.acl" >"$acl_tmp"
+if put "$acl_tmp" "$REDIS_ACL" 0640; then
+    redis_changed=1
+fi
+rm -f "$acl_tmp"
+chown "0:$(gid_of redis)" "$R$REDIS_ACL"
 
 # 5. udev rules and the systemd unit -----------------------------------------------------
 if put "$SRC/deploy/udev/99-locker-rs485.rules" /etc/udev/rules.d/99-locker-rs485.rules 0644; then
@@ -279,10 +297,10 @@ if [ "$START" -eq 1 ]; then
     if [ "$redis_changed" -eq 1 ]; then sysctl restart redis-server@locker; else sysctl start redis-server@locker; fi
     if [ "$SYSTEMCTL" -eq 1 ]; then
         for _ in $(seq 50); do
-            redis-cli -s /run/redis-locker/redis.sock ping >/dev/null 2>&1 && break
+            REDISCLI_AUTH=$(head -n1 "$R$REDIS_PASS") redis-cli --user locker -s /run/redis-locker/redis.sock ping >/dev/null 2>&1 && break
             sleep 0.2
         done
-        redis-cli -s /run/redis-locker/redis.sock ping >/dev/null 2>&1 \
+        REDISCLI_AUTH=$(head -n1 "$R$REDIS_PASS") redis-cli --user locker -s /run/redis-locker/redis.sock ping >/dev/null 2>&1 \
             || fail "redis-server@locker does not answer on /run/redis-locker/redis.sock: journalctl -u redis-server@locker"
     fi
 fi

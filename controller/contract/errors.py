@@ -29,6 +29,8 @@ class ErrorCode(StrEnum):
     EXPIRED = "expired"
     WRONG_CABINET = "wrong_cabinet"
     WRONG_BOOT = "wrong_boot"
+    WRONG_SITE = "wrong_site"
+    FORBIDDEN = "forbidden"
     UNKNOWN_COMPARTMENT = "unknown_compartment"
     UNKNOWN_ORDER = "unknown_order"
     UNKNOWN_ZONE = "unknown_zone"
@@ -55,6 +57,10 @@ ERROR_DESCRIPTIONS: dict[ErrorCode, str] = {
     ErrorCode.EXPIRED: "the deadline has passed, or lies more than 30 s ahead (re-read the "
     "cabinet's clock and send again)",
     ErrorCode.WRONG_CABINET: "the command names another cabinet",
+    ErrorCode.WRONG_SITE: "the command (or the technician's grant) names another site, or a "
+    "signed command names no site",
+    ErrorCode.FORBIDDEN: "the key may not send this command: its role does not allow it, or "
+    "its grant is revoked or not valid at the cabinet's time",
     ErrorCode.WRONG_BOOT: "the deadline is in another boot's clock (the cabinet restarted)",
     ErrorCode.UNKNOWN_COMPARTMENT: "no such compartment in this cabinet",
     ErrorCode.UNKNOWN_ORDER: "no such order assigned in this cabinet",

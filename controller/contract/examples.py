@@ -131,8 +131,14 @@ EXAMPLES: dict[str, list[dict[str, Any]]] = {
                      "base_hash": "9f2c4e1ab3d05e77"},
         },
         {
-            "id": "c-2026-11-22-000129", "type": "clear_lane_lockout", "cabinet": "cab-01",
+            "id": "c-2026-11-22-000129", "type": "clear_lane_lockout", "site": "fr-lyon-07",
+            "cabinet": "cab-01",
             "expires": _DEADLINE, "args": {"lane": "lane-1", "reason": "guesser gone, CCTV"},
+        },
+        {
+            "id": "c-2026-11-22-000130", "type": "revoke_grants", "site": "fr-lyon-07",
+            "cabinet": "cab-01", "expires": _DEADLINE,
+            "args": {"serial": 7, "revoked": [{"grant_id": "g-7f3a", "not_after": 1764443200}]},
         },
     ],
     "signed_command": [

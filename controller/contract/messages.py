@@ -64,6 +64,7 @@ __all__ = [
     "Event",
     "GetStateArgs",
     "GetStateCommand",
+    "Grant",
     "LaneState",
     "MqttLinkStats",
     "OpenArgs",
@@ -74,6 +75,9 @@ __all__ = [
     "ReleaseCommand",
     "Reply",
     "ReplyError",
+    "RevokeGrantsArgs",
+    "RevokeGrantsCommand",
+    "RevokedGrant",
     "SealedCode",
     "SignedCommand",
     "State",
@@ -418,10 +422,27 @@ class ApplyConfigArgs(_Model):
     base_hash: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{8,64}$")] | None = None
 
 
+class RevokedGrant(_Model):
+    """One revoked technician grant, kept by the cabinet until the grant's own end."""
+
+    grant_id: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._:-]{1,64}$")]
+    not_after: Annotated[int, Field(ge=0)]
+
+
+class RevokeGrantsArgs(_Model):
+    """The whole list of revoked technician grants; ``serial`` only grows (an older list is
+    refused with ``conflict``). Only a dispatch root key may send it."""
+
+    serial: Annotated[int, Field(ge=0)]
+    revoked: list[RevokedGrant] = Field(default_factory=list, max_length=200)
+
+
 class CommandEnvelope(_Model):
-    """The fields every command carries (see ``docs/design-notes.md``)."""
+    """The fields every command carries (see ``docs/design-notes.md``). ``site`` is required
+    in a signed command (the signature then binds site and cabinet)."""
 
     id: CommandId
+    site: CabinetId | None = None
     cabinet: CabinetId
     expires: ClockReading
 
@@ -474,9 +495,14 @@ class ApplyConfigCommand(CommandEnvelope):
     args: ApplyConfigArgs
 
 
+class RevokeGrantsCommand(CommandEnvelope):
+    type: Literal["revoke_grants"]
+    args: RevokeGrantsArgs
+
+
 Command: TypeAlias = Annotated[
     AssignCommand | OpenCommand | ReleaseCommand | BlockCommand | UnblockCommand
-    | GetStateCommand | ApplyConfigCommand | ClearLaneLockoutCommand,
+    | GetStateCommand | ApplyConfigCommand | ClearLaneLockoutCommand | RevokeGrantsCommand,
     Field(discriminator="type"),
 ]
 """Any plain command; ``type`` selects the model."""
@@ -484,6 +510,7 @@ Command: TypeAlias = Annotated[
 COMMAND_TYPES: tuple[str, ...] = (
     "assign", "open", "release", "block", "unblock", "get_state", "apply_config",
     "clear_lane_lockout",
+    "revoke_grants",
 )
 SIGNED_COMMAND_TYPES: frozenset[str] = frozenset(
     t for t in COMMAND_TYPES if signature_policy(t) is SignaturePolicy.REQUIRED
@@ -493,6 +520,15 @@ assignments, availability or the configuration). Derived from the verifier's
 :data:`~controller.security.verify.SIGNATURE_POLICY`, the one table that decides."""
 
 _COMMAND_ADAPTER: TypeAdapter[Command] = TypeAdapter(Command)
+
+
+class Grant(_Model):
+    """Dispatch's signed grant of a role, a site and a time window to a technician's key:
+    ``signed`` is the grant's JSON text, ``key_id`` the root key that signed it."""
+
+    signed: Annotated[str, StringConstraints(min_length=2, max_length=2048)]
+    key_id: KeyId
+    sig: Ed25519Signature
 
 
 class SignedCommand(_Model):
@@ -506,6 +542,8 @@ class SignedCommand(_Model):
     signed: Annotated[str, StringConstraints(min_length=2, max_length=DEFAULT_MAX_COMMAND_BYTES)]
     key_id: KeyId
     sig: Ed25519Signature
+    grant: Grant | None = None
+    """A technician's key: dispatch's grant for ``key_id`` (absent for a root key)."""
 
     def signed_bytes(self) -> bytes:
         """The exact bytes the signature covers."""

@@ -61,6 +61,7 @@ from controller.mqtt.link import (
     MqttLinkError,
     MqttLinkSettings,
 )
+from controller.security.grants import RevocationList
 from controller.security.replay import MemoryReplayStore
 from controller.security.verify import CommandVerifier
 from controller.services.commands import CommandService
@@ -77,9 +78,11 @@ from controller.services.reporting import (
 )
 from controller.services.setup import compartment_setups, signal_filtering, unlock_limits
 from controller.services.supervisor import TaskSupervisor
+from controller.services.takeover import TakeoverWatch
 from controller.services.unlock import UnlockService
 from controller.services.zones import ZoneMonitor
 from controller.settings import ConfigError, Settings
+from controller.settings.deployment import is_production
 from controller.store import Store
 from controller.store.errors import StoreError
 from controller.systemd import Notifier
@@ -200,7 +203,8 @@ class Daemon:
         prefix = (s.redis.key_prefix or f"locker:{s.cabinet.site}").removesuffix(":")
         prefix = prefix.removesuffix(f":{s.cabinet.id}")
         async with contextlib.AsyncExitStack() as stack:
-            self.store = await Store.connect(s.redis.url, prefix, s.cabinet.id)
+            self.store = await Store.connect(s.redis.url, prefix, s.cabinet.id,
+                                             production=is_production(s))
             stack.push_async_callback(self.store.close)
             boot = await self.store.new_boot()
             self.boot_id = boot.id
@@ -242,6 +246,7 @@ class Daemon:
             self.zones = ZoneMonitor(s, lambda: self.poller.temperatures.values,
                                      self.sink.emit, self.store,
                                      on_change=self.state_pub.mark_dirty)
+            self.takeover = TakeoverWatch(self.emit)
             self.lane = LaneService.from_settings(
                 s, self.model, self.store, self.unlock, self.emit, now=self.now,
                 on_change=self.state_pub.mark_dirty,
@@ -249,6 +254,8 @@ class Daemon:
             stack.push_async_callback(self.lane.close)
             verifier = CommandVerifier(
                 s.cabinet.id, public_keys(s), self.cabinet_clock, MemoryReplayStore(),
+                site_id=s.cabinet.site,
+                revocations=RevocationList.from_dict(await self.store.load_revocations()),
                 max_lifetime_ms=round(s.timing.command_max_ttl_s * 1000))
             self.commands = CommandService(
                 s, self.model, self.store, self.unlock, verifier, self.emit,
@@ -308,6 +315,7 @@ class Daemon:
             "watchdog": self._watchdog_loop,
             "lane": self.lane.run,
             "zones": self.zones.run,
+            "takeover": self.takeover.run,
         }
 
     async def _announce_ready(self) -> None:
@@ -373,6 +381,7 @@ class Daemon:
             self.state_pub.mark_dirty()
 
     def _on_link_change(self, snapshot: Any) -> None:
+        self.takeover.note(snapshot.takeovers)
         if snapshot.connected:
             self.state_pub.mark_dirty()
             self.pump.wake()

@@ -19,7 +19,7 @@ from controller.logs import setup_logging, to_stderr
 from controller.restart import EXIT_STOP_TIMEOUT, ShutdownDeadline, restart_mode, restart_now
 from controller.security.codes import CodeKeyError
 from controller.settings import ConfigError, load_settings
-from controller.store.errors import StoreError
+from controller.store.errors import StoreConfigError, StoreError
 
 __all__ = ["main"]
 
@@ -95,6 +95,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         code = asyncio.run(runner())
+    except StoreConfigError as exc:
+        # Not a passing outage: a store others can write, or a bad URL. Fix, then start.
+        to_stderr(f"store refused at start-up: {exc}")
+        return 2
     except StoreError as exc:
         log.critical("store unavailable at start-up", extra={"ctx": {"error": str(exc)}})
         return 3

@@ -9,10 +9,11 @@ is unbounded. This subclass replaces both, and relies on exactly these internals
 - ``self._client``: the ``paho.mqtt.client.Client`` it drives (``publish`` returns a
   ``MQTTMessageInfo`` with ``rc`` and ``mid``);
 - ``self._loop``: the event loop the client was created on;
-- ``_on_message(client, userdata, message)`` and
-  ``_on_publish(client, userdata, mid, reason_code, properties)``: methods that
-  ``__init__`` registers as paho's ``on_message``/``on_publish`` callbacks, looked up on
-  ``self`` so that overriding them here takes effect.
+- ``_on_message(client, userdata, message)``,
+  ``_on_publish(client, userdata, mid, reason_code, properties)`` and
+  ``_on_disconnect(client, userdata, flags, reason_code, properties)``: methods that
+  ``__init__`` registers as paho's callbacks, looked up on ``self`` so that overriding
+  them here takes effect (the last only to note the broker's disconnect reason).
 
 Nothing else in the daemon reaches into aiomqtt: :class:`~controller.mqtt.link.MqttLink`
 calls only :meth:`AckingClient.publish_acked`, :meth:`AckingClient.fail_pending` and the
@@ -44,6 +45,14 @@ class AckingClient(aiomqtt.Client):
         super().__init__(*args, **kwargs)
         self._acks: dict[int, asyncio.Future[ReasonCode]] = {}
         self._deliver = on_message
+        #: The first reason given for this connection's end (0x8E: session taken over).
+        self.disconnect_reason: int | None = None
+
+    def _on_disconnect(self, client: paho.Client, userdata: Any, flags: Any,
+                       reason_code: ReasonCode, properties: Properties | None = None) -> None:
+        if self.disconnect_reason is None and isinstance(reason_code, ReasonCode):
+            self.disconnect_reason = int(reason_code.value)
+        super()._on_disconnect(client, userdata, flags, reason_code, properties)
 
     def _on_message(self, client: paho.Client, userdata: Any,
                     message: paho.MQTTMessage) -> None:

@@ -59,6 +59,7 @@ class DispatchClient:
         *,
         key: Ed25519PrivateKey | None = None,
         key_id: str = "dispatch",
+        grant: dict[str, str] | None = None,
         protocol: int = 5,
         client_id: str | None = None,
         on_message: Callable[[Received], None] | None = None,
@@ -68,6 +69,7 @@ class DispatchClient:
         self.topics = topics
         self.key = key
         self.key_id = key_id
+        self.grant = grant
         self.ttl_ms = ttl_ms
         self._protocol = protocol
         self._client_id = client_id or f"dispatch-{uuid.uuid4().hex[:8]}"
@@ -224,11 +226,13 @@ class DispatchClient:
         expires = deadline_from_reading(reading, received_at=received, now=time.monotonic(),
                                         ttl_ms=ttl_ms or self.ttl_ms)
         return {"id": command_id or f"c-{uuid.uuid4().hex[:20]}", "type": type_,
-                "cabinet": self.topics.cabinet, "expires": expires, "args": args}
+                "site": self.topics.site, "cabinet": self.topics.cabinet, "expires": expires,
+                "args": args}
 
     def encode(self, command: dict[str, Any], *, sign: bool = True) -> bytes:
         if sign and self.key is not None:
-            return json.dumps(sign_command(command, self.key, self.key_id)).encode()
+            return json.dumps(sign_command(command, self.key, self.key_id,
+                                           grant=self.grant)).encode()
         return json.dumps(command, separators=(",", ":")).encode()
 
     async def send(

@@ -204,6 +204,12 @@ class LinkSnapshot:
     last_error: str | None = None
     dropped_commands: int = 0
     closed: bool = False
+    takeovers: int = 0
+    """Sessions taken over: a disconnection with MQTT 5 reason 0x8E "session taken over",
+    or (brokers such as mosquitto 2.0.11 close the old connection without saying why) an
+    established connection dropped and the very next attempt accepted at once, which is
+    what a second client with this identity causes and an outage does not (the first
+    attempt after an outage fails). See :mod:`controller.services.takeover`."""
 
     def to_stats(self) -> MqttLinkStats:
         """The ``mqtt`` part of the telemetry message."""
@@ -211,6 +217,10 @@ class LinkSnapshot:
         return MqttLinkStats(connected=self.connected, since=self.since,
                              reconnects=self.reconnects, last_error=error,
                              dropped_commands=self.dropped_commands)
+
+
+SESSION_TAKEN_OVER = 0x8E
+"""MQTT 5 DISCONNECT reason: another client connected with the same client id."""
 
 
 def _utc_now() -> datetime:
@@ -249,6 +259,7 @@ class MqttLink:
         self._topics = topics
         self._status = status
         self._on_change = on_connection_change
+        self._suspect_drop = False
         self._rng = rng or random.Random()
         self._wall = wall_clock
         self._log = logger or log
@@ -368,14 +379,18 @@ class MqttLink:
                     ack_timeout: float | None = None) -> str:
         """Send the reply to ``incoming``; returns the topic used.
 
-        MQTT 5 request with a response topic: that topic, echoing its correlation data.
-        Otherwise (or if the response topic is not a plain topic name): the cabinet's
+        MQTT 5 request with a response topic under the cabinet's own ``reply`` topic
+        (``reply`` or ``reply/...``): that topic, echoing its correlation data. Otherwise
+        (no response topic, not a plain topic name, or one elsewhere, such as the cabinet's
+        own ``status`` or ``events``, where a reply would pose as a report): the cabinet's
         ``reply`` topic. QoS 1, not retained; raises like :meth:`publish`.
         """
         topic = self._topics.reply
         correlation = None
-        if incoming.response_topic and _plain_topic(incoming.response_topic):
-            topic = incoming.response_topic
+        wanted = incoming.response_topic
+        if wanted and _plain_topic(wanted) and (
+                wanted == topic or wanted.startswith(topic + "/")):
+            topic = wanted
             correlation = incoming.correlation_data
         await self.publish(topic, payload, qos=1, retain=False, correlation_data=correlation,
                            ack_timeout=ack_timeout)
@@ -559,7 +574,9 @@ class MqttLink:
                                        f"{self._topics.cmd} ({granted[0]})")
                     await self._publish_status(client, "online")
                     self._connected.set()
+                    suspect, self._suspect_drop = self._suspect_drop, False
                     self._set_snapshot(
+                        takeovers=self._snapshot.takeovers + (1 if suspect else 0),
                         connected=True, connects=self._snapshot.connects + 1,
                         reconnects=self._snapshot.reconnects + (1 if was_up else 0))
                     was_up = True
@@ -573,8 +590,14 @@ class MqttLink:
                 reason = _describe(exc)
                 if self._connected.is_set() or self._snapshot.last_error != reason:
                     self._log.warning("MQTT link down: %s", reason)
-                self._set_snapshot(last_error=reason)
+                taken = client.disconnect_reason == SESSION_TAKEN_OVER
+                # Dropped without a reason while up: suspect until the next attempt says
+                # whether the broker is there (accepted at once) or not (an outage).
+                self._suspect_drop = self._connected.is_set() and not taken
+                self._set_snapshot(last_error=reason,
+                                   takeovers=self._snapshot.takeovers + (1 if taken else 0))
             except Exception as exc:  # a bug must not end reconnection: log it, back off, retry
+                self._suspect_drop = False
                 self._log.exception("MQTT link: unexpected error")
                 self._set_snapshot(last_error=_describe(exc))
             finally:

@@ -10,7 +10,7 @@ Used by ``lockerctl`` and as the reference for dispatch's own implementation::
     # monotonic time at which that reading arrived:
     expires = deadline_from_reading(reading, received_at=t_rx, now=time.monotonic(),
                                     ttl_ms=10_000)
-    command = {"id": "c-000123", "type": "open", "cabinet": "cab-01",
+    command = {"id": "c-000123", "type": "open", "site": "fr-lyon-07", "cabinet": "cab-01",
                "expires": expires, "args": {"compartment": "A01", "reason": "customer_app"}}
     message = sign_command(command, load_private_key("dispatch-1.key"), "dispatch-1")
     # publish json.dumps(message) to lockers/v1/{site}/{cabinet}/cmd
@@ -147,8 +147,10 @@ def load_public_keys(paths: Mapping[str, str | os.PathLike[str]]) -> dict[str, E
 
 
 def sign_command(command: Mapping[str, Any], private_key: Ed25519PrivateKey,
-                 key_id: str) -> dict[str, str]:
-    """The signed form of ``command``: ``{"signed": text, "key_id": key_id, "sig": b64}``.
+                 key_id: str, *, grant: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The signed form of ``command``: ``{"signed": text, "key_id": key_id, "sig": b64}``,
+    plus ``"grant"`` when ``private_key`` is a technician's key granted by dispatch
+    (:func:`controller.security.grants.issue_grant`).
 
     ``text`` is ``command`` as compact JSON (no spaces, non-ASCII kept as UTF-8, NaN
     refused); the signature is over ``text.encode("utf-8")``. Publish the returned object
@@ -158,7 +160,11 @@ def sign_command(command: Mapping[str, Any], private_key: Ed25519PrivateKey,
         raise ValueError(f"key id {key_id!r} does not match {KEY_ID_PATTERN.pattern}")
     text = json.dumps(command, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
     signature = private_key.sign(text.encode("utf-8"))
-    return {"signed": text, "key_id": key_id, "sig": base64.b64encode(signature).decode("ascii")}
+    signed: dict[str, Any] = {"signed": text, "key_id": key_id,
+                              "sig": base64.b64encode(signature).decode("ascii")}
+    if grant is not None:
+        signed["grant"] = dict(grant)
+    return signed
 
 
 def deadline_from_reading(reading: CabinetClock, *, received_at: float, now: float,

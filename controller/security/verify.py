@@ -35,6 +35,13 @@ accepted once (docs/decisions/0005-command-signatures.md).
 ``verify`` never raises anything but :class:`AuthRejected` for bad input. Errors of the
 replay store propagate unchanged, and the command is then *not* accepted (fail closed).
 
+Keys have roles (:mod:`controller.security.grants`): a command signed by one of the
+trusted root keys acts as ``dispatch``; a command signed by a technician's key carries the
+grant dispatch signed for that key (``"grant"`` beside ``"sig"``), checked after step 2
+[unknown_key, bad_signature, revoked, wrong_site, grant_expired], and its type must be one
+the role allows [forbidden]. When the verifier knows its site, a signed command must name it
+(``"site"``) [wrong_site].
+
 A ``replayed`` refusal means "already accepted, do not act again": the caller may answer
 with the first reply stored under that id (the envelope's idempotency rule).
 """
@@ -45,6 +52,7 @@ import asyncio
 import base64
 import binascii
 import re
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -57,6 +65,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from controller import strictjson
 from controller.clock import CabinetClock
 from controller.security.errors import AuthRejected, RejectCode
+from controller.security.grants import Grant, RevocationList, check_grant, role_allows
 from controller.security.replay import ReplayStore, ReplayWindow, SeenCommand
 
 __all__ = [
@@ -79,7 +88,7 @@ MAX_ENVELOPE_BYTES = 16 * 1024
 KEY_ID_PATTERN = re.compile(r"[A-Za-z0-9._-]{1,64}")
 _COMMAND_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 _COMMAND_TYPE = re.compile(r"[a-z][a-z0-9_]{0,31}")
-_SIGNED_FORM_KEYS = frozenset({"signed", "key_id", "sig"})
+_SIGNED_FORM_KEYS = frozenset({"signed", "key_id", "sig", "grant"})
 _ED25519_SIGNATURE_BYTES = 64
 
 
@@ -112,6 +121,8 @@ SIGNATURE_POLICY: Mapping[str, SignaturePolicy] = MappingProxyType({
     "apply_config": SignaturePolicy.REQUIRED,
     # Gives a lane its wrong-code budget back: a forged one would let a guesser on.
     "clear_lane_lockout": SignaturePolicy.REQUIRED,
+    # Replaces the list of revoked technician grants: a forged one would revive a stolen key.
+    "revoke_grants": SignaturePolicy.REQUIRED,
     # Reads the state snapshot; changes nothing.
     "get_state": SignaturePolicy.OPTIONAL,
 })
@@ -138,6 +149,9 @@ class VerifiedCommand:
     deadline: CabinetClock
     key_id: str | None
     signed_text: str | None = field(default=None, repr=False)
+    role: str | None = None
+    """``dispatch`` (a root key), ``technician`` (a granted key), ``None`` when unsigned."""
+    grant_id: str | None = None
 
     @property
     def is_signed(self) -> bool:
@@ -190,6 +204,9 @@ class CommandVerifier:
         clock: Callable[[], CabinetClock],
         replay_store: ReplayStore,
         *,
+        site_id: str | None = None,
+        wall: Callable[[], float] = time.time,
+        revocations: RevocationList | None = None,
         max_lifetime_ms: int = MAX_COMMAND_LIFETIME_MS,
     ) -> None:
         if not 0 < max_lifetime_ms <= MAX_COMMAND_LIFETIME_MS:
@@ -201,6 +218,9 @@ class CommandVerifier:
             if not isinstance(key, Ed25519PublicKey):
                 raise TypeError(f"key {key_id!r} is not an Ed25519 public key")
         self._cabinet_id = cabinet_id
+        self._site_id = site_id
+        self._wall = wall
+        self.revocations = revocations if revocations is not None else RevocationList()
         self._keys = dict(public_keys)
         self._clock = clock
         self._max_lifetime_ms = max_lifetime_ms
@@ -245,8 +265,9 @@ class CommandVerifier:
         """Check ``message`` (raw payload, or an already-decoded JSON object) and return the
         command it carries, recorded as seen. Raises :class:`AuthRejected` on any refusal."""
         outer = self._decode_outer(message)
+        grant: Grant | None = None
         if "signed" in outer:
-            key_id, signed_text = self._check_signature(outer)
+            key_id, signed_text, grant = self._check_signature(outer)
             inner = _loads(signed_text, "signed")
             if not isinstance(inner, dict):
                 raise _reject(RejectCode.MALFORMED, "the signed command is not a JSON object",
@@ -263,10 +284,16 @@ class CommandVerifier:
         command_id, command_type, deadline = self._check_shape(inner)
         now = self._clock()
         self._check_binding(inner, deadline, now)
+        self._check_site(inner, signed=key_id is not None)
+        role = None if key_id is None else ("dispatch" if grant is None else grant.role)
+        if role is not None and not role_allows(role, command_type, inner.get("args")):
+            raise _reject(RejectCode.FORBIDDEN, f"a {role} key may not send "
+                          f"{_short(command_type)} with these arguments", "type")
         if key_id is not None:
             await self._accept_once(command_id, deadline, now)
         return VerifiedCommand(command=inner, id=command_id, type=command_type,
-                               deadline=deadline, key_id=key_id, signed_text=signed_text)
+                               deadline=deadline, key_id=key_id, signed_text=signed_text,
+                               role=role, grant_id=None if grant is None else grant.grant_id)
 
     # -- the steps, in order ------------------------------------------------------------------
 
@@ -296,7 +323,7 @@ class CommandVerifier:
             raise _reject(RejectCode.MALFORMED, "message is not a JSON object")
         return outer
 
-    def _check_signature(self, outer: dict[str, Any]) -> tuple[str, str]:
+    def _check_signature(self, outer: dict[str, Any]) -> tuple[str, str, Grant | None]:
         extra = outer.keys() - _SIGNED_FORM_KEYS
         if extra:
             # Unsigned fields beside the signature could be mistaken for signed ones.
@@ -313,7 +340,16 @@ class CommandVerifier:
             raise _reject(RejectCode.MALFORMED, "key_id must be a string", "key_id")
         if not isinstance(sig, str):
             raise _reject(RejectCode.MALFORMED, "sig must be a base64 string", "sig")
-        key = self._keys.get(key_id)
+        grant: Grant | None = None
+        if "grant" in outer:
+            grant = check_grant(outer["grant"], self._keys, site=self._site_id,
+                                now_s=self._wall(), revoked=self.revocations)
+            if grant.key_id != key_id:
+                raise _reject(RejectCode.UNKNOWN_KEY, "key_id is not the key of the grant",
+                              "key_id")
+            key: Ed25519PublicKey | None = grant.public_key
+        else:
+            key = self._keys.get(key_id)
         if key is None:
             raise _reject(RejectCode.UNKNOWN_KEY, f"no trusted key {_short(key_id)}", "key_id")
         signature = _decode_signature(sig)
@@ -323,7 +359,7 @@ class CommandVerifier:
         except InvalidSignature:
             raise _reject(RejectCode.BAD_SIGNATURE,
                           f"signature does not verify with key {key_id}", "sig") from None
-        return key_id, signed_text
+        return key_id, signed_text, grant
 
     @staticmethod
     def _check_shape(inner: dict[str, Any]) -> tuple[str, str, CabinetClock]:
@@ -366,6 +402,15 @@ class CommandVerifier:
             raise _reject(RejectCode.TOO_FAR_IN_FUTURE,
                           f"deadline {deadline.uptime_ms - now.uptime_ms} ms ahead, more than "
                           f"{self._max_lifetime_ms}", "expires.uptime_ms")
+
+    def _check_site(self, inner: dict[str, Any], *, signed: bool) -> None:
+        if self._site_id is None:
+            return
+        site = inner.get("site")
+        if site is None and not signed:
+            return  # a plain read-only command may leave the site out
+        if site != self._site_id:
+            raise _reject(RejectCode.WRONG_SITE, f"command for site {_short(site)}", "site")
 
     async def _accept_once(self, command_id: str, deadline: CabinetClock,
                            now: CabinetClock) -> None:

@@ -53,6 +53,7 @@ from controller.contract.messages import (
     PulseReport,
     ReleaseCommand,
     Reply,
+    RevokeGrantsCommand,
     SignedCommand,
     UnblockCommand,
     decode_command,
@@ -64,6 +65,7 @@ from controller.domain.compartment import OpenPurpose, Order, Size, ZoneKind
 from controller.domain.errors import DomainError
 from controller.domain.errors import ErrorCode as Dom
 from controller.security.errors import AuthRejected, RejectCode
+from controller.security.grants import RevocationList
 from controller.security.verify import CommandVerifier
 from controller.services.opening import OpeningService, OpenOutcome, OpenRequest
 from controller.services.reporting import PendingEvent
@@ -103,6 +105,10 @@ _AUTH_TO_WIRE: dict[RejectCode, Wire] = {
     RejectCode.EXPIRED: Wire.EXPIRED,
     RejectCode.TOO_FAR_IN_FUTURE: Wire.EXPIRED,
     RejectCode.REPLAYED: Wire.REPLAYED,
+    RejectCode.WRONG_SITE: Wire.WRONG_SITE,
+    RejectCode.REVOKED: Wire.FORBIDDEN,
+    RejectCode.GRANT_EXPIRED: Wire.FORBIDDEN,
+    RejectCode.FORBIDDEN: Wire.FORBIDDEN,
 }
 
 #: How many command ids are remembered for recovery after store errors.
@@ -207,6 +213,13 @@ class CommandService:
                 command_id = inner.id
             else:
                 inner = decoded
+                if isinstance(inner, GetStateCommand):
+                    # A plain read claims nothing: anyone on the broker could otherwise
+                    # take an id away from a signed command for the record's lifetime.
+                    command = await self._authenticate(payload, inner)
+                    result = await self._act(command)
+                    await self._settle_owed()
+                    return encode(Reply.success(command.id, result, self._reading()))
             repeat = await self._repeat(inner.id, digest)
             if repeat is not None:
                 return repeat
@@ -259,6 +272,8 @@ class CommandService:
         now = self._clock()
         if command.cabinet != self._settings.cabinet.id:
             raise _rejected(Wire.WRONG_CABINET, "command is for another cabinet", "cabinet")
+        if command.site is not None and command.site != self._settings.cabinet.site:
+            raise _rejected(Wire.WRONG_SITE, "command is for another site", "site")
         if command.expires.boot_id != now.boot_id:
             raise _rejected(Wire.WRONG_BOOT, "deadline is in another boot's clock", "expires")
         if now.uptime_ms > command.expires.uptime_ms:
@@ -359,6 +374,8 @@ class CommandService:
             await self._audit("unblock", command, command.args.compartment,
                               {"reason": command.args.reason})
             return {"compartment": command.args.compartment, "blocked": False}
+        if isinstance(command, RevokeGrantsCommand):
+            return await self._revoke_grants(command)
         if isinstance(command, ApplyConfigCommand) and self._apply_config is not None:
             result = await self._apply_config(command)
             await self._audit("apply_config", command, None,
@@ -393,6 +410,24 @@ class CommandService:
                                     compartment=compartment, details=details)
         except StoreError as exc:
             log.error("audit write failed", extra={"ctx": {"action": action, "error": str(exc)}})
+
+    async def _revoke_grants(self, command: RevokeGrantsCommand) -> dict[str, Any]:
+        """Store dispatch's list of revoked technician grants, then apply it (never older)."""
+        current = self._verifier.revocations
+        serial = command.args.serial
+        if serial < current.serial:
+            raise _rejected(Wire.CONFLICT, f"revocation list {serial} is older than the "
+                            f"stored list {current.serial}", "args.serial")
+        wall = self._now().wall
+        entries = [(r.grant_id, r.not_after) for r in command.args.revoked]
+        candidate = RevocationList(current.serial, {})
+        candidate.replace(serial, entries, wall)
+        # Stored before it takes effect in memory: a restart never forgets a revocation.
+        await self._store.save_revocations(candidate.to_dict())
+        current.replace(serial, entries, wall)
+        await self._audit("revoke_grants", command, None,
+                          {"serial": serial, "revoked": len(current)})
+        return {"serial": serial, "revoked": len(current)}
 
     async def _open(self, command: OpenCommand) -> dict[str, Any]:
         cid = command.args.compartment

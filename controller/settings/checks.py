@@ -7,6 +7,7 @@ import difflib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from controller.settings.deployment import deployment_issues
 from controller.settings.errors import Loc
 from controller.settings.models import (
     BoardConfig,
@@ -22,7 +23,7 @@ from controller.settings.models import (
 
 
 def _cross_check(s: Settings) -> list[tuple[Loc, str]]:
-    out: list[tuple[Loc, str]] = []
+    out: list[tuple[Loc, str]] = deployment_issues(s)
 
     def dupes(section: str, items: Sequence[Any], attr: str) -> dict[str, int]:
         first: dict[str, int] = {}

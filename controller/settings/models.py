@@ -345,7 +345,7 @@ class _KeyedError(ValueError):
 
 _BAUDRATES = (1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200)
 _RTU_ONLY = ("port", "baudrate", "parity", "stopbits", "bytesize")
-_TCP_ONLY = ("host", "tcp_port")
+_TCP_ONLY = ("host", "tcp_port", "isolated_interface")
 
 
 class BusConfig(_Section):
@@ -363,6 +363,14 @@ class BusConfig(_Section):
     bytesize: Literal[7, 8] = Field(default=8, description="rtu: 7 or 8.")
     host: str | None = Field(default=None, description="tcp: gateway host.")
     tcp_port: Count = Field(default=502, ge=1, le=65535, description="tcp: gateway port.")
+    isolated_interface: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9_.:-]{1,15}$",
+        description="tcp: the network interface of the dedicated, isolated link the gateway is "
+        "on (e.g. `eth1`, a cable from the Pi to the gateway and nothing else). Modbus TCP "
+        "has no authentication: a `host` that is not a loopback address is refused unless "
+        "this declares such a link.",
+    )
     timeout_s: Seconds = Field(
         default=0.3, gt=0, le=10, description="Reply timeout of one transaction."
     )

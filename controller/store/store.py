@@ -80,6 +80,7 @@ from redis import exceptions as redis_errors
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
+from controller.store.access import check_store_access, resolve_password_file
 from controller.store.errors import (
     StoreClosed,
     StoreConfigError,
@@ -338,8 +339,14 @@ class Store:
         boot_id: str | None = None,
         options: StoreOptions | None = None,
         clock: Callable[[], float] = time.time,
+        production: bool = False,
     ) -> Store:
         """Open the store at ``url`` and check that it answers.
+
+        First it checks who else can reach it (:mod:`controller.store.access`): a unix
+        socket writable by others, or (``production``) Redis over TCP on another host or
+        without a password, is refused with StoreConfigError. ``password_file=PATH`` and
+        ``username=NAME`` in the URL's query authenticate as a Redis ACL user.
 
         ``url``: ``redis://[user:password@]host:port/db``, ``rediss://...`` (TLS),
         ``unix:///path/to/redis.sock?db=0``, or ``memory://`` (a fresh in-process fakeredis)
@@ -360,7 +367,7 @@ class Store:
         options.validate()
         if not isinstance(url, str):
             raise StoreConfigError(f"the Redis URL must be a string, got {url!r}")
-        client = cls._client_for(url, cabinet_id, options)
+        client = cls._client_for(url, cabinet_id, options, production=production)
         try:
             store = cls(
                 client, key_prefix, cabinet_id, boot_id=boot_id, options=options, clock=clock
@@ -376,7 +383,8 @@ class Store:
         return store
 
     @staticmethod
-    def _client_for(url: str, cabinet_id: str, options: StoreOptions) -> Any:
+    def _client_for(url: str, cabinet_id: str, options: StoreOptions, *,
+                    production: bool = False) -> Any:
         if url.startswith(_MEMORY):
             try:
                 import fakeredis
@@ -395,9 +403,13 @@ class Store:
                 f"unsupported Redis URL {url!r}: use redis://, rediss://, unix:// or memory://",
                 op="connect",
             )
+        url, password = resolve_password_file(url)
+        check_store_access(url, production=production, has_password=password is not None)
+        extra: dict[str, Any] = {} if password is None else {"password": password}
         try:
             return aioredis.Redis.from_url(
                 url,
+                **extra,
                 decode_responses=True,
                 socket_timeout=options.socket_timeout_s,
                 socket_connect_timeout=options.connect_timeout_s,
@@ -1048,6 +1060,14 @@ class Store:
     async def load_config_overlay(self) -> dict[str, Any] | None:
         """The stored configuration overlay, or None when dispatch never applied one."""
         return await self._hash_load("load_config_overlay", self._keys.config, "overlay")
+
+    async def save_revocations(self, revocations: Mapping[str, Any]) -> None:
+        """Store dispatch's list of revoked technician grants (``{"serial", "revoked"}``)."""
+        await self._hash_save("save_revocations", self._keys.config, "revocations", revocations)
+
+    async def load_revocations(self) -> dict[str, Any] | None:
+        """The stored revocation list, or None when dispatch never pushed one."""
+        return await self._hash_load("load_revocations", self._keys.config, "revocations")
 
     async def delete_order(self, order_id: str) -> bool:
         """Forget one order; True if there was one."""

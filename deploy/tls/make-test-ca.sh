@@ -17,6 +17,13 @@
 #   other-ca/client.crt/.key           a client cert from that CA, CN = the first cabinet's
 #   expired.crt expired.key            the first cabinet's CN, signed by the real CA,
 #                                      valid 2020-01-01..2020-01-02 only
+#   revoked.crt revoked.key            the first cabinet's CN, signed by the real CA, valid,
+#                                      and revoked (a stolen cabinet's certificate)
+#   crl.pem                            the CA's revocation list (revoked.crt on it), valid
+#                                      30 days: the broker's crlfile
+#   ca-db/                             the CA's database (index.txt, serial, crlnumber,
+#                                      openssl.cnf): what deploy/tls/crl.sh needs to revoke
+#                                      a certificate and refresh crl.pem
 #
 # The roles and what each may do: deploy/mosquitto/acl. Role CNs never contain "/", so a
 # role can never match a cabinet's own-topic patterns.
@@ -106,22 +113,26 @@ make_ca "$out/other-ca/ca.key" "$out/other-ca/ca.crt" "unrelated CA"
 make_leaf "$out/other-ca/ca.crt" "$out/other-ca/ca.key" "$out/other-ca/client.key" \
     "$out/other-ca/client.crt" "${identities[0]}" "$client_ext"
 
-# An expired certificate from the real CA. OpenSSL 3.0's "x509 -req" cannot set a start
-# date in the past, "openssl ca" can (-startdate/-enddate); it needs a small database.
-mkdir -p "$work/ca/newcerts"
-: >"$work/ca/index.txt"
-echo 1000 >"$work/ca/serial"
-cat >"$work/ca/openssl.cnf" <<EOF
+# The CA's database: "openssl ca" needs it to set a start date in the past (OpenSSL 3.0's
+# "x509 -req" cannot), to revoke, and to sign the revocation list (deploy/tls/crl.sh).
+db="$out/ca-db"
+mkdir -p "$db/newcerts"
+: >"$db/index.txt"
+echo 1000 >"$db/serial"
+echo 1000 >"$db/crlnumber"
+cat >"$db/openssl.cnf" <<EOF
 [ca]
 default_ca = test_ca
 [test_ca]
-dir = $work/ca
+dir = $db
 database = \$dir/index.txt
 new_certs_dir = \$dir/newcerts
 serial = \$dir/serial
+crlnumber = \$dir/crlnumber
 certificate = $out/ca.crt
 private_key = $out/ca.key
 default_md = sha256
+default_crl_days = 30
 policy = policy_any
 unique_subject = no
 copy_extensions = none
@@ -136,10 +147,19 @@ EOF
 newkey "$out/expired.key"
 openssl req -new -key "$out/expired.key" -out "$work/expired.csr" \
     -subj "/CN=${identities[0]//\//\\/}" 2>/dev/null
-openssl ca -batch -notext -config "$work/ca/openssl.cnf" -in "$work/expired.csr" \
+openssl ca -batch -notext -config "$db/openssl.cnf" -in "$work/expired.csr" \
     -out "$out/expired.crt" -startdate 20200101000000Z -enddate 20200102000000Z 2>/dev/null
 
+# A valid certificate with the first cabinet's CN, then revoked: what a stolen cabinet's
+# certificate looks like once its replacement is issued. The broker must refuse it.
+newkey "$out/revoked.key"
+openssl req -new -key "$out/revoked.key" -out "$work/revoked.csr" \
+    -subj "/CN=${identities[0]//\//\\/}" 2>/dev/null
+openssl ca -batch -notext -config "$db/openssl.cnf" -in "$work/revoked.csr" \
+    -out "$out/revoked.crt" -days 825 2>/dev/null
+bash "$(dirname "$0")/crl.sh" "$db" "$out/crl.pem" --revoke "$out/revoked.crt" >/dev/null
+
 # Certificates are public; keys stay 0600 (umask above).
-chmod 0644 "$out"/*.crt "$out"/other-ca/*.crt
+chmod 0644 "$out"/*.crt "$out"/other-ca/*.crt "$out/crl.pem"
 rm -f "$out"/*.srl "$out"/other-ca/*.srl
 echo "test PKI written to $out"

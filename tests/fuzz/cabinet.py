@@ -31,6 +31,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from controller.clock import CabinetClock
 from controller.domain.cabinet_model import CabinetModel, Now
 from controller.domain.unlock import UnlockPolicy
+from controller.security.grants import issue_grant
 from controller.security.replay import MemoryReplayStore
 from controller.security.signing import sign_command
 from controller.security.verify import CommandVerifier
@@ -117,7 +118,7 @@ class FuzzCabinet:
         self.sink = EventSink(self.store)
         self.verifier = CommandVerifier(
             s.cabinet.id, {KEY_ID: _KEY.public_key()}, self.clock, MemoryReplayStore(),
-            max_lifetime_ms=round(s.timing.command_max_ttl_s * 1000))
+            site_id=s.cabinet.site, max_lifetime_ms=round(s.timing.command_max_ttl_s * 1000))
         self.unlock = UnlockService(s, self.model, self.hardware, UnlockPolicy(unlock_limits(s)),
                                     self._emit, now=self.now)
         self.service = CommandService(
@@ -151,7 +152,8 @@ class FuzzCabinet:
                 **overrides: Any) -> dict[str, Any]:
         """A command dispatch could send now (deadline ``ttl_ms`` ahead)."""
         command: dict[str, Any] = {
-            "id": command_id, "type": type_, "cabinet": self.settings.cabinet.id,
+            "id": command_id, "type": type_, "site": self.settings.cabinet.site,
+            "cabinet": self.settings.cabinet.id,
             "expires": {"boot_id": self.clock.boot_id,
                         "uptime_ms": self.clock.uptime_ms + ttl_ms},
             "args": {"compartment": "A01", "reason": "staff"} if args is None else args,
@@ -161,8 +163,21 @@ class FuzzCabinet:
 
     @staticmethod
     def sign(command: dict[str, Any], key: Ed25519PrivateKey | None = None,
-             key_id: str = KEY_ID) -> dict[str, str]:
-        return sign_command(command, key or _KEY, key_id)
+             key_id: str = KEY_ID, grant: dict[str, str] | None = None) -> dict[str, Any]:
+        return sign_command(command, key or _KEY, key_id, grant=grant)
+
+    def technician(self, *, grant_id: str = "g-tech-1", site: str | None = None,
+                   valid_from_s: float = -60, valid_until_s: float = 3600,
+                   ) -> tuple[Ed25519PrivateKey, dict[str, str]]:
+        """A technician key and dispatch's grant for it (valid around the wall clock now)."""
+        key = Ed25519PrivateKey.generate()
+        now = time.time()
+        grant = issue_grant(_KEY, KEY_ID, grant_id=grant_id, key_id="tech-1",
+                            public_key=key.public_key(),
+                            site=site or self.settings.cabinet.site,
+                            not_before=int(now + valid_from_s),
+                            not_after=int(now + valid_until_s))
+        return key, grant
 
     # -- observation -------------------------------------------------------------------
 

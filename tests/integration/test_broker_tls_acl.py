@@ -18,9 +18,12 @@ import os
 import pwd
 import queue
 import shutil
+import signal
+import socket
 import ssl
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -278,7 +281,9 @@ def test_cabinet_with_its_certificate_connects(broker: TlsMosquitto, pki: Path) 
     Identity(None, None),
     Identity(Path("other-ca/client.crt"), Path("other-ca/client.key")),
     Identity(Path("expired.crt"), Path("expired.key")),
-], ids=["no-client-certificate", "certificate-from-another-ca", "expired-certificate"])
+    Identity(Path("revoked.crt"), Path("revoked.key")),
+], ids=["no-client-certificate", "certificate-from-another-ca", "expired-certificate",
+        "revoked-certificate"])
 def test_connection_without_a_valid_client_certificate_is_refused(
     broker: TlsMosquitto, pki: Path, who: Identity,
 ) -> None:
@@ -504,3 +509,118 @@ def test_each_role_can_do_exactly_what_it_should(connect: ClientFactory, role: s
     assert writer.publish(sentinel, "sentinel") == 0  # "me" subscribes to it
     received = me.until(sentinel, b"sentinel")
     assert {topic for topic, payload, _ in received if payload == b"m"} == readable
+
+
+# -- revocation, sizes, cipher suites ---------------------------------------------------------
+
+
+CRL_SCRIPT = REPO / "deploy" / "tls" / "crl.sh"
+
+
+def _connects(port: int, pki: Path, name: str) -> bool:
+    client = Client(port, pki, identity(pki, name))
+    try:
+        return client.connect()
+    finally:
+        client.close()
+
+
+def _until_connects(port: int, pki: Path, name: str) -> bool:
+    """Whether ``name`` connects within WAIT_S (the broker applies a SIGHUP asynchronously)."""
+    deadline = time.monotonic() + WAIT_S
+    while time.monotonic() < deadline:
+        if _connects(port, pki, name):
+            return True
+    return False
+
+
+def test_expired_crl_refuses_everyone_and_the_documented_refresh_restores_service(
+    tmp_path: Path,
+) -> None:
+    """The CRL that locks the fleet out when it expires, and the refresh path (crl.sh, then
+    SIGHUP) that brings it back without a restart; the same path revokes a stolen cabinet."""
+    pki = tmp_path / "pki"
+    subprocess.run(["bash", str(MAKE_CA), str(pki), f"{SITE}/cab-01", f"{SITE}/cab-02"],
+                   check=True, capture_output=True, timeout=60)
+    # Time passes: the CRL's nextUpdate is behind us.
+    subprocess.run(["openssl", "ca", "-config", str(pki / "ca-db" / "openssl.cnf"), "-gencrl",
+                    "-crl_lastupdate", "20200101000000Z", "-crl_nextupdate",
+                    "20200102000000Z", "-out", str(pki / "crl.pem")],
+                   check=True, capture_output=True, timeout=30)
+    server = TlsMosquitto(tmp_path / "broker", pki)
+    server.start()
+    try:
+        assert not _connects(server.port, pki, "dispatch")
+        assert not _connects(server.port, pki, "cabinet-fr-lyon-07-cab-01")
+        refresh = subprocess.run(["bash", str(CRL_SCRIPT), str(pki / "ca-db"),
+                                  str(pki / "crl.pem")],
+                                 check=True, capture_output=True, text=True, timeout=30)
+        assert refresh.stdout.startswith("nextUpdate=")
+        assert server.proc is not None
+        server.proc.send_signal(signal.SIGHUP)
+        assert _until_connects(server.port, pki, "dispatch")
+        assert _connects(server.port, pki, "cabinet-fr-lyon-07-cab-02")
+
+        # A stolen cabinet: its certificate revoked, the CRL reloaded; the others unaffected.
+        stolen = Client(server.port, pki, identity(pki, "cabinet-fr-lyon-07-cab-02"))
+        assert stolen.connect()
+        subprocess.run(["bash", str(CRL_SCRIPT), str(pki / "ca-db"), str(pki / "crl.pem"),
+                        "--revoke", str(pki / "cabinet-fr-lyon-07-cab-02.crt")],
+                       check=True, capture_output=True, timeout=30)
+        server.proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + WAIT_S
+        while _connects(server.port, pki, "cabinet-fr-lyon-07-cab-02"):
+            assert time.monotonic() < deadline, "revoked certificate still accepted"
+        assert _connects(server.port, pki, "cabinet-fr-lyon-07-cab-01")
+        stolen.close()
+    finally:
+        server.stop()
+
+
+def test_a_cabinet_cannot_park_a_huge_retained_message(connect: ClientFactory) -> None:
+    cabinet = connect("cabinet-fr-lyon-07-cab-01")
+    watcher = connect("dispatch")
+    watcher.subscribe(f"{ROOT_A}/state")
+    # A legitimate large snapshot still passes.
+    assert cabinet.publish(f"{ROOT_A}/state", "s" * 100_000, retain=True) == 0
+    huge = "x" * (50 * 1024 * 1024)
+    info = cabinet.paho.publish(f"{ROOT_A}/state", huge, qos=1, retain=True)
+    assert cabinet.disconnected.wait(WAIT_S), "the broker kept a client sending 50 MB"
+    del huge, info
+    # Nobody receives it, live or retained: a new subscriber gets the 100 kB snapshot.
+    again = connect("cabinet-fr-lyon-07-cab-01", client_id="")
+    late = connect("dispatch-2")
+    late.subscribe(f"{ROOT_A}/state")
+    sentinel = b"sentinel"
+    assert again.publish(f"{ROOT_A}/state", sentinel.decode()) == 0
+    live = watcher.until(f"{ROOT_A}/state", sentinel)
+    assert [len(p) for _, p, _ in live] == [100_000, len(sentinel)]
+    stored = late.until(f"{ROOT_A}/state", sentinel)
+    assert [len(p) for _, p, retained in stored if retained] == [100_000]
+
+
+def _handshake(port: int, pki: Path, ciphers: str) -> str | None:
+    """The suite negotiated over TLS 1.2 offering only ``ciphers``, or None if refused."""
+    context = ssl.create_default_context(cafile=str(pki / "ca.crt"))
+    context.load_cert_chain(str(pki / "dispatch.crt"), str(pki / "dispatch.key"))
+    context.maximum_version = ssl.TLSVersion.TLSv1_2
+    context.set_ciphers(ciphers)
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=WAIT_S) as raw, \
+                context.wrap_socket(raw, server_hostname="localhost") as tls:
+            negotiated = tls.cipher()
+            return negotiated[0] if negotiated else None
+    except (ssl.SSLError, ConnectionError):
+        return None
+
+
+def test_tls_1_2_offers_only_forward_secret_aead_suites(broker: TlsMosquitto, pki: Path) -> None:
+    probe = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    probe.set_ciphers("ALL:@SECLEVEL=0")
+    tls12 = [c["name"] for c in probe.get_ciphers() if c["protocol"] == "TLSv1.2"]
+    accepted = {name for name in tls12 if _handshake(broker.port, pki, name) == name}
+    assert accepted, "no TLS 1.2 suite accepted at all"
+    assert all(("GCM" in n or "CHACHA20" in n) and n.startswith("ECDHE") for n in accepted), \
+        accepted
+    for cbc_sha1 in ("ECDHE-ECDSA-AES128-SHA", "ECDHE-ECDSA-AES256-SHA"):
+        assert _handshake(broker.port, pki, cbc_sha1) is None

@@ -19,6 +19,7 @@ answer on its own socket, the one the example config's URL names.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import shutil
@@ -225,16 +226,23 @@ def test_cabinet_redis_has_no_tcp_port_and_answers_on_its_socket(tmp_path: Path)
     # (redis-server changes to "dir" while it reads the file) and systemd is not there.
     sock = tmp_path / "redis.sock"
     moved = tmp_path / "redis-locker.conf"
+    acl = tmp_path / "redis-locker.acl"
+    acl.write_text("".join(line + "\n" for line in
+                           (ROOT / "deploy" / "redis-locker.acl").read_text().splitlines()
+                           if not line.startswith("#"))
+                   .replace("@PASSWORD_SHA256@", hashlib.sha256(b"pw").hexdigest()))
     moved.write_text(text.replace("/var/lib/redis/locker", str(tmp_path))
                      .replace("/run/redis-locker/redis.sock", str(sock))
                      .replace("/run/redis-locker/", f"{tmp_path}/")
+                     .replace("/etc/redis/redis-locker.acl", str(acl))
                      .replace("supervised systemd", "supervised no"))
     proc = subprocess.Popen(["redis-server", str(moved)], stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline and proc.poll() is None:
-            ping = subprocess.run(["redis-cli", "-s", str(sock), "ping"],
+            ping = subprocess.run(["redis-cli", "--user", "locker", "--pass", "pw",
+                                   "--no-auth-warning", "-s", str(sock), "ping"],
                                   capture_output=True, text=True, check=False)
             if ping.stdout.strip() == "PONG":
                 break
@@ -244,9 +252,12 @@ def test_cabinet_redis_has_no_tcp_port_and_answers_on_its_socket(tmp_path: Path)
         listening = subprocess.run(["ss", "-Hltnp"], capture_output=True, text=True,
                                    check=True).stdout
         assert f"pid={proc.pid}," not in listening, listening
-        config = subprocess.run(["redis-cli", "-s", str(sock), "config", "get", "port"],
-                                capture_output=True, text=True, check=True).stdout.split()
-        assert config == ["port", "0"]
+        # Not even the daemon's user may read or change the server's configuration; the
+        # shipped file says port 0 and the ss check above shows no listener.
+        config = subprocess.run(["redis-cli", "--user", "locker", "--pass", "pw",
+                                 "--no-auth-warning", "-s", str(sock), "config", "get", "port"],
+                                capture_output=True, text=True, check=False).stdout
+        assert "no permissions" in config, config
         assert stat.S_IMODE(sock.stat().st_mode) == 0o770
     finally:
         proc.terminate()

@@ -63,22 +63,23 @@ async def test_mqtt5_reply_goes_to_the_response_topic_with_the_correlation_data(
 ) -> None:
     async with make_link(mosquitto) as link:
         await connected(link)
-        with probe(mosquitto.port, "dispatch/replies/#", link.topics.reply) as dispatch:
+        mine = f"{link.topics.reply}/dispatch-7"
+        with probe(mosquitto.port, f"{link.topics.reply}/#", link.topics.reply) as dispatch:
             command = json.dumps(EXAMPLES["command"][0]).encode()
             await asyncio.to_thread(dispatch.publish, link.topics.cmd, command,
-                                    response_topic="dispatch/replies/7",
+                                    response_topic=mine,
                                     correlation_data=b"\x00corr-42\xff")
             incoming = await receive(link)
             assert incoming.payload == command
-            assert incoming.response_topic == "dispatch/replies/7"
+            assert incoming.response_topic == mine
             assert incoming.correlation_data == b"\x00corr-42\xff"
 
             decoded = decode_command(incoming.payload)
             assert isinstance(decoded, OpenCommand)
             answer = encode(Reply.success(decoded.id, {"pulsed": True}, CLOCK))
-            assert await link.reply(incoming, answer) == "dispatch/replies/7"
+            assert await link.reply(incoming, answer) == mine
 
-            msg = await dispatch.await_message(topic="dispatch/replies/7")
+            msg = await dispatch.await_message(topic=mine)
             assert msg.correlation_data == b"\x00corr-42\xff"
             assert msg.content_type == "application/json"
             assert Reply.model_validate_json(msg.payload).id == decoded.id
@@ -112,6 +113,24 @@ async def test_a_wildcard_response_topic_is_not_used(mosquitto: MosquittoProcess
             assert await link.reply(incoming, b'{"x": 1}') == link.topics.reply
             msg = await dispatch.await_message(topic=link.topics.reply)
             assert msg.correlation_data is None
+
+
+@pytest.mark.parametrize("channel", ["status", "events", "state", "telemetry", "cmd"])
+async def test_a_response_topic_outside_the_cabinets_reply_topic_is_not_used(
+    mosquitto: MosquittoProcess, channel: str,
+) -> None:
+    # A reply published on the cabinet's own status or events would pose as its report.
+    async with make_link(mosquitto) as link:
+        await connected(link)
+        own = f"{link.topics.base}/{channel}"
+        with probe(mosquitto.port, link.topics.reply, own) as dispatch:
+            await asyncio.to_thread(dispatch.publish, link.topics.cmd, b"{}",
+                                    response_topic=own, correlation_data=b"c-1")
+            incoming = await receive(link)
+            assert incoming.response_topic == own
+            assert await link.reply(incoming, b'{"x": 1}') == link.topics.reply
+            await dispatch.await_message(topic=link.topics.reply)
+            assert [m.payload for m in dispatch.messages(own) if m.payload == b'{"x": 1}'] == []
 
 
 async def test_mqtt311_commands_and_replies(mosquitto: MosquittoProcess) -> None:

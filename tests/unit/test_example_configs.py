@@ -67,7 +67,14 @@ def test_the_store_url_names_the_cabinets_own_redis_socket() -> None:
     expected = f"unix://{socket_path.group(1)}?db=0"
     assert RedisConfig().url == expected
     example = load_settings(DEPLOY / "cabinet.example.toml", env={}, check_files=False)
-    assert example.redis.url == expected
+    # ... as the ACL user the installer creates, its password in the file it writes.
+    assert example.redis.url == (f"{expected}&username=locker"
+                                 "&password_file=/etc/locker/redis-password")
+    install = (DEPLOY / "install.sh").read_text()
+    assert "REDIS_PASS=/etc/locker/redis-password" in install
+    acl = (DEPLOY / "redis-locker.acl").read_text()
+    assert re.search(r"^user locker on #@PASSWORD_SHA256@ ", acl, re.MULTILINE)
+    assert re.search(r"^user default off ", acl, re.MULTILINE)
 
 
 def test_example_key_and_certificate_names_agree_with_keygen_and_the_installer() -> None:

@@ -142,6 +142,38 @@ def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
 # -- keygen ---------------------------------------------------------------------------------
 
 
+def test_keygen_technician_writes_a_key_and_a_grant_the_cabinet_accepts_for_its_site(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    import json
+    import time
+
+    from controller.security.grants import RevocationList, check_grant
+    from controller.security.signing import load_public_key
+
+    code, _, err = run(capsys, "keygen", "--out", str(tmp_path / "root"), "--key-id", "root-1")
+    assert code == 0, err
+    code, stdout, err = run(capsys, "keygen", "--out", str(tmp_path / "tech"), "--json",
+                            "--role", "technician", "--key-id", "tech-bob", "--site", "fr-x-1",
+                            "--valid-hours", "2", "--root-key", str(tmp_path / "root/root-1.key"),
+                            "--root-key-id", "root-1", "--grant-id", "g-bob")
+    assert code == 0, err
+    summary = json.loads(stdout)
+    assert summary["grant_id"] == "g-bob"
+    assert stat.S_IMODE((tmp_path / "tech/tech-bob.key").stat().st_mode) == 0o600
+    grant = json.loads((tmp_path / "tech/tech-bob.grant.json").read_text())
+    roots = {"root-1": load_public_key(tmp_path / "root/root-1.pub")}
+    checked = check_grant(grant, roots, site="fr-x-1", now_s=time.time(),
+                          revoked=RevocationList())
+    assert (checked.role, checked.key_id, checked.site) == ("technician", "tech-bob", "fr-x-1")
+    assert checked.not_after - time.time() <= 2 * 3600
+    code, _, err = run(capsys, "keygen", "--out", str(tmp_path / "t2"), "--role", "technician",
+                       "--key-id", "tech-eve", "--site", "fr-x-1", "--valid-hours", "200",
+                       "--root-key", str(tmp_path / "root/root-1.key"))
+    assert code == 2
+    assert "valid-hours" in err
+
+
 def test_keygen_writes_a_pair_and_prints_paths_and_the_config_section(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
 ) -> None:

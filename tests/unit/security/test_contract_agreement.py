@@ -70,6 +70,23 @@ def _refusal(case: str) -> tuple[Reply, bool]:
             elif case == "wrong_boot":
                 message = cab.sign({**good, "expires": {**good["expires"],
                                                         "boot_id": "ffffffffffffffff0000"}})
+            elif case == "wrong_site":
+                message = cab.sign({**good, "site": "another-site"})
+            elif case == "revoked":
+                key, grant = cab.technician(grant_id="g-lost-laptop")
+                cab.verifier.revocations.replace(1, [("g-lost-laptop", 2**40)], 0)
+                message = cab.sign({**good, "args": {"compartment": "A01",
+                                                     "reason": "maintenance"}},
+                                   key, "tech-1", grant)
+            elif case == "grant_expired":
+                key, grant = cab.technician(valid_from_s=-7200, valid_until_s=-60)
+                message = cab.sign({**good, "args": {"compartment": "A01",
+                                                     "reason": "maintenance"}},
+                                   key, "tech-1", grant)
+            elif case == "forbidden":
+                key, grant = cab.technician()
+                # A technician may open for maintenance, never for a customer.
+                message = cab.sign(good, key, "tech-1", grant)
             elif case == "expired":
                 message = cab.sign({**good, "expires": {**good["expires"],
                                                         "uptime_ms": cab.clock.uptime_ms - 1}})
@@ -102,6 +119,10 @@ WIRE = {
     RejectCode.EXPIRED: (ErrorCode.EXPIRED, "expires.uptime_ms"),
     RejectCode.TOO_FAR_IN_FUTURE: (ErrorCode.EXPIRED, "expires.uptime_ms"),
     RejectCode.REPLAYED: (ErrorCode.REPLAYED, "id"),
+    RejectCode.WRONG_SITE: (ErrorCode.WRONG_SITE, "site"),
+    RejectCode.REVOKED: (ErrorCode.FORBIDDEN, "grant.grant"),
+    RejectCode.GRANT_EXPIRED: (ErrorCode.FORBIDDEN, "grant.not_after"),
+    RejectCode.FORBIDDEN: (ErrorCode.FORBIDDEN, "type"),
 }
 
 
@@ -127,7 +148,9 @@ def test_each_verifier_refusal_reaches_dispatch_as_its_documented_wire_code(
 def test_the_documented_mapping_is_the_one_in_the_docs() -> None:
     text = (REPO / "docs" / "mqtt" / "README.md").read_text(encoding="utf-8")
     for code, (wire, _) in WIRE.items():
-        if code in (RejectCode.WRONG_CABINET, RejectCode.WRONG_BOOT):
-            assert "| `wrong_cabinet`, `wrong_boot` | same |" in text
+        if code in (RejectCode.WRONG_CABINET, RejectCode.WRONG_BOOT, RejectCode.WRONG_SITE):
+            assert "| `wrong_cabinet`, `wrong_boot`, `wrong_site` | same |" in text
+        elif code in (RejectCode.REVOKED, RejectCode.GRANT_EXPIRED, RejectCode.FORBIDDEN):
+            assert "| `revoked`, `grant_expired`, `forbidden` | `forbidden` |" in text
         else:
             assert f"| `{code.value}` | `{wire.value}` |" in text, code

@@ -99,8 +99,28 @@ BUS_CHANGES: dict[str, tuple[dict[str, Any], Any]] = {
 }
 
 
+#: Bus keys read by the deployment checks, not by the driver.
+CHECKED_ONLY = {"isolated_interface"}
+
+
 def test_every_bus_key_is_in_the_table_of_changes() -> None:
-    assert set(BUS_CHANGES) == set(BusConfig.model_fields)
+    assert set(BUS_CHANGES) | CHECKED_ONLY == set(BusConfig.model_fields)
+
+
+def test_isolated_interface_decides_whether_a_tcp_bus_off_loopback_is_accepted() -> None:
+    from controller.settings.deployment import deployment_issues
+
+    class _Stub:  # only what the check reads
+        def __init__(self, bus: BusConfig) -> None:
+            self.buses = [bus]
+            self.mqtt = type("M", (), {"tls": None})()
+            self.security = type("S", (), {"require_signed_commands": False})()
+            self.lane = type("L", (), {"backend": "mock"})()
+
+    open_bus = _Stub(BusConfig(**TCP))
+    declared = _Stub(BusConfig(**TCP, isolated_interface="eth1"))
+    assert [loc for loc, _ in deployment_issues(open_bus)] == [("buses", 0, "host")]  # type: ignore[arg-type]
+    assert deployment_issues(declared) == []  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("key", sorted(BUS_CHANGES))

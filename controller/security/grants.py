@@ -1,0 +1,255 @@
+"""Keys with roles: dispatch's root keys, technician keys granted by dispatch, revocation.
+
+Every cabinet trusts dispatch's *root* keys (``[security] dispatch_public_keys``). A command
+signed directly by a root key has the role ``dispatch``: every command type.
+
+A technician never holds a root key. Dispatch issues a **grant**: a small JSON text signed
+by a root key that binds a technician's own Ed25519 public key to a role, one site and a
+time window, under an id dispatch can revoke::
+
+    {"signed": "{\\"grant\\":\\"g-7f3a\\",\\"role\\":\\"technician\\",\\"key_id\\":\\"tech-alice\\",
+                 \\"public_key\\":\\"<base64 of 32 bytes>\\",\\"site\\":\\"fr-lyon-07\\",
+                 \\"not_before\\":1764400000,\\"not_after\\":1764443200}",
+     "key_id": "dispatch-1", "sig": "<base64 Ed25519 signature by the root key>"}
+
+The technician signs each command with their own key and sends the grant beside the
+signature (``{"signed", "key_id", "sig", "grant"}``). The cabinet checks it offline: the
+grant's root signature, its role, that its site is the cabinet's site, that the cabinet's
+wall clock lies in ``[not_before, not_after]`` (at most :data:`MAX_GRANT_LIFETIME_S` long),
+that its id is not in the stored :class:`RevocationList`, and only then the command's
+signature with the granted key. The role ``technician`` may send only maintenance actions
+(:data:`ROLE_COMMANDS`).
+
+Grants are bounded by the *wall* clock, the only clock that spans days; a cabinet without
+a synchronised clock sees a grant as not yet valid or expired rather than valid for ever
+(the Pi's fake-hwclock never moves the clock back past its last saved time).
+
+Revocation: dispatch pushes the whole list of revoked grant ids, each with its grant's
+``not_after`` (an entry is dropped once the grant would be expired anyway, so the list stays
+short), as the signed command ``revoke_grants`` with a ``serial`` that only grows. The
+cabinet stores it before answering and never goes back to a lower serial.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+    Ed25519PrivateKey,
+    Ed25519PublicKey,
+)
+
+from controller.security.errors import AuthRejected, RejectCode
+
+__all__ = [
+    "MAX_GRANT_LIFETIME_S",
+    "ROLES",
+    "ROLE_COMMANDS",
+    "Grant",
+    "RevocationList",
+    "check_grant",
+    "issue_grant",
+    "role_allows",
+]
+
+ROLES = ("dispatch", "technician")
+
+MAX_GRANT_LIFETIME_S = 7 * 24 * 3600
+"""A grant valid for longer than this is refused: a lost laptop is a problem for a week at
+most, even if nobody revokes its grant."""
+
+ROLE_COMMANDS: Mapping[str, Mapping[str, frozenset[str] | None]] = MappingProxyType({
+    # A technician on site: read the state, take compartments out of and back into service,
+    # open a door for maintenance or an audit. Never assign, release, change codes or config,
+    # never open for a customer, never revoke.
+    "technician": MappingProxyType({
+        "get_state": None,
+        "block": None,
+        "unblock": None,
+        "open": frozenset({"maintenance", "audit"}),
+        "open_all": frozenset({"maintenance", "audit"}),
+        "commission": None,
+    }),
+})
+"""Command types (and, where given, the allowed ``args.reason`` values) per restricted role.
+``dispatch`` is not listed: a root key may send every type."""
+
+_GRANT_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+_KEY_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+_SITE = re.compile(r"[a-z0-9-]{1,32}")
+_GRANT_KEYS = frozenset({"grant", "role", "key_id", "public_key", "site", "not_before",
+                         "not_after"})
+_MAX_GRANT_BYTES = 2048
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    """A checked grant: ``key_id``'s ``public_key`` may act as ``role`` at ``site``."""
+
+    grant_id: str
+    role: str
+    key_id: str
+    public_key: Ed25519PublicKey
+    site: str
+    not_before: int
+    not_after: int
+    issued_by: str
+
+
+def _reject(message: str, field: str = "grant", code: RejectCode = RejectCode.MALFORMED
+            ) -> AuthRejected:
+    return AuthRejected(code, message, field)
+
+
+def issue_grant(root_key: Ed25519PrivateKey, root_key_id: str, *, grant_id: str,
+                key_id: str, public_key: Ed25519PublicKey, site: str, not_before: int,
+                not_after: int, role: str = "technician") -> dict[str, str]:
+    """Dispatch's side: sign a grant with a root key (see the module docstring)."""
+    if role not in ROLES or role == "dispatch":
+        raise ValueError(f"a grant's role is one of {ROLES[1:]}, got {role!r}")
+    if not _GRANT_ID.fullmatch(grant_id) or not _KEY_ID.fullmatch(key_id):
+        raise ValueError("grant id or key id has characters outside [A-Za-z0-9._:-]")
+    if not _SITE.fullmatch(site):
+        raise ValueError(f"site {site!r} is not [a-z0-9-]{{1,32}}")
+    if not 0 < not_after - not_before <= MAX_GRANT_LIFETIME_S:
+        raise ValueError(f"a grant lasts between 1 s and {MAX_GRANT_LIFETIME_S} s")
+    raw = public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    text = json.dumps({"grant": grant_id, "role": role, "key_id": key_id,
+                       "public_key": base64.b64encode(raw).decode(), "site": site,
+                       "not_before": not_before, "not_after": not_after},
+                      separators=(",", ":"))
+    sig = root_key.sign(text.encode())
+    return {"signed": text, "key_id": root_key_id, "sig": base64.b64encode(sig).decode()}
+
+
+def _int(value: Any, field: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise _reject(f"grant {field} must be an integer >= 0", f"grant.{field}")
+    return value
+
+
+def check_grant(envelope: Any, roots: Mapping[str, Ed25519PublicKey], *, site: str | None,
+                now_s: float, revoked: RevocationList) -> Grant:
+    """The cabinet's side: return the grant in ``envelope`` or raise :class:`AuthRejected`.
+
+    Order: shape [malformed], root key [unknown_key], root signature [bad_signature], then
+    the grant's content [malformed], revocation [revoked], site [wrong_site] and time window
+    [grant_expired]. Nothing inside ``signed`` is read before its signature verified.
+    """
+    if not isinstance(envelope, dict) or set(envelope) != {"signed", "key_id", "sig"}:
+        raise _reject("grant must be {signed, key_id, sig}")
+    text, root_id, sig = envelope["signed"], envelope["key_id"], envelope["sig"]
+    if not (isinstance(text, str) and isinstance(root_id, str) and isinstance(sig, str)):
+        raise _reject("grant fields must be strings")
+    root = roots.get(root_id)
+    if root is None:
+        raise _reject(f"grant signed by no trusted root key ({root_id[:40]!r})",
+                      "grant.key_id", RejectCode.UNKNOWN_KEY)
+    try:
+        signature = base64.b64decode(sig, validate=True)
+        signed_bytes = text.encode("utf-8")
+    except (binascii.Error, ValueError, UnicodeEncodeError):
+        raise _reject("grant sig is not base64 or signed is not text", "grant.sig") from None
+    if len(signed_bytes) > _MAX_GRANT_BYTES or len(signature) != 64 \
+            or base64.b64encode(signature).decode() != sig:
+        raise _reject("grant sig is not the base64 of 64 bytes", "grant.sig")
+    try:
+        root.verify(signature, signed_bytes)
+    except InvalidSignature:
+        raise _reject(f"grant signature does not verify with root key {root_id}",
+                      "grant.sig", RejectCode.BAD_SIGNATURE) from None
+    try:
+        body = json.loads(text)
+    except ValueError:
+        raise _reject("grant signed text is not JSON") from None
+    if not isinstance(body, dict) or set(body) != _GRANT_KEYS:
+        raise _reject(f"grant must carry exactly {sorted(_GRANT_KEYS)}")
+    grant_id, role, key_id, site_of = body["grant"], body["role"], body["key_id"], body["site"]
+    if not (isinstance(grant_id, str) and _GRANT_ID.fullmatch(grant_id)):
+        raise _reject("grant id must match [A-Za-z0-9._:-]{1,64}", "grant.grant")
+    if role not in ROLE_COMMANDS:
+        raise _reject(f"grant role must be one of {sorted(ROLE_COMMANDS)}", "grant.role")
+    if not (isinstance(key_id, str) and _KEY_ID.fullmatch(key_id)) or key_id in roots:
+        raise _reject("grant key_id must be a key id that is not a root key", "grant.key_id")
+    if not (isinstance(site_of, str) and _SITE.fullmatch(site_of)):
+        raise _reject("grant site must match [a-z0-9-]{1,32}", "grant.site")
+    not_before, not_after = _int(body["not_before"], "not_before"), _int(body["not_after"],
+                                                                         "not_after")
+    try:
+        raw = base64.b64decode(body["public_key"], validate=True)
+        public_key = Ed25519PublicKey.from_public_bytes(raw)
+    except (binascii.Error, ValueError, TypeError):
+        raise _reject("grant public_key is not a base64 Ed25519 key",
+                      "grant.public_key") from None
+    if revoked.is_revoked(grant_id):
+        raise _reject(f"grant {grant_id} is revoked", "grant.grant", RejectCode.REVOKED)
+    if site is not None and site_of != site:
+        raise _reject(f"grant is for site {site_of}", "grant.site", RejectCode.WRONG_SITE)
+    if not_after - not_before > MAX_GRANT_LIFETIME_S:
+        raise _reject(f"grant lasts more than {MAX_GRANT_LIFETIME_S} s", "grant.not_after",
+                      RejectCode.GRANT_EXPIRED)
+    if not not_before <= now_s <= not_after:
+        raise _reject("grant is not valid at the cabinet's time", "grant.not_after",
+                      RejectCode.GRANT_EXPIRED)
+    return Grant(grant_id, role, key_id, public_key, site_of, not_before, not_after, root_id)
+
+
+def role_allows(role: str, command_type: str, args: Any) -> bool:
+    """Whether ``role`` may send ``command_type`` with ``args`` (see :data:`ROLE_COMMANDS`)."""
+    if role == "dispatch":
+        return True
+    allowed = ROLE_COMMANDS.get(role, {})
+    if command_type not in allowed:
+        return False
+    reasons = allowed[command_type]
+    if reasons is None:
+        return True
+    return isinstance(args, dict) and args.get("reason") in reasons
+
+
+class RevocationList:
+    """Revoked grant ids pushed by dispatch, each kept until its grant's ``not_after``.
+
+    ``serial`` only grows: :meth:`replace` refuses an older list, so a replayed old list
+    (even signed) cannot bring a revoked grant back.
+    """
+
+    def __init__(self, serial: int = 0, entries: Mapping[str, int] | None = None) -> None:
+        self.serial = serial
+        self._entries = dict(entries or {})
+
+    def is_revoked(self, grant_id: str) -> bool:
+        return grant_id in self._entries
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def replace(self, serial: int, entries: Iterable[tuple[str, int]], now_s: float) -> bool:
+        """Take a newer list; False (and no change) when ``serial`` is older than ours."""
+        if serial < self.serial:
+            return False
+        self.serial = serial
+        self._entries = {gid: until for gid, until in entries if until >= now_s}
+        return True
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"serial": self.serial, "revoked": dict(sorted(self._entries.items()))}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any] | None) -> RevocationList:
+        if not data:
+            return cls()
+        serial = data.get("serial", 0)
+        revoked = data.get("revoked", {})
+        if not isinstance(serial, int) or not isinstance(revoked, dict):
+            raise ValueError("stored revocation list has the wrong shape")
+        return cls(serial, {str(k): int(v) for k, v in revoked.items()})

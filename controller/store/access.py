@@ -1,0 +1,122 @@
+"""Who else can write the store: checked before the daemon trusts it.
+
+Every code hash, lockout and command record lives in Redis; whoever can write there can open
+a door without a signature (rewrite an order's code hash, then type the code). So the store
+must be reachable by the daemon alone, and :func:`check_store_access` refuses, with a
+:class:`~controller.store.errors.StoreConfigError` that says what to fix, to start on one
+that is not:
+
+- ``unix://`` (the shipped layout, ``deploy/redis.conf``): the socket must not be writable
+  by others (connecting needs write permission on it), and no directory on its path may be
+  writable by others without the sticky bit (whoever can write there can replace the socket
+  with their own server). Checked in every mode: it costs nothing and a test rig has no
+  reason to share its socket either.
+- ``redis://``/``rediss://`` in production: the host must be a loopback address and the URL
+  must carry a password (``password_file`` or in the URL), because Redis on TCP answers
+  every local user, and without a password it answers them all (``CONFIG SET``, rewriting a
+  code hash).
+
+The password is best kept out of the configuration: ``password_file=PATH`` in the URL's query
+names a file (readable by the daemon's user only; refused when group or others can read it)
+whose first line is the password of the ACL user given by ``username=`` (``deploy/redis.conf``
+and ``deploy/install.sh`` create the user ``locker`` with only the commands the store uses).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import stat
+from pathlib import Path
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from controller.store.errors import StoreConfigError
+
+__all__ = ["check_store_access", "resolve_password_file"]
+
+
+def resolve_password_file(url: str) -> tuple[str, str | None]:
+    """``url`` without its ``password_file`` query item, and the password read from it
+    (None when the URL names no file). Refuses a file group or others can read."""
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    files = [value for key, value in query if key == "password_file"]
+    if not files:
+        return url, None
+    if len(files) > 1:
+        raise StoreConfigError("the Redis URL names password_file twice", op="connect")
+    path = files[0]
+    try:
+        mode = os.stat(path).st_mode
+        if mode & (stat.S_IRWXG | stat.S_IRWXO):
+            raise StoreConfigError(
+                f"the Redis password file {path} is accessible by group or others (mode "
+                f"{stat.S_IMODE(mode):o}): chown it to the daemon's user, chmod 0400",
+                op="connect")
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise StoreConfigError(f"cannot read the Redis password file {path}: {exc.strerror}",
+                               op="connect") from None
+    password = text.splitlines()[0].strip() if text.strip() else ""
+    if not password:
+        raise StoreConfigError(f"the Redis password file {path} is empty", op="connect")
+    rest = urlencode([(k, v) for k, v in query if k != "password_file"])
+    return urlunsplit(parts._replace(query=rest)), password
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_store_access(url: str, *, production: bool, has_password: bool) -> None:
+    """Refuse a store that users other than the daemon can reach (see the module docstring).
+
+    ``url`` is the store URL without its ``password_file`` item; ``has_password`` says
+    whether a password was found (in the URL or its file).
+    """
+    parts = urlsplit(url)
+    if parts.scheme == "unix":
+        _check_socket(Path(parts.path))
+        return
+    if parts.scheme not in ("redis", "rediss") or not production:
+        return
+    host = parts.hostname or ""
+    if not _loopback(host):
+        raise StoreConfigError(
+            f"the store is on {host!r}, another machine, over TCP: in production the store "
+            "is the cabinet's own Redis on its unix socket (deploy/redis.conf)", op="connect")
+    if not (has_password or parts.password):
+        raise StoreConfigError(
+            "the store is Redis over TCP without a password: every local user could rewrite "
+            "code hashes. Use the unix socket of deploy/redis.conf, or an ACL user and "
+            "password_file=", op="connect")
+
+
+def _check_socket(path: Path) -> None:
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return  # not there yet: the connection attempt reports it
+    if mode & stat.S_IWOTH:
+        raise StoreConfigError(
+            f"the store's socket {path} is writable by every local user (mode "
+            f"{stat.S_IMODE(mode):o}): set unixsocketperm 770 in the Redis config and put "
+            "the daemon's user in Redis' group", op="connect")
+    for parent in path.parents:
+        try:
+            pmode = parent.stat().st_mode
+        except OSError:
+            continue
+        # The socket's own directory may not be world-writable even with the sticky bit
+        # (/tmp): while Redis is down, anyone could create a socket of their own there.
+        if pmode & stat.S_IWOTH and (parent == path.parent or not pmode & stat.S_ISVTX):
+            raise StoreConfigError(
+                f"{parent}, on the path of the store's socket {path}, is writable by every "
+                f"local user (mode {stat.S_IMODE(pmode):o}): anyone could put their own "
+                "server there. Use a directory only Redis can write (/run/redis-locker)",
+                op="connect")

@@ -1,0 +1,102 @@
+"""``locker-controller --check`` (the same checks run at every start) against the ways a
+cabinet is attacked around the signature: a Modbus TCP bus on a shared network, a cabinet
+TLS key others can read, plaintext MQTT in a production configuration."""
+
+from __future__ import annotations
+
+import base64
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
+
+ROOT = Path(__file__).resolve().parents[2]
+SIM = (ROOT / "deploy" / "sim-cabinet.toml").read_text()
+KEY = base64.b64encode(Ed25519PrivateKey.generate().public_key().public_bytes(
+    Encoding.DER, PublicFormat.SubjectPublicKeyInfo)).decode()
+
+
+def check(tmp_path: Path, text: str) -> subprocess.CompletedProcess[str]:
+    config = tmp_path / "cabinet.toml"
+    config.write_text(text)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LOCKER_")}
+    env["PYTHONPATH"] = str(ROOT)
+    return subprocess.run([sys.executable, "-m", "controller.daemon", "--config", str(config),
+                           "--check"], capture_output=True, text=True, timeout=60, env=env,
+                          check=False, cwd=tmp_path)
+
+
+def with_tcp_bus(host: str, extra: str = "") -> str:
+    return SIM.replace('''[[buses]]
+name = "rs485-0"''', f'''[[buses]]
+name = "gateway"
+kind = "tcp"
+host = "{host}"
+{extra}
+[[buses]]
+name = "rs485-0"''', 1)
+
+
+def production(text: str) -> str:
+    """The simulator's cabinet turned into a production one: signed commands, real GPIO."""
+    keys = f'dispatch_public_keys = {{ d1 = "{KEY}" }}'
+    text = text.replace("require_signed_commands = false",
+                        f"require_signed_commands = true\n{keys}")
+    return text.replace('backend = "simulator"\noptions = { port = 7420 }', 'backend = "gpiod"')
+
+
+def test_the_simulator_config_passes(tmp_path: Path) -> None:
+    result = check(tmp_path, SIM)
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize("host", ["10.0.0.5", "gateway.lan", "192.168.1.20"])
+def test_a_modbus_tcp_bus_on_a_network_is_refused(tmp_path: Path, host: str) -> None:
+    result = check(tmp_path, with_tcp_bus(host))
+    assert result.returncode == 2
+    assert "buses[0].host" in result.stderr
+    assert "no authentication" in result.stderr
+
+
+@pytest.mark.parametrize(("host", "extra"), [("127.0.0.1", ""), ("localhost", ""),
+                                             ("10.0.0.5", 'isolated_interface = "eth1"')])
+def test_a_modbus_tcp_bus_on_loopback_or_a_declared_isolated_link_passes(
+    tmp_path: Path, host: str, extra: str,
+) -> None:
+    result = check(tmp_path, with_tcp_bus(host, extra))
+    assert result.returncode == 0, result.stderr
+
+
+def test_a_cabinet_key_others_can_read_is_refused(tmp_path: Path) -> None:
+    for name in ("ca.crt", "cabinet.crt", "cabinet.key"):
+        (tmp_path / name).write_text("-----BEGIN X-----\n-----END X-----\n")
+    key = tmp_path / "cabinet.key"
+    text = SIM.replace("[redis]", f'''[mqtt.tls]
+ca_file = "{tmp_path / 'ca.crt'}"
+cert_file = "{tmp_path / 'cabinet.crt'}"
+key_file = "{key}"
+
+[redis]''', 1)
+    key.chmod(0o644)
+    result = check(tmp_path, text)
+    assert result.returncode == 2
+    assert "mqtt.tls.key_file" in result.stderr
+    assert "readable by every local user" in result.stderr
+    key.chmod(0o600)
+    assert check(tmp_path, text).returncode == 0
+
+
+def test_plaintext_mqtt_is_refused_in_a_production_config_only(tmp_path: Path) -> None:
+    result = check(tmp_path, production(SIM))
+    assert result.returncode == 2
+    assert "mqtt.tls: missing: a production cabinet" in result.stderr
+    # The same config on the simulator's lane is a lab rig: plaintext is allowed there.
+    lab = production(SIM).replace('backend = "gpiod"',
+                                  'backend = "simulator"\noptions = { port = 7420 }')
+    assert check(tmp_path, lab).returncode == 0
