@@ -50,7 +50,13 @@ from controller.contract.messages import (
 )
 from controller.contract.topics import CabinetTopics
 from controller.daemon.messages import state_message, status_message, telemetry_message
-from controller.daemon.startup import answer_interrupted, load_overlay, public_keys, reconcile
+from controller.daemon.startup import (
+    answer_interrupted,
+    default_code_key_file,
+    load_overlay,
+    public_keys,
+    reconcile,
+)
 from controller.domain.cabinet_model import CabinetModel, Now
 from controller.domain.unlock import UnlockPolicy
 from controller.health import HEALTH_EVERY_S, HealthStatus
@@ -250,7 +256,7 @@ class Daemon:
             self.lane = LaneService.from_settings(
                 s, self.model, self.store, self.unlock, self.emit, now=self.now,
                 on_change=self.state_pub.mark_dirty,
-                code_key_file=self.config_path.parent / "code.key" if self.config_path else None)
+                code_key_file=default_code_key_file(self.config_path))
             stack.push_async_callback(self.lane.close)
             verifier = CommandVerifier(
                 s.cabinet.id, public_keys(s), self.cabinet_clock, MemoryReplayStore(),

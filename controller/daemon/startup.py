@@ -5,6 +5,7 @@ state with what the sensors say. Each takes what it needs; none starts a task.""
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -17,7 +18,13 @@ from controller.services.reporting import EventSink, PendingEvent
 from controller.settings import Settings
 from controller.store import Store
 
-__all__ = ["answer_interrupted", "load_overlay", "public_keys", "reconcile"]
+__all__ = [
+    "answer_interrupted",
+    "default_code_key_file",
+    "load_overlay",
+    "public_keys",
+    "reconcile",
+]
 
 log = logging.getLogger("controller.daemon")
 
@@ -91,3 +98,15 @@ def public_keys(settings: Settings) -> dict[str, Any]:
         raw = settings.security.public_key(key_id)
         keys[key_id] = Ed25519PublicKey.from_public_bytes(raw)
     return keys
+
+
+def default_code_key_file(config_path: Path | None,
+                          environ: Mapping[str, str] | None = None) -> Path | None:
+    """Where the cabinet's code key lives when ``security.code_key_file`` is not set: in
+    the service's state directory under systemd (``STATE_DIRECTORY``, writable by the
+    daemon while the config directory is read-only), else beside the config file."""
+    env = os.environ if environ is None else environ
+    state = env.get("STATE_DIRECTORY", "").split(":")[0]
+    if state:
+        return Path(state) / "code.key"
+    return config_path.parent / "code.key" if config_path is not None else None

@@ -97,8 +97,16 @@ class MqttTlsConfig(_Section):
         if value is None:
             return None
         path = _ctx_path(info, value)
-        if _check_files(info) and not path.is_file():
-            raise ValueError(f"file not found: {str(path)!r}")
+        if _check_files(info):
+            if not path.is_file():
+                raise ValueError(f"file not found: {str(path)!r}")
+            # Opened, not only seen: the check runs as the daemon's user (the installer
+            # does so), so a file only root can read fails here, not at the first start.
+            try:
+                with path.open("rb"):
+                    pass
+            except OSError as exc:
+                raise ValueError(f"cannot read {str(path)!r}: {exc.strerror}") from None
         return path
 
     @model_validator(mode="after")
@@ -833,7 +841,8 @@ class SecurityConfig(_Section):
         default=None,
         description="The cabinet's code key (X25519 key pair and verifier secret), created "
         "at the first start with mode 0600; relative to the config file. Default: "
-        "`code.key` beside the config file.",
+        "`code.key` in the service's state directory under systemd (`STATE_DIRECTORY`), "
+        "else beside the config file.",
     )
 
     @field_validator("code_key_file")
