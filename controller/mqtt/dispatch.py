@@ -75,7 +75,7 @@ class DispatchClient:
         self._client_id = client_id or f"dispatch-{uuid.uuid4().hex[:8]}"
         # Under the cabinet's own reply topic: the broker's ACL lets a cabinet answer there
         # and nowhere else (deploy/mosquitto/acl).
-        self._reply_topic = f"{topics.reply}/{self._client_id}"
+        self._reply_topic = f"{topics.reply}/to/{self._client_id}"
         self._client = aiomqtt.Client(
             host, port, identifier=self._client_id,
             protocol=aiomqtt.ProtocolVersion.V5 if protocol == 5 else aiomqtt.ProtocolVersion.V311,

@@ -379,8 +379,12 @@ class MqttLink:
                     ack_timeout: float | None = None) -> str:
         """Send the reply to ``incoming``; returns the topic used.
 
-        MQTT 5 request with a response topic under the cabinet's own ``reply`` topic
-        (``reply`` or ``reply/...``): that topic, echoing its correlation data. Otherwise
+        MQTT 5 request with the cabinet's own ``reply`` topic, or one level below its
+        ``reply/to/`` (``reply/to/INSTANCE``), as response topic: that topic, echoing its
+        correlation data. (``reply/to/`` and not ``reply/``: a broker identity with no slash
+        in its name, a role, may write under ``lockers/v1/NAME/reply/...`` by the cabinet
+        ACL pattern; only the extra level keeps such a topic from reading as another
+        cabinet's ``status`` or ``events`` to a dispatch subscription.) Otherwise
         (no response topic, not a plain topic name, or one elsewhere, such as the cabinet's
         own ``status`` or ``events``, where a reply would pose as a report): the cabinet's
         ``reply`` topic. QoS 1, not retained; raises like :meth:`publish`.
@@ -388,8 +392,11 @@ class MqttLink:
         topic = self._topics.reply
         correlation = None
         wanted = incoming.response_topic
+        prefix = topic + "/to/"
         if wanted and _plain_topic(wanted) and (
-                wanted == topic or wanted.startswith(topic + "/")):
+                wanted == topic
+                or (wanted.startswith(prefix) and "/" not in wanted[len(prefix):]
+                    and len(wanted) > len(prefix))):
             topic = wanted
             correlation = incoming.correlation_data
         await self.publish(topic, payload, qos=1, retain=False, correlation_data=correlation,

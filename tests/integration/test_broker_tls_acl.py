@@ -457,10 +457,10 @@ def test_one_certificate_used_twice_keeps_only_the_newest_connection(
     assert first.disconnected.wait(WAIT_S)
 
 
-LEAVES = ("status", "state", "events", "telemetry", "reply", "reply/dispatch-7f3a", "cmd")
+LEAVES = ("status", "state", "events", "telemetry", "reply", "reply/to/dispatch-7f3a", "cmd")
 CABINETS = {"cabinet-fr-lyon-07-cab-01": ROOT_A, "cabinet-fr-lyon-07-cab-02": ROOT_B,
             "cabinet-fr-paris-01-cab-01": ROOT_P}
-REPORTS = ("status", "state", "events", "telemetry", "reply", "reply/dispatch-7f3a")
+REPORTS = ("status", "state", "events", "telemetry", "reply", "reply/to/dispatch-7f3a")
 
 
 def _topics(roots: tuple[str, ...], leaves: tuple[str, ...]) -> set[str]:
@@ -474,7 +474,7 @@ ROLES: dict[str, tuple[set[str], set[str]]] = {
     "dispatch": (_topics(ALL, REPORTS), _topics(ALL, ("cmd",))),
     "dispatch-2": (_topics(ALL, REPORTS), _topics(ALL, ("cmd",))),
     "technician-fr-lyon-07": (
-        _topics(LYON, ("status", "state", "events", "reply", "reply/dispatch-7f3a")),
+        _topics(LYON, ("status", "state", "events", "reply", "reply/to/dispatch-7f3a")),
         _topics(LYON, ("cmd",))),
     "monitoring": (_topics(ALL, ("status", "state", "events", "telemetry")), set()),
     "cabinet-fr-lyon-07-cab-01": (_topics((ROOT_A,), ("cmd",)), _topics((ROOT_A,), REPORTS)),
@@ -509,6 +509,35 @@ def test_each_role_can_do_exactly_what_it_should(connect: ClientFactory, role: s
     assert writer.publish(sentinel, "sentinel") == 0  # "me" subscribes to it
     received = me.until(sentinel, b"sentinel")
     assert {topic for topic, payload, _ in received if payload == b"m"} == readable
+
+
+# The broker identity each role connects with (the CN of its certificate).
+ROLE_CN = {"dispatch": "dispatch", "dispatch-2": "dispatch.2",
+           "technician-fr-lyon-07": "technician.fr-lyon-07", "monitoring": "monitoring"}
+
+
+@pytest.mark.parametrize("role", sorted(ROLE_CN))
+def test_no_role_can_write_what_reads_as_a_cabinets_report(connect: ClientFactory,
+                                                           role: str) -> None:
+    """The cabinet patterns put a broker identity in place of SITE/CABINET: for a role's
+    name (no slash) a topic under its reply tree must never have the shape of a cabinet's
+    status, state, events, telemetry or reply, which dispatch reads with + wildcards."""
+    me = connect(role)
+    cn = ROLE_CN[role]
+    for leaf in ("status", "state", "events", "telemetry"):
+        assert me.publish(f"lockers/v1/{cn}/reply/{leaf}", "forged") == NOT_AUTHORIZED, leaf
+    # What the pattern does let it write is one level deeper than any cabinet report.
+    # (The spy is another dispatch instance when the role is dispatch: one identity, one
+    # connection.)
+    dispatch = connect("dispatch-2" if role == "dispatch" else "dispatch")
+    assert all(c.value in (1, NOT_AUTHORIZED) for c in dispatch.subscribe("lockers/v1/#"))
+    assert me.publish(f"lockers/v1/{cn}/reply/to/status", "forged") in (0, 16)
+    sentinel = f"{ROOT_A}/status"
+    assert connect("cabinet-fr-lyon-07-cab-01").publish(sentinel, "sentinel") in (0, 16)
+    received = dispatch.until(sentinel, b"sentinel")
+    for topic, payload, _ in received:
+        if payload == b"forged":  # seen only because dispatch subscribed to everything
+            assert len(topic.split("/")) == 6, topic
 
 
 # -- revocation, sizes, cipher suites ---------------------------------------------------------

@@ -108,7 +108,7 @@ def test_command_and_its_reply_through_the_broker_acl(
         assert reply["ok"] is True
         assert reply["result"] == {"who": "cab-01"}
         topic, _, sent = cabinet.messages.get(timeout=5)
-        assert topic.startswith(f"{ROOT_A}/reply/")
+        assert topic.startswith(f"{ROOT_A}/reply/to/")
         assert sent
     finally:
         cabinet.close()

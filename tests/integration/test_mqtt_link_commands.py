@@ -63,7 +63,7 @@ async def test_mqtt5_reply_goes_to_the_response_topic_with_the_correlation_data(
 ) -> None:
     async with make_link(mosquitto) as link:
         await connected(link)
-        mine = f"{link.topics.reply}/dispatch-7"
+        mine = f"{link.topics.reply}/to/dispatch-7"
         with probe(mosquitto.port, f"{link.topics.reply}/#", link.topics.reply) as dispatch:
             command = json.dumps(EXAMPLES["command"][0]).encode()
             await asyncio.to_thread(dispatch.publish, link.topics.cmd, command,
