@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import logging
 import os
 import signal
@@ -36,6 +37,22 @@ def _parse_set(values: Sequence[str]) -> dict[str, Any]:
     return out
 
 
+#: The Python library each hardware GPIO backend needs (the rpi extra installs rpi-lgpio,
+#: which provides ``RPi.GPIO``).
+GPIO_LIBRARIES = {"gpiod": ("gpiod", "gpiod"), "rpigpio": ("RPi", "rpi")}
+
+
+def missing_gpio_library(backend: str) -> str | None:
+    """What to tell the technician when ``lane.backend`` names a GPIO library that is not
+    installed (the config is valid, the cabinet would still start without its lane)."""
+    library = GPIO_LIBRARIES.get(backend)
+    if library is None or importlib.util.find_spec(library[0]) is not None:
+        return None
+    return (f"lane.backend: {backend!r} needs the Python library {library[0]!r}, which is "
+            f"not installed here: install with deploy/install.sh --gpio {library[1]}, or "
+            "set lane.backend to the library that is")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="locker-controller", description="The locker cabinet controller daemon.")
@@ -57,6 +74,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         to_stderr(f"configuration error:\n{exc}")  # at error priority in the journal
         return 2
     if args.check:
+        missing = missing_gpio_library(settings.lane.backend)
+        if missing is not None:
+            to_stderr(f"configuration error:\n{args.config}: {missing}")
+            return 2
         print(f"{args.config}: ok (hash {settings.config_hash[:12]})")
         return 0
     setup_logging(settings.log.level, settings.log.format,

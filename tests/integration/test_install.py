@@ -137,9 +137,12 @@ def test_install_check_fill_in_then_idempotent(target: Path, wheelhouse: Path,
     assert moved.read_bytes() == b"*1\r\n$5\r\nMULTI\r\n"
     assert not old_store.exists()
     unit = (target / "etc/systemd/system/locker-controller.service").read_text()
-    for device in ("ttyUSB", "ttyACM", "ttyAMA", "ttyS", "ttySC", "gpiochip"):
+    for device in ("ttyUSB", "ttyACM", "ttyAMA", "ttySC", "gpiochip"):
         assert f"DeviceAllow=char-{device} rw" in unit
     assert "DeviceAllow=/dev/gpiomem rw" in unit
+    # The mini UART by path: char-ttyS is character major 4, the virtual consoles' too.
+    assert "DeviceAllow=/dev/ttyS0 rw" in unit
+    assert "DeviceAllow=char-ttyS rw" not in unit
     assert "ProtectSystem=strict" in unit
     assert "NoNewPrivileges=yes" in unit
     assert (target / "etc/udev/rules.d/99-locker-rs485.rules").is_file()
