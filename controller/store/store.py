@@ -699,6 +699,18 @@ class Store:
 
         async def plan(pipe: Pipeline) -> _Plan[list[Event]]:
             seq = int(await pipe.get(keys.seq) or 0)
+            # Redis runs every command of a MULTI even when one fails: a key of the wrong
+            # type would let the events through while the states they report fail, and
+            # the next poll would report the same movement again. Checked first, so the
+            # commit is all or nothing.
+            for key, wanted in ((keys.pending, "zset"), (keys.compartments, "hash"),
+                                (keys.doors, "hash")):
+                found = await pipe.type(key)
+                found = found.decode() if isinstance(found, bytes) else str(found)
+                if found not in (wanted, "none"):
+                    raise StoreDataError(
+                        f"{key} holds a {found}, not a {wanted}: the store was changed by "
+                        "something other than this daemon; nothing committed", op=op)
             out: list[Event] = []
             for kind, at_iso, payload, compartment, event_id in checked:
                 seq += 1

@@ -242,3 +242,17 @@ async def test_a_bad_event_in_a_commit_writes_nothing(store: Store) -> None:
     assert await store.last_seq() == 0
     assert await store.load_compartments() == {}
     assert await store.load_doors() == {}
+
+
+@pytest.mark.parametrize("key", ["compartments", "doors", "pending"])
+async def test_a_key_of_the_wrong_type_makes_the_commit_write_nothing(store: Store,
+                                                                      key: str) -> None:
+    # Redis runs every command of a MULTI even when one fails: without the check, the
+    # events would be committed while the states they report fail, and every following
+    # poll would report the same door movement again under a new id.
+    first = await store.append("daemon_started", {}, at=AT)
+    await store._client.set(getattr(store._keys, key), "not a hash")
+    with pytest.raises(StoreDataError, match="nothing committed"):
+        await store.commit([NewEvent("door_opened", {"authorised": False}, AT, "A01")],
+                           compartments={"A01": {"phase": "free"}}, doors={"A01": {"open": True}})
+    assert await store.last_seq() == first.seq
