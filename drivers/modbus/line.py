@@ -87,6 +87,7 @@ import logging
 import time
 from collections import OrderedDict
 from collections.abc import Mapping
+from dataclasses import replace
 from types import TracebackType
 from typing import Any, Literal, cast
 
@@ -758,6 +759,13 @@ class ModbusLine:
         self._late_until = 0.0
         self._late_rx.clear()
 
+    def _answered_late(self, unit: int) -> bool:
+        """Whether ``unit`` has a timed-out request on this line that it may still be
+        answering (it is failing, or has answered late before)."""
+        counters = self._units.get(unit)
+        return counters is not None and (counters.failing or counters.late_replies > 0
+                                         or counters.timeouts > 0)
+
     def _count_late(self, unit: int, lateness_s: float | None = None) -> None:
         counters = self._units.get(unit)
         if counters is None:
@@ -845,10 +853,25 @@ class ModbusLine:
         rx += data
         try:
             if self.framing == "rtu":
-                n = codec.rtu_reply_length(req, rx)
+                # A frame from a board that failed to answer in time before may be its late
+                # reply landing in this transaction: measured as a reply of the same shape
+                # from that unit, and, if whole and valid, charged to it, not to the board
+                # asked now.
+                foreign = rx[0] != req.unit and self._answered_late(rx[0])
+                n = codec.rtu_reply_length(replace(req, unit=rx[0]) if foreign else req, rx)
                 if n is None or len(rx) < n:
                     return
                 frame = bytes(rx[:n])
+                if foreign:
+                    if not codec.rtu_crc_ok(frame):
+                        raise FrameError(f"{req.describe()}: garbled reply from unit "
+                                         f"{frame[0]}: {frame.hex()}", address=req.unit)
+                    del rx[:n]
+                    self._stray += n
+                    self._count_late(frame[0])
+                    if rx:
+                        self._on_data(b"")  # what followed it: the start of ours
+                    return
                 if len(rx) > n:
                     self._stray += len(rx) - n
                     self._dirty = True
