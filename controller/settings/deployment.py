@@ -32,7 +32,7 @@ import stat
 from controller.settings.errors import Loc
 from controller.settings.models import Settings
 
-__all__ = ["deployment_issues", "is_production"]
+__all__ = ["deployment_issues", "is_loopback_host", "is_production"]
 
 _HARDWARE_LANES = ("gpiod", "rpigpio")
 
@@ -42,7 +42,8 @@ def is_production(s: Settings) -> bool:
     return s.security.require_signed_commands and s.lane.backend in _HARDWARE_LANES
 
 
-def _loopback(host: str) -> bool:
+def is_loopback_host(host: str) -> bool:
+    """Whether ``host`` (a name or an address) stays on this machine."""
     if host == "localhost":
         return True
     try:
@@ -55,7 +56,7 @@ def deployment_issues(s: Settings) -> list[tuple[Loc, str]]:
     """Every problem of ``s`` listed in the module docstring, as (key, message)."""
     out: list[tuple[Loc, str]] = []
     for i, bus in enumerate(s.buses):
-        if bus.kind == "tcp" and bus.host is not None and not _loopback(bus.host) \
+        if bus.kind == "tcp" and bus.host is not None and not is_loopback_host(bus.host) \
                 and bus.isolated_interface is None:
             out.append((("buses", i, "host"),
                         f"Modbus TCP to {bus.host} has no authentication: anyone on that "

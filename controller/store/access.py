@@ -24,12 +24,12 @@ and ``deploy/install.sh`` create the user ``locker`` with only the commands the 
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import stat
 from pathlib import Path
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+from controller.settings.deployment import is_loopback_host
 from controller.store.errors import StoreConfigError
 
 __all__ = ["check_store_access", "resolve_password_file"]
@@ -64,15 +64,6 @@ def resolve_password_file(url: str) -> tuple[str, str | None]:
     return urlunsplit(parts._replace(query=rest)), password
 
 
-def _loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def check_store_access(url: str, *, production: bool, has_password: bool) -> None:
     """Refuse a store that users other than the daemon can reach (see the module docstring).
 
@@ -86,7 +77,7 @@ def check_store_access(url: str, *, production: bool, has_password: bool) -> Non
     if parts.scheme not in ("redis", "rediss") or not production:
         return
     host = parts.hostname or ""
-    if not _loopback(host):
+    if not is_loopback_host(host):
         raise StoreConfigError(
             f"the store is on {host!r}, another machine, over TCP: in production the store "
             "is the cabinet's own Redis on its unix socket (deploy/redis.conf)", op="connect")
