@@ -94,6 +94,7 @@ PREFIX=/opt/locker-controller
 ETC=/etc/locker
 REDIS_CONF=/etc/redis/redis-locker.conf
 REDIS_ACL=/etc/redis/redis-locker.acl
+REDIS_DEFAULT=/etc/redis/redis-locker.default
 REDIS_PASS=/etc/locker/redis-password
 REDIS_DIR=/var/lib/redis/locker
 R="${ROOT%/}"
@@ -262,8 +263,15 @@ if [ ! -s "$R$REDIS_PASS" ]; then
 fi
 chown "$(uid_of locker):$(gid_of locker)" "$R$REDIS_PASS"
 chmod 0400 "$R$REDIS_PASS"
+# The default user's password hash: of random bytes nobody keeps (see the ACL file).
+if [ ! -s "$R$REDIS_DEFAULT" ]; then
+    (umask 077; head -c 32 /dev/urandom | sha256sum | cut -d' ' -f1 >"$R$REDIS_DEFAULT")
+fi
+chown 0:0 "$R$REDIS_DEFAULT"
+chmod 0400 "$R$REDIS_DEFAULT"
 acl_tmp=$(mktemp)
 sed -e '/^#/d' -e "s/@PASSWORD_SHA256@/$(head -n1 "$R$REDIS_PASS" | tr -d '\n' | sha256sum | cut -d' ' -f1)/" \
+    -e "s/@DEFAULT_SHA256@/$(head -n1 "$R$REDIS_DEFAULT" | tr -d '\n')/" \
     "$SRC/deploy/redis-locker.acl" >"$acl_tmp"
 if put "$acl_tmp" "$REDIS_ACL" 0640; then
     redis_changed=1

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from controller.store import Store
+from controller.store import NewEvent, Store
 from controller.store.errors import StoreConfigError
 from tests.support.services import RedisProcess
 
@@ -47,7 +47,8 @@ class ShippedRedis:
         acl = workdir / "redis-locker.acl"
         acl.write_text("".join(line + "\n" for line in ACL.read_text().splitlines()
                                if not line.startswith("#"))
-                       .replace("@PASSWORD_SHA256@", digest))
+                       .replace("@PASSWORD_SHA256@", digest)
+                       .replace("@DEFAULT_SHA256@", secrets.token_hex(32)))
         self.socket = workdir / "run" / "redis.sock"
         self.socket.parent.mkdir(mode=0o750)
         text = CONF.read_text()
@@ -59,7 +60,12 @@ class ShippedRedis:
                         .replace("/etc/redis/redis-locker.acl", str(acl))
                         .replace("unixsocketperm 770", f"unixsocketperm {socket_perm}")
                         .replace("supervised systemd", "supervised no"))
-        self.proc = subprocess.Popen(["redis-server", str(conf)], stdout=subprocess.PIPE,
+        self.conf = conf
+        self.start()
+
+    def start(self) -> None:
+        """Start redis-server on the files written above (again after :meth:`close`)."""
+        self.proc = subprocess.Popen(["redis-server", str(self.conf)], stdout=subprocess.PIPE,
                                      stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 10
         while not self._listening():
@@ -123,6 +129,40 @@ def test_the_daemons_user_has_only_the_commands_the_store_needs(
     locker.close()
 
 
+async def test_what_the_store_committed_survives_a_restart_of_the_shipped_redis(
+    shipped: ShippedRedis,
+) -> None:
+    """Transactions included: Redis replays its append-only file as the default user, and
+    refused every MULTI/EXEC of it while that user was off (the shipped ACL keeps it on,
+    behind a password nobody has)."""
+    store = await Store.connect(shipped.url, "locker:fr-lyon-07", "cab-01")
+    try:
+        await store.new_boot()
+        events = await store.commit(
+            [NewEvent("door_opened", {"authorised": True}, time.time(), "A01")],
+            compartments={"A01": {"state": "loaded"}}, doors={"A01": {"open": True}})
+        assert await store.save_codes(
+            "o-1", [{"code_id": "collect-0", "purpose": "collect", "verifier": "v1"}]) == []
+    finally:
+        await store.close()
+    shipped.close()
+    assert "NOPERM" not in shipped.output()
+    shipped.start()
+    store = await Store.connect(shipped.url, "locker:fr-lyon-07", "cab-01")
+    try:
+        assert [e.id for e in await store.pending()] == [events[0].id]
+        assert await store.load_compartment("A01") == {"state": "loaded"}
+        assert await store.load_doors() == {"A01": {"open": True}}
+        assert await store.load_codes("o-1") is not None
+        assert await store.find_code("v1") is not None
+    finally:
+        await store.close()
+    anyone = shipped.raw()  # and an unauthenticated client still can do nothing
+    with pytest.raises(redis.exceptions.AuthenticationError):
+        anyone.ping()
+    anyone.close()
+
+
 async def test_the_store_works_through_the_acl_user_with_every_operation(
     shipped: ShippedRedis,
 ) -> None:
@@ -146,14 +186,18 @@ async def test_the_store_works_through_the_acl_user_with_every_operation(
         await store.save_compartment("A01", {"state": "free"})
         assert await store.load_compartment("A01") == {"state": "free"}
         assert await store.load_compartments()
+        await store.commit([NewEvent("door_closed", {}, time.time(), "A01")],
+                           compartments={"A01": {"state": "free"}}, doors={"A01": {"open": False}})
         await store.save_order("o-1", {"compartment": "A01"})
         assert await store.load_order("o-1") is not None
         assert await store.load_orders()
-        await store.save_code_hashes("o-1", {"c": {"hash": "h"}})
-        assert await store.load_code_hashes("o-1") is not None
+        assert await store.save_codes(
+            "o-1", [{"code_id": "c", "purpose": "collect", "verifier": "v2"}]) == []
+        assert await store.load_codes("o-1") is not None
+        assert await store.find_code("v2") is not None
         assert await store.mark_code_used("o-1", "c")
         assert await store.code_used_at("o-1", "c") is not None
-        assert await store.delete_code_hashes("o-1")
+        assert await store.delete_codes("o-1")
         assert await store.delete_order("o-1")
         assert await store.delete_compartment("A01")
         await store.save_lockout("lane", {"failures": 1}, 60)
