@@ -74,7 +74,11 @@ def test_the_store_url_names_the_cabinets_own_redis_socket() -> None:
     assert "REDIS_PASS=/etc/locker/redis-password" in install
     acl = (DEPLOY / "redis-locker.acl").read_text()
     assert re.search(r"^user locker on #@PASSWORD_SHA256@ ", acl, re.MULTILINE)
-    assert re.search(r"^user default off ", acl, re.MULTILINE)
+    # The default user: on (the append-only file replays as it), behind a password nobody
+    # has (the installer's random hash), so an unauthenticated client can run nothing.
+    assert re.search(r"^user default on #@DEFAULT_SHA256@ ", acl, re.MULTILINE)
+    assert "nopass" not in acl
+    assert "@DEFAULT_SHA256@" in install
 
 
 def test_example_key_and_certificate_names_agree_with_keygen_and_the_installer() -> None:
