@@ -1,7 +1,7 @@
 """Shared pieces of the lane benchmarks: the rig, a persistent subscriber, statistics.
 
 Every benchmark starts its own broker, redis-server, simulator and daemon through
-:class:`controller.rig.LaneRig` (free loopback ports, one temporary directory, every
+:class:`controller.lab.rig.LaneRig` (free loopback ports, one temporary directory, every
 process stopped by its pid on the way out), so nothing here touches a network beyond
 127.0.0.1.
 """
@@ -27,7 +27,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from controller.contract.topics import CabinetTopics
-from controller.rig import LaneRig
+from controller.lab.rig import LaneRig
 
 __all__ = [
     "EventCollector",

@@ -1,7 +1,7 @@
 """Door command round trip: dispatch publishes a signed "open", the reply says the board
 accepted the pulse. p50/p99, split into the line's share and the software's.
 
-Starts a whole lane on loopback (``controller.rig.LaneRig``: mosquitto, redis-server with
+Starts a whole lane on loopback (``controller.lab.rig.LaneRig``: mosquitto, redis-server with
 appendfsync always, ``locker-sim`` with line-timing emulation at 19200 baud, the daemon),
 then, as dispatch (``DispatchClient``, MQTT 5, Ed25519-signed commands), sends ``--count``
 "open" commands with reason "maintenance" (a staff open, allowed in every compartment
@@ -42,8 +42,8 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._lane import machine, pct, stats_line, topics_of
+from controller.lab.rig import LaneRig
 from controller.mqtt.dispatch import DispatchClient
-from controller.rig import LaneRig
 from drivers.modbus.registers import (
     READ_REQUEST_LEN,
     read_bits_reply_len,

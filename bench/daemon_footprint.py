@@ -4,7 +4,7 @@ at 10 Hz.
 Writes a cabinet config for the benchmark in a temporary directory (4 Waveshare-style
 relay boards, 16 outputs and 16 inputs each, on one RS-485 line at 19200 baud; 64
 compartments, each with its lock and door switch; one ambient zone), starts a whole lane
-on loopback with it (``controller.rig.LaneRig``: mosquitto, redis-server with appendfsync
+on loopback with it (``controller.lab.rig.LaneRig``: mosquitto, redis-server with appendfsync
 always, ``locker-sim`` with line-timing emulation, the daemon), lets it settle, then over
 ``--window`` seconds reads the daemon's ``/proc/PID/status`` (VmRSS every second, VmHWM
 at the end) and ``/proc/PID/stat`` (utime + stime at both ends of the window, as % of one
@@ -34,8 +34,8 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._lane import machine, topics_of
+from controller.lab.rig import LaneRig
 from controller.mqtt.dispatch import DispatchClient
-from controller.rig import LaneRig
 from drivers.modbus.registers import (
     READ_REQUEST_LEN,
     read_bits_reply_len,

@@ -1,7 +1,7 @@
 """Door event latency: a door opens or closes in the simulator; how long until the
 ``door_opened`` / ``door_closed`` event reaches a dispatch subscriber.
 
-Starts a whole lane on loopback (``controller.rig.LaneRig``: mosquitto, redis-server with
+Starts a whole lane on loopback (``controller.lab.rig.LaneRig``: mosquitto, redis-server with
 appendfsync always, ``locker-sim`` with line-timing emulation at 19200 baud, the daemon).
 Each round: dispatch sends a signed "open" (reason "maintenance") for the next of the 12
 demo compartments; after a random pause (so door changes fall at random phases of the poll
@@ -43,8 +43,8 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._lane import machine, pct, stats_line, topics_of
+from controller.lab.rig import LaneRig
 from controller.mqtt.dispatch import DispatchClient, Received
-from controller.rig import LaneRig
 from controller.settings import TimingConfig
 from drivers.modbus.registers import (
     READ_REQUEST_LEN,

@@ -35,7 +35,14 @@ from typing import Any
 from bench._lane import machine, pct
 from controller.daemon import Daemon
 from controller.domain.compartment import CompartmentState
-from controller.rig import DEFAULT_TEMPLATE, SimControl, _script, _set_key, free_port, wait_for_port
+from controller.lab.rig import (
+    DEFAULT_TEMPLATE,
+    SimControl,
+    _script,
+    _set_key,
+    free_port,
+    wait_for_port,
+)
 from controller.security.codes import seal_code
 from controller.settings import load_settings
 

@@ -1,7 +1,7 @@
 """Events across a broker outage, and across a daemon crash during that outage: how many
 were produced, delivered, delivered twice, missing.
 
-Starts a whole lane on loopback (``controller.rig.LaneRig``: mosquitto with persistence,
+Starts a whole lane on loopback (``controller.lab.rig.LaneRig``: mosquitto with persistence,
 redis-server with appendfsync always, ``locker-sim`` with line-timing emulation, the
 daemon). A dispatch-side subscriber (paho, MQTT 5, clean_start false with a session
 expiry: a persistent session that the broker keeps across its restart) subscribes to
@@ -42,7 +42,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._lane import EventCollector, machine, topics_of
-from controller.rig import LaneRig
+from controller.lab.rig import LaneRig
 from controller.store import Store
 
 COMPARTMENTS = ["A01", "A02", "A03", "A04", "A05", "A06",

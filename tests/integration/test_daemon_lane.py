@@ -1,6 +1,6 @@
 """The daemon against the simulator over a pty, a real mosquitto and a real redis-server.
 
-Every process is started by the test (controller.rig.LaneRig) and stopped by pid.
+Every process is started by the test (controller.lab.rig.LaneRig) and stopped by pid.
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from controller.rig import LaneRig
+from controller.lab.rig import LaneRig
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from controller.contract.topics import CabinetTopics
-from controller.rig import LaneRig
+from controller.lab.rig import LaneRig
 from tests.support.mqtt_client import MqttProbe
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]

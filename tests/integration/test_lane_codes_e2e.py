@@ -1,5 +1,5 @@
 """Pickup codes and the lane against a running daemon, a real mosquitto and a real
-redis-server (controller.rig.LaneRig), codes shown to the simulated scanner on a pty:
+redis-server (controller.lab.rig.LaneRig), codes shown to the simulated scanner on a pty:
 
 - codes travel sealed to the cabinet and rest as keyed verifiers: neither the broker nor the
   store holds anything a guess can be tested against; weak codes and the old hash form
@@ -27,8 +27,8 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
+from controller.lab.rig import LaneRig
 from controller.mqtt.dispatch import DispatchClient
-from controller.rig import LaneRig
 from tests.support.lane import pulses, running_lane, wait_event
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]

@@ -1,6 +1,6 @@
 """A whole day at the drive lane, in the simulator, through the real daemon.
 
-Broker, Redis, simulator and daemon run as processes (controller.rig.LaneRig), dispatch is
+Broker, Redis, simulator and daemon run as processes (controller.lab.rig.LaneRig), dispatch is
 a DispatchClient, the people act through the simulator's control channel (codes shown to
 the scanner on a pty, doors pulled, parcels placed and taken). Deposits and collections
 across the three tenants and the temperature zones, with the day's mistakes: wrong codes
@@ -26,8 +26,8 @@ import aiomqtt
 import pytest
 
 from controller.contract.topics import CabinetTopics
+from controller.lab.rig import DEFAULT_TEMPLATE, LaneRig
 from controller.mqtt.dispatch import DispatchClient
-from controller.rig import DEFAULT_TEMPLATE, LaneRig
 from controller.store import Store
 from tests.support.lane import pulses
 

@@ -9,8 +9,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from controller.cli import main
-from controller.rig import LaneRig
+from controller.lab.rig import LaneRig
+from controller.tools.lockerctl import main
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from controller.cli import main
-from controller.rig import LaneRig
+from controller.lab.rig import LaneRig
 from controller.security.signing import save_private_key
+from controller.tools.lockerctl import main
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from controller.rig import free_port
+from controller.lab.rig import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -25,7 +25,8 @@ LOCKERCTL = Path(sys.executable).parent / "lockerctl"
 
 
 def run_demo(*extra: str, timeout: float = 120) -> tuple[subprocess.CompletedProcess[str], float]:
-    argv = [str(LOCKERCTL)] if LOCKERCTL.exists() else [sys.executable, "-m", "controller.cli"]
+    argv = [str(LOCKERCTL)] if LOCKERCTL.exists() else [
+        sys.executable, "-m", "controller.tools.lockerctl"]
     started = time.monotonic()
     # A wide console, so that no line we look for is wrapped.
     env = {**os.environ, "COLUMNS": "240", "NO_COLOR": "1", "TERM": "dumb"}

@@ -15,9 +15,9 @@ import pytest
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from controller.cli import main
 from controller.contract.topics import CabinetTopics
 from controller.mqtt.dispatch import DispatchClient
+from controller.tools.lockerctl import main
 from tests.integration.test_broker_tls_acl import (  # noqa: F401 (fixtures)
     ROOT_A,
     SITE,

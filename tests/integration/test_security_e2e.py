@@ -26,8 +26,8 @@ import pytest_asyncio
 
 from controller.contract.messages import Reply
 from controller.contract.topics import CabinetTopics
+from controller.lab.rig import LaneRig
 from controller.mqtt.dispatch import DispatchClient
-from controller.rig import LaneRig
 from controller.security.signing import generate_keypair, sign_command
 from tests.support.lane import truth
 from tests.support.mqtt_client import MqttProbe

@@ -19,8 +19,8 @@ import pytest_asyncio
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from controller.contract.topics import CabinetTopics
+from controller.lab.rig import LaneRig
 from controller.mqtt.dispatch import DispatchClient
-from controller.rig import LaneRig
 from controller.security.grants import issue_grant
 from tests.integration.test_security_e2e import pulse_count, refused
 from tests.support.mqtt_client import MqttProbe

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from controller.rig import free_port, wait_for_port
+from controller.lab.rig import free_port, wait_for_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 

@@ -12,7 +12,7 @@ import signal
 import subprocess
 from pathlib import Path
 
-from controller.rig import free_port, mosquitto_argv, redis_argv, wait_for_port
+from controller.lab.rig import free_port, mosquitto_argv, redis_argv, wait_for_port
 
 __all__ = ["MosquittoProcess", "RedisProcess", "free_port", "wait_for_port"]
 

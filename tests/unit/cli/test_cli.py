@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from controller.cli import build_parser, main
-from controller.cli_remote import command_args, parse_broker
-from controller.rig import free_port
+from controller.lab.rig import free_port
 from controller.security.signing import load_private_key
 from controller.settings import load_settings
+from controller.tools.lockerctl import build_parser, main
+from controller.tools.remote import command_args, parse_broker
 
 ROOT = Path(__file__).resolve().parents[3]
 SIM_CONFIG = ROOT / "deploy" / "sim-cabinet.toml"
@@ -229,8 +229,8 @@ def test_output_into_a_pipe_is_never_wrapped(capsys: pytest.CaptureFixture[str],
 
 
 def test_event_lines_are_not_cut_into_a_pipe() -> None:
-    from controller.cli import make_console
-    from controller.cli_render import describe_event
+    from controller.tools.lockerctl import make_console
+    from controller.tools.render import describe_event
 
     payload = {"seq": 3, "kind": "door_opened", "compartment": "A01",
                "data": {"note": "x" * 300, "after_pulse_s": 0.05}}
@@ -388,8 +388,8 @@ def test_bus_scan_with_a_bad_config_and_range(tmp_path: Path,
 
 @pytest.mark.integration  # runs a Python process of its own
 def test_lockerctl_does_not_import_hardware_libraries() -> None:
-    code = ("import sys, controller.cli, controller.cli_bus, controller.cli_demo; "
-            "controller.cli.build_parser(); "
+    code = ("import sys, controller.tools.lockerctl, controller.tools.bus, controller.tools.demo; "
+            "controller.tools.lockerctl.build_parser(); "
             "print(sorted(m for m in sys.modules if m.split('.')[0] in "
             "('pymodbus', 'serial', 'RPi', 'gpiod')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

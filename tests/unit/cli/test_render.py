@@ -6,7 +6,8 @@ from typing import Any
 
 from rich.console import Console
 
-from controller.cli_render import (
+from controller.mqtt.dispatch import Received
+from controller.tools.render import (
     StateDigest,
     TrafficPrinter,
     describe_command,
@@ -17,7 +18,6 @@ from controller.cli_render import (
     state_table,
     status_table,
 )
-from controller.mqtt.dispatch import Received
 
 CLOCK = {"boot_id": "4b7c9e2a1f0d4c3b9a516d2e8f0a7b13", "uptime_ms": 8812}
 

@@ -23,19 +23,19 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
-from controller.cli_render import (
-    TrafficPrinter,
-    describe_command,
-    describe_reply,
-    state_table,
-    status_table,
-)
 from controller.contract.topics import CabinetTopics, InvalidTopic
 from controller.domain.codes import check_issued
 from controller.domain.errors import DomainError
 from controller.mqtt.dispatch import BrokerError, DispatchClient, Received
 from controller.security.errors import KeyFileError
 from controller.security.signing import load_private_key
+from controller.tools.render import (
+    TrafficPrinter,
+    describe_command,
+    describe_reply,
+    state_table,
+    status_table,
+)
 
 __all__ = [
     "EXIT_FAILED",
@@ -409,7 +409,7 @@ class _SimHand:
     """In tests: the technician's hand, through the simulator's control channel."""
 
     def __init__(self, port: int) -> None:
-        from controller.rig import SimControl
+        from controller.lab.rig import SimControl
 
         self.control = SimControl(port)
 

@@ -1,6 +1,6 @@
 """``lockerctl demo``: a whole lane on this machine, played by a dispatch stand-in.
 
-A :class:`~controller.rig.LaneRig` starts mosquitto, the store, the cabinet simulator and
+A :class:`~controller.lab.rig.LaneRig` starts mosquitto, the store, the cabinet simulator and
 the daemon as processes on free loopback ports in a temporary directory. The dispatch
 stand-in subscribes *before* the daemon starts, so it sees every event from ``seq`` 1,
 then plays a short scenario while printing every message it receives:
@@ -38,11 +38,11 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from controller.cli_render import TrafficPrinter, describe_command, state_table
 from controller.contract.topics import CabinetTopics
+from controller.lab.rig import DEFAULT_TEMPLATE, LaneRig
 from controller.mqtt.dispatch import DispatchClient, Received
-from controller.rig import DEFAULT_TEMPLATE, LaneRig
 from controller.settings import load_settings
+from controller.tools.render import TrafficPrinter, describe_command, state_table
 
 __all__ = ["DEMO_TIMEOUT_S", "Check", "DemoFailed", "LaneDemo", "run_demo"]
 

@@ -22,8 +22,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
-from controller.cli_remote import EXIT_FAILED, EXIT_OK, EXIT_UNREACHABLE, EXIT_USAGE, CliError
 from controller.settings import ConfigError, Settings, load_settings
+from controller.tools.remote import EXIT_FAILED, EXIT_OK, EXIT_UNREACHABLE, EXIT_USAGE, CliError
 
 __all__ = ["cmd_bus_scan", "cmd_bus_set_address"]
 

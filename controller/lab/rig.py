@@ -40,7 +40,7 @@ __all__ = [
 ]
 
 # Package data, so that `lockerctl demo` runs from an installed wheel.
-DEFAULT_TEMPLATE = Path(__file__).resolve().parent / "data" / "sim-cabinet.toml"
+DEFAULT_TEMPLATE = Path(__file__).resolve().parent.parent / "data" / "sim-cabinet.toml"
 
 
 def free_port() -> int:

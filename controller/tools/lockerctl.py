@@ -23,8 +23,8 @@ Every command that prints data takes ``--json``. Into a pipe or a file, text out
 neither wrapped nor cut and carries no colour (:func:`make_console`). ``--broker`` always
 names its port. Every command is bounded in time (``watch`` without ``--duration`` runs
 until Ctrl-C).
-The subcommands live in ``cli_demo`` (the demo), ``cli_remote`` (over the broker),
-``cli_bus`` (on the RS-485 line) and ``cli_render`` (how messages are shown).
+The subcommands live in ``demo`` (the demo), ``remote`` (over the broker),
+``bus`` (on the RS-485 line) and ``render`` (how messages are shown), beside this module.
 """
 
 from __future__ import annotations
@@ -42,7 +42,8 @@ from rich.syntax import Syntax
 from rich.table import Table
 
 from controller import __version__
-from controller.cli_remote import (
+from controller.settings import ConfigError, load_settings
+from controller.tools.remote import (
     EXIT_FAILED,
     EXIT_OK,
     EXIT_USAGE,
@@ -51,7 +52,6 @@ from controller.cli_remote import (
     add_json_option,
     add_remote_options,
 )
-from controller.settings import ConfigError, load_settings
 
 __all__ = ["build_parser", "main", "make_console"]
 
@@ -244,7 +244,7 @@ def cmd_config_show(args: argparse.Namespace, console: Console) -> int:
 
 
 def cmd_demo(args: argparse.Namespace, console: Console) -> int:
-    from controller.cli_demo import run_demo
+    from controller.tools.demo import run_demo
 
     if args.broker_port is not None and not 1024 <= args.broker_port <= 65535:
         raise CliError("--broker-port must be in 1024..65535")
@@ -256,7 +256,8 @@ def cmd_demo(args: argparse.Namespace, console: Console) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from controller import cli_bus, cli_remote
+    from controller.tools import bus as cli_bus
+    from controller.tools import remote as cli_remote
 
     parser = argparse.ArgumentParser(
         prog="lockerctl", description="Technician and dispatch tool for locker cabinets.",
