@@ -94,6 +94,7 @@ class CommandRejected(ContractError, ValueError):
     ``code`` is an :class:`ErrorCode`, ``message`` a sentence for a human (never contains a
     pickup code or secret), ``field`` the dotted path of the offending field or ``None``.
     ``command_id`` is the command's id when it could be read, so the reply can echo it.
+    ``retry_after_s``: when the same request may be accepted again (``rate_limited``).
     """
 
     def __init__(
@@ -103,9 +104,11 @@ class CommandRejected(ContractError, ValueError):
         field: str | None = None,
         *,
         command_id: str | None = None,
+        retry_after_s: float | None = None,
     ) -> None:
         super().__init__(f"{code.value}: {message}" + (f" ({field})" if field else ""))
         self.code = code
         self.message = message
         self.field = field
         self.command_id = command_id
+        self.retry_after_s = retry_after_s

@@ -16,6 +16,7 @@ from controller.contract.examples import EXAMPLES
 from controller.contract.messages import (
     Command,
     Event,
+    GetClockCommand,
     Reply,
     SignedCommand,
     State,
@@ -30,7 +31,9 @@ DOC: dict[str, Any] = yaml.safe_load(ASYNCAPI.read_text(encoding="utf-8"))
 MESSAGES: dict[str, Any] = DOC["components"]["messages"]
 MODELS: dict[str, Any] = {"Status": Status, "State": State, "Event": Event,
                           "Telemetry": Telemetry, "Command": Command,
-                          "SignedCommand": SignedCommand, "Reply": Reply}
+                          "SignedCommand": SignedCommand, "Reply": Reply,
+                          "ClockQuery": GetClockCommand}
+SCHEMAS: dict[str, Any] = DOC["components"]["schemas"]
 
 
 def schema_of(message: dict[str, Any]) -> dict[str, Any]:
@@ -58,15 +61,25 @@ def test_each_schema_is_valid_draft_2020_12_and_validates_its_examples(name: str
     schema = schemagen.generate()[name]
     jsonschema.Draft202012Validator.check_schema(schema)
     validator = jsonschema.Draft202012Validator(schema)
-    for example in schema["examples"]:
+    for example in schema.get("examples", []):
         validator.validate(example)
 
 
 def test_every_schema_file_is_referenced_by_the_asyncapi_document() -> None:
     referenced = {(ASYNCAPI.parent / m["payload"]["$ref"]).resolve() for m in MESSAGES.values()}
-    on_disk = {p.resolve() for p in schemagen.SCHEMA_DIR.glob("*.json")}
+    referenced |= {(ASYNCAPI.parent / s["$ref"]).resolve() for s in SCHEMAS.values()}
+    on_disk = {p.resolve() for p in schemagen.SCHEMA_DIR.rglob("*.json")}
     assert referenced == on_disk
     assert set(MESSAGES) == set(MODELS)
+
+
+def test_every_event_kind_and_every_result_has_its_named_schema() -> None:
+    from controller.contract.events import EVENT_KINDS
+    from controller.contract.results import RESULTS
+
+    expected = {f"event.{kind}": f"events/{kind}.json" for kind in EVENT_KINDS}
+    expected |= {f"result.{command}": f"results/{command}.json" for command in RESULTS}
+    assert {name: s["$ref"].split("schemas/", 1)[1] for name, s in SCHEMAS.items()} == expected
 
 
 @pytest.mark.parametrize(("message", "example"), EXAMPLE_CASES)
