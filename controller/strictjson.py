@@ -73,11 +73,13 @@ def recover_id(raw: bytes | str, *, _depth: int = 0) -> str | None:
     """
     if len(raw) > MAX_RECOVER_BYTES or _depth > 1:
         return None
+    text = raw.decode("utf-8", errors="replace") if isinstance(raw, bytes) else raw
     try:
-        text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
         obj = json.loads(text, object_pairs_hook=_keep_pairs, parse_constant=lambda _: None)
     except (ValueError, RecursionError):
-        return None
+        # Cut short (an oversized payload is kept only up to the size limit) or broken
+        # further on: the members read before the break may still name it.
+        obj = _leading_members(text)
     if not isinstance(obj, _Pairs):
         return None
     if obj.ids:
@@ -89,3 +91,37 @@ def recover_id(raw: bytes | str, *, _depth: int = 0) -> str | None:
     if isinstance(signed, str):
         return recover_id(signed, _depth=_depth + 1)
     return None
+
+
+_DECODER = json.JSONDecoder(object_pairs_hook=_keep_pairs, parse_constant=lambda _: None)
+
+
+def _leading_members(text: str) -> _Pairs | None:
+    """The top-level members of a JSON object up to the first one that cannot be read."""
+    pairs: list[tuple[str, Any]] = []
+    index = _skip(text, 0)
+    if not text.startswith("{", index):
+        return None
+    index += 1
+    for _ in range(len(text)):  # bounded: every turn consumes at least one character
+        index = _skip(text, index)
+        try:
+            key, index = _DECODER.raw_decode(text, index)
+            index = _skip(text, index)
+            if not isinstance(key, str) or not text.startswith(":", index):
+                break
+            value, index = _DECODER.raw_decode(text, _skip(text, index + 1))
+        except (ValueError, RecursionError):
+            break
+        pairs.append((key, value))
+        index = _skip(text, index)
+        if not text.startswith(",", index):
+            break
+        index += 1
+    return _keep_pairs(pairs)
+
+
+def _skip(text: str, index: int) -> int:
+    while index < len(text) and text[index] in " \t\r\n":
+        index += 1
+    return index
