@@ -269,9 +269,9 @@ class Event(_Model):
     ``id`` is unique (UUID4 or ULID): dispatch dedupes on it. ``seq`` is gap-free and
     increasing per cabinet across restarts (it is stored with the outbox): a jump means a
     missed event; ``boot_id`` is the boot that produced it. ``at`` is the original time and
-    is kept when the event is replayed after an outage. ``kind`` is open-ended
-    (``door_opened``, ``door_closed``, ``deposit_confirmed``, ``collected``, ``code_rejected``,
-    ``code_rejections_coalesced``, ``alarm_raised``, ``alarm_cleared``, ``order_expired``, ...).
+    is kept when the event is replayed after an outage. ``kind`` is open-ended: every kind
+    the cabinet sends, with the shape of its ``data``, is in
+    :data:`controller.contract.events.EVENT_KINDS` (one schema per kind); ignore the others.
     """
 
     id: EventId

@@ -134,3 +134,15 @@ def test_every_error_code_is_documented() -> None:
     for code in ErrorCode:
         assert f"`{code.value}`" in text
         assert f"`{code.value}`" in readme
+
+
+def test_every_event_kind_and_alarm_is_in_the_integrators_guide() -> None:
+    from controller.contract.events import ALARMS, EVENT_KINDS
+
+    readme = (REPO / "docs" / "mqtt" / "README.md").read_text(encoding="utf-8")
+    for name in [*EVENT_KINDS, *ALARMS]:
+        if name not in ("alarm_raised", "alarm_cleared"):
+            assert f"| `{name}` |" in readme, name
+    assert "`alarm_raised` / `alarm_cleared`" in readme
+    for gone in ("deposit_confirmed", "`collected`,"):
+        assert gone not in readme
