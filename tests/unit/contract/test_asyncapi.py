@@ -146,3 +146,45 @@ def test_every_event_kind_and_alarm_is_in_the_integrators_guide() -> None:
     assert "`alarm_raised` / `alarm_cleared`" in readme
     for gone in ("deposit_confirmed", "`collected`,"):
         assert gone not in readme
+
+
+def test_an_event_kinds_schema_refuses_what_its_kind_does_not_send() -> None:
+    schemas = schemagen.generate()
+    opened = dict(EXAMPLES["event"][0])
+    door = jsonschema.Draft202012Validator(schemas["events/door_opened"])
+    door.validate(opened)
+    for bad in (dict(opened, data={**opened["data"], "surprise": 1}),
+                dict(opened, data={"pulse_acked": True}),            # authorised missing
+                {k: v for k, v in opened.items() if k != "compartment"},
+                dict(opened, kind="door_closed")):
+        with pytest.raises(jsonschema.ValidationError):
+            door.validate(bad)
+    raised = jsonschema.Draft202012Validator(schemas["events/alarm_raised"])
+    raised.validate(EXAMPLES["event"][1])
+    with pytest.raises(jsonschema.ValidationError):
+        raised.validate(EXAMPLES["event"][1] | {"data": {"alarm": "no_such_alarm"}})
+    coalesced = jsonschema.Draft202012Validator(schemas["events/code_rejections_coalesced"])
+    with pytest.raises(jsonschema.ValidationError):  # never about one compartment
+        coalesced.validate(EXAMPLES["event"][1] | {
+            "kind": "code_rejections_coalesced", "compartment": "A01",
+            "data": {"lane": "lane-1", "source": "scanner", "count": 1,
+                     "reasons": {"wrong_code": 1}, "since": 1.0}})
+
+
+def test_a_results_schema_refuses_another_commands_result() -> None:
+    schemas = schemagen.generate()
+    release = jsonschema.Draft202012Validator(schemas["results/release"])
+    release.validate({"compartment": "A01", "released": True})
+    with pytest.raises(jsonschema.ValidationError):
+        release.validate({"compartment": "A01", "blocked": True})
+    opened = jsonschema.Draft202012Validator(schemas["results/open"])
+    opened.validate(EXAMPLES["reply"][0]["result"])
+    with pytest.raises(jsonschema.ValidationError):
+        opened.validate({"compartment": "A01", "pulsed": True})
+
+
+@pytest.mark.parametrize("index", range(len(EXAMPLES["event"])))
+def test_every_event_example_is_what_its_kind_sends(index: int) -> None:
+    event = EXAMPLES["event"][index]
+    schema = schemagen.generate()[f"events/{event['kind']}"]
+    jsonschema.Draft202012Validator(schema).validate(event)
