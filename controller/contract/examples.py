@@ -65,7 +65,8 @@ EXAMPLES: dict[str, list[dict[str, Any]]] = {
         {
             "id": "0f8e3c52-7d4b-4a8e-9b61-2c3d4e5f6a7b", "boot_id": BOOT_ID, "seq": 1207,
             "kind": "door_opened", "at": "2026-11-22T10:15:28Z", "cabinet_clock": _CLOCK,
-            "compartment": "A01", "data": {"authorised": True, "pulse_acked": True, "after_pulse_s": 1.4},
+            "compartment": "A01",
+            "data": {"authorised": True, "pulse_acked": True, "after_pulse_s": 1.4},
         },
         {
             "id": "01JDGX4K7M8N9P0QRSTVWXYZ12", "boot_id": BOOT_ID, "seq": 1208,

@@ -162,7 +162,10 @@ class Status(_Model):
     and on a clean shutdown.
 
     ``cabinet_clock`` is the cabinet's clock when this was published; for the Last Will it is
-    the clock when the connection that registered it was made.
+    the clock when the connection that registered it was made. Retained, it may be hours
+    old when read: its ``boot_id`` names the boot, but a deadline built from its
+    ``uptime_ms`` may have passed already; read the clock now with ``get_clock``
+    (:class:`GetClockCommand`).
     """
 
     state: Literal["online", "offline"]
