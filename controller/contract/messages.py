@@ -653,7 +653,8 @@ class OpenResult(_Model):
 class Reply(_Model):
     """``{root}/reply`` (or the request's MQTT 5 response topic): the answer to one command.
 
-    ``id`` echoes the command id (``None`` only when the command was unreadable).
+    ``id`` echoes the command id, refusals included, whenever it can be read without doubt
+    (:func:`controller.strictjson.recover_id`); ``None`` only when it cannot.
     ``ok: true`` carries ``result``; ``ok: false`` carries ``error``. A repeated command id
     gets the first reply again. The result of an ``open`` is an :class:`OpenResult` (the
     cabinet builds it with that model; the reply schema documents it); its
