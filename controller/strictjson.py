@@ -5,6 +5,10 @@ parsers, say the verifier and the model, could keep different copies of it: the 
 is refused) and ``NaN``/``Infinity`` (not JSON). Every failure is a ``ValueError``,
 ``RecursionError`` on absurd nesting included, so a caller maps one exception to its own
 refusal.
+
+:func:`recover_id` reads, leniently, the ``id`` of a command that :func:`loads` refused
+(or that was too large to decode), so its refusal can still name it: a client that cannot
+use MQTT 5 correlation data matches replies by id alone.
 """
 
 from __future__ import annotations
@@ -12,7 +16,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
-__all__ = ["loads"]
+__all__ = ["MAX_RECOVER_BYTES", "loads", "recover_id"]
+
+#: Payloads larger than this are not read at all to find an id (a flood of huge messages
+#: must cost little).
+MAX_RECOVER_BYTES = 256 * 1024
 
 
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -35,3 +43,85 @@ def loads(text: str | bytes) -> Any:
         return json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
     except RecursionError as exc:
         raise ValueError("nested too deep") from exc
+
+
+class _Pairs(dict[str, Any]):
+    """An object parsed leniently, remembering every value its ``id`` key was given."""
+
+    ids: list[Any]
+
+
+def _keep_pairs(pairs: list[tuple[str, Any]]) -> _Pairs:
+    out = _Pairs(pairs)
+    out.ids = [value for key, value in pairs if key == "id"]
+    return out
+
+
+def _id_pattern_ok(value: Any) -> bool:
+    return (isinstance(value, str) and 0 < len(value) <= 64
+            and all(c.isascii() and (c.isalnum() or c in "._:-") for c in value))
+
+
+def recover_id(raw: bytes | str, *, _depth: int = 0) -> str | None:
+    """The command id of ``raw`` when it can be read without doubt, else ``None``.
+
+    Lenient where :func:`loads` is strict: ``NaN`` and duplicate keys elsewhere are
+    tolerated, but an ``id`` given twice with different values is no id. The id is the
+    top-level ``id`` of a plain command, or the one inside the ``signed`` text of a signed
+    command; it must have the contract's shape (``[A-Za-z0-9._:-]{1,64}``). Reading it
+    neither trusts nor executes anything: it only labels the refusal.
+    """
+    if len(raw) > MAX_RECOVER_BYTES or _depth > 1:
+        return None
+    text = raw.decode("utf-8", errors="replace") if isinstance(raw, bytes) else raw
+    try:
+        obj = json.loads(text, object_pairs_hook=_keep_pairs, parse_constant=lambda _: None)
+    except (ValueError, RecursionError):
+        # Cut short (an oversized payload is kept only up to the size limit) or broken
+        # further on: the members read before the break may still name it.
+        obj = _leading_members(text)
+    if not isinstance(obj, _Pairs):
+        return None
+    if obj.ids:
+        first = obj.ids[0]
+        if all(value == first for value in obj.ids) and _id_pattern_ok(first):
+            return str(first)
+        return None
+    signed = obj.get("signed")
+    if isinstance(signed, str):
+        return recover_id(signed, _depth=_depth + 1)
+    return None
+
+
+_DECODER = json.JSONDecoder(object_pairs_hook=_keep_pairs, parse_constant=lambda _: None)
+
+
+def _leading_members(text: str) -> _Pairs | None:
+    """The top-level members of a JSON object up to the first one that cannot be read."""
+    pairs: list[tuple[str, Any]] = []
+    index = _skip(text, 0)
+    if not text.startswith("{", index):
+        return None
+    index += 1
+    for _ in range(len(text)):  # bounded: every turn consumes at least one character
+        index = _skip(text, index)
+        try:
+            key, index = _DECODER.raw_decode(text, index)
+            index = _skip(text, index)
+            if not isinstance(key, str) or not text.startswith(":", index):
+                break
+            value, index = _DECODER.raw_decode(text, _skip(text, index + 1))
+        except (ValueError, RecursionError):
+            break
+        pairs.append((key, value))
+        index = _skip(text, index)
+        if not text.startswith(",", index):
+            break
+        index += 1
+    return _keep_pairs(pairs)
+
+
+def _skip(text: str, index: int) -> int:
+    while index < len(text) and text[index] in " \t\r\n":
+        index += 1
+    return index

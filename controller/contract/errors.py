@@ -53,7 +53,8 @@ ERROR_DESCRIPTIONS: dict[ErrorCode, str] = {
     ErrorCode.TOO_LARGE: "the payload exceeds the cabinet's size limit",
     ErrorCode.INVALID_FIELD: "a field is missing, unknown, of the wrong type or out of range "
     "(also a signature that is not canonical base64, or signed text that is not UTF-8)",
-    ErrorCode.UNKNOWN_COMMAND: "the type is not one the cabinet knows",
+    ErrorCode.UNKNOWN_COMMAND: "the type is not one the cabinet knows (plain or signed: read "
+    "before the signature)",
     ErrorCode.EXPIRED: "the deadline has passed, or lies more than 30 s ahead (re-read the "
     "cabinet's clock and send again)",
     ErrorCode.WRONG_CABINET: "the command names another cabinet",
@@ -72,7 +73,8 @@ ERROR_DESCRIPTIONS: dict[ErrorCode, str] = {
     ErrorCode.BAD_SIGNATURE: "the signature does not verify over the signed bytes",
     ErrorCode.REPLAYED: "this signed command id was already accepted and has no reply on "
     "record; it does not act again",
-    ErrorCode.RATE_LIMITED: "too many commands, or this lock pulsed too recently",
+    ErrorCode.RATE_LIMITED: "too many commands, or this lock pulsed too recently (error."
+    "retry_after_s: the seconds after which the request may be accepted)",
     ErrorCode.BUSY: "the cabinet cannot take this now (audit, commissioning); retry later",
     ErrorCode.CONFLICT: "the request contradicts the current state (e.g. already assigned), "
     "or its id was already used for another command",
@@ -94,6 +96,7 @@ class CommandRejected(ContractError, ValueError):
     ``code`` is an :class:`ErrorCode`, ``message`` a sentence for a human (never contains a
     pickup code or secret), ``field`` the dotted path of the offending field or ``None``.
     ``command_id`` is the command's id when it could be read, so the reply can echo it.
+    ``retry_after_s``: when the same request may be accepted again (``rate_limited``).
     """
 
     def __init__(
@@ -103,9 +106,11 @@ class CommandRejected(ContractError, ValueError):
         field: str | None = None,
         *,
         command_id: str | None = None,
+        retry_after_s: float | None = None,
     ) -> None:
         super().__init__(f"{code.value}: {message}" + (f" ({field})" if field else ""))
         self.code = code
         self.message = message
         self.field = field
         self.command_id = command_id
+        self.retry_after_s = retry_after_s

@@ -10,19 +10,21 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["BOOT_ID", "EXAMPLES", "SIG_EXAMPLE"]
+__all__ = ["BOOT_ID", "CONFIG_HASH", "EXAMPLES", "SIG_EXAMPLE"]
 
 BOOT_ID = "4b7c9e2a-1f0d-4c3b-9a51-6d2e8f0a7b13"
 _CLOCK = {"boot_id": BOOT_ID, "uptime_ms": 8812345}
 _DEADLINE = {"boot_id": BOOT_ID, "uptime_ms": 8822345}
 SIG_EXAMPLE = "3q2+7w" * 14 + "AB=="
+#: A configuration hash: SHA-256 of the effective public configuration, 64 hex digits.
+CONFIG_HASH = "5f0c2a9e7b41d3c86e2f90a1b7c4d5e6f8091a2b3c4d5e6f708192a3b4c5d6e7"
 
 EXAMPLES: dict[str, list[dict[str, Any]]] = {
     "status": [
         {
             "state": "online", "cabinet": "cab-01", "boot_id": BOOT_ID, "version": "0.1.0",
             "cabinet_clock": {"boot_id": BOOT_ID, "uptime_ms": 1520},
-            "at": "2026-11-22T07:02:11Z", "config_hash": "9f2c4e1ab3d05e77",
+            "at": "2026-11-22T07:02:11Z", "config_hash": CONFIG_HASH,
             "code_key": {"scheme": "x25519-hkdf-sha256-chacha20poly1305",
                          "key_id": "eedd883da0a94515",
                          "public_key": "j0DFrbaPJWJK5bIU6nZ6bslNgp09e14a0bpvPiE4KF8="},
@@ -63,12 +65,14 @@ EXAMPLES: dict[str, list[dict[str, Any]]] = {
         {
             "id": "0f8e3c52-7d4b-4a8e-9b61-2c3d4e5f6a7b", "boot_id": BOOT_ID, "seq": 1207,
             "kind": "door_opened", "at": "2026-11-22T10:15:28Z", "cabinet_clock": _CLOCK,
-            "compartment": "A01", "data": {"authorised": True, "command_id": "c-2026-11-22-000123"},
+            "compartment": "A01",
+            "data": {"authorised": True, "pulse_acked": True, "after_pulse_s": 1.4},
         },
         {
             "id": "01JDGX4K7M8N9P0QRSTVWXYZ12", "boot_id": BOOT_ID, "seq": 1208,
             "kind": "alarm_raised", "at": "2026-11-22T10:16:00Z",
-            "data": {"alarm": "temperature", "zone": "chilled", "temperature_c": 6.4},
+            "data": {"alarm": "temperature", "zone": "chilled", "temperature_c": 6.4,
+                     "min_c": 2.0, "max_c": 4.0, "delay_s": 600.0},
         },
     ],
     "telemetry": [
@@ -128,7 +132,7 @@ EXAMPLES: dict[str, list[dict[str, Any]]] = {
             "id": "c-2026-11-22-000128", "type": "apply_config", "cabinet": "cab-01",
             "expires": _DEADLINE,
             "args": {"config": {"timing": {"poll_interval_s": 0.2}},
-                     "base_hash": "9f2c4e1ab3d05e77"},
+                     "base_hash": CONFIG_HASH},
         },
         {
             "id": "c-2026-11-22-000129", "type": "clear_lane_lockout", "site": "fr-lyon-07",
@@ -151,6 +155,19 @@ EXAMPLES: dict[str, list[dict[str, Any]]] = {
             "key_id": "dispatch-1",
             "sig": SIG_EXAMPLE,
         },
+        {
+            "signed": (
+                '{"id":"c-2026-11-22-000125","type":"block","site":"fr-lyon-07",'
+                '"cabinet":"cab-01","expires":{"boot_id":"' + BOOT_ID + '",'
+                '"uptime_ms":8822345},"args":{"compartment":"A02","reason":"lock jammed"}}'
+            ),
+            "key_id": "dispatch-1",
+            "sig": SIG_EXAMPLE,
+        },
+    ],
+    "clock_query": [
+        {"id": "clk-2026-11-22-0001", "type": "get_clock", "site": "fr-lyon-07",
+         "cabinet": "cab-01", "args": {}},
     ],
     "reply": [
         {"id": "c-2026-11-22-000123", "ok": True,
@@ -168,5 +185,12 @@ EXAMPLES: dict[str, list[dict[str, Any]]] = {
          "error": {"code": "unknown_compartment", "message": "no compartment Z99",
                    "field": "args.compartment"},
          "cabinet_clock": _CLOCK},
+        {"id": "c-2026-11-22-000131", "ok": False,
+         "error": {"code": "rate_limited",
+                   "message": "cooldown: compartment A01 was pulsed less than 3.0 s ago; "
+                              "retry in 2.4 s",
+                   "field": "args.compartment", "retry_after_s": 2.412},
+         "cabinet_clock": _CLOCK},
+        {"id": "clk-2026-11-22-0001", "ok": True, "result": _CLOCK, "cabinet_clock": _CLOCK},
     ],
 }

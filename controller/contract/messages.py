@@ -44,6 +44,7 @@ __all__ = [
     "COMMAND_TYPES",
     "DEFAULT_MAX_COMMAND_BYTES",
     "OPEN_REASONS",
+    "QUERY_TYPES",
     "SIGNED_COMMAND_TYPES",
     "Alarm",
     "ApplyConfigArgs",
@@ -62,6 +63,8 @@ __all__ = [
     "CommandEnvelope",
     "CompartmentState",
     "Event",
+    "GetClockArgs",
+    "GetClockCommand",
     "GetStateArgs",
     "GetStateCommand",
     "Grant",
@@ -159,7 +162,10 @@ class Status(_Model):
     and on a clean shutdown.
 
     ``cabinet_clock`` is the cabinet's clock when this was published; for the Last Will it is
-    the clock when the connection that registered it was made.
+    the clock when the connection that registered it was made. Retained, it may be hours
+    old when read: its ``boot_id`` names the boot, but a deadline built from its
+    ``uptime_ms`` may have passed already; read the clock now with ``get_clock``
+    (:class:`GetClockCommand`).
     """
 
     state: Literal["online", "offline"]
@@ -266,9 +272,9 @@ class Event(_Model):
     ``id`` is unique (UUID4 or ULID): dispatch dedupes on it. ``seq`` is gap-free and
     increasing per cabinet across restarts (it is stored with the outbox): a jump means a
     missed event; ``boot_id`` is the boot that produced it. ``at`` is the original time and
-    is kept when the event is replayed after an outage. ``kind`` is open-ended
-    (``door_opened``, ``door_closed``, ``deposit_confirmed``, ``collected``, ``code_rejected``,
-    ``code_rejections_coalesced``, ``alarm_raised``, ``alarm_cleared``, ``order_expired``, ...).
+    is kept when the event is replayed after an outage. ``kind`` is open-ended: every kind
+    the cabinet sends, with the shape of its ``data``, is in
+    :data:`controller.contract.events.EVENT_KINDS` (one schema per kind); ignore the others.
     """
 
     id: EventId
@@ -500,6 +506,28 @@ class RevokeGrantsCommand(CommandEnvelope):
     args: RevokeGrantsArgs
 
 
+class GetClockArgs(_Model):
+    """No arguments."""
+
+
+class GetClockCommand(_Model):
+    """Ask the cabinet for its clock: the one command that needs no deadline.
+
+    It acts on nothing, reads nothing but the clock, claims no id and is never signed, so
+    it is answered whatever the deadline an integrator could build: the reply's
+    ``result`` (and ``cabinet_clock``) is the cabinet's clock *now*, from which the first
+    real command's ``expires`` is built (the retained ``status`` carries the clock of its
+    publication, which may be hours old). ``cabinet`` must be this cabinet
+    (``wrong_cabinet``), ``site`` this site when given (``wrong_site``).
+    """
+
+    id: CommandId
+    type: Literal["get_clock"]
+    site: CabinetId | None = None
+    cabinet: CabinetId
+    args: GetClockArgs = Field(default_factory=GetClockArgs)
+
+
 Command: TypeAlias = Annotated[
     AssignCommand | OpenCommand | ReleaseCommand | BlockCommand | UnblockCommand
     | GetStateCommand | ApplyConfigCommand | ClearLaneLockoutCommand | RevokeGrantsCommand,
@@ -512,6 +540,9 @@ COMMAND_TYPES: tuple[str, ...] = (
     "clear_lane_lockout",
     "revoke_grants",
 )
+QUERY_TYPES: tuple[str, ...] = ("get_clock",)
+"""Plain queries that act on nothing and carry no deadline (never signed, never recorded):
+:class:`GetClockCommand`. Not in :data:`COMMAND_TYPES`, whose types the verifier checks."""
 SIGNED_COMMAND_TYPES: frozenset[str] = frozenset(
     t for t in COMMAND_TYPES if signature_policy(t) is SignaturePolicy.REQUIRED
 )
@@ -555,6 +586,9 @@ class SignedCommand(_Model):
         if isinstance(decoded, SignedCommand):
             raise CommandRejected(ErrorCode.INVALID_FIELD, "a signed command cannot nest",
                                   "signed")
+        if isinstance(decoded, GetClockCommand):
+            raise CommandRejected(ErrorCode.INVALID_FIELD, "get_clock is sent plain, never "
+                                  "signed", "signed", command_id=decoded.id)
         return decoded
 
 
@@ -568,6 +602,9 @@ class ReplyError(_Model):
     code: ErrorCode
     message: Annotated[str, StringConstraints(min_length=1, max_length=500)]
     field: Annotated[str, StringConstraints(max_length=200)] | None = None
+    #: ``rate_limited`` (a lock's cooldown or pulse rate limit): seconds after which the
+    #: same command, with a new id and deadline, may be accepted.
+    retry_after_s: Annotated[float, Field(ge=0)] | None = None
 
 
 class PulseReport(_Model):
@@ -616,7 +653,8 @@ class OpenResult(_Model):
 class Reply(_Model):
     """``{root}/reply`` (or the request's MQTT 5 response topic): the answer to one command.
 
-    ``id`` echoes the command id (``None`` only when the command was unreadable).
+    ``id`` echoes the command id, refusals included, whenever it can be read without doubt
+    (:func:`controller.strictjson.recover_id`); ``None`` only when it cannot.
     ``ok: true`` carries ``result``; ``ok: false`` carries ``error``. A repeated command id
     gets the first reply again. The result of an ``open`` is an :class:`OpenResult` (the
     cabinet builds it with that model; the reply schema documents it); its
@@ -648,7 +686,7 @@ class Reply(_Model):
         return cls(
             id=command_id if command_id is not None else rejected.command_id, ok=False,
             error=ReplyError(code=rejected.code, message=rejected.message[:500] or "refused",
-                             field=rejected.field),
+                             field=rejected.field, retry_after_s=rejected.retry_after_s),
             cabinet_clock=clock,
         )
 
@@ -696,7 +734,7 @@ def _rejection(exc: ValidationError, tagged: bool, command_id: str | None) -> Co
 
 def decode_command(
     payload: bytes | bytearray | memoryview | str, *, max_bytes: int = DEFAULT_MAX_COMMAND_BYTES,
-) -> Command | SignedCommand:
+) -> Command | SignedCommand | GetClockCommand:
     """Decode one ``cmd`` payload; raise :class:`CommandRejected` for any bad input, and
     nothing else.
 
@@ -733,11 +771,18 @@ def decode_command(
         ) and maybe_id:
             command_id = maybe_id
         if "signed" in obj:
+            if command_id is None and isinstance(obj.get("signed"), str):
+                command_id = _recover_id(obj["signed"])
             try:
                 return SignedCommand.model_validate_json(text, strict=True)
             except ValidationError as exc:
                 raise _rejection(exc, False, command_id) from None
         kind = obj.get("type")
+        if kind == "get_clock":
+            try:
+                return GetClockCommand.model_validate_json(text, strict=True)
+            except ValidationError as exc:
+                raise _rejection(exc, False, command_id) from None
         if "type" not in obj:
             raise CommandRejected(ErrorCode.INVALID_FIELD, "missing field type", "type",
                                   command_id=command_id)
@@ -748,8 +793,23 @@ def decode_command(
             return _COMMAND_ADAPTER.validate_json(text, strict=True)
         except ValidationError as exc:
             raise _rejection(exc, True, command_id) from None
-    except CommandRejected:
+    except CommandRejected as exc:
+        if exc.command_id is None:
+            # Refused before its id was read (too large, duplicate keys, NaN, a signed
+            # command's outer form): read the id leniently, to label the refusal only.
+            exc.command_id = _recover_id(payload)
         raise
     except Exception as exc:  # the promise: nothing but CommandRejected leaves this function
         raise CommandRejected(ErrorCode.INTERNAL, "command could not be decoded",
-                              command_id=command_id) from exc
+                              command_id=command_id or _recover_id(payload)) from exc
+
+
+def _recover_id(payload: object) -> str | None:
+    try:
+        if isinstance(payload, str):
+            return strictjson.recover_id(payload)
+        if isinstance(payload, (bytes, bytearray, memoryview)):
+            return strictjson.recover_id(bytes(payload))
+    except Exception:  # labelling a refusal must never fail it
+        return None
+    return None

@@ -1,6 +1,8 @@
 """Generate the JSON Schemas of the MQTT contract from the pydantic models.
 
-``python -m controller.contract.schemagen`` rewrites ``controller/schemas/*.json``;
+``python -m controller.contract.schemagen`` rewrites ``controller/schemas/*.json``: one
+schema per message, one per event kind (``events/<kind>.json``) and one per command's
+result (``results/<type>.json``);
 ``python -m controller.contract.schemagen --check`` exits 1 if a committed file differs
 from what the models generate (a test runs the same comparison). The AsyncAPI document
 (``docs/mqtt/asyncapi.yaml``) references these files.
@@ -16,10 +18,12 @@ from typing import Any
 
 from pydantic import TypeAdapter
 
+from controller.contract.events import EVENT_KINDS
 from controller.contract.examples import EXAMPLES
 from controller.contract.messages import (
     Command,
     Event,
+    GetClockCommand,
     OpenResult,
     Reply,
     SignedCommand,
@@ -27,6 +31,7 @@ from controller.contract.messages import (
     Status,
     Telemetry,
 )
+from controller.contract.results import RESULTS
 
 __all__ = ["SCHEMA_DIR", "SCHEMA_IDS", "check", "generate", "main", "write"]
 
@@ -39,15 +44,79 @@ _TARGETS: dict[str, tuple[Any, str, str]] = {
     "event": (Event, "Event", "One event on {root}/events (QoS 1, at least once)."),
     "telemetry": (Telemetry, "Telemetry", "Health on {root}/telemetry (QoS 0)."),
     "command": (Command, "Command", "A plain command on {root}/cmd."),
+    "clock_query": (GetClockCommand, "ClockQuery",
+                    "get_clock on {root}/cmd: the cabinet's clock now, no deadline needed."),
     "signed_command": (SignedCommand, "SignedCommand",
                        "A signed command on {root}/cmd (Ed25519 over the exact text)."),
     "reply": (Reply, "Reply", "The answer to one command."),
 }
-SCHEMA_IDS: dict[str, str] = {name: f"{_ID_BASE}{name}.json" for name in _TARGETS}
+SCHEMA_IDS: dict[str, str] = {
+    **{name: f"{_ID_BASE}{name}.json" for name in _TARGETS},
+    **{f"events/{kind}": f"{_ID_BASE}events/{kind}.json" for kind in EVENT_KINDS},
+    **{f"results/{kind}": f"{_ID_BASE}results/{kind}.json" for kind in RESULTS},
+}
+
+
+def _without_discriminator(node: Any) -> Any:
+    """pydantic writes OpenAPI's ``discriminator`` object beside a tagged ``oneOf``; JSON
+    Schema has no such keyword and AsyncAPI's Schema Object wants a string there. The
+    ``const`` of each branch's tag already selects the branch."""
+    if isinstance(node, dict):
+        return {k: _without_discriminator(v) for k, v in node.items()
+                if not (k == "discriminator" and isinstance(v, dict))}
+    if isinstance(node, list):
+        return [_without_discriminator(v) for v in node]
+    return node
+
+
+def _header(name: str, title: str, description: str) -> dict[str, Any]:
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": SCHEMA_IDS[name],
+        "title": title,
+        "description": description,
+    }
+
+
+def _event_kind(kind: str) -> dict[str, Any]:
+    """The whole event of one kind: the envelope, ``kind`` fixed, ``data`` its model."""
+    doc = EVENT_KINDS[kind]
+    envelope = TypeAdapter(Event).json_schema(mode="validation", ref_template="#/$defs/{model}")
+    defs: dict[str, Any] = envelope.pop("$defs", {})
+    branches = []
+    for model in doc.data:
+        schema = TypeAdapter(model).json_schema(mode="validation",
+                                                ref_template="#/$defs/{model}")
+        defs.update(schema.pop("$defs", {}))
+        defs[model.__name__] = schema
+        branches.append({"$ref": f"#/$defs/{model.__name__}"})
+    props = envelope["properties"]
+    props["kind"] = {"const": kind}
+    props["data"] = (branches[0] if len(branches) == 1 else {"oneOf": branches})
+    required = [r for r in envelope.get("required", []) if r != "data"] + ["data"]
+    if doc.compartment == "always":
+        required.append("compartment")
+    elif doc.compartment == "never":
+        props["compartment"] = False
+    envelope["required"] = required
+    document = _header(f"events/{kind}", f"Event {kind}", f"{doc.summary}.")
+    document.update({k: v for k, v in envelope.items() if k not in ("title", "description")})
+    document["$defs"] = dict(sorted(defs.items()))
+    return document
+
+
+def _result(command: str) -> dict[str, Any]:
+    model = RESULTS[command]
+    schema = TypeAdapter(model).json_schema(mode="validation", ref_template="#/$defs/{model}")
+    document = _header(f"results/{command}", f"Result of {command}",
+                       f"The result of an ok reply to {command}: {model.__name__}.")
+    document.update({k: v for k, v in schema.items() if k not in ("title", "description")})
+    return document
 
 
 def generate() -> dict[str, dict[str, Any]]:
-    """Every schema, keyed by file stem (``status`` → ``status.json``)."""
+    """Every schema, keyed by its path under the schema folder without ``.json``
+    (``status`` → ``status.json``, ``events/door_opened`` → ``events/door_opened.json``)."""
     out: dict[str, dict[str, Any]] = {}
     for name, (target, title, description) in _TARGETS.items():
         schema = TypeAdapter(target).json_schema(mode="validation")
@@ -61,7 +130,11 @@ def generate() -> dict[str, dict[str, Any]]:
         document["examples"] = EXAMPLES[name]
         if name == "reply":
             _document_open_result(document)
-        out[name] = document
+        out[name] = _without_discriminator(document)
+    for kind in EVENT_KINDS:
+        out[f"events/{kind}"] = _without_discriminator(_event_kind(kind))
+    for command in RESULTS:
+        out[f"results/{command}"] = _without_discriminator(_result(command))
     return out
 
 
@@ -85,10 +158,10 @@ def _render(schema: dict[str, Any]) -> str:
 
 def write(directory: Path = SCHEMA_DIR) -> list[Path]:
     """Write every schema file; returns the paths written."""
-    directory.mkdir(parents=True, exist_ok=True)
     written = []
     for name, schema in generate().items():
         path = directory / f"{name}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(_render(schema), encoding="utf-8")
         written.append(path)
     return written
@@ -97,10 +170,15 @@ def write(directory: Path = SCHEMA_DIR) -> list[Path]:
 def check(directory: Path = SCHEMA_DIR) -> list[str]:
     """Names of schema files that are missing or differ from the generated ones."""
     stale = []
-    for name, schema in generate().items():
+    generated = generate()
+    for name, schema in generated.items():
         path = directory / f"{name}.json"
         if not path.exists() or path.read_text(encoding="utf-8") != _render(schema):
-            stale.append(path.name)
+            stale.append(f"{name}.json")
+    for path in sorted(directory.rglob("*.json")):
+        name = path.relative_to(directory).with_suffix("").as_posix()
+        if name not in generated:
+            stale.append(f"{name}.json (no longer generated: delete it)")
     return stale
 
 

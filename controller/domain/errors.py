@@ -44,11 +44,14 @@ class ErrorCode(StrEnum):
 class DomainError(ValueError):
     """A domain operation was refused; nothing was changed."""
 
-    def __init__(self, code: ErrorCode, message: str, *, field: str | None = None) -> None:
+    def __init__(self, code: ErrorCode, message: str, *, field: str | None = None,
+                 retry_after_s: float | None = None) -> None:
         super().__init__(f"{code}: {message}")
         self.code = code
         self.message = message
         self.field = field
+        #: When asking again may succeed (a lock's cooldown, its pulse rate limit).
+        self.retry_after_s = retry_after_s
 
     def to_dict(self) -> dict[str, str | None]:
         """The structured error of a reply: ``{"code", "message", "field"}``."""

@@ -105,7 +105,8 @@ class Refused:
     def to_error(self) -> DomainError:
         """The refusal as a :class:`DomainError` (for a command reply)."""
         return DomainError(
-            self.code, f"{self.message}; retry in {self.retry_after:.1f} s", field="compartment"
+            self.code, f"{self.message}; retry in {self.retry_after:.1f} s", field="compartment",
+            retry_after_s=round(self.retry_after, 3),
         )
 
 

@@ -47,6 +47,7 @@ from controller.contract.messages import (
     ClearLaneLockoutCommand,
     ClockReading,
     Command,
+    GetClockCommand,
     GetStateCommand,
     OpenCommand,
     OpenResult,
@@ -141,7 +142,8 @@ def _from_domain(exc: DomainError) -> CommandRejected:
     wire = _DOMAIN_TO_WIRE.get(exc.code, Wire.CONFLICT)
     # The reply carries the code once; the domain's own code only when it says more.
     message = exc.message if exc.code.value == wire.value else f"{exc.code.value}: {exc.message}"
-    return CommandRejected(wire, message, _arg_field(exc.field))
+    return CommandRejected(wire, message, _arg_field(exc.field),
+                           retry_after_s=exc.retry_after_s)
 
 
 def _arg_field(field: str | None) -> str | None:
@@ -206,6 +208,13 @@ class CommandService:
         command_id: str | None = None
         try:
             decoded = decode_command(payload, max_bytes=self._max_bytes)
+            if isinstance(decoded, GetClockCommand):
+                # Acts on nothing and claims nothing: answered without a deadline, so
+                # dispatch can read the clock its first real command needs.
+                command_id = decoded.id
+                self._check_place(decoded)
+                reading = self._reading()
+                return encode(Reply.success(decoded.id, reading.model_dump(), reading))
             command_id = decoded.id if not isinstance(decoded, SignedCommand) else None
             digest = _digest(payload, decoded)
             if isinstance(decoded, SignedCommand):
@@ -267,13 +276,17 @@ class CommandService:
                             exc.field) from exc
         return inner
 
-    def _check_binding(self, command: Command) -> None:
-        """Cabinet, boot and deadline, for commands that the verifier did not check."""
-        now = self._clock()
+    def _check_place(self, command: Command | GetClockCommand) -> None:
+        """The command names this cabinet (and this site, when it names one)."""
         if command.cabinet != self._settings.cabinet.id:
             raise _rejected(Wire.WRONG_CABINET, "command is for another cabinet", "cabinet")
         if command.site is not None and command.site != self._settings.cabinet.site:
             raise _rejected(Wire.WRONG_SITE, "command is for another site", "site")
+
+    def _check_binding(self, command: Command) -> None:
+        """Cabinet, boot and deadline, for commands that the verifier did not check."""
+        now = self._clock()
+        self._check_place(command)
         if command.expires.boot_id != now.boot_id:
             raise _rejected(Wire.WRONG_BOOT, "deadline is in another boot's clock", "expires")
         if now.uptime_ms > command.expires.uptime_ms:

@@ -16,6 +16,7 @@ from controller.contract.examples import EXAMPLES
 from controller.contract.messages import (
     Command,
     Event,
+    GetClockCommand,
     Reply,
     SignedCommand,
     State,
@@ -30,7 +31,9 @@ DOC: dict[str, Any] = yaml.safe_load(ASYNCAPI.read_text(encoding="utf-8"))
 MESSAGES: dict[str, Any] = DOC["components"]["messages"]
 MODELS: dict[str, Any] = {"Status": Status, "State": State, "Event": Event,
                           "Telemetry": Telemetry, "Command": Command,
-                          "SignedCommand": SignedCommand, "Reply": Reply}
+                          "SignedCommand": SignedCommand, "Reply": Reply,
+                          "ClockQuery": GetClockCommand}
+SCHEMAS: dict[str, Any] = DOC["components"]["schemas"]
 
 
 def schema_of(message: dict[str, Any]) -> dict[str, Any]:
@@ -58,15 +61,25 @@ def test_each_schema_is_valid_draft_2020_12_and_validates_its_examples(name: str
     schema = schemagen.generate()[name]
     jsonschema.Draft202012Validator.check_schema(schema)
     validator = jsonschema.Draft202012Validator(schema)
-    for example in schema["examples"]:
+    for example in schema.get("examples", []):
         validator.validate(example)
 
 
 def test_every_schema_file_is_referenced_by_the_asyncapi_document() -> None:
     referenced = {(ASYNCAPI.parent / m["payload"]["$ref"]).resolve() for m in MESSAGES.values()}
-    on_disk = {p.resolve() for p in schemagen.SCHEMA_DIR.glob("*.json")}
+    referenced |= {(ASYNCAPI.parent / s["$ref"]).resolve() for s in SCHEMAS.values()}
+    on_disk = {p.resolve() for p in schemagen.SCHEMA_DIR.rglob("*.json")}
     assert referenced == on_disk
     assert set(MESSAGES) == set(MODELS)
+
+
+def test_every_event_kind_and_every_result_has_its_named_schema() -> None:
+    from controller.contract.events import EVENT_KINDS
+    from controller.contract.results import RESULTS
+
+    expected = {f"event.{kind}": f"events/{kind}.json" for kind in EVENT_KINDS}
+    expected |= {f"result.{command}": f"results/{command}.json" for command in RESULTS}
+    assert {name: s["$ref"].split("schemas/", 1)[1] for name, s in SCHEMAS.items()} == expected
 
 
 @pytest.mark.parametrize(("message", "example"), EXAMPLE_CASES)
@@ -121,3 +134,57 @@ def test_every_error_code_is_documented() -> None:
     for code in ErrorCode:
         assert f"`{code.value}`" in text
         assert f"`{code.value}`" in readme
+
+
+def test_every_event_kind_and_alarm_is_in_the_integrators_guide() -> None:
+    from controller.contract.events import ALARMS, EVENT_KINDS
+
+    readme = (REPO / "docs" / "mqtt" / "README.md").read_text(encoding="utf-8")
+    for name in [*EVENT_KINDS, *ALARMS]:
+        if name not in ("alarm_raised", "alarm_cleared"):
+            assert f"| `{name}` |" in readme, name
+    assert "`alarm_raised` / `alarm_cleared`" in readme
+    for gone in ("deposit_confirmed", "`collected`,"):
+        assert gone not in readme
+
+
+def test_an_event_kinds_schema_refuses_what_its_kind_does_not_send() -> None:
+    schemas = schemagen.generate()
+    opened = dict(EXAMPLES["event"][0])
+    door = jsonschema.Draft202012Validator(schemas["events/door_opened"])
+    door.validate(opened)
+    for bad in (dict(opened, data={**opened["data"], "surprise": 1}),
+                dict(opened, data={"pulse_acked": True}),            # authorised missing
+                {k: v for k, v in opened.items() if k != "compartment"},
+                dict(opened, kind="door_closed")):
+        with pytest.raises(jsonschema.ValidationError):
+            door.validate(bad)
+    raised = jsonschema.Draft202012Validator(schemas["events/alarm_raised"])
+    raised.validate(EXAMPLES["event"][1])
+    with pytest.raises(jsonschema.ValidationError):
+        raised.validate(EXAMPLES["event"][1] | {"data": {"alarm": "no_such_alarm"}})
+    coalesced = jsonschema.Draft202012Validator(schemas["events/code_rejections_coalesced"])
+    with pytest.raises(jsonschema.ValidationError):  # never about one compartment
+        coalesced.validate(EXAMPLES["event"][1] | {
+            "kind": "code_rejections_coalesced", "compartment": "A01",
+            "data": {"lane": "lane-1", "source": "scanner", "count": 1,
+                     "reasons": {"wrong_code": 1}, "since": 1.0}})
+
+
+def test_a_results_schema_refuses_another_commands_result() -> None:
+    schemas = schemagen.generate()
+    release = jsonschema.Draft202012Validator(schemas["results/release"])
+    release.validate({"compartment": "A01", "released": True})
+    with pytest.raises(jsonschema.ValidationError):
+        release.validate({"compartment": "A01", "blocked": True})
+    opened = jsonschema.Draft202012Validator(schemas["results/open"])
+    opened.validate(EXAMPLES["reply"][0]["result"])
+    with pytest.raises(jsonschema.ValidationError):
+        opened.validate({"compartment": "A01", "pulsed": True})
+
+
+@pytest.mark.parametrize("index", range(len(EXAMPLES["event"])))
+def test_every_event_example_is_what_its_kind_sends(index: int) -> None:
+    event = EXAMPLES["event"][index]
+    schema = schemagen.generate()[f"events/{event['kind']}"]
+    jsonschema.Draft202012Validator(schema).validate(event)

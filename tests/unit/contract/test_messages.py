@@ -15,6 +15,7 @@ from controller.contract.messages import (
     ClockReading,
     Command,
     Event,
+    GetClockCommand,
     OpenCommand,
     Reply,
     SignedCommand,
@@ -28,6 +29,7 @@ from controller.contract.messages import (
 MODELS: dict[str, Any] = {
     "status": Status, "state": State, "event": Event, "telemetry": Telemetry,
     "command": Command, "signed_command": SignedCommand, "reply": Reply,
+    "clock_query": GetClockCommand,
 }
 CASES = [(name, i) for name, items in EXAMPLES.items() for i in range(len(items))]
 

@@ -1,0 +1,573 @@
+"""Every event kind the cabinet sends on ``{root}/events``, with the shape of its ``data``.
+
+:class:`~controller.contract.messages.Event` is the envelope, the same for every kind;
+``data`` depends on ``kind``. Here each kind has a model of its ``data`` (unknown fields
+forbidden, like every model of the contract), and :data:`EVENT_KINDS` lists them all with
+a sentence for the integrator. ``python -m controller.contract.schemagen`` writes one
+schema per kind (``controller/schemas/events/<kind>.json``: the envelope with ``kind``
+fixed and ``data`` its model); the contract test runs a daemon through its flows and
+checks every event it sends against the schema of its kind.
+
+The vocabulary stays open: a consumer ignores a kind it does not know (a later version
+may add kinds). ``alarm_raised`` and ``alarm_cleared`` carry ``data.alarm`` naming the
+alarm, and the rest of ``data`` depends on it (:data:`ALARMS`).
+
+Times inside ``data`` (``expires_at``, ``since``) are UNIX seconds of the cabinet's wall
+clock; durations end in ``_s``. Compartment states inside ``data`` (``phase``, ``state``)
+use the cabinet's own words: ``reserved`` is the ``assigned`` of the ``state`` message,
+``collected`` a compartment emptied and not yet free.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+__all__ = ["ALARMS", "ALARM_CLEARED", "ALARM_RAISED", "EVENT_KINDS", "EventKindDoc"]
+
+Seconds = Annotated[float, Field(ge=0)]
+Count = Annotated[int, Field(ge=0)]
+Text = Annotated[str, StringConstraints(max_length=500)]
+OrderRef = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._:-]{1,64}$")]
+CommandRef = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._:-]{1,64}$")]
+LaneRef = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")]
+Source = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_-]{0,31}$")]
+Phase = Literal["free", "reserved", "loaded", "collected", "expired"]
+
+
+class _Data(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# -- the door and its lock ---------------------------------------------------------------
+
+
+class UnlockPulseSent(_Data):
+    """The pulse frame is about to go out; ``door``: the door as read just before."""
+
+    door: Literal["open", "closed", "unknown"]
+
+
+class UnlockPulseAcked(_Data):
+    """The lock board acknowledged the pulse."""
+
+
+class UnlockPulseFailed(_Data):
+    """The board did not make the pulse (no answer to a frame that did not act, a
+    rejection, the bus down); ``reason`` is the driver's account."""
+
+    reason: Text
+
+
+class UnlockPulseUnconfirmed(_Data):
+    """The frame went out, its outcome is unknown; ``evidence`` says what was seen."""
+
+    evidence: Text
+
+
+class DoorOpened(_Data):
+    """``authorised``: after a pulse (``pulse_acked``, ``after_pulse_s``), or an authorised
+    opening resumed across a restart (``resumed``). ``authorised: false`` is a forced
+    opening (with a ``forced_open`` alarm)."""
+
+    authorised: bool
+    pulse_acked: bool | None = None
+    after_pulse_s: Seconds | None = None
+    resumed: Literal[True] | None = None
+
+
+class DoorClosed(_Data):
+    """``open_s``: how long it was open; ``resumed``: it was open before a restart and
+    closed while the cabinet could not see it."""
+
+    authorised: bool
+    open_s: Seconds | None = None
+    resumed: Literal[True] | None = None
+
+
+class OpenNotDetected(_Data):
+    """The pulse went out and the door was not seen opening within ``open_detect_s``.
+    ``latch``: the latch feedback (``null`` when not fitted); ``jammed``: acknowledged,
+    the latch never released."""
+
+    pulse_acked: bool
+    latch: Literal["released", "engaged", "unknown"] | None
+    jammed: bool
+
+
+class UnlockUnconfirmed(_Data):
+    """The open-detect window ended and whether the door opened is unknown: it was open
+    already (``door_open``) or its sensor did not read (``sensor_unknown``,
+    ``sensor_flapping``)."""
+
+    reason: Literal["door_open", "sensor_unknown", "sensor_flapping"]
+
+
+# -- compartments and orders ------------------------------------------------------------
+
+
+class CompartmentAssigned(_Data):
+    """An order was assigned (``assign``); ``expires_at`` in UNIX seconds."""
+
+    order: OrderRef
+    pool: Annotated[str, StringConstraints(pattern=r"^[a-z0-9_-]{1,32}$")]
+    size: Literal["S", "M", "L", "XL"]
+    zone: Literal["ambient", "chilled", "frozen"]
+    expires_at: float
+
+
+class OpenRequested(_Data):
+    """An opening was declared, before its pulse. ``purpose``: ``deposit``,
+    ``collection`` or ``staff`` (with the staff ``reason``: the command's reason,
+    ``reopen`` for a forgotten bag); ``command``: the command that asked (absent for a code
+    at the lane); ``order``: the compartment's order or ``null``."""
+
+    purpose: Literal["deposit", "collection", "staff"]
+    order: OrderRef | None
+    reason: Text | None = None
+    command: CommandRef | None = None
+
+
+class CompartmentLoaded(_Data):
+    """Closed after a deposit with goods inside. ``confirmed``: the occupancy sensor read
+    ``occupied``; ``occupancy`` ``unknown`` or ``no_sensor`` otherwise."""
+
+    order: OrderRef
+    confirmed: bool
+    occupancy: Literal["occupied", "unknown", "no_sensor"]
+
+
+class OrderOnly(_Data):
+    """``order``: the order concerned."""
+
+    order: OrderRef
+
+
+class CompartmentCollected(_Data):
+    """Closed after a collection, empty. ``confirmed``: the occupancy sensor read
+    ``empty`` (``false`` without a sensor)."""
+
+    order: OrderRef
+    confirmed: bool
+
+
+class NoData(_Data):
+    """No data."""
+
+
+class OrderReleased(_Data):
+    """``release``: ``awaiting_retrieval`` when goods are inside (the compartment waits,
+    ``expired``, for staff)."""
+
+    order: OrderRef
+    reason: Text
+    awaiting_retrieval: bool
+
+
+class OrderExpired(_Data):
+    """The order's pickup window ended; ``goods_inside`` says whether staff must retrieve
+    it."""
+
+    order: OrderRef
+    goods_inside: bool
+
+
+class CompartmentBlocked(_Data):
+    """``block``, with its reason."""
+
+    reason: Text
+
+
+class CompartmentUnblocked(_Data):
+    """``unblock``; ``phase``: the compartment's state again."""
+
+    phase: Phase
+
+
+# -- the lane ---------------------------------------------------------------------------
+
+
+class LaneOnly(_Data):
+    """``lane``: the lane (e.g. ``lane-1``)."""
+
+    lane: LaneRef
+
+
+class LaneIoUnavailable(_Data):
+    """The lane's GPIO could not be opened; code entry works without it."""
+
+    lane: LaneRef
+    error: Text
+
+
+class ScannerStatus(_Data):
+    """The QR scanner's serial line came (``scanner_connected``) or went."""
+
+    lane: LaneRef
+    detail: Text
+
+
+class CodeAccepted(_Data):
+    """A code opened its compartment. ``source``: ``keypad`` or ``scanner``;
+    ``purpose``: the code's (``deposit`` or ``collect``); ``reopen``: a used code
+    reopening within the tenant's grace (a forgotten bag)."""
+
+    lane: LaneRef
+    source: Source
+    order: OrderRef
+    purpose: Literal["deposit", "collect"]
+    reopen: bool
+
+
+class CodeRejected(_Data):
+    """A code refused at the lane, at most one a second per input. ``reason``:
+    ``wrong_code``, ``slow_down`` (with ``retry_after_s``), ``invalid_code``,
+    ``unreadable``, ``code_used``, ``staff_only``, ``store_unavailable``, ``internal``, or
+    another refusal of the domain (``order_expired``, ``pickup_not_open``, ...); ``order``
+    when the entry named one."""
+
+    lane: LaneRef
+    source: Source
+    reason: Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,63}$")]
+    message: Text
+    order: OrderRef | None = None
+    retry_after_s: Seconds | None = None
+
+
+class CodeRejectionsCoalesced(_Data):
+    """The refusals of one input within a second after a reported one: ``count`` of them,
+    by reason, since ``since`` (UNIX seconds)."""
+
+    lane: LaneRef
+    source: Source
+    count: Annotated[int, Field(ge=1)]
+    reasons: dict[Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,63}$")], Count]
+    since: float
+
+
+# -- the cabinet ------------------------------------------------------------------------
+
+
+class ZoneWindow(_Data):
+    """One zone's readings over the window (``samples: 0``: none could be read)."""
+
+    samples: Count
+    min_c: float | None = None
+    max_c: float | None = None
+    mean_c: float | None = None
+
+
+class ZoneTemperatures(_Data):
+    """The temperature record of every zone with a probe over the last ``window_s``."""
+
+    window_s: Seconds
+    zones: dict[Annotated[str, StringConstraints(pattern=r"^[a-z0-9_-]{1,32}$")], ZoneWindow]
+
+
+class DaemonStarted(_Data):
+    """The daemon started (a new ``boot_id``): ``boot_number`` counts starts;
+    ``outputs_off``: each output bank switched off at start (``true``) or not."""
+
+    version: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    boot_number: Annotated[int, Field(ge=1)]
+    outputs_off: dict[Annotated[str, StringConstraints(max_length=64)], bool]
+
+
+class ConfigApplied(_Data):
+    """``apply_config`` accepted (the daemon restarts to apply it)."""
+
+    command: CommandRef
+    sections: list[Literal["timing", "tenants", "zones", "log"]]
+    config_hash: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+
+
+class ConfigOverlayRefused(_Data):
+    """The configuration applied earlier is no longer valid with the file: the cabinet
+    runs on its file alone; ``key`` is at fault."""
+
+    key: Annotated[str, StringConstraints(max_length=200)] | None
+    message: Text
+
+
+class CommandInterrupted(_Data):
+    """A command under way when the daemon stopped; answered ``internal`` and never
+    acted on again. ``may_have_pulsed``: compartments whose pulse may have gone out."""
+
+    command: CommandRef
+    may_have_pulsed: list[Annotated[str, StringConstraints(pattern=r"^[A-Z0-9-]{1,8}$")]]
+
+
+class ReconcileMismatch(_Data):
+    """At start, the store and the occupancy sensor disagree about a compartment."""
+
+    stored_goods_inside: bool
+    occupancy: Literal["occupied", "empty"]
+    state: Annotated[str, StringConstraints(pattern=r"^[a-z_]{1,32}$")]
+    known_before: bool
+
+
+# -- alarms -----------------------------------------------------------------------------
+
+
+class _Alarm(_Data):
+    pass
+
+
+class _Cleared(_Data):
+    #: How long the alarm was active.
+    active_s: Seconds
+
+
+class ForcedOpen(_Alarm):
+    """A door opened without a pulse (``compartment`` set)."""
+
+    alarm: Literal["forced_open"]
+
+
+class ForcedOpenCleared(_Cleared):
+    alarm: Literal["forced_open"]
+
+
+class DoorAjar(_Alarm):
+    """A door stayed open longer than ``timing.door_ajar_s``."""
+
+    alarm: Literal["door_ajar"]
+    open_s: Seconds
+
+
+class DoorAjarCleared(_Cleared):
+    alarm: Literal["door_ajar"]
+
+
+class SensorUnknown(_Alarm):
+    """A door sensor cannot be read (its board does not answer, or it reads nonsense)."""
+
+    alarm: Literal["sensor_unknown"]
+
+
+class SensorUnknownCleared(_Cleared):
+    alarm: Literal["sensor_unknown"]
+
+
+class SensorFlapping(_Alarm):
+    """An input changed more than ``changes`` times within ``window_s``: it reads
+    ``unknown`` until steady."""
+
+    alarm: Literal["sensor_flapping"]
+    signal: Literal["door", "latch", "occupancy"]
+    board: Annotated[str, StringConstraints(max_length=64)]
+    channel: Count
+    changes: Count
+    window_s: Seconds
+
+
+class SensorFlappingCleared(_Cleared):
+    alarm: Literal["sensor_flapping"]
+    signal: Literal["door", "latch", "occupancy"]
+    board: Annotated[str, StringConstraints(max_length=64)]
+    channel: Count
+
+
+class BoardOffline(_Alarm):
+    """A Modbus board stopped answering (``failures`` polls in a row)."""
+
+    alarm: Literal["board_offline"]
+    board: Annotated[str, StringConstraints(max_length=64)]
+    failures: Count
+    reason: Text
+
+
+class BoardOfflineCleared(_Cleared):
+    alarm: Literal["board_offline"]
+    board: Annotated[str, StringConstraints(max_length=64)]
+
+
+class CompartmentFault(_Alarm):
+    """The door did not open after ``count`` acknowledged pulses in a row: the compartment
+    is out of use until a technician clears it."""
+
+    alarm: Literal["compartment_fault"]
+    reason: Literal["open_not_detected"]
+    count: Count
+
+
+class CompartmentFaultCleared(_Cleared):
+    alarm: Literal["compartment_fault"]
+
+
+class Temperature(_Alarm):
+    """A zone out of its range for longer than ``delay_s`` (``temperature_c`` ``null``:
+    the probe stopped answering)."""
+
+    alarm: Literal["temperature"]
+    zone: Annotated[str, StringConstraints(pattern=r"^[a-z0-9_-]{1,32}$")]
+    temperature_c: float | None
+    min_c: float | None
+    max_c: float | None
+    delay_s: Seconds
+
+
+class TemperatureCleared(Temperature):
+    """Back in range; ``excursion``: the readings while it was out."""
+
+    active_s: Seconds | None = None
+    excursion: ZoneWindow
+
+
+class LaneInput(_Alarm):
+    """The lane's tamper switch (``tamper``) or its mains sensor (``power_fail``)."""
+
+    alarm: Literal["tamper", "power_fail"]
+    lane: LaneRef
+
+
+class LaneInputCleared(_Cleared):
+    alarm: Literal["tamper", "power_fail"]
+    lane: LaneRef
+
+
+class CodeGuessing(_Alarm):
+    """An input spent its wrong-code budget (``wrong_codes`` in all); short entries there
+    are refused for ``retry_after_s``."""
+
+    alarm: Literal["code_guessing"]
+    lane: LaneRef
+    source: Source
+    wrong_codes: Count
+    retry_after_s: Seconds
+
+
+class CodeGuessingCleared(_Cleared):
+    """The budget came back whole, or staff cleared it (``cleared_by``:
+    ``command:<id>`` of a ``clear_lane_lockout``)."""
+
+    alarm: Literal["code_guessing"]
+    lane: LaneRef
+    source: Source
+    cleared_by: Annotated[str, StringConstraints(max_length=100)] | None = None
+
+
+class SessionTakeover(_Alarm):
+    """Another client took the cabinet's MQTT session over ``takeovers`` times within
+    ``window_s``: its identity is in someone else's hands."""
+
+    alarm: Literal["session_takeover"]
+    takeovers: Count
+    window_s: Seconds
+
+
+class SessionTakeoverCleared(_Data):
+    """No takeover for 5 minutes; ``takeovers`` in the incident."""
+
+    alarm: Literal["session_takeover"]
+    takeovers: Count
+
+
+ALARMS: dict[str, tuple[type[BaseModel], type[BaseModel]]] = {
+    "forced_open": (ForcedOpen, ForcedOpenCleared),
+    "door_ajar": (DoorAjar, DoorAjarCleared),
+    "sensor_unknown": (SensorUnknown, SensorUnknownCleared),
+    "sensor_flapping": (SensorFlapping, SensorFlappingCleared),
+    "board_offline": (BoardOffline, BoardOfflineCleared),
+    "compartment_fault": (CompartmentFault, CompartmentFaultCleared),
+    "temperature": (Temperature, TemperatureCleared),
+    "tamper": (LaneInput, LaneInputCleared),
+    "power_fail": (LaneInput, LaneInputCleared),
+    "code_guessing": (CodeGuessing, CodeGuessingCleared),
+    "session_takeover": (SessionTakeover, SessionTakeoverCleared),
+}
+"""Every alarm: the model of its ``alarm_raised`` data and of its ``alarm_cleared`` data."""
+
+ALARM_RAISED = "alarm_raised"
+ALARM_CLEARED = "alarm_cleared"
+
+
+class EventKindDoc(BaseModel):
+    """One event kind: its ``data`` model(s), whether ``compartment`` is set, and a
+    sentence for the integrator."""
+
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+
+    data: tuple[type[BaseModel], ...]
+    compartment: Literal["always", "never", "sometimes"]
+    summary: str
+
+
+def _kind(summary: str, *data: type[BaseModel],
+          compartment: Literal["always", "never", "sometimes"] = "always") -> EventKindDoc:
+    return EventKindDoc(data=data, compartment=compartment, summary=summary)
+
+
+def _unique(models: list[type[BaseModel]]) -> tuple[type[BaseModel], ...]:
+    return tuple(dict.fromkeys(models))
+
+
+EVENT_KINDS: dict[str, EventKindDoc] = {
+    # door and lock
+    "unlock_pulse_sent": _kind("a pulse frame is going out to the lock", UnlockPulseSent),
+    "unlock_pulse_acked": _kind("the board acknowledged the pulse", UnlockPulseAcked),
+    "unlock_pulse_failed": _kind("the board did not make the pulse", UnlockPulseFailed),
+    "unlock_pulse_unconfirmed": _kind("the pulse went out, its outcome is unknown",
+                                      UnlockPulseUnconfirmed),
+    "door_opened": _kind("the door opened (authorised or forced)", DoorOpened),
+    "door_closed": _kind("the door closed", DoorClosed),
+    "open_not_detected": _kind("the pulse went out, the door did not open",
+                               OpenNotDetected),
+    "unlock_unconfirmed": _kind("whether the door opened after its pulse is unknown",
+                                UnlockUnconfirmed),
+    # compartments and orders
+    "compartment_assigned": _kind("an order was assigned to the compartment",
+                                  CompartmentAssigned),
+    "open_requested": _kind("an opening was declared (before its pulse)", OpenRequested),
+    "compartment_loaded": _kind("deposit done: goods inside", CompartmentLoaded),
+    "deposit_empty": _kind("closed after a deposit, still empty (the occupancy sensor)",
+                           OrderOnly),
+    "compartment_collected": _kind("collection done: empty", CompartmentCollected),
+    "collection_incomplete": _kind("closed after a collection, goods still inside",
+                                   OrderOnly),
+    "collection_unconfirmed": _kind("closed after a collection, occupancy unknown",
+                                    OrderOnly),
+    "compartment_freed": _kind("the compartment is free again", NoData),
+    "order_released": _kind("release: the order left the compartment", OrderReleased),
+    "order_expired": _kind("the order's pickup window ended", OrderExpired),
+    "order_retrieved": _kind("staff took an expired order out", OrderOnly),
+    "compartment_blocked": _kind("block", CompartmentBlocked),
+    "compartment_unblocked": _kind("unblock", CompartmentUnblocked),
+    # the lane
+    "code_accepted": _kind("a code at the lane opened its compartment", CodeAccepted),
+    "code_rejected": _kind("a code at the lane was refused", CodeRejected,
+                           compartment="sometimes"),
+    "code_rejections_coalesced": _kind("the other refusals of that second",
+                                       CodeRejectionsCoalesced, compartment="never"),
+    "vehicle_arrived": _kind("a vehicle stopped at the lane", LaneOnly, compartment="never"),
+    "vehicle_left": _kind("the vehicle left the lane", LaneOnly, compartment="never"),
+    "help_requested": _kind("the help button was pressed", LaneOnly, compartment="never"),
+    "scanner_connected": _kind("the QR scanner's line is up", ScannerStatus,
+                               compartment="never"),
+    "scanner_disconnected": _kind("the QR scanner's line is down", ScannerStatus,
+                                  compartment="never"),
+    "lane_io_unavailable": _kind("the lane's GPIO could not be opened", LaneIoUnavailable,
+                                 compartment="never"),
+    # the cabinet
+    "daemon_started": _kind("the daemon started (new boot id)", DaemonStarted,
+                            compartment="never"),
+    "config_applied": _kind("apply_config accepted; the daemon restarts", ConfigApplied,
+                            compartment="never"),
+    "config_overlay_refused": _kind("the applied configuration no longer loads",
+                                    ConfigOverlayRefused, compartment="never"),
+    "command_interrupted": _kind("a command cut by a restart; never acted on again",
+                                 CommandInterrupted, compartment="sometimes"),
+    "reconcile_mismatch": _kind("store and occupancy sensor disagree at start",
+                                ReconcileMismatch),
+    "zone_temperatures": _kind("the zones' temperature record over a window",
+                               ZoneTemperatures, compartment="never"),
+    # alarms
+    ALARM_RAISED: _kind("an alarm started (once per incident)",
+                        *_unique([raised for raised, _ in ALARMS.values()]),
+                        compartment="sometimes"),
+    ALARM_CLEARED: _kind("an alarm ended (once per incident)",
+                         *_unique([cleared for _, cleared in ALARMS.values()]),
+                         compartment="sometimes"),
+}
+"""Every event kind the cabinet sends, by ``kind``."""
