@@ -65,7 +65,7 @@ from controller.domain.compartment import OpenPurpose, Order, Size, ZoneKind
 from controller.domain.errors import DomainError
 from controller.domain.errors import ErrorCode as Dom
 from controller.security.errors import AuthRejected, RejectCode
-from controller.security.grants import RevocationList
+from controller.security.grants import RevocationFull
 from controller.security.verify import CommandVerifier
 from controller.services.opening import OpeningService, OpenOutcome, OpenRequest
 from controller.services.reporting import PendingEvent
@@ -412,22 +412,28 @@ class CommandService:
             log.error("audit write failed", extra={"ctx": {"action": action, "error": str(exc)}})
 
     async def _revoke_grants(self, command: RevokeGrantsCommand) -> dict[str, Any]:
-        """Store dispatch's list of revoked technician grants, then apply it (never older)."""
+        """Add dispatch's revoked technician grants to the stored list (never an older
+        serial, never removing a grant that has not ended), stored before it takes effect."""
         current = self._verifier.revocations
         serial = command.args.serial
-        if serial < current.serial:
-            raise _rejected(Wire.CONFLICT, f"revocation list {serial} is older than the "
-                            f"stored list {current.serial}", "args.serial")
         wall = self._now().wall
         entries = [(r.grant_id, r.not_after) for r in command.args.revoked]
-        candidate = RevocationList(current.serial, {})
-        candidate.replace(serial, entries, wall)
+        candidate = current.copy()
+        try:
+            update = candidate.add(serial, entries, wall)
+        except RevocationFull as exc:
+            raise _rejected(Wire.CONFLICT, str(exc), "args.revoked") from None
+        if update is None:
+            raise _rejected(Wire.CONFLICT, f"revocation list {serial} is older than the "
+                            f"stored list {current.serial}", "args.serial")
         # Stored before it takes effect in memory: a restart never forgets a revocation.
         await self._store.save_revocations(candidate.to_dict())
-        current.replace(serial, entries, wall)
+        current.add(serial, entries, wall)
+        result = {"serial": serial, "revoked": len(current), "added": len(update.added),
+                  "already_revoked": len(update.already), "ended": len(update.expired)}
         await self._audit("revoke_grants", command, None,
-                          {"serial": serial, "revoked": len(current)})
-        return {"serial": serial, "revoked": len(current)}
+                          {**result, "grants": list(update.added)})
+        return result
 
     async def _open(self, command: OpenCommand) -> dict[str, Any]:
         cid = command.args.compartment
