@@ -58,6 +58,7 @@ __all__ = [
     "is_loopback_host",
     "is_production",
     "is_real_serial_device",
+    "key_file_issue",
     "trusted_owners",
 ]
 
@@ -112,16 +113,17 @@ def is_loopback_host(host: str) -> bool:
         return False
 
 
-def trusted_owners() -> frozenset[int]:
-    """Who may own the daemon's keys: root, the user running this check, and, when the
-    check runs as root (an administrator's ``--check``), the daemon's account."""
-    owners = {0, os.geteuid()}
-    if os.geteuid() == 0:
-        try:
-            owners.add(pwd.getpwnam(DAEMON_USER).pw_uid)
-        except KeyError:
-            pass
-    return frozenset(owners)
+def trusted_owners() -> frozenset[int] | None:
+    """Who may own the daemon's keys: root and the user running this check (the daemon, at
+    its start). A check run as root (an administrator's ``--check``) takes the daemon's
+    account (``locker``) instead; None when this machine has no such account (a staged
+    install tree): who the daemon will be is unknown, and its own start checks the owner."""
+    if os.geteuid() != 0:
+        return frozenset({0, os.geteuid()})
+    try:
+        return frozenset({0, pwd.getpwnam(DAEMON_USER).pw_uid})
+    except KeyError:
+        return None
 
 
 def interface_networks(name: str) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
@@ -170,7 +172,10 @@ def _isolated_link_issue(host: str, interface: str) -> str | None:
     return None
 
 
-def _key_file_issue(path: str) -> str | None:
+def key_file_issue(path: str, owners: frozenset[int] | None) -> str | None:
+    """What is wrong with a private key file at ``path``, or None: group or others may
+    reach it, or a user outside ``owners`` (:func:`trusted_owners`; None: unknown, not
+    checked) owns it. A missing file is for the file checks to report."""
     try:
         info = os.stat(path)
     except OSError:
@@ -180,7 +185,7 @@ def _key_file_issue(path: str) -> str | None:
         who = "every local user" if info.st_mode & stat.S_IRWXO else "its group"
         return (f"{path} is accessible by {who} (mode {mode:o}): chown {DAEMON_USER}, "
                 "chmod 0600")
-    if info.st_uid not in trusted_owners():
+    if owners is not None and info.st_uid not in owners:
         return (f"{path} is owned by uid {info.st_uid}, neither the daemon's user nor root: "
                 f"that user could replace or read the key. chown {DAEMON_USER}, chmod 0600")
     return None
@@ -203,7 +208,7 @@ def deployment_issues(s: Settings) -> list[tuple[Loc, str]]:
             out.append((("buses", i, "isolated_interface"), issue))
     tls = s.mqtt.tls
     if tls is not None and tls.key_file is not None:
-        issue = _key_file_issue(str(tls.key_file))
+        issue = key_file_issue(str(tls.key_file), trusted_owners())
         if issue is not None:
             out.append((("mqtt", "tls", "key_file"), issue))
     if is_production(s):

@@ -59,7 +59,7 @@ def resolve_password_file(url: str) -> tuple[str, str | None]:
                 f"the Redis password file {path} is accessible by group or others (mode "
                 f"{stat.S_IMODE(mode):o}): chown it to the daemon's user, chmod 0400",
                 op="connect")
-        if info.st_uid not in trusted_owners():
+        if info.st_uid not in (trusted_owners() or {0, os.geteuid()}):
             raise StoreConfigError(
                 f"the Redis password file {path} is owned by uid {info.st_uid}, neither the "
                 "daemon's user nor root: chown it to the daemon's user, chmod 0400",
@@ -102,7 +102,7 @@ def check_store_access(url: str, *, production: bool, has_password: bool) -> Non
 def _socket_owners() -> frozenset[int]:
     """Who may own the store's socket: root, the daemon's user, and the ``redis`` account
     the cabinet's Redis runs as (deploy/redis.conf)."""
-    owners = set(trusted_owners())
+    owners = set(trusted_owners() or {0, os.geteuid()})
     try:
         owners.add(pwd.getpwnam(REDIS_USER).pw_uid)
     except KeyError:
