@@ -78,7 +78,7 @@ def is_real_serial_device(port: str) -> bool:
     ``tty`` class that is neither a pseudo-terminal nor a virtual console."""
     try:
         info = os.stat(port)  # follows a udev or simulator symlink to the device itself
-    except OSError:
+    except (OSError, ValueError):  # not there, or not a path (a NUL in it)
         return False
     if not stat.S_ISCHR(info.st_mode):
         return False
@@ -178,8 +178,8 @@ def key_file_issue(path: str, owners: frozenset[int] | None) -> str | None:
     checked) owns it. A missing file is for the file checks to report."""
     try:
         info = os.stat(path)
-    except OSError:
-        return None  # missing: the file check reports it
+    except (OSError, ValueError):
+        return None  # missing or not a path: the file check reports it
     mode = stat.S_IMODE(info.st_mode)
     if info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
         who = "every local user" if info.st_mode & stat.S_IRWXO else "its group"
