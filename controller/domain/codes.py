@@ -11,14 +11,20 @@ Two kinds of code are issued (:func:`check_issued`, enforced when dispatch assig
   base32 characters are 80 bits).
 
 Anything shorter is refused at assignment: the lane's guessing bound (docs/security.md)
-rests on these lengths. An entry at the lane is *long* (:attr:`PickupCode.is_long`) when it
-has 16 characters or more: it can only match a QR code, and a guess at one has no
-practical chance, so the lane's wrong-code budget only holds back short entries.
+rests on these lengths. So is a **trivial** code, the first a guesser types whatever the
+length (:func:`is_trivial`): one character repeated (``0000000000``), two alternating
+(``1212121212``), or a run that steps by one up or down (``0123456789``, ``9876543210``,
+``3456789012``, wrapping after 9; ``ABCDEFGHIJKLMNOP`` for a QR code).
+
+An entry at the lane is *long* (:attr:`PickupCode.is_long`) when it has 16 characters or
+more: it can only match a QR code, and a guess at one has no practical chance, so the
+lane's wrong-code budget only holds back short entries.
 """
 
 from __future__ import annotations
 
 import hmac
+import itertools
 import re
 from dataclasses import dataclass, field
 
@@ -32,6 +38,7 @@ __all__ = [
     "CodeEntry",
     "PickupCode",
     "check_issued",
+    "is_trivial",
     "parse_entry",
 ]
 
@@ -121,6 +128,24 @@ class PickupCode:
         return hash(("PickupCode", self._value))
 
 
+_ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+
+
+def is_trivial(code: str) -> bool:
+    """Whether a normalised code is one a guesser tries first: a period of one or two
+    characters, or a run stepping by one (up or down) through the digits (a keypad code,
+    wrapping 9 -> 0) or through ``0-9A-Z`` (a QR code)."""
+    if len(code) < 3:
+        return True
+    if all(code[i] == code[i % 2] for i in range(len(code))):
+        return True
+    if any(c not in _ALPHABET for c in code):
+        return False
+    size = 10 if code.isdigit() else len(_ALPHABET)
+    steps = {(_ALPHABET.index(b) - _ALPHABET.index(a)) % size for a, b in itertools.pairwise(code)}
+    return steps in ({1}, {size - 1})
+
+
 def check_issued(raw: str, field: str = "code") -> PickupCode:
     """The code dispatch issues, checked: a keypad code (10-15 digits) or a QR code (16-64
     letters and digits), already normalised. ``invalid_argument`` otherwise."""
@@ -134,6 +159,13 @@ def check_issued(raw: str, field: str = "code") -> PickupCode:
             ErrorCode.INVALID_ARGUMENT,
             f"a code is {lo}-{hi} digits (keypad) or {qlo}-{qhi} upper-case letters and "
             "digits (QR), normalised",
+            field=field,
+        )
+    if is_trivial(raw):
+        raise DomainError(
+            ErrorCode.INVALID_ARGUMENT,
+            "a trivial code (one or two characters repeated, or a run up or down such as "
+            "0123456789) is the first a guesser types: issue a random one",
             field=field,
         )
     return PickupCode(raw)

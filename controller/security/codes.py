@@ -234,7 +234,10 @@ class CodeKey:
     @classmethod
     def load_or_create(cls, path: Path) -> CodeKey:
         """Read the key file, or create it (mode 0600, never overwriting) at the first
-        start. Refused (:class:`CodeKeyError`) when group or others may read or write it."""
+        start. Refused (:class:`CodeKeyError`) when group or others may read or write it,
+        when another user owns it, and when its directory would let someone else replace it
+        (see :func:`_check_key_directory`)."""
+        _check_key_directory(path)
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         except FileExistsError:
@@ -259,3 +262,35 @@ class CodeKey:
             return cls.from_json(path.read_text(), str(path))
         except OSError as exc:
             raise CodeKeyError(f"{path}: cannot read: {exc.strerror}") from None
+
+
+def _check_key_directory(path: Path) -> None:
+    """Refuse a key whose directory someone other than this daemon (or root) could write:
+    they could put a key of their own in its place (the codes sealed to it, and the verifier
+    secret, would be theirs) or remove it. The directory must be owned by this daemon's user
+    or root and writable by neither group nor others; no directory above it may be
+    writable by others without the sticky bit."""
+    directory = path.parent
+    try:
+        info = directory.stat()
+    except OSError:
+        return  # not there: creating the key reports it
+    if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise CodeKeyError(
+            f"{directory}, the code key's directory, is writable by "
+            f"{'every local user' if info.st_mode & stat.S_IWOTH else 'its group'} (mode "
+            f"{stat.S_IMODE(info.st_mode):04o}): anyone there could replace the key. Use a "
+            "directory only the daemon writes (/var/lib/locker)")
+    if info.st_uid not in (0, os.geteuid()):
+        raise CodeKeyError(
+            f"{directory}, the code key's directory, is owned by uid {info.st_uid}, neither "
+            "this daemon's user nor root: that user could replace the key")
+    for parent in directory.parents:
+        try:
+            mode = parent.stat().st_mode
+        except OSError:
+            continue
+        if mode & stat.S_IWOTH and not mode & stat.S_ISVTX:
+            raise CodeKeyError(
+                f"{parent}, above the code key's directory, is writable by every local user "
+                f"(mode {stat.S_IMODE(mode):04o}): anyone could move the key's directory away")

@@ -24,10 +24,14 @@ Grants are bounded by the *wall* clock, the only clock that spans days; a cabine
 a synchronised clock sees a grant as not yet valid or expired rather than valid for ever
 (the Pi's fake-hwclock never moves the clock back past its last saved time).
 
-Revocation: dispatch pushes the whole list of revoked grant ids, each with its grant's
-``not_after`` (an entry is dropped once the grant would be expired anyway, so the list stays
-short), as the signed command ``revoke_grants`` with a ``serial`` that only grows. The
-cabinet stores it before answering and never goes back to a lower serial.
+Revocation: dispatch pushes revoked grant ids, each with its grant's ``not_after``, as the
+signed command ``revoke_grants`` with a ``serial`` that never goes down. The cabinet *adds*
+them to its :class:`RevocationList` and stores it before answering. A revocation is
+permanent until the grant's own end: no later message (the same serial again, a newer list
+without the id, a flood of other ids) removes an entry whose ``not_after`` has not passed;
+only that passing does (the grant is expired anyway, so the list stays short). The list
+holds at most :data:`MAX_REVOKED` live entries; a message that would go past it is refused
+whole (nothing is evicted to make room).
 """
 
 from __future__ import annotations
@@ -52,10 +56,13 @@ from controller.security.errors import AuthRejected, RejectCode
 
 __all__ = [
     "MAX_GRANT_LIFETIME_S",
+    "MAX_REVOKED",
     "ROLES",
     "ROLE_COMMANDS",
     "Grant",
+    "RevocationFull",
     "RevocationList",
+    "RevocationUpdate",
     "check_grant",
     "issue_grant",
     "role_allows",
@@ -66,6 +73,11 @@ ROLES = ("dispatch", "technician")
 MAX_GRANT_LIFETIME_S = 7 * 24 * 3600
 """A grant valid for longer than this is refused: a lost laptop is a problem for a week at
 most, even if nobody revokes its grant."""
+
+MAX_REVOKED = 4096
+"""Live (not yet expired) revoked grants a cabinet keeps at most. Grants last 7 days at most,
+so this is room for 4096 revocations a week per site; a message that would go past it is
+refused, never served by dropping an entry."""
 
 ROLE_COMMANDS: Mapping[str, Mapping[str, frozenset[str] | None]] = MappingProxyType({
     # A technician on site: read the state, take compartments out of and back into service,
@@ -216,11 +228,28 @@ def role_allows(role: str, command_type: str, args: Any) -> bool:
     return isinstance(args, dict) and args.get("reason") in reasons
 
 
+class RevocationFull(ValueError):
+    """Adding these revocations would hold more than :data:`MAX_REVOKED` live entries."""
+
+
+@dataclass(frozen=True, slots=True)
+class RevocationUpdate:
+    """What :meth:`RevocationList.add` did: ``added`` ids newly revoked, ``already`` ids
+    that were revoked before (a repeat changes nothing), ``expired`` ids sent whose grant
+    has already ended (nothing to keep)."""
+
+    serial: int
+    added: tuple[str, ...]
+    already: tuple[str, ...]
+    expired: tuple[str, ...]
+
+
 class RevocationList:
     """Revoked grant ids pushed by dispatch, each kept until its grant's ``not_after``.
 
-    ``serial`` only grows: :meth:`replace` refuses an older list, so a replayed old list
-    (even signed) cannot bring a revoked grant back.
+    Additive and permanent (see the module docstring): :meth:`add` never removes a live
+    entry, and refuses an older ``serial``, so neither a replayed old message nor a repeat
+    nor a flood can bring a revoked grant back.
     """
 
     def __init__(self, serial: int = 0, entries: Mapping[str, int] | None = None) -> None:
@@ -233,13 +262,39 @@ class RevocationList:
     def __len__(self) -> int:
         return len(self._entries)
 
-    def replace(self, serial: int, entries: Iterable[tuple[str, int]], now_s: float) -> bool:
-        """Take a newer list; False (and no change) when ``serial`` is older than ours."""
+    def copy(self) -> RevocationList:
+        return RevocationList(self.serial, self._entries)
+
+    def add(self, serial: int, entries: Iterable[tuple[str, int]], now_s: float,
+            *, limit: int = MAX_REVOKED) -> RevocationUpdate | None:
+        """Revoke ``entries`` (``(grant_id, not_after)``) under ``serial``. None (and no
+        change) when ``serial`` is older than ours; :class:`RevocationFull` (and no change)
+        when the live entries would exceed ``limit``. Entries whose grant has ended are
+        dropped; an entry's ``not_after`` only ever grows."""
         if serial < self.serial:
-            return False
+            return None
+        kept = {gid: until for gid, until in self._entries.items() if until >= now_s}
+        added: list[str] = []
+        already: list[str] = []
+        expired: list[str] = []
+        for gid, until in entries:
+            if gid in kept:
+                already.append(gid)
+                kept[gid] = max(kept[gid], until)
+            elif until < now_s:
+                expired.append(gid)
+            else:
+                if gid not in added:
+                    added.append(gid)
+                kept[gid] = until
+        if len(kept) > limit:
+            raise RevocationFull(
+                f"the cabinet keeps at most {limit} revoked grants that have not ended; "
+                f"this would make {len(kept)} (none is dropped to make room): wait until "
+                "older grants end, or revoke the technician's key at the broker")
         self.serial = serial
-        self._entries = {gid: until for gid, until in entries if until >= now_s}
-        return True
+        self._entries = kept
+        return RevocationUpdate(serial, tuple(added), tuple(already), tuple(expired))
 
     def to_dict(self) -> dict[str, Any]:
         return {"serial": self.serial, "revoked": dict(sorted(self._entries.items()))}

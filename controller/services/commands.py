@@ -66,7 +66,7 @@ from controller.domain.compartment import OpenPurpose, Order, Size, ZoneKind
 from controller.domain.errors import DomainError
 from controller.domain.errors import ErrorCode as Dom
 from controller.security.errors import AuthRejected, RejectCode
-from controller.security.grants import RevocationList
+from controller.security.grants import RevocationFull
 from controller.security.verify import CommandVerifier
 from controller.services.opening import OpeningService, OpenOutcome, OpenRequest
 from controller.services.reporting import PendingEvent
@@ -195,6 +195,8 @@ class CommandService:
         self._owed: OrderedDict[str, dict[str, Any]] = OrderedDict()
         #: Commands stopped by a store error before acting, in this process.
         self._retake: OrderedDict[str, None] = OrderedDict()
+        #: The role of the key that signed the command in hand (None: unsigned).
+        self._role: str | None = None
         self.handled = 0
         self.refused = 0
 
@@ -266,14 +268,17 @@ class CommandService:
         return encode(Reply.model_validate(record.reply))
 
     async def _authenticate(self, payload: bytes, inner: Command) -> Command:
+        self._role = None
         if not self._settings.security.require_signed_commands:
             self._check_binding(inner)
             return inner
         try:
-            await self._verifier.verify(payload)
+            verified = await self._verifier.verify(payload)
         except AuthRejected as exc:
             raise _rejected(_AUTH_TO_WIRE.get(exc.code, Wire.UNAUTHENTICATED), exc.message,
                             exc.field) from exc
+        # The role of the key that signed the command being handled (one at a time).
+        self._role = verified.role
         return inner
 
     def _check_place(self, command: Command | GetClockCommand) -> None:
@@ -425,25 +430,48 @@ class CommandService:
             log.error("audit write failed", extra={"ctx": {"action": action, "error": str(exc)}})
 
     async def _revoke_grants(self, command: RevokeGrantsCommand) -> dict[str, Any]:
-        """Store dispatch's list of revoked technician grants, then apply it (never older)."""
+        """Add dispatch's revoked technician grants to the stored list (never an older
+        serial, never removing a grant that has not ended), stored before it takes effect."""
         current = self._verifier.revocations
         serial = command.args.serial
-        if serial < current.serial:
-            raise _rejected(Wire.CONFLICT, f"revocation list {serial} is older than the "
-                            f"stored list {current.serial}", "args.serial")
         wall = self._now().wall
         entries = [(r.grant_id, r.not_after) for r in command.args.revoked]
-        candidate = RevocationList(current.serial, {})
-        candidate.replace(serial, entries, wall)
+        candidate = current.copy()
+        try:
+            update = candidate.add(serial, entries, wall)
+        except RevocationFull as exc:
+            raise _rejected(Wire.CONFLICT, str(exc), "args.revoked") from None
+        if update is None:
+            raise _rejected(Wire.CONFLICT, f"revocation list {serial} is older than the "
+                            f"stored list {current.serial}", "args.serial")
         # Stored before it takes effect in memory: a restart never forgets a revocation.
         await self._store.save_revocations(candidate.to_dict())
-        current.replace(serial, entries, wall)
+        current.add(serial, entries, wall)
+        result = {"serial": serial, "revoked": len(current), "added": len(update.added),
+                  "already_revoked": len(update.already), "ended": len(update.expired)}
         await self._audit("revoke_grants", command, None,
-                          {"serial": serial, "revoked": len(current)})
-        return {"serial": serial, "revoked": len(current)}
+                          {**result, "grants": list(update.added)})
+        return result
+
+    def _check_technician_open(self, cid: str) -> None:
+        """A technician opens for maintenance, never into a customer's order: only a
+        compartment that holds no order (free, or out of service without one). The reason
+        is the technician's own word, and blocking is in a technician's hands, so neither
+        lifts this; dispatch's root key may open any compartment."""
+        if self._role != "technician":
+            return
+        try:
+            compartment = self._model.compartments.get(cid)
+        except DomainError as exc:
+            raise _from_domain(exc) from exc
+        if compartment.order is not None:
+            raise _rejected(Wire.FORBIDDEN, f"a technician key may not open {cid}: it holds "
+                            "an order (ask dispatch to release it or to open it)",
+                            "args.compartment")
 
     async def _open(self, command: OpenCommand) -> dict[str, Any]:
         cid = command.args.compartment
+        self._check_technician_open(cid)
         now = self._now()
         clock = self._clock()
         remaining_s = max(0.0, (command.expires.uptime_ms - clock.uptime_ms) / 1000.0)
@@ -490,13 +518,29 @@ class CommandService:
             # Opened and checked before anything changes; only keyed verifiers are kept.
             records = await self._codes.prepare(args.order_id,
                                                 [c.model_dump() for c in args.codes])
-        compartment, events = assign_order(self._model.compartments, order, now.wall,
-                                           compartment_id=args.compartment,
-                                           unavailable_zones=self._unavailable_zones())
-        cid = compartment.compartment_id
+        holder = self._model.compartments.holding(args.order_id)
+        if holder is not None:
+            # Before the codes are written: saving them would replace the held order's.
+            raise _from_domain(DomainError(
+                Dom.ORDER_ALREADY_ASSIGNED,
+                f"order {args.order_id} is already in compartment {holder.compartment_id}",
+                field="order_id"))
         if records:
+            # Written, all or nothing, before the model changes: a code that clashes with a
+            # live code of another order (the store checks again, atomically) refuses the
+            # assign, and a store error stops it, with nothing assigned.
             assert self._codes is not None
             await self._codes.save(args.order_id, records)
+        try:
+            compartment, events = assign_order(self._model.compartments, order, now.wall,
+                                               compartment_id=args.compartment,
+                                               unavailable_zones=self._unavailable_zones())
+        except DomainError:
+            if records:
+                assert self._codes is not None
+                await self._codes.forget(args.order_id)
+            raise
+        cid = compartment.compartment_id
         await self._store.save_order(args.order_id, {**order.to_dict(), "compartment": cid})
         await self._commit(self._model._wrap_wall(events, now), cid)
         return {"compartment": cid, "order_id": args.order_id}

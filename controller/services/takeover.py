@@ -64,8 +64,10 @@ class TakeoverWatch:
         self._wake.set()
 
     def _due(self, now: float) -> str | None:
+        # The span of the last ``threshold`` takeovers, not their age now: a watch that runs
+        # late (a busy loop) must not let an incident slip out of the window.
         if not self._active and len(self._times) >= self._threshold \
-                and now - self._times[0] <= self._window_s:
+                and self._times[-1] - self._times[0] <= self._window_s:
             return "raise"
         if self._active and self._times and now - self._times[-1] >= self._clear_after_s:
             return "clear"

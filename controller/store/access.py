@@ -7,10 +7,11 @@ must be reachable by the daemon alone, and :func:`check_store_access` refuses, w
 that is not:
 
 - ``unix://`` (the shipped layout, ``deploy/redis.conf``): the socket must not be writable
-  by others (connecting needs write permission on it), and no directory on its path may be
-  writable by others without the sticky bit (whoever can write there can replace the socket
-  with their own server). Checked in every mode: it costs nothing and a test rig has no
-  reason to share its socket either.
+  by others (connecting needs write permission on it), must be owned by root, the daemon's
+  user or ``redis`` (whoever owns it runs the server the daemon would trust), and no
+  directory on its path may be writable by others without the sticky bit (whoever can write
+  there can replace the socket with their own server). Checked in every mode: it costs
+  nothing and a test rig has no reason to share its socket either.
 - ``redis://``/``rediss://`` in production: the host must be a loopback address and the URL
   must carry a password (``password_file`` or in the URL), because Redis on TCP answers
   every local user, and without a password it answers them all (``CONFIG SET``, rewriting a
@@ -25,14 +26,18 @@ and ``deploy/install.sh`` create the user ``locker`` with only the commands the 
 from __future__ import annotations
 
 import os
+import pwd
 import stat
 from pathlib import Path
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from controller.settings.deployment import is_loopback_host
+from controller.settings.deployment import is_loopback_host, trusted_owners
 from controller.store.errors import StoreConfigError
 
-__all__ = ["check_store_access", "resolve_password_file"]
+__all__ = ["REDIS_USER", "check_store_access", "resolve_password_file"]
+
+#: The account the cabinet's own Redis runs as (Debian's redis-server package).
+REDIS_USER = "redis"
 
 
 def resolve_password_file(url: str) -> tuple[str, str | None]:
@@ -47,11 +52,17 @@ def resolve_password_file(url: str) -> tuple[str, str | None]:
         raise StoreConfigError("the Redis URL names password_file twice", op="connect")
     path = files[0]
     try:
-        mode = os.stat(path).st_mode
+        info = os.stat(path)
+        mode = info.st_mode
         if mode & (stat.S_IRWXG | stat.S_IRWXO):
             raise StoreConfigError(
                 f"the Redis password file {path} is accessible by group or others (mode "
                 f"{stat.S_IMODE(mode):o}): chown it to the daemon's user, chmod 0400",
+                op="connect")
+        if info.st_uid not in (trusted_owners() or {0, os.geteuid()}):
+            raise StoreConfigError(
+                f"the Redis password file {path} is owned by uid {info.st_uid}, neither the "
+                "daemon's user nor root: chown it to the daemon's user, chmod 0400",
                 op="connect")
         text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
@@ -88,11 +99,28 @@ def check_store_access(url: str, *, production: bool, has_password: bool) -> Non
             "password_file=", op="connect")
 
 
+def _socket_owners() -> frozenset[int]:
+    """Who may own the store's socket: root, the daemon's user, and the ``redis`` account
+    the cabinet's Redis runs as (deploy/redis.conf)."""
+    owners = set(trusted_owners() or {0, os.geteuid()})
+    try:
+        owners.add(pwd.getpwnam(REDIS_USER).pw_uid)
+    except KeyError:
+        pass
+    return frozenset(owners)
+
+
 def _check_socket(path: Path) -> None:
     try:
-        mode = path.stat().st_mode
+        info = path.stat()
     except OSError:
         return  # not there yet: the connection attempt reports it
+    mode = info.st_mode
+    if info.st_uid not in _socket_owners():
+        raise StoreConfigError(
+            f"the store's socket {path} is owned by uid {info.st_uid}, neither root, the "
+            f"daemon's user nor {REDIS_USER!r}: that user's server would answer the daemon "
+            "(and every code check)", op="connect")
     if mode & stat.S_IWOTH:
         raise StoreConfigError(
             f"the store's socket {path} is writable by every local user (mode "

@@ -64,13 +64,24 @@ def test_a_modbus_tcp_bus_on_a_network_is_refused(tmp_path: Path, host: str) -> 
     assert "no authentication" in result.stderr
 
 
-@pytest.mark.parametrize(("host", "extra"), [("127.0.0.1", ""), ("localhost", ""),
-                                             ("10.0.0.5", 'isolated_interface = "eth1"')])
-def test_a_modbus_tcp_bus_on_loopback_or_a_declared_isolated_link_passes(
-    tmp_path: Path, host: str, extra: str,
-) -> None:
+@pytest.mark.parametrize(("host", "extra"), [("127.0.0.1", ""), ("localhost", "")])
+def test_a_modbus_tcp_bus_on_loopback_passes(tmp_path: Path, host: str, extra: str) -> None:
     result = check(tmp_path, with_tcp_bus(host, extra))
     assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize("interface", ["ethnothere9", "lo"])
+def test_an_isolated_link_this_machine_does_not_have_is_refused(
+    tmp_path: Path, interface: str,
+) -> None:
+    # No such interface, or one the gateway's address is not on.
+    result = check(tmp_path, with_tcp_bus("10.0.0.5", f'isolated_interface = "{interface}"'))
+    assert result.returncode == 2
+    assert "buses[0].isolated_interface" in result.stderr
+    assert "buses[0].host" not in result.stderr
+    # A gateway off loopback is a real cabinet: plaintext and unsigned are refused too.
+    assert "mqtt.tls: missing: a production cabinet" in result.stderr
+    assert "security.require_signed_commands" in result.stderr
 
 
 def test_a_cabinet_key_others_can_read_is_refused(tmp_path: Path) -> None:
@@ -87,7 +98,7 @@ key_file = "{key}"
     result = check(tmp_path, text)
     assert result.returncode == 2
     assert "mqtt.tls.key_file" in result.stderr
-    assert "readable by every local user" in result.stderr
+    assert "accessible by every local user" in result.stderr
     key.chmod(0o600)
     assert check(tmp_path, text).returncode == 0
 

@@ -114,6 +114,48 @@ async def test_a_technician_key_opens_for_maintenance_only_at_its_site(
     assert pulse_count(rig) == pulses
 
 
+async def test_a_technician_key_never_opens_a_compartment_holding_an_order(
+    rig: LaneRig, dispatch: DispatchClient,
+) -> None:
+    """The reason (``maintenance``) is the technician's own word: it does not open a
+    customer's order, blocked or not; a free compartment opens, and dispatch's root key
+    still opens the loaded one."""
+    assigned = await dispatch.command("assign", {"order_id": "o-tech-guard", "size": "S",
+                                                 "zone": "ambient", "pool": "parcel",
+                                                 "compartment": "B03"})
+    assert assigned["ok"], assigned
+    key = Ed25519PrivateKey.generate()
+    tech = await _technician(rig, _grant(rig, key, grant_id="g-alice-guard"), key)
+    try:
+        pulses = pulse_count(rig)
+        for reason in ("maintenance", "audit"):
+            reply = refused(await tech.command("open", {"compartment": "B03",
+                                                        "reason": reason}), "forbidden")
+            assert reply.error is not None
+            assert reply.error.field == "args.compartment"
+        # Blocking is in a technician's hands: it does not lift the rule.
+        assert (await tech.command("block", {"compartment": "B03", "reason": "check"}))["ok"]
+        refused(await tech.command("open", {"compartment": "B03", "reason": "maintenance"}),
+                "forbidden")
+        assert (await tech.command("unblock", {"compartment": "B03", "reason": "ok"}))["ok"]
+        assert pulse_count(rig) == pulses
+        # (control) a compartment holding no order opens for maintenance.
+        start = len(tech.messages)
+        free = await tech.command("open", {"compartment": "B04", "reason": "maintenance"})
+        assert free["ok"], free
+        await _acked(tech, "B04", start)
+        assert pulse_count(rig) == pulses + 1
+    finally:
+        await tech.__aexit__(None, None, None)
+    # Dispatch's root key may still open it.
+    start = len(dispatch.messages)
+    staff = await dispatch.command("open", {"compartment": "B03", "reason": "maintenance"})
+    assert staff["ok"], staff
+    await _acked(dispatch, "B03", start)
+    released = await dispatch.command("release", {"order_id": "o-tech-guard"})
+    assert released["ok"], released
+
+
 async def test_a_signed_command_must_name_the_cabinets_site(
     rig: LaneRig, dispatch: DispatchClient,
 ) -> None:

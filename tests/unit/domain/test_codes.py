@@ -29,7 +29,7 @@ def test_bad_entries_are_rejected(raw: str) -> None:
 
 
 @pytest.mark.parametrize("raw", ["4820193375", "482019337512345", "K7QW2M9XTR4PZ8HA",
-                                 "A" * 64])
+                                 "K7QW2M9XTR4PZ8HA" * 4])
 def test_issued_codes_are_keypad_or_qr(raw: str) -> None:
     assert check_issued(raw) == PickupCode(raw)
 

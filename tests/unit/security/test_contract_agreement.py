@@ -74,7 +74,7 @@ def _refusal(case: str) -> tuple[Reply, bool]:
                 message = cab.sign({**good, "site": "another-site"})
             elif case == "revoked":
                 key, grant = cab.technician(grant_id="g-lost-laptop")
-                cab.verifier.revocations.replace(1, [("g-lost-laptop", 2**40)], 0)
+                cab.verifier.revocations.add(1, [("g-lost-laptop", 2**40)], 0)
                 message = cab.sign({**good, "args": {"compartment": "A01",
                                                      "reason": "maintenance"}},
                                    key, "tech-1", grant)

@@ -56,3 +56,72 @@ async def test_repeated_takeovers_raise_one_alarm_and_a_quiet_period_clears_it()
         assert watch.active is False
     finally:
         task.cancel()
+
+
+async def _watching(clock: Clock) -> tuple[TakeoverWatch, list[Any], asyncio.Task[None]]:
+    events: list[Any] = []
+
+    async def emit(batch: Any) -> None:
+        events.extend(batch)
+
+    watch = TakeoverWatch(emit, threshold=3, window_s=60, clear_after_s=300,
+                          monotonic=clock, wall=clock)
+    return watch, events, asyncio.create_task(watch.run())
+
+
+async def test_two_takeovers_within_the_window_are_no_incident_and_a_third_is() -> None:
+    clock = Clock()
+    watch, events, task = await _watching(clock)
+    try:
+        watch.note(1)
+        clock.now += 59
+        watch.note(2)  # two within 60 s: an honest restart race
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert events == []
+        clock.now += 1
+        watch.note(3)  # the third, 60 s after the first: inside the window (inclusive)
+        await _settle(events, 1)
+        assert events[0].kind == "alarm_raised"
+        assert events[0].data["takeovers"] == 3
+    finally:
+        task.cancel()
+
+
+async def test_three_takeovers_within_the_window_raise_even_if_the_watch_runs_late() -> None:
+    # The three happened within 59 s; the loop was busy and the watch looks at them at 61 s.
+    clock = Clock()
+    watch, events, task = await _watching(clock)
+    try:
+        watch.note(1)
+        clock.now += 30
+        watch.note(2)
+        clock.now += 29
+        watch.note(3)
+        clock.now += 2  # before the watch task had a turn
+        await _settle(events, 1)
+        assert events[0].kind == "alarm_raised"
+    finally:
+        task.cancel()
+
+
+async def test_takeovers_older_than_the_window_age_out() -> None:
+    clock = Clock()
+    watch, events, task = await _watching(clock)
+    try:
+        watch.note(1)
+        clock.now += 30
+        watch.note(2)
+        clock.now += 65  # the first is now 95 s old: out of the window
+        watch.note(3)
+        clock.now += 5
+        watch.note(4)  # 2, 3, 4 span 70 s: still no incident
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert events == []
+        clock.now += 10
+        watch.note(5)  # 3, 4, 5 within 15 s
+        await _settle(events, 1)
+        assert [e.kind for e in events] == ["alarm_raised"]
+    finally:
+        task.cancel()

@@ -114,13 +114,17 @@ def test_isolated_interface_decides_whether_a_tcp_bus_off_loopback_is_accepted()
         def __init__(self, bus: BusConfig) -> None:
             self.buses = [bus]
             self.mqtt = type("M", (), {"tls": None})()
-            self.security = type("S", (), {"require_signed_commands": False})()
-            self.lane = type("L", (), {"backend": "mock"})()
+            self.security = type("S", (), {"require_signed_commands": True})()
+            self.lane = type("L", (), {"backend": "mock", "scanner": None})()
 
+    # 10.0.0.2 on loopback's network: the link is declared (no `host` issue), and checked.
     open_bus = _Stub(BusConfig(**TCP))
-    declared = _Stub(BusConfig(**TCP, isolated_interface="eth1"))
-    assert [loc for loc, _ in deployment_issues(open_bus)] == [("buses", 0, "host")]  # type: ignore[arg-type]
-    assert deployment_issues(declared) == []  # type: ignore[arg-type]
+    declared = _Stub(BusConfig(**TCP, isolated_interface="lo"))
+    open_locs = [loc for loc, _ in deployment_issues(open_bus)]  # type: ignore[arg-type]
+    declared_locs = [loc for loc, _ in deployment_issues(declared)]  # type: ignore[arg-type]
+    assert ("buses", 0, "host") in open_locs
+    assert ("buses", 0, "host") not in declared_locs
+    assert ("buses", 0, "isolated_interface") in declared_locs
 
 
 @pytest.mark.parametrize("key", sorted(BUS_CHANGES))

@@ -39,8 +39,8 @@ def cabinets(draw: st.DrawFn) -> dict[str, Any]:
         for i in range(draw(st.integers(1, 2)))
     ]
     if draw(st.booleans()):
-        buses.append({"name": "gw", "kind": "tcp", "host": "10.0.0.2", "tcp_port": 502,
-                      "isolated_interface": "eth1"})
+        buses.append({"name": "gw", "kind": "tcp", "host": "127.0.0.2", "tcp_port": 502,
+                      "isolated_interface": "lo"})
     boards: list[dict[str, Any]] = []
     for n in range(draw(st.integers(1, 3))):
         bus = draw(st.sampled_from(buses))["name"]

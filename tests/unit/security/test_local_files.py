@@ -1,0 +1,114 @@
+"""Files and sockets the daemon trusts, that another local user could read or replace:
+the code key (its file and its directory), the store's socket and its password file. Each
+is refused with an error that says what to fix."""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from controller.security.codes import CodeKey, CodeKeyError
+from controller.store.access import check_store_access, resolve_password_file
+from controller.store.errors import StoreConfigError
+
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="chown to another user needs root")
+OTHER = 4242  # a uid that is neither root, this process, nor any daemon account
+
+
+@pytest.fixture
+def private_dir(tmp_path: Path) -> Path:
+    directory = tmp_path / "state"
+    directory.mkdir(mode=0o700)
+    return directory
+
+
+# -- the code key's directory ------------------------------------------------------------
+
+
+def test_a_private_directory_holds_the_code_key(private_dir: Path) -> None:
+    key = CodeKey.load_or_create(private_dir / "code.key")
+    assert CodeKey.load_or_create(private_dir / "code.key").key_id == key.key_id
+
+
+@pytest.mark.parametrize(("mode", "says"), [(0o777, "every local user"),
+                                            (0o1777, "every local user"),
+                                            (0o770, "its group"), (0o730, "its group")])
+def test_a_code_key_in_a_directory_others_can_write_is_refused(
+    private_dir: Path, mode: int, says: str,
+) -> None:
+    CodeKey.load_or_create(private_dir / "code.key")  # made while the directory was private
+    private_dir.chmod(mode)
+    with pytest.raises(CodeKeyError, match=says):
+        CodeKey.load_or_create(private_dir / "code.key")
+    # Nor is a new key made there.
+    (private_dir / "code.key").unlink()
+    with pytest.raises(CodeKeyError, match="replace the key"):
+        CodeKey.load_or_create(private_dir / "code.key")
+    assert not (private_dir / "code.key").exists()
+
+
+@needs_root
+def test_a_code_key_in_a_directory_another_user_owns_is_refused(private_dir: Path) -> None:
+    CodeKey.load_or_create(private_dir / "code.key")
+    os.chown(private_dir, OTHER, OTHER)
+    with pytest.raises(CodeKeyError, match=f"owned by uid {OTHER}"):
+        CodeKey.load_or_create(private_dir / "code.key")
+
+
+def test_a_code_key_under_a_world_writable_directory_without_sticky_bit_is_refused(
+    tmp_path: Path,
+) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    directory = shared / "state"
+    directory.mkdir(mode=0o700)
+    with pytest.raises(CodeKeyError, match="move the key's directory away"):
+        CodeKey.load_or_create(directory / "code.key")
+
+
+@needs_root
+def test_a_code_key_file_another_user_owns_is_refused(private_dir: Path) -> None:
+    CodeKey.load_or_create(private_dir / "code.key")
+    os.chown(private_dir / "code.key", OTHER, OTHER)
+    with pytest.raises(CodeKeyError, match=f"owned by uid {OTHER}"):
+        CodeKey.load_or_create(private_dir / "code.key")
+
+
+# -- the store's socket and password file ------------------------------------------------
+
+
+@pytest.fixture
+def unix_socket(private_dir: Path) -> Iterator[Path]:
+    path = private_dir / "redis.sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as server:
+        server.bind(str(path))
+        path.chmod(0o770)
+        yield path
+
+
+def test_the_daemons_own_socket_passes(unix_socket: Path) -> None:
+    check_store_access(f"unix://{unix_socket}?db=0", production=True, has_password=True)
+
+
+@needs_root
+def test_a_socket_another_user_owns_is_refused(unix_socket: Path) -> None:
+    os.chown(unix_socket, OTHER, OTHER)
+    with pytest.raises(StoreConfigError, match=f"owned by uid {OTHER}"):
+        check_store_access(f"unix://{unix_socket}?db=0", production=False, has_password=True)
+
+
+@needs_root
+def test_a_password_file_another_user_owns_is_refused(private_dir: Path) -> None:
+    secret = private_dir / "redis-password"
+    secret.write_text("pw\n")
+    secret.chmod(0o400)
+    url = f"unix:///run/r.sock?db=0&password_file={secret}"
+    assert resolve_password_file(url)[1] == "pw"
+    os.chown(secret, OTHER, OTHER)
+    with pytest.raises(StoreConfigError, match=f"owned by uid {OTHER}"):
+        resolve_password_file(url)
