@@ -436,8 +436,10 @@ class RevokedGrant(_Model):
 
 
 class RevokeGrantsArgs(_Model):
-    """The whole list of revoked technician grants; ``serial`` only grows (an older list is
-    refused with ``conflict``). Only a dispatch root key may send it."""
+    """Technician grants to add to the cabinet's revocation list, which keeps each entry
+    until its ``not_after`` (sending the whole list again is fine: repeats are counted, never
+    removed). ``serial`` never goes down (an older one is refused with ``conflict``). Only a
+    dispatch root key may send it."""
 
     serial: Annotated[int, Field(ge=0)]
     revoked: list[RevokedGrant] = Field(default_factory=list, max_length=200)

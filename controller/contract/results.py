@@ -70,11 +70,15 @@ class ClearLaneLockoutResult(_Result):
 
 
 class RevokeGrantsResult(_Result):
-    """The stored list's serial and how many grants it revokes (entries past their
-    ``not_after`` are dropped)."""
+    """The stored list's serial, how many grants it revokes now (entries past their
+    ``not_after`` are dropped), and what this message did: grants added, grants the list
+    already revoked, and grants sent with a ``not_after`` already past."""
 
     serial: Annotated[int, Field(ge=0)]
     revoked: Annotated[int, Field(ge=0)]
+    added: Annotated[int, Field(ge=0)]
+    already_revoked: Annotated[int, Field(ge=0)]
+    ended: Annotated[int, Field(ge=0)]
 
 
 RESULTS: dict[str, type[BaseModel]] = {
