@@ -8,8 +8,11 @@ stopped by process id, never by name.
 
 from __future__ import annotations
 
+import contextlib
 import signal
+import socket
 import subprocess
+import time
 from pathlib import Path
 
 from controller.lab.rig import free_port, mosquitto_argv, redis_argv, wait_for_port
@@ -41,10 +44,14 @@ class _Service:
         log.close()
         try:
             wait_for_port(self.port)
+            self._wait_ready()
         except TimeoutError as exc:
             self.kill()
             log = self.log_path.read_text()[-2000:]
             raise RuntimeError(f"{self.name} did not start: {log}") from exc
+
+    def _wait_ready(self) -> None:
+        """Return once the service answers as it does in use (listening may come first)."""
 
     @property
     def pid(self) -> int | None:
@@ -121,6 +128,24 @@ class RedisProcess(_Service):
 
     def _argv(self) -> list[str]:
         return redis_argv(self.workdir, self.port, durable=self.durable)
+
+    def _wait_ready(self, timeout: float = 30.0) -> None:
+        """Redis listens before it has loaded its append-only file and answers ``-LOADING``
+        meanwhile: wait for another answer (``+PONG``, or ``-NOAUTH`` behind a password),
+        with a deadline."""
+        deadline = time.monotonic() + timeout
+        answer = b""
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError), socket.create_connection(
+                ("127.0.0.1", self.port), 1.0
+            ) as sock:
+                sock.settimeout(1.0)
+                sock.sendall(b"PING\r\n")
+                answer = sock.recv(256)
+                if answer and not answer.startswith(b"-LOADING"):
+                    return
+            time.sleep(0.02)
+        raise TimeoutError(f"redis-server on {self.port} still answers {answer!r}")
 
     @property
     def url(self) -> str:
