@@ -76,7 +76,7 @@ from controller.store.errors import StoreError
 from controller.store.records import AlreadySeen
 
 if TYPE_CHECKING:
-    from controller.services.lane import CodeBook
+    from controller.services.codecheck import CodeBook
 
 __all__ = ["CommandService"]
 

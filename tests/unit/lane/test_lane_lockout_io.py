@@ -137,8 +137,8 @@ async def test_a_flood_of_refusals_is_reported_as_a_trickle(lane: Lane) -> None:
 
 async def test_a_scanner_is_checked_at_most_four_times_a_second() -> None:
     lane = await Lane.create()
-    lane.lane._limits = BudgetLimits(burst=3, refill_s=10.0, min_interval_s=0.25)
-    lane.lane._budgets.clear()
+    lane.lane.checker._limits = BudgetLimits(burst=3, refill_s=10.0, min_interval_s=0.25)
+    lane.lane.checker._budgets.clear()
     cid = await lane.deposit("o-p", "parcel", deposit_code="D1212QRCODE9876X",
                              collect_code="C1212QRCODE9876X")
     try:
