@@ -29,7 +29,9 @@ The steps, in this order (each refusal is a ``code_rejected`` event and a short 
    one the entry names, or an order no longer here: ``wrong_code``, counted against the
    input's budget only (never against an order: nobody can lock a customer out);
 3. the order's tenant (:mod:`controller.domain.tenants`), its expiry (``staff_only``) and
-   the single use (``code_used`` after the reopen grace) are checked;
+   the single use (``code_used`` after the reopen grace) are checked. The grace runs on
+   the monotonic clock from the first use made here (decision 0009): a wall-clock step
+   neither ends nor revives it, and a restart of the daemon ends it;
 4. the door is opened by :class:`~controller.services.opening.OpeningService`, the same
    sequence as a command from dispatch: cooldown and rate limit, the open declared to the
    cabinet model, a slot in the power budget, then the code **marked used in the store
@@ -62,7 +64,6 @@ import os
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 from controller.domain.cabinet_model import CabinetModel, Now
@@ -227,7 +228,7 @@ class _Recent:
     compartment: str
     pool: str
     purpose: CodePurpose
-    used_wall: float
+    used_mono: float
     grace_s: float
 
 
@@ -300,6 +301,9 @@ class CodeChecker:
         #: The cabinet's codes (the command service stores an assign's codes through it).
         self.codes = CodeBook(code_key, store, settings.cabinet.id, self._pool)
         self._recent: dict[str, _Recent] = {}
+        #: (order, code id) -> monotonic instant of the code's first use here, for the
+        #: reopen grace (decision 0009: never the wall clock). Not kept across a restart.
+        self._first_use: dict[tuple[str, str], tuple[float, float]] = {}
         #: Entries being checked now (the light shows "busy").
         self.checking = 0
         self.accepted = 0
@@ -328,6 +332,13 @@ class CodeChecker:
                                            wall=now.wall):
                     await self._save_budget(source, now)
         await self._flush_reports(now.mono, now.wall)
+        self._forget_graces(now.mono)
+
+    def _forget_graces(self, mono: float) -> None:
+        """Drop the first uses and recent orders whose reopen grace is over."""
+        self._first_use = {k: v for k, v in self._first_use.items() if mono - v[0] <= v[1]}
+        self._recent = {k: r for k, r in self._recent.items()
+                        if mono - r.used_mono <= r.grace_s}
 
     async def _refresh(self) -> None:
         await self._feedback.refresh()
@@ -530,7 +541,7 @@ class CodeChecker:
         recent = self._recent.get(order_id)
         if recent is None:
             return None
-        if self._now().wall - recent.used_wall > recent.grace_s:
+        if self._now().mono - recent.used_mono > recent.grace_s:
             self._recent.pop(order_id, None)
             return None
         return recent.compartment
@@ -549,9 +560,10 @@ class CodeChecker:
             else 0.0
         try:
             check_pool(pool, compartment.spec.pool)
-            used_iso = await self._store.code_used_at(oid, record.code_id)
-            used_at = _wall_of(used_iso) if used_iso is not None else None
-            decision = code_use(used_at, now.wall, grace)
+            key = (oid, record.code_id)
+            used = await self._store.code_used_at(oid, record.code_id) is not None
+            first = self._first_use.get(key)
+            decision = code_use(used, first[0] if first else None, now.mono, grace)
             if held:
                 assert compartment.order is not None
                 check_open(record.purpose, compartment.phase, compartment.order.expires_at,
@@ -571,9 +583,13 @@ class CodeChecker:
         async def mark_used() -> None:
             # Single use: marked used in the store before the door is pulsed (atomic: a
             # second lane racing for the same code loses).
-            if not decision.reopen and not await self._store.mark_code_used(oid, record.code_id):
-                used_iso = await self._store.code_used_at(oid, record.code_id)
-                code_use(_wall_of(used_iso) if used_iso else None, now.wall, grace)
+            # The grace starts here, on the monotonic clock, whatever the pulse does next.
+            if decision.reopen:
+                return
+            if not await self._store.mark_code_used(oid, record.code_id):
+                # Used meanwhile by another process: its first use has no grace here.
+                code_use(True, None, now.mono, grace)
+            self._first_use[key] = (now.mono, grace)
 
         data = {"lane": self.lane_id, "source": source, "order": oid,
                 "purpose": record.purpose.value, "reopen": decision.reopen}
@@ -587,7 +603,7 @@ class CodeChecker:
             raise Refused(exc.code.value, exc.message, **where) from exc
         except StoreError as exc:
             raise Refused("store_unavailable", str(exc), **where) from exc
-        self._recent[oid] = _Recent(oid, cid, pool, record.purpose, decision.first_used_at,
+        self._recent[oid] = _Recent(oid, cid, pool, record.purpose, decision.first_used_mono,
                                     grace)
         self.accepted += 1
         self._feedback.changed()
@@ -605,6 +621,3 @@ class CodeChecker:
         return EntryResult(True, None, cid, oid, record.purpose.value, decision.reopen,
                            latency_s=time.monotonic() - started)
 
-
-def _wall_of(iso: str) -> float:
-    return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()

@@ -116,16 +116,23 @@ class Lane:
 
     def __init__(self) -> None:
         self.offset = 0.0
+        self.wall_step = 0.0
         self.events: list[PendingEvent] = []
 
     def now(self) -> Now:
-        return Now(time.monotonic() + self.offset, time.time() + self.offset)
+        return Now(time.monotonic() + self.offset, self.wall())
 
     def wall(self) -> float:
-        return time.time() + self.offset
+        return time.time() + self.offset + self.wall_step
 
     def advance(self, seconds: float) -> None:
+        """Time passes: both clocks move."""
         self.offset += seconds
+
+    def step_wall(self, seconds: float) -> None:
+        """The wall clock alone jumps (NTP answering after a power cut, an operator's
+        ``date -s``): the monotonic clock does not move."""
+        self.wall_step += seconds
 
     @classmethod
     async def create(cls, *, store: Store | None = None, gpio: MockGpio | None = None,
