@@ -68,6 +68,54 @@ async def wait_event(dispatch: DispatchClient, kind: str, compartment: str | Non
     return message.payload
 
 
+async def wait_compartment(dispatch: DispatchClient, compartment: str,
+                           check: Callable[[dict[str, Any]], bool], what: str,
+                           timeout_s: float = 10.0) -> dict[str, Any]:
+    """The compartment once ``check`` holds for it in the daemon's own snapshot
+    (``get_state``): what the daemon has seen, not what the simulator was told. Not every
+    change is published in ``state`` at once (an occupancy change behind an open door
+    makes no event), so the snapshot is asked for. An AssertionError naming ``what`` when
+    the deadline passes."""
+    async def seen() -> dict[str, Any] | None:
+        reply = await dispatch.command("get_state", sign=False)
+        for c in reply.get("result", {}).get("compartments", []):
+            if c.get("id") == compartment and check(c):
+                return dict(c)
+        return None
+
+    return await wait_until(seen, f"{compartment}: {what}", timeout_s)
+
+
+async def open_when_ready(dispatch: DispatchClient, compartment: str, reason: str,
+                          timeout_s: float = 10.0) -> dict[str, Any]:
+    """Send ``open`` until the lock takes it: a refusal ``rate_limited`` (the lock's last
+    pulse still on, or its cooldown: the product's own timers) is sent again, with a new
+    id, until the deadline. Any other reply is returned as it is."""
+    async def attempt() -> dict[str, Any] | None:
+        reply = await dispatch.command("open", {"compartment": compartment, "reason": reason})
+        if not reply.get("ok") and reply.get("error", {}).get("code") == "rate_limited":
+            return None
+        return reply
+
+    return await wait_until(attempt, f"{compartment}: open accepted", timeout_s)
+
+
+async def wait_lock_idle(rig: LaneRig, compartment: str, timeout_s: float = 10.0) -> None:
+    """Until the simulated board has switched the compartment's lock off after its last
+    pulse (ground truth). The daemon's own timer for that pulse ended no later: it starts
+    when the frame is sent, the board's when it arrives."""
+    board, channel = lock_of(rig, compartment)
+
+    async def idle() -> bool | None:
+        result = await rig.control.acall("truth", limit=1_000_000)
+        mine = [e["kind"] for e in result["events"]
+                if e.get("board") == board and e.get("channel") == channel
+                and e.get("kind") in ("output_on", "output_off")]
+        return True if mine and mine[-1] == "output_off" else None
+
+    await wait_until(idle, f"{compartment}: lock off", timeout_s)
+
+
 def lock_of(rig: LaneRig, compartment: str) -> tuple[str, int]:
     """(board, channel) of a compartment's lock, from the rig's cabinet config."""
     import tomllib
