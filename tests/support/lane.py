@@ -116,6 +116,37 @@ async def wait_lock_idle(rig: LaneRig, compartment: str, timeout_s: float = 10.0
     await wait_until(idle, f"{compartment}: lock off", timeout_s)
 
 
+#: The daemon's default debounces (timing.door_debounce_s 0.25 s, occupancy 0.2 s): a
+#: sensor's new level counts once it has been read this long.
+DEBOUNCE_S = 0.25
+
+
+async def wait_polled(rig: LaneRig, bus: str = "rs485-0", cycles: int = 2,
+                      timeout_s: float = 10.0, *, debounce_s: float = DEBOUNCE_S) -> None:
+    """Until the daemon has read the boards of ``bus`` again after ``debounce_s``: the
+    simulated bus answered ``cycles`` times as many requests as it has boards (ground
+    truth, and it works with the broker down). Use it after changing what a sensor sees,
+    before the next step depends on the daemon having counted it."""
+    import tomllib
+
+    # The debounce is the daemon's own timer: no read before it ends makes the level count.
+    await asyncio.sleep(debounce_s)
+
+    raw = tomllib.loads(rig.config_path.read_text())
+    boards = sum(1 for b in raw.get("boards", []) if b.get("bus") == bus) or 1
+
+    async def replies() -> int:
+        stats = await rig.control.acall("stats")
+        return int(stats[bus]["replies"])
+
+    target = await replies() + cycles * boards
+
+    async def done() -> bool | None:
+        return True if await replies() >= target else None
+
+    await wait_until(done, f"{bus}: {cycles} poll cycles", timeout_s)
+
+
 def lock_of(rig: LaneRig, compartment: str) -> tuple[str, int]:
     """(board, channel) of a compartment's lock, from the rig's cabinet config."""
     import tomllib

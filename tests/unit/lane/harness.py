@@ -111,6 +111,18 @@ class SpyUnlock(UnlockService):
         return await super().pulse(compartment, deadline_mono=deadline_mono, before=spy)
 
 
+async def until(check: Callable[[], bool], what: str, timeout_s: float = 5.0) -> None:
+    """Until ``check()`` holds (the lane's tasks, the GPIO debounce and the buzzer run on
+    their own); an AssertionError naming ``what`` after ``timeout_s``."""
+    import asyncio
+
+    deadline = time.monotonic() + timeout_s
+    while not check():  # bounded by the deadline
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not within {timeout_s:g} s")
+        await asyncio.sleep(0.005)
+
+
 class Lane:
     """Build with ``await Lane.create()``; ``close()`` at the end."""
 
