@@ -7,7 +7,8 @@ hands every entry to the :class:`CodeChecker` of this module and shows what came
 Code entry
 ==========
 A code comes from the serial scanner (:class:`drivers.scanner.CodeScanner`) or from
-:meth:`LaneService.enter_code` (keypad, tests, other inputs). Dispatch sends each order's
+:meth:`~controller.services.lane.LaneService.enter_code` (keypad, tests, other inputs),
+both handed to :meth:`CodeChecker.enter_code`. Dispatch sends each order's
 codes sealed to this cabinet (``assign.codes``, :mod:`controller.security.codes`); the
 :class:`CodeBook` opens them on assign and keeps only a keyed verifier of each, indexed
 verifier -> (order, code id). So collection works with the broker down, and a typed code
@@ -51,8 +52,10 @@ A scanned QR code may name its order: ``<order id>:<code>`` (the order id as dis
 knows it). Then the code must lead to that order. Text whose order part cannot be an order
 id (``order 1:123456``, control characters, over 256 characters:
 :func:`~controller.domain.codes.parse_entry`) is refused as ``invalid_code`` before
-anything is counted, stored or hashed. Whatever the text, :meth:`LaneService.enter_code`
-answers and never raises; nothing a scanner sends can stop the lane.
+anything is counted, stored or hashed. Whatever the text, :meth:`CodeChecker.enter_code`
+answers and never raises; nothing a scanner sends can stop the lane. A store that cannot
+record the use (Redis down, or refusing writes: decision 0004) refuses every code
+``store_unavailable``, and no door opens.
 """
 
 from __future__ import annotations
