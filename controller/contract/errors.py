@@ -42,6 +42,7 @@ class ErrorCode(StrEnum):
     REPLAYED = "replayed"
     RATE_LIMITED = "rate_limited"
     BUSY = "busy"
+    STORE_FULL = "store_full"
     CONFLICT = "conflict"
     INVALID_CONFIG = "invalid_config"
     HARDWARE = "hardware"
@@ -76,6 +77,9 @@ ERROR_DESCRIPTIONS: dict[ErrorCode, str] = {
     ErrorCode.RATE_LIMITED: "too many commands, or this lock pulsed too recently (error."
     "retry_after_s: the seconds after which the request may be accepted)",
     ErrorCode.BUSY: "the cabinet cannot take this now (audit, commissioning); retry later",
+    ErrorCode.STORE_FULL: "the cabinet's store refuses writes (its memory cap is reached): "
+    "nothing was done and the command was not recorded; the store_full alarm is raised. Retry "
+    "with the same id once the alarm clears",
     ErrorCode.CONFLICT: "the request contradicts the current state (e.g. already assigned), "
     "or its id was already used for another command",
     ErrorCode.INVALID_CONFIG: "apply_config: the resulting configuration is not valid",

@@ -464,6 +464,21 @@ class SessionTakeoverCleared(_Data):
     takeovers: Count
 
 
+class StoreAlarm(_Alarm):
+    """The cabinet's store refuses writes (``store_full``: its memory cap is reached, at
+    once) or does not answer (``store_unavailable``: for 10 s). Commands are refused
+    meanwhile; events wait in memory and arrive, in order, once the store writes again."""
+
+    alarm: Literal["store_full", "store_unavailable"]
+    error: Annotated[str, StringConstraints(max_length=500)]
+
+
+class StoreAlarmCleared(_Cleared):
+    """The first write that succeeded after the incident."""
+
+    alarm: Literal["store_full", "store_unavailable"]
+
+
 ALARMS: dict[str, tuple[type[BaseModel], type[BaseModel]]] = {
     "forced_open": (ForcedOpen, ForcedOpenCleared),
     "door_ajar": (DoorAjar, DoorAjarCleared),
@@ -476,6 +491,8 @@ ALARMS: dict[str, tuple[type[BaseModel], type[BaseModel]]] = {
     "power_fail": (LaneInput, LaneInputCleared),
     "code_guessing": (CodeGuessing, CodeGuessingCleared),
     "session_takeover": (SessionTakeover, SessionTakeoverCleared),
+    "store_full": (StoreAlarm, StoreAlarmCleared),
+    "store_unavailable": (StoreAlarm, StoreAlarmCleared),
 }
 """Every alarm: the model of its ``alarm_raised`` data and of its ``alarm_cleared`` data."""
 

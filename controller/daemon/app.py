@@ -83,6 +83,7 @@ from controller.services.reporting import (
     StatePublisher,
 )
 from controller.services.setup import compartment_setups, signal_filtering, unlock_limits
+from controller.services.storewatch import StoreWatch
 from controller.services.supervisor import TaskSupervisor
 from controller.services.takeover import TakeoverWatch
 from controller.services.unlock import UnlockService
@@ -253,6 +254,8 @@ class Daemon:
                                      self.sink.emit, self.store,
                                      on_change=self.state_pub.mark_dirty)
             self.takeover = TakeoverWatch(self.emit)
+            self.store_watch = StoreWatch(self.store, self.sink.emit,
+                                          on_change=self.state_pub.mark_dirty)
             self.lane = LaneService.from_settings(
                 s, self.model, self.store, self.unlock, self.emit, now=self.now,
                 on_change=self.state_pub.mark_dirty,
@@ -322,6 +325,7 @@ class Daemon:
             "lane": self.lane.run,
             "zones": self.zones.run,
             "takeover": self.takeover.run,
+            "store": self.store_watch.run,
         }
 
     async def _announce_ready(self) -> None:

@@ -1,6 +1,7 @@
 """Tenant rules at the lane: which code may open which compartment, for what.
 
-Pure: no I/O, no asyncio; wall times come in as arguments.
+Pure: no I/O, no asyncio; times come in as arguments (wall times for an order's expiry,
+monotonic ones for the reopen grace: decision 0009).
 
 - A code belongs to one order, and the order to one tenant pool; it opens only the
   compartment that holds that order, and only if that compartment belongs to the same
@@ -11,7 +12,11 @@ Pure: no I/O, no asyncio; wall times come in as arguments.
   (``staff_only``): a customer's or courier's code is refused.
 - A code is single use (:func:`code_use`): its first use is recorded before the door
   opens; within the tenant's ``reopen_grace_s`` of that first use the same code reopens
-  (a forgotten bag); after it the code is ``code_used``.
+  (a forgotten bag); after it the code is ``code_used``. The grace runs on the monotonic
+  clock, like every timer that decides whether a door opens: a step of the wall clock
+  (NTP answering after a power cut) neither extends nor ends it. A use whose monotonic
+  instant is not known (made before a restart of the daemon, or by another process) has
+  no grace left.
 """
 
 from __future__ import annotations
@@ -38,10 +43,11 @@ class CodePurpose(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class CodeUseDecision:
-    """A code may open: first use, or a reopen within the grace of ``first_used_at``."""
+    """A code may open: first use, or a reopen within the grace of its first use
+    (``first_used_mono``, the monotonic instant of that first use)."""
 
     reopen: bool
-    first_used_at: float
+    first_used_mono: float
 
 
 def check_pool(order_pool: str, compartment_pool: str) -> None:
@@ -76,10 +82,16 @@ def check_open(
         )
 
 
-def code_use(used_at: float | None, now: float, reopen_grace_s: float) -> CodeUseDecision:
-    """First use (``used_at`` None), a reopen within the grace, or ``code_used``."""
-    if used_at is None:
-        return CodeUseDecision(reopen=False, first_used_at=now)
-    if now - used_at <= reopen_grace_s:
-        return CodeUseDecision(reopen=True, first_used_at=used_at)
+def code_use(used: bool, first_used_mono: float | None, now_mono: float,
+             reopen_grace_s: float) -> CodeUseDecision:
+    """First use (not ``used``), a reopen within the grace, or ``code_used``.
+
+    ``first_used_mono``: the monotonic instant of the first use, when known; a used code
+    whose first use is not known, or was longer than the grace ago, is ``code_used``. A
+    monotonic reading earlier than the first use (never, on one clock) is no reopen either.
+    """
+    if not used:
+        return CodeUseDecision(reopen=False, first_used_mono=now_mono)
+    if first_used_mono is not None and 0.0 <= now_mono - first_used_mono <= reopen_grace_s:
+        return CodeUseDecision(reopen=True, first_used_mono=first_used_mono)
     raise DomainError(ErrorCode.CODE_USED, "this code was already used", field="code")

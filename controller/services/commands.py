@@ -73,11 +73,11 @@ from controller.services.reporting import PendingEvent
 from controller.services.unlock import UnlockService
 from controller.settings import Settings
 from controller.store import Store
-from controller.store.errors import StoreError
+from controller.store.errors import StoreError, StoreFull
 from controller.store.records import AlreadySeen
 
 if TYPE_CHECKING:
-    from controller.services.lane import CodeBook
+    from controller.services.codecheck import CodeBook
 
 __all__ = ["CommandService"]
 
@@ -239,6 +239,17 @@ class CommandService:
         except CommandRejected as exc:
             self.refused += 1
             reply = Reply.refusal(exc, self._reading(), command_id or exc.command_id)
+            return encode(reply)
+        except StoreFull as exc:
+            # Redis answers but refuses writes: nothing recorded, nothing acted, and it
+            # lasts until room is made (the store_full alarm says so).
+            self.refused += 1
+            log.error("store full while handling a command",
+                      extra={"ctx": {"command": command_id, "error": str(exc)}})
+            reply = Reply.refusal(
+                CommandRejected(Wire.STORE_FULL, "the cabinet's store refuses writes (full); "
+                                "retry with the same id once it has room"),
+                self._reading(), command_id)
             return encode(reply)
         except StoreError as exc:
             self.refused += 1

@@ -1,6 +1,6 @@
 """Open this compartment for this purpose: the one door-open sequence of the cabinet.
 
-A code accepted at the lane (:mod:`controller.services.lane`) and an ``open`` command
+A code accepted at the lane (:mod:`controller.services.codecheck`) and an ``open`` command
 from dispatch (:mod:`controller.services.commands`) both open a door through
 :meth:`OpeningService.open`. The steps, in this order:
 

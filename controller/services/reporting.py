@@ -368,6 +368,7 @@ class OutboxPump:
         self._wake = asyncio.Event()
         self.published = 0
         self.last_published_seq = 0
+        self._unacked: set[str] = set()
 
     def wake(self) -> None:
         self._wake.set()
@@ -382,7 +383,9 @@ class OutboxPump:
             except (LinkDown, MqttLinkError):
                 await asyncio.sleep(0.2)  # the link is reconnecting; wait_connected blocks
                 continue
-            except StoreUnavailable:
+            except StoreError:
+                # Redis down, or refusing the ack (full): the events stay pending and go
+                # when it writes again; none is published twice meanwhile (drain).
                 await asyncio.sleep(0.5)
                 continue
             if drained:
@@ -398,13 +401,21 @@ class OutboxPump:
                     await self._wake.wait()
 
     async def drain(self) -> int:
-        """Publish one batch of pending events; returns how many were published."""
+        """Publish one batch of pending events; returns how many were published.
+
+        An event the broker acknowledged but the store could not remove (Redis refusing
+        writes) is not published again while this process runs: only its ack is retried."""
         events = await self._store.pending(self._batch)
+        # Bounded: only ids still pending are remembered.
+        self._unacked &= {event.id for event in events}
         for event in events:
-            await self._publish(self._topic, event_payload(event))
+            if event.id not in self._unacked:
+                await self._publish(self._topic, event_payload(event))
+                self._unacked.add(event.id)
+                self.published += 1
+                self.last_published_seq = event.seq
             await self._store.ack(event.id)
-            self.published += 1
-            self.last_published_seq = event.seq
+            self._unacked.discard(event.id)
         return len(events)
 
 

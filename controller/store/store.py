@@ -183,6 +183,7 @@ class _Keys:
         self.boot_history = f"{base}:boot:history"
         self.audit = f"{base}:audit"
         self.config = f"{base}:config"
+        self.probe = f"{base}:probe"
 
     def event(self, event_id: str) -> str:
         return f"{self.base}:outbox:event:{event_id}"
@@ -457,6 +458,15 @@ class Store:
         await self._call("ping", lambda c: c.ping())
         return time.perf_counter() - started
 
+    async def probe_write(self) -> None:
+        """Health check of the write path: one small write that expires by itself (a
+        minute). Raises StoreFull when Redis refuses writes (memory cap reached, the
+        append-only file not writable), StoreUnavailable when it does not answer (a card
+        full makes a Redis with ``appendfsync always`` exit)."""
+        op = "probe_write"
+        stamp = self._now_iso(op)
+        await self._call(op, lambda c: c.set(self._keys.probe, stamp, px=60_000))
+
     # ----------------------------------------------------------------- plumbing
 
     def _check_open(self, op: str) -> None:
@@ -478,7 +488,7 @@ class Store:
             raise StoreUnavailable(f"Redis unavailable: {exc}", op=op) from exc
         except redis_errors.ResponseError as exc:
             message = str(exc)
-            if message.startswith(("OOM", "MISCONF")):
+            if _refuses_writes(exc):
                 raise StoreFull(f"Redis refused the write: {message}", op=op) from exc
             raise StoreRejected(f"Redis refused: {message}", op=op) from exc
         except redis_errors.RedisError as exc:
@@ -1291,3 +1301,15 @@ class Store:
     async def audit_length(self) -> int:
         """Number of lines in the audit log."""
         return int(await self._call("audit_length", lambda c: c.xlen(self._keys.audit)))
+
+
+def _refuses_writes(exc: redis_errors.ResponseError) -> bool:
+    """Redis refused a write for want of room: ``OOM`` (maxmemory under noeviction;
+    redis-py strips the code and raises OutOfMemoryError) or ``MISCONF`` (the data files
+    cannot be written). Inside a transaction redis-py prefixes the message with the
+    command that failed, so the code is looked for in the whole message."""
+    if isinstance(exc, redis_errors.OutOfMemoryError):
+        return True
+    message = str(exc)
+    return message.startswith(("OOM", "MISCONF")) or "MISCONF " in message \
+        or "used memory > 'maxmemory'" in message

@@ -253,7 +253,9 @@ class LaneDemo:
             start = self.mark()
             await self.open_door(parcel, "deposit", "the courier")
             await self.sim("place_parcel", compartment=parcel)
-            await asyncio.sleep(0.3)  # the parcel is seen before the door shuts
+            # The courier's moment before shutting the door: the story's pace, not a wait
+            # for the daemon (it judges a close on the occupancy it has settled).
+            await asyncio.sleep(0.3)
             await self.sim("close", compartment=parcel)
             await self.wait_event("door_closed", parcel, start)
             loaded = await self.wait_event("compartment_loaded", parcel, start)
@@ -275,7 +277,7 @@ class LaneDemo:
             await self.command("open", {"compartment": "Z99", "reason": "staff"},
                                expect="unknown_compartment")
             self.check("open of Z99 refused: unknown_compartment", True)
-            await asyncio.sleep(0.3)
+            # Nothing to wait for: a command acts before its reply.
             after = await self.sim("truth", kind="pulse_received")
             self.check("no lock was pulsed by a refused command",
                        len(after["events"]) == len(before["events"]),
@@ -294,7 +296,7 @@ class LaneDemo:
             start = self.mark()
             await self.open_door(parcel, "customer_app", "the customer")
             await self.sim("remove_parcel", compartment=parcel)
-            await asyncio.sleep(0.3)
+            await asyncio.sleep(0.3)  # the customer's moment: the story's pace
             await self.sim("close", compartment=parcel)
             await self.wait_event("door_closed", parcel, start)
             collected = await self.wait_event("compartment_collected", parcel, start)

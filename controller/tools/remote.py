@@ -476,7 +476,7 @@ async def commission(dc: DispatchClient, compartments: list[dict[str, Any]], *,
             continue
         opened_after = (event.get("data") or {}).get("after_pulse_s")
         if hand is not None:
-            await asyncio.sleep(0.3)
+            await asyncio.sleep(0.3)  # the simulated hand holds the door a moment
             await hand.close(cid)
         else:
             say(f"[bold]{cid}[/] is open: close it now")

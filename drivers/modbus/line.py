@@ -12,10 +12,11 @@ checked by :mod:`drivers.modbus.codec`, counters are kept in :mod:`drivers.modbu
   whole poll cycle. Within one priority, first come first served.
 * **Silent interval** (3.5 characters, 1.75 ms above 19200 baud) between the end of
   the previous frame on the line (our request when broadcast, the reply otherwise)
-  and the next request. The line sleeps whole milliseconds (epoll's granularity) and
-  then ``time.sleep`` for the sub-millisecond rest, which blocks the loop for less
-  than a millisecond and costs no CPU; it does not wait at all when the interval has
-  already elapsed.
+  and the next request. The line sleeps whole milliseconds on the event loop (epoll's
+  granularity) and then ``time.sleep`` for the sub-millisecond rest, which blocks the
+  loop for less than a millisecond; neither is a busy wait (no CPU spent, the GIL
+  released); it does not wait at all when the interval has already elapsed. Replies
+  are awaited on the descriptor (``add_reader``), never polled.
 * **Timeout per attempt**, counted from the end of the request on the wire (the
   request's own transmission time is added), and a **retry budget** for timeouts and
   garbled replies. An exception response is an answer: it is never retried. A caller
@@ -25,8 +26,9 @@ checked by :mod:`drivers.modbus.codec`, counters are kept in :mod:`drivers.modbu
   :class:`~drivers.errors.FrameError`.
 * **A late reply is never taken for a fresh one.** RTU has no transaction id, so after
   an attempt timed out its reply may still come. The line then does not send again
-  until the *late window* (``late_window_s``, default twice the attempt's timeout) has
-  passed and the input has been quiet for ``settle_s``. A reply that arrives in that
+  until the *late window* (``late_window_s``, default twice the attempt's timeout,
+  stretched to twice the lateness the unit has shown, at most ten timeouts) has passed
+  and the input has been quiet for ``settle_s``. A reply that arrives in that
   window, or while no request is outstanding, is a *late reply*: counted
   (``late_replies``, per line and per unit) and discarded. The window closes early
   once the late reply is complete (the board has answered; nothing more will come).
@@ -38,17 +40,17 @@ checked by :mod:`drivers.modbus.codec`, counters are kept in :mod:`drivers.modbu
   gets no retry on a read: its signals are unknown already, and each retry, with its late
   window, is line time the healthy boards on the same wires need. Writes keep the budget
   (a pulse is never retried anyway).
-* **Degraded units.** A unit whose replies come late in ``degraded_after``
-  consecutive transactions is *degraded* (``UnitStats.degraded``): its replies cannot
-  be trusted to answer the request just sent, so every read of it raises
+* **Degraded units.** A unit with late replies in ``degraded_after`` of its last
+  ``2 * degraded_after`` transactions is *degraded* (``UnitStats.degraded``): its
+  replies cannot be trusted to answer the request just sent, so every read of it raises
   :class:`~drivers.errors.BoardLate` (a :class:`~drivers.errors.BoardTimeout`),
-  exactly like a silent board, until ``degraded_after`` consecutive transactions pass
-  with no late reply. Residual risk, inherent to RTU: a board later than the timeout
-  plus the late window can still answer the next request to it with the previous
-  reply; the reply that then arrives while the line is idle is counted as late, so
-  such a board becomes degraded within ``degraded_after`` transactions. Over Modbus
-  TCP (MBAP) the transaction id settles it: replies with another id are discarded and
-  counted as late.
+  exactly like a silent board, until ``degraded_after`` consecutive transactions are
+  answered on the first attempt with no late reply. Residual risk, inherent to RTU:
+  a board later than the timeout plus the late window can still answer the next
+  request to it with the previous reply; the reply that then arrives while the line
+  is idle is counted as late, so such a board becomes degraded within a few
+  transactions. Over Modbus TCP (MBAP) the transaction id settles it: replies with
+  another id are discarded and counted as late.
 * **Errors are logged once per incident**, per unit: the first failed transaction
   logs a warning, the following ones are only counted, the first success logs the
   recovery at info. Callers get an exception every time.

@@ -3,7 +3,6 @@ validates against the committed JSON Schemas of the MQTT contract."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 from pathlib import Path
 from typing import Any
@@ -11,7 +10,7 @@ from typing import Any
 import jsonschema
 import pytest
 
-from tests.support.lane import running_lane, wait_event, wait_until
+from tests.support.lane import running_lane, wait_compartment, wait_event, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -38,7 +37,8 @@ async def test_every_message_sent_validates_against_its_schema(tmp_path: Path) -
         await rig.control.acall("pull", compartment=cid)
         await wait_event(dispatch, "door_opened", cid)
         await rig.control.acall("place_parcel", compartment=cid)
-        await asyncio.sleep(0.4)
+        await wait_compartment(dispatch, cid, lambda c: c.get("occupancy") == "occupied",
+                               "parcel seen")
         await rig.control.acall("close", compartment=cid)
         await wait_event(dispatch, "compartment_loaded", cid)
         await dispatch.command("open", {"compartment": "Z99", "reason": "staff"})  # refusal

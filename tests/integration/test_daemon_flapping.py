@@ -45,6 +45,7 @@ async def test_a_shut_door_flapping_every_200ms_for_5s_is_one_alarm_and_no_door_
         assert {"kind": "sensor_flapping", "compartment": CID} in [
             {k: a[k] for k in ("kind", "compartment") if k in a}
             for a in state["result"]["alarms"]]
+        # The fault lasts its 5 s (the scenario's length, not a wait for the daemon).
         await asyncio.sleep(max(0.0, 5.0 - (time.monotonic() - flap_start)))
         await rig.control.acall("fault_clear", kind="flapping", compartment=CID, signal="door")
 

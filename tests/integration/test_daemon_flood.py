@@ -53,7 +53,7 @@ async def test_a_flood_of_garbage_is_bounded_counted_and_harmless(tmp_path: Path
             answered += 1
             if len(during) < 2:
                 during.append(await door_latency(rig, dispatch, ("B01", "B02")[len(during)]))
-            await asyncio.sleep(0.2)
+            await asyncio.sleep(0.2)  # the pace of our probes during the flood
         flood_s = time.monotonic() - started
         await asyncio.to_thread(flooder.join, 30)
 
@@ -61,7 +61,7 @@ async def test_a_flood_of_garbage_is_bounded_counted_and_harmless(tmp_path: Path
         mark = len(dispatch.messages)
         deadline = time.monotonic() + 60
         while True:  # bounded by the deadline
-            await asyncio.sleep(1.0)
+            await asyncio.sleep(1.0)  # the poll's pace: the condition is checked below
             # Replies to the flood: ours carry ids dispatch made ("c-..."); the flood's
             # ids are random or absent.
             replies = sum(1 for m in dispatch.messages[mark_flood:] if m.channel == "reply"

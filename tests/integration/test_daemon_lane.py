@@ -5,7 +5,6 @@ Every process is started by the test (controller.lab.rig.LaneRig) and stopped by
 
 from __future__ import annotations
 
-import asyncio
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -13,6 +12,7 @@ from typing import Any
 import pytest
 
 from tests.support.lane import (
+    open_when_ready,
     pulses,
     running_lane,
     truth,
@@ -47,9 +47,9 @@ async def test_assign_deposit_collect_events_in_order(tmp_path: Path) -> None:
         assert loaded["data"]["order"] == "o-100"
 
         # Collection: the customer's app asks dispatch, dispatch opens remotely.
-        await asyncio.sleep(1.0)  # the deposit's 0.7 s pulse is over
         mark = len(dispatch.messages)
-        reply = await dispatch.command("open", {"compartment": cid, "reason": "customer_app"})
+        # As soon as the lock takes it (the deposit's 0.7 s pulse over, the cooldown past).
+        reply = await open_when_ready(dispatch, cid, "customer_app")
         assert reply["ok"], reply
         await rig.control.acall("pull", compartment=cid)
         await wait_event(dispatch, "door_opened", cid, start=mark)
@@ -86,7 +86,9 @@ async def test_repeated_command_id_acts_once(tmp_path: Path) -> None:
         assert first["ok"], first
         again = await dispatch.send(payload, command["id"])
         assert again == first  # the first reply, byte for byte the same content
-        await asyncio.sleep(0.3)
+        # A reply comes after the pulse it reports: had the repeat acted, its pulse would be
+        # on the board already. Wait only for the simulator to list the first.
+        await wait_until(lambda: _some(pulses(rig, "A01")), "the first pulse listed")
         assert len(pulses(rig, "A01")) == 1
 
 
@@ -129,3 +131,7 @@ async def test_silent_board_makes_its_doors_unknown_not_closed(tmp_path: Path) -
             assert comps[cid][signal] == "unknown", (cid, signal, comps[cid])
         await rig.control.acall("fault_clear", kind="silent", board="locks-b")
         await wait_event(dispatch, "alarm_cleared", None, start=mark, timeout_s=15)
+
+
+async def _some(items: list[Any]) -> list[Any] | None:
+    return items or None

@@ -12,7 +12,7 @@ import pytest
 
 from controller.contract.topics import CabinetTopics
 from controller.lab.rig import LaneRig
-from tests.support.lane import wait_until
+from tests.support.lane import wait_polled, wait_until
 from tests.support.mqtt_client import MqttProbe
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
@@ -34,10 +34,11 @@ async def test_started_offline_still_polls_and_delivers_later(tmp_path: Path) ->
             return "serving the lane" in rig.logs("daemon", 100_000) or None
 
         await wait_until(serving, "the daemon serving the lane", timeout_s=30)
+        # The door forced and shut again, each read by the daemon (the broker is away).
         await rig.control.acall("force_open", compartment="A03")
-        await asyncio.sleep(1.0)
+        await wait_polled(rig, cycles=3)
         await rig.control.acall("close", compartment="A03")
-        await asyncio.sleep(1.0)
+        await wait_polled(rig, cycles=3)
         broker_back = time.time()
         await asyncio.to_thread(rig.broker.start)
         closed = await probe.await_message(

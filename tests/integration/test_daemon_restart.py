@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.lane import running_lane, wait_event
+from tests.support.lane import running_lane, wait_compartment, wait_event
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -24,7 +24,9 @@ async def test_loaded_survives_a_kill_and_a_restart_mid_collection(tmp_path: Pat
         await rig.control.acall("pull", compartment=cid)
         await wait_event(dispatch, "door_opened", cid)
         await rig.control.acall("place_parcel", compartment=cid)
-        await asyncio.sleep(0.4)
+        # The daemon has seen the parcel before the door shuts on it.
+        await wait_compartment(dispatch, cid, lambda c: c.get("occupancy") == "occupied",
+                               "parcel seen")
         await rig.control.acall("close", compartment=cid)
         await wait_event(dispatch, "compartment_loaded", cid)
 
@@ -39,19 +41,21 @@ async def test_loaded_survives_a_kill_and_a_restart_mid_collection(tmp_path: Pat
         assert comp["order_id"] == "o-r1"
 
         # The customer opens; the daemon dies while the door stands open.
-        await asyncio.sleep(1.0)
         reply = await dispatch.command("open", {"compartment": cid, "reason": "customer_app"})
         assert reply["ok"], reply
         await rig.control.acall("pull", compartment=cid)
         await wait_event(dispatch, "door_opened", cid, start=mark)
-        await asyncio.sleep(0.3)
+        await wait_compartment(dispatch, cid, lambda c: c.get("door") == "open",
+                               "door open")
         await asyncio.to_thread(rig.daemon.kill)
         mark = len(dispatch.messages)
         rig.daemon.start(wait_port=False)
         await dispatch.wait_for(lambda m: m.channel == "status"
                                 and m.payload.get("state") == "online", 30, start=mark)
         await rig.control.acall("remove_parcel", compartment=cid)
-        await asyncio.sleep(0.3)
+        # The daemon has seen the compartment empty before the door shuts.
+        await wait_compartment(dispatch, cid, lambda c: c.get("occupancy") == "empty",
+                               "parcel taken")
         await rig.control.acall("close", compartment=cid)
         await wait_event(dispatch, "compartment_freed", cid, start=mark)
         forced = [e for e in dispatch.events() if e.get("compartment") == cid

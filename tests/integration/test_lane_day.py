@@ -29,7 +29,7 @@ from controller.contract.topics import CabinetTopics
 from controller.lab.rig import DEFAULT_TEMPLATE, LaneRig
 from controller.mqtt.dispatch import DispatchClient
 from controller.store import Store
-from tests.support.lane import pulses
+from tests.support.lane import pulses, wait_lock_idle, wait_polled
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 
@@ -79,7 +79,7 @@ class EventLog:
                     async for message in client.messages:
                         self.events.append(json.loads(bytes(message.payload)))  # type: ignore[arg-type]
             except aiomqtt.MqttError:
-                await asyncio.sleep(0.2)
+                await asyncio.sleep(0.2)  # the archive's reconnect pace while the broker is down
 
     async def __aenter__(self) -> EventLog:
         self._task = asyncio.get_running_loop().create_task(self._run())
@@ -136,11 +136,15 @@ class Day:
         await self.ctl.acall("scan", code=code)
         await until(lambda: self.door_open(cid), f"{cid} to open")
         await self.ctl.acall("place_parcel" if parcel > 0 else "remove_parcel", compartment=cid)
-        await asyncio.sleep(0.4)  # a person takes a moment; the sensors see it
+        # The daemon has counted the open door and the parcel's move before the door shuts
+        # (past their debounce, occupancy and door on different boards), broker or not.
+        await wait_polled(self.rig)
         if close:
             await self.ctl.acall("close", compartment=cid)
             await until(self.lane_idle, "the lane to see the door closed")
-        await asyncio.sleep(0.3)  # the lock's cooldown and the power budget
+        await wait_lock_idle(self.rig, cid)  # the pulse is over: the power budget is free
+        # The lock's cooldown (timing.compartment_cooldown_s = 0.2): the product's own timer.
+        await asyncio.sleep(0.2)
 
     async def assign(self, dispatch: DispatchClient, order: str, cid: str, pool: str,
                      zone: str, size: str) -> dict[str, Any]:
@@ -228,7 +232,7 @@ async def run_day(day: Day, rig: LaneRig, log: EventLog) -> None:
         # back every 3 s): reported as guessing until the budget is whole again.
         for wrong in ("1111111111", "2222222222", "3333333333"):
             await day.ctl.acall("scan", code=wrong)
-            await asyncio.sleep(0.5)
+            await asyncio.sleep(0.5)  # a person's pace between two tries
         await until(lambda: _has(log, "alarm_raised", alarm="code_guessing"), "guessing", 10)
         await until(lambda: _has(log, "alarm_cleared", alarm="code_guessing"), "whole", 15)
 
@@ -265,8 +269,9 @@ async def run_day(day: Day, rig: LaneRig, log: EventLog) -> None:
     # Offline: customers still collect with their codes; a wrong code is still refused.
     for order in ("g-1", "g-2", "s-2", "p-2", "g-5"):
         await day.collect(order)
+    buzzes = (await day.ctl.acall("lane"))["buzzes"]
     await day.ctl.acall("scan", code="9999999999")
-    await asyncio.sleep(0.5)
+    await until(lambda: _buzzed(day, buzzes), "the wrong code refused (a beep)")
     for order in ("g-1", "g-2", "s-2", "p-2", "g-5"):
         assert len(pulses(rig, day.orders[order]["cid"])) == 2, order
     await asyncio.to_thread(rig.broker.start)
@@ -346,3 +351,8 @@ async def _drained(rig: LaneRig, log: EventLog) -> bool:
 
 def _prefix(rig: LaneRig) -> str:
     return f"locker:{rig.site}"
+
+
+async def _buzzed(day: Day, before: int) -> bool:
+    """The lane beeped since ``before`` buzzes: the daemon refused a code."""
+    return int((await day.ctl.acall("lane"))["buzzes"]) > before

@@ -3,18 +3,26 @@ the lane's inputs raise and clear their alarms; all of it reaches dispatch."""
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from tests.support.lane import pulses, running_lane, wait_event
+from tests.support.lane import (
+    pulses,
+    running_lane,
+    wait_compartment,
+    wait_event,
+    wait_lock_idle,
+    wait_until,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
 
 async def test_scanned_code_collects_and_lane_alarms(tmp_path: Path) -> None:
-    overrides = {"timing.compartment_cooldown_s": "0.2"}
+    # No cooldown: the collection follows the deposit as soon as the deposit's pulse ended.
+    overrides = {"timing.compartment_cooldown_s": "0"}
     async with running_lane(tmp_path, overrides=overrides) as (rig, dispatch):
         lane = await rig.control.acall("lane")
         assert lane["light"] == "idle", lane
@@ -30,10 +38,12 @@ async def test_scanned_code_collects_and_lane_alarms(tmp_path: Path) -> None:
         await rig.control.acall("pull_when_released", compartment=cid)
         await wait_event(dispatch, "door_opened", cid, start=mark)
         await rig.control.acall("place_parcel", compartment=cid)
-        await asyncio.sleep(0.5)  # a person, not a robot: the sensors see the parcel
+        # The daemon has seen the parcel before the door shuts on it.
+        await wait_compartment(dispatch, cid, lambda c: c.get("occupancy") == "occupied",
+                               "parcel seen")
         await rig.control.acall("close", compartment=cid)
         await wait_event(dispatch, "compartment_loaded", cid, start=mark)
-        await asyncio.sleep(1.0)
+        await wait_lock_idle(rig, cid)  # the deposit's 0.7 s pulse is over
 
         mark = len(dispatch.messages)
         await rig.control.acall("scan", code="0000000000")
@@ -46,7 +56,8 @@ async def test_scanned_code_collects_and_lane_alarms(tmp_path: Path) -> None:
         await rig.control.acall("pull_when_released", compartment=cid)
         await wait_event(dispatch, "door_opened", cid, start=mark)
         await rig.control.acall("remove_parcel", compartment=cid)
-        await asyncio.sleep(0.5)
+        await wait_compartment(dispatch, cid, lambda c: c.get("occupancy") == "empty",
+                               "parcel taken")
         await rig.control.acall("close", compartment=cid)
         await wait_event(dispatch, "compartment_freed", cid, start=mark)
         assert len(pulses(rig, cid)) == 2
@@ -57,8 +68,7 @@ async def test_scanned_code_collects_and_lane_alarms(tmp_path: Path) -> None:
         await rig.control.acall("tamper_open")
         raised = await wait_event(dispatch, "alarm_raised", None, start=mark)
         assert raised["data"]["alarm"] == "tamper"
-        await asyncio.sleep(0.3)
-        assert (await rig.control.acall("lane"))["light"] == "fault"
+        await wait_until(lambda: _light(rig, "fault"), "lane light fault")
         await rig.control.acall("tamper_close")
         cleared = await wait_event(dispatch, "alarm_cleared", None, start=mark)
         assert cleared["data"]["alarm"] == "tamper"
@@ -68,3 +78,8 @@ async def test_scanned_code_collects_and_lane_alarms(tmp_path: Path) -> None:
         await wait_event(dispatch, "vehicle_arrived", None, start=mark)
         state = await dispatch.command("get_state", sign=False)
         assert state["result"]["lane"]["vehicle_present"] is True
+
+
+async def _light(rig: Any, wanted: str) -> bool | None:
+    """The simulated lane light shows ``wanted`` (the outputs the daemon drives)."""
+    return True if (await rig.control.acall("lane"))["light"] == wanted else None

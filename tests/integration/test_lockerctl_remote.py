@@ -108,26 +108,60 @@ def test_cmd_without_key_for_a_door_is_refused_locally(
 
 def test_watch_prints_events_as_they_arrive(lane: LaneRig, key_file: Path,
                                             capsys: pytest.CaptureFixture[str]) -> None:
+    """``lockerctl watch`` in its own process, until Ctrl-C: the commands are sent once it
+    shows the cabinet's status (it is subscribed), and it is stopped once it printed their
+    events."""
+    import os
+    import signal
+    import subprocess
+    import sys
     import threading
     import time
 
+    argv = [sys.executable, "-m", "controller.tools.lockerctl", "watch", *remote(lane)]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "COLUMNS": "240"}, start_new_session=True)
+    lines: list[str] = []
+    arrived = threading.Condition()
+
+    def read() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            with arrived:
+                lines.append(line)
+                arrived.notify_all()
+
+    def wait_printed(pattern: str, timeout_s: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        with arrived:
+            while not re.search(pattern, "".join(lines)):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or proc.poll() is not None:
+                    raise AssertionError(f"watch never printed {pattern!r}:\n{''.join(lines)}")
+                arrived.wait(remaining)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
     signed = [*remote(lane), "--key", str(key_file), "--key-id", lane.key_id]
-
-    def later() -> None:
-        time.sleep(1.5)
-        main(["cmd", *signed, "block", "B06", "--reason", "watch-test"])
-        main(["cmd", *signed, "unblock", "B06", "--reason", "watch-test"])
-
-    thread = threading.Thread(target=later)
-    thread.start()
     try:
-        code, out, err = run(capsys, "watch", *remote(lane), "--duration", "4")
+        # Subscribed: the status shows (retained, or live when the cabinet came up later).
+        wait_printed(r"status\s+(\(retained\) )?online")
+        assert main(["cmd", *signed, "block", "B06", "--reason", "watch-test"]) == 0
+        assert main(["cmd", *signed, "unblock", "B06", "--reason", "watch-test"]) == 0
+        wait_printed(r"event\s+#\d+ compartment_blocked B06")
+        wait_printed(r"event\s+#\d+ compartment_unblocked B06")
     finally:
-        thread.join(30)
-    assert code == 0, err
-    assert re.search(r"status\s+\(retained\) online", out)
-    assert re.search(r"event\s+#\d+ compartment_blocked B06", out)
-    assert re.search(r"event\s+#\d+ compartment_unblocked B06", out)
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)  # Ctrl-C: how a technician ends it
+        try:
+            code = proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            code = proc.wait(5)
+        reader.join(5)
+    capsys.readouterr()
+    assert code == 130, "".join(lines)  # interrupted, as after Ctrl-C
+    assert "lockerctl watch: interrupted" in "".join(lines)
 
 
 def test_commission_every_door_one_stuck(lane: LaneRig, key_file: Path,

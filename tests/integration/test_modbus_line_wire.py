@@ -244,7 +244,9 @@ async def test_garbage_while_idle_is_discarded() -> None:
     async with wired(model) as (responder, line):
         await line.read_discrete_inputs(1, 0, 16)
         responder.write(frame(1, b"\x02\x02\xff\xff"))
-        await asyncio.sleep(0.02)
+        async with asyncio.timeout(5):
+            while line.stats().stray_bytes < 7:  # noqa: ASYNC110 - until the line read them
+                await asyncio.sleep(0.005)
         assert await line.read_discrete_inputs(1, 0, 16) == (False,) * 16
     assert line.stats().stray_bytes == 7
 
@@ -261,9 +263,10 @@ async def test_missing_port_is_a_bus_error_and_close_is_idempotent() -> None:
 
 
 async def test_close_fails_a_pending_transaction_with_bus_closed() -> None:
-    async with wired(lambda req: [], timeout_s=1.0) as (_, line):
+    async with wired(lambda req: [], timeout_s=1.0) as (responder, line):
         task = asyncio.create_task(line.read_coils(1, 0, 1))
-        await asyncio.sleep(0.02)
+        async with asyncio.timeout(5):
+            await responder.wait_for_requests(1)  # the transaction is on the wire
         await line.close()
         with pytest.raises(BusClosed):
             await task

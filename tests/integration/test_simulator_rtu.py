@@ -160,7 +160,7 @@ def test_garbled_request_gets_no_reply_and_the_line_recovers(master: RawMaster) 
     bad[-1] ^= 0x55
     master.send(bytes(bad))
     assert master.receive(timeout=0.2) == b""
-    time.sleep(0.01)
+    time.sleep(0.01)  # the RTU silent interval before the next frame: protocol timing
     assert master.read_bits(1, 1, 0, 8) == [False] * 8
     master.send(bytes([1, 1, 0]))  # a truncated frame: ends at the silent interval
     assert master.receive(timeout=0.2) == b""
@@ -220,5 +220,5 @@ def test_flapping_and_cut_door_sensor_over_the_wire(cab: SimCabinet, master: Raw
     seen = set()
     for _ in range(20):
         seen.add(master.read_bits(2, 2, 0, 1)[0])
-        time.sleep(0.013)
+        time.sleep(0.013)  # the sampling pace, off the 50 ms flapping period
     assert seen == {True, False}

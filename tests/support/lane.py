@@ -68,6 +68,85 @@ async def wait_event(dispatch: DispatchClient, kind: str, compartment: str | Non
     return message.payload
 
 
+async def wait_compartment(dispatch: DispatchClient, compartment: str,
+                           check: Callable[[dict[str, Any]], bool], what: str,
+                           timeout_s: float = 10.0) -> dict[str, Any]:
+    """The compartment once ``check`` holds for it in the daemon's own snapshot
+    (``get_state``): what the daemon has seen, not what the simulator was told. Not every
+    change is published in ``state`` at once (an occupancy change behind an open door
+    makes no event), so the snapshot is asked for. An AssertionError naming ``what`` when
+    the deadline passes."""
+    async def seen() -> dict[str, Any] | None:
+        reply = await dispatch.command("get_state", sign=False)
+        for c in reply.get("result", {}).get("compartments", []):
+            if c.get("id") == compartment and check(c):
+                return dict(c)
+        return None
+
+    return await wait_until(seen, f"{compartment}: {what}", timeout_s)
+
+
+async def open_when_ready(dispatch: DispatchClient, compartment: str, reason: str,
+                          timeout_s: float = 10.0) -> dict[str, Any]:
+    """Send ``open`` until the lock takes it: a refusal ``rate_limited`` (the lock's last
+    pulse still on, or its cooldown: the product's own timers) is sent again, with a new
+    id, until the deadline. Any other reply is returned as it is."""
+    async def attempt() -> dict[str, Any] | None:
+        reply = await dispatch.command("open", {"compartment": compartment, "reason": reason})
+        if not reply.get("ok") and reply.get("error", {}).get("code") == "rate_limited":
+            return None
+        return reply
+
+    return await wait_until(attempt, f"{compartment}: open accepted", timeout_s)
+
+
+async def wait_lock_idle(rig: LaneRig, compartment: str, timeout_s: float = 10.0) -> None:
+    """Until the simulated board has switched the compartment's lock off after its last
+    pulse (ground truth). The daemon's own timer for that pulse ended no later: it starts
+    when the frame is sent, the board's when it arrives."""
+    board, channel = lock_of(rig, compartment)
+
+    async def idle() -> bool | None:
+        result = await rig.control.acall("truth", limit=1_000_000)
+        mine = [e["kind"] for e in result["events"]
+                if e.get("board") == board and e.get("channel") == channel
+                and e.get("kind") in ("output_on", "output_off")]
+        return True if mine and mine[-1] == "output_off" else None
+
+    await wait_until(idle, f"{compartment}: lock off", timeout_s)
+
+
+#: The daemon's default debounces (timing.door_debounce_s 0.25 s, occupancy 0.2 s): a
+#: sensor's new level counts once it has been read this long.
+DEBOUNCE_S = 0.25
+
+
+async def wait_polled(rig: LaneRig, bus: str = "rs485-0", cycles: int = 2,
+                      timeout_s: float = 10.0, *, debounce_s: float = DEBOUNCE_S) -> None:
+    """Until the daemon has read the boards of ``bus`` again after ``debounce_s``: the
+    simulated bus answered ``cycles`` times as many requests as it has boards (ground
+    truth, and it works with the broker down). Use it after changing what a sensor sees,
+    before the next step depends on the daemon having counted it."""
+    import tomllib
+
+    # The debounce is the daemon's own timer: no read before it ends makes the level count.
+    await asyncio.sleep(debounce_s)
+
+    raw = tomllib.loads(rig.config_path.read_text())
+    boards = sum(1 for b in raw.get("boards", []) if b.get("bus") == bus) or 1
+
+    async def replies() -> int:
+        stats = await rig.control.acall("stats")
+        return int(stats[bus]["replies"])
+
+    target = await replies() + cycles * boards
+
+    async def done() -> bool | None:
+        return True if await replies() >= target else None
+
+    await wait_until(done, f"{bus}: {cycles} poll cycles", timeout_s)
+
+
 def lock_of(rig: LaneRig, compartment: str) -> tuple[str, int]:
     """(board, channel) of a compartment's lock, from the rig's cabinet config."""
     import tomllib

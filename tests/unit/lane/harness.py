@@ -111,21 +111,40 @@ class SpyUnlock(UnlockService):
         return await super().pulse(compartment, deadline_mono=deadline_mono, before=spy)
 
 
+async def until(check: Callable[[], bool], what: str, timeout_s: float = 5.0) -> None:
+    """Until ``check()`` holds (the lane's tasks, the GPIO debounce and the buzzer run on
+    their own); an AssertionError naming ``what`` after ``timeout_s``."""
+    import asyncio
+
+    deadline = time.monotonic() + timeout_s
+    while not check():  # bounded by the deadline
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not within {timeout_s:g} s")
+        await asyncio.sleep(0.005)
+
+
 class Lane:
     """Build with ``await Lane.create()``; ``close()`` at the end."""
 
     def __init__(self) -> None:
         self.offset = 0.0
+        self.wall_step = 0.0
         self.events: list[PendingEvent] = []
 
     def now(self) -> Now:
-        return Now(time.monotonic() + self.offset, time.time() + self.offset)
+        return Now(time.monotonic() + self.offset, self.wall())
 
     def wall(self) -> float:
-        return time.time() + self.offset
+        return time.time() + self.offset + self.wall_step
 
     def advance(self, seconds: float) -> None:
+        """Time passes: both clocks move."""
         self.offset += seconds
+
+    def step_wall(self, seconds: float) -> None:
+        """The wall clock alone jumps (NTP answering after a power cut, an operator's
+        ``date -s``): the monotonic clock does not move."""
+        self.wall_step += seconds
 
     @classmethod
     async def create(cls, *, store: Store | None = None, gpio: MockGpio | None = None,

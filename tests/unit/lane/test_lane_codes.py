@@ -93,7 +93,7 @@ async def test_expired_order_is_staff_only_and_not_a_wrong_code(lane: Lane) -> N
     assert not refused.accepted
     assert refused.reason == "staff_only"
     assert refused.compartment == cid
-    assert (await lane.lane._budget("keypad")).wrong_total == 0
+    assert (await lane.lane.checker._budget("keypad")).wrong_total == 0
 
 
 async def test_codes_of_another_tenant_never_open(lane: Lane) -> None:

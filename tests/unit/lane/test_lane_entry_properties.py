@@ -89,7 +89,7 @@ def _lockouts(lane: Lane) -> dict[str, Any]:
     """Wrong codes counted against each input of the lane (the budget's tokens refill with
     time, so only the count can be compared)."""
     now = lane.now().mono
-    return {k: v.to_dict(now)["wrong_total"] for k, v in lane.lane._budgets.items()}
+    return {k: v.to_dict(now)["wrong_total"] for k, v in lane.lane.checker._budgets.items()}
 
 
 @settings(max_examples=300, deadline=None,
@@ -193,7 +193,7 @@ class _ScannerLane:
                 lines = self.scanner.codes + self.scanner.rejected - before_lines
                 if self.task.done() or (
                         not self.scanner.pending and self.rejections() - before == lines
-                        and self.service._checking == 0 and self.in_pipe() == 0):
+                        and self.service.checker.checking == 0 and self.in_pipe() == 0):
                     return
             raise AssertionError("the lane did not answer every scanned line in 20 s")
 

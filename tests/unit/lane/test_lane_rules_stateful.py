@@ -129,7 +129,7 @@ class LaneRules(RuleBasedStateMachine):
         return None
 
     def _resync(self, at: float) -> None:
-        real = self.run(self.lane.lane._budget("keypad"))
+        real = self.run(self.lane.lane.checker._budget("keypad"))
         self.budget.tokens = real.tokens(at)
         self.budget.at = at
 
@@ -194,7 +194,7 @@ class LaneRules(RuleBasedStateMachine):
     @invariant()
     def the_service_agrees_on_the_budget(self) -> None:
         now = self.lane.now().mono
-        real = self.run(self.lane.lane._budget("keypad"))
+        real = self.run(self.lane.lane.checker._budget("keypad"))
         assert abs(real.tokens(now) - self.budget.level(now)) < 0.05
 
 
