@@ -262,7 +262,7 @@ class UnlockPolicy:
             )
         starts = self._starts.get(compartment)
         if starts:
-            while starts and starts[0] <= now - limits.rate_window_s:
+            while starts and starts[0] + limits.rate_window_s <= now:
                 starts.popleft()
             if len(starts) >= limits.max_pulses:
                 return Refused(
