@@ -12,10 +12,12 @@ checked by :mod:`drivers.modbus.codec`, counters are kept in :mod:`drivers.modbu
   whole poll cycle. Within one priority, first come first served.
 * **Silent interval** (3.5 characters, 1.75 ms above 19200 baud) between the end of
   the previous frame on the line (our request when broadcast, the reply otherwise)
-  and the next request. The line sleeps whole milliseconds (epoll's granularity) and
-  then ``time.sleep`` for the sub-millisecond rest, which blocks the loop for less
-  than a millisecond and costs no CPU; it does not wait at all when the interval has
-  already elapsed.
+  and the next request. An interval of up to 2.5 ms (3.5 characters at 19200 baud and
+  above) is slept whole with ``time.sleep``: it blocks the loop that long, costs no
+  CPU and saves a trip through the event loop, which costs more CPU than the rest of
+  the transaction. A longer one sleeps whole milliseconds on the loop (epoll's
+  granularity) and the sub-millisecond rest with ``time.sleep``. The line does not
+  wait at all when the interval has already elapsed.
 * **Timeout per attempt**, counted from the end of the request on the wire (the
   request's own transmission time is added), and a **retry budget** for timeouts and
   garbled replies. An exception response is an answer: it is never retried. A caller
@@ -114,8 +116,10 @@ log = logging.getLogger(__name__)
 
 Framing = Literal["rtu", "socket"]
 
-#: Below this the rest of the silent interval is slept with time.sleep (not epoll).
-_SPIN_LIMIT_S = 0.001
+#: A silent interval this short (3.5 characters at 19200 baud and above, with a margin)
+#: is slept whole with time.sleep: one wake-up, no trip through the event loop. A longer
+#: one sleeps whole milliseconds on the loop first, then the rest with time.sleep.
+_BLOCK_LIMIT_S = 0.0025
 #: Valid late replies remembered for :meth:`ModbusLine.late_reply_at` (recent ones only).
 _LATE_MEMORY = 32
 
@@ -716,7 +720,7 @@ class ModbusLine:
         wait = target - time.monotonic()
         if wait <= 0:
             return
-        if wait > _SPIN_LIMIT_S:
+        if wait > _BLOCK_LIMIT_S:
             # epoll sleeps in whole milliseconds, rounded up: ask for whole ones only.
             await asyncio.sleep(int(wait * 1000) / 1000)
         _sleep_until(target)
@@ -946,9 +950,9 @@ class ModbusLine:
 
 
 def _sleep_until(target: float) -> None:
-    """Sleep the last fraction of a millisecond until ``target``, blocking the loop that
-    long at most. nanosleep keeps to tens of microseconds and, unlike a busy-wait, costs
-    no CPU and releases the GIL (a paho network thread, an in-process simulator run on)."""
+    """Sleep until ``target`` (at most ``_BLOCK_LIMIT_S`` away), blocking the loop that
+    long. nanosleep keeps to tens of microseconds and, unlike a busy-wait, costs no CPU
+    and releases the GIL (a paho network thread, an in-process simulator run on)."""
     remaining = target - time.monotonic()
     if remaining > 0:
         time.sleep(remaining)
