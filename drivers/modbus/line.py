@@ -136,6 +136,13 @@ class _PriorityGate:
     def waiting(self) -> int:
         return sum(1 for *_, f in self._waiters if not f.done())
 
+    def try_acquire(self) -> bool:
+        """Take the gate if it is free, without waiting (no coroutine on the hot path)."""
+        if self._busy or self._waiters:
+            return False
+        self._busy = True
+        return True
+
     async def acquire(self, priority: int) -> None:
         if not self._busy and not self._waiters:
             self._busy = True
@@ -459,7 +466,8 @@ class ModbusLine:
         counters.transactions += 1
         self._total.transactions += 1
         t0 = counters.timeouts
-        await self._gate.acquire(0 if priority else 1)
+        if not self._gate.try_acquire():
+            await self._gate.acquire(0 if priority else 1)
         try:
             last: BoardError | None = None
             result: tuple[bool, ...] | tuple[int, ...] | None = None
@@ -646,7 +654,11 @@ class ModbusLine:
             await self.connect()
         if self._dirty or self._late_req is not None:
             await self._settle(req if early else None)
-        await self._wait_silent_interval()
+        # The silent interval: a short one is slept here, without a trip through the loop.
+        target = max(self._next_send, self._last_rx + self._gap)
+        if target - time.monotonic() > _BLOCK_LIMIT_S:
+            await self._sleep_on_loop(target)
+        _sleep_until(target)
         transport = self._transport
         if transport is None:
             raise BusError(f"bus {self.name}: line lost", bus=self.name)
@@ -660,7 +672,9 @@ class ModbusLine:
         tx_time = frame_time(len(adu), self.baudrate) if self._timed else 0.0
         if not req.expects_reply:
             try:
-                await transport.write(adu)
+                sent = transport.try_write(adu)
+                if sent < len(adu):
+                    await transport.write(adu[sent:])
             except OSError as exc:
                 raise self._lost_error(exc) from exc
             self._next_send = time.monotonic() + tx_time + self._gap
@@ -671,7 +685,9 @@ class ModbusLine:
         self._last_req = req
         try:
             try:
-                await transport.write(adu)
+                sent = transport.try_write(adu)
+                if sent < len(adu):
+                    await transport.write(adu[sent:])
             except OSError as exc:
                 raise self._lost_error(exc) from exc
             self._last_sent_at = time.monotonic()
@@ -715,15 +731,12 @@ class ModbusLine:
             exc.bus = self.name
             raise
 
-    async def _wait_silent_interval(self) -> None:
-        target = max(self._next_send, self._last_rx + self._gap)
+    async def _sleep_on_loop(self, target: float) -> None:
+        """The whole milliseconds of a long silent interval, on the loop (epoll sleeps in
+        whole milliseconds, rounded up: ask for whole ones only); the caller sleeps the
+        rest with :func:`_sleep_until`."""
         wait = target - time.monotonic()
-        if wait <= 0:
-            return
-        if wait > _BLOCK_LIMIT_S:
-            # epoll sleeps in whole milliseconds, rounded up: ask for whole ones only.
-            await asyncio.sleep(int(wait * 1000) / 1000)
-        _sleep_until(target)
+        await asyncio.sleep(int(wait * 1000) / 1000)
 
     async def _settle(self, early: Request | None = None) -> None:
         """Before a request: wait out the late window of a timed-out request (unless
