@@ -209,6 +209,23 @@ def _wakeups(pid: int) -> int:
     return total
 
 
+def _mappings(pid: int, top: int = 6) -> list[tuple[str, float]]:
+    """The largest resident mappings of ``pid`` (MB): shared libraries by file, the rest
+    as ``[heap]`` and ``[anonymous]`` (the Python objects: code, classes, data)."""
+    sizes: dict[str, int] = {}
+    name = "[anonymous]"
+    with open(f"/proc/{pid}/smaps") as f:
+        for line in f:
+            head = line.split(maxsplit=5)
+            if len(head) >= 5 and "-" in head[0] and ":" not in head[0]:
+                name = head[5].strip() if len(head) > 5 and head[5].strip() else "[anonymous]"
+                name = name.rsplit("/", 1)[-1]
+            elif line.startswith("Rss:"):
+                sizes[name] = sizes.get(name, 0) + int(line.split()[1])
+    ranked = sorted(sizes.items(), key=lambda kv: -kv[1])[:top]
+    return [(n, kb / 1024) for n, kb in ranked]
+
+
 def _pin(pid: int | None, core: int | None) -> None:
     if pid is not None and core is not None:
         os.sched_setaffinity(pid, {core})
@@ -261,6 +278,8 @@ def _measure(poll_s: float, window: float, settle: float, profile: int,
                   f"{'met' if hwm_mb < RSS_TARGET_MB else 'MISSED'}")
             print(f"{'  of which anonymous (RssAnon)':<32} {status['RssAnon'] / 1024:>7.1f} MB   "
                   f"file-backed (RssFile, shared libraries) {status['RssFile'] / 1024:.1f} MB")
+            print("  largest resident mappings: " + ", ".join(
+                f"{n} {mb:.1f} MB" for n, mb in _mappings(pid)))
             cpu_target = f"< {CPU_TARGET:g} %" if poll_s == 0.1 else "-"
             cpu_verdict = ("met" if cpu < CPU_TARGET else "MISSED") if poll_s == 0.1 else ""
             print(f"{'CPU (utime+stime / wall)':<32} {cpu:>8.2f} %  {cpu_target:>10}  "

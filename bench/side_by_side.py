@@ -24,8 +24,9 @@ on a loopback port, with line-timing emulation at 19200 baud (a read of 16 input
    closes it again at random phases of the poll; timed from the simulator's ground truth
    (the ``truth`` op, CLOCK_MONOTONIC) to the arrival of the first MQTT message that
    reports it: the daemon's ``door_opened``/``door_closed`` event (QoS 1, committed to
-   its outbox first), the peer's ``modbus/door/state/a01`` value. The door debounce is
-   set to 0 for the daemon (the peer has none).
+   its outbox first), the peer's ``modbus/door/state/a01`` value. The door debounce and
+   the flapping rule are off for the daemon (the peer has neither: with the rule on, a
+   door moved every 0.05-0.25 s is rightly reported as a flapping sensor, not as moves).
 
 Then the ratios daemon / peer. ``--busy N`` runs N processes burning CPU beside it all;
 ``--pin CORE`` pins the measured process, the simulator and the burners to one core.
@@ -81,7 +82,8 @@ def cabinet_template(gateway_port: int, poll_s: float) -> str:
         "[mqtt]", 'host = "127.0.0.1"', "port = 1883", 'topic_root = "lockers/v1"',
         "protocol = 5", "",
         "[redis]", 'url = "memory://"', "",
-        "[timing]", f"poll_interval_s = {poll_s}", "door_debounce_s = 0", "",
+        "[timing]", f"poll_interval_s = {poll_s}", "door_debounce_s = 0",
+        "flapping_changes = 0", "",
         "[tenants.parcel]", 'expiry_s = "5d"', "",
         "[security]", "require_signed_commands = false", "",
         "[log]", 'level = "warning"', 'format = "text"', "",

@@ -36,6 +36,7 @@ def test_bus_throughput_prints_its_rate() -> None:
     out = _run("bench/bus_throughput.py", "--polls", "20")
     assert "polls/s" in out
     assert "theoretical max" in out
+    assert "ms per poll transaction" in out
 
 
 @pytest.mark.integration
