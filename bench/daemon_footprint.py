@@ -1,5 +1,5 @@
-"""The daemon's footprint: resident memory and CPU while it polls 4 boards of 16 channels
-at 10 Hz.
+"""The daemon's footprint: resident memory and CPU while it polls 4 boards of 16 channels,
+at 10 Hz and at a 10 ms poll (the line's own pace).
 
 Writes a cabinet config for the benchmark in a temporary directory (4 Waveshare-style
 relay boards, 16 outputs and 16 inputs each, on one RS-485 line at 19200 baud; 64
@@ -8,13 +8,20 @@ on loopback with it (``controller.lab.rig.LaneRig``: mosquitto, redis-server wit
 always, ``locker-sim`` with line-timing emulation, the daemon), lets it settle, then over
 ``--window`` seconds reads the daemon's ``/proc/PID/status`` (VmRSS every second, VmHWM
 at the end) and ``/proc/PID/stat`` (utime + stime at both ends of the window, as % of one
-core). Nothing happens on the lane meanwhile: this is the idle cost of polling.
+core and as CPU-milliseconds per poll transaction, counted by the simulator), and the
+wake-ups (context switches) per transaction. Nothing happens on the lane meanwhile: this
+is the idle cost of polling. ``--poll`` picks the poll periods (default 0.1 and 0.01 s);
+``--pin CORE`` pins the daemon and the simulator to one core
+(``os.sched_setaffinity``, as ``taskset`` does).
 
 ``--profile SECONDS`` adds a second look: py-spy (if installed) samples the daemon for
 that long and the functions holding the CPU are printed, by own time and by time
-including callees.
+including callees. It samples only while the daemon holds the GIL (``--gil``): without
+it py-spy counts the nanosleep of the line's silent interval as work, though it costs no
+CPU.
 
     .venv/bin/python bench/daemon_footprint.py [--window 60] [--settle 10] [--profile 20]
+        [--poll 0.1 --poll 0.01] [--pin CORE]
 """
 
 from __future__ import annotations
@@ -47,6 +54,7 @@ CHANNELS = 16
 BAUD = 19200
 RSS_TARGET_MB = 40.0
 CPU_TARGET = 1.0
+CPU_MS_PER_TX_TARGET = 0.2
 
 
 def cabinet_template() -> str:
@@ -144,7 +152,7 @@ def _profile(pid: int, seconds: int, workdir: Path) -> None:
     raw = workdir / "profile.txt"
     proc = subprocess.run(
         [spy, "record", "--pid", str(pid), "--duration", str(seconds), "--rate", "250",
-         "--format", "raw", "--output", str(raw), "--nonblocking"],
+         "--format", "raw", "--output", str(raw), "--nonblocking", "--gil"],
         capture_output=True, text=True, timeout=seconds + 60, check=False)
     if proc.returncode != 0 or not raw.exists():
         print(f"\nprofile: py-spy failed: {proc.stderr.strip()[-500:]}")
@@ -163,8 +171,10 @@ def _profile(pid: int, seconds: int, workdir: Path) -> None:
         for frame in set(frames):
             inclusive[frame] += count
     rate = 250
-    print(f"\nprofile (py-spy, {seconds} s at {rate} Hz, active samples only): {total} samples "
-          f"= {total / rate / seconds * 100:.2f} % of one core")
+    print(f"\nprofile (py-spy --gil, {seconds} s at {rate} Hz: samples of the thread holding "
+          f"the GIL, so a wait in epoll or time.sleep is not counted; time in the kernel "
+          f"is not seen either): {total} samples = "
+          f"{total / rate / seconds * 100:.2f} % of one core")
     print("  own time:")
     for frame, count in own.most_common(12):
         print(f"    {count / total * 100:5.1f} %  {frame}")
@@ -187,51 +197,79 @@ async def _wait_online(rig: LaneRig) -> None:
         await dispatch.wait_online(30)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--window", type=float, default=60.0, help="measured seconds (1..600)")
-    parser.add_argument("--settle", type=float, default=10.0, help="seconds before (0..120)")
-    parser.add_argument("--profile", type=int, default=20,
-                        help="seconds of py-spy sampling after the window (0: none; max 120)")
-    args = parser.parse_args(argv)
-    window = max(1.0, min(args.window, 600.0))
-    settle = max(0.0, min(args.settle, 120.0))
-    profile = max(0, min(args.profile, 120))
-    read_t = transaction_time(READ_REQUEST_LEN, read_bits_reply_len(CHANNELS), BAUD)
-    print(machine())
-    print(f"cabinet: {BOARDS} Waveshare boards x {CHANNELS} in / {CHANNELS} out on one line at "
-          f"{BAUD} baud, {BOARDS * CHANNELS} compartments; poll 10 Hz: {BOARDS} x "
-          f"{read_t * 1000:.2f} ms = {BOARDS * read_t * 1000:.1f} ms of wire per 100 ms cycle")
-    print("lane: mosquitto + redis-server (appendfsync always) + locker-sim (line timing "
-          "emulated) + locker-controller, on 127.0.0.1; nothing happens on the lane")
+def _wakeups(pid: int) -> int:
+    """Context switches of every thread of ``pid`` so far: each is a wake-up, and on a
+    small CPU a wake-up costs more than the Python that runs after it."""
+    total = 0
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{tid}/status") as f:
+            for line in f:
+                if line.startswith(("voluntary_ctxt_switches", "nonvoluntary_ctxt_switches")):
+                    total += int(line.split()[1])
+    return total
+
+
+def _mappings(pid: int, top: int = 6) -> list[tuple[str, float]]:
+    """The largest resident mappings of ``pid`` (MB): shared libraries by file, the rest
+    as ``[heap]`` and ``[anonymous]`` (the Python objects: code, classes, data)."""
+    sizes: dict[str, int] = {}
+    name = "[anonymous]"
+    with open(f"/proc/{pid}/smaps") as f:
+        for line in f:
+            head = line.split(maxsplit=5)
+            if len(head) >= 5 and "-" in head[0] and ":" not in head[0]:
+                name = head[5].strip() if len(head) > 5 and head[5].strip() else "[anonymous]"
+                name = name.rsplit("/", 1)[-1]
+            elif line.startswith("Rss:"):
+                sizes[name] = sizes.get(name, 0) + int(line.split()[1])
+    ranked = sorted(sizes.items(), key=lambda kv: -kv[1])[:top]
+    return [(n, kb / 1024) for n, kb in ranked]
+
+
+def _pin(pid: int | None, core: int | None) -> None:
+    if pid is not None and core is not None:
+        os.sched_setaffinity(pid, {core})
+
+
+def _measure(poll_s: float, window: float, settle: float, profile: int,
+             pin: int | None) -> None:
+    """One lane polled every ``poll_s``: RSS, CPU % of a core, CPU-ms per transaction."""
+    label = f"poll every {poll_s * 1000:.0f} ms" + (" (10 Hz)" if poll_s == 0.1 else "")
     with tempfile.TemporaryDirectory(prefix="bench-footprint-") as tmp:
         workdir = Path(tmp)
         template = workdir / "bench-cabinet.toml"
-        template.write_text(cabinet_template())
+        template.write_text(cabinet_template().replace(
+            "poll_interval_s = 0.1", f"poll_interval_s = {poll_s}"))
         rig = LaneRig(workdir / "lane", template=template)
         with rig:
             asyncio.run(_wait_online(rig))
             pid = rig.daemon.pid
             assert pid is not None
+            _pin(pid, pin)
+            _pin(rig.sim.pid, pin)
             time.sleep(settle)
             stats0 = rig.control.call("stats")["rs485-0"]["requests"]
-            ticks0, t0 = _cpu_ticks(pid), time.monotonic()
+            ticks0, wake0, t0 = _cpu_ticks(pid), _wakeups(pid), time.monotonic()
             rss: list[int] = []
             deadline = t0 + window
             while time.monotonic() < deadline:
                 rss.append(_status(pid)["VmRSS"])
                 time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
-            ticks1, t1 = _cpu_ticks(pid), time.monotonic()
+            ticks1, wake1, t1 = _cpu_ticks(pid), _wakeups(pid), time.monotonic()
             stats1 = rig.control.call("stats")["rs485-0"]["requests"]
             status = _status(pid)
             rss.append(status["VmRSS"])
             wall = t1 - t0
-            cpu = (ticks1 - ticks0) / os.sysconf("SC_CLK_TCK") / wall * 100
+            cpu_s = (ticks1 - ticks0) / os.sysconf("SC_CLK_TCK")
+            cpu = cpu_s / wall * 100
+            tx = max(1, stats1 - stats0)
             polls = (stats1 - stats0) / wall
+            per_tx = cpu_s * 1000 / tx
             rss_mb = [k / 1024 for k in rss]
             hwm_mb = status["VmHWM"] / 1024
-            print(f"\nwindow {wall:.1f} s after {settle:.0f} s of settling; daemon pid {pid}")
-            print(f"polls on the line: {polls:.1f}/s ({polls / BOARDS:.2f} cycles/s)")
+            print(f"\n== {label}: window {wall:.1f} s after {settle:.0f} s of settling; "
+                  f"daemon pid {pid}; pinned to core: {pin if pin is not None else 'no'}")
+            print(f"poll transactions on the line: {polls:.1f}/s ({polls / BOARDS:.2f} cycles/s)")
             print(f"{'figure':<32} {'value':>10}  {'target':>10}  verdict")
             print(f"{'RSS (VmRSS) at the end':<32} {rss_mb[-1]:>7.1f} MB  {'< 40 MB':>10}  "
                   f"{'met' if rss_mb[-1] < RSS_TARGET_MB else 'MISSED'}")
@@ -240,10 +278,47 @@ def main(argv: list[str] | None = None) -> int:
                   f"{'met' if hwm_mb < RSS_TARGET_MB else 'MISSED'}")
             print(f"{'  of which anonymous (RssAnon)':<32} {status['RssAnon'] / 1024:>7.1f} MB   "
                   f"file-backed (RssFile, shared libraries) {status['RssFile'] / 1024:.1f} MB")
-            print(f"{'CPU (utime+stime / wall)':<32} {cpu:>8.2f} %  {'< 1 %':>10}  "
-                  f"{'met' if cpu < CPU_TARGET else 'MISSED'}   (% of one core)")
+            print("  largest resident mappings: " + ", ".join(
+                f"{n} {mb:.1f} MB" for n, mb in _mappings(pid)))
+            cpu_target = f"< {CPU_TARGET:g} %" if poll_s == 0.1 else "-"
+            cpu_verdict = ("met" if cpu < CPU_TARGET else "MISSED") if poll_s == 0.1 else ""
+            print(f"{'CPU (utime+stime / wall)':<32} {cpu:>8.2f} %  {cpu_target:>10}  "
+                  f"{cpu_verdict}   (% of one core)")
+            print(f"{'CPU per poll transaction':<32} {per_tx:>7.3f} ms  {'<= 0.2 ms':>10}  "
+                  f"{'met' if per_tx <= CPU_MS_PER_TX_TARGET else 'MISSED'}")
+            print(f"{'wake-ups per poll transaction':<32} {(wake1 - wake0) / tx:>10.2f}   "
+                  f"(context switches of the daemon's threads)")
             if profile:
                 _profile(pid, profile, workdir)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--window", type=float, default=60.0, help="measured seconds (1..600)")
+    parser.add_argument("--settle", type=float, default=10.0, help="seconds before (0..120)")
+    parser.add_argument("--profile", type=int, default=20,
+                        help="seconds of py-spy sampling after each window (0: none; max 120)")
+    parser.add_argument("--poll", type=float, action="append", default=None,
+                        help="poll period(s) to measure, seconds (repeatable; default 0.1 "
+                             "and 0.01)")
+    parser.add_argument("--pin", type=int, default=None, metavar="CORE",
+                        help="pin the daemon and the simulator to this core")
+    args = parser.parse_args(argv)
+    window = max(1.0, min(args.window, 600.0))
+    settle = max(0.0, min(args.settle, 120.0))
+    profile = max(0, min(args.profile, 120))
+    polls = [max(0.01, min(p, 1.0)) for p in (args.poll or [0.1, 0.01])][:4]
+    if args.pin is not None and args.pin not in os.sched_getaffinity(0):
+        parser.error(f"--pin {args.pin}: no such core available")
+    read_t = transaction_time(READ_REQUEST_LEN, read_bits_reply_len(CHANNELS), BAUD)
+    print(machine())
+    print(f"cabinet: {BOARDS} Waveshare boards x {CHANNELS} in / {CHANNELS} out on one line at "
+          f"{BAUD} baud, {BOARDS * CHANNELS} compartments; {BOARDS} x "
+          f"{read_t * 1000:.2f} ms = {BOARDS * read_t * 1000:.1f} ms of wire per poll cycle")
+    print("lane: mosquitto + redis-server (appendfsync always) + locker-sim (line timing "
+          "emulated) + locker-controller, on 127.0.0.1; nothing happens on the lane")
+    for poll_s in polls:
+        _measure(poll_s, window, settle, profile, args.pin)
     rows = _import_costs()
     print("\nRSS of the imports alone (a fresh interpreter importing what the daemon imports):")
     previous = 0.0

@@ -42,6 +42,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import IntEnum
+from functools import lru_cache
 
 from drivers.errors import BoardRejected, FrameError
 
@@ -141,8 +142,12 @@ def _check_u16(name: str, value: int) -> None:
         raise ValueError(f"{name} must be in 0..65535, got {value}")
 
 
+@lru_cache(maxsize=512)
 def read_request(unit: int, function: int, address: int, count: int) -> Request:
-    """A read (function 01, 02, 03 or 04) of ``count`` items from ``address``."""
+    """A read (function 01, 02, 03 or 04) of ``count`` items from ``address``.
+
+    Memoised: a poll reads the same inputs of the same boards every cycle, and a
+    :class:`Request` is immutable."""
     _check_unit(unit, write=False)
     _check_u16("address", address)
     if function in _READ_BITS:
@@ -214,8 +219,21 @@ def pack_bits(values: tuple[bool, ...] | list[bool]) -> bytes:
     return bytes(out)
 
 
+#: The 8 bits of every byte value, bit 0 first: a poll unpacks 16 inputs with two lookups.
+_BYTE_BITS: tuple[tuple[bool, ...], ...] = tuple(
+    tuple(bool(byte >> i & 1) for i in range(8)) for byte in range(256)
+)
+
+
 def unpack_bits(data: bytes, count: int) -> tuple[bool, ...]:
-    return tuple(bool(data[i >> 3] >> (i & 7) & 1) for i in range(count))
+    if count > 8 * len(data):
+        raise IndexError(f"{count} bits asked of {len(data)} byte(s)")
+    table = _BYTE_BITS
+    if len(data) == 2:
+        bits = table[data[0]] + table[data[1]]
+    else:
+        bits = tuple(bit for byte in data for bit in table[byte])
+    return bits[:count] if len(bits) != count else bits
 
 
 # -- CRC ----------------------------------------------------------------------------
@@ -251,7 +269,9 @@ def rtu_crc_ok(frame: bytes) -> bool:
 # -- framing ------------------------------------------------------------------------
 
 
+@lru_cache(maxsize=512)
 def encode_rtu(req: Request) -> bytes:
+    """The RTU frame of ``req`` (memoised: the same polls go out every cycle)."""
     body = bytes((req.unit,)) + req.pdu
     crc = rtu_crc(body)
     return body + bytes((crc & 0xFF, crc >> 8))

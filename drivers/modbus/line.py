@@ -12,11 +12,13 @@ checked by :mod:`drivers.modbus.codec`, counters are kept in :mod:`drivers.modbu
   whole poll cycle. Within one priority, first come first served.
 * **Silent interval** (3.5 characters, 1.75 ms above 19200 baud) between the end of
   the previous frame on the line (our request when broadcast, the reply otherwise)
-  and the next request. The line sleeps whole milliseconds on the event loop (epoll's
-  granularity) and then ``time.sleep`` for the sub-millisecond rest, which blocks the
-  loop for less than a millisecond; neither is a busy wait (no CPU spent, the GIL
-  released); it does not wait at all when the interval has already elapsed. Replies
-  are awaited on the descriptor (``add_reader``), never polled.
+  and the next request. An interval of up to 2.5 ms (3.5 characters at 19200 baud and
+  above) is slept whole with ``time.sleep``: it blocks the loop that long, costs no
+  CPU and saves a trip through the event loop, which costs more CPU than the rest of
+  the transaction. A longer one sleeps whole milliseconds on the loop (epoll's
+  granularity) and the sub-millisecond rest with ``time.sleep``. The line does not
+  wait at all when the interval has already elapsed. Replies are awaited on the
+  descriptor (``add_reader``), never polled: no busy wait anywhere.
 * **Timeout per attempt**, counted from the end of the request on the wire (the
   request's own transmission time is added), and a **retry budget** for timeouts and
   garbled replies. An exception response is an answer: it is never retried. A caller
@@ -116,8 +118,10 @@ log = logging.getLogger(__name__)
 
 Framing = Literal["rtu", "socket"]
 
-#: Below this the rest of the silent interval is slept with time.sleep (not epoll).
-_SPIN_LIMIT_S = 0.001
+#: A silent interval this short (3.5 characters at 19200 baud and above, with a margin)
+#: is slept whole with time.sleep: one wake-up, no trip through the event loop. A longer
+#: one sleeps whole milliseconds on the loop first, then the rest with time.sleep.
+_BLOCK_LIMIT_S = 0.0025
 #: Valid late replies remembered for :meth:`ModbusLine.late_reply_at` (recent ones only).
 _LATE_MEMORY = 32
 
@@ -133,6 +137,13 @@ class _PriorityGate:
     @property
     def waiting(self) -> int:
         return sum(1 for *_, f in self._waiters if not f.done())
+
+    def try_acquire(self) -> bool:
+        """Take the gate if it is free, without waiting (no coroutine on the hot path)."""
+        if self._busy or self._waiters:
+            return False
+        self._busy = True
+        return True
 
     async def acquire(self, priority: int) -> None:
         if not self._busy and not self._waiters:
@@ -457,7 +468,8 @@ class ModbusLine:
         counters.transactions += 1
         self._total.transactions += 1
         t0 = counters.timeouts
-        await self._gate.acquire(0 if priority else 1)
+        if not self._gate.try_acquire():
+            await self._gate.acquire(0 if priority else 1)
         try:
             last: BoardError | None = None
             result: tuple[bool, ...] | tuple[int, ...] | None = None
@@ -644,7 +656,11 @@ class ModbusLine:
             await self.connect()
         if self._dirty or self._late_req is not None:
             await self._settle(req if early else None)
-        await self._wait_silent_interval()
+        # The silent interval: a short one is slept here, without a trip through the loop.
+        target = max(self._next_send, self._last_rx + self._gap)
+        if target - time.monotonic() > _BLOCK_LIMIT_S:
+            await self._sleep_on_loop(target)
+        _sleep_until(target)
         transport = self._transport
         if transport is None:
             raise BusError(f"bus {self.name}: line lost", bus=self.name)
@@ -658,7 +674,9 @@ class ModbusLine:
         tx_time = frame_time(len(adu), self.baudrate) if self._timed else 0.0
         if not req.expects_reply:
             try:
-                await transport.write(adu)
+                sent = transport.try_write(adu)
+                if sent < len(adu):
+                    await transport.write(adu[sent:])
             except OSError as exc:
                 raise self._lost_error(exc) from exc
             self._next_send = time.monotonic() + tx_time + self._gap
@@ -669,7 +687,9 @@ class ModbusLine:
         self._last_req = req
         try:
             try:
-                await transport.write(adu)
+                sent = transport.try_write(adu)
+                if sent < len(adu):
+                    await transport.write(adu[sent:])
             except OSError as exc:
                 raise self._lost_error(exc) from exc
             self._last_sent_at = time.monotonic()
@@ -713,15 +733,12 @@ class ModbusLine:
             exc.bus = self.name
             raise
 
-    async def _wait_silent_interval(self) -> None:
-        target = max(self._next_send, self._last_rx + self._gap)
+    async def _sleep_on_loop(self, target: float) -> None:
+        """The whole milliseconds of a long silent interval, on the loop (epoll sleeps in
+        whole milliseconds, rounded up: ask for whole ones only); the caller sleeps the
+        rest with :func:`_sleep_until`."""
         wait = target - time.monotonic()
-        if wait <= 0:
-            return
-        if wait > _SPIN_LIMIT_S:
-            # epoll sleeps in whole milliseconds, rounded up: ask for whole ones only.
-            await asyncio.sleep(int(wait * 1000) / 1000)
-        _sleep_until(target)
+        await asyncio.sleep(int(wait * 1000) / 1000)
 
     async def _settle(self, early: Request | None = None) -> None:
         """Before a request: wait out the late window of a timed-out request (unless
@@ -948,9 +965,9 @@ class ModbusLine:
 
 
 def _sleep_until(target: float) -> None:
-    """Sleep the last fraction of a millisecond until ``target``, blocking the loop that
-    long at most. nanosleep keeps to tens of microseconds and, unlike a busy-wait, costs
-    no CPU and releases the GIL (a paho network thread, an in-process simulator run on)."""
+    """Sleep until ``target`` (at most ``_BLOCK_LIMIT_S`` away), blocking the loop that
+    long. nanosleep keeps to tens of microseconds and, unlike a busy-wait, costs no CPU
+    and releases the GIL (a paho network thread, an in-process simulator run on)."""
     remaining = target - time.monotonic()
     if remaining > 0:
         time.sleep(remaining)

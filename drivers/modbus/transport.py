@@ -36,6 +36,12 @@ class Transport:
     async def write(self, data: bytes) -> None:
         raise NotImplementedError
 
+    def try_write(self, data: bytes) -> int:
+        """Write what can be written now without waiting; return the count of bytes
+        written (the caller awaits :meth:`write` for the rest). Raises like ``write``.
+        The default writes nothing, so a transport need only implement ``write``."""
+        return 0
+
     def flush_input(self) -> None:
         """Drop what the OS holds in its receive buffer."""
 
@@ -109,6 +115,12 @@ class SerialTransport(Transport):
         self._empty_reads += 1
         if self._empty_reads > _EMPTY_READS_LIMIT:
             self._on_lost(EOFError("serial port closed"))
+
+    def try_write(self, data: bytes) -> int:
+        try:
+            return os.write(self._fd, data)
+        except (BlockingIOError, InterruptedError):
+            return 0
 
     async def write(self, data: bytes) -> None:
         view = memoryview(data)
@@ -193,10 +205,14 @@ class TcpTransport(Transport):
             self._transport = None
             self._on_lost(exc)
 
-    async def write(self, data: bytes) -> None:
+    def try_write(self, data: bytes) -> int:
         if self._transport is None or self._transport.is_closing():
             raise BusError(f"connection to {self._host}:{self._port} is gone")
-        self._transport.write(data)
+        self._transport.write(data)  # asyncio buffers what the socket does not take
+        return len(data)
+
+    async def write(self, data: bytes) -> None:
+        self.try_write(data)
 
     def close(self) -> None:
         transport, self._transport = self._transport, None

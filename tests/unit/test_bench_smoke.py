@@ -36,6 +36,7 @@ def test_bus_throughput_prints_its_rate() -> None:
     out = _run("bench/bus_throughput.py", "--polls", "20")
     assert "polls/s" in out
     assert "theoretical max" in out
+    assert "ms per poll transaction" in out
 
 
 @pytest.mark.integration
@@ -70,11 +71,26 @@ def test_door_event_latency_prints_floor_and_percentiles() -> None:
 @pytest.mark.integration
 @needs_services
 def test_daemon_footprint_prints_memory_and_cpu() -> None:
-    out = _run("bench/daemon_footprint.py", "--window", "2", "--settle", "0", "--profile", "0")
+    out = _run("bench/daemon_footprint.py", "--window", "2", "--settle", "0", "--profile", "0",
+               "--poll", "0.1", "--pin", "0")
     assert "RSS (VmRSS) at the end" in out
     assert "peak RSS (VmHWM)" in out
     assert "CPU (utime+stime / wall)" in out
+    assert "CPU per poll transaction" in out
+    assert "pinned to core: 0" in out
     assert "RSS of the imports alone" in out
+
+
+@pytest.mark.integration
+@needs_services
+def test_side_by_side_measures_the_daemon_without_the_peer() -> None:
+    # --skip-peer: no network needed (the peer is installed from PyPI otherwise).
+    out = _run("bench/side_by_side.py", "--skip-peer", "--window", "2", "--settle", "0",
+               "--changes", "2")
+    assert "CPU-ms/tx" in out
+    assert "door change -> MQTT" in out
+    assert out.count("\ndaemon ") == 1
+    assert "spicierModbus2mqtt " not in out
 
 
 @pytest.mark.integration
