@@ -62,10 +62,12 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from typing import Any
 
@@ -95,6 +97,9 @@ INPUTS = ("keypad", "scanner")
 #: Refusals of one input are reported at most once per this many seconds; the others are
 #: counted and reported together.
 REPORT_WINDOW_S = 1.0
+#: How often the codes of orders no compartment holds (collected, retrieved, released
+#: ones, past their reopen grace) are forgotten, and once at start.
+ORDER_SWEEP_S = 60.0
 #: How long an accepted code waits for the power budget (another door opening).
 PULSE_WAIT_S = 10.0
 
@@ -123,6 +128,36 @@ class CodeBook:
         self._store = store
         self._cabinet = cabinet
         self._pool = pool
+        #: Orders whose assign is between writing its codes and holding its compartment.
+        self._assigning: set[str] = set()
+        #: Taken to mark an assign as running and by each deletion of the sweep, so the
+        #: sweep never deletes codes an assign is writing.
+        self._sweep_lock = asyncio.Lock()
+
+    @contextlib.asynccontextmanager
+    async def assigning(self, order_id: str) -> AsyncIterator[None]:
+        """Around an assign's writes: the sweep leaves this order's codes alone."""
+        async with self._sweep_lock:
+            self._assigning.add(order_id)
+        try:
+            yield
+        finally:
+            self._assigning.discard(order_id)
+
+    async def sweep(self, live: Callable[[], AbstractSet[str]]) -> list[str]:
+        """Forget the codes and records of every stored order not in ``live()`` (the orders
+        a compartment holds, and those still in their reopen grace) nor being assigned:
+        a collected, retrieved or released order's codes no longer lead anywhere, and a
+        new order may be given one of them. Returns the orders forgotten."""
+        forgotten: list[str] = []
+        for order_id in sorted(await self._store.stored_order_ids()):
+            async with self._sweep_lock:
+                if order_id in self._assigning or order_id in live():
+                    continue
+                await self._store.delete_codes(order_id)
+                await self._store.delete_order(order_id)
+            forgotten.append(order_id)
+        return forgotten
 
     async def _verifier(self, code: PickupCode) -> str:
         loop = asyncio.get_running_loop()
@@ -304,6 +339,8 @@ class CodeChecker:
         #: The cabinet's codes (the command service stores an assign's codes through it).
         self.codes = CodeBook(code_key, store, settings.cabinet.id, self._pool)
         self._recent: dict[str, _Recent] = {}
+        #: Monotonic instant of the next sweep of ended orders' codes (None: at once).
+        self._next_sweep: float | None = None
         #: (order, code id) -> monotonic instant of the code's first use here, for the
         #: reopen grace (decision 0009: never the wall clock). Not kept across a restart.
         self._first_use: dict[tuple[str, str], tuple[float, float]] = {}
@@ -336,6 +373,25 @@ class CodeChecker:
                     await self._save_budget(source, now)
         await self._flush_reports(now.mono, now.wall)
         self._forget_graces(now.mono)
+        if self._next_sweep is None or now.mono >= self._next_sweep:
+            self._next_sweep = now.mono + ORDER_SWEEP_S
+            await self._sweep_orders()
+
+    def live_orders(self) -> set[str]:
+        """The orders whose codes still lead somewhere: held by a compartment, or
+        collected and freed but still in their reopen grace."""
+        held = {c.order.order_id for c in self._model.compartments if c.order is not None}
+        return held | set(self._recent) | {order for order, _code in self._first_use}
+
+    async def _sweep_orders(self) -> None:
+        try:
+            forgotten = await self.codes.sweep(self.live_orders)
+        except StoreError as exc:
+            log.warning("order sweep skipped: store error", extra={"ctx": {"error": str(exc)}})
+            return
+        if forgotten:
+            log.info("codes of ended orders forgotten",
+                     extra={"ctx": {"orders": len(forgotten)}})
 
     def _forget_graces(self, mono: float) -> None:
         """Drop the first uses and recent orders whose reopen grace is over."""

@@ -30,6 +30,7 @@ unfinished command is answered at start-up and never acted on again.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 from collections import OrderedDict
@@ -536,24 +537,27 @@ class CommandService:
                 Dom.ORDER_ALREADY_ASSIGNED,
                 f"order {args.order_id} is already in compartment {holder.compartment_id}",
                 field="order_id"))
-        if records:
-            # Written, all or nothing, before the model changes: a code that clashes with a
-            # live code of another order (the store checks again, atomically) refuses the
-            # assign, and a store error stops it, with nothing assigned.
-            assert self._codes is not None
-            await self._codes.save(args.order_id, records)
-        try:
-            compartment, events = assign_order(self._model.compartments, order, now.wall,
-                                               compartment_id=args.compartment,
-                                               unavailable_zones=self._unavailable_zones())
-        except DomainError:
+        async with (self._codes.assigning(args.order_id) if self._codes is not None
+                    else contextlib.nullcontext()):
             if records:
+                # Written, all or nothing, before the model changes: a code that clashes
+                # with a live code of another order (the store checks again, atomically)
+                # refuses the assign, and a store error stops it, with nothing assigned.
                 assert self._codes is not None
-                await self._codes.forget(args.order_id)
-            raise
-        cid = compartment.compartment_id
-        await self._store.save_order(args.order_id, {**order.to_dict(), "compartment": cid})
-        await self._commit(self._model._wrap_wall(events, now), cid)
+                await self._codes.save(args.order_id, records)
+            try:
+                compartment, events = assign_order(
+                    self._model.compartments, order, now.wall,
+                    compartment_id=args.compartment,
+                    unavailable_zones=self._unavailable_zones())
+            except DomainError:
+                if records:
+                    assert self._codes is not None
+                    await self._codes.forget(args.order_id)
+                raise
+            cid = compartment.compartment_id
+            await self._store.save_order(args.order_id, {**order.to_dict(), "compartment": cid})
+            await self._commit(self._model._wrap_wall(events, now), cid)
         return {"compartment": cid, "order_id": args.order_id}
 
     async def _release(self, command: ReleaseCommand) -> dict[str, Any]:

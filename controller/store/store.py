@@ -1072,6 +1072,17 @@ class Store:
         """Every stored order, by order id."""
         return await self._hash_load_all("load_orders", self._keys.orders)
 
+    async def stored_order_ids(self) -> set[str]:
+        """The ids of every order with a stored record or stored codes (for the sweep of
+        orders no compartment holds any more)."""
+        keys = self._keys
+
+        async def ids(c: Any) -> set[str]:
+            return {str(k) for k in await c.hkeys(keys.orders)} | \
+                {str(k) for k in await c.hkeys(keys.codes)}
+
+        return await self._call("stored_order_ids", ids)
+
     # ----------------------------------------------------------------- config overlay
 
     async def save_config_overlay(self, overlay: Mapping[str, Any]) -> None:
