@@ -19,6 +19,7 @@ lab's fleet, the tests and the benchmarks:
 * **reconnect** (``reconnect=True``) with a capped back-off, and send again, under the same
   command id, a command whose reply was lost with the connection (the cabinet answers a
   repeated id with its first result: a door never opens twice for one command);
+* send a command again under its id when its reply does not come (``resend_after_s``);
 * retry a command once, with the clock the cabinet returned, when it was refused as
   ``expired`` or ``wrong_boot`` (dispatch's clock estimate was stale).
 
@@ -100,6 +101,7 @@ class DispatchClient:
         persistent: bool = False,
         session_expiry_s: int = DEFAULT_SESSION_EXPIRY_S,
         reconnect: bool = False,
+        resend_after_s: float | None = None,
         on_message: Callable[[Received], None] | None = None,
         on_event: Callable[[dict[str, Any]], None] | None = None,
         on_gap: Callable[[Gap], None] | None = None,
@@ -123,22 +125,19 @@ class DispatchClient:
         self.client_id = client_id or f"dispatch-{uuid.uuid4().hex[:8]}"
         self.persistent = persistent
         self.reconnect = reconnect
+        # A reply can be lost (the cabinet answered while its own link was down): the
+        # contract's remedy is to repeat the command id, which returns the first result.
+        self.resend_after_s = resend_after_s if resend_after_s is not None else (
+            5.0 if reconnect else None)
         # Under the cabinet's own reply topic: the broker's ACL lets a cabinet answer there
         # and nowhere else (deploy/mosquitto/acl).
         self.reply_topic = f"{topics.reply}/to/{self.client_id}"
-        v5 = self.protocol == 5
-        connect_properties = None
-        if v5 and persistent:
-            connect_properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-            connect_properties.SessionExpiryInterval = session_expiry_s
-        self._client = aiomqtt.Client(
-            host, port, identifier=self.client_id,
-            protocol=aiomqtt.ProtocolVersion.V5 if v5 else aiomqtt.ProtocolVersion.V311,
-            tls_context=tls_context, username=username, password=password,
-            clean_session=None if v5 else not persistent,
-            clean_start=(not persistent) if v5 else paho.MQTT_CLEAN_START_FIRST_ONLY,
-            properties=connect_properties,
-        )
+        self._connect_args: dict[str, Any] = {
+            "hostname": host, "port": port, "tls_context": tls_context,
+            "username": username, "password": password,
+        }
+        self._session_expiry_s = session_expiry_s
+        self._client = self._new_client()
         self._on_message = on_message
         self._on_event = on_event
         self.clock = ClockTracker()
@@ -153,6 +152,7 @@ class DispatchClient:
         self._unique_events: list[dict[str, Any]] = []
         self.disconnected: BaseException | None = None
         self.reconnects = 0
+        self.resends = 0
         self._arrived = asyncio.Condition()
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -179,7 +179,24 @@ class DispatchClient:
             with contextlib.suppress(aiomqtt.MqttError):
                 await self._client.__aexit__(None, None, None)
 
+    def _new_client(self) -> aiomqtt.Client:
+        # A fresh client per connection: an aiomqtt client re-entered after a lost
+        # connection can report the old CONNACK as the new one.
+        v5 = self.protocol == 5
+        connect_properties = None
+        if v5 and self.persistent:
+            connect_properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+            connect_properties.SessionExpiryInterval = self._session_expiry_s
+        return aiomqtt.Client(
+            identifier=self.client_id,
+            protocol=aiomqtt.ProtocolVersion.V5 if v5 else aiomqtt.ProtocolVersion.V311,
+            clean_session=None if v5 else not self.persistent,
+            clean_start=(not self.persistent) if v5 else paho.MQTT_CLEAN_START_FIRST_ONLY,
+            properties=connect_properties, **self._connect_args,
+        )
+
     async def _connect(self) -> None:
+        self._client = self._new_client()
         await self._client.__aenter__()
         for topic in (self.topics.status, self.topics.state, self.topics.events,
                       self.topics.telemetry, self.topics.reply):
@@ -365,15 +382,24 @@ class DispatchClient:
             properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
             properties.ResponseTopic = self.reply_topic
             properties.CorrelationData = command_id.encode()
+        # The PUBACK of a publish on a connection that just died never comes: wait for the
+        # reply (which the reader fails when the connection goes) or the publish's error.
+        publish = asyncio.ensure_future(self._client.publish(
+            self.topics.cmd, payload, qos=1, properties=properties))
         try:
             async with asyncio.timeout(timeout_s):
-                await self._client.publish(self.topics.cmd, payload, qos=1,
-                                           properties=properties)
+                await asyncio.wait((publish, future), return_when=asyncio.FIRST_COMPLETED)
+                if publish.done():
+                    publish.result()
                 return await future
         except aiomqtt.MqttError as exc:
             raise ConnectionError(f"command not sent: {exc}") from exc
         finally:
             self._pending.pop(command_id, None)
+            if not publish.done():
+                publish.cancel()
+            with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
+                await publish
 
     async def command(self, type_: str, args: dict[str, Any] | None = None, *,
                       sign: bool = True, command_id: str | None = None,
@@ -383,9 +409,14 @@ class DispatchClient:
         Retries once with the cabinet's own clock if the command was refused as stale
         (``expired``, ``wrong_boot``). With ``reconnect``, a command whose connection was
         lost is sent again under the same id once the client is back, until ``timeout_s``
-        (the cabinet answers a repeated id with its first result)."""
+        (the cabinet answers a repeated id with its first result). With ``resend_after_s``
+        (5 s by default with ``reconnect``), a command unanswered that long is sent again
+        under its id, for a reply lost on the cabinet's side."""
         deadline = time.monotonic() + timeout_s
         command = self.build(type_, args or {}, command_id=command_id, ttl_ms=ttl_ms)
+        # A repeat is the same bytes: the cabinet compares a repeated id's command with
+        # the first (another deadline would be "another command", a conflict).
+        payload = self.encode(command, sign=sign)
         stale_retried = False
         while True:
             remaining = deadline - time.monotonic()
@@ -394,19 +425,25 @@ class DispatchClient:
             try:
                 if self.reconnect and not self._connected.is_set():
                     await self.wait_connected(remaining)
-                    # Fresh deadline in the (possibly new) clock, same id.
-                    command = self.build(type_, args or {}, command_id=command["id"],
-                                         ttl_ms=ttl_ms)
-                reply = await self.send(self.encode(command, sign=sign), command["id"],
-                                        deadline - time.monotonic())
+                wait_s = deadline - time.monotonic()
+                if self.resend_after_s is not None:
+                    wait_s = min(wait_s, self.resend_after_s)
+                reply = await self.send(payload, command["id"], wait_s)
+            except TimeoutError:
+                if self.resend_after_s is None or time.monotonic() >= deadline:
+                    raise
+                self.resends += 1
+                continue
             except ConnectionError:
                 if not self.reconnect or self._closing:
                     raise
                 continue
             code = (reply.get("error") or {}).get("code")
             if not reply.get("ok") and code in ("expired", "wrong_boot") and not stale_retried:
+                # Refused before it was recorded: the same id with the cabinet's clock.
                 stale_retried = True
                 command = self.build(type_, args or {}, command_id=command["id"],
                                      ttl_ms=ttl_ms)
+                payload = self.encode(command, sign=sign)
                 continue
             return reply
