@@ -58,6 +58,8 @@ from controller.security.signing import deadline_from_reading, sign_command
 __all__ = ["BrokerError", "DispatchClient", "Received"]
 
 log = logging.getLogger("controller.dispatch")
+#: paho's own messages (socket errors on a lost connection), apart so they can be tuned.
+MQTT_LOG = logging.getLogger("controller.dispatch.mqtt")
 
 BrokerError = aiomqtt.MqttError
 """What the client raises when the broker cannot be reached or the connection fails
@@ -192,17 +194,22 @@ class DispatchClient:
             protocol=aiomqtt.ProtocolVersion.V5 if v5 else aiomqtt.ProtocolVersion.V311,
             clean_session=None if v5 else not self.persistent,
             clean_start=(not self.persistent) if v5 else paho.MQTT_CLEAN_START_FIRST_ONLY,
-            properties=connect_properties, **self._connect_args,
+            properties=connect_properties, logger=MQTT_LOG, **self._connect_args,
         )
 
     async def _connect(self) -> None:
         self._client = self._new_client()
         await self._client.__aenter__()
-        for topic in (self.topics.status, self.topics.state, self.topics.events,
-                      self.topics.telemetry, self.topics.reply):
-            await self._client.subscribe(topic, qos=1)
-        if self.protocol == 5:
-            await self._client.subscribe(self.reply_topic, qos=1)
+        try:
+            for topic in (self.topics.status, self.topics.state, self.topics.events,
+                          self.topics.telemetry, self.topics.reply):
+                await self._client.subscribe(topic, qos=1)
+            if self.protocol == 5:
+                await self._client.subscribe(self.reply_topic, qos=1)
+        except BaseException:
+            with contextlib.suppress(aiomqtt.MqttError):
+                await self._client.__aexit__(None, None, None)
+            raise
         self.disconnected = None
         self._connected.set()
 
@@ -236,8 +243,6 @@ class DispatchClient:
                     "client": self.client_id, "error": str(exc)}})
             while not self._closing:
                 await asyncio.sleep(backoff * (0.5 + random.random()))
-                with contextlib.suppress(aiomqtt.MqttError):
-                    await self._client.__aexit__(None, None, None)
                 try:
                     await self._connect()
                 except aiomqtt.MqttError:
@@ -396,6 +401,8 @@ class DispatchClient:
             raise ConnectionError(f"command not sent: {exc}") from exc
         finally:
             self._pending.pop(command_id, None)
+            if future.done() and not future.cancelled():
+                future.exception()  # retrieved: the publish's error may have won the race
             if not publish.done():
                 publish.cancel()
             with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
