@@ -106,6 +106,9 @@ class CabinetTally:
     unanswered: int = 0
     latencies: list[float] = field(default_factory=list)
     by_type: dict[str, list[float]] = field(default_factory=dict)
+    #: Send to reply built, from the cabinet's clock in the reply (an upper bound: the
+    #: clock estimate lags by the delivery time of the reading it rests on).
+    to_reply_built: list[float] = field(default_factory=list)
     #: Latencies of the commands that did not live through a reconnection of dispatch.
     calm_latencies: list[float] = field(default_factory=list)
     door_cycles_missed: int = 0
@@ -419,6 +422,7 @@ class _Cabinet:
         self.tally.sent += 1
         started = time.monotonic()
         reconnects = self.client.reconnects
+        boot, uptime_ms = self.client.clock.estimate(started)
         try:
             reply = await self.client.command(type_, args, timeout_s=timeout_s)
         except (TimeoutError, ConnectionError, LookupError) as exc:
@@ -427,6 +431,9 @@ class _Cabinet:
             return None
         self.tally.latencies.append(time.monotonic() - started)
         self.tally.by_type.setdefault(type_, []).append(self.tally.latencies[-1])
+        clock = reply.get("cabinet_clock") or {}
+        if clock.get("boot_id") == boot and isinstance(clock.get("uptime_ms"), int):
+            self.tally.to_reply_built.append(max(0.0, (clock["uptime_ms"] - uptime_ms) / 1000))
         if self.client.reconnects == reconnects and self.client.connected:
             self.tally.calm_latencies.append(self.tally.latencies[-1])
         self.tally.answered += 1
@@ -515,7 +522,7 @@ async def run_fleet(options: FleetOptions, *, progress: Any = None) -> FleetRepo
                     "127.0.0.1", mqtt_port, CabinetTopics(TOPIC_ROOT, SITE, cabinet),
                     key=key, key_id=KEY_ID, protocol=options.protocol,
                     client_id=f"dispatch-{cabinet}", persistent=True, reconnect=True,
-                    resend_after_s=2.0, session_expiry_s=3600, after_seq=0,
+                    resend_after_s=10.0, session_expiry_s=3600, after_seq=0,
                     keep_messages=False, on_gap=tally.gaps.append,
                     on_event=functools.partial(_on_event, fleet, cabinet))
                 fleet[cabinet] = _Cabinet(client, tally)
@@ -665,6 +672,9 @@ def _report(options: FleetOptions, tallies: dict[str, CabinetTally],
             for type_ in sorted({t for tally in tallies.values() for t in tally.by_type})
             for values in [[x for tally in tallies.values()
                             for x in tally.by_type.get(type_, [])]]},
+        "send_to_reply_built_p50_p99_s": [
+            _round(_percentile([x for t in tallies.values() for x in t.to_reply_built], q))
+            for q in (0.5, 0.99)],
         "command_resends": sum(f.client.resends for f in fleet.values()),
         "events_received": totals["received"], "events_unique": totals["unique"],
         "events_duplicates": totals["duplicates"], "events_expected": totals["expected"],
