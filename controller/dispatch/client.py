@@ -69,6 +69,10 @@ BrokerError = aiomqtt.MqttError
 DEFAULT_SESSION_EXPIRY_S = 24 * 3600
 
 
+class _CabinetBack(Exception):
+    """The cabinet came back online while a command waited for its reply."""
+
+
 @dataclass(frozen=True, slots=True)
 class Received:
     """One message from the cabinet: its topic, channel (``status``, ``state``, ``events``,
@@ -156,6 +160,9 @@ class DispatchClient:
         self.reconnects = 0
         self.resends = 0
         self._arrived = asyncio.Condition()
+        # Set (and replaced) each time the cabinet says it is online: a command waiting
+        # then may have lost its reply while the cabinet was away.
+        self._back_online = asyncio.Event()
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -282,6 +289,9 @@ class DispatchClient:
         received = Received(topic, channel, payload, retained,
                             time.monotonic() if at is None else at)
         self.clock.learn_from(payload, received.at)
+        if channel == "status" and payload.get("state") == "online":
+            self._back_online.set()
+            self._back_online = asyncio.Event()
         if channel == "reply":
             key = correlation.decode(errors="replace") if correlation else None
             future = self._pending.get(key) if key is not None else None
@@ -391,15 +401,21 @@ class DispatchClient:
         # reply (which the reader fails when the connection goes) or the publish's error.
         publish = asyncio.ensure_future(self._client.publish(
             self.topics.cmd, payload, qos=1, properties=properties))
+        back = asyncio.ensure_future(self._back_online.wait())
         try:
             async with asyncio.timeout(timeout_s):
                 await asyncio.wait((publish, future), return_when=asyncio.FIRST_COMPLETED)
                 if publish.done():
                     publish.result()
+                if self.reconnect and not future.done():
+                    await asyncio.wait((future, back), return_when=asyncio.FIRST_COMPLETED)
+                    if not future.done():
+                        raise _CabinetBack
                 return await future
         except aiomqtt.MqttError as exc:
             raise ConnectionError(f"command not sent: {exc}") from exc
         finally:
+            back.cancel()
             self._pending.pop(command_id, None)
             if future.done() and not future.cancelled():
                 future.exception()  # retrieved: the publish's error may have won the race
@@ -418,7 +434,9 @@ class DispatchClient:
         lost is sent again under the same id once the client is back, until ``timeout_s``
         (the cabinet answers a repeated id with its first result). With ``resend_after_s``
         (5 s by default with ``reconnect``), a command unanswered that long is sent again
-        under its id, for a reply lost on the cabinet's side."""
+        under its id, for a reply lost on the cabinet's side; with ``reconnect`` it is
+        also sent again at once when the cabinet says ``online`` while it waits (the
+        cabinet reconnected: a reply it sent while away is lost)."""
         deadline = time.monotonic() + timeout_s
         command = self.build(type_, args or {}, command_id=command_id, ttl_ms=ttl_ms)
         # A repeat is the same bytes: the cabinet compares a repeated id's command with
@@ -440,6 +458,9 @@ class DispatchClient:
                 if self.resend_after_s is None or time.monotonic() >= deadline:
                     raise
                 self.resends += 1
+                continue
+            except _CabinetBack:
+                self.resends += 1  # its reply may have been lost while it was away
                 continue
             except ConnectionError:
                 if not self.reconnect or self._closing:
