@@ -251,10 +251,10 @@ async def _serve(args: argparse.Namespace) -> int:
 FLEET_MODULE = "controller.lab.fleet"
 
 
-def _fleet(options: Sequence[str]) -> int:
+def _fleet(options: Sequence[str], module: str = FLEET_MODULE) -> int:
     """Run the fleet (part of the controller package) as a child process."""
     try:
-        found = importlib.util.find_spec(FLEET_MODULE) is not None
+        found = importlib.util.find_spec(module) is not None
     except ModuleNotFoundError:
         found = False
     if not found:
@@ -264,7 +264,7 @@ def _fleet(options: Sequence[str]) -> int:
             "(pip install locker-controller[sim]) and try again")
         return 2
     try:
-        return subprocess.call([sys.executable, "-m", FLEET_MODULE, "run", *options])
+        return subprocess.call([sys.executable, "-m", module, "run", *options])
     except KeyboardInterrupt:
         return 130
 

@@ -791,7 +791,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return asyncio.run(_host(args.workdir, args.cabinets))
     options = _options(args)
     progress = None if args.json else (lambda text: print(text, file=sys.stderr))
-    report = asyncio.run(run_fleet(options, progress=progress))
+    try:
+        report = asyncio.run(run_fleet(options, progress=progress))
+    except (FileNotFoundError, RuntimeError, TimeoutError) as exc:
+        # A missing mosquitto or redis-server, a host that did not start.
+        print(f"fleet: {exc}", file=sys.stderr)
+        return 2
     if args.json:
         print(json.dumps(report.as_dict(), indent=2))
     else:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from controller.lab.fleet import _percentile, cabinet_ids, write_configs
 from controller.settings import load_settings
 
@@ -32,3 +34,12 @@ def test_percentile() -> None:
     assert _percentile(values, 0.5) == 50.0 or _percentile(values, 0.5) == 51.0
     assert _percentile(values, 0.99) == 99.0
     assert _percentile([3.0], 0.99) == 3.0
+
+
+def test_locker_sim_fleet_says_clearly_when_the_controller_is_missing(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from simulator.cli import _fleet
+
+    assert _fleet(["--cabinets", "1"], module="controller_not_installed.fleet") == 2
+    assert "not installed" in capsys.readouterr().err
