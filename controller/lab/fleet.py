@@ -94,6 +94,9 @@ class FleetOptions:
     drain_timeout_s: float = 120.0
     command_timeout_s: float = 60.0
     workdir: Path | None = None
+    #: ``HOST:PORT`` of a broker (or cluster) to use instead of starting a mosquitto; the
+    #: broker restart fault is then yours to cause (restart a node during the run).
+    broker: str | None = None
 
 
 @dataclass
@@ -164,12 +167,13 @@ def _without_lane(text: str) -> str:
 
 
 def write_configs(workdir: Path, cabinets: Sequence[str], *, mqtt_port: int, redis_port: int,
-                  public_key_b64: str, poll_s: float, protocol: int) -> dict[str, Path]:
+                  public_key_b64: str, poll_s: float, protocol: int,
+                  mqtt_host: str = "127.0.0.1") -> dict[str, Path]:
     """One config file per cabinet, each in its own directory (its code key beside it)."""
     base = _without_lane(DEFAULT_TEMPLATE.read_text())
     settings = {
         ("cabinet", "site"): f'"{SITE}"',
-        ("mqtt", "host"): '"127.0.0.1"',
+        ("mqtt", "host"): f'"{mqtt_host}"',
         ("mqtt", "port"): str(mqtt_port),
         ("mqtt", "protocol"): str(protocol),
         ("redis", "url"): f'"redis://127.0.0.1:{redis_port}/0"',
@@ -495,31 +499,39 @@ async def run_fleet(options: FleetOptions, *, progress: Any = None) -> FleetRepo
     key = Ed25519PrivateKey.generate()
     public = __import__("base64").b64encode(key.public_key().public_bytes(
         Encoding.DER, PublicFormat.SubjectPublicKeyInfo)).decode()
-    mqtt_port, redis_port = free_port(), free_port()
-    broker = _Proc("mosquitto", mosquitto_argv(workdir, mqtt_port,
-                                               extra_config="max_inflight_messages 100"),
-                   workdir / "mosquitto.log", mqtt_port)
+    mqtt_host, mqtt_port, redis_port = "127.0.0.1", free_port(), free_port()
+    broker: _Proc | None = None
+    if options.broker:
+        host_text, _, port_text = options.broker.rpartition(":")
+        mqtt_host, mqtt_port = host_text or "127.0.0.1", int(port_text)
+    else:
+        broker = _Proc("mosquitto", mosquitto_argv(workdir, mqtt_port,
+                                                   extra_config="max_inflight_messages 100"),
+                       workdir / "mosquitto.log", mqtt_port)
     (workdir / "redis").mkdir(exist_ok=True)
     redis = _Proc("redis-server", redis_argv(workdir / "redis", redis_port, durable=False),
                   workdir / "redis.log", redis_port)
     cabinets = cabinet_ids(options.cabinets)
     write_configs(workdir, cabinets, mqtt_port=mqtt_port, redis_port=redis_port,
-                  public_key_b64=public, poll_s=options.poll_s, protocol=options.protocol)
+                  public_key_b64=public, poll_s=options.poll_s, protocol=options.protocol,
+                  mqtt_host=mqtt_host)
     hosts: list[_HostProcess] = []
     tallies = {c: CabinetTally(c) for c in cabinets}
     fleet: dict[str, _Cabinet] = {}
     started = time.monotonic()
     try:
-        await asyncio.to_thread(broker.start)
+        if broker is not None:
+            await asyncio.to_thread(broker.start)
         await asyncio.to_thread(redis.start)
-        say(f"broker on :{mqtt_port}, redis on :{redis_port}, work directory {workdir}")
+        say(f"broker {mqtt_host}:{mqtt_port}, redis on :{redis_port}, work directory "
+            f"{workdir}")
         async with contextlib.AsyncExitStack() as stack:
             # Dispatch first: its persistent sessions exist before the cabinets' first
             # events, as they would in production, so it can expect every event from seq 1.
             for cabinet in cabinets:
                 tally = tallies[cabinet]
                 client = DispatchClient(
-                    "127.0.0.1", mqtt_port, CabinetTopics(TOPIC_ROOT, SITE, cabinet),
+                    mqtt_host, mqtt_port, CabinetTopics(TOPIC_ROOT, SITE, cabinet),
                     key=key, key_id=KEY_ID, protocol=options.protocol,
                     client_id=f"dispatch-{cabinet}", persistent=True, reconnect=True,
                     resend_after_s=10.0, session_expiry_s=3600, after_seq=0,
@@ -571,12 +583,13 @@ async def run_fleet(options: FleetOptions, *, progress: Any = None) -> FleetRepo
                 host.proc.kill()
                 await host.proc.wait()
         await asyncio.to_thread(redis.stop)
-        await asyncio.to_thread(broker.stop)
+        if broker is not None:
+            await asyncio.to_thread(broker.stop)
         if own_dir:
             shutil.rmtree(workdir, ignore_errors=True)
 
 
-async def _faults(options: FleetOptions, hosts: list[_HostProcess], broker: _Proc,
+async def _faults(options: FleetOptions, hosts: list[_HostProcess], broker: _Proc | None,
                   say: Any) -> None:
     """A few sensor boards go silent a while; the broker restarts once."""
     await asyncio.sleep(max(options.think_s, options.spread_s / 2))  # mid-run
@@ -586,7 +599,7 @@ async def _faults(options: FleetOptions, hosts: list[_HostProcess], broker: _Pro
                         "done")
     if silent:
         say(f"sensor board io-c silent on {', '.join(c for _, c in silent)}")
-    if options.broker_restart:
+    if options.broker_restart and broker is not None:
         await asyncio.to_thread(broker.stop)
         say("broker stopped")
         await asyncio.sleep(1.0)
@@ -746,7 +759,7 @@ def _options(args: argparse.Namespace) -> FleetOptions:
         cabinets=args.cabinets, hosts=args.hosts, rounds=args.rounds, think_s=args.think,
         spread_s=args.spread,
         poll_s=args.poll, protocol=args.protocol, broker_restart=not args.no_broker_restart,
-        silent_boards=args.silent_boards, workdir=args.workdir)
+        silent_boards=args.silent_boards, workdir=args.workdir, broker=args.broker)
 
 
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
@@ -766,6 +779,9 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
                         help="skip the broker restart fault")
     parser.add_argument("--silent-boards", type=int, default=2,
                         help="cabinets whose sensor board goes silent a while (default 2)")
+    parser.add_argument("--broker", metavar="HOST:PORT", default=None,
+                        help="use this broker (or cluster) instead of starting a mosquitto; "
+                        "no broker restart then: restart a node yourself during the run")
     parser.add_argument("--workdir", type=Path, default=None,
                         help="keep logs and configs here (default: a temporary directory)")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")

@@ -55,3 +55,25 @@ def test_locker_sim_fleet_passes_its_options_to_the_fleet() -> None:
     assert result.returncode == 0, result.stderr
     assert "--cabinets" in result.stdout
     assert "controller.lab.fleet run" in result.stdout
+
+
+async def test_fleet_against_a_broker_it_did_not_start(tmp_path: Path) -> None:
+    """``--broker HOST:PORT``: the way to run the fleet against a cluster."""
+    import asyncio
+
+    from controller.lab.rig import _Proc, free_port, mosquitto_argv
+
+    (tmp_path / "broker").mkdir()
+    port = free_port()
+    broker = _Proc("mosquitto", mosquitto_argv(tmp_path / "broker", port),
+                   tmp_path / "broker" / "mosquitto.log", port)
+    await asyncio.to_thread(broker.start)
+    try:
+        report = await run_fleet(FleetOptions(
+            cabinets=2, rounds=1, think_s=1.0, poll_s=0.5, silent_boards=0,
+            drain_timeout_s=60.0, workdir=tmp_path / "fleet", broker=f"127.0.0.1:{port}"))
+    finally:
+        await asyncio.to_thread(broker.stop)
+    assert report.promises_kept
+    assert report.summary["commands_ok"] == report.summary["commands_sent"]
+    assert all(row["reconnects"] == 0 for row in report.cabinets)
