@@ -94,3 +94,38 @@ async def test_sdk_session_reconnection_dedupe_and_replies(
             assert len(ids) == len(set(ids))
     finally:
         await asyncio.to_thread(rig.close)
+
+
+def test_the_example_of_the_sdk_page_runs(tmp_path: Path) -> None:
+    """docs/dispatch-sdk.md's first program, against a lane of its own (ports, ids and the
+    key adapted; the system broker on 1883 is never used)."""
+    import re
+    import subprocess
+    import sys
+
+    from controller.security.signing import save_private_key
+
+    page = (Path(__file__).resolve().parents[2] / "docs" / "dispatch-sdk.md").read_text()
+    code = re.search(r"```python\n(.*?)```", page, re.S)
+    assert code is not None
+    rig = LaneRig(tmp_path / "lane")
+    rig.start()
+    try:
+        (tmp_path / "keys").mkdir(mode=0o700)
+        save_private_key(rig.key, tmp_path / "keys" / "dispatch-1.key")
+        program = (code.group(1)
+                   .replace('"127.0.0.1", 1883', f'"127.0.0.1", {rig.mqtt_port}')
+                   .replace('"fr-lyon-07", "cab-sim-01"', f'"{rig.site}", "{rig.cabinet}"')
+                   .replace('key_id="dispatch-1"', f'key_id="{rig.key_id}"')
+                   .replace("await asyncio.sleep(30)", "await asyncio.sleep(1)"))
+        assert f"{rig.mqtt_port}" in program and 'key_id="demo"' in program
+        script = tmp_path / "example.py"
+        script.write_text(program)
+        result = subprocess.run([sys.executable, str(script)], cwd=tmp_path,
+                                capture_output=True, text=True, timeout=120, check=False)
+        assert result.returncode == 0, result.stderr + rig.logs()
+        assert "True" in result.stdout, result.stdout  # the open was accepted
+        assert "compartment_assigned" in result.stdout, result.stdout  # on_event, once each
+        assert "unlock_pulse_sent" in result.stdout, result.stdout
+    finally:
+        rig.close()
