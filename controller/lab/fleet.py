@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import contextlib
 import functools
 import json
@@ -270,8 +271,18 @@ async def _host(workdir: Path, cabinets: Sequence[str]) -> int:
 
     await wire_people()
     async with asyncio.timeout(300):
-        for daemon in daemons.values():
-            await daemon.ready.wait()
+        for cabinet, daemon in daemons.items():
+            ready = loop.create_task(daemon.ready.wait())
+            await asyncio.wait((ready, runs[cabinet]), return_when=asyncio.FIRST_COMPLETED)
+            if not ready.done():
+                ready.cancel()
+                # A daemon that ended at start-up (its store, its config): say which, stop.
+                error = runs[cabinet].exception() if not runs[cabinet].cancelled() else None
+                _emit({"failed": {"cabinet": cabinet, "error": repr(error)}})
+                for other in daemons.values():
+                    other.terminate()
+                await asyncio.gather(*runs.values(), return_exceptions=True)
+                return 1
     _emit({"ready": sorted(daemons)})
 
     async def walk() -> None:
@@ -380,6 +391,8 @@ class _HostProcess:
                     raise RuntimeError(f"fleet host ended (exit {self.proc.returncode})")
                 with contextlib.suppress(ValueError):
                     message = json.loads(line)
+                    if isinstance(message, dict) and "failed" in message:
+                        raise RuntimeError(f"a fleet cabinet did not start: {message['failed']}")
                     if isinstance(message, dict) and key in message:
                         return message[key]
 
@@ -492,12 +505,12 @@ async def run_fleet(options: FleetOptions, *, progress: Any = None) -> FleetRepo
             progress(text)
 
     own_dir = options.workdir is None
-    workdir = Path(tempfile.mkdtemp(prefix="locker-fleet-")) if own_dir else Path(
-        options.workdir)  # type: ignore[arg-type]
+    workdir = (Path(tempfile.mkdtemp(prefix="locker-fleet-")) if options.workdir is None
+               else Path(options.workdir))
     workdir.mkdir(parents=True, exist_ok=True)
     _raise_fd_limit()
     key = Ed25519PrivateKey.generate()
-    public = __import__("base64").b64encode(key.public_key().public_bytes(
+    public = base64.b64encode(key.public_key().public_bytes(
         Encoding.DER, PublicFormat.SubjectPublicKeyInfo)).decode()
     mqtt_host, mqtt_port, redis_port = "127.0.0.1", free_port(), free_port()
     broker: _Proc | None = None
