@@ -491,6 +491,17 @@ class _Cabinet:
             await asyncio.sleep(options.think_s)
 
 
+async def _probe_lag(lags: list[float]) -> None:
+    """How late this loop runs a 0.1 s timer (bounded memory)."""
+    loop = asyncio.get_running_loop()
+    while True:
+        asked = loop.time()
+        await asyncio.sleep(0.1)
+        lags.append(loop.time() - asked - 0.1)
+        if len(lags) > 100_000:
+            del lags[:50_000]
+
+
 def _on_event(fleet: dict[str, _Cabinet], cabinet: str, event: dict[str, Any]) -> None:
     fleet[cabinet].on_event(event)
 
@@ -572,6 +583,9 @@ async def run_fleet(options: FleetOptions, *, progress: Any = None) -> FleetRepo
                 while not all(f.client.clock.known for f in fleet.values()):  # noqa: ASYNC110
                     await asyncio.sleep(0.1)
             say("dispatch connected to every cabinet; scenario running")
+            lags: list[float] = []
+            prober = asyncio.ensure_future(_probe_lag(lags))
+            stack.callback(prober.cancel)
             scenario_started = time.monotonic()
             scenario = asyncio.gather(*(fleet[c].scenario(options, i)
                                         for i, c in enumerate(cabinets)))
@@ -581,7 +595,10 @@ async def run_fleet(options: FleetOptions, *, progress: Any = None) -> FleetRepo
             scenario_s = time.monotonic() - scenario_started
             say(f"scenario done in {scenario_s:.1f} s; waiting for the outboxes to drain")
             host_reports = await _drain(options, hosts, fleet)
-            return _report(options, tallies, fleet, host_reports, boot_s, scenario_s)
+            report = _report(options, tallies, fleet, host_reports, boot_s, scenario_s)
+            report.summary["dispatch_loop_lag_p99_s"] = _round(_percentile(lags, 0.99))
+            report.summary["dispatch_loop_lag_max_s"] = _round(max(lags) if lags else None)
+            return report
     finally:
         for host in hosts:
             with contextlib.suppress(Exception):
