@@ -43,8 +43,8 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._lane import machine, pct, stats_line, topics_of
+from controller.dispatch import DispatchClient, Received
 from controller.lab.rig import LaneRig
-from controller.mqtt.dispatch import DispatchClient, Received
 from controller.settings import TimingConfig
 from drivers.modbus.registers import (
     READ_REQUEST_LEN,

@@ -7,6 +7,7 @@
     locker-sim ctl --port N pull A01
     locker-sim ctl --port N fault-set silent --board locks-a
     locker-sim ctl --port N raw '{"op": "state"}'
+    locker-sim fleet --cabinets 200 [--json]
 
 ``run`` serves every bus of the config (RTU on a pty, symlinked at the configured port
 path or in ``--link-dir``; Modbus TCP on a loopback port) and the control channel, prints
@@ -18,6 +19,11 @@ symlinks. With ``--json`` the "ready" report is one JSON line on stdout (for scr
 scanner on a pty linked there. The control channel then acts on the lane too
 (``scan``, ``vehicle_arrive``, ``help_press``, ``tamper_open``, ``mains_lose``, ...).
 
+``fleet`` runs many cabinets against one broker with dispatch's scenario and report. The
+cabinets run the real daemon, so the fleet lives with the controller (``controller.lab.
+fleet``, which the simulator never imports): this starts it as a separate process, with
+the same Python, and passes every option on (``locker-sim fleet --help`` lists them).
+
 ``ctl`` sends one request to the control channel (see :mod:`simulator.control`) and
 prints the reply; exit status 0 when the reply is ok, 1 when it is an error, 2 when the
 simulator cannot be reached.
@@ -28,9 +34,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import importlib.util
 import json
 import logging
 import signal
+import subprocess
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -67,6 +75,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--json", action="store_true", help="print the ready report as one JSON line")
     run.add_argument("--log-level", default="WARNING")
+
+    # Options pass through to the fleet's own parser (its --help lists them).
+    sub.add_parser("fleet", add_help=False,
+                   help="N simulated cabinets (the real daemon) against one broker, "
+                   "driven by a dispatch scenario, with a report")
 
     ctl = sub.add_parser("ctl", help="send a command to a running simulator")
     ctl.add_argument("--port", type=int, required=True, help="the control channel port")
@@ -235,8 +248,34 @@ async def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+FLEET_MODULE = "controller.lab.fleet"
+
+
+def _fleet(options: Sequence[str], module: str = FLEET_MODULE) -> int:
+    """Run the fleet (part of the controller package) as a child process."""
+    try:
+        found = importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:
+        found = False
+    if not found:
+        Console(stderr=True).print(
+            "[red]locker-sim fleet:[/red] the fleet runs the cabinet controller, which is not "
+            "installed in this Python environment: install the locker-controller package "
+            "(pip install locker-controller[sim]) and try again")
+        return 2
+    try:
+        return subprocess.call([sys.executable, "-m", module, "run", *options])
+    except KeyboardInterrupt:
+        return 130
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if args.command == "fleet":
+        return _fleet(extra)
+    if extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if args.command == "ctl":
         return _ctl(args)
     logging.basicConfig(

@@ -39,8 +39,8 @@ from rich.table import Table
 from rich.text import Text
 
 from controller.contract.topics import CabinetTopics
+from controller.dispatch import DispatchClient, Received
 from controller.lab.rig import DEFAULT_TEMPLATE, LaneRig
-from controller.mqtt.dispatch import DispatchClient, Received
 from controller.settings import load_settings
 from controller.tools.render import TrafficPrinter, describe_command, state_table
 

@@ -1,6 +1,6 @@
 """``lockerctl status | watch | cmd | commission``: the dispatch side, over the broker.
 
-Each command connects a :class:`~controller.mqtt.dispatch.DispatchClient` for one cabinet,
+Each command connects a :class:`~controller.dispatch.DispatchClient` for one cabinet,
 does one bounded job and disconnects. Expected failures (broker unreachable, TLS files
 unreadable, cabinet offline, no reply) are :class:`CliError` one-liners with an exit code,
 never a traceback.
@@ -24,9 +24,9 @@ from rich.table import Table
 from rich.text import Text
 
 from controller.contract.topics import CabinetTopics, InvalidTopic
+from controller.dispatch import BrokerError, DispatchClient, Received
 from controller.domain.codes import check_issued
 from controller.domain.errors import DomainError
-from controller.mqtt.dispatch import BrokerError, DispatchClient, Received
 from controller.security.errors import KeyFileError
 from controller.security.signing import load_private_key
 from controller.tools.render import (

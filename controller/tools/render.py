@@ -1,7 +1,7 @@
 """How ``lockerctl`` shows the cabinet's MQTT traffic: one readable line per message,
 and tables for ``status`` and ``state``.
 
-Pure formatting over plain payload dicts (what :class:`~controller.mqtt.dispatch.Received`
+Pure formatting over plain payload dicts (what :class:`~controller.dispatch.Received`
 carries), so it is tested without a broker and shared by ``demo``, ``watch``, ``status``
 and ``cmd``. Nothing here talks to the network.
 """
@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from controller.mqtt.dispatch import Received
+from controller.dispatch import Received
 
 __all__ = [
     "StateDigest",

@@ -44,8 +44,8 @@ from pathlib import Path
 from typing import Any
 
 from controller.contract.topics import CabinetTopics
+from controller.dispatch import DispatchClient
 from controller.lab.rig import LaneRig
-from controller.mqtt.dispatch import DispatchClient
 from controller.store import Store
 from tests.support.lane import lock_of, truth
 from tests.support.mqtt_client import MqttProbe

@@ -14,8 +14,8 @@ from typing import Any
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
+from controller.dispatch import DispatchClient
 from controller.lab.rig import LaneRig
-from controller.mqtt.dispatch import DispatchClient
 from tests.support.lane import wait_event
 
 __all__ = ["FLOOD", "FLOOD_S", "UNANSWERED", "command", "door_latency", "flood", "rss_kib"]

@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from controller.contract.topics import CabinetTopics
+from controller.dispatch import DispatchClient
 from controller.lab.rig import LaneRig
-from controller.mqtt.dispatch import DispatchClient
 
 T = TypeVar("T")
 
