@@ -245,7 +245,7 @@ def _message(err: Mapping[str, Any]) -> tuple[Loc, str]:
     ctx: Mapping[str, Any] = err.get("ctx") or {}
     value = err.get("input")
     prefix = ""
-    if "[key]" in loc:  # a table key (a pool name, a key id) that is not a valid name
+    if "[key]" in loc[1:]:  # a table key (a pool name, a key id) that is not a valid name
         loc = loc[: loc.index("[key]")]
         prefix = "key name "
     if kind == "missing":
@@ -253,7 +253,7 @@ def _message(err: Mapping[str, Any]) -> tuple[Loc, str]:
     if kind == "extra_forbidden":
         parent = _model_at(raw_loc[:-1])
         hint = ""
-        if parent is not None and isinstance(loc[-1], str):
+        if parent is not None and loc and isinstance(loc[-1], str):
             close = difflib.get_close_matches(loc[-1], list(parent.model_fields), n=1)
             if close:
                 hint = f" (did you mean {close[0]!r}?)"

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from controller.settings import (
@@ -211,6 +211,7 @@ def test_mutated_configs_through_a_file_load_or_raise_config_error(
     st.sampled_from(["cabinet", "mqtt", "redis", "timing", "security", "buses", "boards",
                      "compartments", "zones", "tenants", "lane", "log"]) | st.text(max_size=8),
     VALUES, max_size=6))
+@example(document={"[key]": None})  # a top-level key named as pydantic names a table key
 def test_arbitrary_documents_validate_or_raise_config_error(document: dict[str, Any]) -> None:
     outcome(lambda: parse_settings(document, check_files=False))
 

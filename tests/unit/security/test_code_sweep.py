@@ -35,7 +35,8 @@ async def test_an_ended_orders_codes_are_forgotten_and_its_code_may_be_given_aga
             assert _holder(cab, "o-first") is None
             refused = Reply.model_validate_json(
                 await service.handle(_assign(cab, key, "o-second", "c-assign-2", "B02")))
-            assert not refused.ok and refused.error is not None
+            assert not refused.ok
+            assert refused.error is not None
             assert refused.error.field == "args.codes[0]"
             assert await book.sweep(lambda: _held(cab)) == ["o-first"]
             assert await cab.store.find_code(key.verifier(CODE.encode())) is None
@@ -46,7 +47,8 @@ async def test_an_ended_orders_codes_are_forgotten_and_its_code_may_be_given_aga
             assert again.ok, again
             assert _holder(cab, "o-second") == "B02"
             found = await cab.store.find_code(key.verifier(CODE.encode()))
-            assert found is not None and found["order_id"] == "o-second"
+            assert found is not None
+            assert found["order_id"] == "o-second"
 
 
 async def test_an_order_being_assigned_keeps_its_codes() -> None:
