@@ -83,6 +83,9 @@ async def test_a_new_broker_socket_has_nagle_off() -> None:
         def call_soon_threadsafe(self, *args: object) -> None:
             opened.append(args)
 
+        def add_reader(self, *args: object) -> None:
+            raise AssertionError("handed to the loop, not called here")
+
     client = AckingClient("127.0.0.1", 1, on_message=lambda message: None)
     client._loop = Loop()  # type: ignore[assignment]
     sock = Sock()
