@@ -15,6 +15,7 @@ import asyncio
 import base64
 import contextlib
 import json
+import socket
 import ssl
 import time
 import uuid
@@ -92,6 +93,12 @@ class DispatchClient:
 
     async def __aenter__(self) -> DispatchClient:
         await self._client.__aenter__()
+        # Nagle off: a command published right after the PUBACK of the last reply would
+        # otherwise wait for the broker's delayed TCP ACK (40 ms), as a busy dispatch would.
+        sock: Any = self._client._client.socket()
+        if sock is not None:
+            with contextlib.suppress(OSError, AttributeError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         for topic in (self.topics.status, self.topics.state, self.topics.events,
                       self.topics.telemetry, self.topics.reply):
             await self._client.subscribe(topic, qos=1)
