@@ -242,8 +242,10 @@ class Daemon:
                 await self.sink.emit([overlay_refused])
             self.keeper = StateKeeper(self.model, self.store, self.sink, stored)
             self.emit = self.keeper.emit
+            # The poller hands each cycle's changes to the next group commit and polls on:
+            # it never waits for an fsync (see docs/decisions/0016-group-commit.md).
             self.poller = Poller(
-                self.model, self.hardware, self.emit, now=self.now,
+                self.model, self.hardware, self.keeper.submit, now=self.now,
                 interval_s=s.timing.poll_interval_s, on_change=self.state_pub.mark_dirty,
             )
             policy = UnlockPolicy(unlock_limits(s))

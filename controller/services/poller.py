@@ -14,6 +14,12 @@ per read, line time its healthy neighbours need to see their doors move. Cycles 
 on a fixed cadence (no drift from the time a cycle takes). Temperature probes are read on
 a slower cadence. A separate ticker runs the door and order timers.
 
+The events of one cycle (every board of the bus) are handed to ``emit`` once, together:
+the daemon's emit for the poller (:meth:`controller.services.reporting.StateKeeper.submit`)
+queues them for the next group commit and returns at once, so a slow fsync never delays
+the next poll; the events, the compartment states and the door records they report are
+committed in one transaction, in order with every other event of the cabinet.
+
 The cycle's freshness feeds the systemd watchdog: pings stop when polls stop.
 """
 
@@ -113,7 +119,9 @@ class Poller:
             await asyncio.sleep(delay)
 
     async def _cycle(self, bus: str) -> None:
-        changed = False
+        # Every change seen in this cycle, on every board, goes to the store together:
+        # one transaction (one fsync) per cycle, whatever the number of doors that moved.
+        cycle_events: list[Emitted] = []
         for name, board in self._hardware.boards_on(bus):
             if board.inputs == 0:
                 continue
@@ -129,12 +137,12 @@ class Poller:
             else:
                 self._retry_at.pop(name, None)
                 events = self._model.poll_ok(name, snapshot.levels, self._now())
-            if events:
-                changed = True
-                await self._emit(events)
+            cycle_events.extend(events)
+        if cycle_events:
+            await self._emit(cycle_events)
         self.last_cycle[bus] = self._now().mono
         self.cycles += 1
-        if changed:
+        if cycle_events:
             self._on_change()
 
     async def read_probes(self) -> None:

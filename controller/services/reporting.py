@@ -114,13 +114,15 @@ class AlarmBoard:
 class _Batch:
     """The events of one emit and the state they leave reported, committed as one."""
 
-    __slots__ = ("compartments", "doors", "events")
+    __slots__ = ("compartments", "doors", "events", "split_from_group")
 
     def __init__(self, events: list[PendingEvent], compartments: dict[str, dict[str, Any]],
                  doors: dict[str, dict[str, Any]]) -> None:
         self.events = events
         self.compartments = compartments
         self.doors = doors
+        #: A part of a batch the store refused: committed alone, never grouped again.
+        self.split_from_group = False
 
     def split(self) -> list[_Batch]:
         """One batch per event (the states with the last), to isolate a bad event."""
@@ -128,6 +130,8 @@ class _Batch:
             return [self]
         parts = [_Batch([e], {}, {}) for e in self.events]
         parts[-1].compartments, parts[-1].doors = self.compartments, self.doors
+        for part in parts:
+            part.split_from_group = True
         return parts
 
 
@@ -163,8 +167,11 @@ class EventSink:
         alarms: AlarmBoard | None = None,
         retry_s: float = 0.5,
         max_backlog: int = 100_000,
+        group_max: int = 256,
     ) -> None:
         self._store = store
+        self._group_max = group_max
+        self._flusher: asyncio.Task[None] | None = None
         self._on_committed = on_committed
         self.alarms = alarms or AlarmBoard()
         self._backlog: deque[_Batch] = deque()
@@ -190,13 +197,48 @@ class EventSink:
         """Queue ``events`` in order (with ``compartments``, the states they leave) and
         commit everything queued. Returns the events committed by this call (fewer when
         the store is down: the rest follow later, in order)."""
+        if not self._queue(events, compartments):
+            return []
+        return await self.flush()
+
+    def submit(
+        self,
+        events: Iterable[Emitted | PendingEvent],
+        *,
+        compartments: Mapping[str, dict[str, Any]] | None = None,
+    ) -> None:
+        """Queue ``events`` like :meth:`emit`, without waiting for the commit: the next
+        group commit takes them with everything queued before and after them (for the
+        poller, which must not wait on an fsync between two polls). Nothing is lost to
+        the wait: an event not yet committed has been told to nobody, and a restart
+        reports a door movement it missed from the stored door records."""
+        if not self._queue(events, compartments):
+            return
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.get_running_loop().create_task(
+                self._flush_queued(), name="event-commit")
+            self._flusher.add_done_callback(_log_failure)
+
+    async def _flush_queued(self) -> None:
+        for _ in range(10_000):  # bounded: each flush commits, drops, or hands over
+            if not self._backlog:
+                return
+            await self.flush()
+            if self._retry_task is not None and not self._retry_task.done():
+                return  # the store is away: the retry task flushes when it is back
+
+    def _queue(
+        self,
+        events: Iterable[Emitted | PendingEvent],
+        compartments: Mapping[str, dict[str, Any]] | None,
+    ) -> bool:
         pending: list[PendingEvent] = []
         for item in events:
             event = item if isinstance(item, PendingEvent) else PendingEvent.of(item)
             self.alarms.feed(event)
             pending.append(event)
         if not pending and not compartments:
-            return []
+            return False
         while pending and self._held + len(pending) > self._max_backlog and self._backlog:
             # Memory is the last resort while Redis is down; past this the oldest
             # in-memory event is lost, loudly.
@@ -211,7 +253,24 @@ class EventSink:
         self._backlog.append(_Batch(pending, dict(compartments or {}),
                                     reported_doors(pending)))
         self._held += len(pending)
-        return await self.flush()
+        return True
+
+    def _group(self) -> None:
+        """Merge the batches queued behind the head into it, in order, up to
+        ``group_max`` events: one transaction (one fsync) for all of them. The states of a
+        later batch replace those of an earlier one (they are newer)."""
+        if len(self._backlog) < 2:
+            return
+        head = self._backlog.popleft()
+        events = list(head.events)
+        compartments = dict(head.compartments)
+        doors = dict(head.doors)
+        while self._backlog and len(events) + len(self._backlog[0].events) <= self._group_max:
+            nxt = self._backlog.popleft()
+            events.extend(nxt.events)
+            compartments.update(nxt.compartments)
+            doors.update(nxt.doors)
+        self._backlog.appendleft(_Batch(events, compartments, doors))
 
     async def flush(self) -> list[Event]:
         done: list[Event] = []
@@ -221,6 +280,8 @@ class EventSink:
             for _ in range(4 * (self._held + len(self._backlog)) + 1):
                 if not self._backlog:
                     break
+                if not self._backlog[0].split_from_group:
+                    self._group()
                 head = self._backlog[0]
                 try:
                     committed = await self._store.commit(
@@ -274,10 +335,11 @@ class EventSink:
         self._retry_task = asyncio.get_running_loop().create_task(retry(), name="event-retry")
 
     async def close(self) -> None:
-        if self._retry_task is not None:
-            self._retry_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._retry_task
+        for task in (self._flusher, self._retry_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
 
 
 class StateKeeper:
@@ -314,12 +376,29 @@ class StateKeeper:
             self._saved.update(changed)
 
     async def emit(self, events: Iterable[Emitted | PendingEvent]) -> list[Event]:
-        events = list(events)
-        changed = self._changed(sorted({e.compartment for e in events
+        events, changed = self._with_states(events)
+        return await self._sink.emit(events, compartments=changed)
+
+    async def submit(self, events: Iterable[Emitted | PendingEvent]) -> None:
+        """Like :meth:`emit`, without waiting for the commit (:meth:`EventSink.submit`):
+        the poller's emit."""
+        events, changed = self._with_states(events)
+        self._sink.submit(events, compartments=changed)
+
+    def _with_states(
+        self, events: Iterable[Emitted | PendingEvent]
+    ) -> tuple[list[Emitted | PendingEvent], dict[str, dict[str, Any]]]:
+        listed = list(events)
+        changed = self._changed(sorted({e.compartment for e in listed
                                         if e.compartment is not None}))
         # Taken as saved now: the sink commits it with these events, or holds both.
         self._saved.update(changed)
-        return await self._sink.emit(events, compartments=changed)
+        return listed, changed
+
+
+def _log_failure(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("event commit task failed", exc_info=task.exception())
 
 
 def event_payload(event: Event) -> bytes:

@@ -1,0 +1,112 @@
+"""Group commit on the door path: the poller hands a cycle's changes over once, without
+waiting for the fsync, and the sink commits everything queued meanwhile in one
+transaction, in order."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any
+
+from controller.domain.cabinet_model import Emitted, Now
+from controller.services.poller import Poller
+from controller.services.reporting import EventSink, PendingEvent
+from controller.store import Store
+from controller.store.records import Event, NewEvent
+from tests.unit.services.conftest import Core
+
+
+class CountingStore(Store):
+    """The real store, counting its commits; ``gate`` (when set) holds each commit."""
+
+    commits: int = 0
+    gate: asyncio.Event | None = None
+
+    async def commit(self, events: Sequence[NewEvent], *,
+                     compartments: Any = None, doors: Any = None) -> list[Event]:
+        self.commits += 1
+        if self.gate is not None:
+            await self.gate.wait()
+        return await super().commit(events, compartments=compartments, doors=doors)
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.mono = 100.0
+
+    def __call__(self) -> Now:
+        return Now(self.mono, 1_800_000_000.0 + self.mono)
+
+
+async def test_the_changes_of_every_board_in_one_cycle_are_handed_over_once(core: Core) -> None:
+    calls: list[list[Emitted]] = []
+
+    async def emit(events: list[Emitted]) -> None:
+        calls.append(list(events))
+
+    clock = _Clock()
+    poller = Poller(core.model, core.hardware, emit, now=clock, interval_s=0.1,
+                    offline_retry_s=5.0)
+    bus = next(iter(core.hardware.buses))
+    boards = core.hardware.boards_on(bus)
+    assert len(boards) >= 2
+    for _name, board in boards:  # the whole line goes dead at once
+        board.inject("timeout", op="read_inputs", persistent=True)  # type: ignore[attr-defined]
+    for _ in range(core.settings.timing.unknown_after_failed_polls + 1):
+        await poller._cycle(bus)
+        clock.mono += 0.1
+    offline = [e for call in calls for e in call if e.data().get("alarm") == "board_offline"]
+    assert len(offline) >= 2  # a board_offline alarm for several boards...
+    holding = [call for call in calls if any(e in call for e in offline)]
+    assert len(holding) == 1  # ...handed over in one call: one transaction
+
+
+async def test_events_submitted_during_a_commit_are_committed_together_in_order() -> None:
+    store = await CountingStore.connect("memory://", "test", "cab-1")
+    try:
+        await store.new_boot()
+        store.gate = asyncio.Event()
+        sink = EventSink(store)
+        sink.submit([PendingEvent("door_opened", {"n": 0}, 1.8e9, "A01")])
+        await asyncio.sleep(0)  # the first commit starts and waits on the fsync
+        assert store.commits == 1
+        for n in range(1, 6):  # five more changes while it waits: queued, not waited for
+            sink.submit([PendingEvent("door_opened", {"n": n}, 1.8e9, f"A0{n + 1}")])
+        assert store.commits == 1
+        store.gate.set()
+        for _ in range(100):
+            if sink.committed == 6:
+                break
+            await asyncio.sleep(0.01)
+        assert store.commits == 2  # the five behind the first: one group commit
+        events = await store.pending(10)
+        assert [e.data["n"] for e in events] == [0, 1, 2, 3, 4, 5]
+        assert [e.seq for e in events] == [1, 2, 3, 4, 5, 6]
+        doors = await store.load_doors()
+        assert set(doors) == {"A01", "A02", "A03", "A04", "A05", "A06"}
+        await sink.close()
+    finally:
+        await store.close()
+
+
+async def test_a_bad_event_in_a_group_is_set_aside_and_the_rest_committed() -> None:
+    store = await CountingStore.connect("memory://", "test", "cab-1")
+    try:
+        await store.new_boot()
+        sink = EventSink(store)
+        store.gate = asyncio.Event()
+        sink.submit([PendingEvent("door_opened", {"n": 0}, 1.8e9, "A01")])
+        await asyncio.sleep(0)
+        sink.submit([PendingEvent("door_opened", {"n": 1}, 1.8e9, "A02")])
+        sink.submit([PendingEvent("door_opened", {"n": float("nan")}, 1.8e9, "A03")])  # no JSON
+        sink.submit([PendingEvent("door_closed", {"n": 3}, 1.8e9, "A02")])
+        store.gate.set()
+        for _ in range(100):
+            if sink.committed + sink.dropped_invalid == 4:
+                break
+            await asyncio.sleep(0.01)
+        assert sink.dropped_invalid == 1
+        assert [e.data["n"] for e in await store.pending(10)] == [0, 1, 3]
+        await sink.close()
+    finally:
+        await store.close()
