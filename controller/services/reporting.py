@@ -2,9 +2,11 @@
 retained state snapshot, and the active alarms behind it.
 
 Events: :class:`EventSink` commits every domain event to the store's outbox *before*
-anything publishes it, in the order the domain produced them; :class:`OutboxPump`
-publishes the pending events in sequence order and removes each one only once the broker
-acknowledged it (QoS 1 PUBACK). A restart or a reconnect simply resumes from what is
+anything publishes it, in the order the domain produced them (events queued while a
+commit is under way are committed together in the next one: group commit);
+:class:`OutboxPump` publishes the pending events in sequence order, several in flight at
+once, and removes them only once the broker acknowledged them (QoS 1 PUBACK), the
+acknowledged run in one transaction. A restart or a reconnect simply resumes from what is
 pending, with the original ids, sequence numbers and times, so dispatch dedupes by id
 and sees no gap.
 
@@ -29,7 +31,7 @@ from controller.contract.messages import Event as EventMessage
 from controller.contract.messages import encode
 from controller.domain.cabinet_model import CabinetModel, Emitted
 from controller.domain.events import EventKind
-from controller.mqtt.link import LinkDown, MqttLinkError
+from controller.services.ports import Publisher, PublishError
 from controller.store import Store
 from controller.store.errors import StoreDataError, StoreError, StoreUnavailable
 from controller.store.records import Event, NewEvent
@@ -426,16 +428,30 @@ def _honour_cancel() -> None:
 
 
 class OutboxPump:
-    """Publishes pending events in sequence order, acknowledging each after its PUBACK."""
+    """Publishes pending events in sequence order, several in flight at once, and removes
+    them from the outbox once the broker acknowledged them.
+
+    Up to ``window`` QoS 1 publishes wait for their PUBACK at a time (the broker keeps the
+    messages of one topic in order, and they leave in sequence order over one
+    connection). As acknowledgements come in, the longest run of events acknowledged from
+    the start of the batch is removed in one transaction (:meth:`Store.ack_many`), at
+    most every ``ack_every`` events or when the batch ends: what stays pending is always
+    a suffix of what was sent. A failed publish ends the batch: the acknowledged run
+    before it is removed, the rest stays pending and is published again (dispatch
+    dedupes by id). Catching up after an outage is bounded by the broker's throughput,
+    not by one round trip per event.
+    """
 
     def __init__(
         self,
         store: Store,
-        publish: Callable[[str, bytes], Awaitable[None]],
+        publish: Publisher,
         topic: str,
         *,
         wait_connected: Callable[[], Awaitable[None]],
-        batch: int = 100,
+        batch: int = 512,
+        window: int = 64,
+        ack_every: int = 128,
         idle_recheck_s: float = 5.0,
     ) -> None:
         self._store = store
@@ -443,6 +459,8 @@ class OutboxPump:
         self._topic = topic
         self._wait_connected = wait_connected
         self._batch = batch
+        self._window = max(1, window)
+        self._ack_every = max(1, ack_every)
         self._idle_recheck_s = idle_recheck_s
         self._wake = asyncio.Event()
         self.published = 0
@@ -458,7 +476,7 @@ class OutboxPump:
             await self._wait_connected()
             try:
                 drained = await self.drain()
-            except (LinkDown, MqttLinkError):
+            except PublishError:
                 await asyncio.sleep(0.2)  # the link is reconnecting; wait_connected blocks
                 continue
             except StoreUnavailable:
@@ -477,14 +495,72 @@ class OutboxPump:
                     await self._wake.wait()
 
     async def drain(self) -> int:
-        """Publish one batch of pending events; returns how many were published."""
+        """Publish one batch of pending events; returns how many were acknowledged and
+        removed. Raises PublishError (after removing the acknowledged run) when a publish
+        failed, StoreError when the store did."""
         events = await self._store.pending(self._batch)
-        for event in events:
-            await self._publish(self._topic, event_payload(event))
-            await self._store.ack(event.id)
-            self.published += 1
-            self.last_published_seq = event.seq
-        return len(events)
+        if not events:
+            return 0
+        loop = asyncio.get_running_loop()
+        slots = asyncio.Semaphore(self._window)
+        sent: list[asyncio.Task[None]] = []
+        acked = 0  # events of the batch removed from the outbox so far
+        ok_upto = 0  # events of the batch acknowledged by the broker without a gap
+        failed = False
+
+        async def one(payload: bytes) -> None:
+            nonlocal failed
+            try:
+                await self._publish(self._topic, payload)
+            except BaseException:
+                failed = True
+                raise
+            finally:
+                slots.release()
+
+        def advance() -> int:
+            nonlocal ok_upto
+            while ok_upto < len(sent) and sent[ok_upto].done() \
+                    and not sent[ok_upto].cancelled() and sent[ok_upto].exception() is None:
+                ok_upto += 1
+            return ok_upto
+
+        async def settle() -> None:
+            nonlocal acked
+            upto = advance()
+            if upto > acked:
+                await self._store.ack_many([e.id for e in events[acked:upto]])
+                self.published += upto - acked
+                self.last_published_seq = events[upto - 1].seq
+                acked = upto
+
+        try:
+            for event in events:
+                await slots.acquire()
+                if failed:
+                    slots.release()
+                    break
+                # Tasks start in creation order: the messages leave in sequence order.
+                sent.append(loop.create_task(one(event_payload(event)), name="event-publish"))
+                if advance() - acked >= self._ack_every:
+                    await settle()
+            if sent:
+                await asyncio.wait(sent)
+            await settle()
+            for task in sent[acked:]:
+                if task.cancelled():
+                    raise PublishError("publish cancelled")
+                exc = task.exception()
+                if exc is not None:
+                    raise exc
+            return acked
+        finally:
+            for task in sent:
+                if not task.done():
+                    task.cancel()
+            for task in sent:
+                if task.done() and not task.cancelled():
+                    task.exception()  # retrieved: a failure behind the first is expected
 
 
 class StatePublisher:
@@ -515,6 +591,6 @@ class StatePublisher:
             try:
                 await self._publish(await self._build())
                 self.published += 1
-            except (MqttLinkError, StoreError):
+            except (PublishError, StoreError):
                 # Not connected: the next connection marks the state dirty again.
                 pass

@@ -804,6 +804,46 @@ class Store:
 
         return await self._transaction(op, [event_key], plan)
 
+    async def ack_many(self, event_ids: Sequence[str]) -> int:
+        """Remove several events the broker acknowledged, in one transaction (one fsync),
+        logging each in the delivered log in the order given. Events no longer pending
+        are skipped (acking twice is harmless). Returns how many were removed.
+
+        The outbox pump calls it with the longest run of events acknowledged without a
+        gap, so what stays pending is always a suffix of what was published: a crash
+        between the PUBACKs and this transaction only makes the next process publish some
+        events again (dispatch dedupes by id), never skip one."""
+        op = "ack_many"
+        ids = [check_id(i, "event id", op=op) for i in event_ids]
+        if not ids:
+            return 0
+        keys = self._keys
+        event_keys = [keys.event(i) for i in ids]
+        acked_at = self._now_iso(op)
+        max_age = self.options.delivered_max_age_s
+
+        async def plan(pipe: Pipeline) -> _Plan[int]:
+            raws = await pipe.mget(event_keys)
+            present = [(i, k, raw) for i, k, raw in zip(ids, event_keys, raws, strict=True)
+                       if raw is not None]
+            if not present:
+                return _Done(0)
+            oldest_ms = None
+            if max_age is not None:
+                seconds, micros = await pipe.time()
+                oldest_ms = max(0, int((seconds + micros / 1e6 - max_age) * 1000))
+            pipe.multi()
+            pipe.zrem(keys.pending, *[i for i, _k, _r in present])
+            pipe.delete(*[k for _i, k, _r in present])
+            for _i, _k, raw in present:
+                pipe.xadd(keys.delivered, {"event": raw, "acked_at": acked_at},
+                          maxlen=self.options.delivered_max_entries, approximate=False)
+            if oldest_ms is not None:
+                pipe.xtrim(keys.delivered, minid=f"{oldest_ms}-0", approximate=False)
+            return _Write(lambda _results: len(present))
+
+        return await self._transaction(op, event_keys, plan)
+
     async def delivered(self, limit: int = 100) -> list[Delivered]:
         """The last ``limit`` acknowledged events, oldest first (bounded audit trail)."""
         op = "delivered"

@@ -110,3 +110,57 @@ async def test_a_bad_event_in_a_group_is_set_aside_and_the_rest_committed() -> N
         await sink.close()
     finally:
         await store.close()
+
+
+async def _outbox(n: int) -> Store:
+    store = await Store.connect("memory://", "test", "cab-1")
+    await store.new_boot()
+    await store.commit([NewEvent("door_opened", {"n": i}, 1.8e9, "A01") for i in range(n)])
+    return store
+
+
+async def test_the_pump_keeps_a_window_in_flight_in_order_and_acks_the_run() -> None:
+    from controller.services.ports import PublishError
+    from controller.services.reporting import OutboxPump
+
+    store = await _outbox(300)
+    sent: list[int] = []
+    in_flight = peak = 0
+    fail_at: int | None = 200
+
+    async def publish(topic: str, payload: bytes) -> None:
+        nonlocal in_flight, peak
+        import json
+        seq = json.loads(payload)["seq"]
+        sent.append(seq)
+        in_flight += 1
+        peak = max(peak, in_flight)
+        try:
+            await asyncio.sleep(0.001 * (seq % 3))  # acks come back out of order
+            if seq == fail_at:
+                raise PublishError("connection lost")
+        finally:
+            in_flight -= 1
+
+    async def connected() -> None:
+        return None
+
+    pump = OutboxPump(store, publish, "t", wait_connected=connected, batch=512, window=16,
+                      ack_every=32)
+    try:
+        try:
+            await pump.drain()
+        except PublishError:
+            pass
+        assert sent[:200] == list(range(1, 201))  # left in sequence order
+        assert 1 < peak <= 16
+        pending = [e.seq for e in await store.pending(1000)]
+        assert pending == list(range(200, 301))  # a suffix, no gap
+        fail_at = None
+        sent.clear()
+        assert await pump.drain() == 101
+        assert sent == list(range(200, 301))
+        assert await store.depth() == 0
+        assert pump.last_published_seq == 300
+    finally:
+        await store.close()
