@@ -250,7 +250,8 @@ class Daemon:
             )
             policy = UnlockPolicy(unlock_limits(s))
             self.unlock = UnlockService(s, self.model, self.hardware, policy, self.emit,
-                                        now=self.now, on_change=self.state_pub.mark_dirty)
+                                        now=self.now, on_change=self.state_pub.mark_dirty,
+                                        submit=self.keeper.submit)
             self.zones = ZoneMonitor(s, lambda: self.poller.temperatures.values,
                                      self.sink.emit, self.store,
                                      on_change=self.state_pub.mark_dirty)
@@ -272,6 +273,7 @@ class Daemon:
                 unavailable_zones=self.zones.unavailable_zones,
                 apply_config=self._apply_config,
                 codes=self.lane.codes, clear_lane=self.lane.clear_lockout,
+                submit=self.keeper.submit,
             )
             await self._answer_interrupted()
             await self.poller.poll_once()

@@ -886,7 +886,8 @@ class Store:
             raise StoreDataError(f"command record {command_id!r} is malformed", op=op) from exc
 
     async def begin_command(
-        self, command_id: str, digest: str, expires: Any = None, *, retake: bool = False
+        self, command_id: str, digest: str, expires: Any = None, *, retake: bool = False,
+        pulse: str | None = None,
     ) -> NewCommand | AlreadySeen:
         """Claim a command id, atomically, before doing anything for it.
 
@@ -907,12 +908,19 @@ class Store:
         dropped, and :class:`NewCommand` returned. A finished record, or one of another
         digest, is :class:`AlreadySeen` as ever. Never retake after a restart: then only
         the record knows, and a recorded intent means a pulse may have happened.
+
+        ``pulse``: a compartment this command is about to pulse. Its intent (as
+        :meth:`record_pulse_intent` writes it) goes into the new record, in the same
+        transaction: a door command costs one fsync'd write before its pulse. A command
+        that ends without pulsing drops it again (``finish_command(unpulsed=...)``).
         """
         op = "begin_command"
         command_id = check_id(command_id, "command id", op=op)
         if not isinstance(digest, str) or not digest:
             raise StoreDataError("digest must be a non-empty string", op=op)
         expires_raw = _dumps(expires, "expires", op)
+        if pulse is not None:
+            pulse = check_id(pulse, "compartment", op=op)
         now = self._clock()
         key = self._keys.command(command_id)
         retention_ms = max(1, int(self.options.command_retention_s * 1000))
@@ -931,6 +939,8 @@ class Store:
                 "boot_id": self.boot_id or "",
                 "expires": expires_raw,
             }
+            if pulse is not None:
+                fields[f"pulse:{pulse}"] = to_iso(now, op=op)
             record = self._command_from(command_id, fields, op)
             pipe.multi()
             if existing:
@@ -972,8 +982,13 @@ class Store:
 
         return await self._transaction(op, [key], plan)
 
-    async def finish_command(self, command_id: str, reply: Mapping[str, Any]) -> dict[str, Any]:
+    async def finish_command(self, command_id: str, reply: Mapping[str, Any], *,
+                             unpulsed: Sequence[str] = ()) -> dict[str, Any]:
         """Store the reply of a command and close it; the first reply wins.
+
+        ``unpulsed``: compartments whose recorded pulse intent did not lead to a pulse
+        (the caller knows it stopped before sending the frame); their intents are dropped
+        with the reply, so the record never claims a pulse that did not happen.
 
         Returns the reply now on record: ``reply`` itself (as a JSON copy) the first time,
         the earlier reply on any later call. The record keeps its expiry. Raises
@@ -985,6 +1000,7 @@ class Store:
         reply_raw = _dumps(reply_copy, "reply", op)
         key = self._keys.command(command_id)
         finished_at = self._now_iso(op)
+        gone = [f"pulse:{check_id(c, 'compartment', op=op)}" for c in unpulsed]
 
         async def plan(pipe: Pipeline) -> _Plan[dict[str, Any]]:
             state, first = await pipe.hmget(key, ["state", "reply"])
@@ -996,6 +1012,8 @@ class Store:
                 stored = _loads(first, "reply", op)
                 return _Done(stored if isinstance(stored, dict) else {"value": stored})
             pipe.multi()
+            if gone:
+                pipe.hdel(key, *gone)
             pipe.hset(key, mapping={"state": "done", "reply": reply_raw,
                                     "finished_at": finished_at})
             pipe.zrem(self._keys.commands_open, command_id)
