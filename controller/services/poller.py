@@ -14,11 +14,13 @@ per read, line time its healthy neighbours need to see their doors move. Cycles 
 on a fixed cadence (no drift from the time a cycle takes). Temperature probes are read on
 a slower cadence. A separate ticker runs the door and order timers.
 
-The events of one cycle (every board of the bus) are handed to ``emit`` once, together:
-the daemon's emit for the poller (:meth:`controller.services.reporting.StateKeeper.submit`)
+The events of one board read are handed to ``emit`` together, as soon as the read
+returns. The daemon's emit for the poller (:meth:`controller.services.reporting.StateKeeper.submit`)
 queues them for the next group commit and returns at once, so a slow fsync never delays
-the next poll; the events, the compartment states and the door records they report are
-committed in one transaction, in order with every other event of the cabinet.
+the next poll: the events, the compartment states and the door records they report are
+committed in one transaction, with whatever else was queued while the previous commit
+was under way (other boards' changes of the same cycle included), in order with every
+other event of the cabinet.
 
 The cycle's freshness feeds the systemd watchdog: pings stop when polls stop.
 """
@@ -119,9 +121,7 @@ class Poller:
             await asyncio.sleep(delay)
 
     async def _cycle(self, bus: str) -> None:
-        # Every change seen in this cycle, on every board, goes to the store together:
-        # one transaction (one fsync) per cycle, whatever the number of doors that moved.
-        cycle_events: list[Emitted] = []
+        changed = False
         for name, board in self._hardware.boards_on(bus):
             if board.inputs == 0:
                 continue
@@ -137,12 +137,14 @@ class Poller:
             else:
                 self._retry_at.pop(name, None)
                 events = self._model.poll_ok(name, snapshot.levels, self._now())
-            cycle_events.extend(events)
-        if cycle_events:
-            await self._emit(cycle_events)
+            if events:
+                # Handed over at once, not at the end of the cycle: the next board's read
+                # (a transaction on the wire) would delay the event by that much.
+                changed = True
+                await self._emit(events)
         self.last_cycle[bus] = self._now().mono
         self.cycles += 1
-        if cycle_events:
+        if changed:
             self._on_change()
 
     async def read_probes(self) -> None:

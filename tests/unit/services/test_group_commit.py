@@ -8,9 +8,9 @@ import asyncio
 from collections.abc import Sequence
 from typing import Any
 
-from controller.domain.cabinet_model import Emitted, Now
+from controller.domain.cabinet_model import Now
 from controller.services.poller import Poller
-from controller.services.reporting import EventSink, PendingEvent
+from controller.services.reporting import EventSink, PendingEvent, StateKeeper
 from controller.store import Store
 from controller.store.records import Event, NewEvent
 from tests.unit.services.conftest import Core
@@ -38,27 +38,39 @@ class _Clock:
         return Now(self.mono, 1_800_000_000.0 + self.mono)
 
 
-async def test_the_changes_of_every_board_in_one_cycle_are_handed_over_once(core: Core) -> None:
-    calls: list[list[Emitted]] = []
-
-    async def emit(events: list[Emitted]) -> None:
-        calls.append(list(events))
-
-    clock = _Clock()
-    poller = Poller(core.model, core.hardware, emit, now=clock, interval_s=0.1,
-                    offline_retry_s=5.0)
-    bus = next(iter(core.hardware.buses))
-    boards = core.hardware.boards_on(bus)
-    assert len(boards) >= 2
-    for _name, board in boards:  # the whole line goes dead at once
-        board.inject("timeout", op="read_inputs", persistent=True)  # type: ignore[attr-defined]
-    for _ in range(core.settings.timing.unknown_after_failed_polls + 1):
-        await poller._cycle(bus)
-        clock.mono += 0.1
-    offline = [e for call in calls for e in call if e.data().get("alarm") == "board_offline"]
-    assert len(offline) >= 2  # a board_offline alarm for several boards...
-    holding = [call for call in calls if any(e in call for e in offline)]
-    assert len(holding) == 1  # ...handed over in one call: one transaction
+async def test_the_poller_does_not_wait_for_the_commit_of_what_it_saw(core: Core) -> None:
+    store = await CountingStore.connect("memory://", "test", "cab-1")
+    try:
+        await store.new_boot()
+        store.gate = asyncio.Event()  # every commit hangs: an fsync that never ends
+        sink = EventSink(store)
+        keeper = StateKeeper(core.model, store, sink)
+        clock = _Clock()
+        poller = Poller(core.model, core.hardware, keeper.submit, now=clock, interval_s=0.1)
+        bus = next(iter(core.hardware.buses))
+        boards = core.hardware.boards_on(bus)
+        for _name, board in boards:  # the whole line goes dead at once
+            board.inject("timeout", op="read_inputs",  # type: ignore[attr-defined]
+                         persistent=True)
+        for _ in range(core.settings.timing.unknown_after_failed_polls + 1):
+            async with asyncio.timeout(1.0):  # polls on while the commit hangs
+                await poller._cycle(bus)
+            clock.mono += 0.1
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert store.commits == 1  # the first commit, still waiting
+        store.gate.set()
+        for _ in range(100):
+            if sink.backlog == 0:
+                break
+            await asyncio.sleep(0.01)
+        # Every board's alarm, seen while the first commit hung: at most one more commit.
+        assert store.commits <= 2
+        alarms = [e for e in await store.pending(100) if e.data.get("alarm") == "board_offline"]
+        assert len(alarms) == len(boards)
+        await sink.close()
+    finally:
+        await store.close()
 
 
 async def test_events_submitted_during_a_commit_are_committed_together_in_order() -> None:
