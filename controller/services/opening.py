@@ -13,7 +13,8 @@ from dispatch (:mod:`controller.services.commands`) both open a door through
    used), the compartment's state saved, then the ``open_requested`` event and the
    caller's own events committed, and an audit line. With a ``submit`` (the daemon's
    group commit) only the record is waited for: the state and the events are queued for
-   the next commit, in order, and the audit line is written after the pulse;
+   the next commit, in order, and the audit line is written after the pulse, beside the
+   reply;
 4. the pulse.
 
 One failure rule. Whatever stops the sequence before the pulse (steps 1 to 3: a domain
@@ -27,8 +28,9 @@ outcome is returned, never raised, and says what is known (:class:`OpenOutcome`)
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -122,6 +124,7 @@ class OpeningService:
         #: waiting for it (the daemon's ``StateKeeper.submit``). Given, only the caller's
         #: record precedes the pulse; the events follow in order, the audit line after.
         self._submit = submit
+        self._background: set[asyncio.Task[None]] = set()
 
     async def _save_directly(self, compartment: str) -> None:
         await self._store.save_compartment(compartment, self._model.stored_state(compartment))
@@ -166,14 +169,15 @@ class OpeningService:
         except PulseFailed as exc:
             # The model dropped the open with the failure (CabinetModel.pulse_failed).
             if self._submit is not None:
-                await audit()
+                self._later(audit())
             await self._save_quietly(cid)
             return OpenOutcome(cid, "not_pulsed", detail=exc.reason)
         except Exception:
             self._model.withdraw_open(cid)
             raise
         if self._submit is not None:
-            await audit()
+            # The audit line does not hold the reply back: written beside it.
+            self._later(audit())
         timeout = self._model.setup(cid).timing.open_detect_timeout_s
         if pulse.receipt is None:
             await self._save_quietly(cid)
@@ -181,6 +185,17 @@ class OpeningService:
                                pulse.waited_s, timeout)
         return OpenOutcome(cid, "pulsed", pulse.receipt, pulse.receipt.duration_s,
                            waited_s=pulse.waited_s, open_detect_s=timeout)
+
+    def _later(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(work, name="open-audit")
+        self._background.add(task)
+
+        def done(t: asyncio.Task[None]) -> None:
+            self._background.discard(t)
+            if not t.cancelled() and t.exception() is not None:
+                log.error("audit write failed", exc_info=t.exception())
+
+        task.add_done_callback(done)
 
     async def _save_quietly(self, compartment: str) -> None:
         """After the pulse nothing may undo the outcome: a store error is logged, and the
