@@ -569,6 +569,13 @@ class Store:
             f"watched keys kept changing; gave up after {attempts} attempts", op=op
         )
 
+    async def _read_batch(self, queue: Callable[[Any], object]) -> list[Any]:
+        """Reads queued by ``queue`` on a plain pipeline: one round trip. Called from a
+        transaction's plan, after its WATCH: errors are the transaction's to handle."""
+        async with self._client.pipeline(transaction=False) as batch:
+            queue(batch)
+            return list(await batch.execute())
+
     def _now_iso(self, op: str) -> str:
         return to_iso(self._clock(), op=op)
 
@@ -697,15 +704,19 @@ class Store:
                     for cid, v in doors.items()}
         keys = self._keys
 
+        checks = ((keys.pending, "zset"), (keys.compartments, "hash"), (keys.doors, "hash"))
+
         async def plan(pipe: Pipeline) -> _Plan[list[Event]]:
-            seq = int(await pipe.get(keys.seq) or 0)
+            # The reads in one round trip, on another pooled connection: they follow the
+            # WATCH, so any change after them still makes EXEC fail (and start over).
+            seq_raw, *types = await self._read_batch(
+                lambda b: [b.get(keys.seq), *(b.type(key) for key, _ in checks)])
+            seq = int(seq_raw or 0)
             # Redis runs every command of a MULTI even when one fails: a key of the wrong
             # type would let the events through while the states they report fail, and
             # the next poll would report the same movement again. Checked first, so the
             # commit is all or nothing.
-            for key, wanted in ((keys.pending, "zset"), (keys.compartments, "hash"),
-                                (keys.doors, "hash")):
-                found = await pipe.type(key)
+            for (key, wanted), found in zip(checks, types, strict=True):
                 found = found.decode() if isinstance(found, bytes) else str(found)
                 if found not in (wanted, "none"):
                     raise StoreDataError(
@@ -823,14 +834,14 @@ class Store:
         max_age = self.options.delivered_max_age_s
 
         async def plan(pipe: Pipeline) -> _Plan[int]:
-            raws = await pipe.mget(event_keys)
+            raws, (seconds, micros) = await self._read_batch(
+                lambda b: [b.mget(event_keys), b.time()])
             present = [(i, k, raw) for i, k, raw in zip(ids, event_keys, raws, strict=True)
                        if raw is not None]
             if not present:
                 return _Done(0)
             oldest_ms = None
             if max_age is not None:
-                seconds, micros = await pipe.time()
                 oldest_ms = max(0, int((seconds + micros / 1e6 - max_age) * 1000))
             pipe.multi()
             pipe.zrem(keys.pending, *[i for i, _k, _r in present])
