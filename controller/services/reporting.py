@@ -474,6 +474,9 @@ class OutboxPump:
         while True:
             _honour_cancel()
             await self._wait_connected()
+            # Cleared before reading: an event committed from here on sets it again, so a
+            # short batch needs no second read to know the outbox is empty.
+            self._wake.clear()
             try:
                 drained = await self.drain()
             except PublishError:
@@ -482,9 +485,8 @@ class OutboxPump:
             except StoreUnavailable:
                 await asyncio.sleep(0.5)
                 continue
-            if drained:
+            if drained >= self._batch or (drained and self._wake.is_set()):
                 continue
-            self._wake.clear()
             _honour_cancel()
             with contextlib.suppress(TimeoutError):
                 # Re-check now and then: an event committed by another process, or a wake
