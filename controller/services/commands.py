@@ -11,11 +11,12 @@ The order of the checks is the contract:
 3. authenticate and bind: signature (for every type that opens, assigns, releases,
    blocks or reconfigures), cabinet, boot id, deadline in the cabinet's own clock,
    replay window;
-4. claim the id in the store (``begin_command``) *before* acting, and for a door, record
-   the pulse intent before the pulse (the door is opened by
-   :class:`~controller.services.opening.OpeningService`, the sequence the lane uses too):
-   after a crash the id is never acted on again and a compartment is never pulsed twice
-   for one command;
+4. claim the id in the store (``begin_command``) *before* acting; for a door, the claim
+   carries the pulse intent (one fsync'd write, the only one the pulse waits for; the
+   door is opened by :class:`~controller.services.opening.OpeningService`, the sequence
+   the lane uses too): after a crash the id is never acted on again and a compartment is
+   never pulsed twice for one command. An open stopped before its pulse drops the intent
+   with its reply;
 5. act through the domain (which refuses with a structured error and changes nothing),
    persist what changed, then store and send the reply.
 
