@@ -12,8 +12,10 @@ import json
 import math
 import os
 import platform
+import signal
 import statistics
 import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -30,7 +32,9 @@ from controller.contract.topics import CabinetTopics
 from controller.lab.rig import LaneRig
 
 __all__ = [
+    "CpuBurners",
     "EventCollector",
+    "cpu_ms",
     "machine",
     "pct",
     "stats_line",
@@ -63,6 +67,44 @@ def stats_line(name: str, samples_ms: Sequence[float], width: int = 34) -> str:
     return (f"{name:<{width}} n={len(samples_ms):>5}  min {min(samples_ms):7.2f}  "
             f"p50 {statistics.median(samples_ms):7.2f}  p99 {pct(samples_ms, 99):7.2f}  "
             f"max {max(samples_ms):7.2f} ms")
+
+
+def cpu_ms(pid: int | None) -> float:
+    """CPU time (user + system) the process ``pid`` has used so far, in milliseconds, from
+    ``/proc/PID/stat`` (utime and stime, in clock ticks); NaN if it cannot be read."""
+    if pid is None:
+        return float("nan")
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    # After "pid (comm)": state is field 3; utime and stime are fields 14 and 15.
+    ticks = int(fields[11]) + int(fields[12])
+    return ticks * 1000.0 / os.sysconf("SC_CLK_TCK")
+
+
+class CpuBurners:
+    """``count`` processes that burn CPU in a tight loop beside the lane (the "two busy
+    processes" of a loaded cabinet computer), stopped by their pid on the way out."""
+
+    def __init__(self, count: int) -> None:
+        self.count = max(0, count)
+        self._procs: list[subprocess.Popen[bytes]] = []
+
+    def __enter__(self) -> CpuBurners:
+        for _ in range(self.count):
+            self._procs.append(subprocess.Popen(
+                [sys.executable, "-c", "while True:\n    pass"],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for proc in self._procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGKILL)
+            proc.wait(5)
+        self._procs.clear()
 
 
 def topics_of(rig: LaneRig) -> CabinetTopics:

@@ -12,7 +12,8 @@ Timing is measured from the publish of the already-signed command to the arrival
 reply. The reply carries ``result.pulse.board_ms``: from sending the pulse frame to the
 board's acknowledgement, i.e. the line (including the wait for a poll already on the
 wire). Software share = round trip - board_ms: broker hops, signature check, the store's
-durable writes (fsync) before the pulse, the reply.
+one durable write before the pulse (the claim with the pulse intent: one fsync), the
+reply.
 
 Unlock limits are raised for the benchmark, and the output says so: the demo cabinet's
 defaults (cooldown 2 s, 6 pulses/min per compartment, one solenoid at a time with a
@@ -24,7 +25,13 @@ Phase 1 polls at 10 Hz (the default). Phase 2 saturates the line with back-to-ba
 door command waits for at most the one transaction already on the wire, never a whole
 poll cycle: the line gives writes priority.
 
+Phase 1 ends with ``--get-state`` unsigned ``get_state`` queries, back to back: a read
+that changes nothing and writes nothing, so its round trip is broker hops and the
+snapshot alone. The daemon's CPU time (``/proc/PID/stat``) is printed per command and
+per query.
+
     .venv/bin/python bench/command_roundtrip.py [--count 1000] [--saturated-count 200]
+        [--get-state 500] [--busy 2]
 """
 
 from __future__ import annotations
@@ -41,7 +48,7 @@ from typing import Any
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._lane import machine, pct, stats_line, topics_of
+from bench._lane import CpuBurners, cpu_ms, machine, pct, stats_line, topics_of
 from controller.dispatch import DispatchClient
 from controller.lab.rig import LaneRig
 from drivers.modbus.registers import (
@@ -64,7 +71,8 @@ OVERRIDES = {
 }
 
 
-async def _phase(poll_interval: float, count: int, interval: float) -> dict[str, Any]:
+async def _phase(poll_interval: float, count: int, interval: float,
+                 queries: int = 0) -> dict[str, Any]:
     overrides = {**OVERRIDES, "timing.poll_interval_s": str(poll_interval)}
     with tempfile.TemporaryDirectory(prefix="bench-cmd-") as tmp:
         rig = LaneRig(Path(tmp), overrides=overrides)
@@ -76,7 +84,9 @@ async def _phase(poll_interval: float, count: int, interval: float) -> dict[str,
                 # The line's own cadence, without commands: polls per second on the bus.
                 before = await rig.control.acall("stats")
                 t0 = time.monotonic()
+                idle_cpu = cpu_ms(rig.daemon.pid)
                 await asyncio.sleep(2.0)
+                idle_cpu = (cpu_ms(rig.daemon.pid) - idle_cpu) / (time.monotonic() - t0)
                 after = await rig.control.acall("stats")
                 polls_per_s = (after["rs485-0"]["requests"] - before["rs485-0"]["requests"]) / (
                     time.monotonic() - t0)
@@ -84,6 +94,8 @@ async def _phase(poll_interval: float, count: int, interval: float) -> dict[str,
                 board: list[float] = []
                 software: list[float] = []
                 refused: dict[str, int] = {}
+                cpu_before = cpu_ms(rig.daemon.pid)
+                cmd_t0 = time.monotonic()
                 for n in range(count):
                     started = time.monotonic()
                     cid = COMPARTMENTS[n % len(COMPARTMENTS)]
@@ -103,9 +115,26 @@ async def _phase(poll_interval: float, count: int, interval: float) -> dict[str,
                     pause = started + interval - time.monotonic()
                     if pause > 0:
                         await asyncio.sleep(pause)
+                cpu_cmd = cpu_ms(rig.daemon.pid) - cpu_before
+                cmd_s = time.monotonic() - cmd_t0
+                # get_state: a read, unsigned, back to back (what a dispatch dashboard does).
+                state_rt: list[float] = []
+                cpu_before = cpu_ms(rig.daemon.pid)
+                query_t0 = time.monotonic()
+                for _ in range(queries):
+                    command = dispatch.build("get_state", {})
+                    payload = dispatch.encode(command, sign=False)
+                    t_send = time.monotonic()
+                    reply = await dispatch.send(payload, command["id"], timeout_s=15)
+                    if reply.get("ok"):
+                        state_rt.append((time.monotonic() - t_send) * 1000)
+                cpu_query = cpu_ms(rig.daemon.pid) - cpu_before
+                query_s = time.monotonic() - query_t0
         return {"poll_interval": poll_interval, "polls_per_s": polls_per_s,
                 "round_trip": round_trip, "board": board, "software": software,
-                "refused": refused}
+                "refused": refused, "cpu_cmd": cpu_cmd, "count": count,
+                "state_rt": state_rt, "cpu_query": cpu_query, "queries": queries,
+                "idle_cpu": idle_cpu, "cmd_s": cmd_s, "query_s": query_s}
 
 
 def _report(title: str, r: dict[str, Any]) -> None:
@@ -130,6 +159,19 @@ def _report(title: str, r: dict[str, Any]) -> None:
         print(f"board_ms > {bound:.2f} ms (write + one read): {over} of {ok}; "
               f"> {cycle_wire + write_t:.2f} ms (write + a whole cycle): {over_cycle} of {ok}; "
               f"mean {statistics.fmean(r['board']):.2f} ms, p99 {pct(r['board'], 99):.2f} ms")
+    idle = r["idle_cpu"]
+    print(f"daemon CPU while only polling: {idle:.1f} CPU-ms per second")
+    if r["count"]:
+        above = r["cpu_cmd"] - idle * r["cmd_s"]
+        print(f"daemon CPU: {r['cpu_cmd']:.0f} ms over {r['count']} commands in "
+              f"{r['cmd_s']:.1f} s = {r['cpu_cmd'] / r['count']:.1f} CPU-ms per command, "
+              f"{above / r['count']:.1f} above the polling")
+    if r["queries"]:
+        above = r["cpu_query"] - idle * r["query_s"]
+        print(stats_line("get_state round trip", r["state_rt"]))
+        print(f"daemon CPU: {r['cpu_query']:.0f} ms over {r['queries']} get_state in "
+              f"{r['query_s']:.1f} s = {r['cpu_query'] / r['queries']:.2f} CPU-ms per query, "
+              f"{above / r['queries']:.2f} above the polling")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -141,8 +183,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--interval", type=float, default=0.1,
                         help="least seconds between two command starts (>= 0.085: at most "
                              "60 pulses/min per compartment over 12 compartments)")
+    parser.add_argument("--get-state", type=int, default=500,
+                        help="get_state queries after the opens of the 10 Hz phase (0..20000)")
+    parser.add_argument("--busy", type=int, default=0,
+                        help="CPU-burning processes running beside the lane (0..8)")
     args = parser.parse_args(argv)
     count = max(1, min(args.count, 5000))
+    queries = max(0, min(args.get_state, 20_000))
+    busy = max(0, min(args.busy, 8))
     saturated = max(0, min(args.saturated_count, 5000))
     interval = max(args.interval, 0.085)
     print(machine())
@@ -153,11 +201,13 @@ def main(argv: list[str] | None = None) -> int:
           + ", ".join(f"{k}={v}" for k, v in OVERRIDES.items()))
     print(f"commands: signed 'open', reason 'maintenance', cycling over {len(COMPARTMENTS)} "
           f"compartments, one at a time, one start every >= {interval * 1000:.0f} ms")
-    phases = [("10 Hz polling", 0.1, count)]
+    print(f"busy processes beside the lane: {busy} (each a Python loop burning one core)")
+    phases = [("10 Hz polling", 0.1, count, queries)]
     if saturated:
-        phases.append(("saturated line (back-to-back polls)", 0.01, saturated))
-    for title, poll, n in phases:
-        _report(title, asyncio.run(_phase(poll, n, interval)))
+        phases.append(("saturated line (back-to-back polls)", 0.01, saturated, 0))
+    with CpuBurners(busy):
+        for title, poll, n, q in phases:
+            _report(title, asyncio.run(_phase(poll, n, interval, q)))
     return 0
 
 

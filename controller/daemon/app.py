@@ -243,13 +243,16 @@ class Daemon:
                 await self.sink.emit([overlay_refused])
             self.keeper = StateKeeper(self.model, self.store, self.sink, stored)
             self.emit = self.keeper.emit
+            # The poller hands each cycle's changes to the next group commit and polls on:
+            # it never waits for an fsync (see docs/decisions/0016-group-commit.md).
             self.poller = Poller(
-                self.model, self.hardware, self.emit, now=self.now,
+                self.model, self.hardware, self.keeper.submit, now=self.now,
                 interval_s=s.timing.poll_interval_s, on_change=self.state_pub.mark_dirty,
             )
             policy = UnlockPolicy(unlock_limits(s))
             self.unlock = UnlockService(s, self.model, self.hardware, policy, self.emit,
-                                        now=self.now, on_change=self.state_pub.mark_dirty)
+                                        now=self.now, on_change=self.state_pub.mark_dirty,
+                                        submit=self.keeper.submit)
             self.zones = ZoneMonitor(s, lambda: self.poller.temperatures.values,
                                      self.sink.emit, self.store,
                                      on_change=self.state_pub.mark_dirty)
@@ -273,6 +276,7 @@ class Daemon:
                 unavailable_zones=self.zones.unavailable_zones,
                 apply_config=self._apply_config,
                 codes=self.lane.codes, clear_lane=self.lane.clear_lockout,
+                submit=self.keeper.submit,
             )
             await self._answer_interrupted()
             await self.poller.poll_once()

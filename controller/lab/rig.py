@@ -88,6 +88,9 @@ def mosquitto_argv(
         f"persistence_location {workdir}/",
         "autosave_interval 1",
         "max_queued_messages 100000",
+        # A reply that follows a PUBACK to the same client would otherwise wait for that
+        # client's delayed TCP ACK (40 ms): see deploy/mosquitto/mosquitto.conf.
+        "set_tcp_nodelay true",
         "log_dest stdout",
         "log_type error",
         "log_type warning",

@@ -1,11 +1,15 @@
-"""The MQTT link's errors (see :mod:`controller.mqtt.link` for the tree)."""
+"""The MQTT link's errors (see :mod:`controller.mqtt.link` for the tree). Each is a
+:class:`controller.services.ports.PublishError`: the services catch the port's error and
+never import the link."""
 
 from __future__ import annotations
+
+from controller.services.ports import PublishError
 
 __all__ = ["LinkClosed", "LinkDown", "MqttLinkError", "PublishFailed"]
 
 
-class MqttLinkError(Exception):
+class MqttLinkError(PublishError):
     """Root of the MQTT link's errors."""
 
 

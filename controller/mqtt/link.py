@@ -43,9 +43,10 @@ Threads: aiomqtt drives paho from the event loop (socket reader/writer callbacks
 blocking TCP connect runs in an executor thread. The one paho callback hooked here
 (``on_publish``) hands its result to the loop with ``call_soon_threadsafe``.
 
-Error tree::
+Error tree (every one a :class:`controller.services.ports.PublishError`, the services'
+port error)::
 
-    MqttLinkError (Exception)
+    MqttLinkError (PublishError: ConnectionError)
     ├── LinkDown (MqttLinkError, ConnectionError)      not connected: nothing was sent
     │   └── LinkClosed                                 the link was closed
     └── PublishFailed (MqttLinkError, ConnectionError) sent, but not acknowledged
@@ -467,6 +468,8 @@ class MqttLink:
             "timeout": s.connect_timeout_s, "will": will,
             "username": s.username, "password": s.password,
             "logger": self._log.getChild("paho"),
+            # The outbox pump keeps up to 64 events in flight, replies and state beside.
+            "max_inflight_messages": 128,
         }
         if s.protocol == 5:
             connect_props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]

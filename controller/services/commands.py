@@ -11,11 +11,12 @@ The order of the checks is the contract:
 3. authenticate and bind: signature (for every type that opens, assigns, releases,
    blocks or reconfigures), cabinet, boot id, deadline in the cabinet's own clock,
    replay window;
-4. claim the id in the store (``begin_command``) *before* acting, and for a door, record
-   the pulse intent before the pulse (the door is opened by
-   :class:`~controller.services.opening.OpeningService`, the sequence the lane uses too):
-   after a crash the id is never acted on again and a compartment is never pulsed twice
-   for one command;
+4. claim the id in the store (``begin_command``) *before* acting; for a door, the claim
+   carries the pulse intent (one fsync'd write, the only one the pulse waits for; the
+   door is opened by :class:`~controller.services.opening.OpeningService`, the sequence
+   the lane uses too): after a crash the id is never acted on again and a compartment is
+   never pulsed twice for one command. An open stopped before its pulse drops the intent
+   with its reply;
 5. act through the domain (which refuses with a structured error and changes nothing),
    persist what changed, then store and send the reply.
 
@@ -173,6 +174,7 @@ class CommandService:
         save: Callable[[str], Awaitable[None]] | None = None,
         codes: CodeBook | None = None,
         clear_lane: Callable[[str, str], Awaitable[dict[str, Any]]] | None = None,
+        submit: Callable[[Sequence[Emitted | PendingEvent]], Awaitable[object]] | None = None,
     ) -> None:
         self._settings = settings
         self._model = model
@@ -191,7 +193,10 @@ class CommandService:
         self._codes = codes
         self._clear_lane = clear_lane
         self._save = save or self._save_directly
-        self._opening = OpeningService(model, store, unlock, emit, now=now, save=self._save)
+        self._opening = OpeningService(model, store, unlock, emit, now=now, save=self._save,
+                                       submit=submit)
+        #: Opens that stopped before their pulse: their recorded intent is dropped.
+        self._unpulsed: dict[str, str] = {}
         #: Replies of commands that acted but whose reply the store did not take.
         self._owed: OrderedDict[str, dict[str, Any]] = OrderedDict()
         #: Commands stopped by a store error before acting, in this process.
@@ -314,10 +319,13 @@ class CommandService:
                             "expires")
 
     async def _execute(self, command: Command, digest: str) -> bytes:
+        # A door command's pulse intent is recorded with its claim: one fsync'd write
+        # before the pulse (an open stopped before its pulse drops it when it finishes).
+        pulse = command.args.compartment if isinstance(command, OpenCommand) else None
         try:
             claim = await self._store.begin_command(
                 command.id, digest, command.expires.model_dump(),
-                retake=command.id in self._retake)
+                retake=command.id in self._retake, pulse=pulse)
         except StoreError:
             # Nothing acted (the claim may or may not have landed): a retry may act.
             self._may_retake(command.id)
@@ -343,11 +351,14 @@ class CommandService:
             # open (OpeningService); the other commands act on the model through the
             # domain, which refuses to do twice what is done. The claim is kept, and this
             # process lets a retry of the id retake it once the store is back.
+            self._unpulsed.pop(command.id, None)
             self._may_retake(command.id)
             raise
         answer = reply.model_dump(mode="json")
+        unpulsed = self._unpulsed.pop(command.id, None)
         try:
-            stored = await self._store.finish_command(command.id, answer)
+            stored = await self._store.finish_command(
+                command.id, answer, unpulsed=() if unpulsed is None else (unpulsed,))
         except StoreError as exc:
             # It acted: tell the truth now, and store it when the store is back (a repeat
             # of the id, or the next command that stores its own reply).
@@ -488,17 +499,19 @@ class CommandService:
         clock = self._clock()
         remaining_s = max(0.0, (command.expires.uptime_ms - clock.uptime_ms) / 1000.0)
 
-        async def record_intent() -> None:
-            # Write before acting: the intent is durable before the solenoid moves.
-            if not await self._store.record_pulse_intent(command.id, cid):
-                raise _rejected(Wire.CONFLICT,
-                                "a pulse for this command may already have happened", "id")
-
-        outcome = await self._opening.open(OpenRequest(
-            cid, _PURPOSE[command.args.reason], now.mono + remaining_s,
-            audit=("open", f"command:{command.id}", {"reason": command.args.reason}),
-            reason=command.args.reason, tag={"command": command.id}, record=record_intent,
-        ))
+        # Write before acting: the pulse intent went into the command's record with its
+        # claim (``_execute``), durable before the solenoid moves.
+        try:
+            outcome = await self._opening.open(OpenRequest(
+                cid, _PURPOSE[command.args.reason], now.mono + remaining_s,
+                audit=("open", f"command:{command.id}", {"reason": command.args.reason}),
+                reason=command.args.reason, tag={"command": command.id},
+            ))
+        except BaseException:
+            # OpeningService raising means no frame was sent: the intent is dropped when
+            # the command finishes.
+            self._unpulsed[command.id] = cid
+            raise
         if outcome.outcome == "not_pulsed":
             raise _rejected(Wire.HARDWARE, f"the lock board did not make the pulse: "
                             f"{outcome.detail}", "args.compartment")

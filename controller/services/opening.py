@@ -11,7 +11,10 @@ from dispatch (:mod:`controller.services.commands`) both open a door through
    :class:`~controller.services.unlock.UnlockService` holds it from here to the pulse);
 3. write before acting: the caller's record (a command's pulse intent, a code marked
    used), the compartment's state saved, then the ``open_requested`` event and the
-   caller's own events committed, and an audit line;
+   caller's own events committed, and an audit line. With a ``submit`` (the daemon's
+   group commit) only the record is waited for: the state and the events are queued for
+   the next commit, in order, and the audit line is written after the pulse, beside the
+   reply;
 4. the pulse.
 
 One failure rule. Whatever stops the sequence before the pulse (steps 1 to 3: a domain
@@ -25,8 +28,9 @@ outcome is returned, never raised, and says what is known (:class:`OpenOutcome`)
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -108,6 +112,7 @@ class OpeningService:
         *,
         now: Callable[[], Now],
         save: Callable[[str], Awaitable[None]] | None = None,
+        submit: Emit | None = None,
     ) -> None:
         self._model = model
         self._store = store
@@ -115,6 +120,11 @@ class OpeningService:
         self._emit = emit
         self._now = now
         self._save = save or self._save_directly
+        #: Queues events (with the states they leave) for the next group commit without
+        #: waiting for it (the daemon's ``StateKeeper.submit``). Given, only the caller's
+        #: record precedes the pulse; the events follow in order, the audit line after.
+        self._submit = submit
+        self._background: set[asyncio.Task[None]] = set()
 
     async def _save_directly(self, compartment: str) -> None:
         await self._store.save_compartment(compartment, self._model.stored_state(compartment))
@@ -132,10 +142,7 @@ class OpeningService:
         ]
         events.extend(request.events)
 
-        async def write_before_acting() -> None:
-            await request.record()
-            await self._save(cid)
-            await self._emit(events)
+        async def audit() -> None:
             action, actor, details = request.audit
             try:
                 await self._store.audit(action, actor=actor, at=now.wall, compartment=cid,
@@ -144,16 +151,33 @@ class OpeningService:
                 log.error("audit write failed",
                           extra={"ctx": {"action": action, "error": str(exc)}})
 
+        async def write_before_acting() -> None:
+            await request.record()
+            if self._submit is not None:
+                # The record is the promise (one fsync); the declared open and its events
+                # are committed by the next group commit, in order, while the frame is on
+                # the wire. Crash in between: the record says a pulse may have happened.
+                await self._submit(events)
+                return
+            await self._save(cid)
+            await self._emit(events)
+            await audit()
+
         try:
             pulse = await self._unlock.pulse(cid, deadline_mono=request.deadline_mono,
                                              before=write_before_acting)
         except PulseFailed as exc:
             # The model dropped the open with the failure (CabinetModel.pulse_failed).
+            if self._submit is not None:
+                self._later(audit())
             await self._save_quietly(cid)
             return OpenOutcome(cid, "not_pulsed", detail=exc.reason)
         except Exception:
             self._model.withdraw_open(cid)
             raise
+        if self._submit is not None:
+            # The audit line does not hold the reply back: written beside it.
+            self._later(audit())
         timeout = self._model.setup(cid).timing.open_detect_timeout_s
         if pulse.receipt is None:
             await self._save_quietly(cid)
@@ -161,6 +185,17 @@ class OpeningService:
                                pulse.waited_s, timeout)
         return OpenOutcome(cid, "pulsed", pulse.receipt, pulse.receipt.duration_s,
                            waited_s=pulse.waited_s, open_detect_s=timeout)
+
+    def _later(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(work, name="open-audit")
+        self._background.add(task)
+
+        def done(t: asyncio.Task[None]) -> None:
+            self._background.discard(t)
+            if not t.cancelled() and t.exception() is not None:
+                log.error("audit write failed", exc_info=t.exception())
+
+        task.add_done_callback(done)
 
     async def _save_quietly(self, compartment: str) -> None:
         """After the pulse nothing may undo the outcome: a store error is logged, and the

@@ -14,6 +14,14 @@ per read, line time its healthy neighbours need to see their doors move. Cycles 
 on a fixed cadence (no drift from the time a cycle takes). Temperature probes are read on
 a slower cadence. A separate ticker runs the door and order timers.
 
+The events of one board read are handed to ``emit`` together, as soon as the read
+returns. The daemon's emit for the poller (:meth:`controller.services.reporting.StateKeeper.submit`)
+queues them for the next group commit and returns at once, so a slow fsync never delays
+the next poll: the events, the compartment states and the door records they report are
+committed in one transaction, with whatever else was queued while the previous commit
+was under way (other boards' changes of the same cycle included), in order with every
+other event of the cabinet.
+
 The cycle's freshness feeds the systemd watchdog: pings stop when polls stop.
 """
 
@@ -130,6 +138,8 @@ class Poller:
                 self._retry_at.pop(name, None)
                 events = self._model.poll_ok(name, snapshot.levels, self._now())
             if events:
+                # Handed over at once, not at the end of the cycle: the next board's read
+                # (a transaction on the wire) would delay the event by that much.
                 changed = True
                 await self._emit(events)
         self.last_cycle[bus] = self._now().mono

@@ -2,9 +2,11 @@
 retained state snapshot, and the active alarms behind it.
 
 Events: :class:`EventSink` commits every domain event to the store's outbox *before*
-anything publishes it, in the order the domain produced them; :class:`OutboxPump`
-publishes the pending events in sequence order and removes each one only once the broker
-acknowledged it (QoS 1 PUBACK). A restart or a reconnect simply resumes from what is
+anything publishes it, in the order the domain produced them (events queued while a
+commit is under way are committed together in the next one: group commit);
+:class:`OutboxPump` publishes the pending events in sequence order, several in flight at
+once, and removes them only once the broker acknowledged them (QoS 1 PUBACK), the
+acknowledged run in one transaction. A restart or a reconnect simply resumes from what is
 pending, with the original ids, sequence numbers and times, so dispatch dedupes by id
 and sees no gap.
 
@@ -29,7 +31,7 @@ from controller.contract.messages import Event as EventMessage
 from controller.contract.messages import encode
 from controller.domain.cabinet_model import CabinetModel, Emitted
 from controller.domain.events import EventKind
-from controller.mqtt.link import LinkDown, MqttLinkError
+from controller.services.ports import Publisher, PublishError
 from controller.store import Store
 from controller.store.errors import StoreDataError, StoreError, StoreUnavailable
 from controller.store.records import Event, NewEvent
@@ -114,13 +116,15 @@ class AlarmBoard:
 class _Batch:
     """The events of one emit and the state they leave reported, committed as one."""
 
-    __slots__ = ("compartments", "doors", "events")
+    __slots__ = ("compartments", "doors", "events", "split_from_group")
 
     def __init__(self, events: list[PendingEvent], compartments: dict[str, dict[str, Any]],
                  doors: dict[str, dict[str, Any]]) -> None:
         self.events = events
         self.compartments = compartments
         self.doors = doors
+        #: A part of a batch the store refused: committed alone, never grouped again.
+        self.split_from_group = False
 
     def split(self) -> list[_Batch]:
         """One batch per event (the states with the last), to isolate a bad event."""
@@ -128,6 +132,8 @@ class _Batch:
             return [self]
         parts = [_Batch([e], {}, {}) for e in self.events]
         parts[-1].compartments, parts[-1].doors = self.compartments, self.doors
+        for part in parts:
+            part.split_from_group = True
         return parts
 
 
@@ -163,8 +169,11 @@ class EventSink:
         alarms: AlarmBoard | None = None,
         retry_s: float = 0.5,
         max_backlog: int = 100_000,
+        group_max: int = 256,
     ) -> None:
         self._store = store
+        self._group_max = group_max
+        self._flusher: asyncio.Task[None] | None = None
         self._on_committed = on_committed
         self.alarms = alarms or AlarmBoard()
         self._backlog: deque[_Batch] = deque()
@@ -190,13 +199,48 @@ class EventSink:
         """Queue ``events`` in order (with ``compartments``, the states they leave) and
         commit everything queued. Returns the events committed by this call (fewer when
         the store is down: the rest follow later, in order)."""
+        if not self._queue(events, compartments):
+            return []
+        return await self.flush()
+
+    def submit(
+        self,
+        events: Iterable[Emitted | PendingEvent],
+        *,
+        compartments: Mapping[str, dict[str, Any]] | None = None,
+    ) -> None:
+        """Queue ``events`` like :meth:`emit`, without waiting for the commit: the next
+        group commit takes them with everything queued before and after them (for the
+        poller, which must not wait on an fsync between two polls). Nothing is lost to
+        the wait: an event not yet committed has been told to nobody, and a restart
+        reports a door movement it missed from the stored door records."""
+        if not self._queue(events, compartments):
+            return
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.get_running_loop().create_task(
+                self._flush_queued(), name="event-commit")
+            self._flusher.add_done_callback(_log_failure)
+
+    async def _flush_queued(self) -> None:
+        for _ in range(10_000):  # bounded: each flush commits, drops, or hands over
+            if not self._backlog:
+                return
+            await self.flush()
+            if self._retry_task is not None and not self._retry_task.done():
+                return  # the store is away: the retry task flushes when it is back
+
+    def _queue(
+        self,
+        events: Iterable[Emitted | PendingEvent],
+        compartments: Mapping[str, dict[str, Any]] | None,
+    ) -> bool:
         pending: list[PendingEvent] = []
         for item in events:
             event = item if isinstance(item, PendingEvent) else PendingEvent.of(item)
             self.alarms.feed(event)
             pending.append(event)
         if not pending and not compartments:
-            return []
+            return False
         while pending and self._held + len(pending) > self._max_backlog and self._backlog:
             # Memory is the last resort while Redis is down; past this the oldest
             # in-memory event is lost, loudly.
@@ -211,7 +255,24 @@ class EventSink:
         self._backlog.append(_Batch(pending, dict(compartments or {}),
                                     reported_doors(pending)))
         self._held += len(pending)
-        return await self.flush()
+        return True
+
+    def _group(self) -> None:
+        """Merge the batches queued behind the head into it, in order, up to
+        ``group_max`` events: one transaction (one fsync) for all of them. The states of a
+        later batch replace those of an earlier one (they are newer)."""
+        if len(self._backlog) < 2:
+            return
+        head = self._backlog.popleft()
+        events = list(head.events)
+        compartments = dict(head.compartments)
+        doors = dict(head.doors)
+        while self._backlog and len(events) + len(self._backlog[0].events) <= self._group_max:
+            nxt = self._backlog.popleft()
+            events.extend(nxt.events)
+            compartments.update(nxt.compartments)
+            doors.update(nxt.doors)
+        self._backlog.appendleft(_Batch(events, compartments, doors))
 
     async def flush(self) -> list[Event]:
         done: list[Event] = []
@@ -221,6 +282,8 @@ class EventSink:
             for _ in range(4 * (self._held + len(self._backlog)) + 1):
                 if not self._backlog:
                     break
+                if not self._backlog[0].split_from_group:
+                    self._group()
                 head = self._backlog[0]
                 try:
                     committed = await self._store.commit(
@@ -274,10 +337,11 @@ class EventSink:
         self._retry_task = asyncio.get_running_loop().create_task(retry(), name="event-retry")
 
     async def close(self) -> None:
-        if self._retry_task is not None:
-            self._retry_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._retry_task
+        for task in (self._flusher, self._retry_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
 
 
 class StateKeeper:
@@ -314,12 +378,29 @@ class StateKeeper:
             self._saved.update(changed)
 
     async def emit(self, events: Iterable[Emitted | PendingEvent]) -> list[Event]:
-        events = list(events)
-        changed = self._changed(sorted({e.compartment for e in events
+        events, changed = self._with_states(events)
+        return await self._sink.emit(events, compartments=changed)
+
+    async def submit(self, events: Iterable[Emitted | PendingEvent]) -> None:
+        """Like :meth:`emit`, without waiting for the commit (:meth:`EventSink.submit`):
+        the poller's emit."""
+        events, changed = self._with_states(events)
+        self._sink.submit(events, compartments=changed)
+
+    def _with_states(
+        self, events: Iterable[Emitted | PendingEvent]
+    ) -> tuple[list[Emitted | PendingEvent], dict[str, dict[str, Any]]]:
+        listed = list(events)
+        changed = self._changed(sorted({e.compartment for e in listed
                                         if e.compartment is not None}))
         # Taken as saved now: the sink commits it with these events, or holds both.
         self._saved.update(changed)
-        return await self._sink.emit(events, compartments=changed)
+        return listed, changed
+
+
+def _log_failure(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("event commit task failed", exc_info=task.exception())
 
 
 def event_payload(event: Event) -> bytes:
@@ -347,16 +428,30 @@ def _honour_cancel() -> None:
 
 
 class OutboxPump:
-    """Publishes pending events in sequence order, acknowledging each after its PUBACK."""
+    """Publishes pending events in sequence order, several in flight at once, and removes
+    them from the outbox once the broker acknowledged them.
+
+    Up to ``window`` QoS 1 publishes wait for their PUBACK at a time (the broker keeps the
+    messages of one topic in order, and they leave in sequence order over one
+    connection). As acknowledgements come in, the longest run of events acknowledged from
+    the start of the batch is removed in one transaction (:meth:`Store.ack_many`), at
+    most every ``ack_every`` events or when the batch ends: what stays pending is always
+    a suffix of what was sent. A failed publish ends the batch: the acknowledged run
+    before it is removed, the rest stays pending and is published again (dispatch
+    dedupes by id). Catching up after an outage is bounded by the broker's throughput,
+    not by one round trip per event.
+    """
 
     def __init__(
         self,
         store: Store,
-        publish: Callable[[str, bytes], Awaitable[None]],
+        publish: Publisher,
         topic: str,
         *,
         wait_connected: Callable[[], Awaitable[None]],
-        batch: int = 100,
+        batch: int = 512,
+        window: int = 64,
+        ack_every: int = 128,
         idle_recheck_s: float = 5.0,
     ) -> None:
         self._store = store
@@ -364,6 +459,8 @@ class OutboxPump:
         self._topic = topic
         self._wait_connected = wait_connected
         self._batch = batch
+        self._window = max(1, window)
+        self._ack_every = max(1, ack_every)
         self._idle_recheck_s = idle_recheck_s
         self._wake = asyncio.Event()
         self.published = 0
@@ -378,9 +475,12 @@ class OutboxPump:
         while True:
             _honour_cancel()
             await self._wait_connected()
+            # Cleared before reading: an event committed from here on sets it again, so a
+            # short batch needs no second read to know the outbox is empty.
+            self._wake.clear()
             try:
                 drained = await self.drain()
-            except (LinkDown, MqttLinkError):
+            except PublishError:
                 await asyncio.sleep(0.2)  # the link is reconnecting; wait_connected blocks
                 continue
             except StoreError:
@@ -388,9 +488,8 @@ class OutboxPump:
                 # when it writes again; none is published twice meanwhile (drain).
                 await asyncio.sleep(0.5)
                 continue
-            if drained:
+            if drained >= self._batch or (drained and self._wake.is_set()):
                 continue
-            self._wake.clear()
             _honour_cancel()
             with contextlib.suppress(TimeoutError):
                 # Re-check now and then: an event committed by another process, or a wake
@@ -401,22 +500,82 @@ class OutboxPump:
                     await self._wake.wait()
 
     async def drain(self) -> int:
-        """Publish one batch of pending events; returns how many were published.
+        """Publish one batch of pending events; returns how many were acknowledged and
+        removed. Raises PublishError (after removing the acknowledged run) when a publish
+        failed, StoreError when the store did.
 
         An event the broker acknowledged but the store could not remove (Redis refusing
-        writes) is not published again while this process runs: only its ack is retried."""
+        writes) is not published again while this process runs: only its removal is
+        retried."""
         events = await self._store.pending(self._batch)
         # Bounded: only ids still pending are remembered.
         self._unacked &= {event.id for event in events}
-        for event in events:
-            if event.id not in self._unacked:
-                await self._publish(self._topic, event_payload(event))
-                self._unacked.add(event.id)
-                self.published += 1
-                self.last_published_seq = event.seq
-            await self._store.ack(event.id)
-            self._unacked.discard(event.id)
-        return len(events)
+        if not events:
+            return 0
+        loop = asyncio.get_running_loop()
+        slots = asyncio.Semaphore(self._window)
+        sent: list[asyncio.Task[None]] = []
+        acked = 0  # events of the batch removed from the outbox so far
+        ok_upto = 0  # events of the batch acknowledged by the broker without a gap
+        failed = False
+
+        async def one(event: Event) -> None:
+            nonlocal failed
+            try:
+                if event.id not in self._unacked:
+                    await self._publish(self._topic, event_payload(event))
+                    self._unacked.add(event.id)
+            except BaseException:
+                failed = True
+                raise
+            finally:
+                slots.release()
+
+        def advance() -> int:
+            nonlocal ok_upto
+            while ok_upto < len(sent) and sent[ok_upto].done() \
+                    and not sent[ok_upto].cancelled() and sent[ok_upto].exception() is None:
+                ok_upto += 1
+            return ok_upto
+
+        async def settle() -> None:
+            nonlocal acked
+            upto = advance()
+            if upto > acked:
+                removed = [e.id for e in events[acked:upto]]
+                await self._store.ack_many(removed)
+                self._unacked.difference_update(removed)
+                self.published += upto - acked
+                self.last_published_seq = events[upto - 1].seq
+                acked = upto
+
+        try:
+            for event in events:
+                await slots.acquire()
+                if failed:
+                    slots.release()
+                    break
+                # Tasks start in creation order: the messages leave in sequence order.
+                sent.append(loop.create_task(one(event), name="event-publish"))
+                if advance() - acked >= self._ack_every:
+                    await settle()
+            if sent:
+                await asyncio.wait(sent)
+            await settle()
+            for task in sent[acked:]:
+                if task.cancelled():
+                    raise PublishError("publish cancelled")
+                exc = task.exception()
+                if exc is not None:
+                    raise exc
+            return acked
+        finally:
+            for task in sent:
+                if not task.done():
+                    task.cancel()
+            for task in sent:
+                if task.done() and not task.cancelled():
+                    task.exception()  # retrieved: a failure behind the first is expected
 
 
 class StatePublisher:
@@ -447,6 +606,6 @@ class StatePublisher:
             try:
                 await self._publish(await self._build())
                 self.published += 1
-            except (MqttLinkError, StoreError):
+            except (PublishError, StoreError):
                 # Not connected: the next connection marks the state dirty again.
                 pass

@@ -71,12 +71,16 @@ class UnlockService:
         *,
         now: Callable[[], Now],
         on_change: Callable[[], None] = lambda: None,
+        submit: Callable[[list[Emitted]], Awaitable[object]] | None = None,
     ) -> None:
         self._settings = settings
         self._model = model
         self._hardware = hardware
         self._policy = policy
         self._emit = emit
+        #: Queues ``pulse_sent`` for the next group commit instead of waiting for its
+        #: fsync before the frame (the caller's record is what must precede the pulse).
+        self._submit = submit
         self._now = now
         self._on_change = on_change
         self._lock = asyncio.Lock()
@@ -137,7 +141,7 @@ class UnlockService:
                         field="compartment",
                     )
                 await asyncio.sleep(wait)
-            await self._emit(self._model.pulse_sent(compartment, now))
+            await (self._submit or self._emit)(self._model.pulse_sent(compartment, now))
             try:
                 receipt = await board.pulse(lock_ref.channel, grant.duration_s)
             except PulseUnconfirmed as exc:

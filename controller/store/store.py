@@ -579,6 +579,13 @@ class Store:
             f"watched keys kept changing; gave up after {attempts} attempts", op=op
         )
 
+    async def _read_batch(self, queue: Callable[[Any], object]) -> list[Any]:
+        """Reads queued by ``queue`` on a plain pipeline: one round trip. Called from a
+        transaction's plan, after its WATCH: errors are the transaction's to handle."""
+        async with self._client.pipeline(transaction=False) as batch:
+            queue(batch)
+            return list(await batch.execute())
+
     def _now_iso(self, op: str) -> str:
         return to_iso(self._clock(), op=op)
 
@@ -707,15 +714,19 @@ class Store:
                     for cid, v in doors.items()}
         keys = self._keys
 
+        checks = ((keys.pending, "zset"), (keys.compartments, "hash"), (keys.doors, "hash"))
+
         async def plan(pipe: Pipeline) -> _Plan[list[Event]]:
-            seq = int(await pipe.get(keys.seq) or 0)
+            # The reads in one round trip, on another pooled connection: they follow the
+            # WATCH, so any change after them still makes EXEC fail (and start over).
+            seq_raw, *types = await self._read_batch(
+                lambda b: [b.get(keys.seq), *(b.type(key) for key, _ in checks)])
+            seq = int(seq_raw or 0)
             # Redis runs every command of a MULTI even when one fails: a key of the wrong
             # type would let the events through while the states they report fail, and
             # the next poll would report the same movement again. Checked first, so the
             # commit is all or nothing.
-            for key, wanted in ((keys.pending, "zset"), (keys.compartments, "hash"),
-                                (keys.doors, "hash")):
-                found = await pipe.type(key)
+            for (key, wanted), found in zip(checks, types, strict=True):
                 found = found.decode() if isinstance(found, bytes) else str(found)
                 if found not in (wanted, "none"):
                     raise StoreDataError(
@@ -814,6 +825,46 @@ class Store:
 
         return await self._transaction(op, [event_key], plan)
 
+    async def ack_many(self, event_ids: Sequence[str]) -> int:
+        """Remove several events the broker acknowledged, in one transaction (one fsync),
+        logging each in the delivered log in the order given. Events no longer pending
+        are skipped (acking twice is harmless). Returns how many were removed.
+
+        The outbox pump calls it with the longest run of events acknowledged without a
+        gap, so what stays pending is always a suffix of what was published: a crash
+        between the PUBACKs and this transaction only makes the next process publish some
+        events again (dispatch dedupes by id), never skip one."""
+        op = "ack_many"
+        ids = [check_id(i, "event id", op=op) for i in event_ids]
+        if not ids:
+            return 0
+        keys = self._keys
+        event_keys = [keys.event(i) for i in ids]
+        acked_at = self._now_iso(op)
+        max_age = self.options.delivered_max_age_s
+
+        async def plan(pipe: Pipeline) -> _Plan[int]:
+            raws, (seconds, micros) = await self._read_batch(
+                lambda b: [b.mget(event_keys), b.time()])
+            present = [(i, k, raw) for i, k, raw in zip(ids, event_keys, raws, strict=True)
+                       if raw is not None]
+            if not present:
+                return _Done(0)
+            oldest_ms = None
+            if max_age is not None:
+                oldest_ms = max(0, int((seconds + micros / 1e6 - max_age) * 1000))
+            pipe.multi()
+            pipe.zrem(keys.pending, *[i for i, _k, _r in present])
+            pipe.delete(*[k for _i, k, _r in present])
+            for _i, _k, raw in present:
+                pipe.xadd(keys.delivered, {"event": raw, "acked_at": acked_at},
+                          maxlen=self.options.delivered_max_entries, approximate=False)
+            if oldest_ms is not None:
+                pipe.xtrim(keys.delivered, minid=f"{oldest_ms}-0", approximate=False)
+            return _Write(lambda _results: len(present))
+
+        return await self._transaction(op, event_keys, plan)
+
     async def delivered(self, limit: int = 100) -> list[Delivered]:
         """The last ``limit`` acknowledged events, oldest first (bounded audit trail)."""
         op = "delivered"
@@ -856,7 +907,8 @@ class Store:
             raise StoreDataError(f"command record {command_id!r} is malformed", op=op) from exc
 
     async def begin_command(
-        self, command_id: str, digest: str, expires: Any = None, *, retake: bool = False
+        self, command_id: str, digest: str, expires: Any = None, *, retake: bool = False,
+        pulse: str | None = None,
     ) -> NewCommand | AlreadySeen:
         """Claim a command id, atomically, before doing anything for it.
 
@@ -877,12 +929,19 @@ class Store:
         dropped, and :class:`NewCommand` returned. A finished record, or one of another
         digest, is :class:`AlreadySeen` as ever. Never retake after a restart: then only
         the record knows, and a recorded intent means a pulse may have happened.
+
+        ``pulse``: a compartment this command is about to pulse. Its intent (as
+        :meth:`record_pulse_intent` writes it) goes into the new record, in the same
+        transaction: a door command costs one fsync'd write before its pulse. A command
+        that ends without pulsing drops it again (``finish_command(unpulsed=...)``).
         """
         op = "begin_command"
         command_id = check_id(command_id, "command id", op=op)
         if not isinstance(digest, str) or not digest:
             raise StoreDataError("digest must be a non-empty string", op=op)
         expires_raw = _dumps(expires, "expires", op)
+        if pulse is not None:
+            pulse = check_id(pulse, "compartment", op=op)
         now = self._clock()
         key = self._keys.command(command_id)
         retention_ms = max(1, int(self.options.command_retention_s * 1000))
@@ -901,6 +960,8 @@ class Store:
                 "boot_id": self.boot_id or "",
                 "expires": expires_raw,
             }
+            if pulse is not None:
+                fields[f"pulse:{pulse}"] = to_iso(now, op=op)
             record = self._command_from(command_id, fields, op)
             pipe.multi()
             if existing:
@@ -942,8 +1003,13 @@ class Store:
 
         return await self._transaction(op, [key], plan)
 
-    async def finish_command(self, command_id: str, reply: Mapping[str, Any]) -> dict[str, Any]:
+    async def finish_command(self, command_id: str, reply: Mapping[str, Any], *,
+                             unpulsed: Sequence[str] = ()) -> dict[str, Any]:
         """Store the reply of a command and close it; the first reply wins.
+
+        ``unpulsed``: compartments whose recorded pulse intent did not lead to a pulse
+        (the caller knows it stopped before sending the frame); their intents are dropped
+        with the reply, so the record never claims a pulse that did not happen.
 
         Returns the reply now on record: ``reply`` itself (as a JSON copy) the first time,
         the earlier reply on any later call. The record keeps its expiry. Raises
@@ -955,6 +1021,7 @@ class Store:
         reply_raw = _dumps(reply_copy, "reply", op)
         key = self._keys.command(command_id)
         finished_at = self._now_iso(op)
+        gone = [f"pulse:{check_id(c, 'compartment', op=op)}" for c in unpulsed]
 
         async def plan(pipe: Pipeline) -> _Plan[dict[str, Any]]:
             state, first = await pipe.hmget(key, ["state", "reply"])
@@ -966,6 +1033,8 @@ class Store:
                 stored = _loads(first, "reply", op)
                 return _Done(stored if isinstance(stored, dict) else {"value": stored})
             pipe.multi()
+            if gone:
+                pipe.hdel(key, *gone)
             pipe.hset(key, mapping={"state": "done", "reply": reply_raw,
                                     "finished_at": finished_at})
             pipe.zrem(self._keys.commands_open, command_id)

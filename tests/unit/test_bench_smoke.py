@@ -50,7 +50,10 @@ def test_store_outbox_prints_its_phases() -> None:
 @pytest.mark.integration
 @needs_services
 def test_command_roundtrip_prints_both_shares() -> None:
-    out = _run("bench/command_roundtrip.py", "--count", "5", "--saturated-count", "3")
+    out = _run("bench/command_roundtrip.py", "--count", "5", "--saturated-count", "3",
+               "--get-state", "4")
+    assert "get_state round trip               n=    4" in out
+    assert "CPU-ms per command" in out
     assert "machine:" in out
     assert "benchmark overrides" in out
     assert out.count("round trip (publish -> reply)      n=    5") == 1
@@ -63,6 +66,7 @@ def test_command_roundtrip_prints_both_shares() -> None:
 @needs_services
 def test_door_event_latency_prints_floor_and_percentiles() -> None:
     out = _run("bench/door_event_latency.py", "--count", "4")
+    assert out.count("CPU-ms per door change") == 2
     assert out.count("floor = period/2") == 2
     assert out.count("all door changes                   n=    4") == 2
     assert "p50 - floor" in out
@@ -97,7 +101,9 @@ def test_side_by_side_measures_the_daemon_without_the_peer() -> None:
 @needs_services
 def test_outage_delivery_prints_counts() -> None:
     out = _run("bench/outage_delivery.py", "--outage", "2", "--before", "0.5", "--after",
-               "0.5", "--drain", "30")
+               "0.5", "--drain", "30", "--backlog", "200")
+    assert out.count("all delivered, in order: yes") == 2
+    assert "events/s" in out
     for figure in ("events produced", "events delivered", "duplicates", "seq gaps",
                    "door_opened: delivered / truth"):
         assert figure in out

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import socket
 
 import aiomqtt
 import paho.mqtt.client as paho
@@ -60,3 +61,34 @@ async def test_a_message_goes_straight_to_the_link() -> None:
     message = paho.MQTTMessage(topic=b"lockers/v1/s/c/cmd")
     client._on_message(client._client, None, message)
     assert seen == [message]
+
+
+async def test_a_new_broker_socket_has_nagle_off() -> None:
+    # A reply written right after a PUBACK must not wait for the broker's delayed ACK.
+    assert list(inspect.signature(aiomqtt.Client._on_socket_open).parameters) == [
+        "self", "client", "userdata", "sock"]
+    opened: list[object] = []
+
+    class Sock:
+        def __init__(self) -> None:
+            self.options: dict[tuple[int, int], int] = {}
+
+        def setsockopt(self, level: int, name: int, value: int) -> None:
+            self.options[(level, name)] = value
+
+        def fileno(self) -> int:
+            return -1
+
+    class Loop:
+        def call_soon_threadsafe(self, *args: object) -> None:
+            opened.append(args)
+
+        def add_reader(self, *args: object) -> None:
+            raise AssertionError("handed to the loop, not called here")
+
+    client = AckingClient("127.0.0.1", 1, on_message=lambda message: None)
+    client._loop = Loop()  # type: ignore[assignment]
+    sock = Sock()
+    client._on_socket_open(client._client, None, sock)  # type: ignore[arg-type]
+    assert sock.options[(socket.IPPROTO_TCP, socket.TCP_NODELAY)] == 1
+    assert opened  # aiomqtt's own set-up (the reader on the loop) still ran

@@ -54,15 +54,16 @@ async def test_an_open_whose_intent_cannot_be_written_leaves_no_pending_open(
     core: Core,
 ) -> None:
     cid = await _reserve(core, "o-intent", expires_in_s=3600.0)
-    real = core.store.record_pulse_intent
+    real = core.store.begin_command
 
-    async def down(*args: Any, **kwargs: Any) -> bool:
-        raise StoreUnavailable("redis restarting", op="record_pulse_intent")
+    async def down(*args: Any, **kwargs: Any) -> Any:
+        raise StoreUnavailable("redis restarting", op="begin_command")
 
-    core.store.record_pulse_intent = down  # type: ignore[method-assign]
+    # An open's pulse intent goes into its claim: the claim is the write that fails.
+    core.store.begin_command = down  # type: ignore[method-assign]
     before = len(await core.events())
     reply = await core.send(core.command("open", {"compartment": cid, "reason": "deposit"}))
-    core.store.record_pulse_intent = real  # type: ignore[method-assign]
+    core.store.begin_command = real  # type: ignore[method-assign]
     assert reply["ok"] is False
     assert reply["error"]["code"] == "busy", reply
     assert core.model.compartments.get(cid).pending_open is None

@@ -256,3 +256,14 @@ async def test_a_key_of_the_wrong_type_makes_the_commit_write_nothing(store: Sto
         await store.commit([NewEvent("door_opened", {"authorised": False}, AT, "A01")],
                            compartments={"A01": {"phase": "free"}}, doors={"A01": {"open": True}})
     assert await store.last_seq() == first.seq
+
+
+async def test_ack_many_removes_a_run_in_one_go_and_logs_it_in_order(store: Store) -> None:
+    events = [await store.append("k", {"n": n}, at=AT) for n in range(5)]
+    assert await store.ack(events[1].id) is True  # already acknowledged: skipped
+    assert await store.ack_many([e.id for e in events[:4]]) == 3
+    assert [e.seq for e in await store.pending()] == [5]
+    log = await store.delivered()
+    assert [d.event.seq for d in log] == [2, 1, 3, 4]
+    assert await store.ack_many([e.id for e in events[:4]]) == 0  # twice: harmless
+    assert await store.ack_many([]) == 0

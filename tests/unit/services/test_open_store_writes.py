@@ -1,0 +1,93 @@
+"""What a signed ``open`` asks of the store before its pulse, wired as the daemon wires it
+(state keeper, group commit): one read (is the id on record?) and one write (the claim
+with the pulse intent, one MULTI/EXEC, one fsync). Everything else follows the pulse."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+from controller.domain.unlock import UnlockPolicy
+from controller.services.commands import CommandService
+from controller.services.reporting import EventSink, StateKeeper
+from controller.services.setup import unlock_limits
+from controller.services.unlock import UnlockService
+from controller.store import Store
+from tests.unit.services.conftest import Core, _now
+
+
+class CountingStore(Store):
+    """The real store on fakeredis, logging each operation: ``read`` (plain commands) or
+    ``write`` (a transaction that reached EXEC)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.ops: list[tuple[str, str]] = []
+
+    async def _call(self, op: str, fn: Callable[[Any], Awaitable[Any]], *,
+                    repeatable: bool = True) -> Any:
+        self.ops.append(("read" if repeatable else "write", op))
+        return await super()._call(op, fn, repeatable=repeatable)
+
+    async def _transaction(self, op: str, watch: Sequence[str], plan: Any) -> Any:
+        wrote = False
+
+        async def spy(pipe: Any) -> Any:
+            nonlocal wrote
+            step = await plan(pipe)
+            wrote = hasattr(step, "result")
+            return step
+
+        try:
+            return await super()._transaction(op, watch, spy)
+        finally:
+            self.ops.append(("write" if wrote else "read", op))
+
+
+async def test_a_signed_open_writes_once_before_its_pulse(core: Core) -> None:
+    store = await CountingStore.connect("memory://", "test", core.settings.cabinet.id)
+    try:
+        await store.new_boot()
+        sink = EventSink(store)
+        keeper = StateKeeper(core.model, store, sink)
+        policy = UnlockPolicy(unlock_limits(core.settings))
+        unlock = UnlockService(core.settings, core.model, core.hardware, policy, keeper.emit,
+                               now=_now, submit=keeper.submit)
+        commands = CommandService(
+            core.settings, core.model, store, unlock, core.commands._verifier, keeper.emit,
+            now=_now, cabinet_clock=core.clock, snapshot=core.commands._snapshot,
+            save=keeper.save, submit=keeper.submit)
+        lock = core.settings.compartment("A03").lock
+        board = core.board(lock.board)
+        real_pulse = board.pulse
+        before_pulse: list[tuple[str, str]] = []
+
+        async def spying_pulse(channel: int, duration_s: float | None = None) -> Any:
+            before_pulse.extend(store.ops)
+            record = await store.get_command(cmd["id"])
+            assert record is not None
+            assert record.may_have_pulsed("A03")  # the intent is durable before the frame
+            return await real_pulse(channel, duration_s)
+
+        board.pulse = spying_pulse  # type: ignore[method-assign]
+        store.ops.clear()
+        cmd = core.command("open", {"compartment": "A03", "reason": "maintenance"})
+        reply = await commands.handle(core.signed(cmd))
+        assert b'"ok":true' in reply
+        assert before_pulse == [("read", "get_command"), ("write", "begin_command")]
+        # After the pulse: the events and the state, in order, and the reply.
+        kinds: list[str] = []
+        for _ in range(100):
+            kinds = [e.kind for e in await store.pending(100)]
+            if "unlock_pulse_acked" in kinds:
+                break
+            await asyncio.sleep(0.01)
+        assert kinds.index("open_requested") < kinds.index("unlock_pulse_sent") \
+            < kinds.index("unlock_pulse_acked")
+        stored = await store.load_compartment("A03")
+        assert stored is not None
+        await sink.close()
+    finally:
+        await store.close()
+
