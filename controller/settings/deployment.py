@@ -35,9 +35,11 @@ Refused in production:
 - unsigned commands (``require_signed_commands = false``): broker credentials alone would
   open a door.
 
-The store's own checks (its socket's permissions and owner, Redis over TCP) run when the
-daemon connects to it (:mod:`controller.store.access`); the code key's file and directory
-when it is loaded (:meth:`controller.security.codes.CodeKey.load_or_create`).
+The store's own checks (its socket's permissions, owner and group, Redis over TCP) run when
+the daemon connects to it (:mod:`controller.store.access`); the code key's file and directory
+when it is loaded (:meth:`controller.security.codes.CodeKey.load_or_create`); ``--check``
+runs both without connecting or creating anything
+(:func:`controller.daemon.startup.local_file_issues`).
 """
 
 from __future__ import annotations
