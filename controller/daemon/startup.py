@@ -14,6 +14,7 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from controller.contract.messages import ClockReading
 from controller.domain.cabinet_model import CabinetModel
@@ -126,14 +127,25 @@ def local_file_issues(settings: Settings, config_path: Path | None,
     """What the daemon's start would refuse on this machine's files, found without
     connecting to anything nor creating anything, as ``key: message`` lines: the store's
     socket and password file (:mod:`controller.store.access`, the checks
-    :meth:`Store.connect` runs first) and the code key, or its directory when the key is
-    not made yet (:func:`controller.security.codes.code_key_issue`). The cabinet TLS key is
-    checked with the configuration itself (:mod:`controller.settings.deployment`)."""
+    :meth:`Store.connect` runs first; a socket or password file that is not there yet is
+    left to the start, as in a staged install tree) and the code key, or its directory when
+    the key is not made yet (:func:`controller.security.codes.code_key_issue`). The cabinet
+    TLS key is checked with the configuration itself
+    (:mod:`controller.settings.deployment`)."""
     out: list[str] = []
     url = settings.redis.url
     if url.startswith(("unix://", "redis://", "rediss://")):
+        query = parse_qsl(urlsplit(url).query, keep_blank_values=True)
+        absent = [v for k, v in query if k == "password_file" and not os.path.lexists(v)]
+        password: str | None
         try:
-            bare, password = resolve_password_file(url)
+            if absent:
+                # Not there yet (a staged install tree, a config checked before the
+                # installer wrote it): the start reports it; the rest is checked.
+                rest = urlencode([(k, v) for k, v in query if k != "password_file"])
+                bare, password = urlunsplit(urlsplit(url)._replace(query=rest)), "?"
+            else:
+                bare, password = resolve_password_file(url)
             check_store_access(bare, production=is_production(settings),
                                has_password=password is not None)
         except StoreConfigError as exc:
