@@ -138,9 +138,9 @@ async def build(url: str, orders: int, key: CodeKey) -> tuple[Cabinet, str]:
     cab = Cabinet(settings, store, key)
     await cab.lane.start()
     for i in range(orders):
-        await cab.assign(i, [("deposit", f"{5000000000 + i * 7919}"),
+        await cab.assign(i, [("deposit", f"{5083920000 + i * 7919}"),
                              ("collect", f"QRCOLLECT{i:04d}K7M2X9T")])
-    return cab, f"{5000000000 + (orders - 1) * 7919}"
+    return cab, f"{5083920000 + (orders - 1) * 7919}"
 
 
 async def measure(url: str, checks: int, key: CodeKey) -> dict[str, dict[int, Any]]:

@@ -130,7 +130,7 @@ class Bench:
         for cid, pool, zone, size in PLAN:
             self.n += 1
             order = f"bench-{self.n}"
-            deposit, collect = f"DEP{self.n:05d}QRCODE9876", f"{4000000000 + self.n * 7919}"
+            deposit, collect = f"DEP{self.n:05d}QRCODE9876", f"{4083920000 + self.n * 7919}"
             await self.command("assign", {"order_id": order, "size": size, "zone": zone,
                                           "pool": pool, "compartment": cid,
                                           "codes": self.seal(order, [("deposit", deposit),

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from controller.daemon.app import STOP_DEADLINE_S, Daemon
+from controller.daemon.startup import local_file_issues
 from controller.logs import setup_logging, to_stderr
 from controller.restart import EXIT_STOP_TIMEOUT, ShutdownDeadline, restart_mode, restart_now
 from controller.security.codes import CodeKeyError
@@ -63,7 +64,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--backend", default="modbus",
                         help="board backend: modbus (default) or fake")
     parser.add_argument("--check", action="store_true",
-                        help="validate the configuration and exit")
+                        help="validate the configuration and the files the start checks "
+                        "(store socket and password file, code key, TLS key), then exit")
     args = parser.parse_args(argv)
     if not args.config:
         parser.error("--config FILE is required (or set LOCKER_CONFIG)")
@@ -74,9 +76,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         to_stderr(f"configuration error:\n{exc}")  # at error priority in the journal
         return 2
     if args.check:
+        # The start's own checks of this machine's files (those that need no network):
+        # what the start would refuse, the check refuses.
+        problems = local_file_issues(settings, Path(args.config))
         missing = missing_gpio_library(settings.lane.backend)
         if missing is not None:
-            to_stderr(f"configuration error:\n{args.config}: {missing}")
+            problems.append(missing)
+        if problems:
+            to_stderr("configuration error:\n" + "\n".join(
+                f"{args.config}: {problem}" for problem in problems))
             return 2
         print(f"{args.config}: ok (hash {settings.config_hash[:12]})")
         return 0

@@ -1,6 +1,10 @@
 """Start-up steps that come between opening the parts and running them: the configuration
 overlay dispatch stored, commands a crash interrupted, and reconciliation of the stored
-state with what the sensors say. Each takes what it needs; none starts a task."""
+state with what the sensors say. Each takes what it needs; none starts a task.
+
+:func:`local_file_issues` is the part of the start-up checks that needs no network (the
+store's socket and password file, the code key and its directory), for ``--check`` and
+``lockerctl config check`` to refuse what the start would."""
 
 from __future__ import annotations
 
@@ -10,18 +14,24 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from controller.contract.messages import ClockReading
 from controller.domain.cabinet_model import CabinetModel
+from controller.security.codes import code_key_issue
 from controller.services.config import OverlayRejected, settings_with_overlay
 from controller.services.reporting import EventSink, PendingEvent
 from controller.settings import Settings
+from controller.settings.deployment import is_production, trusted_owners
 from controller.store import Store
+from controller.store.access import check_store_access, resolve_password_file
+from controller.store.errors import StoreConfigError
 
 __all__ = [
     "answer_interrupted",
     "default_code_key_file",
     "load_overlay",
+    "local_file_issues",
     "public_keys",
     "reconcile",
 ]
@@ -110,3 +120,39 @@ def default_code_key_file(config_path: Path | None,
     if state:
         return Path(state) / "code.key"
     return config_path.parent / "code.key" if config_path is not None else None
+
+
+def local_file_issues(settings: Settings, config_path: Path | None,
+                      environ: Mapping[str, str] | None = None) -> list[str]:
+    """What the daemon's start would refuse on this machine's files, found without
+    connecting to anything nor creating anything, as ``key: message`` lines: the store's
+    socket and password file (:mod:`controller.store.access`, the checks
+    :meth:`Store.connect` runs first; a socket or password file that is not there yet is
+    left to the start, as in a staged install tree) and the code key, or its directory when
+    the key is not made yet (:func:`controller.security.codes.code_key_issue`). The cabinet
+    TLS key is checked with the configuration itself
+    (:mod:`controller.settings.deployment`)."""
+    out: list[str] = []
+    url = settings.redis.url
+    if url.startswith(("unix://", "redis://", "rediss://")):
+        query = parse_qsl(urlsplit(url).query, keep_blank_values=True)
+        absent = [v for k, v in query if k == "password_file" and not os.path.lexists(v)]
+        password: str | None
+        try:
+            if absent:
+                # Not there yet (a staged install tree, a config checked before the
+                # installer wrote it): the start reports it; the rest is checked.
+                rest = urlencode([(k, v) for k, v in query if k != "password_file"])
+                bare, password = urlunsplit(urlsplit(url)._replace(query=rest)), "?"
+            else:
+                bare, password = resolve_password_file(url)
+            check_store_access(bare, production=is_production(settings),
+                               has_password=password is not None)
+        except StoreConfigError as exc:
+            out.append(f"redis.url: {exc.args[0]}")
+    key = (settings.security.code_key_file or default_code_key_file(config_path, environ)
+           or Path("code.key"))
+    issue = code_key_issue(Path(key), trusted_owners())
+    if issue is not None:
+        out.append(f"security.code_key_file: {issue}")
+    return out

@@ -11,10 +11,19 @@ Two kinds of code are issued (:func:`check_issued`, enforced when dispatch assig
   base32 characters are 80 bits).
 
 Anything shorter is refused at assignment: the lane's guessing bound (docs/security.md)
-rests on these lengths. So is a **trivial** code, the first a guesser types whatever the
-length (:func:`is_trivial`): one character repeated (``0000000000``), two alternating
-(``1212121212``), or a run that steps by one up or down (``0123456789``, ``9876543210``,
-``3456789012``, wrapping after 9; ``ABCDEFGHIJKLMNOP`` for a QR code).
+rests on these lengths. So is a **trivial** code, one a guesser types early whatever its length
+(:func:`is_trivial`):
+
+- a code whose most common character fills more than half of it (``0000000001``,
+  ``AAAAAAAAAAAAAAAB``);
+- a periodic code, any period up to half its length (``1212121212``, ``1234512345``);
+- an arithmetic progression through the digits (a keypad code, modulo 10) or through
+  ``0-9A-Z`` (a QR code, modulo 36), any constant step: runs up and down by one
+  (``0123456789``, ``9876543210``, ``3456789012`` wrapping after 9, ``ABCDEFGHIJKLMNOP``),
+  ``1357913579``, ``0369258147``;
+- a code that, each run of one repeated character collapsed to a single one, is trivial
+  by these rules (``1122334455`` -> ``12345``, ``1234567899`` -> ``123456789``), or that
+  collapses to fewer than three characters (``1111122222``).
 
 An entry at the lane is *long* (:attr:`PickupCode.is_long`) when it has 16 characters or
 more: it can only match a QR code, and a guess at one has no practical chance, so the
@@ -132,18 +141,29 @@ _ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
 
 def is_trivial(code: str) -> bool:
-    """Whether a normalised code is one a guesser tries first: a period of one or two
-    characters, or a run stepping by one (up or down) through the digits (a keypad code,
-    wrapping 9 -> 0) or through ``0-9A-Z`` (a QR code)."""
-    if len(code) < 3:
+    """Whether a normalised code is one a guesser tries early (see the module docstring):
+    a majority character, a period of at most half its length, a constant step through
+    the digits (a keypad code) or ``0-9A-Z`` (a QR code), or any of these once runs of a
+    repeated character are collapsed."""
+    if _trivial_shape(code):
         return True
-    if all(code[i] == code[i % 2] for i in range(len(code))):
+    collapsed = "".join(char for char, _ in itertools.groupby(code))
+    return collapsed != code and _trivial_shape(collapsed)
+
+
+def _trivial_shape(code: str) -> bool:
+    n = len(code)
+    if n < 3:
+        return True
+    if max(code.count(c) for c in set(code)) * 2 > n:
+        return True
+    if any(all(code[i] == code[i - p] for i in range(p, n)) for p in range(1, n // 2 + 1)):
         return True
     if any(c not in _ALPHABET for c in code):
         return False
     size = 10 if code.isdigit() else len(_ALPHABET)
     steps = {(_ALPHABET.index(b) - _ALPHABET.index(a)) % size for a, b in itertools.pairwise(code)}
-    return steps in ({1}, {size - 1})
+    return len(steps) == 1
 
 
 def check_issued(raw: str, field: str = "code") -> PickupCode:
@@ -164,8 +184,9 @@ def check_issued(raw: str, field: str = "code") -> PickupCode:
     if is_trivial(raw):
         raise DomainError(
             ErrorCode.INVALID_ARGUMENT,
-            "a trivial code (one or two characters repeated, or a run up or down such as "
-            "0123456789) is the first a guesser types: issue a random one",
+            "a trivial code (a character filling more than half of it, a repeated pattern, "
+            "a constant step such as 0123456789 or 13579..., or one of these with its "
+            "characters doubled) is among the first a guesser types: issue a random one",
             field=field,
         )
     return PickupCode(raw)

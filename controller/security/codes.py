@@ -65,6 +65,7 @@ __all__ = [
     "CodeKey",
     "CodeKeyError",
     "SealError",
+    "code_key_issue",
     "key_id_of",
     "open_sealed",
     "seal_code",
@@ -237,7 +238,7 @@ class CodeKey:
         start. Refused (:class:`CodeKeyError`) when group or others may read or write it,
         when another user owns it, and when its directory would let someone else replace it
         (see :func:`_check_key_directory`)."""
-        _check_key_directory(path)
+        _check_key_directory(path, frozenset({0, os.geteuid()}))
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         except FileExistsError:
@@ -252,24 +253,52 @@ class CodeKey:
                 os.fsync(out.fileno())
             return key
         try:
-            info = path.stat()
-            if info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-                raise CodeKeyError(
-                    f"{path}: mode {stat.S_IMODE(info.st_mode):04o}: other users may read the "
-                    "code key; chmod 600 and check who read it")
-            if info.st_uid != os.geteuid():
-                raise CodeKeyError(f"{path}: owned by uid {info.st_uid}, not by this daemon")
+            _check_key_file(path, frozenset({os.geteuid()}))
             return cls.from_json(path.read_text(), str(path))
         except OSError as exc:
             raise CodeKeyError(f"{path}: cannot read: {exc.strerror}") from None
 
 
-def _check_key_directory(path: Path) -> None:
+def code_key_issue(path: Path, owners: frozenset[int] | None) -> str | None:
+    """What :meth:`CodeKey.load_or_create` would refuse about the key at ``path``, found
+    without creating or changing anything (``--check``), or None: its directory (when there
+    is no key yet, the daemon's first start makes it there), the key file's mode and owner,
+    and whether it reads as a code key. ``owners``: who may own the key and its directory
+    (:func:`controller.settings.deployment.trusted_owners`: the daemon's user, and root for
+    the directory; None: unknown, owners not checked). A directory that is not there yet is
+    left to the start (systemd makes the state directory)."""
+    try:
+        _check_key_directory(path, owners)
+        if not path.exists():
+            return None
+        _check_key_file(path, None if owners is None else owners - {0} or owners)
+        CodeKey.from_json(path.read_text(), str(path))
+    except CodeKeyError as exc:
+        return str(exc)
+    except OSError as exc:
+        return f"{path}: cannot read: {exc.strerror}"
+    return None
+
+
+def _check_key_file(path: Path, owners: frozenset[int] | None) -> None:
+    """Refuse a key file group or others may reach, or owned by a user outside ``owners``
+    (None: not checked)."""
+    info = path.stat()
+    if info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise CodeKeyError(
+            f"{path}: mode {stat.S_IMODE(info.st_mode):04o}: other users may read the "
+            "code key; chmod 600 and check who read it")
+    if owners is not None and info.st_uid not in owners:
+        raise CodeKeyError(f"{path}: owned by uid {info.st_uid}, not by this daemon")
+
+
+def _check_key_directory(path: Path, owners: frozenset[int] | None) -> None:
     """Refuse a key whose directory someone other than this daemon (or root) could write:
     they could put a key of their own in its place (the codes sealed to it, and the verifier
     secret, would be theirs) or remove it. The directory must be owned by this daemon's user
-    or root and writable by neither group nor others; no directory above it may be
-    writable by others without the sticky bit."""
+    or root (``owners``; None: unknown, not checked) and writable by neither group nor
+    others; no directory above it may be writable by others without the
+    sticky bit."""
     directory = path.parent
     try:
         info = directory.stat()
@@ -281,7 +310,7 @@ def _check_key_directory(path: Path) -> None:
             f"{'every local user' if info.st_mode & stat.S_IWOTH else 'its group'} (mode "
             f"{stat.S_IMODE(info.st_mode):04o}): anyone there could replace the key. Use a "
             "directory only the daemon writes (/var/lib/locker)")
-    if info.st_uid not in (0, os.geteuid()):
+    if owners is not None and info.st_uid not in owners:
         raise CodeKeyError(
             f"{directory}, the code key's directory, is owned by uid {info.st_uid}, neither "
             "this daemon's user nor root: that user could replace the key")

@@ -27,9 +27,15 @@ a synchronised clock sees a grant as not yet valid or expired rather than valid 
 Revocation: dispatch pushes revoked grant ids, each with its grant's ``not_after``, as the
 signed command ``revoke_grants`` with a ``serial`` that never goes down. The cabinet *adds*
 them to its :class:`RevocationList` and stores it before answering. A revocation is
-permanent until the grant's own end: no later message (the same serial again, a newer list
-without the id, a flood of other ids) removes an entry whose ``not_after`` has not passed;
-only that passing does (the grant is expired anyway, so the list stays short). The list
+permanent until the last moment a grant with that id could still be valid: no later message
+(the same serial again, a newer list without the id, a flood of other ids) removes an entry
+before then; only that moment passing does (the grant is expired anyway, so the list stays
+short). The ``not_after`` a message gives is dispatch's word, and may be wrong (too early,
+even past): an entry is kept until the later of that ``not_after`` and the moment it was
+added plus :data:`MAX_GRANT_LIFETIME_S`, so a grant issued before its revocation is covered
+whatever the message says; and when a revoked grant is presented, its entry is extended to
+the grant's own signed ``not_after`` if that is later (a grant whose window starts after its
+revocation). The list
 holds at most :data:`MAX_REVOKED` live entries; a message that would go past it is refused
 whole (nothing is evicted to make room).
 """
@@ -203,6 +209,7 @@ def check_grant(envelope: Any, roots: Mapping[str, Ed25519PublicKey], *, site: s
         raise _reject("grant public_key is not a base64 Ed25519 key",
                       "grant.public_key") from None
     if revoked.is_revoked(grant_id):
+        revoked.presented(grant_id, not_after)
         raise _reject(f"grant {grant_id} is revoked", "grant.grant", RejectCode.REVOKED)
     if site is not None and site_of != site:
         raise _reject(f"grant is for site {site_of}", "grant.site", RejectCode.WRONG_SITE)
@@ -259,6 +266,12 @@ class RevocationList:
     def is_revoked(self, grant_id: str) -> bool:
         return grant_id in self._entries
 
+    def presented(self, grant_id: str, not_after: int) -> None:
+        """A revoked grant ending at ``not_after`` was presented: keep its entry at least
+        until then (its window may reach past what the revocation was kept for)."""
+        if grant_id in self._entries:
+            self._entries[grant_id] = max(self._entries[grant_id], not_after)
+
     def __len__(self) -> int:
         return len(self._entries)
 
@@ -269,24 +282,27 @@ class RevocationList:
             *, limit: int = MAX_REVOKED) -> RevocationUpdate | None:
         """Revoke ``entries`` (``(grant_id, not_after)``) under ``serial``. None (and no
         change) when ``serial`` is older than ours; :class:`RevocationFull` (and no change)
-        when the live entries would exceed ``limit``. Entries whose grant has ended are
-        dropped; an entry's ``not_after`` only ever grows."""
+        when the live entries would exceed ``limit``. Each entry is kept until the later of
+        its ``not_after`` and ``now_s`` + :data:`MAX_GRANT_LIFETIME_S` (a ``not_after`` sent
+        too early, or already past, never shortens a revocation: ``expired`` lists those
+        sent already past, revoked all the same); entries whose time has passed are
+        dropped; an entry's end only ever grows."""
         if serial < self.serial:
             return None
         kept = {gid: until for gid, until in self._entries.items() if until >= now_s}
         added: list[str] = []
         already: list[str] = []
         expired: list[str] = []
+        floor = int(now_s) + MAX_GRANT_LIFETIME_S
         for gid, until in entries:
+            if until < now_s and gid not in expired:
+                expired.append(gid)
             if gid in kept:
                 already.append(gid)
                 kept[gid] = max(kept[gid], until)
-            elif until < now_s:
-                expired.append(gid)
             else:
-                if gid not in added:
-                    added.append(gid)
-                kept[gid] = until
+                added.append(gid)
+                kept[gid] = max(until, floor)
         if len(kept) > limit:
             raise RevocationFull(
                 f"the cabinet keeps at most {limit} revoked grants that have not ended; "

@@ -21,7 +21,10 @@ Always refused:
   bus declares the isolated link it is on (``isolated_interface``): Modbus TCP has no
   authentication, two frames from the network open a door. The interface must exist on
   this machine, the host must be an IP address (a name could be answered by anyone), and
-  when the interface has addresses the host must be on one of its networks;
+  the interface must have an address whose network holds the host: only then does the
+  kernel's connected route send the traffic out of that link (an interface without an
+  address, or on another network, leaves the gateway to whatever route matches, e.g. the
+  default one);
 - a cabinet TLS key (``[mqtt.tls] key_file``) that group or others may read or write, or
   owned by a user other than the daemon's user or root.
 
@@ -32,9 +35,11 @@ Refused in production:
 - unsigned commands (``require_signed_commands = false``): broker credentials alone would
   open a door.
 
-The store's own checks (its socket's permissions and owner, Redis over TCP) run when the
-daemon connects to it (:mod:`controller.store.access`); the code key's file and directory
-when it is loaded (:meth:`controller.security.codes.CodeKey.load_or_create`).
+The store's own checks (its socket's permissions, owner and group, Redis over TCP) run when
+the daemon connects to it (:mod:`controller.store.access`); the code key's file and directory
+when it is loaded (:meth:`controller.security.codes.CodeKey.load_or_create`); ``--check``
+runs both without connecting or creating anything
+(:func:`controller.daemon.startup.local_file_issues`).
 """
 
 from __future__ import annotations
@@ -165,11 +170,26 @@ def _isolated_link_issue(host: str, interface: str) -> str | None:
     except KeyError:
         return (f"isolated_interface {interface!r} is no network interface of this machine "
                 "(see `ip link`)")
-    if networks and not any(address in n for n in networks if n.version == address.version):
+    if not networks:
+        return (f"isolated_interface {interface!r} has no address: the gateway {host} would "
+                "be reached by whatever route matches it (the default one), not over that "
+                f"link. Give {interface} an address on the gateway's network (e.g. "
+                f"`ip addr add {_example_address(address)} dev {interface}`, made permanent in "
+                "the network configuration)")
+    if not any(address in n for n in networks if n.version == address.version):
         nets = ", ".join(str(n) for n in networks)
         return (f"{host} is not on {interface} ({nets}): the gateway would be reached over "
-                "another network")
+                f"another network. Give {interface} an address on the gateway's network, or "
+                "correct host")
     return None
+
+
+def _example_address(host: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
+    """An address next to ``host`` on a /24 (/64), for the message's example."""
+    prefix = 24 if host.version == 4 else 64
+    net = ipaddress.ip_network(f"{host}/{prefix}", strict=False)
+    mine = next(a for a in (net.network_address + 1, net.network_address + 2) if a != host)
+    return f"{mine}/{prefix}"
 
 
 def key_file_issue(path: str, owners: frozenset[int] | None) -> str | None:

@@ -10,8 +10,14 @@ that is not:
   by others (connecting needs write permission on it), must be owned by root, the daemon's
   user or ``redis`` (whoever owns it runs the server the daemon would trust), and no
   directory on its path may be writable by others without the sticky bit (whoever can write
-  there can replace the socket with their own server). Checked in every mode: it costs
-  nothing and a test rig has no reason to share its socket either.
+  there can replace the socket with their own server). A socket its group may write (and
+  so connect to), or a socket directory its group may write (and so put its own socket
+  in), is only as private as that group: the group may have no member but the daemon's
+  user, ``redis`` and root (its members are its member list and every user whose primary
+  group it is), or it is refused naming the group and the other members
+  (``unixsocketperm 770`` with a group such as ``users`` lets every user in it rewrite
+  code hashes). Checked in every mode: it costs nothing and a test rig
+  has no reason to share its socket either.
 - ``redis://``/``rediss://`` in production: the host must be a loopback address and the URL
   must carry a password (``password_file`` or in the URL), because Redis on TCP answers
   every local user, and without a password it answers them all (``CONFIG SET``, rewriting a
@@ -25,19 +31,69 @@ and ``deploy/install.sh`` create the user ``locker`` with only the commands the 
 
 from __future__ import annotations
 
+import grp
 import os
 import pwd
 import stat
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from controller.settings.deployment import is_loopback_host, trusted_owners
+from controller.settings.deployment import DAEMON_USER, is_loopback_host, trusted_owners
 from controller.store.errors import StoreConfigError
 
-__all__ = ["REDIS_USER", "check_store_access", "resolve_password_file"]
+__all__ = ["REDIS_USER", "Accounts", "check_store_access", "resolve_password_file"]
 
 #: The account the cabinet's own Redis runs as (Debian's redis-server package).
 REDIS_USER = "redis"
+
+
+def _group_entry(gid: int) -> tuple[str, list[str]] | None:
+    try:
+        entry = grp.getgrgid(gid)
+    except KeyError:
+        return None
+    return entry.gr_name, list(entry.gr_mem)
+
+
+def _users() -> list[tuple[str, int]]:
+    return [(entry.pw_name, entry.pw_gid) for entry in pwd.getpwall()]
+
+
+def _this_user() -> str | None:
+    try:
+        return pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:
+        return None
+
+
+@dataclass(frozen=True)
+class Accounts:
+    """The account database the group check reads (the system's by default; a test passes
+    its own): ``group(gid)`` gives the group's name and member list (None: no such group),
+    ``users()`` every user's name and primary gid, ``daemon_user`` the account the daemon
+    runs as (this process's user; None: unknown)."""
+
+    group: Callable[[int], tuple[str, list[str]] | None] = _group_entry
+    users: Callable[[], Iterable[tuple[str, int]]] = _users
+    daemon_user: str | None = field(default_factory=_this_user)
+
+    def members(self, gid: int) -> tuple[str, list[str]]:
+        """The group's name (its number when it has none) and every member: its member list
+        and every user whose primary group it is."""
+        entry = self.group(gid)
+        name, listed = entry if entry is not None else (str(gid), [])
+        members = list(dict.fromkeys([*listed, *(u for u, g in self.users() if g == gid)]))
+        return name, members
+
+    def trusted(self) -> frozenset[str]:
+        """Who may share the store's group: root, ``redis``, the daemon's user (and the
+        shipped unit's ``locker``, for a check run as root)."""
+        names = {"root", REDIS_USER, DAEMON_USER}
+        if self.daemon_user is not None:
+            names.add(self.daemon_user)
+        return frozenset(names)
 
 
 def resolve_password_file(url: str) -> tuple[str, str | None]:
@@ -75,15 +131,17 @@ def resolve_password_file(url: str) -> tuple[str, str | None]:
     return urlunsplit(parts._replace(query=rest)), password
 
 
-def check_store_access(url: str, *, production: bool, has_password: bool) -> None:
+def check_store_access(url: str, *, production: bool, has_password: bool,
+                       accounts: Accounts | None = None) -> None:
     """Refuse a store that users other than the daemon can reach (see the module docstring).
 
     ``url`` is the store URL without its ``password_file`` item; ``has_password`` says
-    whether a password was found (in the URL or its file).
+    whether a password was found (in the URL or its file); ``accounts`` is who is who
+    (default: this machine's accounts).
     """
     parts = urlsplit(url)
     if parts.scheme == "unix":
-        _check_socket(Path(parts.path))
+        _check_socket(Path(parts.path), accounts or Accounts())
         return
     if parts.scheme not in ("redis", "rediss") or not production:
         return
@@ -110,7 +168,19 @@ def _socket_owners() -> frozenset[int]:
     return frozenset(owners)
 
 
-def _check_socket(path: Path) -> None:
+def _check_group(what: str, gid: int, path: Path, accounts: Accounts) -> None:
+    name, members = accounts.members(gid)
+    others = [m for m in members if m not in accounts.trusted()]
+    if others:
+        raise StoreConfigError(
+            f"{what} is open to its group {name!r} (gid {gid}), whose members include "
+            f"{', '.join(sorted(others))}: each of them could reach the store and rewrite "
+            f"code hashes. Give {path} a group of its own (Redis' group, with only the "
+            "daemon's user added: deploy/redis.conf) or take the group's access away",
+            op="connect")
+
+
+def _check_socket(path: Path, accounts: Accounts) -> None:
     try:
         info = path.stat()
     except OSError:
@@ -126,6 +196,18 @@ def _check_socket(path: Path) -> None:
             f"the store's socket {path} is writable by every local user (mode "
             f"{stat.S_IMODE(mode):o}): set unixsocketperm 770 in the Redis config and put "
             "the daemon's user in Redis' group", op="connect")
+    if mode & stat.S_IWGRP:
+        _check_group(f"the store's socket {path} (mode {stat.S_IMODE(mode):o})", info.st_gid,
+                     path, accounts)
+    try:
+        dinfo = path.parent.stat()
+    except OSError:
+        dinfo = None
+    # Entering the directory alone gives nothing without write permission on the socket;
+    # writing it lets its group replace the socket with a server of its own.
+    if dinfo is not None and dinfo.st_mode & stat.S_IWGRP:
+        _check_group(f"{path.parent}, the store's socket directory (mode "
+                     f"{stat.S_IMODE(dinfo.st_mode):o})", dinfo.st_gid, path.parent, accounts)
     for parent in path.parents:
         try:
             pmode = parent.stat().st_mode

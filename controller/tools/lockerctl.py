@@ -172,17 +172,26 @@ def _technician_keygen(args: argparse.Namespace) -> int:
 
 
 def cmd_config_check(args: argparse.Namespace, console: Console) -> int:
-    """Validate a cabinet config as the daemon would at start-up."""
+    """Validate a cabinet config as the daemon would at start-up: the configuration, and
+    (unless ``--no-file-checks``) the files on this machine the start refuses (the store's
+    socket and password file, the code key and its directory, the TLS key)."""
+    problems: list[str] = []
     try:
         settings = load_settings(args.file, check_files=not args.no_file_checks)
     except ConfigError as exc:
+        problems = [str(issue) for issue in exc.issues]
+    else:
+        if not args.no_file_checks:
+            from controller.daemon.startup import local_file_issues
+
+            problems = local_file_issues(settings, args.file)
+    if problems:
         if args.json:
-            print(json.dumps({"file": str(args.file), "ok": False,
-                              "problems": [str(issue) for issue in exc.issues]}))
+            print(json.dumps({"file": str(args.file), "ok": False, "problems": problems}))
             return EXIT_USAGE
-        print(f"{args.file}: {len(exc.issues)} problem(s):", file=sys.stderr)
-        for issue in exc.issues:
-            print(f"  {issue}", file=sys.stderr)
+        print(f"{args.file}: {len(problems)} problem(s):", file=sys.stderr)
+        for problem in problems:
+            print(f"  {problem}", file=sys.stderr)
         return EXIT_USAGE
     if args.json:
         print(json.dumps({
@@ -303,7 +312,8 @@ def build_parser() -> argparse.ArgumentParser:
         q = csub.add_parser(name, help=text)
         q.add_argument("file", type=Path, help="the cabinet TOML file")
         q.add_argument("--no-file-checks", "--no-files", action="store_true",
-                       help="do not require the TLS and key files it names to exist here")
+                       help="do not require the TLS and key files it names to exist here, "
+                       "nor check the store's socket and the code key on this machine")
         add_json_option(q)
         q.set_defaults(func=func)
 

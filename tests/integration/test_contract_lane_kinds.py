@@ -74,7 +74,7 @@ async def _run(rig: LaneRig, dispatch: DispatchClient) -> None:
     async def door_open(cid: str) -> bool | None:
         return (await ctl.acall("state"))["compartments"][cid]["door_open"] or None
 
-    deposit, collect = "D001X01QRCODE1234", "7000000037"
+    deposit, collect = "D001X01QRCODE1234", "7030500837"
     reply = await dispatch.command("assign", {
         "order_id": "k-1", "size": "XL", "zone": "ambient", "pool": "grocery",
         "compartment": "A05",

@@ -224,7 +224,7 @@ async def test_a_code_check_costs_the_same_with_one_order_or_eleven(tmp_path: Pa
         for i, (cid, pool, zone, size) in enumerate(FILL):
             reply = await _assign(dispatch, f"o-fill-{i}",
                                   [("deposit", f"QRFILL{i:02d}K7M2X9TR4P"),
-                                   ("collect", f"{6100000000 + i}")],
+                                   ("collect", f"{6183920450 + i}")],
                                   size=size, zone=zone, pool=pool, compartment=cid)
             assert reply["ok"], reply
         last = len(FILL) - 1

@@ -150,7 +150,7 @@ class Day:
                      zone: str, size: str) -> dict[str, Any]:
         n = len(self.orders) + 1
         # A QR code for the courier, a keypad code for the customer; sealed to the cabinet.
-        codes = {"deposit": f"D{n:03d}X{n:02d}QRCODE1234", "collect": f"{7000000000 + n * 37}"}
+        codes = {"deposit": f"D{n:03d}X{n:02d}QRCODE1234", "collect": f"{7039218450 + n * 37}"}
         reply = await dispatch.command("assign", {
             "order_id": order, "size": size, "zone": zone, "pool": pool, "compartment": cid,
             "codes": dispatch.seal_codes(order, [("deposit", codes["deposit"]),

@@ -4,8 +4,8 @@ mosquitto, redis-server: ``LaneRig``, a clean store for each test):
 - a code that is a live code of another order here: the ``assign`` is refused with a
   structured error and changes nothing; the code still opens the first order's door, and
   only that one;
-- a trivial code (``0000000000``, ``0123456789``, ``9876543210``, ...): refused, nothing
-  assigned.
+- a trivial code (``0000000000``, ``0123456789``, ``9876543210``, ``1122334455``, ...):
+  refused, nothing assigned.
 """
 
 from __future__ import annotations
@@ -70,7 +70,7 @@ async def test_a_code_of_another_live_order_is_refused_and_changes_nothing(
 
 
 @pytest.mark.parametrize("weak", ["0000000000", "0123456789", "9876543210", "1212121212",
-                                  "AAAAAAAAAAAAAAAA"])
+                                  "AAAAAAAAAAAAAAAA", "1122334455"])
 async def test_a_trivial_code_is_refused_at_assign(tmp_path: Path, weak: str) -> None:
     async with running_lane(tmp_path, overrides=OVERRIDES) as (_rig, dispatch):
         reply = await _assign(dispatch, "o-weak", [("deposit", "DEP7QRCODE4X9T2K8"),

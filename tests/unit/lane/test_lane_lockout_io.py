@@ -31,7 +31,7 @@ async def running(lane: Lane) -> AsyncIterator[None]:
 
 async def test_a_guesser_is_slowed_and_reported_once(lane: Lane) -> None:
     cid = await lane.deposit("o-1", "grocery", deposit_code="D1111QRCODE9876X",
-                             collect_code="1111222233")
+                             collect_code="1111222293")
     for _ in range(2):
         assert (await lane.lane.enter_code("9999999999")).reason == "wrong_code"
     third = await lane.lane.enter_code("9999999998")
@@ -42,7 +42,7 @@ async def test_a_guesser_is_slowed_and_reported_once(lane: Lane) -> None:
     assert raised.data["wrong_codes"] == 3
     # Spent: a short code is not checked (nothing pulsed, nothing counted), with the wait.
     pulses = len(lane.board.pulses())
-    slowed = await lane.lane.enter_code("1111222233")
+    slowed = await lane.lane.enter_code("1111222293")
     assert slowed.reason == "slow_down"
     assert slowed.retry_after_s == pytest.approx(10, abs=0.5)
     assert len(lane.board.pulses()) == pulses
@@ -50,7 +50,7 @@ async def test_a_guesser_is_slowed_and_reported_once(lane: Lane) -> None:
     assert lane.lane.light == "fault"
     # One attempt back per refill period (10 s here), not a lockout that escalates.
     lane.advance(10.5)
-    ok = await lane.lane.enter_code("1111222233")
+    ok = await lane.lane.enter_code("1111222293")
     assert ok.accepted, ok
     assert ok.compartment == cid
     # The alarm ends when the budget is whole again; a right code does not refill it.
@@ -106,10 +106,10 @@ async def test_the_budget_survives_a_restart() -> None:
 
 async def test_staff_clear_gives_the_budget_back_and_ends_the_alarm(lane: Lane) -> None:
     await lane.deposit("o-9", "grocery", deposit_code="D9999QRCODE9876X",
-                       collect_code="9999000011")
+                       collect_code="9999000061")
     for _ in range(3):
         await lane.lane.enter_code("1212121212")
-    assert (await lane.lane.enter_code("9999000011")).reason == "slow_down"
+    assert (await lane.lane.enter_code("9999000061")).reason == "slow_down"
     with pytest.raises(DomainError):
         await lane.lane.clear_lockout("lane-9", "command:c-1")
     result = await lane.lane.clear_lockout("lane-1", "command:c-1")
@@ -117,7 +117,7 @@ async def test_staff_clear_gives_the_budget_back_and_ends_the_alarm(lane: Lane) 
     assert lane.alarms("code_guessing") == ["alarm_raised", "alarm_cleared"]
     assert lane.kinds("alarm_cleared")[-1].data["cleared_by"] == "command:c-1"
     assert await lane.store.load_lockout("lane:lane-1:keypad") is None
-    assert (await lane.lane.enter_code("9999000011")).accepted
+    assert (await lane.lane.enter_code("9999000061")).accepted
     assert (await lane.lane.clear_lockout("lane-1", "command:c-2"))["cleared"] is False
 
 

@@ -88,7 +88,7 @@ class LaneRules(RuleBasedStateMachine):
         self.counter += 1
         order = f"o-{self.counter}"
         # A QR deposit code and a keypad collect code.
-        dep, col = f"D{self.counter:04d}QRCODE98765", f"{self.counter:010d}"
+        dep, col = f"D{self.counter:04d}QRCODE98765", f"{self.counter:04d}583917"
         got = self.run(self.lane.assign(order, pool, zone, compartment=cid, codes=[
             issued(dep, "deposit"), issued(col, "collect")]))
         assert got == cid

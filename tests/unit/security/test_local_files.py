@@ -5,6 +5,7 @@ is refused with an error that says what to fix."""
 from __future__ import annotations
 
 import os
+import re
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from controller.security.codes import CodeKey, CodeKeyError
-from controller.store.access import check_store_access, resolve_password_file
+from controller.store.access import Accounts, check_store_access, resolve_password_file
 from controller.store.errors import StoreConfigError
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="chown to another user needs root")
@@ -112,3 +113,59 @@ def test_a_password_file_another_user_owns_is_refused(private_dir: Path) -> None
     os.chown(secret, OTHER, OTHER)
     with pytest.raises(StoreConfigError, match=f"owned by uid {OTHER}"):
         resolve_password_file(url)
+
+
+# -- the store's socket shared through its group ------------------------------------------
+
+
+def _accounts(groups: dict[int, tuple[str, list[str]]],
+              users: list[tuple[str, int]]) -> Accounts:
+    """A fake account database: ``groups`` by gid, ``users`` as (name, primary gid); the
+    daemon runs as ``locker``."""
+    return Accounts(group=groups.get, users=lambda: users, daemon_user="locker")
+
+
+_MACHINE = [("root", 0), ("locker", 990), ("redis", 105), ("alice", 100), ("bob", 1001)]
+
+
+@pytest.mark.parametrize(("groups", "says"), [
+    # The attack: gid 100 `users`, alice's primary group.
+    ({100: ("users", [])}, "'users' (gid 100), whose members include alice"),
+    # A listed (supplementary) member; both kinds named.
+    ({100: ("users", ["bob", "locker"])}, "whose members include alice, bob"),
+    # A group with no entry, still someone's primary group.
+    ({}, "'100' (gid 100), whose members include alice"),
+])
+def test_a_socket_its_group_shares_with_other_users_is_refused(
+    unix_socket: Path, groups: dict[int, tuple[str, list[str]]], says: str,
+) -> None:
+    os.chown(unix_socket, -1, 100)  # mode 770: the group may connect
+    with pytest.raises(StoreConfigError, match=re.escape(says)) as caught:
+        check_store_access(f"unix://{unix_socket}?db=0", production=False, has_password=True,
+                           accounts=_accounts(groups, _MACHINE))
+    assert "group of its own" in str(caught.value)  # what to fix
+
+
+def test_a_socket_directory_its_group_can_write_is_refused(unix_socket: Path) -> None:
+    unix_socket.chmod(0o700)
+    unix_socket.parent.chmod(0o770)
+    os.chown(unix_socket.parent, -1, 100)
+    with pytest.raises(StoreConfigError, match=r"socket directory .*'users' .*alice"):
+        check_store_access(f"unix://{unix_socket}?db=0", production=False, has_password=True,
+                           accounts=_accounts({100: ("users", [])}, _MACHINE))
+
+
+def test_a_socket_group_of_redis_and_the_daemon_passes(unix_socket: Path) -> None:
+    # The shipped layout: Redis' group, the daemon's user added to it; root in it too.
+    os.chown(unix_socket, -1, 105)
+    unix_socket.parent.chmod(0o770)
+    os.chown(unix_socket.parent, -1, 105)
+    check_store_access(f"unix://{unix_socket}?db=0", production=True, has_password=True,
+                       accounts=_accounts({105: ("redis", ["locker", "root"])}, _MACHINE))
+    # A socket its group may not write, in a directory its group may not write: the
+    # group's members do not matter.
+    unix_socket.chmod(0o750)
+    unix_socket.parent.chmod(0o750)
+    os.chown(unix_socket, -1, 100)
+    check_store_access(f"unix://{unix_socket}?db=0", production=True, has_password=True,
+                       accounts=_accounts({100: ("users", [])}, _MACHINE))

@@ -10,9 +10,17 @@ import time
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from controller.contract.messages import Reply
-from controller.security.grants import RevocationFull, RevocationList
+from controller.security.errors import AuthRejected, RejectCode
+from controller.security.grants import (
+    MAX_GRANT_LIFETIME_S,
+    RevocationFull,
+    RevocationList,
+    check_grant,
+    issue_grant,
+)
 from tests.fuzz.cabinet import FuzzCabinet
 
 _counter = 0
@@ -93,8 +101,9 @@ async def test_a_full_list_refuses_and_drops_nothing() -> None:
         revocations.add(2, [("g-new", int(now) + 3600)], now, limit=4)
     assert revocations.serial == 1
     assert all(revocations.is_revoked(f"g-{i}") for i in range(4))
-    # Once a grant has ended its entry goes, and there is room again.
-    later = now + 7200
+    # Once no grant with those ids can still be valid (the longest grant lifetime after
+    # the revocation) their entries go, and there is room again.
+    later = now + MAX_GRANT_LIFETIME_S + 60
     update = revocations.add(2, [("g-new", int(later) + 3600)], later, limit=4)
     assert update is not None
     assert update.added == ("g-new",)
@@ -111,3 +120,54 @@ async def test_the_command_service_refuses_a_revocation_past_the_bound() -> None
         assert reply.error is not None
         assert reply.error.field == "args.revoked"
         assert cab.verifier.revocations.to_dict() == before
+
+
+# -- how long an entry is kept ---------------------------------------------------------
+
+_ROOT = Ed25519PrivateKey.generate()
+
+
+def _grant(grant_id: str, not_before: float, not_after: float) -> dict[str, str]:
+    return issue_grant(_ROOT, "d1", grant_id=grant_id, key_id="tech-1",
+                       public_key=Ed25519PrivateKey.generate().public_key(), site="s-1",
+                       not_before=int(not_before), not_after=int(not_after))
+
+
+def _presented(grant: dict[str, str], revoked: RevocationList, now_s: float) -> str:
+    try:
+        check_grant(grant, {"d1": _ROOT.public_key()}, site="s-1", now_s=now_s,
+                    revoked=revoked)
+    except AuthRejected as exc:
+        return exc.code.value
+    return "valid"
+
+
+@pytest.mark.parametrize("sent_until", [8, -30])  # too early, or already past
+def test_a_revocation_sent_with_a_wrong_not_after_outlives_the_grant(sent_until: int) -> None:
+    # A grant valid 2 h, revoked by a message whose not_after is a dispatch mistake.
+    now = 1_764_400_000.0
+    grant = _grant("g-2h", now - 60, now + 7200)
+    revoked = RevocationList()
+    assert _presented(grant, revoked, now) == "valid"
+    revoked.add(1, [("g-2h", int(now) + sent_until)], now)
+    for later in (now + 9, now + 3600, now + 7200):
+        # A message that prunes the list (another revocation, later) keeps it too.
+        revoked.add(revoked.serial + 1, [(f"g-other-{later}", int(later) + 60)], later)
+        assert _presented(grant, revoked, later) == RejectCode.REVOKED.value, later
+    # Kept until the longest grant lifetime after the revocation: any grant issued before
+    # it has ended by then.
+    assert revoked.to_dict()["revoked"]["g-2h"] == int(now) + MAX_GRANT_LIFETIME_S
+
+
+def test_a_revoked_grant_presented_extends_its_entry_to_the_grants_end() -> None:
+    # A grant whose window opens after its revocation, reaching past the week the entry
+    # would otherwise be kept.
+    now = 1_764_400_000.0
+    grant = _grant("g-late", now + 2 * 86400, now + 2 * 86400 + MAX_GRANT_LIFETIME_S)
+    revoked = RevocationList()
+    revoked.add(1, [("g-late", int(now) + 60)], now)
+    assert _presented(grant, revoked, now + 3 * 86400) == RejectCode.REVOKED.value
+    assert revoked.to_dict()["revoked"]["g-late"] == int(now) + 2 * 86400 + MAX_GRANT_LIFETIME_S
+    end_of_week = now + MAX_GRANT_LIFETIME_S + 60
+    revoked.add(2, [], end_of_week)
+    assert _presented(grant, revoked, end_of_week) == RejectCode.REVOKED.value

@@ -3,7 +3,7 @@ first codes a guesser types at the lane must never open a door."""
 
 from __future__ import annotations
 
-import secrets
+import random
 
 import pytest
 
@@ -17,6 +17,16 @@ TRIVIAL = [
     "9876543210", "0987654321", "543210987654",  # runs down
     "AAAAAAAAAAAAAAAA", "ABABABABABABABAB",  # QR: repeated
     "ABCDEFGHIJKLMNOP", "ZYXWVUTSRQPONMLK", "0123456789ABCDEF",  # QR: runs
+    # A character filling more than half of the code.
+    "0000000001", "1000000000", "5555550123", "AAAAAAAAAAAAAAAB", "A0A0A0A0A0A0A0A0AAB",
+    # Periodic, any period up to half the length.
+    "1234512345", "1231231231", "123412341234", "ABCDEFGHABCDEFGH", "9081990819",
+    # A constant step other than one, modulo the alphabet.
+    "1357913579", "0369258147", "0246802468", "9753197531", "0741852963",
+    "ACEGIKMOQSUWY024",
+    # Trivial once runs of a repeated character are collapsed.
+    "1122334455", "1234567899", "1111122222", "5544332211", "1122112211",
+    "AABBCCDDEEFFGGHH",
 ]
 
 
@@ -30,16 +40,18 @@ def test_a_trivial_code_is_refused_at_issue(code: str) -> None:
     assert "trivial" in caught.value.message
 
 
-@pytest.mark.parametrize("code", ["5830019274", "1234567899", "0123456780", "1122334455",
-                                  "DEP7QRCODE4X9T2K8", "ABCDEFGHIJKLMNOQ"])
+@pytest.mark.parametrize("code", ["5830019274", "0123456780", "1234512346", "1122334465",
+                                  "5555501234", "1357913578", "DEP7QRCODE4X9T2K8",
+                                  "ABCDEFGHIJKLMNOQ", "AAAAAAAAB7DQ3HXK"])
 def test_codes_that_are_not_trivial_are_accepted(code: str) -> None:
     assert not is_trivial(code)
     check_issued(code)
 
 
-def test_random_codes_are_almost_never_trivial() -> None:
-    # 10 digits: 10 + 90 + 20 trivial codes out of 10**10; a draw of 2 000 finds none.
-    for _ in range(2000):
-        code = f"{secrets.randbelow(10**10):010d}"
-        if is_trivial(code):  # pragma: no cover - one chance in 8 * 10**7
-            pytest.fail(f"a random draw counted as trivial: {code}")
+def test_random_codes_are_rarely_trivial() -> None:
+    # About 0.15 % of random 10-digit codes are refused, nearly all for a digit filling
+    # more than half of the code (bench/weak_codes.py measures it): a seeded draw of
+    # 20 000 finds between 0.05 % and 0.4 %.
+    rng = random.Random(7)
+    refused = sum(is_trivial(f"{rng.randrange(10**10):010d}") for _ in range(20_000))
+    assert 10 <= refused <= 80, refused

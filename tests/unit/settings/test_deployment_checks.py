@@ -111,6 +111,23 @@ def test_an_isolated_link_that_is_not_there_is_refused(
     assert says in issues["buses[0].isolated_interface"]
 
 
+def test_an_isolated_interface_without_an_address_is_refused(
+    valid_data: dict[str, Any],
+) -> None:
+    # An interface that is there but has no address (a dummy or ifb, a link not configured
+    # yet): no connected route sends the gateway's traffic out of it; the default route
+    # would carry it over the shared network instead.
+    for _, name in socket.if_nameindex():
+        if not interface_networks(name):
+            break
+    else:
+        pytest.skip("every interface of this machine has an address")
+    issues = _issues(_gateway(valid_data, "8.8.8.8", name))
+    message = issues["buses[0].isolated_interface"]
+    assert f"{name!r} has no address" in message
+    assert f"dev {name}" in message  # what to fix
+
+
 def test_a_gateway_on_the_declared_interfaces_network_passes_that_check(
     valid_data: dict[str, Any],
 ) -> None:
