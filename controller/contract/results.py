@@ -70,9 +70,10 @@ class ClearLaneLockoutResult(_Result):
 
 
 class RevokeGrantsResult(_Result):
-    """The stored list's serial, how many grants it revokes now (entries past their
-    ``not_after`` are dropped), and what this message did: grants added, grants the list
-    already revoked, and grants sent with a ``not_after`` already past."""
+    """The stored list's serial, how many grants it revokes now (an entry is kept until
+    its ``not_after`` or seven days after it was added, whichever is later), and what this
+    message did: grants added, grants the list already revoked, and grants sent with a
+    ``not_after`` already past (kept all the same, and counted in ``added`` too)."""
 
     serial: Annotated[int, Field(ge=0)]
     revoked: Annotated[int, Field(ge=0)]
