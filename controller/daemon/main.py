@@ -54,6 +54,41 @@ def missing_gpio_library(backend: str) -> str | None:
             "set lane.backend to the library that is")
 
 
+def show_code_key(configured: Path | None, config_path: Path) -> int:
+    """``--show-code-key``: the key id and public key of the cabinet's code key file, read
+    as the daemon would find it (``security.code_key_file``, else the service's state
+    directory, else beside the config). The technician reads the id out of band to
+    dispatch, which pins it (``lockerctl code-key pin``). Creates nothing: exit 2 when the
+    file is not there or unusable."""
+    from controller.daemon.startup import default_code_key_file
+    from controller.security.codes import CodeKey
+
+    path = configured or default_code_key_file(config_path)
+    if path is None:
+        to_stderr("code key: no code key file configured")
+        return 2
+    try:
+        key = CodeKey.from_json(path.read_text(), str(path))
+    except FileNotFoundError:
+        to_stderr(f"code key: {path} does not exist: the daemon creates it at its first "
+                  "start (under systemd it is in the service's state directory, "
+                  "/var/lib/locker: run with STATE_DIRECTORY=/var/lib/locker, as the "
+                  "daemon's user)")
+        return 2
+    except OSError as exc:
+        to_stderr(f"code key: {path}: cannot read: {exc.strerror} (run as the daemon's user)")
+        return 2
+    except CodeKeyError as exc:
+        to_stderr(f"code key: {exc}")
+        return 2
+    published = key.published()
+    print(f"code key file: {path}")
+    print(f"key_id:        {published['key_id']}")
+    print(f"public_key:    {published['public_key']}")
+    print(f"scheme:        {published['scheme']}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="locker-controller", description="The locker cabinet controller daemon.")
@@ -66,6 +101,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--check", action="store_true",
                         help="validate the configuration and the files the start checks "
                         "(store socket and password file, code key, TLS key), then exit")
+    parser.add_argument("--show-code-key", action="store_true",
+                        help="print the id and public key of the cabinet's code key (what "
+                             "dispatch pins at commissioning) and exit; creates nothing")
     args = parser.parse_args(argv)
     if not args.config:
         parser.error("--config FILE is required (or set LOCKER_CONFIG)")
@@ -75,6 +113,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         to_stderr(f"configuration error:\n{exc}")  # at error priority in the journal
         return 2
+    if args.show_code_key:
+        return show_code_key(settings.security.code_key_file, Path(args.config))
     if args.check:
         # The start's own checks of this machine's files (those that need no network):
         # what the start would refuse, the check refuses.

@@ -20,18 +20,25 @@ lab's fleet, the tests and the benchmarks:
   command id, a command whose reply was lost with the connection (the cabinet answers a
   repeated id with its first result: a door never opens twice for one command);
 * send a command again under its id when its reply does not come (``resend_after_s``);
-* retry a command once, with the clock the cabinet returned, when it was refused as
-  ``expired`` or ``wrong_boot`` (dispatch's clock estimate was stale).
+* read the cabinet's clock with ``get_clock`` (plain, no deadline) before a command when
+  the clock it has came only from a retained message or was last refreshed more than
+  :data:`CLOCK_FRESH_S` ago; and, as a fallback, retry a command once, with the clock the
+  cabinet returned, when it was refused as ``expired`` or ``wrong_boot``;
+* **seal pickup codes only to the pinned code key** (``code_key_pin``, read out of band
+  at commissioning: :mod:`controller.dispatch.pins`), never to the key of the last
+  status; a status showing another key is an incident (:attr:`code_key_changed`,
+  ``on_code_key_changed``) and sealing is refused.
 
 Errors: :data:`BrokerError` (the broker cannot be reached at connect), ``ConnectionError``
 (the connection was lost and not regained before the command's timeout), ``TimeoutError``
-(no reply in time), ``LookupError`` (no cabinet clock known yet: wait for ``status``).
+(no reply in time), ``LookupError`` (no cabinet clock known yet: wait for ``status``),
+:class:`~controller.dispatch.pins.CodeKeyNotPinned` and
+:class:`~controller.dispatch.pins.CodeKeyChanged` (codes not sealed).
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import json
 import logging
@@ -52,7 +59,13 @@ from paho.mqtt.properties import Properties
 from controller.contract.topics import CabinetTopics
 from controller.dispatch.clock import ClockTracker
 from controller.dispatch.events import EventTracker, Gap
-from controller.security.codes import SCHEME, seal_code
+from controller.dispatch.pins import (
+    CodeKeyChanged,
+    CodeKeyNotPinned,
+    CodeKeyPinError,
+    PinnedCodeKey,
+)
+from controller.security.codes import seal_code
 from controller.security.signing import deadline_from_reading, sign_command
 
 __all__ = ["BrokerError", "DispatchClient", "Received"]
@@ -64,6 +77,10 @@ MQTT_LOG = logging.getLogger("controller.dispatch.mqtt")
 BrokerError = aiomqtt.MqttError
 """What the client raises when the broker cannot be reached or the connection fails
 (so callers need not import the MQTT library to catch it)."""
+
+#: The clock is read again with ``get_clock`` before a command when no live message
+#: (a reply, telemetry, an event: not a retained one) brought it within this many seconds.
+CLOCK_FRESH_S = 5.0
 
 #: A persistent session outlives a dispatch restart by this long by default (MQTT 5).
 DEFAULT_SESSION_EXPIRY_S = 24 * 3600
@@ -117,6 +134,8 @@ class DispatchClient:
         tls_context: ssl.SSLContext | None = None,
         username: str | None = None,
         password: str | None = None,
+        code_key_pin: bytes | PinnedCodeKey | None = None,
+        on_code_key_changed: Callable[[CodeKeyChanged], None] | None = None,
     ) -> None:
         if protocol not in (5, 4, 311):
             raise ValueError("protocol is 5 (MQTT 5) or 4/311 (MQTT 3.1.1)")
@@ -163,6 +182,15 @@ class DispatchClient:
         # Set (and replaced) each time the cabinet says it is online: a command waiting
         # then may have lost its reply while the cabinet was away.
         self._back_online = asyncio.Event()
+        self._pin: PinnedCodeKey | None = None
+        #: The last code key change seen (a status showing another key than the pin), or
+        #: ``None``: an integration alarms on it (or on ``on_code_key_changed``).
+        self.code_key_changed: CodeKeyChanged | None = None
+        self._on_code_key_changed = on_code_key_changed
+        self.code_key_pin = code_key_pin
+        #: The last time (here, monotonic) a live message brought the cabinet's clock.
+        self.live_clock_at: float | None = None
+        self.clock_queries = 0
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -288,7 +316,10 @@ class DispatchClient:
             parsed.value if parsed is not None else topic)
         received = Received(topic, channel, payload, retained,
                             time.monotonic() if at is None else at)
-        self.clock.learn_from(payload, received.at)
+        if self.clock.learn_from(payload, received.at) and not retained:
+            self.live_clock_at = received.at
+        if channel == "status":
+            self._check_code_key(payload)
         if channel == "status" and payload.get("state") == "online":
             self._back_online.set()
             self._back_online = asyncio.Event()
@@ -347,20 +378,138 @@ class DispatchClient:
         """Every event received so far, each once (duplicates dropped), in arrival order."""
         return list(self._unique_events)
 
-    def code_key(self) -> bytes:
-        """The cabinet's public code key, from the last ``status`` that carried one."""
+    # -- the code key ------------------------------------------------------------------
+
+    @property
+    def code_key_pin(self) -> PinnedCodeKey | None:
+        """The cabinet's code key as pinned at commissioning: the only key codes are sealed
+        to. Set it from a pin store (:class:`~controller.dispatch.pins.CodeKeyPins`), from
+        the raw public key bytes, or with :meth:`pin_from_status`."""
+        return self._pin
+
+    @code_key_pin.setter
+    def code_key_pin(self, value: bytes | PinnedCodeKey | None) -> None:
+        if value is not None and not isinstance(value, PinnedCodeKey):
+            value = PinnedCodeKey.of(bytes(value))
+        self._pin = value
+        self.code_key_changed = None
+        for message in reversed(self.messages):
+            if message.channel == "status" and isinstance(message.payload.get("code_key"),
+                                                          dict):
+                self._check_code_key(message.payload)
+                break
+
+    def published_code_key(self) -> PinnedCodeKey | None:
+        """The code key the last ``status`` that carried one shows (whoever published it:
+        never seal to it without comparing it to the pin). ``CodeKeyPinError`` when that
+        status's key is malformed (its id not the key's own)."""
         for message in reversed(self.messages):
             key = message.payload.get("code_key") if message.channel == "status" else None
-            if isinstance(key, dict) and key.get("scheme") == SCHEME:
-                return base64.b64decode(str(key["public_key"]))
-        raise RuntimeError("no code key known yet: wait for the cabinet's status first")
+            if isinstance(key, dict):
+                return PinnedCodeKey.from_published(key)
+        return None
+
+    def _check_code_key(self, status: dict[str, Any]) -> None:
+        published = status.get("code_key")
+        if self._pin is None or not isinstance(published, dict):
+            return
+        try:
+            seen = PinnedCodeKey.from_published(published)
+        except CodeKeyPinError:
+            seen_id = f"{published.get('key_id')} (malformed)"
+        else:
+            if seen == self._pin:
+                return
+            seen_id = seen.key_id
+        if self.code_key_changed is not None and self.code_key_changed.seen_key_id == seen_id:
+            return  # reported already
+        change = CodeKeyChanged(self.topics.cabinet, self._pin.key_id, seen_id)
+        self.code_key_changed = change
+        log.error("cabinet code key differs from the pin", extra={"ctx": {
+            "cabinet": self.topics.cabinet, "pinned": self._pin.key_id, "seen": seen_id}})
+        if self._on_code_key_changed is not None:
+            self._on_code_key_changed(change)
+
+    def code_key(self) -> bytes:
+        """The pinned public code key; :class:`CodeKeyNotPinned` when there is none."""
+        if self._pin is None:
+            raise CodeKeyNotPinned(
+                f"cabinet {self.topics.site}/{self.topics.cabinet}: no code key pinned; pin "
+                "the key whose id was read on the cabinet (locker-controller "
+                "--show-code-key), never the one a status shows alone")
+        return self._pin.public_key
+
+    def pin_from_status(self, expected_key_id: str) -> PinnedCodeKey:
+        """Pin the key the cabinet's status shows, only if its id is ``expected_key_id``
+        (read on the cabinet, out of band). :class:`CodeKeyChanged` when the status shows
+        another key (or another key is pinned already), ``LookupError`` when no status
+        with a code key has come yet."""
+        seen = self.published_code_key()
+        if seen is None:
+            raise LookupError("no code key known yet: wait for the cabinet's status first")
+        if seen.key_id != expected_key_id.strip().lower():
+            raise CodeKeyChanged(self.topics.cabinet, expected_key_id, seen.key_id,
+                                 what="read on the cabinet")
+        if self._pin is not None and self._pin != seen:
+            raise CodeKeyChanged(self.topics.cabinet, self._pin.key_id, seen.key_id)
+        self.code_key_pin = seen
+        return seen
 
     def seal_codes(self, order_id: str, codes: list[tuple[str, str]]) -> list[dict[str, Any]]:
-        """``assign.codes`` for ``(purpose, code)`` pairs: each code sealed to this cabinet,
-        for this order and its position (never sent or kept in clear)."""
+        """``assign.codes`` for ``(purpose, code)`` pairs: each code sealed to this
+        cabinet's **pinned** code key, for this order and its position (never sent or kept
+        in clear). :class:`CodeKeyNotPinned` without a pin; :class:`CodeKeyChanged` when
+        the cabinet's last status shows another key (nothing is sealed then)."""
         key = self.code_key()
+        pinned_id = self._pin.key_id if self._pin is not None else ""
+        try:
+            seen = self.published_code_key()
+        except CodeKeyPinError:
+            raise CodeKeyChanged(self.topics.cabinet, pinned_id, "(malformed)") from None
+        if seen is not None and seen.public_key != key:
+            raise CodeKeyChanged(self.topics.cabinet, pinned_id, seen.key_id)
         return [seal_code(key, self.topics.cabinet, order_id, f"{purpose}-{index}", purpose,
                           code) for index, (purpose, code) in enumerate(codes)]
+
+    # -- the clock ---------------------------------------------------------------------
+
+    def clock_is_fresh(self, now: float | None = None) -> bool:
+        """Whether a live message (not a retained one) brought the cabinet's clock within
+        :data:`CLOCK_FRESH_S`. A retained ``status`` carries the clock of its publication,
+        which may be hours old."""
+        if not self.clock.known or self.live_clock_at is None:
+            return False
+        return (time.monotonic() if now is None else now) - self.live_clock_at <= CLOCK_FRESH_S
+
+    async def sync_clock(self, timeout_s: float = 5.0) -> bool:
+        """Read the cabinet's clock now with ``get_clock`` (plain, no deadline, acts on
+        nothing). ``True`` when the cabinet answered with its clock; ``False`` when it did
+        not in ``timeout_s`` or refused (a command then falls back on its retry)."""
+        query = {"id": f"clk-{uuid.uuid4().hex[:20]}", "type": "get_clock",
+                 "site": self.topics.site, "cabinet": self.topics.cabinet}
+        self.clock_queries += 1
+        try:
+            reply = await self.send(json.dumps(query, separators=(",", ":")).encode(),
+                                    query["id"], timeout_s)
+        except (TimeoutError, ConnectionError) as exc:
+            log.info("get_clock unanswered", extra={"ctx": {
+                "cabinet": self.topics.cabinet, "error": str(exc) or type(exc).__name__}})
+            return False
+        result = reply.get("result")
+        if not reply.get("ok") or not isinstance(result, dict):
+            log.warning("get_clock refused", extra={"ctx": {
+                "cabinet": self.topics.cabinet, "error": reply.get("error")}})
+            return False
+        at = time.monotonic()
+        self.clock.learn_from({"cabinet_clock": result}, at)
+        if self.clock.known:
+            self.live_clock_at = at
+        return True
+
+    async def ensure_clock(self, timeout_s: float = 5.0) -> None:
+        """:meth:`sync_clock` unless the clock is fresh (:meth:`clock_is_fresh`)."""
+        if not self.clock_is_fresh():
+            await self.sync_clock(timeout_s)
 
     # -- commands ----------------------------------------------------------------------
 
@@ -429,15 +578,20 @@ class DispatchClient:
                       timeout_s: float = 15.0, ttl_ms: int | None = None) -> dict[str, Any]:
         """Build, sign, send and return the reply.
 
-        Retries once with the cabinet's own clock if the command was refused as stale
-        (``expired``, ``wrong_boot``). With ``reconnect``, a command whose connection was
-        lost is sent again under the same id once the client is back, until ``timeout_s``
-        (the cabinet answers a repeated id with its first result). With ``resend_after_s``
-        (5 s by default with ``reconnect``), a command unanswered that long is sent again
-        under its id, for a reply lost on the cabinet's side; with ``reconnect`` it is
-        also sent again at once when the cabinet says ``online`` while it waits (the
-        cabinet reconnected: a reply it sent while away is lost)."""
+        Reads the cabinet's clock first with ``get_clock`` when it is not fresh
+        (:meth:`clock_is_fresh`). Retries once with the cabinet's own clock if the command
+        was refused as stale (``expired``, ``wrong_boot``). With ``reconnect``, a command
+        whose connection was lost is sent again under the same id once the client is back,
+        until ``timeout_s`` (the cabinet answers a repeated id with its first result). With
+        ``resend_after_s`` (5 s by default with ``reconnect``), a command unanswered that
+        long is sent again under its id, for a reply lost on the cabinet's side; with
+        ``reconnect`` it is also sent again at once when the cabinet says ``online`` while
+        it waits (the cabinet reconnected: a reply it sent while away is lost)."""
         deadline = time.monotonic() + timeout_s
+        if not self.clock_is_fresh() and (not self.reconnect or self._connected.is_set()):
+            # The clock came from a retained message, or long ago: read it first rather
+            # than be refused as expired (the retry below stays as the fallback).
+            await self.sync_clock(min(5.0, timeout_s / 2))
         command = self.build(type_, args or {}, command_id=command_id, ttl_ms=ttl_ms)
         # A repeat is the same bytes: the cabinet compares a repeated id's command with
         # the first (another deadline would be "another command", a conflict).

@@ -34,6 +34,8 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+from controller.dispatch.pins import PinnedCodeKey
+
 __all__ = [
     "LaneRig", "SimControl", "binary", "free_port", "mosquitto_argv", "redis_argv",
     "wait_for_port",
@@ -293,6 +295,38 @@ class LaneRig:
         data = self.workdir / "redis"
         data.mkdir(exist_ok=True)
         return redis_argv(data, self.redis_port)
+
+    @property
+    def code_key_file(self) -> Path:
+        """Where the daemon keeps the cabinet's code key: ``security.code_key_file`` of the
+        written config (relative to it), else the daemon's default (beside the config)."""
+        from controller.daemon.startup import default_code_key_file
+
+        raw = tomllib.loads(self.config_path.read_text())
+        configured = raw.get("security", {}).get("code_key_file")
+        if configured:
+            return self.config_path.parent / str(configured)
+        path = default_code_key_file(self.config_path)
+        assert path is not None  # a config path is given
+        return path
+
+    def pinned_code_key(self, timeout_s: float = 15.0) -> PinnedCodeKey:
+        """The cabinet's public code key read from its key file (what a technician reads
+        with ``locker-controller --show-code-key``): what dispatch pins. The daemon creates
+        the file at its first start: waited for, at most ``timeout_s``."""
+        from controller.security.codes import CodeKey, CodeKeyError
+
+        path = self.code_key_file
+        deadline = time.monotonic() + timeout_s
+        while True:  # bounded by the deadline
+            try:
+                key = CodeKey.from_json(path.read_text(), str(path))
+                return PinnedCodeKey(key.key_id, key.public_bytes)
+            except (OSError, CodeKeyError) as exc:  # not there yet, or being written
+                if time.monotonic() >= deadline:
+                    raise RuntimeError(f"no code key at {path} within {timeout_s:g} s: "
+                                       f"{exc}") from None
+            time.sleep(0.05)
 
     # -- lifecycle ---------------------------------------------------------------------
 

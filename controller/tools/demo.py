@@ -130,6 +130,7 @@ class LaneDemo:
     async def command(self, type_: str, args: dict[str, Any] | None = None, *,
                       sign: bool = True, expect: str = "ok") -> dict[str, Any]:
         assert self.dc is not None
+        await self.dc.ensure_clock()  # get_clock when the clock came from a retained status
         command = self.dc.build(type_, args or {})
         self.printer.note("cmd    ->", describe_command(command, signed=sign,
                                                           full=self.printer.full),
@@ -218,6 +219,13 @@ class LaneDemo:
                                  + rig.logs("daemon", 1500)) from None
             self.check("cabinet online", True, f"boot {status.get('boot_id', '')[:8]}, "
                        f"{time.monotonic() - started:.1f} s after start")
+            # Dispatch pins the code key read on the cabinet itself (here: its key file),
+            # never the one a status shows alone; codes would be sealed to the pin only.
+            pin = await asyncio.to_thread(rig.pinned_code_key)
+            dc.code_key_pin = pin
+            self.check("code key pinned from the cabinet, its status shows the same",
+                       dc.code_key_changed is None and dc.published_code_key() == pin,
+                       f"key id {pin.key_id}")
 
             self.step("Dispatch reads the cabinet and assigns three orders")
             reply = await self.command("get_state", sign=False)

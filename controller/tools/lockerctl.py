@@ -11,13 +11,17 @@
     lockerctl watch   --broker HOST:PORT --site S --cabinet C [--duration S]
     lockerctl cmd     --broker ... --key FILE --key-id ID open A01 --reason staff
     lockerctl commission --broker ... --key FILE --key-id ID [--compartments A01,A02]
+                     [--code-key-id KEYID]
+    lockerctl code-key pin --broker ... --site S --cabinet C --key-id KEYID [--replace]
+    lockerctl code-key show [--code-key-pins FILE]
     lockerctl bus scan --config FILE --bus NAME [--from N --to M]
     lockerctl bus set-address --config FILE --bus NAME --from A --to B [--only-board-on-line]
 
 Exit codes: 0 success; 1 the cabinet refused, a check or test failed, or the cabinet is
 offline; 2 bad arguments, configuration or key file; 3 the broker, the bus or the
-cabinet did not answer in time; 130 interrupted. Expected failures print one line on
-stderr, ``lockerctl <command>: <what went wrong>``, never a traceback.
+cabinet did not answer in time; 4 the cabinet's status shows another code key than the
+one pinned (an incident: nothing was sealed or sent); 130 interrupted. Expected failures
+print one line on stderr, ``lockerctl <command>: <what went wrong>``, never a traceback.
 
 Every command that prints data takes ``--json``. Into a pipe or a file, text output is
 neither wrapped nor cut and carries no colour (:func:`make_console`). ``--broker`` always
@@ -271,7 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lockerctl", description="Technician and dispatch tool for locker cabinets.",
         epilog="Exit codes: 0 ok, 1 refused/failed/offline, 2 bad input, 3 no answer, "
-               "130 interrupted. See docs/operations.md.")
+               "4 code key differs from the pin, 130 interrupted. See docs/operations.md.")
     parser.add_argument("--version", action="version", version=f"lockerctl {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -354,8 +358,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--auto-close-sim", type=int, metavar="PORT",
                    help="simulated cabinet only: the simulator's control port pulls and "
                         "closes the doors")
+    p.add_argument("--code-key-id", metavar="KEYID",
+                   help="also pin the cabinet's code key, if its id is this one (read on the "
+                        "cabinet with locker-controller --show-code-key)")
+    cli_remote.add_pins_option(p)
     add_json_option(p, "the results as JSON (the progress bar goes to stderr)")
     p.set_defaults(func=cli_remote.cmd_commission)
+
+    p = sub.add_parser("code-key", help="pin a cabinet's code key, list the pins")
+    ksub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    q = ksub.add_parser("pin", help="pin the key the cabinet's status shows, if its id is "
+                                    "the one read on the cabinet")
+    add_remote_options(q)
+    q.add_argument("--key-id", required=True, metavar="KEYID",
+                   help="the key id read on the cabinet (locker-controller --show-code-key)")
+    q.add_argument("--replace", action="store_true",
+                   help="replace another key pinned for this cabinet (only after checking "
+                        "the change on the cabinet: a changed key is an incident)")
+    cli_remote.add_pins_option(q)
+    add_json_option(q)
+    q.set_defaults(func=cli_remote.cmd_code_key_pin)
+    q = ksub.add_parser("show", help="list the pinned code keys")
+    cli_remote.add_pins_option(q)
+    add_json_option(q)
+    q.set_defaults(func=cli_remote.cmd_code_key_show)
 
     p = sub.add_parser("bus", help="scan an RS-485 line, re-address a board")
     bsub = p.add_subparsers(dest="action", required=True, metavar="ACTION")

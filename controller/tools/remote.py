@@ -1,9 +1,14 @@
-"""``lockerctl status | watch | cmd | commission``: the dispatch side, over the broker.
+"""``lockerctl status | watch | cmd | commission | code-key``: the dispatch side, over the
+broker.
 
 Each command connects a :class:`~controller.dispatch.DispatchClient` for one cabinet,
 does one bounded job and disconnects. Expected failures (broker unreachable, TLS files
 unreadable, cabinet offline, no reply) are :class:`CliError` one-liners with an exit code,
 never a traceback.
+
+Pickup codes (``cmd assign --code``) are sealed only to the cabinet's code key pinned in
+the pin file (``code-key pin``, with the key id read on the cabinet), never to the key a
+status shows alone (docs/security.md).
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import ssl
 import time
 from collections.abc import Awaitable, Callable
@@ -24,7 +30,15 @@ from rich.table import Table
 from rich.text import Text
 
 from controller.contract.topics import CabinetTopics, InvalidTopic
-from controller.dispatch import BrokerError, DispatchClient, Received
+from controller.dispatch import (
+    BrokerError,
+    CodeKeyChanged,
+    CodeKeyPinError,
+    CodeKeyPins,
+    DispatchClient,
+    PinnedCodeKey,
+    Received,
+)
 from controller.domain.codes import check_issued
 from controller.domain.errors import DomainError
 from controller.security.errors import KeyFileError
@@ -38,6 +52,7 @@ from controller.tools.render import (
 )
 
 __all__ = [
+    "EXIT_CODE_KEY",
     "EXIT_FAILED",
     "EXIT_OK",
     "EXIT_UNREACHABLE",
@@ -45,7 +60,10 @@ __all__ = [
     "CliError",
     "CommissionResult",
     "add_json_option",
+    "add_pins_option",
     "add_remote_options",
+    "cmd_code_key_pin",
+    "cmd_code_key_show",
     "cmd_command",
     "cmd_commission",
     "cmd_status",
@@ -57,6 +75,7 @@ EXIT_OK = 0
 EXIT_FAILED = 1  # the cabinet refused, a test failed, the cabinet is offline
 EXIT_USAGE = 2  # bad arguments, config or key file
 EXIT_UNREACHABLE = 3  # broker, bus or cabinet did not answer in time
+EXIT_CODE_KEY = 4  # the cabinet's status shows another code key than the pin: an incident
 
 T = TypeVar("T")
 
@@ -143,12 +162,117 @@ def _topics(args: argparse.Namespace) -> CabinetTopics:
 
 
 def _client(args: argparse.Namespace, *, key: Any = None, key_id: str = "dispatch",
-            on_message: Callable[[Received], None] | None = None) -> DispatchClient:
+            on_message: Callable[[Received], None] | None = None,
+            code_key_pin: PinnedCodeKey | None = None) -> DispatchClient:
     host, port = args.broker
     return DispatchClient(host, port, _topics(args), key=key, key_id=key_id,
                           grant=_load_grant(getattr(args, "grant", None)),
                           protocol=args.protocol, on_message=on_message,
-                          tls_context=_tls_context(args))
+                          tls_context=_tls_context(args), code_key_pin=code_key_pin)
+
+
+# -- pinned code keys ---------------------------------------------------------------------
+
+#: The environment variable naming the pin file (``--code-key-pins`` wins).
+PINS_ENV = "LOCKERCTL_CODE_KEY_PINS"
+
+
+def default_pins_path() -> Path:
+    """``$LOCKERCTL_CODE_KEY_PINS``, else ``code-keys.json`` in lockerctl's configuration
+    directory (``$XDG_CONFIG_HOME/lockerctl``, ``~/.config/lockerctl`` by default)."""
+    named = os.environ.get(PINS_ENV)
+    if named:
+        return Path(named).expanduser()
+    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "lockerctl" / "code-keys.json"
+
+
+def add_pins_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--code-key-pins", type=Path, metavar="FILE",
+                        help=f"the pinned cabinet code keys (default ${PINS_ENV}, else "
+                             "~/.config/lockerctl/code-keys.json)")
+
+
+def _pins(args: argparse.Namespace) -> CodeKeyPins:
+    path = getattr(args, "code_key_pins", None)
+    return CodeKeyPins(path if path is not None else default_pins_path())
+
+
+def _pinned(args: argparse.Namespace) -> PinnedCodeKey:
+    """The pin of ``--site/--cabinet``: a usage error (exit 2) when there is none."""
+    pins = _pins(args)
+    try:
+        pin = pins.get(args.site, args.cabinet)
+    except CodeKeyPinError as exc:
+        raise CliError(str(exc)) from None
+    if pin is None:
+        raise CliError(
+            f"no code key pinned for {args.site}/{args.cabinet} in {pins.path}: codes are "
+            "sealed only to a pinned key. Read the key id on the cabinet (locker-controller "
+            "--show-code-key), then: lockerctl code-key pin --site ... --cabinet ... "
+            "--key-id KEYID; nothing sent")
+    return pin
+
+
+async def _pin_seen(dc: DispatchClient, args: argparse.Namespace, key_id: str,
+                    replace: bool) -> tuple[PinnedCodeKey, bool]:
+    """Pin the key the cabinet's status shows if its id is ``key_id``."""
+    await _status_and_state(dc, args.timeout, args.cabinet)
+    try:
+        seen = dc.published_code_key()
+    except CodeKeyPinError as exc:
+        raise CliError(f"cabinet {args.cabinet}: its status shows a malformed code key: {exc}"
+                       "; nothing pinned", EXIT_CODE_KEY) from None
+    if seen is None:
+        raise CliError(f"cabinet {args.cabinet}: its status shows no code key (offline, or "
+                       "a version without pickup codes); nothing pinned", EXIT_FAILED)
+    try:
+        pinned = dc.pin_from_status(key_id)
+        changed = _pins(args).pin(args.site, args.cabinet, pinned, replace=replace)
+    except CodeKeyChanged as exc:
+        raise CliError(f"{exc}; nothing pinned", EXIT_CODE_KEY) from None
+    except CodeKeyPinError as exc:
+        raise CliError(str(exc)) from None
+    return pinned, changed
+
+
+def cmd_code_key_pin(args: argparse.Namespace, console: Console) -> int:
+    """Pin the cabinet's code key, read over the broker, if its id is the one read on the
+    cabinet. Exit 0 pinned (or already), 4 another key shown or pinned."""
+    async def job() -> tuple[PinnedCodeKey, bool]:
+        async with _client(args) as dc:
+            return await _pin_seen(dc, args, args.key_id, args.replace)
+
+    pinned, changed = run_bounded(job(), args.timeout + 15, "code-key pin")
+    path = _pins(args).path
+    if args.json:
+        _print_json({"site": args.site, "cabinet": args.cabinet, "key_id": pinned.key_id,
+                     "public_key": pinned.public_key_b64, "changed": changed,
+                     "file": str(path)})
+    else:
+        console.print(f"{args.site}/{args.cabinet}: code key {pinned.key_id} "
+                      f"{'pinned' if changed else 'already pinned'} in {path}")
+    return EXIT_OK
+
+
+def cmd_code_key_show(args: argparse.Namespace, console: Console) -> int:
+    """List the pinned code keys."""
+    pins = _pins(args)
+    try:
+        entries = pins.entries()
+    except CodeKeyPinError as exc:
+        raise CliError(str(exc)) from None
+    if args.json:
+        _print_json({"file": str(pins.path), "pins": entries})
+        return EXIT_OK
+    table = Table(title=f"pinned code keys ({pins.path})")
+    for column in ("cabinet", "key id", "pinned at", "public key"):
+        table.add_column(column)
+    for name, entry in entries.items():
+        table.add_row(name, str(entry.get("key_id")), str(entry.get("pinned_at", "-")),
+                      str(entry.get("public_key")))
+    console.print(table)
+    return EXIT_OK
 
 
 def run_bounded(coro: Awaitable[T], budget_s: float | None, what: str) -> T:
@@ -291,6 +415,7 @@ def add_command_parsers(parser: argparse.ArgumentParser) -> None:
                         help="a technician key's grant from dispatch (ID.grant.json)")
     parser.add_argument("--ttl", type=float, default=10.0, metavar="S",
                         help="command lifetime in the cabinet's clock (default 10, max 30)")
+    add_pins_option(parser)
     sub = parser.add_subparsers(dest="type", required=True, metavar="TYPE")
     p = sub.add_parser("open", help="pulse a compartment's lock")
     p.add_argument("compartment", help="compartment id, e.g. A01")
@@ -306,7 +431,8 @@ def add_command_parsers(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--compartment", help="pin this compartment")
     p.add_argument("--code", action="append", default=[], metavar="PURPOSE=CODE",
                    help="a deposit or collect code (repeatable, at most 4): 10-15 digits or "
-                        "16-64 letters and digits, sealed to the cabinet before sending")
+                        "16-64 letters and digits, sealed before sending to the cabinet's "
+                        "code key pinned with lockerctl code-key pin")
     p = sub.add_parser("release", help="release an order's compartment")
     p.add_argument("--compartment", help="the compartment to release (or --order)")
     p.add_argument("--order", help="the order whose compartment to release (or --compartment)")
@@ -355,16 +481,23 @@ def cmd_command(args: argparse.Namespace, console: Console) -> int:
     key = _load_key(args, required=type_ != "get_state")
     if not 0 < args.ttl <= 30:
         raise CliError("--ttl must be in (0, 30] seconds")
+    codes = assign_codes(args.code) if type_ == "assign" and args.code else []
+    # Codes are sealed only to the key pinned at commissioning, never to the one a status
+    # shows (whoever holds the cabinet's certificate can publish a status).
+    pin = _pinned(args) if codes else None
 
     sent: list[dict[str, Any]] = []
 
     async def job() -> dict[str, Any]:
-        async with _client(args, key=key, key_id=args.key_id) as dc:
+        async with _client(args, key=key, key_id=args.key_id, code_key_pin=pin) as dc:
             await _online(dc, args)
             dc.ttl_ms = int(args.ttl * 1000)
-            if type_ == "assign" and args.code:
-                # Sealed to the key in the cabinet's status: the code never travels in clear.
-                cargs["codes"] = dc.seal_codes(args.order, assign_codes(args.code))
+            if codes:
+                try:
+                    cargs["codes"] = dc.seal_codes(args.order, codes)
+                except CodeKeyChanged as exc:
+                    raise CliError(f"{exc}; nothing sent", EXIT_CODE_KEY) from None
+            await dc.ensure_clock(min(5.0, args.timeout / 2))
             command = dc.build(type_, cargs)
             sent.append(command)
             if not args.json:
@@ -513,6 +646,12 @@ def cmd_commission(args: argparse.Namespace, console: Console) -> int:
     async def job() -> list[CommissionResult]:
         async with _client(args, key=key, key_id=args.key_id) as dc:
             await _online(dc, args)
+            if args.code_key_id:
+                pinned, changed = await _pin_seen(dc, args, args.code_key_id, replace=False)
+                say = Console(stderr=True) if args.json else console
+                say.print(f"code key {pinned.key_id} "
+                          f"{'pinned' if changed else 'already pinned'} for "
+                          f"{args.site}/{args.cabinet}")
             reply = await dc.command("get_state", {}, sign=True, timeout_s=args.timeout)
             if not reply.get("ok"):
                 error = reply.get("error") or {}

@@ -59,6 +59,7 @@ async def test_lane_and_fault_events_match_the_schema_of_their_kind(tmp_path: Pa
         async with DispatchClient("127.0.0.1", rig.mqtt_port, topics, key=rig.key,
                                   key_id=rig.key_id) as dispatch:
             await dispatch.wait_online(30)
+            dispatch.code_key_pin = await asyncio.to_thread(rig.pinned_code_key)
             await _run(rig, dispatch)
             _check(dispatch)
     except BaseException:

@@ -103,6 +103,7 @@ def test_the_example_of_the_sdk_page_runs(tmp_path: Path) -> None:
     import subprocess
     import sys
 
+    from controller.dispatch import CodeKeyPins
     from controller.security.signing import save_private_key
 
     page = (Path(__file__).resolve().parents[2] / "docs" / "dispatch-sdk.md").read_text()
@@ -113,6 +114,9 @@ def test_the_example_of_the_sdk_page_runs(tmp_path: Path) -> None:
     try:
         (tmp_path / "keys").mkdir(mode=0o700)
         save_private_key(rig.key, tmp_path / "keys" / "dispatch-1.key")
+        # What lockerctl code-key pin writes, with the key id read on the cabinet.
+        CodeKeyPins(tmp_path / "code-keys.json").pin(rig.site, rig.cabinet,
+                                                     rig.pinned_code_key())
         program = (code.group(1)
                    .replace('"127.0.0.1", 1883', f'"127.0.0.1", {rig.mqtt_port}')
                    .replace('"fr-lyon-07", "cab-sim-01"', f'"{rig.site}", "{rig.cabinet}"')
@@ -128,5 +132,57 @@ def test_the_example_of_the_sdk_page_runs(tmp_path: Path) -> None:
         assert "True" in result.stdout, result.stdout  # the open was accepted
         assert "compartment_assigned" in result.stdout, result.stdout  # on_event, once each
         assert "unlock_pulse_sent" in result.stdout, result.stdout
+        assert "ALARM" not in result.stdout, result.stdout
     finally:
         rig.close()
+
+
+async def test_the_first_command_reads_the_clock_with_get_clock(tmp_path: Path) -> None:
+    """A retained status whose clock is long past (as after hours of quiet): the client
+    reads the clock with get_clock before its first command, which goes out once and is
+    accepted, instead of being refused as expired and sent again."""
+    import json
+
+    import aiomqtt
+
+    rig = LaneRig(tmp_path, emulate_timing=False)
+    await asyncio.to_thread(rig.start)
+    topics = CabinetTopics(rig.topic_root, rig.site, rig.cabinet)
+    try:
+        async with DispatchClient("127.0.0.1", rig.mqtt_port, topics) as first:
+            status = await first.wait_online(30)
+
+            async def uptime() -> int:
+                reply = await first.command("get_state", sign=False)
+                return int(reply["cabinet_clock"]["uptime_ms"])
+
+            deadline = asyncio.get_running_loop().time() + 30
+            while await uptime() < 4000:  # bounded: the cabinet up for 4 s at least
+                assert asyncio.get_running_loop().time() < deadline
+                await asyncio.sleep(0.2)
+        # The retained status as if published at the cabinet's start.
+        old = dict(status, cabinet_clock=dict(status["cabinet_clock"], uptime_ms=0))
+        async with aiomqtt.Client("127.0.0.1", rig.mqtt_port, identifier="t-old") as cab:
+            await cab.publish(topics.status, json.dumps(old), qos=1, retain=True)
+
+        sent: list[dict[str, Any]] = []
+        async with aiomqtt.Client("127.0.0.1", rig.mqtt_port, identifier="t-spy") as spy:
+            await spy.subscribe(topics.cmd, qos=1)
+            async with DispatchClient("127.0.0.1", rig.mqtt_port, topics,
+                                      ttl_ms=2000) as dispatch:
+                await dispatch.wait_for(lambda m: m.channel == "status", 20)
+                assert not dispatch.clock_is_fresh()
+                reply = await dispatch.command("get_state", sign=False)
+                assert reply["ok"], reply
+                assert dispatch.clock_queries == 1
+            await spy.publish(topics.cmd, b'{"marker": 1}', qos=1)
+            async with asyncio.timeout(20):
+                async for message in spy.messages:
+                    payload = json.loads(bytes(message.payload))  # type: ignore[arg-type]
+                    if payload.get("marker") == 1:
+                        break
+                    sent.append(payload)
+        assert [c["type"] for c in sent] == ["get_clock", "get_state"]
+        assert "expires" not in sent[0]
+    finally:
+        await asyncio.to_thread(rig.close)

@@ -175,6 +175,7 @@ async def dispatch_for(rig: LaneRig) -> AsyncIterator[DispatchClient]:
     async with DispatchClient("127.0.0.1", rig.mqtt_port, topics, key=rig.key,
                               key_id=rig.key_id) as dispatch:
         await dispatch.wait_online(30)
+        dispatch.code_key_pin = await asyncio.to_thread(rig.pinned_code_key)
         yield dispatch
 
 

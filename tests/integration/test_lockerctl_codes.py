@@ -1,5 +1,6 @@
-"""``lockerctl cmd assign --code``: the codes are sealed to the cabinet's key from its
-status before they leave the technician's machine, and they open the door at the lane."""
+"""``lockerctl cmd assign --code``: the codes are sealed to the cabinet's code key pinned
+at commissioning (``lockerctl code-key pin``, with the key id read on the cabinet) before
+they leave the technician's machine, and they open the door at the lane."""
 
 from __future__ import annotations
 
@@ -28,8 +29,10 @@ def test_assign_with_codes_seals_them_and_they_open(
 ) -> None:
     key_file = tmp_path / "dispatch.key"
     save_private_key(lane.key, key_file)
-    signed = ["--broker", f"127.0.0.1:{lane.mqtt_port}", "--site", lane.site, "--cabinet",
-              lane.cabinet, "--timeout", "20", "--key", str(key_file), "--key-id", lane.key_id]
+    remote = ["--broker", f"127.0.0.1:{lane.mqtt_port}", "--site", lane.site, "--cabinet",
+              lane.cabinet, "--timeout", "20", "--code-key-pins", str(tmp_path / "pins.json")]
+    assert main(["code-key", "pin", *remote, "--key-id", lane.pinned_code_key().key_id]) == 0
+    signed = [*remote, "--key", str(key_file), "--key-id", lane.key_id]
     code = main(["cmd", *signed, "assign", "--order", "c-1", "--size", "S", "--zone",
                  "ambient", "--pool", "parcel", "--compartment", "B01",
                  "--code", "deposit=QRDEP-K7M2-X9TR-4PZ8", "--code", "collect=73049 18265"])

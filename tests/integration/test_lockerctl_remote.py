@@ -182,13 +182,19 @@ def test_commission_every_door_one_stuck(lane: LaneRig, key_file: Path,
     assert "11 passed, 1 failed, 0 skipped" in out
 
 
-def test_commission_selected_doors_pass(lane: LaneRig, key_file: Path,
+def test_commission_selected_doors_pass(lane: LaneRig, key_file: Path, tmp_path: Path,
                                         capsys: pytest.CaptureFixture[str]) -> None:
+    from controller.dispatch import CodeKeyPins
+
+    pins = tmp_path / "pins.json"
     code, out, err = run(capsys, "commission", *remote(lane), "--key", str(key_file),
                          "--key-id", lane.key_id, "--auto-close-sim", str(lane.control_port),
-                         "--compartments", "B04,A01")
+                         "--compartments", "B04,A01", "--code-key-pins", str(pins),
+                         "--code-key-id", lane.pinned_code_key().key_id)
     assert code == 0, err
     assert re.findall(r"│ ([AB]\d\d) +│ PASS", out) == ["A01", "B04"]
+    assert "code key" in out
+    assert CodeKeyPins(pins).get(lane.site, lane.cabinet) == lane.pinned_code_key()
     code, _, err = run(capsys, "commission", *remote(lane), "--key", str(key_file),
                        "--key-id", lane.key_id, "--compartments", "Z99")
     assert code == 2

@@ -20,7 +20,8 @@ async def running_lane(
     workdir: Path, *, overrides: dict[str, Any] | None = None, emulate_timing: bool = True,
     redis: str = "server",
 ) -> AsyncIterator[tuple[LaneRig, DispatchClient]]:
-    """A started LaneRig and a connected dispatch client that has seen the cabinet online."""
+    """A started LaneRig and a connected dispatch client that has seen the cabinet online,
+    with the cabinet's code key pinned from its key file (as read at commissioning)."""
     rig = LaneRig(workdir, overrides=overrides, emulate_timing=emulate_timing, redis=redis)
     await asyncio.to_thread(rig.start)
     try:
@@ -31,6 +32,7 @@ async def running_lane(
                 await dispatch.wait_online(30)
             except TimeoutError as exc:
                 raise AssertionError(f"cabinet never online:\n{rig.logs()}") from exc
+            dispatch.code_key_pin = await asyncio.to_thread(rig.pinned_code_key)
             yield rig, dispatch
     finally:
         await asyncio.to_thread(rig.close)

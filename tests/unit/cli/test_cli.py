@@ -91,7 +91,7 @@ def test_every_option_and_argument_has_help_text() -> None:
 
 @pytest.mark.parametrize("command", [
     ["keygen"], ["config", "check"], ["config", "show"], ["status"], ["watch"], ["cmd"],
-    ["commission"], ["bus", "scan"],
+    ["commission"], ["bus", "scan"], ["code-key", "pin"], ["code-key", "show"],
 ])
 def test_every_command_that_prints_data_has_json(command: list[str]) -> None:
     parsers = {p.prog.removeprefix("lockerctl "): p for p in _all_parsers(build_parser())}
@@ -395,3 +395,25 @@ def test_lockerctl_does_not_import_hardware_libraries() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=60, check=True, cwd=ROOT).stdout
     assert out.strip() == "[]"
+
+
+def test_assign_with_codes_and_no_pin_is_refused_before_any_connection(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from controller.security.signing import generate_keypair, save_private_key
+
+    key_file = tmp_path / "d.key"
+    save_private_key(generate_keypair()[0], key_file)
+    pins = tmp_path / "pins.json"
+    monkeypatch.setenv("LOCKERCTL_CODE_KEY_PINS", str(pins))
+    # A broker port nobody listens on: the refusal comes before any connection.
+    code = main(["cmd", "--broker", f"127.0.0.1:{free_port()}", *REMOTE, "--key",
+                 str(key_file), "assign", "--order", "g-1", "--size", "S", "--zone",
+                 "ambient", "--pool", "parcel", "--code", "collect=5830019274"])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert f"no code key pinned for fr-lyon-07/cab-01 in {pins}" in err
+    assert "locker-controller --show-code-key" in err
+    assert main(["code-key", "show", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"file": str(pins), "pins": {}}
+    assert not pins.exists()
