@@ -65,6 +65,7 @@ from controller.dispatch.pins import (
     CodeKeyPinError,
     PinnedCodeKey,
 )
+from controller.mqtt.acking import NoDelayClient
 from controller.security.codes import seal_code
 from controller.security.signing import deadline_from_reading, sign_command
 
@@ -224,7 +225,7 @@ class DispatchClient:
         if v5 and self.persistent:
             connect_properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
             connect_properties.SessionExpiryInterval = self._session_expiry_s
-        return aiomqtt.Client(
+        return NoDelayClient(
             identifier=self.client_id,
             protocol=aiomqtt.ProtocolVersion.V5 if v5 else aiomqtt.ProtocolVersion.V311,
             clean_session=None if v5 else not self.persistent,

@@ -43,10 +43,21 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from controller.mqtt.errors import LinkDown, PublishFailed
 
-__all__ = ["AckingClient"]
+__all__ = ["AckingClient", "NoDelayClient"]
 
 
-class AckingClient(aiomqtt.Client):
+class NoDelayClient(aiomqtt.Client):
+    """An aiomqtt client whose socket sends small packets at once (Nagle's algorithm off,
+    see the module docstring): for dispatch's side too, where a command published right
+    after the acknowledgement of the last reply would otherwise wait for a delayed ACK."""
+
+    def _on_socket_open(self, client: paho.Client, userdata: Any, sock: Any) -> None:
+        with contextlib.suppress(OSError, AttributeError, ValueError):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        super()._on_socket_open(client, userdata, sock)
+
+
+class AckingClient(NoDelayClient):
     """aiomqtt's client plus a publish that resolves on *this message's* PUBACK and reports
     the MQTT 5 reason code, and fails at once when the connection is lost."""
 
@@ -63,12 +74,6 @@ class AckingClient(aiomqtt.Client):
         if self.disconnect_reason is None and isinstance(reason_code, ReasonCode):
             self.disconnect_reason = int(reason_code.value)
         super()._on_disconnect(client, userdata, flags, reason_code, properties)
-
-    def _on_socket_open(self, client: paho.Client, userdata: Any, sock: Any) -> None:
-        # Small packets leave at once: see the module docstring (Nagle's algorithm).
-        with contextlib.suppress(OSError, AttributeError, ValueError):
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        super()._on_socket_open(client, userdata, sock)
 
     def _on_message(self, client: paho.Client, userdata: Any,
                     message: paho.MQTTMessage) -> None:

@@ -92,3 +92,13 @@ async def test_a_new_broker_socket_has_nagle_off() -> None:
     client._on_socket_open(client._client, None, sock)  # type: ignore[arg-type]
     assert sock.options[(socket.IPPROTO_TCP, socket.TCP_NODELAY)] == 1
     assert opened  # aiomqtt's own set-up (the reader on the loop) still ran
+
+
+def test_the_dispatch_client_socket_has_nagle_off_too() -> None:
+    """The SDK's client (controller.dispatch) builds its connections on the same seam."""
+    from controller.contract.topics import CabinetTopics
+    from controller.dispatch import DispatchClient
+    from controller.mqtt.acking import NoDelayClient
+
+    client = DispatchClient("127.0.0.1", 1, CabinetTopics("lockers/v1", "site", "cab"))
+    assert isinstance(client._new_client(), NoDelayClient)
