@@ -94,7 +94,7 @@ async def test_a_new_broker_socket_has_nagle_off() -> None:
     assert opened  # aiomqtt's own set-up (the reader on the loop) still ran
 
 
-def test_the_dispatch_client_socket_has_nagle_off_too() -> None:
+async def test_the_dispatch_client_socket_has_nagle_off_too() -> None:
     """The SDK's client (controller.dispatch) builds its connections on the same seam."""
     from controller.contract.topics import CabinetTopics
     from controller.dispatch import DispatchClient
