@@ -297,7 +297,9 @@ class ConfigOverlayRefused(_Data):
 
 class CommandInterrupted(_Data):
     """A command under way when the daemon stopped; answered ``internal`` and never
-    acted on again. ``may_have_pulsed``: compartments whose pulse may have gone out."""
+    acted on again (that reply is published at start-up, once, on the topic the command
+    asked for; a repeat of its id returns it too). ``may_have_pulsed``: compartments whose
+    pulse may have gone out."""
 
     command: CommandRef
     may_have_pulsed: list[Annotated[str, StringConstraints(pattern=r"^[A-Z0-9-]{1,8}$")]]
