@@ -14,9 +14,10 @@ use MQTT 5 correlation data matches replies by id alone.
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
-__all__ = ["MAX_RECOVER_BYTES", "loads", "recover_id"]
+__all__ = ["MAX_RECOVER_BYTES", "describe", "loads", "recover_id"]
 
 #: Payloads larger than this are not read at all to find an id (a flood of huge messages
 #: must cost little).
@@ -27,13 +28,13 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in pairs:
         if key in out:
-            raise ValueError(f"duplicate key {key!r}")
+            raise ValueError(f"duplicate key {json.dumps(key[:64])}")
         out[key] = value
     return out
 
 
 def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
+    raise ValueError(f"{name} not allowed (NaN/Infinity are not JSON)")
 
 
 def loads(text: str | bytes) -> Any:
@@ -43,6 +44,17 @@ def loads(text: str | bytes) -> Any:
         return json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
     except RecursionError as exc:
         raise ValueError("nested too deep") from exc
+
+
+def describe(exc: ValueError) -> str:
+    """What :func:`loads` (or the UTF-8 decoding before it) refused, in a few words for a
+    refusal: ``not UTF-8 (byte 12)``, ``duplicate key "x"``, ``NaN not allowed (...)``,
+    ``not JSON at line 1 column 7: Expecting value``, ``nested too deep``."""
+    if isinstance(exc, UnicodeDecodeError):
+        return f"not UTF-8 (byte {exc.start})"
+    if isinstance(exc, json.JSONDecodeError):
+        return f"not JSON at line {exc.lineno} column {exc.colno}: {exc.msg}"
+    return str(exc)[:200] or "not JSON"
 
 
 class _Pairs(dict[str, Any]):
@@ -105,13 +117,22 @@ def _leading_members(text: str) -> _Pairs | None:
     index += 1
     for _ in range(len(text)):  # bounded: every turn consumes at least one character
         index = _skip(text, index)
+        key: Any = None
+        start = index
         try:
             key, index = _DECODER.raw_decode(text, index)
             index = _skip(text, index)
             if not isinstance(key, str) or not text.startswith(":", index):
                 break
-            value, index = _DECODER.raw_decode(text, _skip(text, index + 1))
+            start = _skip(text, index + 1)
+            value, index = _DECODER.raw_decode(text, start)
         except (ValueError, RecursionError):
+            if key == "signed" and start > index:
+                # A signed command cut at the size limit: its text begins with the id
+                # (``{"id":"...",`` in the canonical form), which the part kept still names.
+                partial = _cut_string(text, start)
+                if partial is not None:
+                    pairs.append((key, partial))
             break
         pairs.append((key, value))
         index = _skip(text, index)
@@ -119,6 +140,22 @@ def _leading_members(text: str) -> _Pairs | None:
             break
         index += 1
     return _keep_pairs(pairs)
+
+
+_STRING_PART = re.compile(r'"((?:[^"\\]|\\(?:["\\/bfnrt]|u[0-9A-Fa-f]{4}))*)')
+
+
+def _cut_string(text: str, index: int) -> str | None:
+    """The part of a JSON string starting at ``index`` that the text holds, when the text
+    ends inside it (an incomplete escape at the cut is dropped); ``None`` otherwise."""
+    match = _STRING_PART.match(text, index)
+    if match is None or match.end() < len(text) - 6:
+        return None  # not a string, or it breaks off before the end: not a cut
+    try:
+        value = json.loads(f'"{match.group(1)}"')
+    except ValueError:
+        return None
+    return value if isinstance(value, str) else None
 
 
 def _skip(text: str, index: int) -> int:

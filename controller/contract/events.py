@@ -88,8 +88,10 @@ class DoorClosed(_Data):
 
 class OpenNotDetected(_Data):
     """The pulse went out and the door was not seen opening within ``open_detect_s``.
-    ``latch``: the latch feedback (``null`` when not fitted); ``jammed``: acknowledged,
-    the latch never released."""
+    ``latch``: the latch feedback when the window ended: ``released``, ``engaged`` (the
+    latch still holds the door; the same reading is ``locked`` in ``state``), ``unknown``,
+    or ``null`` when the compartment has no latch feedback; ``jammed``: acknowledged, the
+    latch never released."""
 
     pulse_acked: bool
     latch: Literal["released", "engaged", "unknown"] | None
@@ -119,9 +121,12 @@ class CompartmentAssigned(_Data):
 
 class OpenRequested(_Data):
     """An opening was declared, before its pulse. ``purpose``: ``deposit``,
-    ``collection`` or ``staff`` (with the staff ``reason``: the command's reason,
-    ``reopen`` for a forgotten bag); ``command``: the command that asked (absent for a code
-    at the lane); ``order``: the compartment's order or ``null``."""
+    ``collection`` (a customer's collection: a code at the lane, or ``open`` with reason
+    ``collect`` or ``customer_app``; the same thing is ``collect`` in a code's purpose and
+    in the ``open`` reason) or ``staff`` (``open`` reasons ``staff``, ``maintenance``,
+    ``audit``), with the staff ``reason``: the command's reason, ``reopen`` for a forgotten
+    bag; ``command``: the command that asked (absent for a code at the lane); ``order``:
+    the compartment's order or ``null``."""
 
     purpose: Literal["deposit", "collection", "staff"]
     order: OrderRef | None
@@ -292,7 +297,9 @@ class ConfigOverlayRefused(_Data):
 
 class CommandInterrupted(_Data):
     """A command under way when the daemon stopped; answered ``internal`` and never
-    acted on again. ``may_have_pulsed``: compartments whose pulse may have gone out."""
+    acted on again (that reply is published at start-up, once, on the topic the command
+    asked for; a repeat of its id returns it too). ``may_have_pulsed``: compartments whose
+    pulse may have gone out."""
 
     command: CommandRef
     may_have_pulsed: list[Annotated[str, StringConstraints(pattern=r"^[A-Z0-9-]{1,8}$")]]

@@ -71,6 +71,7 @@ EXAMPLES: dict[str, list[dict[str, Any]]] = {
         {
             "id": "01JDGX4K7M8N9P0QRSTVWXYZ12", "boot_id": BOOT_ID, "seq": 1208,
             "kind": "alarm_raised", "at": "2026-11-22T10:16:00Z",
+            "cabinet_clock": {"boot_id": BOOT_ID, "uptime_ms": 8844345},
             "data": {"alarm": "temperature", "zone": "chilled", "temperature_c": 6.4,
                      "min_c": 2.0, "max_c": 4.0, "delay_s": 600.0},
         },

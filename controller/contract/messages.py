@@ -282,7 +282,12 @@ class Event(_Model):
     seq: Annotated[int, Field(ge=1)]
     kind: EventKind
     at: AwareDatetime
-    cabinet_clock: ClockReading | None = None
+    cabinet_clock: ClockReading | None = Field(
+        default=None,
+        description="The cabinet's clock when the event was committed, in the boot that "
+        "made it; stored with the event, so a replay after a restart carries the original "
+        "reading. Always present in events this version makes; absent only in an event "
+        "stored by an older cabinet and replayed after the upgrade.")
     compartment: CompartmentId | None = None
     data: dict[str, Any] = Field(default_factory=dict)
 
@@ -736,6 +741,7 @@ def _rejection(exc: ValidationError, tagged: bool, command_id: str | None) -> Co
 
 def decode_command(
     payload: bytes | bytearray | memoryview | str, *, max_bytes: int = DEFAULT_MAX_COMMAND_BYTES,
+    received_bytes: int | None = None,
 ) -> Command | SignedCommand | GetClockCommand:
     """Decode one ``cmd`` payload; raise :class:`CommandRejected` for any bad input, and
     nothing else.
@@ -746,6 +752,11 @@ def decode_command(
     and the model of that type, strictly: no coercion of ``"5"`` to ``5``, no unknown field
     (``invalid_field`` with the field's dotted path). The rejection carries the command id
     when one could be read, for the reply.
+
+    ``received_bytes`` is the size of the message as it arrived when ``payload`` was kept
+    cut (the link keeps an oversized payload to the limit plus one byte): the ``too_large``
+    refusal states it. Without it, a payload of exactly the limit plus one byte may be a
+    cut one, and the refusal says "more than" the limit.
     """
     command_id: str | None = None
     try:
@@ -756,13 +767,18 @@ def decode_command(
         else:
             raise CommandRejected(ErrorCode.BAD_JSON, "payload must be bytes")
         if len(raw) > max_bytes:
-            raise CommandRejected(ErrorCode.TOO_LARGE,
-                                  f"payload is {len(raw)} bytes, the limit is {max_bytes}")
+            size = max(len(raw), received_bytes or 0)
+            if received_bytes is None and len(raw) == max_bytes + 1:
+                told = f"payload is more than {max_bytes} bytes"
+            else:
+                told = f"payload is {size} bytes"
+            raise CommandRejected(ErrorCode.TOO_LARGE, f"{told}, the limit is {max_bytes}")
         try:
             text = raw.decode("utf-8")
             obj = strictjson.loads(text)
         except ValueError as exc:
-            raise CommandRejected(ErrorCode.BAD_JSON, "payload is not valid UTF-8 JSON") from exc
+            raise CommandRejected(ErrorCode.BAD_JSON,
+                                  f"payload refused: {strictjson.describe(exc)}") from exc
         if not isinstance(obj, dict):
             raise CommandRejected(ErrorCode.BAD_JSON, "a command must be a JSON object")
         if _too_deep(obj):

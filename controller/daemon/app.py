@@ -51,6 +51,7 @@ from controller.contract.messages import (
 from controller.contract.topics import CabinetTopics
 from controller.daemon.messages import state_message, status_message, telemetry_message
 from controller.daemon.startup import (
+    InterruptedReply,
     answer_interrupted,
     default_code_key_file,
     load_overlay,
@@ -92,6 +93,7 @@ from controller.settings import ConfigError, Settings
 from controller.settings.deployment import is_production
 from controller.store import Store
 from controller.store.errors import StoreError
+from controller.store.records import ReplyTarget
 from controller.systemd import Notifier
 
 __all__ = ["REPLIES_IN_FLIGHT", "STOP_DEADLINE_S", "Daemon"]
@@ -135,6 +137,7 @@ class Daemon:
         self.hardware: Hardware | None = None
         self.link: MqttLink | None = None
         self._replies_not_sent = 0
+        self._interrupted: list[InterruptedReply] = []
         self._reply_failure_logged_at = -1e9
         # Nothing from outside ends the daemon: a task that fails is logged, counted and
         # restarted; only a configuration error ends it (exit 2).
@@ -210,8 +213,9 @@ class Daemon:
         prefix = (s.redis.key_prefix or f"locker:{s.cabinet.site}").removesuffix(":")
         prefix = prefix.removesuffix(f":{s.cabinet.id}")
         async with contextlib.AsyncExitStack() as stack:
-            self.store = await Store.connect(s.redis.url, prefix, s.cabinet.id,
-                                             production=is_production(s))
+            self.store = await Store.connect(
+                s.redis.url, prefix, s.cabinet.id, production=is_production(s),
+                uptime_ms=lambda: self.cabinet_clock().uptime_ms)
             stack.push_async_callback(self.store.close)
             boot = await self.store.new_boot()
             self.boot_id = boot.id
@@ -319,6 +323,7 @@ class Daemon:
         assert self.link is not None
         return {
             "ready": self._announce_ready,
+            "interrupted": self._send_interrupted_replies,
             "poller": self.poller.run,
             "ticker": self.poller.run_ticker,
             "outbox": self.pump.run,
@@ -379,7 +384,29 @@ class Daemon:
 
     async def _answer_interrupted(self) -> None:
         assert self.store is not None
-        await answer_interrupted(self.store, self.sink, self._reading())
+        self._interrupted = await answer_interrupted(self.store, self.sink, self._reading())
+
+    async def _send_interrupted_replies(self) -> None:
+        """The replies of commands a restart interrupted, each sent once where it was
+        asked for, as soon as the broker is there (a repeat of the id gets it again)."""
+        assert self.link is not None
+        while self._interrupted:
+            await self.link.wait_connected()
+            owed = self._interrupted[0]
+            target = owed.reply_to or ReplyTarget()
+            incoming = IncomingCommand(payload=b"", topic=self.topics.cmd,
+                                       response_topic=target.topic,
+                                       correlation_data=target.correlation)
+            try:
+                await self.link.reply(incoming, owed.payload)
+            except (LinkDown, MqttLinkError) as exc:
+                log.warning("interrupted command's reply not sent yet; retrying",
+                            extra={"ctx": {"command": owed.command_id, "error": str(exc)}})
+                await asyncio.sleep(1.0)
+                continue
+            log.info("interrupted command answered",
+                     extra={"ctx": {"command": owed.command_id}})
+            self._interrupted.pop(0)
 
     async def _reconcile(self, stored: dict[str, dict[str, Any]]) -> None:
         await reconcile(self.model, self.sink, stored)
@@ -463,7 +490,10 @@ class Daemon:
 
     async def _answer(self, incoming: IncomingCommand) -> bytes:
         try:
-            return await self.commands.handle(incoming.payload)
+            return await self.commands.handle(
+                incoming.payload, received_bytes=incoming.size,
+                reply_to=ReplyTarget(incoming.response_topic, incoming.correlation_data)
+                if incoming.response_topic else None)
         except Exception:
             # A bug must not take the lane down with it: say so, answer, carry on.
             log.exception("command handling failed")

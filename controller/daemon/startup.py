@@ -12,11 +12,12 @@ import logging
 import os
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from controller.contract.messages import ClockReading
+from controller.contract.messages import ClockReading, Reply, encode
 from controller.domain.cabinet_model import CabinetModel
 from controller.security.codes import code_key_issue
 from controller.services.config import OverlayRejected, settings_with_overlay
@@ -26,8 +27,10 @@ from controller.settings.deployment import is_production, trusted_owners
 from controller.store import Store
 from controller.store.access import check_store_access, resolve_password_file
 from controller.store.errors import StoreConfigError
+from controller.store.records import ReplyTarget
 
 __all__ = [
+    "InterruptedReply",
     "answer_interrupted",
     "default_code_key_file",
     "load_overlay",
@@ -60,8 +63,24 @@ async def load_overlay(
     return settings, None
 
 
-async def answer_interrupted(store: Store, sink: EventSink, reading: ClockReading) -> None:
-    """Commands a crash interrupted: finish them with a refusal, never act again."""
+@dataclass(frozen=True, slots=True)
+class InterruptedReply:
+    """The reply of a command a restart interrupted, to send once where it was asked for."""
+
+    command_id: str
+    payload: bytes
+    reply_to: ReplyTarget | None
+
+
+async def answer_interrupted(store: Store, sink: EventSink,
+                             reading: ClockReading) -> list[InterruptedReply]:
+    """Commands a crash interrupted: finish them with a refusal, never act again.
+
+    Returns their replies (as stored: a repeat of the id gets the same), for the daemon to
+    publish once, on the topic each command asked for (MQTT 5 response topic and
+    correlation data kept with its claim; else the cabinet's ``reply`` topic), as soon as
+    the broker is there: every command gets its reply without being sent again."""
+    replies: list[InterruptedReply] = []
     for record in await store.unfinished_commands():
         pulsed = sorted(record.pulses)
         reply = {
@@ -72,10 +91,13 @@ async def answer_interrupted(store: Store, sink: EventSink, reading: ClockReadin
                          if pulsed else "")},
             "cabinet_clock": reading.model_dump(),
         }
-        await store.finish_command(record.id, reply)
+        stored = await store.finish_command(record.id, reply)
+        replies.append(InterruptedReply(record.id, encode(Reply.model_validate(stored)),
+                                        record.reply_to))
         await sink.emit([PendingEvent(
             "command_interrupted", {"command": record.id, "may_have_pulsed": pulsed},
             time.time(), pulsed[0] if len(pulsed) == 1 else None)])
+    return replies
 
 
 async def reconcile(

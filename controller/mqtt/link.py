@@ -26,16 +26,18 @@ What it does, and what it promises:
   Each connection uses a fresh aiomqtt client, so paho never replays a message on its own
   after a reconnect: retrying is the caller's decision.
 - **Commands in.** Messages on ``cmd`` become :class:`IncomingCommand` values (payload bytes,
-  MQTT 5 response topic and correlation data), read with :meth:`receive` or
+  MQTT 5 response topic and correlation data, size received), read with :meth:`receive` or
   ``async for cmd in link.commands()``. Retained messages on ``cmd`` are dropped (a
-  command is never stored for later). Paho hands each message straight to the link (no
-  unbounded queue in between), which keeps two bounded queues: one for payloads that look
-  like a command (a JSON object within the command size limit), served first, and a small
-  one for the rest (answered ``bad_json``/``too_large`` when there is time; an oversized
-  payload is kept cut to the limit plus one byte, enough for its refusal). A message that
-  finds its queue full is dropped, counted (``dropped_commands`` in the snapshot and in
-  telemetry) and logged at most once per ``drop_log_interval_s``: a flood of garbage costs
-  bounded memory and cannot push a real command out.
+  command is never stored for later), and so are empty ones (an empty retained publish is
+  how a client clears a retained message: nothing to answer, a debug line). Paho hands
+  each message straight to the link (no unbounded queue in between), which keeps two
+  bounded queues: one for payloads that look like a command (a JSON object within the
+  command size limit), served first, and a small one for the rest (answered
+  ``bad_json``/``too_large`` when there is time; an oversized payload is kept cut to the
+  limit plus one byte, enough for its refusal). A message that finds its queue full is
+  dropped, counted (``dropped_commands`` in the snapshot and in telemetry) and logged at
+  most once per ``drop_log_interval_s``: a flood of garbage costs bounded memory and
+  cannot push a real command out.
 - **Replies.** :meth:`reply` sends to the request's MQTT 5 response topic with its
   correlation data when it had one, else to the cabinet's ``reply`` topic.
 
@@ -191,6 +193,9 @@ class IncomingCommand:
     topic: str
     response_topic: str | None = None
     correlation_data: bytes | None = None
+    #: How many bytes the message had: more than ``len(payload)`` when an oversized
+    #: payload was kept cut to the limit plus one byte (enough for its refusal).
+    size: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -514,14 +519,20 @@ class MqttLink:
         response_topic = getattr(props, "ResponseTopic", None) if props is not None else None
         correlation = getattr(props, "CorrelationData", None) if props is not None else None
         payload = bytes(message.payload or b"")
+        if not payload:
+            # An empty publish is how MQTT clears a retained message: nothing to answer.
+            self._log.debug("empty message on %s ignored (a retained command cleared?)",
+                            topic)
+            return
         limit = self._settings.max_command_bytes
         stripped = payload.strip()
         looks_like_command = (len(payload) <= limit and stripped.startswith(b"{")
                               and stripped.endswith(b"}"))
-        if len(payload) > limit:
+        size = len(payload)
+        if size > limit:
             payload = payload[:limit + 1]  # enough to be refused as too large, no more
         incoming = IncomingCommand(
-            payload=payload, topic=topic,
+            payload=payload, topic=topic, size=size,
             response_topic=str(response_topic) if response_topic else None,
             correlation_data=bytes(correlation)[:256] if correlation is not None else None,
         )

@@ -76,7 +76,7 @@ from controller.services.unlock import UnlockService
 from controller.settings import Settings
 from controller.store import Store
 from controller.store.errors import StoreError, StoreFull
-from controller.store.records import AlreadySeen
+from controller.store.records import AlreadySeen, ReplyTarget
 
 if TYPE_CHECKING:
     from controller.services.codecheck import CodeBook
@@ -210,12 +210,19 @@ class CommandService:
         c = self._clock()
         return ClockReading(boot_id=c.boot_id, uptime_ms=c.uptime_ms)
 
-    async def handle(self, payload: bytes) -> bytes:
-        """Handle one ``cmd`` payload; returns the reply payload. Never raises for bad input."""
+    async def handle(self, payload: bytes, *, received_bytes: int | None = None,
+                     reply_to: ReplyTarget | None = None) -> bytes:
+        """Handle one ``cmd`` payload; returns the reply payload. Never raises for bad input.
+
+        ``received_bytes``: the message's size when ``payload`` was kept cut (its
+        ``too_large`` refusal states it). ``reply_to``: where the request asked for its
+        reply (MQTT 5 response topic and correlation data), kept with the command's claim
+        so that a reply a restart interrupted is sent there at start-up."""
         self.handled += 1
         command_id: str | None = None
         try:
-            decoded = decode_command(payload, max_bytes=self._max_bytes)
+            decoded = decode_command(payload, max_bytes=self._max_bytes,
+                                     received_bytes=received_bytes)
             if isinstance(decoded, GetClockCommand):
                 # Acts on nothing and claims nothing: answered without a deadline, so
                 # dispatch can read the clock its first real command needs.
@@ -241,7 +248,7 @@ class CommandService:
             if repeat is not None:
                 return repeat
             command = await self._authenticate(payload, inner)
-            return await self._execute(command, digest)
+            return await self._execute(command, digest, reply_to)
         except CommandRejected as exc:
             self.refused += 1
             reply = Reply.refusal(exc, self._reading(), command_id or exc.command_id)
@@ -318,14 +325,16 @@ class CommandService:
             raise _rejected(Wire.EXPIRED, f"deadline more than {max_ttl_s:g} s ahead",
                             "expires")
 
-    async def _execute(self, command: Command, digest: str) -> bytes:
+    async def _execute(self, command: Command, digest: str,
+                       reply_to: ReplyTarget | None = None) -> bytes:
         # A door command's pulse intent is recorded with its claim: one fsync'd write
         # before the pulse (an open stopped before its pulse drops it when it finishes).
         pulse = command.args.compartment if isinstance(command, OpenCommand) else None
         try:
             claim = await self._store.begin_command(
                 command.id, digest, command.expires.model_dump(),
-                retake=command.id in self._retake, pulse=pulse)
+                retake=command.id in self._retake, pulse=pulse,
+                reply_to=reply_to)
         except StoreError:
             # Nothing acted (the claim may or may not have landed): a retry may act.
             self._may_retake(command.id)

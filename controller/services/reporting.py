@@ -27,8 +27,8 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from controller.contract.messages import ClockReading, encode
 from controller.contract.messages import Event as EventMessage
-from controller.contract.messages import encode
 from controller.domain.cabinet_model import CabinetModel, Emitted
 from controller.domain.events import EventKind
 from controller.services.ports import Publisher, PublishError
@@ -412,6 +412,8 @@ def event_payload(event: Event) -> bytes:
             seq=event.seq,
             kind=event.kind,
             at=datetime.fromisoformat(event.at.replace("Z", "+00:00")),
+            cabinet_clock=None if event.cabinet_clock is None
+            else ClockReading.model_validate(event.cabinet_clock),
             compartment=event.compartment,
             data=event.data,
         )

@@ -8,6 +8,7 @@ replayed event carries exactly the time it was first given.
 
 from __future__ import annotations
 
+import base64
 import math
 import re
 from collections.abc import Mapping
@@ -26,6 +27,7 @@ __all__ = [
     "Event",
     "NewCommand",
     "NewEvent",
+    "ReplyTarget",
     "Timestamp",
     "to_iso",
 ]
@@ -76,7 +78,10 @@ class Event:
     ``id`` is unique (uuid4) and never changes, so dispatch dedupes a replay; ``seq`` is the
     cabinet's gap-free sequence number (1, 2, 3... over the whole life of the store, across
     restarts), so dispatch detects a gap; ``boot_id`` is the boot that committed it and
-    ``at`` its original time.
+    ``at`` its original time. ``cabinet_clock`` is the cabinet's clock (``{"boot_id",
+    "uptime_ms"}``) when the event was committed, in the boot that committed it: stored
+    with the event, so a replay after a restart carries the original reading. ``None``
+    only for an event stored by a version that did not record it.
     """
 
     id: str
@@ -87,10 +92,11 @@ class Event:
     cabinet: str
     compartment: str | None
     data: dict[str, Any]
+    cabinet_clock: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON object stored in Redis and published (keys as the field names)."""
-        return {
+        out = {
             "id": self.id,
             "seq": self.seq,
             "kind": self.kind,
@@ -100,6 +106,9 @@ class Event:
             "compartment": self.compartment,
             "data": self.data,
         }
+        if self.cabinet_clock is not None:
+            out["cabinet_clock"] = self.cabinet_clock
+        return out
 
     @classmethod
     def from_dict(cls, raw: Any, *, op: str = "") -> Event:
@@ -113,9 +122,16 @@ class Event:
                 cabinet=str(raw["cabinet"]),
                 compartment=None if raw["compartment"] is None else str(raw["compartment"]),
                 data=dict(raw["data"]),
+                cabinet_clock=_clock_reading(raw.get("cabinet_clock")),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise StoreDataError(f"stored event is malformed: {raw!r:.200}", op=op) from exc
+
+
+def _clock_reading(raw: Any) -> dict[str, Any] | None:
+    if raw is None:
+        return None
+    return {"boot_id": str(raw["boot_id"]), "uptime_ms": int(raw["uptime_ms"])}
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +144,28 @@ class Delivered:
 
 
 @dataclass(frozen=True, slots=True)
+class ReplyTarget:
+    """Where a command asked for its reply: the MQTT 5 response topic and correlation data
+    of the request (``None`` under MQTT 3.1.1: the cabinet's ``reply`` topic)."""
+
+    topic: str | None = None
+    correlation: bytes | None = None
+
+    def to_dict(self) -> dict[str, str | None]:
+        return {"topic": self.topic,
+                "correlation": None if self.correlation is None
+                else base64.b64encode(self.correlation).decode("ascii")}
+
+    @classmethod
+    def from_dict(cls, raw: Any) -> ReplyTarget:
+        topic = raw.get("topic")
+        correlation = raw.get("correlation")
+        return cls(topic=str(topic) if topic is not None else None,
+                   correlation=None if correlation is None
+                   else base64.b64decode(str(correlation), validate=True))
+
+
+@dataclass(frozen=True, slots=True)
 class CommandRecord:
     """What the store knows of one command id.
 
@@ -135,7 +173,8 @@ class CommandRecord:
     :meth:`Store.finish_command` stores the first reply (``"done"``, ``reply`` set).
     ``pulses`` maps each compartment for which a pulse intent was recorded to the time it
     was recorded: a compartment listed there may have been pulsed already, and is never
-    pulsed again for this command id.
+    pulsed again for this command id. ``reply_to`` is where the request asked for its reply
+    (kept with the claim, so a reply a restart interrupted can be sent there).
     """
 
     id: str
@@ -147,6 +186,7 @@ class CommandRecord:
     reply: dict[str, Any] | None = None
     finished_at: str | None = None
     pulses: dict[str, str] = field(default_factory=dict)
+    reply_to: ReplyTarget | None = None
 
     @property
     def finished(self) -> bool:

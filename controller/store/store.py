@@ -102,6 +102,7 @@ from controller.store.records import (
     Event,
     NewCommand,
     NewEvent,
+    ReplyTarget,
     Timestamp,
     check_id,
     to_iso,
@@ -299,6 +300,7 @@ class Store:
         boot_id: str | None = None,
         options: StoreOptions | None = None,
         clock: Callable[[], float] = time.time,
+        uptime_ms: Callable[[], int] | None = None,
     ) -> None:
         """Wrap an already built ``redis.asyncio.Redis`` (or fakeredis) client.
 
@@ -323,6 +325,10 @@ class Store:
         self._client = client
         self._keys = _Keys(key_prefix, cabinet_id)
         self._clock = clock
+        opened = time.monotonic()
+        # The cabinet's clock stamped on each event (milliseconds since this boot): the
+        # daemon's own when it passes it, else since this Store was opened.
+        self._uptime_ms = uptime_ms or (lambda: int((time.monotonic() - opened) * 1000))
         self._closed = False
         # One append at a time per process: appends of one Store never race each other
         # on the WATCHed sequence key, only appends of other processes can.
@@ -341,6 +347,7 @@ class Store:
         options: StoreOptions | None = None,
         clock: Callable[[], float] = time.time,
         production: bool = False,
+        uptime_ms: Callable[[], int] | None = None,
     ) -> Store:
         """Open the store at ``url`` and check that it answers.
 
@@ -360,6 +367,8 @@ class Store:
         ``boot_id`` is stamped on appended events; :meth:`new_boot` sets it too. ``clock``
         gives seconds since the epoch for the times the store stamps itself (acks, command
         records, pulse intents, code uses, and boots or audit lines given no time).
+        ``uptime_ms`` gives the milliseconds since this boot of the daemon, stamped with the
+        boot id on every event as its ``cabinet_clock`` (default: since the Store opened).
 
         Raises StoreConfigError for a bad URL or names, StoreUnavailable if Redis does not
         answer a PING (the client is closed again).
@@ -371,7 +380,8 @@ class Store:
         client = cls._client_for(url, cabinet_id, options, production=production)
         try:
             store = cls(
-                client, key_prefix, cabinet_id, boot_id=boot_id, options=options, clock=clock
+                client, key_prefix, cabinet_id, boot_id=boot_id, options=options, clock=clock,
+                uptime_ms=uptime_ms,
             )
         except BaseException:
             await client.aclose()
@@ -713,6 +723,7 @@ class Store:
                     _dumps(_json_object(v, "door", op), "door", op)
                     for cid, v in doors.items()}
         keys = self._keys
+        uptime_ms = max(0, int(self._uptime_ms()))
 
         checks = ((keys.pending, "zset"), (keys.compartments, "hash"), (keys.doors, "hash"))
 
@@ -733,11 +744,15 @@ class Store:
                         f"{key} holds a {found}, not a {wanted}: the store was changed by "
                         "something other than this daemon; nothing committed", op=op)
             out: list[Event] = []
+            # The cabinet's clock as the events are committed, in this boot: the order
+            # dispatch can trust inside one boot (the wall clock may step).
+            reading = {"boot_id": str(boot_id), "uptime_ms": uptime_ms}
             for kind, at_iso, payload, compartment, event_id in checked:
                 seq += 1
                 out.append(Event(
                     id=event_id, seq=seq, kind=kind, at=at_iso, boot_id=str(boot_id),
                     cabinet=self.cabinet_id, compartment=compartment, data=payload,
+                    cabinet_clock=reading,
                 ))
             pipe.multi()
             if out:
@@ -902,13 +917,15 @@ class Store:
                     for name, value in fields.items()
                     if name.startswith("pulse:")
                 },
+                reply_to=None if "reply_to" not in fields
+                else ReplyTarget.from_dict(_loads(fields["reply_to"], "reply_to", op)),
             )
-        except (KeyError, ValueError) as exc:
+        except (KeyError, ValueError, TypeError, AttributeError) as exc:
             raise StoreDataError(f"command record {command_id!r} is malformed", op=op) from exc
 
     async def begin_command(
         self, command_id: str, digest: str, expires: Any = None, *, retake: bool = False,
-        pulse: str | None = None,
+        pulse: str | None = None, reply_to: ReplyTarget | None = None,
     ) -> NewCommand | AlreadySeen:
         """Claim a command id, atomically, before doing anything for it.
 
@@ -934,6 +951,10 @@ class Store:
         :meth:`record_pulse_intent` writes it) goes into the new record, in the same
         transaction: a door command costs one fsync'd write before its pulse. A command
         that ends without pulsing drops it again (``finish_command(unpulsed=...)``).
+
+        ``reply_to``: where the request asked for its reply (MQTT 5 response topic and
+        correlation data), kept in the record: a command a crash interrupted is answered
+        there at start-up.
         """
         op = "begin_command"
         command_id = check_id(command_id, "command id", op=op)
@@ -962,6 +983,8 @@ class Store:
             }
             if pulse is not None:
                 fields[f"pulse:{pulse}"] = to_iso(now, op=op)
+            if reply_to is not None:
+                fields["reply_to"] = _dumps(reply_to.to_dict(), "reply_to", op)
             record = self._command_from(command_id, fields, op)
             pipe.multi()
             if existing:

@@ -35,6 +35,7 @@ from typing import Any
 
 from rich.console import Console
 from rich.panel import Panel
+from rich.rule import Rule
 from rich.table import Table
 from rich.text import Text
 
@@ -42,7 +43,7 @@ from controller.contract.topics import CabinetTopics
 from controller.dispatch import DispatchClient, Received
 from controller.lab.rig import DEFAULT_TEMPLATE, LaneRig
 from controller.settings import load_settings
-from controller.tools.render import TrafficPrinter, describe_command, state_table
+from controller.tools.render import TrafficPrinter, describe_command, show, state_table
 
 __all__ = ["DEMO_TIMEOUT_S", "Check", "DemoFailed", "LaneDemo", "run_demo"]
 
@@ -115,7 +116,7 @@ class LaneDemo:
         return ok
 
     def step(self, title: str) -> None:
-        self.console.rule(Text(title, style="bold"), align="left")
+        show(self.console, Rule(Text(title, style="bold"), align="left"))
 
     async def sim(self, op: str, **fields: Any) -> Any:
         result = await asyncio.wait_for(self.rig.control.acall(op, **fields), 10)
@@ -231,7 +232,7 @@ class LaneDemo:
             reply = await self.command("get_state", sign=False)
             state = reply.get("result") or {}
             compartments = {c["id"]: c for c in state.get("compartments", [])}
-            self.console.print(state_table(state))
+            show(self.console, state_table(state))
             self.check("get_state: snapshot", len(compartments) > 0,
                        f"{len(compartments)} compartments")
             orders = [
@@ -316,7 +317,7 @@ class LaneDemo:
                 lambda s: any(c["id"] == parcel and c["state"] == "free"
                               for c in s["compartments"]), f"{parcel} free", start)
             self.check(f"state: {parcel} free again", True)
-            self.console.print(state_table(final))
+            show(self.console, state_table(final))
 
             self.step("The cabinet shuts down")
             start = self.mark()
@@ -378,7 +379,7 @@ def run_demo(console: Console, *, keep: bool = False, emulate_timing: bool = Tru
                   overrides={"timing.telemetry_interval_s": "3"}, mqtt_port=broker_port)
     printer = TrafficPrinter(console, full=not console.is_terminal)
     started = time.monotonic()
-    console.print(Panel.fit(
+    show(console, Panel.fit(
         f"cabinet [bold]{rig.site}/{rig.cabinet}[/] (simulated, {rig.config_path.name} "
         f"from the packaged {DEFAULT_TEMPLATE.name})\n"
         f"broker   mosquitto on 127.0.0.1:{rig.mqtt_port}, topics "
@@ -411,7 +412,7 @@ def run_demo(console: Console, *, keep: bool = False, emulate_timing: bool = Tru
     if error is not None:
         result.checks.append(Check("scenario completed", False, error))
         console.print(Text(f"demo failed: {error}", style="bold red"))
-    console.print(_summary(result, printer))
+    show(console, _summary(result, printer))
     if keep:
         console.print(f"work directory kept: {workdir} (config, logs)")
     console.print(Text("demo ok" if result.ok else "demo FAILED",

@@ -413,7 +413,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def make_console() -> Console:
     """The console of every command: on a terminal, rich as usual; into a pipe or a file,
-    no wrapping and no cutting (a line is as long as its content), no colour codes."""
+    no wrapping and no cutting (a line is as long as its content), no colour codes. Rules,
+    panels and tables are laid out at a fixed width there
+    (:func:`controller.tools.render.show`): a rule takes its console's whole width."""
     console = Console(highlight=False)
     if console.is_terminal:
         return console

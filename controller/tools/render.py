@@ -19,6 +19,7 @@ from rich.text import Text
 from controller.dispatch import Received
 
 __all__ = [
+    "LAYOUT_WIDTH",
     "StateDigest",
     "TrafficPrinter",
     "describe_command",
@@ -26,6 +27,8 @@ __all__ = [
     "describe_reply",
     "describe_status",
     "describe_telemetry",
+    "layout_width",
+    "show",
     "state_table",
     "status_table",
 ]
@@ -184,6 +187,24 @@ class StateDigest:
         self.previous = compartments
         self.last = payload
         return line
+
+
+#: The width of rules, panels and tables when the output is not a terminal (a file, a
+#: pipe): the console there is as wide as a data line needs (never wrapped or cut), and a
+#: rule takes the whole width of its console.
+LAYOUT_WIDTH = 100
+
+
+def layout_width(console: Console) -> int:
+    """The width to lay out rules, panels and tables in: the terminal's, or at most
+    :data:`LAYOUT_WIDTH` into a file or a pipe."""
+    return console.width if console.is_terminal else min(console.width, LAYOUT_WIDTH)
+
+
+def show(console: Console, renderable: Any) -> None:
+    """Print a rule, a panel or a table at :func:`layout_width` (a data line is printed
+    as it is, never wrapped into a file)."""
+    console.print(renderable, width=layout_width(console))
 
 
 class TrafficPrinter:

@@ -85,6 +85,26 @@ def test_demo_plays_the_lane_and_checks_itself() -> None:
     assert not Path(workdir.group(1)).exists()
 
 
+def test_demo_into_a_file_keeps_its_lines_short(tmp_path: Path) -> None:
+    """Into a file (no terminal, no COLUMNS): data lines are never cut, but rules, panels
+    and tables are laid out at a fixed width, not the unbounded width of a data line."""
+    argv = [str(LOCKERCTL)] if LOCKERCTL.exists() else [
+        sys.executable, "-m", "controller.tools.lockerctl"]
+    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
+    out = tmp_path / "demo.txt"
+    with out.open("w") as sink:
+        proc = subprocess.run([*argv, "demo", "--no-timing"], stdout=sink,
+                              stderr=subprocess.PIPE, text=True, timeout=120, env=env,
+                              check=False)
+    text = out.read_text()
+    assert proc.returncode == 0, text[-4000:] + proc.stderr[-2000:]
+    lines = text.splitlines()
+    longest = max(lines, key=len)
+    assert len(longest) <= 400, f"{len(longest)} characters: {longest[:120]}"
+    assert any(line.startswith("The cabinet starts ─") for line in lines)
+    assert len(text) < 200_000, f"{len(text)} bytes"
+
+
 def test_demo_keep_and_fixed_broker_port() -> None:
     port = free_port()
     proc, _ = run_demo("--keep", "--no-timing", "--broker-port", str(port))
