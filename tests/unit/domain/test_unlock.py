@@ -219,7 +219,9 @@ class UnlockPolicyMachine(RuleBasedStateMachine):
         recent = [
             p
             for p in self.pulses
-            if p.compartment == compartment and p.start > start - limits.rate_window_s
+            # A start leaves the window once start + window <= now (the policy's own sum:
+            # now - window would round differently at the boundary).
+            if p.compartment == compartment and p.start + limits.rate_window_s > start
         ]
         assert len(recent) < limits.max_pulses, "rate limit violated"
 
