@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from controller.security.codes import CodeKey, CodeKeyError
+from controller.security.codes import CodeKey, CodeKeyError, code_key_issue
 from controller.store.access import Accounts, check_store_access, resolve_password_file
 from controller.store.errors import StoreConfigError
 
@@ -47,7 +47,7 @@ def test_a_code_key_in_a_directory_others_can_write_is_refused(
         CodeKey.load_or_create(private_dir / "code.key")
     # Nor is a new key made there.
     (private_dir / "code.key").unlink()
-    with pytest.raises(CodeKeyError, match="replace the key"):
+    with pytest.raises(CodeKeyError, match="replace the code key"):
         CodeKey.load_or_create(private_dir / "code.key")
     assert not (private_dir / "code.key").exists()
 
@@ -68,8 +68,56 @@ def test_a_code_key_under_a_world_writable_directory_without_sticky_bit_is_refus
     shared.chmod(0o777)
     directory = shared / "state"
     directory.mkdir(mode=0o700)
-    with pytest.raises(CodeKeyError, match="move the key's directory away"):
+    with pytest.raises(CodeKeyError, match=r"shared, on the path of .*every local user"):
         CodeKey.load_or_create(directory / "code.key")
+
+
+def test_a_code_key_under_a_group_writable_grandparent_is_refused(tmp_path: Path) -> None:
+    # Attack: the key's directory is private, the one above it is its group's: any member
+    # can move the key's directory away and put one of their own (and their key) there.
+    top = tmp_path / "top"
+    top.mkdir(mode=0o700)
+    directory = top / "state"
+    directory.mkdir(mode=0o700)
+    key = CodeKey.load_or_create(directory / "code.key")
+    top.chmod(0o770)
+    with pytest.raises(CodeKeyError, match=r"top, on the path of .*writable by its group"):
+        CodeKey.load_or_create(directory / "code.key")
+    assert code_key_issue(directory / "code.key", frozenset({0, os.geteuid()})) is not None
+    top.chmod(0o1777)  # sticky above the key's own directory: nobody else can move it
+    assert CodeKey.load_or_create(directory / "code.key").key_id == key.key_id
+
+
+def test_a_code_key_through_a_symlink_into_an_open_directory_is_refused(
+    tmp_path: Path, private_dir: Path,
+) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir(mode=0o700)
+    CodeKey.load_or_create(shared / "code.key")
+    shared.chmod(0o777)
+    (private_dir / "code.key").symlink_to(shared / "code.key")
+    with pytest.raises(CodeKeyError, match=r"-> .*shared.*every local user"):
+        CodeKey.load_or_create(private_dir / "code.key")
+    issue = code_key_issue(private_dir / "code.key", frozenset({0, os.geteuid()}))
+    assert issue is not None
+    assert "every local user" in issue
+    # A link in an open directory to a private key: the link can be swapped.
+    shared.chmod(0o700)
+    CodeKey.load_or_create(private_dir / "code.key")
+    private_dir.chmod(0o777)
+    with pytest.raises(CodeKeyError, match="state, on the path of"):
+        CodeKey.load_or_create(private_dir / "code.key")
+
+
+@needs_root
+def test_a_code_key_under_a_directory_another_user_owns_is_refused(tmp_path: Path) -> None:
+    top = tmp_path / "top"
+    top.mkdir(mode=0o755)
+    (top / "state").mkdir(mode=0o700)
+    CodeKey.load_or_create(top / "state" / "code.key")
+    os.chown(top, OTHER, OTHER)  # 0755, but its owner can rename state away
+    with pytest.raises(CodeKeyError, match=f"top, on the path of .*owned by uid {OTHER}"):
+        CodeKey.load_or_create(top / "state" / "code.key")
 
 
 @needs_root
