@@ -34,6 +34,7 @@ from typing import Any
 
 from bench._lane import machine, pct
 from controller.daemon import Daemon
+from controller.domain.codes import is_trivial
 from controller.domain.compartment import CompartmentState
 from controller.lab.rig import (
     DEFAULT_TEMPLATE,
@@ -75,6 +76,17 @@ def write_config(workdir: Path, lane_port: int, control_port: int) -> Path:
     path = workdir / "cabinet.toml"
     path.write_text(text)
     return path
+
+
+
+def _keypad_code(n: int) -> str:
+    """Order ``n``'s keypad code: spread out, and the next one up where the trivial-code
+    rule would refuse it at assignment (about 1 in 100 is)."""
+    value = 4083920000 + n * 7919
+    for step in range(1000):
+        if not is_trivial(f"{value + step}"):
+            return f"{value + step}"
+    raise RuntimeError(f"no keypad code near {value}")
 
 
 class Bench:
@@ -130,7 +142,7 @@ class Bench:
         for cid, pool, zone, size in PLAN:
             self.n += 1
             order = f"bench-{self.n}"
-            deposit, collect = f"DEP{self.n:05d}QRCODE9876", f"{4083920000 + self.n * 7919}"
+            deposit, collect = f"DEP{self.n:05d}QRCODE9876", _keypad_code(self.n)
             await self.command("assign", {"order_id": order, "size": size, "zone": zone,
                                           "pool": pool, "compartment": cid,
                                           "codes": self.seal(order, [("deposit", deposit),

@@ -22,7 +22,6 @@ import binascii
 import contextlib
 import json
 import os
-import stat
 import tempfile
 import time
 from collections.abc import Mapping
@@ -31,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from controller.security.codes import SCHEME, key_id_of
+from controller.security.local_files import private_file_issue
 
 __all__ = [
     "CodeKeyChanged",
@@ -117,7 +117,11 @@ class CodeKeyPins:
             {"key_id": "...", "public_key": "<base64>", "pinned_at": "2026-11-30T01:02:03Z"}}}
 
     Written atomically (a temporary file in the same directory, fsync, rename) with mode
-    0600; a file that group or others may write is refused (they could swap a pin).
+    0600. Before every read and every write the file must be this user's (or root's) and
+    writable by neither group nor others, and so must every directory on its path, symlinks
+    followed, up to ``/`` (a sticky directory such as ``/tmp`` only when the file is this
+    user's own): whoever can replace the file pins their own key, and the codes sealed
+    with it are theirs (:func:`controller.security.local_files.private_file_issue`).
     """
 
     VERSION = 1
@@ -125,17 +129,19 @@ class CodeKeyPins:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
 
+    def _check(self) -> None:
+        issue = private_file_issue(
+            self.path, frozenset({0, os.geteuid()}), what="the pinned code keys",
+            fix="Keep the pin file in a directory only this user can write (chmod 700 on it, "
+                "chmod 600 on the file, owned by this user), then check every pin against "
+                "the cabinets (locker-controller --show-code-key)", sticky_home=True)
+        if issue is not None:
+            raise CodeKeyPinError(issue)
+
     def _read(self) -> dict[str, dict[str, Any]]:
-        try:
-            info = self.path.stat()
-        except FileNotFoundError:
+        self._check()
+        if not self.path.exists():
             return {}
-        except OSError as exc:
-            raise CodeKeyPinError(f"{self.path}: cannot read: {exc.strerror}") from None
-        if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-            raise CodeKeyPinError(
-                f"{self.path}: mode {stat.S_IMODE(info.st_mode):04o}: others may change the "
-                "pinned code keys; chmod 600 and check the pins")
         try:
             data = json.loads(self.path.read_text())
         except OSError as exc:
@@ -196,6 +202,10 @@ class CodeKeyPins:
         directory = self.path.parent
         try:
             directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        except OSError as exc:
+            raise CodeKeyPinError(f"{self.path}: cannot write: {exc.strerror}") from None
+        self._check()
+        try:
             fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", dir=directory)
         except OSError as exc:
             raise CodeKeyPinError(f"{self.path}: cannot write: {exc.strerror}") from None

@@ -59,6 +59,8 @@ from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+from controller.security.local_files import private_file_issue
+
 __all__ = [
     "SCHEME",
     "VERIFIER_SCRYPT",
@@ -293,33 +295,16 @@ def _check_key_file(path: Path, owners: frozenset[int] | None) -> None:
 
 
 def _check_key_directory(path: Path, owners: frozenset[int] | None) -> None:
-    """Refuse a key whose directory someone other than this daemon (or root) could write:
-    they could put a key of their own in its place (the codes sealed to it, and the verifier
-    secret, would be theirs) or remove it. The directory must be owned by this daemon's user
-    or root (``owners``; None: unknown, not checked) and writable by neither group nor
-    others; no directory above it may be writable by others without the
-    sticky bit."""
-    directory = path.parent
-    try:
-        info = directory.stat()
-    except OSError:
-        return  # not there: creating the key reports it
-    if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-        raise CodeKeyError(
-            f"{directory}, the code key's directory, is writable by "
-            f"{'every local user' if info.st_mode & stat.S_IWOTH else 'its group'} (mode "
-            f"{stat.S_IMODE(info.st_mode):04o}): anyone there could replace the key. Use a "
-            "directory only the daemon writes (/var/lib/locker)")
-    if owners is not None and info.st_uid not in owners:
-        raise CodeKeyError(
-            f"{directory}, the code key's directory, is owned by uid {info.st_uid}, neither "
-            "this daemon's user nor root: that user could replace the key")
-    for parent in directory.parents:
-        try:
-            mode = parent.stat().st_mode
-        except OSError:
-            continue
-        if mode & stat.S_IWOTH and not mode & stat.S_ISVTX:
-            raise CodeKeyError(
-                f"{parent}, above the code key's directory, is writable by every local user "
-                f"(mode {stat.S_IMODE(mode):04o}): anyone could move the key's directory away")
+    """Refuse a key that someone other than this daemon (or root) could replace: they could
+    put a key of their own in its place (the codes sealed to it, and the verifier secret,
+    would be theirs) or remove it. Symlinks followed, every directory on the way from ``/``
+    to the key (and to each link) must be owned by this daemon's user or root (``owners``;
+    None: unknown, not checked) and writable by neither group nor others; a sticky
+    directory (``/tmp``) is accepted above the key's own directory, never as it
+    (:func:`controller.security.local_files.private_file_issue`)."""
+    issue = private_file_issue(
+        path, owners, what="the code key", check_file=False,
+        fix="Keep the key in a directory only the daemon writes (/var/lib/locker), on a "
+            "path only root and the daemon's user can write")
+    if issue is not None:
+        raise CodeKeyError(issue)

@@ -35,7 +35,11 @@ even past): an entry is kept until the later of that ``not_after`` and the momen
 added plus :data:`MAX_GRANT_LIFETIME_S`, so a grant issued before its revocation is covered
 whatever the message says; and when a revoked grant is presented, its entry is extended to
 the grant's own signed ``not_after`` if that is later (a grant whose window starts after its
-revocation). The list
+revocation). The limit: a grant whose window starts more than :data:`MAX_GRANT_LIFETIME_S`
+after its revocation was added, revoked with a ``not_after`` too early, is off the list by
+the time it is first presented, and works; a grant carries no issue time, so the cabinet
+cannot tell it from a grant issued later. Dispatch must send each grant's own
+``not_after``. The list
 holds at most :data:`MAX_REVOKED` live entries; a message that would go past it is refused
 whole (nothing is evicted to make room).
 """

@@ -16,8 +16,12 @@ that is not:
   user, ``redis`` and root (its members are its member list and every user whose primary
   group it is), or it is refused naming the group and the other members
   (``unixsocketperm 770`` with a group such as ``users`` lets every user in it rewrite
-  code hashes). Checked in every mode: it costs nothing and a test rig
-  has no reason to share its socket either.
+  code hashes). The same group rule holds for every directory above it up to ``/``
+  (whoever can write one can move the socket's directory away and put their own there),
+  and a POSIX ACL (``getfacl``; ``ls -l`` shows a ``+``) naming a user or a group on the
+  socket or its directory is refused: it reaches past the mode bits to that user or group.
+  Checked in every mode: it costs nothing and a test rig has no reason to share its
+  socket either.
 - ``redis://``/``rediss://`` in production: the host must be a loopback address and the URL
   must carry a password (``password_file`` or in the URL), because Redis on TCP answers
   every local user, and without a password it answers them all (``CONFIG SET``, rewriting a
@@ -31,10 +35,12 @@ and ``deploy/install.sh`` create the user ``locker`` with only the commands the 
 
 from __future__ import annotations
 
+import errno
 import grp
 import os
 import pwd
 import stat
+import struct
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -180,6 +186,44 @@ def _check_group(what: str, gid: int, path: Path, accounts: Accounts) -> None:
             op="connect")
 
 
+_ACL_XATTR = "system.posix_acl_access"
+_ACL_VERSION = 2
+_ACL_USER, _ACL_GROUP = 0x02, 0x08  # named entries; the rest are the mode bits' own
+_ACL_ENTRY = struct.Struct("<HHI")
+
+
+def named_acl_entries(path: Path) -> list[str]:
+    """The named entries (``u:UID:rwx``, ``g:GID:rwx``) of ``path``'s POSIX access ACL:
+    access beyond its owner, group and others, which the mode bits do not show. Empty when
+    there is no ACL (or the file system has none). An ACL that does not parse is reported
+    as one entry ``unreadable``."""
+    try:
+        raw = os.getxattr(path, _ACL_XATTR)
+    except OSError as exc:
+        if exc.errno in (errno.ENODATA, errno.ENOTSUP, errno.ENOENT):
+            return []
+        return [f"unreadable ({exc.strerror})"]
+    if len(raw) < 4 or (len(raw) - 4) % _ACL_ENTRY.size or struct.unpack_from(
+            "<I", raw)[0] != _ACL_VERSION:
+        return ["unreadable"]
+    named = []
+    for offset in range(4, len(raw), _ACL_ENTRY.size):
+        tag, perm, ident = _ACL_ENTRY.unpack_from(raw, offset)
+        if tag in (_ACL_USER, _ACL_GROUP):
+            rwx = "".join(c if perm & bit else "-" for c, bit in (("r", 4), ("w", 2), ("x", 1)))
+            named.append(f"{'u' if tag == _ACL_USER else 'g'}:{ident}:{rwx}")
+    return named
+
+
+def _check_acl(what: str, path: Path) -> None:
+    named = named_acl_entries(path)
+    if named:
+        raise StoreConfigError(
+            f"{what} carries a POSIX ACL ({', '.join(named)}) that reaches users beyond its "
+            f"owner and group: they could reach the store and rewrite code hashes. Remove it "
+            f"(setfacl -b {path}) and grant access through Redis' group", op="connect")
+
+
 def _check_socket(path: Path, accounts: Accounts) -> None:
     try:
         info = path.stat()
@@ -199,20 +243,14 @@ def _check_socket(path: Path, accounts: Accounts) -> None:
     if mode & stat.S_IWGRP:
         _check_group(f"the store's socket {path} (mode {stat.S_IMODE(mode):o})", info.st_gid,
                      path, accounts)
-    try:
-        dinfo = path.parent.stat()
-    except OSError:
-        dinfo = None
-    # Entering the directory alone gives nothing without write permission on the socket;
-    # writing it lets its group replace the socket with a server of its own.
-    if dinfo is not None and dinfo.st_mode & stat.S_IWGRP:
-        _check_group(f"{path.parent}, the store's socket directory (mode "
-                     f"{stat.S_IMODE(dinfo.st_mode):o})", dinfo.st_gid, path.parent, accounts)
+    _check_acl(f"the store's socket {path}", path)
+    _check_acl(f"{path.parent}, the store's socket directory,", path.parent)
     for parent in path.parents:
         try:
-            pmode = parent.stat().st_mode
+            pinfo = parent.stat()
         except OSError:
             continue
+        pmode = pinfo.st_mode
         # The socket's own directory may not be world-writable even with the sticky bit
         # (/tmp): while Redis is down, anyone could create a socket of their own there.
         if pmode & stat.S_IWOTH and (parent == path.parent or not pmode & stat.S_ISVTX):
@@ -221,3 +259,11 @@ def _check_socket(path: Path, accounts: Accounts) -> None:
                 f"local user (mode {stat.S_IMODE(pmode):o}): anyone could put their own "
                 "server there. Use a directory only Redis can write (/run/redis-locker)",
                 op="connect")
+        # Entering a directory alone gives nothing without write permission on the socket;
+        # writing the socket's directory lets its group replace the socket with a server of
+        # its own, writing one above it lets its group move that directory away.
+        if pmode & stat.S_IWGRP and not (parent != path.parent and pmode & stat.S_ISVTX):
+            where = ("the store's socket directory" if parent == path.parent
+                     else f"on the path of the store's socket {path}")
+            _check_group(f"{parent}, {where} (mode {stat.S_IMODE(pmode):o})", pinfo.st_gid,
+                         parent, accounts)

@@ -5,6 +5,7 @@ reports) a status that shows another key."""
 from __future__ import annotations
 
 import json
+import os
 import stat
 from pathlib import Path
 from typing import Any
@@ -88,7 +89,7 @@ def test_the_store_refuses_a_file_others_may_write_or_a_bad_one(tmp_path: Path) 
     pins = CodeKeyPins(path)
     pins.pin("s", "c", REAL)
     path.chmod(0o666)
-    with pytest.raises(CodeKeyPinError, match="chmod 600"):
+    with pytest.raises(CodeKeyPinError, match=r"writable by every local user.*chmod 600"):
         pins.get("s", "c")
     path.chmod(0o600)
     path.write_text("[]")
@@ -98,6 +99,98 @@ def test_the_store_refuses_a_file_others_may_write_or_a_bad_one(tmp_path: Path) 
         "key_id": ATTACKER.key_id, "public_key": REAL.public_key_b64}}}))
     with pytest.raises(CodeKeyPinError, match="not the id"):
         pins.get("s", "c")
+
+
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="chown to another user needs root")
+NOBODY = 65534  # the ``nobody`` account
+
+
+def _pinned_in(directory: Path) -> CodeKeyPins:
+    """A pin file made (mode 0600) in ``directory`` while it was private."""
+    directory.mkdir(mode=0o700, exist_ok=True)
+    pins = CodeKeyPins(directory / "code-keys.json")
+    pins.pin("s", "c", REAL)
+    return pins
+
+
+def _refused_both_ways(pins: CodeKeyPins, says: str) -> None:
+    """Neither read nor written: the file is left as it is."""
+    before = pins.path.read_bytes() if pins.path.exists() else None
+    with pytest.raises(CodeKeyPinError, match=says) as caught:
+        pins.get("s", "c")
+    assert str(pins.path) in str(caught.value)
+    with pytest.raises(CodeKeyPinError, match=says):
+        pins.pin("s", "c2", PinnedCodeKey.of(ATTACKER.public_bytes))
+    assert (pins.path.read_bytes() if pins.path.exists() else None) == before
+
+
+def test_a_pin_file_in_a_directory_others_may_write_is_refused(tmp_path: Path) -> None:
+    # Attack: mode 0600 on the file, 0777 on its directory: anyone may rename a file of
+    # their own over it.
+    pins = _pinned_in(tmp_path / "conf")
+    pins.path.parent.chmod(0o777)
+    _refused_both_ways(pins, r"conf, on the path of .*writable by every local user.*chmod 700")
+    pins.path.parent.chmod(0o770)
+    _refused_both_ways(pins, "writable by its group")
+    pins.path.parent.chmod(0o700)
+    assert pins.get("s", "c") == REAL
+
+
+def test_a_pin_file_under_a_group_writable_grandparent_is_refused(tmp_path: Path) -> None:
+    top = tmp_path / "top"
+    top.mkdir(mode=0o700)
+    pins = _pinned_in(top / "conf")
+    top.chmod(0o775)  # whoever is in its group can move conf away and put their own there
+    _refused_both_ways(pins, r"top, on the path of .*writable by its group")
+
+
+def test_a_symlink_to_a_pin_file_in_an_open_directory_is_refused(tmp_path: Path) -> None:
+    pins = _pinned_in(tmp_path / "open")
+    pins.path.parent.chmod(0o777)
+    home = tmp_path / "home"
+    home.mkdir(mode=0o700)
+    link = home / "code-keys.json"
+    link.symlink_to(pins.path)
+    _refused_both_ways(CodeKeyPins(link), r"-> .*open.*writable by every local user")
+    # And a link in an open directory to a private file: the link itself can be swapped.
+    pins.path.parent.chmod(0o700)
+    assert CodeKeyPins(link).get("s", "c") == REAL
+    home.chmod(0o777)
+    _refused_both_ways(CodeKeyPins(link), "home, on the path of")
+
+
+def test_a_pin_file_of_its_own_in_a_sticky_directory_passes(tmp_path: Path) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o1777)  # like /tmp: only a file's owner may rename or remove it
+    pins = CodeKeyPins(shared / "code-keys.json")
+    # Not made there: before it exists, anyone could make it first.
+    with pytest.raises(CodeKeyPinError, match="writable by every local user"):
+        pins.pin("s", "c", REAL)
+    _pinned_in(tmp_path / "private")
+    (tmp_path / "private" / "code-keys.json").rename(shared / "code-keys.json")
+    assert pins.get("s", "c") == REAL
+    assert pins.pin("s", "c2", PinnedCodeKey.of(ATTACKER.public_bytes)) is True
+
+
+@needs_root
+def test_a_pin_file_another_user_owns_is_refused(tmp_path: Path) -> None:
+    pins = _pinned_in(tmp_path / "conf")
+    os.chown(pins.path, NOBODY, NOBODY)  # 0600, but nobody's: nobody may write it
+    _refused_both_ways(pins, f"owned by uid {NOBODY}, not by this user")
+
+
+@needs_root
+def test_a_pin_file_in_a_sticky_directory_another_user_owns_is_refused(
+    tmp_path: Path,
+) -> None:
+    pins = _pinned_in(tmp_path / "shared")
+    pins.path.parent.chmod(0o1777)
+    os.chown(pins.path.parent, NOBODY, NOBODY)  # its owner may remove any file in it
+    _refused_both_ways(pins, f"shared, on the path of .*owned by uid {NOBODY}")
+    os.chown(pins.path.parent, 0, 0)
+    os.chown(pins.path, NOBODY, NOBODY)  # a file another user owns in a sticky directory
+    _refused_both_ways(pins, f"owned by uid {NOBODY}")
 
 
 # -- the SDK ------------------------------------------------------------------------------

@@ -27,6 +27,18 @@ TRIVIAL = [
     # Trivial once runs of a repeated character are collapsed.
     "1122334455", "1234567899", "1111122222", "5544332211", "1122112211",
     "AABBCCDDEEFFGGHH",
+    # One character off a periodic code or a progression.
+    "1212121213", "0101010102", "1231231232", "1234512340", "1234567891", "0123456780",
+    "1234512346", "1357913578", "ABCDEFGHIJKLMNOQ", "ABABABABABABABAC",
+    # Two trivial runs of at least four joined.
+    "0987612345", "5555501234", "1234567890ABCDEF",
+    # A palindrome.
+    "1234554321",
+    # A date (DDMMYYYY, MMDDYYYY, YYYYMMDD; 1900-2099) or two years.
+    "0101199001", "1231198577", "7720251224", "1990202500", "2025199000",
+    # A keypad walk, a keyboard row, a common word.
+    "1472583690", "4085274149", "QWERTYUIOPASDFGH", "AZERTYUIOPQSDFGH", "PASSWORD12345678",
+    "X7LETMEIN4K9T2QP",
 ]
 
 
@@ -40,18 +52,19 @@ def test_a_trivial_code_is_refused_at_issue(code: str) -> None:
     assert "trivial" in caught.value.message
 
 
-@pytest.mark.parametrize("code", ["5830019274", "0123456780", "1234512346", "1122334465",
-                                  "5555501234", "1357913578", "DEP7QRCODE4X9T2K8",
-                                  "ABCDEFGHIJKLMNOQ", "AAAAAAAAB7DQ3HXK"])
+@pytest.mark.parametrize("code", ["5830019274", "1122334465", "0123456698", "1212129034",
+                                  "0000172345", "3213198599", "1913758204", "DEP7QRCODE4X9T2K8",
+                                  "AAAAAAAAB7DQ3HXK", "QWERT7K9X2M4P8ZL",
+                                  "D001X01QRCODE1234"])
 def test_codes_that_are_not_trivial_are_accepted(code: str) -> None:
     assert not is_trivial(code)
     check_issued(code)
 
 
 def test_random_codes_are_rarely_trivial() -> None:
-    # About 0.15 % of random 10-digit codes are refused, nearly all for a digit filling
-    # more than half of the code (bench/weak_codes.py measures it): a seeded draw of
-    # 20 000 finds between 0.05 % and 0.4 %.
+    # About 1 % of random 10-digit codes are refused, most for a date or two years in them
+    # or a digit filling more than half of the code (bench/weak_codes.py measures it): a
+    # seeded draw of 20 000 finds between 0.5 % and 2 %.
     rng = random.Random(7)
     refused = sum(is_trivial(f"{rng.randrange(10**10):010d}") for _ in range(20_000))
-    assert 10 <= refused <= 80, refused
+    assert 100 <= refused <= 400, refused
