@@ -233,6 +233,11 @@ class CabinetModel:
 
     def poll_ok(self, board: str, levels: Sequence[bool], now: Now) -> list[Emitted]:
         """A good poll of ``board``: update readings and the doors wired to it."""
+        if not self._closing and self.signals.poll_unchanged(board, levels, now.mono):
+            # The common case: the same levels as the last poll, every signal of the board
+            # settled. No reading changes, so no door can have moved; timers (open
+            # detection, ajar) are the ticker's business.
+            return []
         out = self._wrap(self.signals.poll_succeeded(board, levels, now.mono), now)
         out.extend(self._settle_closes(board, now))
         seen = tuple(self.signals.readings(cid) for cid in self._by_board.get(board, ()))

@@ -302,6 +302,15 @@ class SignalFilter:
         self._debounce(raw, at)
         return []
 
+    @property
+    def settled(self) -> bool:
+        """Whether another poll reading the same raw meaning can change nothing: no level
+        waiting out its debounce, no flapping alarm waiting to clear, the value the raw
+        meaning. (Changes older than the flapping window are forgotten at the next sample
+        that runs; forgetting them later decides nothing differently.)"""
+        return (self._candidate is None and self._value is self._raw
+                and not self._alarms.is_active(AlarmKind.SENSOR_FLAPPING))
+
     def _debounce(self, raw: TriState, at: float) -> None:
         if self._value is TriState.UNKNOWN or raw is self._value:
             self._value, self._candidate = raw, None
@@ -361,6 +370,11 @@ class BoardInputs:
         """``{BOARD_OFFLINE}`` while offline, else empty."""
         return self._alarms.active
 
+    @property
+    def channels(self) -> tuple[bool, ...]:
+        """The raw levels of the last good poll (empty before the first)."""
+        return self._channels
+
     def level(self, channel: int) -> bool | None:
         """The trusted raw level of ``channel``; None when unknown (never polled, offline,
         or a channel the board did not report)."""
@@ -372,11 +386,16 @@ class BoardInputs:
 
     def poll_succeeded(self, levels: Sequence[bool], at: float) -> list[DomainEvent]:
         """Record a good poll (``levels`` as in :class:`drivers.base.InputSnapshot`)."""
-        self._channels = tuple(bool(level) for level in levels)
+        self._channels = tuple([bool(level) for level in levels])
         self._health = BoardHealth.ONLINE
         self._failures = 0
         self._last_good_at = at
         return self._alarms.clear(AlarmKind.BOARD_OFFLINE, at)
+
+    def poll_repeated(self, at: float) -> None:
+        """Record a good poll that read the same levels as the last one, the board online:
+        only its time is new."""
+        self._last_good_at = at
 
     def poll_failed(self, at: float, reason: str = "") -> list[DomainEvent]:
         """Record a failed poll; the ``offline_after``-th in a row raises ``board_offline``."""
@@ -430,6 +449,9 @@ class CabinetSignals:
         for name in extra_boards:
             boards[name] = None
         self._boards = {name: BoardInputs(name, offline_after=offline_after) for name in boards}
+        #: Per board, the levels of its last good poll when every signal on it was settled
+        #: then: a poll reading the same levels again changes nothing (poll_unchanged).
+        self._settled: dict[str, tuple[bool, ...]] = {}
 
     @property
     def boards(self) -> tuple[str, ...]:
@@ -448,13 +470,44 @@ class CabinetSignals:
     def poll_succeeded(self, board: str, levels: Sequence[bool], at: float) -> list[DomainEvent]:
         """Record a good poll of ``board``; returns ``board_offline`` and ``sensor_flapping``
         raised or cleared."""
-        events = self.board(board).poll_succeeded(levels, at)
-        return events + self._sample(board, at)
+        inputs = self.board(board)
+        events = inputs.poll_succeeded(levels, at)
+        events += self._sample(board, at)
+        self._note_settled(board, inputs)
+        return events
+
+    def poll_unchanged(self, board: str, levels: Sequence[bool], at: float) -> bool:
+        """The common poll, made cheap: when ``board`` is online, reads exactly the levels
+        of its last poll and every signal on it is settled (:attr:`SignalFilter.settled`),
+        the poll is recorded as good and True is returned: no reading, alarm or filter can
+        change, so there is nothing more to do. Otherwise nothing is recorded and False is
+        returned: the caller takes the whole path (:meth:`poll_succeeded`)."""
+        settled = self._settled.get(board)
+        if settled is None:
+            return False
+        if levels.__class__ is not tuple:
+            levels = tuple(levels)
+        if levels != settled:
+            return False
+        inputs = self._boards[board]
+        if inputs.health is not BoardHealth.ONLINE:
+            return False
+        inputs.poll_repeated(at)
+        return True
 
     def poll_failed(self, board: str, at: float, reason: str = "") -> list[DomainEvent]:
         """Record a failed poll of ``board``."""
+        self._settled.pop(board, None)
         events = self.board(board).poll_failed(at, reason)
         return events + self._sample(board, at)
+
+    def _note_settled(self, board: str, inputs: BoardInputs) -> None:
+        """Remember the levels at which every signal of ``board`` is settled, if it is."""
+        if inputs.health is BoardHealth.ONLINE and all(
+                f.settled for f in self._on_board.get(board, ())):
+            self._settled[board] = inputs.channels
+        else:
+            self._settled.pop(board, None)
 
     def raw(self, wiring: SignalWiring) -> TriState:
         """The meaning of one wired signal in the last poll, unfiltered."""

@@ -7,7 +7,9 @@ The order of the checks is the contract:
 2. a command id already on record for the *same command* (the same signed text, or the
    same bytes for a plain command) gets its first reply again and acts no more (a repeat
    is how dispatch recovers a lost reply); the same id for another command is a
-   ``conflict``;
+   ``conflict``. This outranks every check of step 3; to spare a new command a read, the
+   record is looked up when a check of step 3 refuses, and otherwise found by the claim
+   of step 4, which takes no id that is already on record;
 3. authenticate and bind: signature (for every type that opens, assigns, releases,
    blocks or reconfigures), cabinet, boot id, deadline in the cabinet's own clock,
    replay window;
@@ -244,10 +246,18 @@ class CommandService:
                     result = await self._act(command)
                     await self._settle_owed()
                     return encode(Reply.success(command.id, result, self._reading()))
-            repeat = await self._repeat(inner.id, digest)
-            if repeat is not None:
-                return repeat
-            command = await self._authenticate(payload, inner)
+            try:
+                command = await self._authenticate(payload, inner)
+            except CommandRejected:
+                # A repeat of a command on record gets its first reply, whatever the
+                # checks now say (its deadline passed, another boot, a replay): looked
+                # up here, where it can change the answer. A command that passes them
+                # and is on record is found by its claim (``_execute``): a new command,
+                # the common case, costs the store no read before its claim.
+                repeat = await self._repeat(inner.id, digest)
+                if repeat is not None:
+                    return repeat
+                raise
             return await self._execute(command, digest, reply_to)
         except CommandRejected as exc:
             self.refused += 1

@@ -48,6 +48,33 @@ async def test_same_id_other_body_is_a_conflict(core: Core) -> None:
     assert core.board(lock.board).pulses(lock.channel) == []
 
 
+async def test_a_repeat_past_its_deadline_gets_the_first_reply(core: Core) -> None:
+    cmd = core.command("open", {"compartment": "A02", "reason": "maintenance"}, ttl_ms=2_000)
+    payload = core.signed(cmd)
+    first = json.loads(await core.commands.handle(payload))
+    assert first["ok"], first
+    core.start -= 60.0  # the cabinet's clock is a minute later: the deadline has passed
+    again = json.loads(await core.commands.handle(payload))
+    assert again == first
+    late = core.command("open", {"compartment": "A03", "reason": "maintenance"},
+                        ttl_ms=2_000)
+    reply = await core.send(late)
+    assert reply["ok"], reply  # a new command is checked as ever
+
+
+async def test_same_id_other_body_is_a_conflict_even_when_it_fails_its_checks(
+    core: Core,
+) -> None:
+    cmd = core.command("open", {"compartment": "A02", "reason": "maintenance"})
+    assert (await core.send(cmd))["ok"]
+    other = core.command("open", {"compartment": "A03", "reason": "maintenance"},
+                         command_id=cmd["id"])
+    reply = await core.send(other, sign=False)
+    assert reply["error"]["code"] == "conflict"
+    fresh = core.command("open", {"compartment": "A03", "reason": "maintenance"})
+    assert (await core.send(fresh, sign=False))["error"]["code"] == "unauthenticated"
+
+
 async def test_unsigned_door_command_is_refused_and_changes_nothing(core: Core) -> None:
     cmd = core.command("open", {"compartment": "A01", "reason": "maintenance"})
     reply = await core.send(cmd, sign=False)

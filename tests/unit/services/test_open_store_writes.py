@@ -1,6 +1,7 @@
 """What a signed ``open`` asks of the store before its pulse, wired as the daemon wires it
-(state keeper, group commit): one read (is the id on record?) and one write (the claim
-with the pulse intent, one MULTI/EXEC, one fsync). Everything else follows the pulse."""
+(state keeper, group commit): one write (the claim with the pulse intent, one MULTI/EXEC,
+one fsync), and no read: a new command's id is found free by its claim. Everything else
+follows the pulse."""
 
 from __future__ import annotations
 
@@ -75,7 +76,7 @@ async def test_a_signed_open_writes_once_before_its_pulse(core: Core) -> None:
         cmd = core.command("open", {"compartment": "A03", "reason": "maintenance"})
         reply = await commands.handle(core.signed(cmd))
         assert b'"ok":true' in reply
-        assert before_pulse == [("read", "get_command"), ("write", "begin_command")]
+        assert before_pulse == [("write", "begin_command")]
         # After the pulse: the events and the state, in order, and the reply.
         kinds: list[str] = []
         for _ in range(100):
