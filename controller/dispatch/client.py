@@ -492,7 +492,9 @@ class DispatchClient:
         try:
             reply = await self.send(json.dumps(query, separators=(",", ":")).encode(),
                                     query["id"], timeout_s)
-        except (TimeoutError, ConnectionError) as exc:
+        except (TimeoutError, ConnectionError, _CabinetBack) as exc:
+            # _CabinetBack: the cabinet reconnected while this waited (its reply may be
+            # lost); the command's own retry on a stale deadline covers it.
             log.info("get_clock unanswered", extra={"ctx": {
                 "cabinet": self.topics.cabinet, "error": str(exc) or type(exc).__name__}})
             return False

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from controller.clock import CabinetClock
@@ -64,3 +66,18 @@ async def test_commands_are_built_in_the_current_boot() -> None:
     command = client.build("get_state", {}, ttl_ms=5_000)
     assert command["expires"]["boot_id"] == "boot-new-0002"
     assert command["expires"]["uptime_ms"] >= 1_000 + 5_000
+
+
+async def test_a_clock_query_cut_short_by_the_cabinet_coming_back_is_unanswered() -> None:
+    """The cabinet reconnecting while ``get_clock`` waits is no crash of the command that
+    asked: the query is unanswered and the command falls back on its stale-clock retry."""
+    from controller.dispatch import client as client_module
+
+    client = client_module.DispatchClient(
+        "127.0.0.1", 1, CabinetTopics("lockers/v1", "site", "cab"))
+
+    async def send(payload: bytes, command_id: str, timeout_s: float = 15.0) -> dict[str, Any]:
+        raise client_module._CabinetBack
+
+    client.send = send  # type: ignore[method-assign]
+    assert await client.sync_clock(0.5) is False
