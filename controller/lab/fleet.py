@@ -90,6 +90,9 @@ class FleetOptions:
     poll_s: float = 1.0
     protocol: int = 5
     broker_restart: bool = True
+    #: Seconds the broker stays stopped before it starts again; 0 restarts it at once (a
+    #: service restart). A command sent while there is no broker waits at least that long.
+    broker_down_s: float = 0.0
     silent_boards: int = 2
     silent_for_s: float = 8.0
     drain_timeout_s: float = 120.0
@@ -115,6 +118,8 @@ class CabinetTally:
     to_reply_built: list[float] = field(default_factory=list)
     #: Latencies of the commands that did not live through a reconnection of dispatch.
     calm_latencies: list[float] = field(default_factory=list)
+    #: (monotonic start, latency) of every answered command, to place it against faults.
+    timeline: list[tuple[float, float]] = field(default_factory=list)
     door_cycles_missed: int = 0
     #: alarm -> [raised, cleared], as dispatch saw them in the events.
     alarms: dict[str, list[int]] = field(default_factory=dict)
@@ -447,6 +452,7 @@ class _Cabinet:
             self.tally.problems.append(f"{type_} unanswered: {type(exc).__name__}")
             return None
         self.tally.latencies.append(time.monotonic() - started)
+        self.tally.timeline.append((started, self.tally.latencies[-1]))
         self.tally.by_type.setdefault(type_, []).append(self.tally.latencies[-1])
         clock = reply.get("cabinet_clock") or {}
         if clock.get("boot_id") == boot and isinstance(clock.get("uptime_ms"), int):
@@ -589,13 +595,15 @@ async def run_fleet(options: FleetOptions, *, progress: Any = None) -> FleetRepo
             scenario_started = time.monotonic()
             scenario = asyncio.gather(*(fleet[c].scenario(options, i)
                                         for i, c in enumerate(cabinets)))
-            faults = asyncio.ensure_future(_faults(options, hosts, broker, say))
+            outage: list[float] = []
+            faults = asyncio.ensure_future(_faults(options, hosts, broker, say, outage))
             await scenario
             await faults
             scenario_s = time.monotonic() - scenario_started
             say(f"scenario done in {scenario_s:.1f} s; waiting for the outboxes to drain")
             host_reports = await _drain(options, hosts, fleet)
             report = _report(options, tallies, fleet, host_reports, boot_s, scenario_s)
+            report.summary.update(_restart_figures(tallies, outage))
             report.summary["dispatch_loop_lag_p99_s"] = _round(_percentile(lags, 0.99))
             report.summary["dispatch_loop_lag_max_s"] = _round(max(lags) if lags else None)
             return report
@@ -620,8 +628,9 @@ async def run_fleet(options: FleetOptions, *, progress: Any = None) -> FleetRepo
 
 
 async def _faults(options: FleetOptions, hosts: list[_HostProcess], broker: _Proc | None,
-                  say: Any) -> None:
-    """A few sensor boards go silent a while; the broker restarts once."""
+                  say: Any, outage: list[float]) -> None:
+    """A few sensor boards go silent a while; the broker restarts once (``outage`` gets
+    the monotonic times it was asked to stop and was accepting connections again)."""
     await asyncio.sleep(max(options.think_s, options.spread_s / 2))  # mid-run
     silent = [(h, c) for h in hosts for c in h.cabinets][: options.silent_boards]
     for host, cabinet in silent:
@@ -630,11 +639,14 @@ async def _faults(options: FleetOptions, hosts: list[_HostProcess], broker: _Pro
     if silent:
         say(f"sensor board io-c silent on {', '.join(c for _, c in silent)}")
     if options.broker_restart and broker is not None:
+        outage.append(time.monotonic())
         await asyncio.to_thread(broker.stop)
         say("broker stopped")
-        await asyncio.sleep(1.0)
-        await asyncio.to_thread(broker.start)
-        say("broker restarted")
+        if options.broker_down_s > 0:
+            await asyncio.sleep(options.broker_down_s)
+        await asyncio.to_thread(broker.start)  # returns once it accepts connections
+        outage.append(time.monotonic())
+        say(f"broker restarted ({outage[1] - outage[0]:.2f} s without a broker)")
     await asyncio.sleep(options.silent_for_s)
     for host, cabinet in silent:
         await host.call({"op": "silence", "cabinet": cabinet, "board": "io-c", "on": False},
@@ -740,6 +752,28 @@ def _report(options: FleetOptions, tallies: dict[str, CabinetTally],
                        summary=summary, cabinets=rows)
 
 
+def _restart_figures(tallies: dict[str, CabinetTally], outage: list[float]
+                     ) -> dict[str, Any]:
+    """The commands started while there was no broker, apart from the others: those wait
+    at least until it is back, whatever the cabinets and dispatch do."""
+    if len(outage) != 2:
+        return {}
+    down, up = outage
+    during = [latency for t in tallies.values() for started, latency in t.timeline
+              if down <= started < up]
+    other = [latency for t in tallies.values() for started, latency in t.timeline
+             if not down <= started < up]
+    after = [latency for t in tallies.values() for started, latency in t.timeline
+             if up <= started < up + 5.0]
+    return {
+        "broker_outage_s": _round(up - down),
+        "commands_started_during_outage": len(during),
+        "latency_max_started_during_outage_s": _round(max(during) if during else None),
+        "latency_p99_started_outside_outage_s": _round(_percentile(other, 0.99)),
+        "latency_p99_started_in_5_s_after_outage_s": _round(_percentile(after, 0.99)),
+    }
+
+
 def _received_seqs(tracker: Any, last_seq: int) -> set[int]:
     if tracker.highest is None:
         return set()
@@ -789,6 +823,7 @@ def _options(args: argparse.Namespace) -> FleetOptions:
         cabinets=args.cabinets, hosts=args.hosts, rounds=args.rounds, think_s=args.think,
         spread_s=args.spread,
         poll_s=args.poll, protocol=args.protocol, broker_restart=not args.no_broker_restart,
+        broker_down_s=args.broker_down,
         silent_boards=args.silent_boards, workdir=args.workdir, broker=args.broker)
 
 
@@ -807,6 +842,9 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--protocol", type=int, choices=(5, 311), default=5)
     parser.add_argument("--no-broker-restart", action="store_true",
                         help="skip the broker restart fault")
+    parser.add_argument("--broker-down", type=float, default=0.0, metavar="S",
+                        help="keep the broker stopped S seconds before starting it again "
+                        "(default 0: stopped and started at once, as a service restart)")
     parser.add_argument("--silent-boards", type=int, default=2,
                         help="cabinets whose sensor board goes silent a while (default 2)")
     parser.add_argument("--broker", metavar="HOST:PORT", default=None,

@@ -18,15 +18,18 @@ from controller.lab.fleet import FleetOptions, run_fleet
 pytestmark = pytest.mark.integration
 
 
-@pytest.mark.parametrize(("protocol", "cabinets"), [(5, 5), (311, 3)])
+@pytest.mark.parametrize(("protocol", "cabinets", "down_s"), [(5, 5, 0.0), (311, 3, 0.5)])
 async def test_fleet_report_keeps_its_promises(
-    tmp_path: Path, protocol: int, cabinets: int,
+    tmp_path: Path, protocol: int, cabinets: int, down_s: float,
 ) -> None:
     report = await run_fleet(FleetOptions(
         cabinets=cabinets, rounds=1, think_s=1.0, poll_s=0.5, protocol=protocol,
-        broker_restart=True, silent_boards=1, silent_for_s=3.0, drain_timeout_s=90.0,
-        workdir=tmp_path))
+        broker_restart=True, broker_down_s=down_s, silent_boards=1, silent_for_s=3.0,
+        drain_timeout_s=90.0, workdir=tmp_path))
     s = report.summary
+    # The outage is measured from the stop to the broker accepting connections again.
+    assert s["broker_outage_s"] >= down_s
+    assert s["commands_started_during_outage"] >= 0
     assert s["cabinets"] == cabinets
     assert s["commands_sent"] >= 2 * cabinets  # an assign and an open at least each
     assert s["commands_answered"] == s["commands_sent"]
