@@ -356,6 +356,11 @@ async def _host_report(daemons: dict[str, Any], runs: dict[str, asyncio.Task[int
                                  "task_restarts": sum(daemon.supervisor.restarts.values())
                                  if isinstance(daemon.supervisor.restarts, dict)
                                  else int(daemon.supervisor.restarts)}
+        if daemon.link is not None:
+            link = daemon.link.snapshot()
+            # Wall time of the last connection change: set against the broker's restart.
+            entry["link_since"] = link.since.timestamp() if link.connected else None
+            entry["link_connects"] = link.connects
         try:
             entry["last_seq"] = await daemon.store.last_seq()
             entry["outbox_depth"] = await daemon.store.depth()
@@ -603,7 +608,7 @@ async def run_fleet(options: FleetOptions, *, progress: Any = None) -> FleetRepo
             say(f"scenario done in {scenario_s:.1f} s; waiting for the outboxes to drain")
             host_reports = await _drain(options, hosts, fleet)
             report = _report(options, tallies, fleet, host_reports, boot_s, scenario_s)
-            report.summary.update(_restart_figures(tallies, outage))
+            report.summary.update(_restart_figures(tallies, outage, host_reports))
             report.summary["dispatch_loop_lag_p99_s"] = _round(_percentile(lags, 0.99))
             report.summary["dispatch_loop_lag_max_s"] = _round(max(lags) if lags else None)
             return report
@@ -640,13 +645,15 @@ async def _faults(options: FleetOptions, hosts: list[_HostProcess], broker: _Pro
         say(f"sensor board io-c silent on {', '.join(c for _, c in silent)}")
     if options.broker_restart and broker is not None:
         outage.append(time.monotonic())
+        outage.append(time.time())
         await asyncio.to_thread(broker.stop)
         say("broker stopped")
         if options.broker_down_s > 0:
             await asyncio.sleep(options.broker_down_s)
         await asyncio.to_thread(broker.start)  # returns once it accepts connections
         outage.append(time.monotonic())
-        say(f"broker restarted ({outage[1] - outage[0]:.2f} s without a broker)")
+        outage.append(time.time())
+        say(f"broker restarted ({outage[2] - outage[0]:.2f} s without a broker)")
     await asyncio.sleep(options.silent_for_s)
     for host, cabinet in silent:
         await host.call({"op": "silence", "cabinet": cabinet, "board": "io-c", "on": False},
@@ -752,13 +759,16 @@ def _report(options: FleetOptions, tallies: dict[str, CabinetTally],
                        summary=summary, cabinets=rows)
 
 
-def _restart_figures(tallies: dict[str, CabinetTally], outage: list[float]
-                     ) -> dict[str, Any]:
+def _restart_figures(tallies: dict[str, CabinetTally], outage: list[float],
+                     hosts: dict[str, Any]) -> dict[str, Any]:
     """The commands started while there was no broker, apart from the others: those wait
-    at least until it is back, whatever the cabinets and dispatch do."""
-    if len(outage) != 2:
+    at least until it is back, whatever the cabinets and dispatch do; and how long after
+    the broker was back each cabinet was connected again."""
+    if len(outage) != 4:
         return {}
-    down, up = outage
+    down, _down_wall, up, up_wall = outage
+    back = [entry["link_since"] - up_wall for entry in hosts["cabinets"].values()
+            if entry.get("link_since") is not None and entry["link_since"] >= up_wall - 1.0]
     during = [latency for t in tallies.values() for started, latency in t.timeline
               if down <= started < up]
     other = [latency for t in tallies.values() for started, latency in t.timeline
@@ -771,6 +781,10 @@ def _restart_figures(tallies: dict[str, CabinetTally], outage: list[float]
         "latency_max_started_during_outage_s": _round(max(during) if during else None),
         "latency_p99_started_outside_outage_s": _round(_percentile(other, 0.99)),
         "latency_p99_started_in_5_s_after_outage_s": _round(_percentile(after, 0.99)),
+        "cabinets_reconnected_after_outage": len(back),
+        "cabinet_reconnect_after_outage_p50_p99_max_s": [
+            _round(_percentile(back, 0.5)), _round(_percentile(back, 0.99)),
+            _round(max(back) if back else None)],
     }
 
 

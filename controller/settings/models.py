@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import json
 import re
@@ -1140,10 +1141,11 @@ class Settings(_Section):
         passwords redacted and inline keys replaced by fingerprints."""
         return self.to_dict(reveal_secrets=False)
 
-    @property
+    @functools.cached_property
     def config_hash(self) -> str:
         """A stable SHA-256 (hex) of the effective public configuration: equal configs
         give equal hashes whatever their layout, order of keys or layer. Secrets are not
-        part of it (changing only a password does not change the hash)."""
+        part of it (changing only a password does not change the hash). Computed once:
+        the settings are frozen, and every status message carries it."""
         text = json.dumps(self.to_public_dict(), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()
