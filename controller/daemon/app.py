@@ -232,6 +232,10 @@ class Daemon:
                 compartment_setups(s), offline_after=s.timing.unknown_after_failed_polls,
                 filtering=signal_filtering(s), stored=stored,
                 reported_doors=await self.store.load_doors(),
+                # Every board the poller reads, also one no compartment is wired to yet (a
+                # spare): its health is tracked and alarmed like any other's.
+                extra_boards=[name for bus in self.hardware.buses
+                              for name, board in self.hardware.boards_on(bus) if board.inputs],
             )
             self.pump_depth = await self.store.depth()
             self.state_pub = StatePublisher(self._build_state, self._publish_state,
