@@ -200,7 +200,8 @@ class RedisConfig(_Section):
     key_prefix: str | None = Field(
         default=None,
         min_length=1,
-        description="Prefix of every key the store writes; default `locker:{site}:{id}:`.",
+        description="Prefix of the store's keys; the cabinet id is always added after it "
+        "(keys `{key_prefix}{id}:...`); default `locker:{site}:{id}:`.",
     )
 
     @field_validator("url")
