@@ -787,6 +787,42 @@ class Store:
         # A None is an event acknowledged between the two reads: it is no longer pending.
         return [Event.from_dict(_loads(raw, "event", op), op=op) for raw in raws if raw is not None]
 
+    async def outbox_head(self, limit: int = 100) -> tuple[list[Event], int | None]:
+        """The first ``limit`` unacknowledged events, in sequence order, and how far the
+        read knows the whole outbox: a sequence number such that every event up to it is
+        among those returned or already acknowledged, or None when there may be more
+        pending events than ``limit``.
+
+        Events are committed in sequence order, so what a read sees is a prefix: the
+        number is the larger of the sequence counter (read first, in the same round trip)
+        and the last pending seq seen. The outbox pump takes the events committed after
+        it from its own process's sink, and knows when a run handed over does not follow
+        on (another writer, a lost hand-over).
+        """
+        op = "outbox_head"
+        limit = _check_limit(limit, op)
+        keys = self._keys
+
+        async def read(c: Any) -> tuple[int | None, list[Any]]:
+            # The counter first: an event committed between the two reads shows up in the
+            # second, never only in the first.
+            async with c.pipeline(transaction=False) as batch:
+                batch.get(keys.seq)
+                batch.zrangebyscore(keys.pending, "-inf", "+inf", start=0, num=limit,
+                                    withscores=True)
+                last_raw, rows = await batch.execute()
+            known: int | None = None
+            if len(rows) < limit:
+                known = max([int(last_raw or 0), *(int(score) for _i, score in rows)])
+            if not rows:
+                return known, []
+            return known, list(await c.mget([keys.event(i) for i, _score in rows]))
+
+        known, raws = await self._call(op, read)
+        # A None is an event acknowledged between the two reads: it is no longer pending.
+        return ([Event.from_dict(_loads(raw, "event", op), op=op)
+                 for raw in raws if raw is not None], known)
+
     async def depth(self) -> int:
         """Number of events waiting for an acknowledgement."""
         return int(await self._call("depth", lambda c: c.zcard(self._keys.pending)))
