@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from controller.services.ports import PublishError
-from controller.services.reporting import EventSink, OutboxPump, PendingEvent
+from controller.services.reporting import EventSink, OutboxPump, PendingEvent, event_payload
 from controller.store import Store
 from controller.store.records import Event
 
@@ -212,4 +212,21 @@ async def test_any_interleaving_publishes_every_event_in_order(seed: int) -> Non
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+        await store.close()
+
+
+async def test_a_handed_over_event_is_the_event_the_store_holds() -> None:
+    """Published from the hand-over or read back, the message is the same bytes."""
+    store = await Store.connect("memory://", "test", "cab-1")
+    try:
+        await store.new_boot()
+        handed: list[Event] = []
+        sink = EventSink(store, hand_over=handed.extend)
+        await sink.emit([PendingEvent("door_opened", {"authorised": True, "x": 0.1, "é": [1, None]},
+                                      1_800_000_000.123456, "A01"),
+                         PendingEvent("heartbeat", {}, 1_800_000_001.0)])
+        stored = await store.pending(10)
+        assert handed == stored
+        assert [event_payload(e) for e in handed] == [event_payload(e) for e in stored]
+    finally:
         await store.close()
