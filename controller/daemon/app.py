@@ -257,7 +257,8 @@ class Daemon:
             policy = UnlockPolicy(unlock_limits(s))
             self.unlock = UnlockService(s, self.model, self.hardware, policy, self.emit,
                                         now=self.now, on_change=self.state_pub.mark_dirty,
-                                        submit=self.keeper.submit)
+                                        submit=self.keeper.submit,
+                                        emit_finishing=self.keeper.emit_finishing)
             self.zones = ZoneMonitor(s, lambda: self.poller.temperatures.values,
                                      self.sink.emit, self.store,
                                      on_change=self.state_pub.mark_dirty)

@@ -34,7 +34,7 @@ from controller.domain.events import EventKind
 from controller.services.ports import Publisher, PublishError
 from controller.store import Store
 from controller.store.errors import StoreDataError, StoreError, StoreUnavailable
-from controller.store.records import Event, NewEvent
+from controller.store.records import CommandFinish, Event, NewEvent
 
 __all__ = ["AlarmBoard", "EventSink", "OutboxPump", "PendingEvent", "StateKeeper",
            "StatePublisher"]
@@ -113,21 +113,45 @@ class AlarmBoard:
         return out
 
 
+class _Finish:
+    """A command's reply riding with a batch; ``stored`` gets the reply on record once
+    committed, or None when it was not stored with the events (the caller stores it
+    itself). Cancelled by the caller that stopped waiting: then never written here."""
+
+    __slots__ = ("finish", "stored")
+
+    def __init__(self, finish: CommandFinish, stored: asyncio.Future[dict[str, Any] | None]
+                 ) -> None:
+        self.finish = finish
+        self.stored = stored
+
+    def give_up(self) -> None:
+        if not self.stored.done():
+            self.stored.set_result(None)
+
+
 class _Batch:
     """The events of one emit and the state they leave reported, committed as one."""
 
-    __slots__ = ("compartments", "doors", "events", "split_from_group")
+    __slots__ = ("compartments", "doors", "events", "finishes", "split_from_group")
 
     def __init__(self, events: list[PendingEvent], compartments: dict[str, dict[str, Any]],
-                 doors: dict[str, dict[str, Any]]) -> None:
+                 doors: dict[str, dict[str, Any]],
+                 finishes: list[_Finish] | None = None) -> None:
         self.events = events
         self.compartments = compartments
         self.doors = doors
+        #: Command replies stored in the same transaction (:meth:`EventSink.emit_finishing`).
+        self.finishes = finishes or []
         #: A part of a batch the store refused: committed alone, never grouped again.
         self.split_from_group = False
 
     def split(self) -> list[_Batch]:
-        """One batch per event (the states with the last), to isolate a bad event."""
+        """One batch per event (the states with the last), to isolate a bad event. The
+        replies riding with it are given back to their callers."""
+        for finish in self.finishes:
+            finish.give_up()
+        self.finishes = []
         if len(self.events) <= 1:
             return [self]
         parts = [_Batch([e], {}, {}) for e in self.events]
@@ -209,6 +233,31 @@ class EventSink:
             return []
         return await self.flush()
 
+    async def emit_finishing(
+        self,
+        events: Iterable[Emitted | PendingEvent],
+        finish: CommandFinish,
+        *,
+        compartments: Mapping[str, dict[str, Any]] | None = None,
+    ) -> dict[str, Any] | None:
+        """:meth:`emit`, with a command's reply stored in the same transaction as these
+        events and everything grouped with them (:meth:`Store.commit_finishing`): a door
+        command's pulse outcome and its reply cost one fsync. Returns the reply on record
+        (the first reply wins), or None when it was not stored with them (the store is
+        away and the events are held, the batch was refused, the command has no record):
+        the caller then stores it itself, after the events, as it would without this."""
+        stored: asyncio.Future[dict[str, Any] | None] = \
+            asyncio.get_running_loop().create_future()
+        riding = _Finish(finish, stored)
+        if not self._queue(events, compartments, riding):
+            return None
+        try:
+            await self.flush()
+        finally:
+            # Held with events that wait for the store: not written with them later.
+            riding.give_up()
+        return stored.result()
+
     def submit(
         self,
         events: Iterable[Emitted | PendingEvent],
@@ -239,6 +288,7 @@ class EventSink:
         self,
         events: Iterable[Emitted | PendingEvent],
         compartments: Mapping[str, dict[str, Any]] | None,
+        finish: _Finish | None = None,
     ) -> bool:
         pending: list[PendingEvent] = []
         for item in events:
@@ -259,7 +309,8 @@ class EventSink:
             if not head.events:
                 self._backlog.popleft()
         self._backlog.append(_Batch(pending, dict(compartments or {}),
-                                    reported_doors(pending)))
+                                    reported_doors(pending),
+                                    None if finish is None else [finish]))
         self._held += len(pending)
         return True
 
@@ -273,12 +324,14 @@ class EventSink:
         events = list(head.events)
         compartments = dict(head.compartments)
         doors = dict(head.doors)
+        finishes = list(head.finishes)
         while self._backlog and len(events) + len(self._backlog[0].events) <= self._group_max:
             nxt = self._backlog.popleft()
             events.extend(nxt.events)
             compartments.update(nxt.compartments)
             doors.update(nxt.doors)
-        self._backlog.appendleft(_Batch(events, compartments, doors))
+            finishes.extend(nxt.finishes)
+        self._backlog.appendleft(_Batch(events, compartments, doors, finishes))
 
     async def flush(self) -> list[Event]:
         done: list[Event] = []
@@ -291,14 +344,27 @@ class EventSink:
                 if not self._backlog[0].split_from_group:
                     self._group()
                 head = self._backlog[0]
+                drafts = [NewEvent(e.kind, e.data, e.at_wall, e.compartment)
+                          for e in head.events]
+                # A reply whose caller stopped waiting is not written here any more.
+                riding = [f for f in head.finishes if not f.stored.done()]
                 try:
-                    committed = await self._store.commit(
-                        [NewEvent(e.kind, e.data, e.at_wall, e.compartment)
-                         for e in head.events],
-                        compartments=head.compartments, doors=head.doors)
+                    if riding:
+                        committed, replies = await self._store.commit_finishing(
+                            drafts, compartments=head.compartments, doors=head.doors,
+                            finishes=[f.finish for f in riding])
+                        for finish, reply in zip(riding, replies, strict=True):
+                            if not finish.stored.done():
+                                finish.stored.set_result(reply)
+                    else:
+                        committed = await self._store.commit(
+                            drafts, compartments=head.compartments, doors=head.doors)
                 except StoreDataError as exc:
                     # A bug, not an outage: say so, keep the rest flowing.
                     self._backlog.popleft()
+                    for finish in head.finishes:
+                        finish.give_up()  # stored by their callers, after the events
+                    head.finishes = []
                     if len(head.events) > 1:
                         self._backlog.extendleft(reversed(head.split()))
                         continue
@@ -389,6 +455,13 @@ class StateKeeper:
     async def emit(self, events: Iterable[Emitted | PendingEvent]) -> list[Event]:
         events, changed = self._with_states(events)
         return await self._sink.emit(events, compartments=changed)
+
+    async def emit_finishing(self, events: Iterable[Emitted | PendingEvent],
+                             finish: CommandFinish) -> dict[str, Any] | None:
+        """Like :meth:`emit`, with a command's reply in the same transaction
+        (:meth:`EventSink.emit_finishing`)."""
+        events, changed = self._with_states(events)
+        return await self._sink.emit_finishing(events, finish, compartments=changed)
 
     async def submit(self, events: Iterable[Emitted | PendingEvent]) -> None:
         """Like :meth:`emit`, without waiting for the commit (:meth:`EventSink.submit`):

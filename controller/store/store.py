@@ -97,6 +97,7 @@ from controller.store.records import (
     AlreadySeen,
     AuditEntry,
     Boot,
+    CommandFinish,
     CommandRecord,
     Delivered,
     Event,
@@ -722,8 +723,8 @@ class Store:
         StoreUnavailable. After StoreUnavailable the event may or may not be committed;
         appending it again can at worst give dispatch one event twice under two ids.
         """
-        events = await self._commit("append", [NewEvent(kind, data, at, compartment)],
-                                    {}, {})
+        events, _ = await self._commit("append", [NewEvent(kind, data, at, compartment)],
+                                       {}, {})
         return events[0]
 
     async def commit(
@@ -744,8 +745,27 @@ class Store:
         (see ``docs/decisions/0004-redis-durability.md``). Errors as :meth:`append`; an
         empty ``events`` only writes the states.
         """
+        committed, _ = await self._commit("commit", list(events), dict(compartments or {}),
+                                          dict(doors or {}))
+        return committed
+
+    async def commit_finishing(
+        self,
+        events: Sequence[NewEvent],
+        *,
+        compartments: Mapping[str, Mapping[str, Any]] | None = None,
+        doors: Mapping[str, Mapping[str, Any]] | None = None,
+        finishes: Sequence[CommandFinish] = (),
+    ) -> tuple[list[Event], list[dict[str, Any] | None]]:
+        """:meth:`commit`, and in the same transaction the replies of ``finishes`` stored
+        as :meth:`finish_command` stores them: one fsync for a door command's pulse outcome
+        and its reply. Returns the events and, per finish, the reply now on record (this
+        one, or an earlier one: the first reply wins), or None when the command has no
+        record (never begun, expired): nothing is written for it then, the events are
+        committed all the same, and :meth:`finish_command` says why. Errors as
+        :meth:`append`."""
         return await self._commit("commit", list(events), dict(compartments or {}),
-                                  dict(doors or {}))
+                                  dict(doors or {}), list(finishes))
 
     async def _commit(
         self,
@@ -753,10 +773,12 @@ class Store:
         drafts: list[NewEvent],
         compartments: dict[str, Mapping[str, Any]],
         doors: dict[str, Mapping[str, Any]],
-    ) -> list[Event]:
+        finishes: list[CommandFinish] | None = None,
+    ) -> tuple[list[Event], list[dict[str, Any] | None]]:
         self._check_open(op)
-        if not drafts and not compartments and not doors:
-            return []
+        finishes = finishes or []
+        if not drafts and not compartments and not doors and not finishes:
+            return [], []
         boot_id = self.boot_id
         if drafts and boot_id is None:
             raise StoreDataError("no boot id: call new_boot() or connect(boot_id=...)", op=op)
@@ -779,14 +801,28 @@ class Store:
                     for cid, v in doors.items()}
         keys = self._keys
         uptime_ms = max(0, int(self._uptime_ms()))
+        # As finish_command prepares them: (key, reply copy, reply JSON, intents dropped).
+        closing = []
+        for finish in finishes:
+            command_id = check_id(finish.command_id, "command id", op=op)
+            reply_copy = _json_object(finish.reply, "reply", op)
+            closing.append((command_id, keys.command(command_id), reply_copy,
+                            _dumps(reply_copy, "reply", op),
+                            [f"pulse:{check_id(c, 'compartment', op=op)}"
+                             for c in finish.unpulsed]))
+        finished_at = self._now_iso(op) if closing else ""
 
         checks = ((keys.pending, "zset"), (keys.compartments, "hash"), (keys.doors, "hash"))
 
-        async def plan(pipe: Pipeline) -> _Plan[list[Event]]:
+        async def plan(pipe: Pipeline) -> _Plan[tuple[list[Event],
+                                                     list[dict[str, Any] | None]]]:
             # The reads in one round trip, on another pooled connection: they follow the
             # WATCH, so any change after them still makes EXEC fail (and start over).
             seq_raw, *types = await self._read_batch(
-                lambda b: [b.get(keys.seq), *(b.type(key) for key, _ in checks)])
+                lambda b: [b.get(keys.seq), *(b.type(key) for key, _ in checks),
+                           *(b.hmget(key, ["state", "reply"]) for _c, key, *_ in closing)])
+            records = types[len(checks):]
+            types = types[:len(checks)]
             seq = int(seq_raw or 0)
             # Redis runs every command of a MULTI even when one fails: a key of the wrong
             # type would let the events through while the states they report fail, and
@@ -809,6 +845,22 @@ class Store:
                     cabinet=self.cabinet_id, compartment=compartment, data=payload,
                     cabinet_clock=reading,
                 ))
+            # The replies, as finish_command decides: the first reply wins; no record,
+            # nothing written (the caller's finish_command says why).
+            replies: list[dict[str, Any] | None] = []
+            writes = []
+            for (command_id, key, reply_copy, reply_raw, gone), (state, first) in zip(
+                    closing, records, strict=True):
+                if state is None:
+                    replies.append(None)
+                elif state == "done" and first is not None:
+                    stored = _loads(first, "reply", op)
+                    replies.append(stored if isinstance(stored, dict) else {"value": stored})
+                else:
+                    replies.append(reply_copy)
+                    writes.append((command_id, key, reply_raw, gone))
+            if not out and not state_raw and not door_raw and not writes:
+                return _Done(([], replies))
             pipe.multi()
             if out:
                 pipe.set(keys.seq, seq)
@@ -819,10 +871,17 @@ class Store:
                 pipe.hset(keys.compartments, mapping=state_raw)
             if door_raw:
                 pipe.hset(keys.doors, mapping=door_raw)
-            return _Write(lambda _results: out)
+            for command_id, key, reply_raw, gone in writes:
+                if gone:
+                    pipe.hdel(key, *gone)
+                pipe.hset(key, mapping={"state": "done", "reply": reply_raw,
+                                        "finished_at": finished_at})
+                pipe.zrem(keys.commands_open, command_id)
+            return _Write(lambda _results: (out, replies))
 
         async with self._append_lock:
-            return await self._transaction(op, [keys.seq], plan)
+            return await self._transaction(
+                op, [keys.seq, *(key for _c, key, *_ in closing)], plan)
 
     async def pending(self, limit: int = 100, *, after_seq: int = 0) -> list[Event]:
         """Up to ``limit`` unacknowledged events with ``seq > after_seq``, in sequence
