@@ -70,7 +70,7 @@ import random
 import re
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Generic, TypeVar
@@ -258,57 +258,6 @@ def _check_seq(seq: object, op: str) -> int:
     return seq
 
 
-class _TimedWrites:
-    """redis-py's connection with its writes bounded by ``asyncio.timeout`` instead of
-    ``asyncio.wait_for``: on Python 3.11 ``wait_for`` runs every write in a task of its
-    own, a task and a round of the event loop for each command sent (about a tenth of
-    the store's CPU on the command path). The bound (``socket_timeout``), the errors
-    raised (redis-py's TimeoutError and ConnectionError, translated by the store) and
-    the disconnect after a failed write are those of ``Connection.send_packed_command``
-    in redis-py 8.1; reads and the pool's checks of a connection are redis-py's own."""
-
-    async def send_packed_command(
-        self, command: bytes | str | Iterable[bytes], check_health: bool = True
-    ) -> None:
-        conn: Any = self
-        if not conn.is_connected:
-            await conn.connect_check_health(check_health=False)
-        if check_health:
-            await conn.check_health()
-        try:
-            if isinstance(command, str):
-                command = command.encode()
-            if isinstance(command, bytes):
-                command = [command]
-            conn._writer.writelines(command)
-            async with asyncio.timeout(conn.socket_timeout):
-                await conn._writer.drain()
-        except TimeoutError:  # before OSError, of which it is a subclass
-            await conn.disconnect(nowait=True)
-            raise redis_errors.TimeoutError("Timeout writing to socket") from None
-        except OSError as exc:
-            await conn.disconnect(nowait=True)
-            raise redis_errors.ConnectionError(
-                f"Error while writing to socket: {exc}") from exc
-        except BaseException:
-            # A write cut short leaves the stream in an unknown state: never reuse it.
-            await conn.disconnect(nowait=True)
-            raise
-
-
-_timed_classes: dict[type, type] = {}
-
-
-def _with_timed_writes(connection_class: type) -> type:
-    """``connection_class`` (TCP, TLS or unix socket, as the URL chose) with
-    :class:`_TimedWrites`' write path."""
-    timed = _timed_classes.get(connection_class)
-    if timed is None:
-        timed = type(f"Timed{connection_class.__name__}", (_TimedWrites, connection_class), {})
-        _timed_classes[connection_class] = timed
-    return timed
-
-
 def _lost_connection(exc: BaseException) -> BaseException | None:
     """The connection error behind ``exc``, or None when ``exc`` is a real conflict.
 
@@ -470,7 +419,7 @@ class Store:
         check_store_access(url, production=production, has_password=password is not None)
         extra: dict[str, Any] = {} if password is None else {"password": password}
         try:
-            client = aioredis.Redis.from_url(
+            return aioredis.Redis.from_url(
                 url,
                 **extra,
                 decode_responses=True,
@@ -484,10 +433,6 @@ class Store:
             )
         except (ValueError, redis_errors.RedisError) as exc:
             raise StoreConfigError(f"bad Redis URL {url!r}: {exc}", op="connect") from exc
-        # Before the first connection is made: every connection of the pool is built so.
-        pool = client.connection_pool
-        pool.connection_class = _with_timed_writes(pool.connection_class)
-        return client
 
     @staticmethod
     def forget_memory(name: str) -> None:
