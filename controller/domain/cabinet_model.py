@@ -299,9 +299,15 @@ class CabinetModel:
     def pulse_unconfirmed(self, compartment: str, now: Now, evidence: str = "") -> list[Emitted]:
         """The pulse frame went out and its outcome is unknown. The declared open stands
         for the open-detection timeout: a door opening then is an authorised opening for
-        the declared purpose; no opening ends it as ``open_not_detected``."""
+        the declared purpose; no opening ends it as ``open_not_detected``, after this
+        event (the unlock window waits for the pulse's verdict)."""
         events = self._door(compartment).pulse_unconfirmed(now.mono, evidence)
         return self._door_events(compartment, events, now)
+
+    def pulse_abandoned(self, compartment: str) -> None:
+        """The pulse's verdict will never come (its caller stopped in between): its unlock
+        window stops waiting for one and ends at its deadline. No event."""
+        self._door(compartment).pulse_abandoned()
 
     def pulse_failed(self, compartment: str, now: Now, reason: str = "") -> list[Emitted]:
         events = self._door(compartment).pulse_failed(now.mono, reason)

@@ -27,13 +27,19 @@ Rules:
   ``pulse_acked`` moves its end to ``ack + open_detect_timeout``. A door seen opening
   while a window is open is an authorised open (``door_opened`` with ``authorised=True``)
   and consumes the window: one pulse, one open.
+* The window never ends while its pulse's verdict (acked, failed, unconfirmed) is still
+  to come: the driver may take longer to give up (retries, read-back) than the
+  open-detect timeout, and the verdict decides how the window ends. Past its deadline it
+  ends at the first tick after the verdict, unless the verdict moves the deadline.
+  :meth:`DoorMachine.pulse_abandoned` stands for a verdict that will never come.
 * A failed pulse keeps its window until its deadline (a Modbus write that timed out may
   still have been executed; the customer who then pulls the door is the authorised one),
   but ends silently: the failure was already reported.
 * An unconfirmed pulse (the frame went out, its acknowledgement was lost) is taken as a
   pulse that may have happened: ``pulse_unconfirmed`` moves the window's end to
-  ``now + open_detect_timeout``, a door opening inside it is authorised, and the window
-  ends like an acknowledged one (``open_not_detected`` with ``pulse_acked=False``).
+  ``now + open_detect_timeout`` (``now`` the verdict), a door opening inside it is
+  authorised, and the window ends like an acknowledged one (``open_not_detected`` with
+  ``pulse_acked=False``).
 * The window ends with no open seen: ``open_not_detected`` when the door was seen
   closed (``jammed=True`` when the latch feedback never showed the latch released after
   an acknowledged pulse); ``unlock_unconfirmed`` when the door was already open or the
@@ -226,7 +232,7 @@ class DoorMachine:
     def next_deadline(self) -> float | None:
         """The earliest time at which :meth:`tick` may produce an event, or None."""
         candidates: list[float] = []
-        if self._window is not None:
+        if self._window is not None and not self._awaiting_ack:
             candidates.append(self._window.deadline)
         if (
             self._reading is DoorReading.OPEN
@@ -294,6 +300,12 @@ class DoorMachine:
         self._awaiting_ack = False
         events.append(self._event(EventKind.UNLOCK_PULSE_UNCONFIRMED, now, evidence=evidence))
         return events
+
+    def pulse_abandoned(self) -> None:
+        """The pulse's verdict will never come (its caller was cancelled or failed
+        unexpectedly): the window stops waiting for it and ends at its deadline as a pulse
+        that may have happened. No event: nothing new is known about the pulse."""
+        self._awaiting_ack = False
 
     def observe(
         self,
@@ -392,7 +404,7 @@ class DoorMachine:
     def _timers(self, now: float) -> list[DomainEvent]:
         events: list[DomainEvent] = []
         window = self._window
-        if window is not None and now > window.deadline:
+        if window is not None and now > window.deadline and not self._awaiting_ack:
             self._window = None
             if self._reading is DoorReading.CLOSED:
                 if not window.failed:

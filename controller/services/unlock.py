@@ -157,7 +157,12 @@ class UnlockService:
                         field="compartment",
                     )
                 await asyncio.sleep(wait)
-            await (self._submit or self._emit)(self._model.pulse_sent(compartment, now))
+            sent = self._model.pulse_sent(compartment, now)
+            try:
+                await (self._submit or self._emit)(sent)
+            except BaseException:
+                self._model.pulse_abandoned(compartment)  # no frame: no verdict to wait for
+                raise
             try:
                 receipt = await board.pulse(lock_ref.channel, grant.duration_s)
             except PulseUnconfirmed as exc:
@@ -181,6 +186,12 @@ class UnlockService:
                 log.warning("unlock pulse failed",
                             extra={"ctx": {"compartment": compartment, "error": str(exc)}})
                 raise PulseFailed(compartment, str(exc)) from exc
+            except BaseException:
+                # No verdict will come (cancelled, or an error outside the driver
+                # contract): the unlock window, which waits for the verdict, ends at its
+                # deadline instead.
+                self._model.pulse_abandoned(compartment)
+                raise
             acked = self._now()
             events = self._model.pulse_acked(compartment, acked)
             outcome = PulseOutcome(compartment, receipt, time.monotonic() - started,

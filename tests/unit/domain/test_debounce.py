@@ -209,6 +209,7 @@ def test_a_flapping_door_raises_no_sensor_unknown_and_ends_a_window_as_flapping(
     door = DoorMachine("A01", DoorTiming(open_detect_timeout_s=1.0))
     door.observe(DoorReading.CLOSED, 0.0)
     door.pulse_sent(0.5)
+    door.pulse_acked(0.5)
     assert door.observe(DoorReading.UNKNOWN, 0.6, flapping=True) == []
     assert door.state is DoorState.UNKNOWN
     ended = door.tick(2.0)

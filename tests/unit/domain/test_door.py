@@ -188,6 +188,50 @@ def test_failed_pulse_window_still_authorises_but_ends_silently() -> None:
     assert events[0].details["authorised"] is True
 
 
+def test_the_window_waits_for_a_verdict_slower_than_the_timeout() -> None:
+    # The driver may take longer to give up than open_detect_timeout: the window neither
+    # ends nor tells open_not_detected before the verdict, then runs from the verdict.
+    door, clock = closed_door()
+    door.pulse_sent(clock())
+    assert door.tick(clock.advance(7.0)) == []
+    assert door.next_deadline() is None
+    assert door.state is DoorState.UNLOCK_SENT
+    assert kinds(door.pulse_unconfirmed(clock(), "ack lost")) == ["unlock_pulse_unconfirmed"]
+    assert door.tick(clock.advance(4.9)) == []
+    opened = door.observe(OPEN, clock())
+    assert kinds(opened) == ["door_opened"]
+    assert opened[0].details["authorised"] is True
+    assert opened[0].details["pulse_acked"] is False
+
+
+def test_a_late_verdict_ends_the_window_after_it() -> None:
+    door, clock = closed_door()
+    door.pulse_sent(clock())
+    door.pulse_unconfirmed(clock.advance(7.0))
+    ended = door.tick(clock.advance(5.1))
+    assert kinds(ended) == ["open_not_detected"]
+    assert ended[0].details["pulse_acked"] is False
+    # A late ack likewise; a late failure ends the window silently at its deadline.
+    door.pulse_sent(clock())
+    assert kinds(door.pulse_acked(clock.advance(7.0))) == ["unlock_pulse_acked"]
+    assert door.tick(clock.advance(5.0)) == []
+    assert kinds(door.tick(clock.advance(0.1))) == ["open_not_detected"]
+    door, clock = closed_door()
+    door.pulse_sent(clock())
+    door.pulse_failed(clock.advance(7.0), "timeout")
+    assert door.tick(clock.advance(0.1)) == []
+    assert kinds(door.observe(OPEN, clock())) == ["door_opened", "forced_open"]
+
+
+def test_an_abandoned_pulse_ends_its_window_at_the_deadline() -> None:
+    door, clock = closed_door()
+    door.pulse_sent(clock())
+    assert door.tick(clock.advance(7.0)) == []
+    door.pulse_abandoned()
+    assert door.next_deadline() is not None
+    assert kinds(door.tick(clock())) == ["open_not_detected"]
+
+
 def test_ack_without_sent_still_opens_a_window() -> None:
     door, clock = closed_door()
     door.pulse_acked(clock())
@@ -277,6 +321,7 @@ def test_alarms_stay_active_while_unknown() -> None:
 def test_window_ending_while_unknown_is_unconfirmed() -> None:
     door, clock = closed_door()
     door.pulse_sent(clock())
+    door.pulse_acked(clock())
     door.observe(UNKNOWN, clock.advance(1))
     events = door.tick(clock.advance(10))
     assert kinds(events) == ["unlock_unconfirmed"]
@@ -331,7 +376,8 @@ class DoorStateMachine(RuleBasedStateMachine):
         self.clock = FakeClock()
         self.door = DoorMachine("A01", TIMING, has_latch_feedback=True)
         self.active: set[AlarmKind] = set()
-        self.pulses: list[float] = []  # time of every pulse_sent / pulse_acked
+        self.pulses: list[float] = []  # time of every pulse_sent / ack / unconfirmed
+        self.verdict_pending = False  # a pulse sent, its verdict not yet given
         self.reading = DoorReading.UNKNOWN
         self.observed = False
         self.open_now = False  # per the events reported
@@ -354,7 +400,8 @@ class DoorStateMachine(RuleBasedStateMachine):
                 self.open_now = True
                 if event.details["authorised"]:
                     window = TIMING.open_detect_timeout_s
-                    assert any(now - t <= window for t in self.pulses), "opened without pulse"
+                    assert self.verdict_pending or any(
+                        now - t <= window for t in self.pulses), "opened without pulse"
                 else:
                     assert AlarmKind.FORCED_OPEN in self.active or any(
                         e.alarm is AlarmKind.FORCED_OPEN for e in events
@@ -365,6 +412,9 @@ class DoorStateMachine(RuleBasedStateMachine):
                 self.open_now = False
             elif event.kind is EventKind.OPEN_NOT_DETECTED:
                 assert self.reading is DoorReading.CLOSED
+                assert not self.verdict_pending, "open_not_detected before the verdict"
+            elif event.kind is EventKind.UNLOCK_UNCONFIRMED:
+                assert not self.verdict_pending, "unlock_unconfirmed before the verdict"
 
     @rule(dt=st.sampled_from([0.0, 0.5, 2.0, 4.9, 5.1, 20.0, 61.0]))
     def advance(self, dt: float) -> None:
@@ -374,15 +424,29 @@ class DoorStateMachine(RuleBasedStateMachine):
     def pulse_sent(self) -> None:
         self.pulses.append(self.clock())
         self._check(self.door.pulse_sent(self.clock()))
+        self.verdict_pending = True
 
     @rule()
     def pulse_acked(self) -> None:
         self.pulses.append(self.clock())
         self._check(self.door.pulse_acked(self.clock()))
+        self.verdict_pending = False
+
+    @rule()
+    def pulse_unconfirmed(self) -> None:
+        self.pulses.append(self.clock())
+        self._check(self.door.pulse_unconfirmed(self.clock(), "ack lost"))
+        self.verdict_pending = False
 
     @rule()
     def pulse_failed(self) -> None:
         self._check(self.door.pulse_failed(self.clock(), "timeout"))
+        self.verdict_pending = False
+
+    @rule()
+    def pulse_abandoned(self) -> None:
+        self.door.pulse_abandoned()
+        self.verdict_pending = False
 
     @rule(door=st.sampled_from(list(DoorReading)), latch=st.sampled_from(list(LatchReading)))
     def observe(self, door: DoorReading, latch: LatchReading) -> None:

@@ -54,3 +54,30 @@ def test_a_withdrawn_open_restores_the_compartment() -> None:
     assert m.compartments.get("A01").pending_open is None
     assert "order_expired" in kinds(m.tick(now(70.0)))
 
+
+
+def test_a_verdict_slower_than_the_timeout_still_gives_the_open_its_window() -> None:
+    # The driver gave up (unconfirmed) after the open-detection timeout had passed since
+    # the frame: the window runs from the verdict, open_not_detected comes only after it.
+    m = _declared(_model())
+    assert m.tick(now(7.5)) == []
+    assert m.compartments.get("A01").pending_open is OpenPurpose.DEPOSIT
+    assert kinds(m.pulse_unconfirmed("A01", now(8.0), "ack lost")) == [
+        "unlock_pulse_unconfirmed"]
+    opened = m.poll_ok("b1", levels(c0=True), now(12.5))
+    assert kinds(opened) == ["door_opened"]
+    assert opened[0].event.details["authorised"] is True
+    closed = m.poll_ok("b1", levels(c1=True), now(14.0))
+    assert kinds(closed) == ["door_closed", "compartment_loaded"]
+
+
+def test_a_verdict_slower_than_the_timeout_then_no_opening() -> None:
+    m = _declared(_model())
+    assert m.tick(now(7.5)) == []
+    m.pulse_unconfirmed("A01", now(8.0))
+    assert m.tick(now(13.0)) == []
+    ended = m.tick(now(13.1))
+    assert kinds(ended) == ["open_not_detected"]
+    assert m.compartments.get("A01").pending_open is None
+    forced = m.poll_ok("b1", levels(c0=True), now(14.0))
+    assert forced[0].event.details["authorised"] is False
