@@ -32,7 +32,7 @@ import contextlib
 import logging
 import resource
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -93,7 +93,7 @@ from controller.settings import ConfigError, Settings
 from controller.settings.deployment import is_production
 from controller.store import Store
 from controller.store.errors import StoreError
-from controller.store.records import Event, ReplyTarget
+from controller.store.records import ReplyTarget
 from controller.systemd import Notifier
 
 __all__ = ["REPLIES_IN_FLIGHT", "STOP_DEADLINE_S", "Daemon"]
@@ -240,8 +240,7 @@ class Daemon:
             self.pump_depth = await self.store.depth()
             self.state_pub = StatePublisher(self._build_state, self._publish_state,
                                             coalesce_s=s.timing.state_coalesce_s)
-            self.sink = EventSink(self.store, on_committed=self._on_committed,
-                                  hand_over=self._hand_over)
+            self.sink = EventSink(self.store, on_committed=self._on_committed)
             stack.push_async_callback(self.sink.close)
             await self.sink.emit([PendingEvent(
                 "daemon_started",
@@ -261,8 +260,7 @@ class Daemon:
             policy = UnlockPolicy(unlock_limits(s))
             self.unlock = UnlockService(s, self.model, self.hardware, policy, self.emit,
                                         now=self.now, on_change=self.state_pub.mark_dirty,
-                                        submit=self.keeper.submit,
-                                        emit_finishing=self.keeper.emit_finishing)
+                                        submit=self.keeper.submit)
             self.zones = ZoneMonitor(s, lambda: self.poller.temperatures.values,
                                      self.sink.emit, self.store,
                                      on_change=self.state_pub.mark_dirty)
@@ -427,17 +425,11 @@ class Daemon:
         if hasattr(self, "state_pub"):
             self.state_pub.mark_dirty()
 
-    def _hand_over(self, events: Sequence[Event]) -> None:
-        # Committed events go to the pump as they are: it need not read them back.
-        if hasattr(self, "pump"):
-            self.pump.offer(events)
-
     def _on_link_change(self, snapshot: Any) -> None:
         self.takeover.note(snapshot.takeovers)
         if snapshot.connected:
             self.state_pub.mark_dirty()
-            # After a reconnection the pump starts again from what the store holds.
-            self.pump.reread()
+            self.pump.wake()
 
     async def _publish_event(self, topic: str, payload: bytes) -> None:
         assert self.link is not None

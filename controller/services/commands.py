@@ -78,7 +78,7 @@ from controller.services.unlock import UnlockService
 from controller.settings import Settings
 from controller.store import Store
 from controller.store.errors import StoreError, StoreFull
-from controller.store.records import AlreadySeen, CommandFinish, ReplyTarget
+from controller.store.records import AlreadySeen, ReplyTarget
 
 if TYPE_CHECKING:
     from controller.services.codecheck import CodeBook
@@ -199,9 +199,6 @@ class CommandService:
                                        submit=submit)
         #: Opens that stopped before their pulse: their recorded intent is dropped.
         self._unpulsed: dict[str, str] = {}
-        #: An open's reply, stored with its pulse outcome in one transaction (the reply on
-        #: record), by command id, from ``_open`` to ``_execute``.
-        self._on_record: dict[str, dict[str, Any]] = {}
         #: Replies of commands that acted but whose reply the store did not take.
         self._owed: OrderedDict[str, dict[str, Any]] = OrderedDict()
         #: Commands stopped by a store error before acting, in this process.
@@ -376,13 +373,6 @@ class CommandService:
             self._unpulsed.pop(command.id, None)
             self._may_retake(command.id)
             raise
-        finally:
-            on_record = self._on_record.pop(command.id, None)
-        if on_record is not None:
-            # Stored with the pulse outcome, in one transaction (_open).
-            self._unpulsed.pop(command.id, None)
-            await self._settle_owed()
-            return encode(Reply.model_validate(on_record))
         answer = reply.model_dump(mode="json")
         unpulsed = self._unpulsed.pop(command.id, None)
         try:
@@ -530,19 +520,11 @@ class CommandService:
 
         # Write before acting: the pulse intent went into the command's record with its
         # claim (``_execute``), durable before the solenoid moves.
-        def reply_with_outcome(outcome: OpenOutcome) -> CommandFinish:
-            # The reply _execute would build from this result, made as the board
-            # acknowledged: stored with unlock_pulse_acked in one transaction.
-            result = _open_result(outcome).model_dump(mode="json", exclude_none=True)
-            reply = Reply.success(command.id, result, self._reading())
-            return CommandFinish(command.id, reply.model_dump(mode="json"))
-
         try:
             outcome = await self._opening.open(OpenRequest(
                 cid, _PURPOSE[command.args.reason], now.mono + remaining_s,
                 audit=("open", f"command:{command.id}", {"reason": command.args.reason}),
                 reason=command.args.reason, tag={"command": command.id},
-                finish=reply_with_outcome,
             ))
         except BaseException:
             # OpeningService raising means no frame was sent: the intent is dropped when
@@ -552,8 +534,6 @@ class CommandService:
         if outcome.outcome == "not_pulsed":
             raise _rejected(Wire.HARDWARE, f"the lock board did not make the pulse: "
                             f"{outcome.detail}", "args.compartment")
-        if outcome.reply_on_record is not None:
-            self._on_record[command.id] = outcome.reply_on_record
         return _open_result(outcome).model_dump(mode="json", exclude_none=True)
 
     async def _assign(self, command: AssignCommand) -> dict[str, Any]:

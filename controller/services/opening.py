@@ -37,8 +37,8 @@ from typing import Any, Literal
 from controller.domain.cabinet_model import CabinetModel, Emitted, Now
 from controller.domain.compartment import OpenPurpose
 from controller.services.reporting import PendingEvent
-from controller.services.unlock import PulseFailed, PulseOutcome, UnlockService
-from controller.store import CommandFinish, Store
+from controller.services.unlock import PulseFailed, UnlockService
+from controller.store import Store
 from controller.store.errors import StoreError
 from drivers.base import PulseReceipt
 
@@ -61,9 +61,7 @@ class OpenRequest:
     added to the ``open_requested`` event (``{"command": id}``); ``events`` are committed
     with it (a lane's ``code_accepted``). ``record`` is the caller's write before acting;
     it may raise to refuse (nothing is sent then). ``audit`` is ``(action, actor,
-    details)`` for the audit log. ``finish`` builds the caller's reply from a pulse the
-    board acknowledged, to store it with ``unlock_pulse_acked`` in one transaction
-    (:meth:`UnlockService.pulse`); the outcome's ``reply_on_record`` says whether it was.
+    details)`` for the audit log.
     """
 
     compartment: str
@@ -74,7 +72,6 @@ class OpenRequest:
     tag: Mapping[str, Any] = field(default_factory=dict)
     events: Sequence[PendingEvent] = ()
     record: Callable[[], Awaitable[object]] = _nothing
-    finish: Callable[[OpenOutcome], CommandFinish | None] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,7 +94,6 @@ class OpenOutcome:
     detail: str = ""
     waited_s: float = 0.0
     open_detect_s: float = 0.0
-    reply_on_record: dict[str, Any] | None = None
 
 
 class OpeningService:
@@ -167,24 +163,9 @@ class OpeningService:
             await self._emit(events)
             await audit()
 
-        finish = None
-        if request.finish is not None:
-            make_reply = request.finish
-
-            def finish(acked: PulseOutcome) -> CommandFinish | None:
-                assert acked.receipt is not None
-                return make_reply(OpenOutcome(
-                    cid, "pulsed", acked.receipt, acked.receipt.duration_s,
-                    waited_s=acked.waited_s,
-                    open_detect_s=self._model.setup(cid).timing.open_detect_timeout_s))
-
         try:
-            if finish is None:
-                pulse = await self._unlock.pulse(cid, deadline_mono=request.deadline_mono,
-                                                 before=write_before_acting)
-            else:
-                pulse = await self._unlock.pulse(cid, deadline_mono=request.deadline_mono,
-                                                 before=write_before_acting, finish=finish)
+            pulse = await self._unlock.pulse(cid, deadline_mono=request.deadline_mono,
+                                             before=write_before_acting)
         except PulseFailed as exc:
             # The model dropped the open with the failure (CabinetModel.pulse_failed).
             if self._submit is not None:
@@ -203,8 +184,7 @@ class OpeningService:
             return OpenOutcome(cid, "unconfirmed", None, pulse.duration_s, pulse.evidence,
                                pulse.waited_s, timeout)
         return OpenOutcome(cid, "pulsed", pulse.receipt, pulse.receipt.duration_s,
-                           waited_s=pulse.waited_s, open_detect_s=timeout,
-                           reply_on_record=pulse.reply_on_record)
+                           waited_s=pulse.waited_s, open_detect_s=timeout)
 
     def _later(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(work, name="open-audit")

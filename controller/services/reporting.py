@@ -23,7 +23,7 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -34,7 +34,7 @@ from controller.domain.events import EventKind
 from controller.services.ports import Publisher, PublishError
 from controller.store import Store
 from controller.store.errors import StoreDataError, StoreError, StoreUnavailable
-from controller.store.records import CommandFinish, Event, NewEvent
+from controller.store.records import Event, NewEvent
 
 __all__ = ["AlarmBoard", "EventSink", "OutboxPump", "PendingEvent", "StateKeeper",
            "StatePublisher"]
@@ -113,45 +113,21 @@ class AlarmBoard:
         return out
 
 
-class _Finish:
-    """A command's reply riding with a batch; ``stored`` gets the reply on record once
-    committed, or None when it was not stored with the events (the caller stores it
-    itself). Cancelled by the caller that stopped waiting: then never written here."""
-
-    __slots__ = ("finish", "stored")
-
-    def __init__(self, finish: CommandFinish, stored: asyncio.Future[dict[str, Any] | None]
-                 ) -> None:
-        self.finish = finish
-        self.stored = stored
-
-    def give_up(self) -> None:
-        if not self.stored.done():
-            self.stored.set_result(None)
-
-
 class _Batch:
     """The events of one emit and the state they leave reported, committed as one."""
 
-    __slots__ = ("compartments", "doors", "events", "finishes", "split_from_group")
+    __slots__ = ("compartments", "doors", "events", "split_from_group")
 
     def __init__(self, events: list[PendingEvent], compartments: dict[str, dict[str, Any]],
-                 doors: dict[str, dict[str, Any]],
-                 finishes: list[_Finish] | None = None) -> None:
+                 doors: dict[str, dict[str, Any]]) -> None:
         self.events = events
         self.compartments = compartments
         self.doors = doors
-        #: Command replies stored in the same transaction (:meth:`EventSink.emit_finishing`).
-        self.finishes = finishes or []
         #: A part of a batch the store refused: committed alone, never grouped again.
         self.split_from_group = False
 
     def split(self) -> list[_Batch]:
-        """One batch per event (the states with the last), to isolate a bad event. The
-        replies riding with it are given back to their callers."""
-        for finish in self.finishes:
-            finish.give_up()
-        self.finishes = []
+        """One batch per event (the states with the last), to isolate a bad event."""
         if len(self.events) <= 1:
             return [self]
         parts = [_Batch([e], {}, {}) for e in self.events]
@@ -183,10 +159,6 @@ class EventSink:
     The events of one :meth:`emit` are committed in one transaction with the compartment
     states given and the door views they imply (:func:`reported_doors`): a crash leaves
     either all of it or none of it, never a state that claims what no event told.
-
-    ``hand_over`` receives the events of each commit once Redis answered its ``EXEC``
-    (durable), in sequence order, before the next commit starts: the outbox pump's
-    :meth:`OutboxPump.offer`, which spares it reading them back.
     """
 
     def __init__(
@@ -194,7 +166,6 @@ class EventSink:
         store: Store,
         *,
         on_committed: Callable[[], None] = lambda: None,
-        hand_over: Callable[[Sequence[Event]], None] = lambda _events: None,
         alarms: AlarmBoard | None = None,
         retry_s: float = 0.5,
         max_backlog: int = 100_000,
@@ -204,7 +175,6 @@ class EventSink:
         self._group_max = group_max
         self._flusher: asyncio.Task[None] | None = None
         self._on_committed = on_committed
-        self._hand_over = hand_over
         self.alarms = alarms or AlarmBoard()
         self._backlog: deque[_Batch] = deque()
         self._held = 0
@@ -232,31 +202,6 @@ class EventSink:
         if not self._queue(events, compartments):
             return []
         return await self.flush()
-
-    async def emit_finishing(
-        self,
-        events: Iterable[Emitted | PendingEvent],
-        finish: CommandFinish,
-        *,
-        compartments: Mapping[str, dict[str, Any]] | None = None,
-    ) -> dict[str, Any] | None:
-        """:meth:`emit`, with a command's reply stored in the same transaction as these
-        events and everything grouped with them (:meth:`Store.commit_finishing`): a door
-        command's pulse outcome and its reply cost one fsync. Returns the reply on record
-        (the first reply wins), or None when it was not stored with them (the store is
-        away and the events are held, the batch was refused, the command has no record):
-        the caller then stores it itself, after the events, as it would without this."""
-        stored: asyncio.Future[dict[str, Any] | None] = \
-            asyncio.get_running_loop().create_future()
-        riding = _Finish(finish, stored)
-        if not self._queue(events, compartments, riding):
-            return None
-        try:
-            await self.flush()
-        finally:
-            # Held with events that wait for the store: not written with them later.
-            riding.give_up()
-        return stored.result()
 
     def submit(
         self,
@@ -288,7 +233,6 @@ class EventSink:
         self,
         events: Iterable[Emitted | PendingEvent],
         compartments: Mapping[str, dict[str, Any]] | None,
-        finish: _Finish | None = None,
     ) -> bool:
         pending: list[PendingEvent] = []
         for item in events:
@@ -309,8 +253,7 @@ class EventSink:
             if not head.events:
                 self._backlog.popleft()
         self._backlog.append(_Batch(pending, dict(compartments or {}),
-                                    reported_doors(pending),
-                                    None if finish is None else [finish]))
+                                    reported_doors(pending)))
         self._held += len(pending)
         return True
 
@@ -324,14 +267,12 @@ class EventSink:
         events = list(head.events)
         compartments = dict(head.compartments)
         doors = dict(head.doors)
-        finishes = list(head.finishes)
         while self._backlog and len(events) + len(self._backlog[0].events) <= self._group_max:
             nxt = self._backlog.popleft()
             events.extend(nxt.events)
             compartments.update(nxt.compartments)
             doors.update(nxt.doors)
-            finishes.extend(nxt.finishes)
-        self._backlog.appendleft(_Batch(events, compartments, doors, finishes))
+        self._backlog.appendleft(_Batch(events, compartments, doors))
 
     async def flush(self) -> list[Event]:
         done: list[Event] = []
@@ -344,27 +285,14 @@ class EventSink:
                 if not self._backlog[0].split_from_group:
                     self._group()
                 head = self._backlog[0]
-                drafts = [NewEvent(e.kind, e.data, e.at_wall, e.compartment)
-                          for e in head.events]
-                # A reply whose caller stopped waiting is not written here any more.
-                riding = [f for f in head.finishes if not f.stored.done()]
                 try:
-                    if riding:
-                        committed, replies = await self._store.commit_finishing(
-                            drafts, compartments=head.compartments, doors=head.doors,
-                            finishes=[f.finish for f in riding])
-                        for finish, reply in zip(riding, replies, strict=True):
-                            if not finish.stored.done():
-                                finish.stored.set_result(reply)
-                    else:
-                        committed = await self._store.commit(
-                            drafts, compartments=head.compartments, doors=head.doors)
+                    committed = await self._store.commit(
+                        [NewEvent(e.kind, e.data, e.at_wall, e.compartment)
+                         for e in head.events],
+                        compartments=head.compartments, doors=head.doors)
                 except StoreDataError as exc:
                     # A bug, not an outage: say so, keep the rest flowing.
                     self._backlog.popleft()
-                    for finish in head.finishes:
-                        finish.give_up()  # stored by their callers, after the events
-                    head.finishes = []
                     if len(head.events) > 1:
                         self._backlog.extendleft(reversed(head.split()))
                         continue
@@ -381,9 +309,6 @@ class EventSink:
                 self._held -= len(head.events)
                 self.committed += len(committed)
                 done.extend(committed)
-                if committed:
-                    # Under the lock: runs reach the pump in the order they were committed.
-                    self._hand_over(committed)
         if done:
             self._on_committed()
         return done
@@ -456,13 +381,6 @@ class StateKeeper:
         events, changed = self._with_states(events)
         return await self._sink.emit(events, compartments=changed)
 
-    async def emit_finishing(self, events: Iterable[Emitted | PendingEvent],
-                             finish: CommandFinish) -> dict[str, Any] | None:
-        """Like :meth:`emit`, with a command's reply in the same transaction
-        (:meth:`EventSink.emit_finishing`)."""
-        events, changed = self._with_states(events)
-        return await self._sink.emit_finishing(events, finish, compartments=changed)
-
     async def submit(self, events: Iterable[Emitted | PendingEvent]) -> None:
         """Like :meth:`emit`, without waiting for the commit (:meth:`EventSink.submit`):
         the poller's emit."""
@@ -524,17 +442,6 @@ class OutboxPump:
     before it is removed, the rest stays pending and is published again (dispatch
     dedupes by id). Catching up after an outage is bounded by the broker's throughput,
     not by one round trip per event.
-
-    Where a batch comes from: the store (:meth:`Store.outbox_head`) at the start, after
-    any failed publish or store error, after the broker link came back (:meth:`reread`),
-    on the idle re-check, and whenever the pump cannot be sure of what it holds;
-    otherwise from the events the sink handed over after committing them
-    (:meth:`offer`). The pump takes them only as a run that follows on, seq by seq, from
-    what the last complete store read saw and what it took since: a run that leaves a
-    gap (an event committed by another process, a hand-over lost) or that it cannot
-    place sends it back to the store. Either way a batch holds the events the outbox
-    holds, from its oldest pending one, in sequence order; what is handed over is only
-    ever durable (after ``EXEC``), so nothing is published that a crash could take back.
     """
 
     def __init__(
@@ -561,88 +468,9 @@ class OutboxPump:
         self.published = 0
         self.last_published_seq = 0
         self._unacked: set[str] = set()
-        #: Events handed over by the sink and not yet taken into a batch, in seq order.
-        self._fresh: deque[Event] = deque()
-        #: With the pump in step with the outbox: every pending event up to this seq is
-        #: in ``_fresh`` or in a batch taken (and being, or already, acknowledged). None:
-        #: not in step, the next batch is read from the store.
-        self._known_seq: int | None = None
-        self._fresh_max = 4 * batch
-        #: Batches taken from the sink's hand-over / read from the store (for tests and
-        #: the benchmarks' curiosity).
-        self.batches_handed_over = 0
-        self.batches_read = 0
 
     def wake(self) -> None:
         self._wake.set()
-
-    def offer(self, events: Sequence[Event]) -> None:
-        """Events the sink has just committed (Redis answered their ``EXEC``), in
-        sequence order. Kept only if they follow on from what the pump knows; anything
-        else makes the next batch a store read. Wakes the pump."""
-        if not events:
-            return
-        self._wake.set()
-        if len(self._fresh) + len(events) > self._fresh_max:
-            # Far behind (the broker away): the store has them all; hold nothing.
-            self._lose_track()
-            return
-        known = self._known_seq
-        if known is None:
-            # Not in step: kept only until the store read under way (if any) answers,
-            # which keeps those that follow on from what it saw (_follow_on).
-            self._fresh.extend(events)
-            return
-        for event in events:
-            if event.seq <= known:
-                continue  # seen already, by the store read that put the pump in step
-            if event.seq != known + 1:
-                self._lose_track()
-                return
-            self._fresh.append(event)
-            known = event.seq
-        self._known_seq = known
-
-    def reread(self) -> None:
-        """Read the next batch from the store (the broker link came back); wakes the pump."""
-        self._lose_track()
-        self._wake.set()
-
-    def _lose_track(self) -> None:
-        self._known_seq = None
-        self._fresh.clear()
-
-    def _follow_on(self, known: int) -> int | None:
-        """After a store read that saw the outbox up to ``known``: drop from ``_fresh``
-        (handed over during the read) what the read saw; the new known seq if the rest
-        follows on from it without a gap, else None (and nothing held)."""
-        while self._fresh and self._fresh[0].seq <= known:
-            self._fresh.popleft()
-        for event in self._fresh:
-            if event.seq != known + 1:
-                self._lose_track()
-                return None
-            known = event.seq
-        return known
-
-    async def _next_batch(self) -> list[Event]:
-        if self._known_seq is not None:
-            taken = [self._fresh.popleft() for _ in range(min(self._batch, len(self._fresh)))]
-            if taken:
-                self.batches_handed_over += 1
-            return taken
-        # What was handed over before this read is committed, so the read sees it (or
-        # it is acknowledged): only what arrives during the read is worth keeping.
-        self._fresh.clear()
-        events, known = await self._store.outbox_head(self._batch)
-        self.batches_read += 1
-        # Bounded: only ids still pending are remembered.
-        self._unacked &= {event.id for event in events}
-        if known is None:
-            self._lose_track()  # more pending than one batch: read again next time
-        else:
-            self._known_seq = self._follow_on(known)
-        return events
 
     async def run(self) -> None:
         """Until cancelled: drain the outbox whenever there is something and a broker."""
@@ -665,15 +493,13 @@ class OutboxPump:
             if drained >= self._batch or (drained and self._wake.is_set()):
                 continue
             _honour_cancel()
-            try:
+            with contextlib.suppress(TimeoutError):
                 # Re-check now and then: an event committed by another process, or a wake
                 # lost to a race, is still published. asyncio.timeout, not wait_for: on
                 # 3.11 wait_for swallows a cancellation that arrives as the wake comes (a
                 # stop right after an event), and the pump, hence the daemon, never ends.
                 async with asyncio.timeout(self._idle_recheck_s):
                     await self._wake.wait()
-            except TimeoutError:
-                self._lose_track()  # the re-check reads the store
 
     async def drain(self) -> int:
         """Publish one batch of pending events; returns how many were acknowledged and
@@ -683,15 +509,9 @@ class OutboxPump:
         An event the broker acknowledged but the store could not remove (Redis refusing
         writes) is not published again while this process runs: only its removal is
         retried."""
-        try:
-            return await self._drain()
-        except BaseException:
-            # What stays pending after a failure is known to the store only.
-            self._lose_track()
-            raise
-
-    async def _drain(self) -> int:
-        events = await self._next_batch()
+        events = await self._store.pending(self._batch)
+        # Bounded: only ids still pending are remembered.
+        self._unacked &= {event.id for event in events}
         if not events:
             return 0
         loop = asyncio.get_running_loop()

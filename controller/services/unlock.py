@@ -22,15 +22,13 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, replace
-from typing import Any
+from dataclasses import dataclass
 
 from controller.domain.cabinet_model import CabinetModel, Emitted, Now
 from controller.domain.errors import DomainError, ErrorCode
 from controller.domain.unlock import Refused, UnlockPolicy
 from controller.services.hardware import Hardware
 from controller.settings import Settings
-from controller.store.records import CommandFinish
 from drivers.base import PulseReceipt
 from drivers.errors import DriverError, PulseUnconfirmed
 
@@ -60,9 +58,6 @@ class PulseOutcome:
     waited_s: float
     duration_s: float = 0.0
     evidence: str = ""
-    #: The caller's reply, stored with ``unlock_pulse_acked`` in one transaction (the
-    #: reply on record), or None when it was not (the caller stores it, as before).
-    reply_on_record: dict[str, Any] | None = None
 
 
 class UnlockService:
@@ -77,8 +72,6 @@ class UnlockService:
         now: Callable[[], Now],
         on_change: Callable[[], None] = lambda: None,
         submit: Callable[[list[Emitted]], Awaitable[object]] | None = None,
-        emit_finishing: Callable[[list[Emitted], CommandFinish],
-                                 Awaitable[dict[str, Any] | None]] | None = None,
     ) -> None:
         self._settings = settings
         self._model = model
@@ -88,9 +81,6 @@ class UnlockService:
         #: Queues ``pulse_sent`` for the next group commit instead of waiting for its
         #: fsync before the frame (the caller's record is what must precede the pulse).
         self._submit = submit
-        #: Commits ``pulse_acked`` with the caller's reply in one transaction (the daemon's
-        #: ``StateKeeper.emit_finishing``); without it, a ``finish`` is not used.
-        self._emit_finishing = emit_finishing
         self._now = now
         self._on_change = on_change
         self._lock = asyncio.Lock()
@@ -107,7 +97,6 @@ class UnlockService:
         *,
         deadline_mono: float | None = None,
         before: Callable[[], Awaitable[object]] | None = None,
-        finish: Callable[[PulseOutcome], CommandFinish | None] | None = None,
     ) -> PulseOutcome:
         """Pulse the lock of ``compartment``. Waits for the power budget no later than
         ``deadline_mono``; raises DomainError (refused, nothing sent) or PulseFailed (the
@@ -116,12 +105,7 @@ class UnlockService:
 
         ``before`` (write before acting) is awaited once the budget has a slot for this
         pulse and before the frame is sent; if it raises, nothing is sent and the error
-        propagates.
-
-        ``finish`` (a door command's reply) is called with the outcome once the board
-        acknowledged the pulse; the reply it returns is stored in the transaction that
-        commits ``unlock_pulse_acked`` (one fsync for both, the events in the same
-        order), and the outcome's ``reply_on_record`` says whether it was."""
+        propagates."""
         lock_ref = self._settings.compartment(compartment).lock
         board = self._hardware.lock_boards[lock_ref.board]
         started = time.monotonic()
@@ -193,26 +177,10 @@ class UnlockService:
                 self._model.pulse_abandoned(compartment)
                 raise
             acked = self._now()
-            events = self._model.pulse_acked(compartment, acked)
-            outcome = PulseOutcome(compartment, receipt, time.monotonic() - started,
-                                   receipt.duration_s)
-            closing = None
-            if finish is not None and self._emit_finishing is not None:
-                try:
-                    closing = finish(outcome)
-                except Exception:
-                    # The pulse went out: nothing may undo it. The caller stores its
-                    # reply after the outcome, as it does without ``finish``.
-                    log.exception("reply not prepared with the pulse outcome",
-                                  extra={"ctx": {"compartment": compartment}})
-            if closing is None:
-                await self._emit(events)
-            else:
-                assert self._emit_finishing is not None
-                outcome = replace(outcome,
-                                  reply_on_record=await self._emit_finishing(events, closing))
+            await self._emit(self._model.pulse_acked(compartment, acked))
             self._on_change()
             # A board-timed pulse ends by itself; the policy counts it energised until its
             # natural end. A driver-timed pulse has already been switched off here.
             self._policy.finished(compartment, acked.mono)
-        return replace(outcome, waited_s=time.monotonic() - started)
+        return PulseOutcome(compartment, receipt, time.monotonic() - started,
+                            receipt.duration_s)

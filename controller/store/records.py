@@ -11,7 +11,7 @@ from __future__ import annotations
 import base64
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -22,7 +22,6 @@ __all__ = [
     "AlreadySeen",
     "AuditEntry",
     "Boot",
-    "CommandFinish",
     "CommandRecord",
     "Delivered",
     "Event",
@@ -206,17 +205,6 @@ class NewEvent:
     data: Mapping[str, Any]
     at: Timestamp
     compartment: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class CommandFinish:
-    """A command's reply, stored with a commit of events (:meth:`Store.commit_finishing`)
-    exactly as :meth:`Store.finish_command` stores it: the first reply wins, and the
-    pulse intents of ``unpulsed`` compartments are dropped."""
-
-    command_id: str
-    reply: Mapping[str, Any]
-    unpulsed: Sequence[str] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -97,7 +97,6 @@ from controller.store.records import (
     AlreadySeen,
     AuditEntry,
     Boot,
-    CommandFinish,
     CommandRecord,
     Delivered,
     Event,
@@ -668,8 +667,8 @@ class Store:
         StoreUnavailable. After StoreUnavailable the event may or may not be committed;
         appending it again can at worst give dispatch one event twice under two ids.
         """
-        events, _ = await self._commit("append", [NewEvent(kind, data, at, compartment)],
-                                       {}, {})
+        events = await self._commit("append", [NewEvent(kind, data, at, compartment)],
+                                    {}, {})
         return events[0]
 
     async def commit(
@@ -690,27 +689,8 @@ class Store:
         (see ``docs/decisions/0004-redis-durability.md``). Errors as :meth:`append`; an
         empty ``events`` only writes the states.
         """
-        committed, _ = await self._commit("commit", list(events), dict(compartments or {}),
-                                          dict(doors or {}))
-        return committed
-
-    async def commit_finishing(
-        self,
-        events: Sequence[NewEvent],
-        *,
-        compartments: Mapping[str, Mapping[str, Any]] | None = None,
-        doors: Mapping[str, Mapping[str, Any]] | None = None,
-        finishes: Sequence[CommandFinish] = (),
-    ) -> tuple[list[Event], list[dict[str, Any] | None]]:
-        """:meth:`commit`, and in the same transaction the replies of ``finishes`` stored
-        as :meth:`finish_command` stores them: one fsync for a door command's pulse outcome
-        and its reply. Returns the events and, per finish, the reply now on record (this
-        one, or an earlier one: the first reply wins), or None when the command has no
-        record (never begun, expired): nothing is written for it then, the events are
-        committed all the same, and :meth:`finish_command` says why. Errors as
-        :meth:`append`."""
         return await self._commit("commit", list(events), dict(compartments or {}),
-                                  dict(doors or {}), list(finishes))
+                                  dict(doors or {}))
 
     async def _commit(
         self,
@@ -718,12 +698,10 @@ class Store:
         drafts: list[NewEvent],
         compartments: dict[str, Mapping[str, Any]],
         doors: dict[str, Mapping[str, Any]],
-        finishes: list[CommandFinish] | None = None,
-    ) -> tuple[list[Event], list[dict[str, Any] | None]]:
+    ) -> list[Event]:
         self._check_open(op)
-        finishes = finishes or []
-        if not drafts and not compartments and not doors and not finishes:
-            return [], []
+        if not drafts and not compartments and not doors:
+            return []
         boot_id = self.boot_id
         if drafts and boot_id is None:
             raise StoreDataError("no boot id: call new_boot() or connect(boot_id=...)", op=op)
@@ -746,28 +724,14 @@ class Store:
                     for cid, v in doors.items()}
         keys = self._keys
         uptime_ms = max(0, int(self._uptime_ms()))
-        # As finish_command prepares them: (key, reply copy, reply JSON, intents dropped).
-        closing = []
-        for finish in finishes:
-            command_id = check_id(finish.command_id, "command id", op=op)
-            reply_copy = _json_object(finish.reply, "reply", op)
-            closing.append((command_id, keys.command(command_id), reply_copy,
-                            _dumps(reply_copy, "reply", op),
-                            [f"pulse:{check_id(c, 'compartment', op=op)}"
-                             for c in finish.unpulsed]))
-        finished_at = self._now_iso(op) if closing else ""
 
         checks = ((keys.pending, "zset"), (keys.compartments, "hash"), (keys.doors, "hash"))
 
-        async def plan(pipe: Pipeline) -> _Plan[tuple[list[Event],
-                                                     list[dict[str, Any] | None]]]:
+        async def plan(pipe: Pipeline) -> _Plan[list[Event]]:
             # The reads in one round trip, on another pooled connection: they follow the
             # WATCH, so any change after them still makes EXEC fail (and start over).
             seq_raw, *types = await self._read_batch(
-                lambda b: [b.get(keys.seq), *(b.type(key) for key, _ in checks),
-                           *(b.hmget(key, ["state", "reply"]) for _c, key, *_ in closing)])
-            records = types[len(checks):]
-            types = types[:len(checks)]
+                lambda b: [b.get(keys.seq), *(b.type(key) for key, _ in checks)])
             seq = int(seq_raw or 0)
             # Redis runs every command of a MULTI even when one fails: a key of the wrong
             # type would let the events through while the states they report fail, and
@@ -790,22 +754,6 @@ class Store:
                     cabinet=self.cabinet_id, compartment=compartment, data=payload,
                     cabinet_clock=reading,
                 ))
-            # The replies, as finish_command decides: the first reply wins; no record,
-            # nothing written (the caller's finish_command says why).
-            replies: list[dict[str, Any] | None] = []
-            writes = []
-            for (command_id, key, reply_copy, reply_raw, gone), (state, first) in zip(
-                    closing, records, strict=True):
-                if state is None:
-                    replies.append(None)
-                elif state == "done" and first is not None:
-                    stored = _loads(first, "reply", op)
-                    replies.append(stored if isinstance(stored, dict) else {"value": stored})
-                else:
-                    replies.append(reply_copy)
-                    writes.append((command_id, key, reply_raw, gone))
-            if not out and not state_raw and not door_raw and not writes:
-                return _Done(([], replies))
             pipe.multi()
             if out:
                 pipe.set(keys.seq, seq)
@@ -816,17 +764,10 @@ class Store:
                 pipe.hset(keys.compartments, mapping=state_raw)
             if door_raw:
                 pipe.hset(keys.doors, mapping=door_raw)
-            for command_id, key, reply_raw, gone in writes:
-                if gone:
-                    pipe.hdel(key, *gone)
-                pipe.hset(key, mapping={"state": "done", "reply": reply_raw,
-                                        "finished_at": finished_at})
-                pipe.zrem(keys.commands_open, command_id)
-            return _Write(lambda _results: (out, replies))
+            return _Write(lambda _results: out)
 
         async with self._append_lock:
-            return await self._transaction(
-                op, [keys.seq, *(key for _c, key, *_ in closing)], plan)
+            return await self._transaction(op, [keys.seq], plan)
 
     async def pending(self, limit: int = 100, *, after_seq: int = 0) -> list[Event]:
         """Up to ``limit`` unacknowledged events with ``seq > after_seq``, in sequence
@@ -845,42 +786,6 @@ class Store:
         raws = await self._call(op, read)
         # A None is an event acknowledged between the two reads: it is no longer pending.
         return [Event.from_dict(_loads(raw, "event", op), op=op) for raw in raws if raw is not None]
-
-    async def outbox_head(self, limit: int = 100) -> tuple[list[Event], int | None]:
-        """The first ``limit`` unacknowledged events, in sequence order, and how far the
-        read knows the whole outbox: a sequence number such that every event up to it is
-        among those returned or already acknowledged, or None when there may be more
-        pending events than ``limit``.
-
-        Events are committed in sequence order, so what a read sees is a prefix: the
-        number is the larger of the sequence counter (read first, in the same round trip)
-        and the last pending seq seen. The outbox pump takes the events committed after
-        it from its own process's sink, and knows when a run handed over does not follow
-        on (another writer, a lost hand-over).
-        """
-        op = "outbox_head"
-        limit = _check_limit(limit, op)
-        keys = self._keys
-
-        async def read(c: Any) -> tuple[int | None, list[Any]]:
-            # The counter first: an event committed between the two reads shows up in the
-            # second, never only in the first.
-            async with c.pipeline(transaction=False) as batch:
-                batch.get(keys.seq)
-                batch.zrangebyscore(keys.pending, "-inf", "+inf", start=0, num=limit,
-                                    withscores=True)
-                last_raw, rows = await batch.execute()
-            known: int | None = None
-            if len(rows) < limit:
-                known = max([int(last_raw or 0), *(int(score) for _i, score in rows)])
-            if not rows:
-                return known, []
-            return known, list(await c.mget([keys.event(i) for i, _score in rows]))
-
-        known, raws = await self._call(op, read)
-        # A None is an event acknowledged between the two reads: it is no longer pending.
-        return ([Event.from_dict(_loads(raw, "event", op), op=op)
-                 for raw in raws if raw is not None], known)
 
     async def depth(self) -> int:
         """Number of events waiting for an acknowledgement."""

@@ -18,9 +18,6 @@ class _EmptyOutbox:
     async def pending(self, limit: int) -> list[Any]:
         return []
 
-    async def outbox_head(self, limit: int) -> tuple[list[Any], int | None]:
-        return [], 0
-
     async def ack(self, event_id: str) -> None:
         raise AssertionError("nothing to ack")
 

@@ -10,9 +10,7 @@ import pytest
 
 from controller.store import (
     AlreadySeen,
-    CommandFinish,
     NewCommand,
-    NewEvent,
     Store,
     StoreDataError,
     UnknownCommand,
@@ -163,49 +161,3 @@ async def test_default_retention_is_a_day_and_finishing_keeps_it(store: Store, r
 async def test_bad_arguments_are_refused(store: Store, call: Any) -> None:
     with pytest.raises(StoreDataError):
         await call(store)
-
-
-async def test_a_reply_committed_with_events_is_stored_as_finish_command_stores_it(
-    open_store: OpenStore, raw: Any
-) -> None:
-    """commit_finishing: the events, and the reply exactly as finish_command would leave
-    the record (fields, open-commands index, expiry, intents dropped), in one EXEC."""
-    alone = await open_store(cabinet="cab-a")
-    merged = await open_store(cabinet="cab-b")
-    reply = {"ok": True, "result": {"compartment": "A01"}}
-    for store in (alone, merged):
-        await store.begin_command("c-1", "d", EXPIRES, pulse="A01")
-        await store.record_pulse_intent("c-1", "A02")
-    await alone.append("unlock_pulse_acked", {"n": 1}, at=0, compartment="A01")
-    assert await alone.finish_command("c-1", reply, unpulsed=["A02"]) == reply
-    events, replies = await merged.commit_finishing(
-        [NewEvent("unlock_pulse_acked", {"n": 1}, 0, "A01")],
-        finishes=[CommandFinish("c-1", reply, unpulsed=["A02"])])
-    assert [e.kind for e in events] == ["unlock_pulse_acked"]
-    assert replies == [reply]
-    fields = [await raw.hgetall(f"locker:{cab}:cmd:c-1") for cab in ("cab-a", "cab-b")]
-    for record in fields:
-        record.pop("boot_id")  # two stores, two boots
-    assert fields[0] == fields[1]
-    assert "pulse:A01" in fields[1]
-    assert "pulse:A02" not in fields[1]
-    assert await raw.pttl("locker:cab-b:cmd:c-1") > 0
-    assert await raw.zcard("locker:cab-b:commands:open") == 0
-    assert await merged.unfinished_commands() == []
-    assert [e.kind for e in await merged.pending()] == ["unlock_pulse_acked"]
-
-
-async def test_a_reply_committed_with_events_keeps_the_first_reply(store: Store) -> None:
-    await store.begin_command("c-1", "d", EXPIRES)
-    first = await store.finish_command("c-1", {"ok": True, "n": 1})
-    events, replies = await store.commit_finishing(
-        [NewEvent("k", {}, 0)],
-        finishes=[CommandFinish("c-1", {"ok": True, "n": 2}),
-                  CommandFinish("never-begun", {"ok": True})])
-    # The first reply stays; an unknown command writes nothing; the events go in anyway.
-    assert replies == [first, None]
-    assert [e.seq for e in events] == [1]
-    record = await store.get_command("c-1")
-    assert record is not None
-    assert record.reply == first
-    assert await store.get_command("never-begun") is None

@@ -129,21 +129,6 @@ async def test_pending_limit_and_paging(store: Store) -> None:
         await store.pending(5, after_seq=-1)
 
 
-async def test_outbox_head_says_how_far_it_knows_the_outbox(store: Store) -> None:
-    assert await store.outbox_head(5) == ([], 0)
-    events = [await store.append("k", {}, at=AT) for _ in range(7)]
-    assert await store.outbox_head(3) == (events[:3], None)  # there may be more
-    assert await store.outbox_head(7) == (events, None)
-    assert await store.outbox_head(8) == (events, 7)
-    await store.ack_many([e.id for e in events])
-    # Everything acknowledged: the counter still says how far the outbox went.
-    assert await store.outbox_head(8) == ([], 7)
-    later = await store.append("k", {}, at=AT)
-    assert await store.outbox_head(8) == ([later], 8)
-    with pytest.raises(StoreDataError):
-        await store.outbox_head(0)
-
-
 async def test_seq_continues_after_everything_was_acked(store: Store) -> None:
     for _ in range(3):
         await store.ack((await store.append("k", {}, at=AT)).id)
