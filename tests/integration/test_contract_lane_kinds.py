@@ -83,10 +83,13 @@ async def _run(rig: LaneRig, dispatch: DispatchClient) -> None:
     assert reply["ok"], reply
     for code, step in ((deposit, "place_parcel"), (collect, "remove_parcel")):
         await ctl.acall("pull_when_released", compartment="A05")
+        start = len(dispatch.messages)
         await ctl.acall("scan", code=code)
         await wait_until(lambda: door_open("A05"), "A05 open")
         await ctl.acall(step, compartment="A05")
-        await asyncio.sleep(0.4)  # the occupancy sensor sees it
+        # The daemon has seen the door open before it closes: a door closed again within
+        # a poll on a loaded machine would be a movement nobody saw.
+        await wait_event(dispatch, "door_opened", "A05", timeout_s=30, start=start)
         await ctl.acall("close", compartment="A05")
         await wait_event(dispatch, "door_closed", "A05", start=len(dispatch.messages) - 1)
         await asyncio.sleep(0.3)  # the lock's cooldown
@@ -94,8 +97,9 @@ async def _run(rig: LaneRig, dispatch: DispatchClient) -> None:
 
     # A guesser spends the scanner's budget; a refusal of the same second is coalesced.
     mark = len(dispatch.messages)
-    for wrong in ("1111111111", "2222222222", "3333333333", "4444444444"):
-        await ctl.acall("scan", code=wrong)
+    # All at once: on a loaded machine, one after the other could span more than a second.
+    await asyncio.gather(*(ctl.acall("scan", code=wrong) for wrong in (
+        "1111111111", "2222222222", "3333333333", "4444444444")))
     await wait_until(_alarm(dispatch, "alarm_raised", "code_guessing", mark), "guessing")
     await wait_event(dispatch, "code_rejections_coalesced", None, start=mark)
     cleared = await dispatch.command("clear_lane_lockout", {"lane": "lane-1",
