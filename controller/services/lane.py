@@ -72,6 +72,17 @@ class _Busy:
     seen_open: bool = False
 
 
+def _honour_cancel() -> None:
+    """Raise CancelledError if this task was asked to stop. Python 3.11's
+    ``asyncio.wait_for``, which redis-py wraps around every command it sends, returns the
+    answer and drops the cancellation when both arrive together: a lane loop cancelled
+    while it was writing an alarm or an event would carry on, and its ``run()`` (the
+    daemon's stop, a supervisor restart) would wait for ever."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
 # -- the service ----------------------------------------------------------------------
 
 
@@ -317,6 +328,7 @@ class LaneService:
                 await self._on_scan(event)
             except StoreError as exc:
                 log.warning("scanner event not stored", extra={"ctx": {"error": str(exc)}})
+            _honour_cancel()
 
     async def _on_scan(self, event: object) -> None:
         kind = type(event).__name__
@@ -337,6 +349,7 @@ class LaneService:
         while True:
             key, value, wall = await self._edges.get()
             await self._on_input(key, value, wall)
+            _honour_cancel()
 
     async def _on_input(self, key: str, value: bool, wall: float) -> None:
         lane = {"lane": self.lane_id}
@@ -358,6 +371,7 @@ class LaneService:
     async def _tick_loop(self) -> None:
         while True:
             await self.tick()
+            _honour_cancel()
             await asyncio.sleep(self._tick_s)
 
     async def tick(self) -> None:

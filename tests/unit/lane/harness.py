@@ -130,6 +130,8 @@ class Lane:
         self.offset = 0.0
         self.wall_step = 0.0
         self.events: list[PendingEvent] = []
+        #: Awaited before each emit reaches the store (a test holds a write there).
+        self.emit_gate: Callable[[], Awaitable[None]] | None = None
 
     def now(self) -> Now:
         return Now(time.monotonic() + self.offset, self.wall())
@@ -189,6 +191,8 @@ class Lane:
     async def emit(self, events: Sequence[Emitted | PendingEvent]) -> object:
         for e in events:
             self.events.append(e if isinstance(e, PendingEvent) else PendingEvent.of(e))
+        if self.emit_gate is not None:
+            await self.emit_gate()
         return await self.sink.emit(events)
 
     async def close(self, *, keep_store: bool = False) -> None:

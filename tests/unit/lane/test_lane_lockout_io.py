@@ -195,6 +195,52 @@ async def test_an_input_active_at_start_is_an_incident() -> None:
         await built.close()
 
 
+def swallowing_write(lane: Lane) -> asyncio.Event:
+    """The next store writes of ``lane`` hang until cancelled, then return normally: what
+    Python 3.11's ``asyncio.wait_for`` (inside redis-py) does when the cancellation and
+    the answer arrive together. Returns the event set once a write is held."""
+    held = asyncio.Event()
+
+    async def gate() -> None:
+        held.set()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.Event().wait()
+
+    lane.emit_gate = gate
+    return held
+
+
+async def stops_when_cancelled(lane: Lane, held: asyncio.Event) -> None:
+    task = asyncio.get_running_loop().create_task(lane.lane.run())
+    try:
+        await until(held.is_set, "a store write held")
+        task.cancel()
+        done, _ = await asyncio.wait({task}, timeout=2.0)
+        assert done, "the lane kept running after it was cancelled"
+        assert task.cancelled()
+    finally:
+        lane.emit_gate = None
+        while not task.done():
+            task.cancel()
+            await asyncio.wait({task}, timeout=0.5)
+
+
+async def test_a_lane_cancelled_while_raising_an_alarm_stops() -> None:
+    """The edge loop: the tamper alarm of an input active at start is being written."""
+    from drivers.gpio.mock import MockGpio
+
+    gpio = MockGpio(pins=32)
+    for key in ("vehicle", "help", "mains_fail", "tamper"):
+        gpio.pin(PINS[key]).drive(True)  # the panel is open already
+    built = await Lane.create(gpio=gpio)
+    try:
+        held = swallowing_write(built)
+        await stops_when_cancelled(built, held)
+        assert built.alarms("tamper") == ["alarm_raised"]
+    finally:
+        await built.close()
+
+
 async def test_help_button_vehicle_light_and_buzzer(lane: Lane) -> None:
     async with running(lane):
         green = lane.gpio.pin(PINS["light_green"])  # type: ignore[union-attr]
