@@ -41,7 +41,7 @@ from controller.services.codecheck import (
     LaneFeedback,
 )
 from controller.services.lane_alarms import Emit, LaneAlarms
-from controller.services.reporting import PendingEvent
+from controller.services.reporting import PendingEvent, honour_cancel
 from controller.services.unlock import UnlockService
 from controller.settings import Settings
 from controller.store import Store
@@ -70,17 +70,6 @@ class _Busy:
     compartment: str
     until_mono: float
     seen_open: bool = False
-
-
-def _honour_cancel() -> None:
-    """Raise CancelledError if this task was asked to stop. Python 3.11's
-    ``asyncio.wait_for``, which redis-py wraps around every command it sends, returns the
-    answer and drops the cancellation when both arrive together: a lane loop cancelled
-    while it was writing an alarm or an event would carry on, and its ``run()`` (the
-    daemon's stop, a supervisor restart) would wait for ever."""
-    task = asyncio.current_task()
-    if task is not None and task.cancelling():
-        raise asyncio.CancelledError
 
 
 # -- the service ----------------------------------------------------------------------
@@ -328,7 +317,7 @@ class LaneService:
                 await self._on_scan(event)
             except StoreError as exc:
                 log.warning("scanner event not stored", extra={"ctx": {"error": str(exc)}})
-            _honour_cancel()
+            honour_cancel()
 
     async def _on_scan(self, event: object) -> None:
         kind = type(event).__name__
@@ -349,7 +338,7 @@ class LaneService:
         while True:
             key, value, wall = await self._edges.get()
             await self._on_input(key, value, wall)
-            _honour_cancel()
+            honour_cancel()
 
     async def _on_input(self, key: str, value: bool, wall: float) -> None:
         lane = {"lane": self.lane_id}
@@ -371,7 +360,7 @@ class LaneService:
     async def _tick_loop(self) -> None:
         while True:
             await self.tick()
-            _honour_cancel()
+            honour_cancel()
             await asyncio.sleep(self._tick_s)
 
     async def tick(self) -> None:

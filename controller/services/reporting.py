@@ -420,10 +420,12 @@ def event_payload(event: Event) -> bytes:
     )
 
 
-def _honour_cancel() -> None:
+def honour_cancel() -> None:
     """Raise CancelledError if this task was asked to stop: a cancellation that a library
     call swallowed on the way (seen with a stop arriving mid-publish) must still end the
-    loop, or the daemon's stop (and an ``apply_config`` restart) waits for ever."""
+    loop, or the daemon's stop (and an ``apply_config`` restart) waits for ever. Python
+    3.11's ``asyncio.wait_for``, which redis-py wraps around every command it sends,
+    returns the answer and drops the cancellation when both arrive together."""
     task = asyncio.current_task()
     if task is not None and task.cancelling():
         raise asyncio.CancelledError
@@ -475,7 +477,7 @@ class OutboxPump:
     async def run(self) -> None:
         """Until cancelled: drain the outbox whenever there is something and a broker."""
         while True:
-            _honour_cancel()
+            honour_cancel()
             await self._wait_connected()
             # Cleared before reading: an event committed from here on sets it again, so a
             # short batch needs no second read to know the outbox is empty.
@@ -492,7 +494,7 @@ class OutboxPump:
                 continue
             if drained >= self._batch or (drained and self._wake.is_set()):
                 continue
-            _honour_cancel()
+            honour_cancel()
             with contextlib.suppress(TimeoutError):
                 # Re-check now and then: an event committed by another process, or a wake
                 # lost to a race, is still published. asyncio.timeout, not wait_for: on
