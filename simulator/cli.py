@@ -263,9 +263,19 @@ def _fleet(options: Sequence[str], module: str = FLEET_MODULE) -> int:
             "installed in this Python environment: install the locker-controller package "
             "(pip install locker-controller[sim]) and try again")
         return 2
+    # Its own session: Ctrl-C reaches this process only, which passes it on once and waits
+    # for the fleet to stop its broker, store and hosts (a second Ctrl-C kills it).
+    child = subprocess.Popen([sys.executable, "-m", module, "run", *options],
+                             start_new_session=True)
     try:
-        return subprocess.call([sys.executable, "-m", module, "run", *options])
+        return child.wait()
     except KeyboardInterrupt:
+        child.send_signal(signal.SIGINT)
+        try:
+            child.wait(timeout=180)
+        except (KeyboardInterrupt, subprocess.TimeoutExpired):
+            child.kill()
+            child.wait()
         return 130
 
 

@@ -55,7 +55,7 @@ from pathlib import Path
 from typing import Any
 
 from controller.contract.topics import CabinetTopics
-from controller.dispatch import DispatchClient, Gap
+from controller.dispatch import BrokerError, DispatchClient, Gap
 from controller.lab.rig import (
     DEFAULT_TEMPLATE,
     _Proc,
@@ -136,7 +136,9 @@ class FleetReport:
     @property
     def promises_kept(self) -> bool:
         s = self.summary
-        return bool(s["commands_unanswered"] == 0 and s["events_missing"] == 0
+        # A run that sent nothing proved nothing: it does not pass.
+        return bool(s["commands_sent"] > 0 and s["commands_answered"] == s["commands_sent"]
+                    and s["commands_unanswered"] == 0 and s["events_missing"] == 0
                     and s["events_unique"] == s["events_expected"])
 
     def as_dict(self) -> dict[str, Any]:
@@ -832,36 +834,70 @@ def render(report: FleetReport) -> None:
                   if report.promises_kept else "[red]promises NOT kept[/red]")
 
 
-def _options(args: argparse.Namespace) -> FleetOptions:
+def _options(args: argparse.Namespace, parser: argparse.ArgumentParser) -> FleetOptions:
+    if args.silent_boards is None:
+        args.silent_boards = min(2, args.cabinets)
+    elif args.silent_boards > args.cabinets:
+        parser.error(f"--silent-boards {args.silent_boards} is more than --cabinets "
+                     f"{args.cabinets}")
+    if args.broker is not None and args.broker_down:
+        parser.error("--broker-down needs the fleet's own broker: with --broker, restart "
+                     "your broker yourself during the run")
     return FleetOptions(
-        cabinets=args.cabinets, hosts=args.hosts, rounds=args.rounds, think_s=args.think,
-        spread_s=args.spread,
-        poll_s=args.poll, protocol=args.protocol, broker_restart=not args.no_broker_restart,
+        cabinets=args.cabinets, hosts=min(args.hosts, args.cabinets), rounds=args.rounds,
+        think_s=args.think, spread_s=args.spread, poll_s=args.poll, protocol=args.protocol,
+        # The fleet cannot restart a broker it did not start: the report must not say so.
+        broker_restart=not args.no_broker_restart and args.broker is None,
         broker_down_s=args.broker_down,
         silent_boards=args.silent_boards, workdir=args.workdir, broker=args.broker)
 
 
+def _number(kind: type, low: float, high: float, *, low_open: bool = False) -> Any:
+    """An argparse type: a finite ``kind`` in [low, high] (or (low, high])."""
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if value != value or not (low < value if low_open else low <= value) or value > high:
+            side = "(" if low_open else "["
+            raise argparse.ArgumentTypeError(f"{text} is not in {side}{low:g}, {high:g}]")
+        return value
+    parse.__name__ = kind.__name__
+    return parse
+
+
+def _broker_address(text: str) -> str:
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise argparse.ArgumentTypeError(f"HOST:PORT, e.g. 127.0.0.1:1883, got {text!r}")
+    return text
+
+
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--cabinets", type=int, default=200, help="how many (default 200)")
-    parser.add_argument("--hosts", type=int, default=1,
-                        help="processes the cabinets share (default 1: one interpreter)")
-    parser.add_argument("--rounds", type=int, default=2, help="orders per cabinet")
-    parser.add_argument("--think", type=float, default=4.0,
+    parser.add_argument("--cabinets", type=_number(int, 1, 5000), default=200,
+                        help="how many (default 200)")
+    parser.add_argument("--hosts", type=_number(int, 1, 64), default=1,
+                        help="processes the cabinets share (default 1: one interpreter; at "
+                        "most one per cabinet)")
+    parser.add_argument("--rounds", type=_number(int, 1, 100), default=2,
+                        help="orders per cabinet")
+    parser.add_argument("--think", type=_number(float, 0, 3600), default=4.0,
                         help="seconds between a cabinet's orders (default 4)")
-    parser.add_argument("--spread", type=float, default=20.0,
+    parser.add_argument("--spread", type=_number(float, 0, 3600), default=20.0,
                         help="the cabinets' first orders are spread over this many seconds "
                         "(default 20)")
-    parser.add_argument("--poll", type=float, default=1.0,
+    parser.add_argument("--poll", type=_number(float, 0.05, 60), default=1.0,
                         help="each cabinet's board poll interval, s (default 1.0)")
     parser.add_argument("--protocol", type=int, choices=(5, 311), default=5)
     parser.add_argument("--no-broker-restart", action="store_true",
                         help="skip the broker restart fault")
-    parser.add_argument("--broker-down", type=float, default=0.0, metavar="S",
+    parser.add_argument("--broker-down", type=_number(float, 0, 600), default=0.0, metavar="S",
                         help="keep the broker stopped S seconds before starting it again "
                         "(default 0: stopped and started at once, as a service restart)")
-    parser.add_argument("--silent-boards", type=int, default=2,
+    parser.add_argument("--silent-boards", type=_number(int, 0, 5000), default=None,
                         help="cabinets whose sensor board goes silent a while (default 2)")
-    parser.add_argument("--broker", metavar="HOST:PORT", default=None,
+    parser.add_argument("--broker", metavar="HOST:PORT", default=None, type=_broker_address,
                         help="use this broker (or cluster) instead of starting a mosquitto; "
                         "no broker restart then: restart a node yourself during the run")
     parser.add_argument("--workdir", type=Path, default=None,
@@ -887,7 +923,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "host":
         _raise_fd_limit()
         return asyncio.run(_host(args.workdir, args.cabinets))
-    options = _options(args)
+    options = _options(args, parser)
     progress = None if args.json else (lambda text: print(text, file=sys.stderr))
     try:
         report = asyncio.run(run_fleet(options, progress=progress))
@@ -895,6 +931,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         # A missing mosquitto or redis-server, a host that did not start.
         print(f"fleet: {exc}", file=sys.stderr)
         return 2
+    except (BrokerError, OSError) as exc:
+        # --broker HOST:PORT that refuses or does not answer.
+        print(f"fleet: broker {options.broker or ''}: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:  # the broker, the store and the hosts are stopped by now
+        print("fleet: interrupted", file=sys.stderr)
+        return 130
     if args.json:
         print(json.dumps(report.as_dict(), indent=2))
     else:

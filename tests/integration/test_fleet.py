@@ -80,3 +80,47 @@ async def test_fleet_against_a_broker_it_did_not_start(tmp_path: Path) -> None:
     assert report.promises_kept
     assert report.summary["commands_ok"] == report.summary["commands_sent"]
     assert all(row["reconnects"] == 0 for row in report.cabinets)
+
+
+def test_ctrl_c_stops_the_fleet_and_everything_it_started(tmp_path: Path) -> None:
+    """Ctrl-C on ``locker-sim fleet``: the fleet stops its hosts, broker and store (they
+    run in sessions of their own, so nothing else would), and the command ends with 130."""
+    import os
+    import signal
+    import time
+
+    workdir = tmp_path / "fleet"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "simulator.cli", "fleet", "--cabinets", "2", "--rounds", "1",
+         "--workdir", str(workdir)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        assert proc.stderr is not None
+        for line in proc.stderr:  # bounded: the fleet ends by itself within minutes
+            if "scenario running" in line:
+                break
+        proc.send_signal(signal.SIGINT)  # what the terminal sends to the foreground command
+        assert proc.wait(180) == 130
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+
+    def ours() -> list[str]:
+        found = []
+        for pid in os.listdir("/proc"):
+            if not pid.isdigit():
+                continue
+            try:
+                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+                cwd = os.readlink(f"/proc/{pid}/cwd")
+            except OSError:
+                continue
+            if str(workdir).encode() in cmdline or cwd.startswith(str(workdir)):
+                found.append(f"{pid}: {cmdline.decode(errors='replace')}")
+        return found
+
+    deadline = time.monotonic() + 30
+    while ours() and time.monotonic() < deadline:  # bounded by the deadline
+        time.sleep(0.2)
+    assert ours() == []
