@@ -312,8 +312,7 @@ class Daemon:
                         for name, factory in self._long_running().items()
                     ]
                     await self._stop.wait()
-                    for task in tasks:
-                        task.cancel()
+                    await _cancel_all(tasks)
             finally:
                 self.notifier.stopping()
                 with contextlib.suppress(Exception):
@@ -532,3 +531,23 @@ class Daemon:
                 health.show(self.model.snapshot()["boards"], self.link.snapshot().connected,
                             self.sink.alarms.active())
             await asyncio.sleep(interval or HEALTH_EVERY_S)
+
+
+async def _cancel_all(tasks: list[asyncio.Task[Any]], every_s: float = 3.0,
+                      rounds: int = 10) -> None:
+    """Cancel ``tasks``, and again every ``every_s`` those still running, at most
+    ``rounds`` times. A cancellation can be lost on the way: Python 3.11's
+    ``asyncio.wait_for``, which redis-py wraps around every command it sends, returns the
+    answer and drops the cancellation when both arrive together, and the loop around it
+    would go on for ever (the daemon's stop, an ``apply_config`` restart). The interval
+    leaves a task's own clean-up on cancellation the time to finish."""
+    for task in tasks:
+        task.cancel()
+    for _ in range(rounds):
+        running = [task for task in tasks if not task.done()]
+        if not running:
+            return
+        await asyncio.wait(running, timeout=every_s)
+        for task in running:
+            if not task.done():
+                task.cancel()

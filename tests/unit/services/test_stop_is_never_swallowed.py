@@ -64,3 +64,31 @@ async def test_a_cancel_a_library_swallowed_still_ends_the_pump() -> None:
     assert swallowed.is_set()
     assert task in done, "the pump ran on after its cancellation was swallowed"
     assert task.cancelled()
+
+
+async def test_the_daemon_stop_asks_again_a_task_that_lost_its_cancellation() -> None:
+    """Any of the daemon's loops can lose a cancellation inside a library call; the stop
+    cancels again the tasks still running, so it ends (here within two rounds)."""
+    from controller.daemon.app import _cancel_all
+
+    lost = 0
+
+    async def loop_that_loses_one() -> None:
+        nonlocal lost
+        while True:  # bounded: ends at the second cancellation
+            try:
+                await asyncio.sleep(0.01)
+            except asyncio.CancelledError:
+                if lost:
+                    raise
+                lost += 1  # as wait_for does when the answer and the cancel meet
+                asyncio.current_task().uncancel()  # type: ignore[union-attr]
+
+    async def plain() -> None:
+        await asyncio.Event().wait()
+
+    tasks = [asyncio.ensure_future(loop_that_loses_one()), asyncio.ensure_future(plain())]
+    await asyncio.sleep(0.05)
+    await _cancel_all(tasks, every_s=0.1, rounds=5)
+    assert all(task.done() for task in tasks)
+    assert lost == 1
