@@ -23,8 +23,9 @@ per cabinet (persistent session, reconnection, signed commands), running the sce
 At the end dispatch waits for every cabinet's outbox to drain, compares what it received
 with each cabinet's last sequence number, and reports: commands sent and answered, reply
 latency p50/p99, events received, duplicates dropped, gaps, and per-cabinet problems
-(``--json`` for machines). The exit code is 0 when every command was answered and every
-event arrived once after dedupe, else 1.
+(``--json`` for machines). The exit code is 0 when commands were sent, every one was
+answered and every event arrived once after dedupe, else 1; 2 for a bad option or a broker
+out of reach; 130 after Ctrl-C (the hosts, broker and store it started are stopped).
 
 Run::
 
