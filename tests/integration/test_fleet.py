@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from controller.lab.fleet import FleetOptions, run_fleet
+from tests.support.services import sigint_as_a_terminal
 
 pytestmark = pytest.mark.integration
 
@@ -93,7 +94,8 @@ def test_ctrl_c_stops_the_fleet_and_everything_it_started(tmp_path: Path) -> Non
     proc = subprocess.Popen(
         [sys.executable, "-m", "simulator.cli", "fleet", "--cabinets", "2", "--rounds", "1",
          "--workdir", str(workdir)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True,
+        preexec_fn=sigint_as_a_terminal)  # even when this suite runs as a background job
     try:
         assert proc.stderr is not None
         for line in proc.stderr:  # bounded: the fleet ends by itself within minutes

@@ -17,7 +17,8 @@ from pathlib import Path
 
 from controller.lab.rig import free_port, mosquitto_argv, redis_argv, wait_for_port
 
-__all__ = ["MosquittoProcess", "RedisProcess", "free_port", "wait_for_port"]
+__all__ = ["MosquittoProcess", "RedisProcess", "free_port", "sigint_as_a_terminal",
+           "wait_for_port"]
 
 
 class _Service:
@@ -150,3 +151,11 @@ class RedisProcess(_Service):
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
+
+
+def sigint_as_a_terminal() -> None:
+    """``preexec_fn`` for a child a test will interrupt with SIGINT (Ctrl-C): its default
+    disposition, as under a terminal. A suite started as a background job of a
+    non-interactive shell runs with SIGINT ignored, every child inherits that, and a
+    Python started so never installs its KeyboardInterrupt handler."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
