@@ -132,6 +132,21 @@ async def _store_figures(rig: LaneRig) -> tuple[int, int]:
         await store.close()
 
 
+def _settled(rig: Any, collector: Any, drain_s: float) -> tuple[int, int, list[Any]]:
+    """The store's last seq and outbox depth once everything is delivered (the outbox
+    empty and its last event received), or as they are at the deadline: a restarted
+    daemon commits start-up events of its own after the backlog, so one read right away
+    can find one still on its way."""
+    deadline = time.monotonic() + drain_s
+    while True:  # bounded by the deadline
+        last_seq, depth = asyncio.run(_store_figures(rig))
+        received = collector.snapshot()
+        if (depth == 0 and last_seq in {p.get("seq") for _, p in received}) \
+                or time.monotonic() >= deadline:
+            return last_seq, depth, received
+        time.sleep(0.1)
+
+
 def _truth_doors(rig: LaneRig) -> tuple[int, int]:
     opened = forced = closed = 0
     for kind in ("door_opened", "door_forced", "door_closed"):
@@ -196,9 +211,7 @@ def scenario(crash: bool, outage_s: float, before_s: float, after_s: float, step
                 if depth == 0 and last_seq in seen:
                     break
                 time.sleep(0.25)
-            time.sleep(1.0)  # anything still in flight
-            received = collector.snapshot()
-            last_seq, depth = asyncio.run(_store_figures(rig))
+            last_seq, depth, received = _settled(rig, collector, drain_s)
             collector.stop()
         finally:
             rig.close()
@@ -279,9 +292,7 @@ def catch_up(backlog: int, kill: bool, drain_s: float) -> dict[str, Any]:
                         break
                 time.sleep(0.02)
             cpu += cpu_ms(rig.daemon.pid) - cpu_at
-            time.sleep(1.0)
-            received = collector.snapshot()
-            final_seq, depth = asyncio.run(_store_figures(rig))
+            final_seq, depth, received = _settled(rig, collector, drain_s)
             collector.stop()
         finally:
             rig.close()
