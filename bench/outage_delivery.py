@@ -203,14 +203,6 @@ def scenario(crash: bool, outage_s: float, before_s: float, after_s: float, step
             activity.stop()
             time.sleep(0.5)
             truth_open, truth_closed = _truth_doors(rig)
-            deadline = time.monotonic() + drain_s
-            last_seq = depth = -1
-            while time.monotonic() < deadline:
-                last_seq, depth = asyncio.run(_store_figures(rig))
-                seen = {p.get("seq") for _, p in collector.snapshot()}
-                if depth == 0 and last_seq in seen:
-                    break
-                time.sleep(0.25)
             last_seq, depth, received = _settled(rig, collector, drain_s)
             collector.stop()
         finally:
