@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from datetime import UTC, datetime
@@ -47,9 +48,11 @@ def iso(ts: float) -> datetime:
 
 
 class PendingEvent:
-    """An event waiting to be committed: kind, compartment, data and wall time."""
+    """An event waiting to be committed: kind, compartment, data and wall time, and the
+    id it will be committed under, drawn once, so that a commit retried after its
+    outcome was lost (Redis gone after EXEC) does not commit it twice."""
 
-    __slots__ = ("at_wall", "compartment", "data", "kind")
+    __slots__ = ("at_wall", "compartment", "data", "event_id", "kind")
 
     def __init__(
         self, kind: str, data: dict[str, Any], at_wall: float, compartment: str | None = None
@@ -58,6 +61,7 @@ class PendingEvent:
         self.data = data
         self.at_wall = at_wall
         self.compartment = compartment
+        self.event_id = str(uuid.uuid4())
 
     @classmethod
     def of(cls, emitted: Emitted) -> PendingEvent:
@@ -287,7 +291,7 @@ class EventSink:
                 head = self._backlog[0]
                 try:
                     committed = await self._store.commit(
-                        [NewEvent(e.kind, e.data, e.at_wall, e.compartment)
+                        [NewEvent(e.kind, e.data, e.at_wall, e.compartment, e.event_id)
                          for e in head.events],
                         compartments=head.compartments, doors=head.doors)
                 except StoreDataError as exc:

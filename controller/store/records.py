@@ -199,12 +199,18 @@ class CommandRecord:
 
 @dataclass(frozen=True, slots=True)
 class NewEvent:
-    """An event to commit with :meth:`Store.commit`: what happened, when, and where."""
+    """An event to commit with :meth:`Store.commit`: what happened, when, and where.
+
+    ``id``: the event's id, chosen by the caller (``[A-Za-z0-9._:-]{1,128}``, e.g. a
+    uuid4) so that a commit whose outcome was lost can be retried without committing it
+    twice (see :meth:`Store.commit`); ``None`` lets the store draw a uuid4.
+    """
 
     kind: str
     data: Mapping[str, Any]
     at: Timestamp
     compartment: str | None = None
+    id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

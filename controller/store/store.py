@@ -138,6 +138,9 @@ class StoreOptions:
     - ``boot_history``: number of past boots kept.
     - ``max_transaction_attempts``: optimistic transactions retried at most this often
       when another writer changed a watched key.
+    - ``commit_mark_retention_s``: how long the mark of a commit of caller-chosen event
+      ids is kept: a retry of that commit within this time, after its outcome was lost,
+      finds it and commits nothing twice (see :meth:`Store.commit`).
     """
 
     socket_timeout_s: float = 5.0
@@ -148,9 +151,11 @@ class StoreOptions:
     audit_max_entries: int = 10_000
     boot_history: int = 50
     max_transaction_attempts: int = 64
+    commit_mark_retention_s: float = 24 * 3600.0
 
     def validate(self) -> None:
-        for name in ("socket_timeout_s", "connect_timeout_s", "command_retention_s"):
+        for name in ("socket_timeout_s", "connect_timeout_s", "command_retention_s",
+                     "commit_mark_retention_s"):
             value = getattr(self, name)
             if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
                 raise StoreConfigError(f"StoreOptions.{name} must be > 0, got {value!r}")
@@ -188,6 +193,9 @@ class _Keys:
 
     def event(self, event_id: str) -> str:
         return f"{self.base}:outbox:event:{event_id}"
+
+    def commit_mark(self, first_event_id: str) -> str:
+        return f"{self.base}:outbox:commit:{first_event_id}"
 
     def command(self, command_id: str) -> str:
         return f"{self.base}:cmd:{command_id}"
@@ -688,6 +696,15 @@ class Store:
         sensors say: a movement seen by the process but never committed is still reported
         (see ``docs/decisions/0004-redis-durability.md``). Errors as :meth:`append`; an
         empty ``events`` only writes the states.
+
+        **Retrying after StoreUnavailable.** When every event carries a caller-chosen
+        ``id``, the commit leaves a mark under its first event's id (kept
+        ``commit_mark_retention_s``). A retry whose first event is the same finds the mark
+        and commits nothing twice: the events the first attempt committed come back as
+        committed (same ids and seqs; read from the outbox, or rebuilt with
+        ``cabinet_clock`` ``None`` if already acknowledged), and only the events the retry
+        adds after them are committed, with the states. Without ids, a retry can commit
+        the events a second time under new ids and seqs.
         """
         return await self._commit("commit", list(events), dict(compartments or {}),
                                   dict(doors or {}))
@@ -706,6 +723,11 @@ class Store:
         if drafts and boot_id is None:
             raise StoreDataError("no boot id: call new_boot() or connect(boot_id=...)", op=op)
         checked: list[tuple[str, str, dict[str, Any], str | None, str]] = []
+        chosen = [draft.id for draft in drafts if draft.id is not None]
+        if chosen and len(chosen) != len(drafts):
+            raise StoreDataError("event ids: give every event an id, or none", op=op)
+        if len(set(chosen)) != len(chosen):
+            raise StoreDataError("event ids: the same id twice in one commit", op=op)
         for draft in drafts:
             kind = draft.kind
             if not isinstance(kind, str) or not kind or len(kind) > 64:
@@ -715,7 +737,8 @@ class Store:
                 check_id(draft.compartment, "compartment", op=op)
             checked.append((kind, to_iso(draft.at, op=op),
                             _json_object(draft.data, "event data", op), draft.compartment,
-                            str(uuid.uuid4())))
+                            str(uuid.uuid4()) if draft.id is None
+                            else check_id(draft.id, "event id", op=op)))
         state_raw = {check_id(cid, "compartment", op=op):
                      _dumps(_json_object(v, "state", op), "state", op)
                      for cid, v in compartments.items()}
@@ -726,12 +749,16 @@ class Store:
         uptime_ms = max(0, int(self._uptime_ms()))
 
         checks = ((keys.pending, "zset"), (keys.compartments, "hash"), (keys.doors, "hash"))
+        mark = keys.commit_mark(checked[0][4]) if chosen else None
+        mark_ttl_ms = max(1, int(self.options.commit_mark_retention_s * 1000))
 
         async def plan(pipe: Pipeline) -> _Plan[list[Event]]:
             # The reads in one round trip, on another pooled connection: they follow the
             # WATCH, so any change after them still makes EXEC fail (and start over).
             seq_raw, *types = await self._read_batch(
-                lambda b: [b.get(keys.seq), *(b.type(key) for key, _ in checks)])
+                lambda b: [b.get(keys.seq), *(b.type(key) for key, _ in checks),
+                           *([b.get(mark)] if mark else [])])
+            mark_raw = types.pop() if mark else None
             seq = int(seq_raw or 0)
             # Redis runs every command of a MULTI even when one fails: a key of the wrong
             # type would let the events through while the states they report fail, and
@@ -743,11 +770,15 @@ class Store:
                     raise StoreDataError(
                         f"{key} holds a {found}, not a {wanted}: the store was changed by "
                         "something other than this daemon; nothing committed", op=op)
+            # A retry of a commit whose outcome was lost: what it committed is not
+            # committed again.
+            already = await self._already_committed(mark_raw, checked, op) if mark else []
             out: list[Event] = []
             # The cabinet's clock as the events are committed, in this boot: the order
             # dispatch can trust inside one boot (the wall clock may step).
             reading = {"boot_id": str(boot_id), "uptime_ms": uptime_ms}
-            for kind, at_iso, payload, compartment, event_id in checked:
+            rest = checked[len(already):]
+            for kind, at_iso, payload, compartment, event_id in rest:
                 seq += 1
                 out.append(Event(
                     id=event_id, seq=seq, kind=kind, at=at_iso, boot_id=str(boot_id),
@@ -757,6 +788,9 @@ class Store:
             pipe.multi()
             if out:
                 pipe.set(keys.seq, seq)
+                if chosen:
+                    pipe.set(keys.commit_mark(out[0].id), f"{out[0].seq} {len(out)}",
+                             px=mark_ttl_ms)
             for event in out:
                 pipe.set(keys.event(event.id), _dumps(event.to_dict(), "event", op))
                 pipe.zadd(keys.pending, {event.id: event.seq})
@@ -764,10 +798,40 @@ class Store:
                 pipe.hset(keys.compartments, mapping=state_raw)
             if door_raw:
                 pipe.hset(keys.doors, mapping=door_raw)
-            return _Write(lambda _results: out)
+            return _Write(lambda _results: already + out)
 
         async with self._append_lock:
             return await self._transaction(op, [keys.seq], plan)
+
+    async def _already_committed(
+        self,
+        mark_raw: Any,
+        checked: list[tuple[str, str, dict[str, Any], str | None, str]],
+        op: str,
+    ) -> list[Event]:
+        """The leading events of ``checked`` that an earlier attempt committed, from the
+        mark it left (``"<first seq> <count>"``) under their first id; [] if none."""
+        if mark_raw is None:
+            return []
+        text = mark_raw.decode() if isinstance(mark_raw, bytes) else str(mark_raw)
+        try:
+            first_seq, count = (int(part) for part in text.split())
+        except ValueError:
+            raise StoreDataError(f"commit mark {text!r} is not '<seq> <count>'", op=op) from None
+        done = checked[:max(0, min(count, len(checked)))]
+        keys = self._keys
+        raws = await self._read_batch(lambda b: [b.get(keys.event(c[4])) for c in done])
+        out: list[Event] = []
+        for offset, ((kind, at_iso, payload, compartment, event_id), raw) in enumerate(
+                zip(done, raws, strict=True)):
+            if raw is not None:
+                out.append(Event.from_dict(_loads(raw, "event", op), op=op))
+                continue
+            # Committed and already acknowledged: rebuilt for the caller's count.
+            out.append(Event(id=event_id, seq=first_seq + offset, kind=kind, at=at_iso,
+                             boot_id=str(self.boot_id), cabinet=self.cabinet_id,
+                             compartment=compartment, data=payload, cabinet_clock=None))
+        return out
 
     async def pending(self, limit: int = 100, *, after_seq: int = 0) -> list[Event]:
         """Up to ``limit`` unacknowledged events with ``seq > after_seq``, in sequence

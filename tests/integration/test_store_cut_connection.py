@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from controller.services.reporting import EventSink, PendingEvent
 from controller.store import NewEvent, Store, StoreError, StoreOptions, StoreUnavailable
 from tests.support.services import RedisProcess
 
@@ -159,3 +160,44 @@ async def test_connection_cut_while_reading_is_retried_once_then_unavailable(
         proxy.times = 0
         assert (await store.append("k", {}, at=0)).seq == 2
     assert await seqs(redis_server) == [1, 2]
+
+
+async def test_a_commit_with_ids_retried_after_a_cut_after_exec_commits_nothing_twice(
+    redis_server: RedisProcess,
+) -> None:
+    drafts = [NewEvent("door_opened", {}, 0, "A01", id="ev-a"),
+              NewEvent("door_closed", {}, 0, "A01", id="ev-b")]
+    async with store_through(redis_server) as (store, proxy):
+        await store.append("first", {}, at=0)
+        proxy.cut(EXEC, before=False)
+        with pytest.raises(StoreUnavailable):
+            await store.commit(drafts, doors={"A01": {"open": False}})
+        # Redis applied it; the retry (with one event more) finds it and adds only the new.
+        retried = await store.commit([*drafts, NewEvent("door_opened", {}, 0, "A01", id="ev-c")],
+                                     doors={"A01": {"open": True}})
+        assert [(e.id, e.seq) for e in retried] == [("ev-a", 2), ("ev-b", 3), ("ev-c", 4)]
+        assert await store.load_doors() == {"A01": {"open": True}}
+    assert await seqs(redis_server) == [1, 2, 3, 4]
+
+
+async def test_the_event_sink_retries_a_commit_cut_after_exec_without_a_duplicate(
+    redis_server: RedisProcess,
+) -> None:
+    async with store_through(redis_server) as (store, proxy):
+        all_committed = asyncio.Event()
+        sink = EventSink(store, retry_s=0.05,
+                         on_committed=lambda: sink.committed >= 3 and all_committed.set())
+        try:
+            proxy.cut(EXEC, before=False)
+            assert await sink.emit([PendingEvent("door_opened", {}, 0.0, "A01"),
+                                    PendingEvent("door_closed", {}, 0.0, "A01")]) == []
+            # Held in memory; the sink's retry commits them once the store answers again.
+            sink.submit([PendingEvent("door_opened", {}, 0.0, "A02")])
+            await asyncio.wait_for(all_committed.wait(), 10)
+            assert sink.committed == 3
+        finally:
+            await sink.close()
+    async with await Store.connect(redis_server.url, "locker", "cab-01") as direct:
+        pending = await direct.pending(1000)
+    assert [(e.seq, e.kind, e.compartment) for e in pending] == [
+        (1, "door_opened", "A01"), (2, "door_closed", "A01"), (3, "door_opened", "A02")]

@@ -6,6 +6,7 @@ import asyncio
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
+import fakeredis
 import pytest
 
 from controller.store import Event, NewEvent, Store, StoreDataError
@@ -267,3 +268,62 @@ async def test_ack_many_removes_a_run_in_one_go_and_logs_it_in_order(store: Stor
     assert [d.event.seq for d in log] == [2, 1, 3, 4]
     assert await store.ack_many([e.id for e in events[:4]]) == 0  # twice: harmless
     assert await store.ack_many([]) == 0
+
+
+async def test_a_commit_with_caller_ids_repeated_commits_nothing_twice(store: Store) -> None:
+    drafts = [NewEvent("door_opened", {"n": 1}, AT, "A01", id="ev-1"),
+              NewEvent("door_closed", {"n": 2}, AT, "A01", id="ev-2")]
+    first = await store.commit(drafts, doors={"A01": {"open": False}})
+    assert [(e.id, e.seq) for e in first] == [("ev-1", 1), ("ev-2", 2)]
+    # The same commit again, as after an answer lost after EXEC: the same events back.
+    again = await store.commit(drafts, doors={"A01": {"open": False}})
+    assert again == first
+    assert await store.last_seq() == 2
+    assert [e.id for e in await store.pending()] == ["ev-1", "ev-2"]
+
+
+async def test_a_repeated_commit_that_grew_commits_only_the_new_events(store: Store) -> None:
+    drafts = [NewEvent("a", {}, AT, id="ev-1"), NewEvent("b", {}, AT, id="ev-2")]
+    await store.commit(drafts)
+    grown = await store.commit([*drafts, NewEvent("c", {}, AT, id="ev-3")],
+                               compartments={"A01": {"state": "free"}})
+    assert [(e.id, e.seq) for e in grown] == [("ev-1", 1), ("ev-2", 2), ("ev-3", 3)]
+    assert [e.id for e in await store.pending()] == ["ev-1", "ev-2", "ev-3"]
+    assert await store.load_compartment("A01") == {"state": "free"}
+
+
+async def test_a_repeated_commit_after_an_ack_is_not_committed_again(store: Store) -> None:
+    drafts = [NewEvent("a", {"x": 1}, AT, "A01", id="ev-1"), NewEvent("b", {}, AT, id="ev-2")]
+    first = await store.commit(drafts)
+    assert await store.ack("ev-1")
+    again = await store.commit(drafts)
+    assert [(e.id, e.seq, e.kind, e.data, e.compartment) for e in again] == [
+        (e.id, e.seq, e.kind, e.data, e.compartment) for e in first]
+    assert again[0].cabinet_clock is None  # acknowledged: rebuilt, not read back
+    assert again[1] == first[1]
+    assert await store.last_seq() == 2
+    assert [e.id for e in await store.pending()] == ["ev-2"]
+
+
+@pytest.mark.parametrize("ids", [("ev-1", None), ("ev-1", "ev-1"), ("bad id!", "ev-2")])
+async def test_event_ids_all_or_none_unique_and_well_formed(
+    store: Store, ids: tuple[str | None, str | None]
+) -> None:
+    with pytest.raises(StoreDataError):
+        await store.commit([NewEvent("a", {}, AT, id=ids[0]), NewEvent("b", {}, AT, id=ids[1])])
+    assert await store.last_seq() == 0
+
+
+async def test_the_commit_mark_is_kept_for_its_retention_only(
+    open_store: OpenStore, server: fakeredis.FakeServer
+) -> None:
+    store = await open_store(commit_mark_retention_s=50)
+    await store.commit([NewEvent("a", {}, AT, id="ev-1")])
+    raw = fakeredis.FakeAsyncRedis(server=server, decode_responses=True)
+    ttl_ms = await raw.pttl("locker:cab-01:outbox:commit:ev-1")
+    assert 0 < ttl_ms <= 50_000
+    assert await raw.get("locker:cab-01:outbox:commit:ev-1") == "1 1"
+    # Events without caller ids leave no mark.
+    await store.append("b", {}, at=AT)
+    assert len(await raw.keys("locker:cab-01:outbox:commit:*")) == 1
+    await raw.aclose()
