@@ -264,19 +264,31 @@ def _fleet(options: Sequence[str], module: str = FLEET_MODULE) -> int:
             "(pip install locker-controller[sim]) and try again")
         return 2
     # Its own session: Ctrl-C reaches this process only, which passes it on once and waits
-    # for the fleet to stop its broker, store and hosts (a second Ctrl-C kills it).
-    child = subprocess.Popen([sys.executable, "-m", module, "run", *options],
-                             start_new_session=True)
+    # for the fleet to stop its broker, store and hosts (a second Ctrl-C kills it). SIGTERM
+    # (a service manager, `kill`) is passed on the same way.
+    terminated = False
+
+    def on_sigterm(_sig: int, _frame: object) -> None:
+        nonlocal terminated
+        terminated = True
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, on_sigterm)
     try:
-        return child.wait()
-    except KeyboardInterrupt:
-        child.send_signal(signal.SIGINT)
+        child = subprocess.Popen([sys.executable, "-m", module, "run", *options],
+                                 start_new_session=True)
         try:
-            child.wait(timeout=180)
-        except (KeyboardInterrupt, subprocess.TimeoutExpired):
-            child.kill()
-            child.wait()
-        return 130
+            return child.wait()
+        except KeyboardInterrupt:
+            child.send_signal(signal.SIGINT)
+            try:
+                child.wait(timeout=180)
+            except (KeyboardInterrupt, subprocess.TimeoutExpired):
+                child.kill()
+                child.wait()
+            return 143 if terminated else 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -25,7 +25,8 @@ with each cabinet's last sequence number, and reports: commands sent and answere
 latency p50/p99, events received, duplicates dropped, gaps, and per-cabinet problems
 (``--json`` for machines). The exit code is 0 when commands were sent, every one was
 answered and every event arrived once after dedupe, else 1; 2 for a bad option or a broker
-out of reach; 130 after Ctrl-C (the hosts, broker and store it started are stopped).
+out of reach; 130 after Ctrl-C or SIGTERM (the hosts, broker and store it started are
+stopped).
 
 Run::
 
@@ -47,6 +48,7 @@ import logging
 import os
 import resource
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -926,6 +928,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return asyncio.run(_host(args.workdir, args.cabinets))
     options = _options(args, parser)
     progress = None if args.json else (lambda text: print(text, file=sys.stderr))
+    # SIGTERM stops the fleet as Ctrl-C does: the hosts, broker and store are stopped.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, lambda _sig, _frame: signal.raise_signal(signal.SIGINT))
     try:
         report = asyncio.run(run_fleet(options, progress=progress))
     except (FileNotFoundError, RuntimeError, TimeoutError) as exc:

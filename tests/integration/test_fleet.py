@@ -83,9 +83,13 @@ async def test_fleet_against_a_broker_it_did_not_start(tmp_path: Path) -> None:
     assert all(row["reconnects"] == 0 for row in report.cabinets)
 
 
-def test_ctrl_c_stops_the_fleet_and_everything_it_started(tmp_path: Path) -> None:
-    """Ctrl-C on ``locker-sim fleet``: the fleet stops its hosts, broker and store (they
-    run in sessions of their own, so nothing else would), and the command ends with 130."""
+@pytest.mark.parametrize(("sig", "code"), [("SIGINT", 130), ("SIGTERM", 143)])
+def test_ctrl_c_stops_the_fleet_and_everything_it_started(
+    tmp_path: Path, sig: str, code: int
+) -> None:
+    """Ctrl-C (or SIGTERM) on ``locker-sim fleet``: the fleet stops its hosts, broker and
+    store (they run in sessions of their own, so nothing else would), and the command
+    ends with 130 (143 after SIGTERM)."""
     import os
     import signal
     import time
@@ -101,8 +105,9 @@ def test_ctrl_c_stops_the_fleet_and_everything_it_started(tmp_path: Path) -> Non
         for line in proc.stderr:  # bounded: the fleet ends by itself within minutes
             if "scenario running" in line:
                 break
-        proc.send_signal(signal.SIGINT)  # what the terminal sends to the foreground command
-        assert proc.wait(180) == 130
+        # SIGINT: what the terminal sends to the foreground command; SIGTERM: `kill`.
+        proc.send_signal(getattr(signal, sig))
+        assert proc.wait(180) == code
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
