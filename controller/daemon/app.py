@@ -93,7 +93,7 @@ from controller.settings import ConfigError, Settings
 from controller.settings.deployment import is_production
 from controller.store import Store
 from controller.store.errors import StoreError
-from controller.store.records import ReplyTarget
+from controller.store.records import Event, ReplyTarget
 from controller.systemd import Notifier
 
 __all__ = ["REPLIES_IN_FLIGHT", "STOP_DEADLINE_S", "Daemon"]
@@ -240,7 +240,8 @@ class Daemon:
             self.pump_depth = await self.store.depth()
             self.state_pub = StatePublisher(self._build_state, self._publish_state,
                                             coalesce_s=s.timing.state_coalesce_s)
-            self.sink = EventSink(self.store, on_committed=self._on_committed)
+            self.sink = EventSink(self.store, on_committed=self._on_committed,
+                                  hand_over=self._hand_over)
             stack.push_async_callback(self.sink.close)
             await self.sink.emit([PendingEvent(
                 "daemon_started",
@@ -423,6 +424,10 @@ class Daemon:
         # Whatever made an event may have changed the state (lane inputs, zones, alarms).
         if hasattr(self, "state_pub"):
             self.state_pub.mark_dirty()
+
+    def _hand_over(self, events: list[Event]) -> None:
+        if hasattr(self, "pump"):
+            self.pump.hand_over(events)
 
     def _on_link_change(self, snapshot: Any) -> None:
         self.takeover.note(snapshot.takeovers)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import uuid
 from collections import deque
@@ -170,6 +171,7 @@ class EventSink:
         store: Store,
         *,
         on_committed: Callable[[], None] = lambda: None,
+        hand_over: Callable[[list[Event]], None] | None = None,
         alarms: AlarmBoard | None = None,
         retry_s: float = 0.5,
         max_backlog: int = 100_000,
@@ -179,6 +181,9 @@ class EventSink:
         self._group_max = group_max
         self._flusher: asyncio.Task[None] | None = None
         self._on_committed = on_committed
+        #: Given the events of each commit, in order, before ``on_committed`` (the pump
+        #: publishes them without reading them back from the store).
+        self._hand_over = hand_over
         self.alarms = alarms or AlarmBoard()
         self._backlog: deque[_Batch] = deque()
         self._held = 0
@@ -314,6 +319,8 @@ class EventSink:
                 self.committed += len(committed)
                 done.extend(committed)
         if done:
+            if self._hand_over is not None:
+                self._hand_over(done)
             self._on_committed()
         return done
 
@@ -474,9 +481,37 @@ class OutboxPump:
         self.published = 0
         self.last_published_seq = 0
         self._unacked: set[str] = set()
+        self._handed: list[Event] = []
+        self.from_hand_over = 0
 
     def wake(self) -> None:
         self._wake.set()
+
+    def hand_over(self, events: list[Event]) -> None:
+        """Events this process just committed, in order; the next batch publishes them
+        without reading the store when they follow the last event published with no gap
+        (otherwise, or past one batch, the store is read as usual). Then wakes the pump."""
+        if len(self._handed) + len(events) <= self._batch:
+            self._handed.extend(events)
+        else:
+            self._handed.clear()  # bounded: the store has them all
+        self._wake.set()
+
+    def _handed_batch(self) -> list[Event] | None:
+        """The handed-over events if they are exactly the next ones to publish: after at
+        least one batch read from the store, the first follows the last published seq and
+        the rest follow it with no gap. Anything else (a first batch after a start, events
+        committed by another process in between, a failed publish, a hand-over lost to
+        the bound) reads the store."""
+        handed, self._handed = self._handed, []
+        last = self.last_published_seq
+        handed = [event for event in handed if event.seq > last]
+        if not handed or last == 0 or handed[0].seq != last + 1:
+            return None
+        for before, after in itertools.pairwise(handed):
+            if after.seq != before.seq + 1:
+                return None
+        return handed
 
     async def run(self) -> None:
         """Until cancelled: drain the outbox whenever there is something and a broker."""
@@ -515,9 +550,14 @@ class OutboxPump:
         An event the broker acknowledged but the store could not remove (Redis refusing
         writes) is not published again while this process runs: only its removal is
         retried."""
-        events = await self._store.pending(self._batch)
-        # Bounded: only ids still pending are remembered.
-        self._unacked &= {event.id for event in events}
+        handed = self._handed_batch()
+        if handed is not None:
+            events = handed
+            self.from_hand_over += len(events)
+        else:
+            events = await self._store.pending(self._batch)
+            # Bounded: only ids still pending are remembered.
+            self._unacked &= {event.id for event in events}
         if not events:
             return 0
         loop = asyncio.get_running_loop()

@@ -179,3 +179,97 @@ async def test_the_pump_keeps_a_window_in_flight_in_order_and_acks_the_run() -> 
         assert pump.last_published_seq == 300
     finally:
         await store.close()
+
+
+class ReadCountingStore(Store):
+    """The real store, counting the reads of pending events."""
+
+    reads: int = 0
+
+    async def pending(self, limit: int = 100, *, after_seq: int = 0) -> list[Event]:
+        self.reads += 1
+        return await super().pending(limit, after_seq=after_seq)
+
+
+async def test_the_pump_publishes_handed_over_events_without_reading_them_back() -> None:
+    import json
+
+    from controller.services.reporting import OutboxPump
+
+    store = await ReadCountingStore.connect("memory://", "test", "cab-1")
+    sent: list[int] = []
+
+    async def publish(topic: str, payload: bytes) -> None:
+        sent.append(json.loads(payload)["seq"])
+
+    async def connected() -> None:
+        return None
+
+    pump = OutboxPump(store, publish, "t", wait_connected=connected, batch=8)
+    sink = EventSink(store, hand_over=pump.hand_over)
+    try:
+        await store.new_boot()
+        await sink.emit([PendingEvent("a", {}, 0.0)])
+        # The first batch after a start reads the store (events of an earlier run).
+        assert await pump.drain() == 1
+        assert store.reads == 1
+        await sink.emit([PendingEvent("b", {}, 0.0), PendingEvent("c", {}, 0.0)])
+        assert await pump.drain() == 2
+        assert store.reads == 1
+        assert pump.from_hand_over == 2
+        # Another process commits in between: the next hand-over does not follow the last
+        # published seq, so the store is read and nothing is skipped.
+        await store.append("from_lockerctl", {}, at=0)
+        await sink.emit([PendingEvent("d", {}, 0.0)])
+        assert await pump.drain() == 2
+        assert store.reads == 2
+        # More than a batch handed over: the store is read (the hand-over is bounded).
+        await sink.emit([PendingEvent(f"e{n}", {}, 0.0) for n in range(9)])
+        assert await pump.drain() == 8
+        assert await pump.drain() == 1
+        assert sent == list(range(1, 15))
+        assert await store.depth() == 0
+    finally:
+        await sink.close()
+        await store.close()
+
+
+async def test_a_handed_over_event_whose_publish_failed_is_published_again() -> None:
+    import json
+
+    from controller.services.ports import PublishError
+    from controller.services.reporting import OutboxPump
+
+    store = await Store.connect("memory://", "test", "cab-1")
+    sent: list[int] = []
+    fail = {3}
+
+    async def publish(topic: str, payload: bytes) -> None:
+        seq = json.loads(payload)["seq"]
+        if seq in fail:
+            fail.discard(seq)
+            raise PublishError("connection lost")
+        sent.append(seq)
+
+    async def connected() -> None:
+        return None
+
+    pump = OutboxPump(store, publish, "t", wait_connected=connected, window=1)
+    sink = EventSink(store, hand_over=pump.hand_over)
+    try:
+        await store.new_boot()
+        await sink.emit([PendingEvent("a", {}, 0.0)])
+        await pump.drain()
+        await sink.emit([PendingEvent(k, {}, 0.0) for k in "bcd"])
+        try:
+            await pump.drain()
+        except PublishError:
+            pass
+        assert sent == [1, 2]
+        assert pump.last_published_seq == 2
+        await pump.drain()  # the store's pending events, from the failed one on
+        assert sent == [1, 2, 3, 4]
+        assert await store.depth() == 0
+    finally:
+        await sink.close()
+        await store.close()
