@@ -624,7 +624,8 @@ class PulseReport(_Model):
     took to answer. ``outcome`` ``unconfirmed``: the pulse frame went out and whether it
     released the lock is unknown (the acknowledgement was lost, late or garbled, and
     nothing could be read back); it is never sent again. ``evidence`` says what the cabinet
-    saw; a door that opens within ``open_detect_s`` is an authorised opening, and the
+    saw; a door that opens within ``open_detect_s`` of the verdict (when this reply is
+    sent) is an authorised opening, and the
     ``events`` settle it (``door_opened`` or ``open_not_detected``). Tell the customer to
     pull the door. A pulse the board did not make is no result: the reply is the refusal
     ``hardware``. ``duration_s`` is the pulse asked for, after the cabinet's cap.
