@@ -78,7 +78,7 @@ def settings_with_overlay(
     file < environment < flags < overlay. Raises OverlayRejected naming the key."""
     check_sections(overlay)
     try:
-        return load_settings(path, env=env, overrides={**flags, **flatten(overlay)})
+        return load_settings(path, env=env, overrides=flags, overlay=flatten(overlay))
     except ConfigError as exc:
         issue = exc.issues[0] if exc.issues else None
         raise OverlayRejected(str(exc), issue.key if issue is not None else None) from exc

@@ -25,7 +25,8 @@ class ConfigIssue:
     """One thing wrong with the configuration.
 
     ``source`` is where the value came from: the file path as given, ``"environment"`` or
-    ``"$LOCKER_..."`` for an environment variable, ``"flags"`` for a command-line override.
+    ``"$LOCKER_..."`` for an environment variable, ``"flags"`` for a command-line override,
+    ``"apply_config"`` for a key changed remotely by dispatch.
     ``key`` is the key path (``"compartments[2].door.active"``; empty for a syntax error),
     ``line``/``column`` the position in the file when known (1-based).
     """

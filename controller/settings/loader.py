@@ -1,4 +1,4 @@
-"""Loading: layers (defaults < file < environment < flags), TOML positions, and the
+"""Loading: layers (defaults < file < environment < flags < apply_config), TOML positions, and the
 translation of pydantic errors into :class:`ConfigIssue` that name the key."""
 
 from __future__ import annotations
@@ -195,7 +195,7 @@ class _Entry:
     parts: list[str]
     value: Any
     source: str  # where a bad value is reported from
-    layer: str  # "environment" or "flags"
+    layer: str  # "environment", "flags" or "apply_config"
 
 
 def _apply_layer(
@@ -376,15 +376,18 @@ def load_settings(
     env: Mapping[str, str] | None = None,
     overrides: Mapping[str, Any] | None = None,
     check_files: bool = True,
+    overlay: Mapping[str, Any] | None = None,
 ) -> Settings:
     """Load the cabinet settings: defaults < the TOML file at ``path`` < ``env`` <
-    ``overrides``, validated once, frozen.
+    ``overrides`` < ``overlay``, validated once, frozen.
 
     ``path``: the TOML file (``None``: no file, defaults and the other layers only).
     ``env``: the environment (default ``os.environ``); ``LOCKER_SECTION__KEY=value``.
     ``overrides``: flags from the command line, dotted keys to values
     (``{"mqtt.host": "broker", "timing.poll_interval_s": "0.2"}``); text values are read
-    like environment values. ``check_files``: see :func:`parse_settings`.
+    like environment values. ``check_files``: see :func:`parse_settings`. ``overlay``:
+    the keys changed remotely by dispatch's ``apply_config``, dotted keys to values; its
+    issues name ``apply_config`` as their source.
 
     Relative paths in the file (TLS and key files) are relative to the file's directory.
     Raises :class:`ConfigError` listing every issue: unreadable file, TOML syntax (with
@@ -418,6 +421,11 @@ def load_settings(
         for key, value in (overrides or {}).items()
     ]
     issues += _apply_layer(data, flags, overrides_by_key)
+    remote = [
+        _Entry(key, key.split("."), value, "apply_config", "apply_config")
+        for key, value in (overlay or {}).items()
+    ]
+    issues += _apply_layer(data, remote, overrides_by_key)
     try:
         settings = _validate(
             data,
