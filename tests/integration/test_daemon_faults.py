@@ -99,3 +99,18 @@ def test_the_judge_allows_only_an_open_and_close_no_process_could_see() -> None:
     lost, _, phantom, _ = match_movements(world, reported, [killed_young], 0.35)
     assert lost == []
     assert phantom == []
+
+
+def test_the_judge_takes_an_open_seen_by_a_restart_as_the_door_closed() -> None:
+    # Killed 30 ms after the open; the restarted daemon's first poll saw the door still
+    # open, reported at the moment it closed (the two processes' clocks a few ms apart),
+    # then its close. Seed 102 of the random-phase campaign.
+    world = [(1439.524, "door_opened"), (1440.400, "door_closed")]
+    killed = Kill(at=1439.554, phase="command", delay_s=0.03, back_at=1440.516)
+    reported = [(1440.403, "door_opened"), (1440.764, "door_closed")]
+    lost, _, phantom, _ = match_movements(world, reported, [killed], 0.6)
+    assert (lost, phantom) == ([], [])
+    # Reported twice, the second at the close: still a duplicate.
+    twice = [(1439.9, "door_opened"), (1440.403, "door_opened"), (1440.764, "door_closed")]
+    _, _, phantom, _ = match_movements(world, twice, [killed], 0.6)
+    assert phantom == ["door_opened reported at 1440.403, no movement"]

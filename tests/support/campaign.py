@@ -486,13 +486,17 @@ def match_movements(
     detection: list[float] = []
     j = 0
     unseen_by: dict[int, Kill] = {}  # index of a lost open -> the kill that hid it
+    # The simulator's and the daemon's clocks are read in two processes: a report's time
+    # may be a few ms off. A restarted daemon whose first poll saw the door still open
+    # reports the open at about the moment it closed.
+    skew = 0.05
     for i, (t, kind) in enumerate(world):
         nxt = world[i + 1][0] if i + 1 < len(world) else math.inf
-        while j < len(reported) and (reported[j][0] < t - 0.05 or (
+        while j < len(reported) and (reported[j][0] < t - skew or (
                 reported[j][1] != kind and reported[j][0] < nxt)):
             phantom.append(f"{reported[j][1]} reported at {reported[j][0]:.3f}, no movement")
             j += 1
-        if j < len(reported) and reported[j][1] == kind and reported[j][0] < nxt:
+        if j < len(reported) and reported[j][1] == kind and reported[j][0] < nxt + skew:
             r = reported[j][0]
             if not any(k.at - window_s <= t <= k.back_at for k in kills):
                 detection.append(r - t)
