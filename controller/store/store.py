@@ -604,6 +604,11 @@ class Store:
             queue(batch)
             return list(await batch.execute())
 
+    async def _read_one(self, key: str) -> Any:
+        """GET ``key`` like :meth:`_read_batch` (from a transaction's plan)."""
+        (value,) = await self._read_batch(lambda b: [b.get(key)])
+        return value
+
     def _now_iso(self, op: str) -> str:
         return to_iso(self._clock(), op=op)
 
@@ -771,8 +776,16 @@ class Store:
                         f"{key} holds a {found}, not a {wanted}: the store was changed by "
                         "something other than this daemon; nothing committed", op=op)
             # A retry of a commit whose outcome was lost: what it committed is not
-            # committed again.
-            already = await self._already_committed(mark_raw, checked, op) if mark else []
+            # committed again. A retry that grew and lost its answer too left its own mark
+            # under its first new event: followed, at most once per event.
+            already: list[Event] = []
+            while mark_raw is not None and len(already) < len(checked):
+                found = await self._already_committed(mark_raw, checked[len(already):], op)
+                if not found:
+                    break
+                already += found
+                if len(already) < len(checked):
+                    mark_raw = await self._read_one(keys.commit_mark(checked[len(already)][4]))
             out: list[Event] = []
             # The cabinet's clock as the events are committed, in this boot: the order
             # dispatch can trust inside one boot (the wall clock may step).

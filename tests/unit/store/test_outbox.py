@@ -327,3 +327,14 @@ async def test_the_commit_mark_is_kept_for_its_retention_only(
     await store.append("b", {}, at=AT)
     assert len(await raw.keys("locker:cab-01:outbox:commit:*")) == 1
     await raw.aclose()
+
+
+async def test_a_retry_of_a_retry_follows_every_mark(store: Store) -> None:
+    a, b, c, d = (NewEvent(k, {}, AT, id=f"ev-{k}") for k in "abcd")
+    await store.commit([a, b])  # answer lost
+    await store.append("other", {}, at=AT)  # another writer takes seq 3 meanwhile
+    await store.commit([a, b, c])  # its answer lost too: c committed at seq 4
+    again = await store.commit([a, b, c, d])
+    assert [(e.id, e.seq) for e in again] == [("ev-a", 1), ("ev-b", 2), ("ev-c", 4), ("ev-d", 5)]
+    assert await store.last_seq() == 5
+    assert [e.seq for e in await store.pending()] == [1, 2, 3, 4, 5]
