@@ -1,5 +1,6 @@
-"""Loading: layers (defaults < file < environment < flags < apply_config), TOML positions, and the
-translation of pydantic errors into :class:`ConfigIssue` that name the key."""
+"""Loading: layers (defaults < file < environment < flags < apply_config), TOML
+positions, and the translation of pydantic errors into :class:`ConfigIssue` that name the
+key."""
 
 from __future__ import annotations
 
@@ -416,16 +417,10 @@ def load_settings(
 
     overrides_by_key: dict[tuple[str, ...], str] = {}
     issues = _apply_layer(data, _env_entries(env), overrides_by_key)
-    flags = [
-        _Entry(key, key.split("."), value, "flags", "flags")
-        for key, value in (overrides or {}).items()
-    ]
-    issues += _apply_layer(data, flags, overrides_by_key)
-    remote = [
-        _Entry(key, key.split("."), value, "apply_config", "apply_config")
-        for key, value in (overlay or {}).items()
-    ]
-    issues += _apply_layer(data, remote, overrides_by_key)
+    for layer, values in (("flags", overrides), ("apply_config", overlay)):
+        entries = [_Entry(key, key.split("."), value, layer, layer)
+                   for key, value in (values or {}).items()]
+        issues += _apply_layer(data, entries, overrides_by_key)
     try:
         settings = _validate(
             data,
