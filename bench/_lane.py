@@ -70,10 +70,25 @@ def stats_line(name: str, samples_ms: Sequence[float], width: int = 34) -> str:
 
 
 def cpu_ms(pid: int | None) -> float:
-    """CPU time (user + system) the process ``pid`` has used so far, in milliseconds, from
-    ``/proc/PID/stat`` (utime and stime, in clock ticks); NaN if it cannot be read."""
+    """CPU time the process ``pid`` has used so far (all its threads), in milliseconds;
+    NaN if it cannot be read. From ``/proc/PID/task/*/schedstat`` (time on a CPU, in ns),
+    or, where the kernel has no schedstat, from ``/proc/PID/stat`` (utime + stime, in
+    clock ticks of 10 ms: too coarse for a short window)."""
     if pid is None:
         return float("nan")
+    if os.path.exists(f"/proc/{pid}/schedstat"):
+        try:
+            tasks = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            return float("nan")
+        total_ns = 0
+        for tid in tasks:
+            try:
+                with open(f"/proc/{pid}/task/{tid}/schedstat", encoding="ascii") as f:
+                    total_ns += int(f.read().split()[0])
+            except OSError:
+                continue  # a thread that ended meanwhile
+        return total_ns / 1e6
     try:
         with open(f"/proc/{pid}/stat", encoding="ascii") as f:
             fields = f.read().rsplit(")", 1)[1].split()

@@ -79,7 +79,7 @@ def test_daemon_footprint_prints_memory_and_cpu() -> None:
                "--poll", "0.1", "--pin", "0")
     assert "RSS (VmRSS) at the end" in out
     assert "peak RSS (VmHWM)" in out
-    assert "CPU (utime+stime / wall)" in out
+    assert "CPU (time on a CPU / wall)" in out
     assert "CPU per poll transaction" in out
     assert "pinned to core: 0" in out
     assert "RSS of the imports alone" in out
