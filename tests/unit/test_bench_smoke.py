@@ -87,6 +87,27 @@ def test_daemon_footprint_prints_memory_and_cpu() -> None:
 
 @pytest.mark.integration
 @needs_services
+def test_poll_floor_prints_each_poller() -> None:
+    out = _run("bench/poll_floor.py", "--rounds", "1", "--window", "1", "--settle", "0")
+    for poller in ("daemon", "asyncio", "thread"):
+        assert f"round 1 {poller:<8}" in out
+        assert f"\n{poller:<8} " in out
+    assert "CPU-ms per tx (median)" in out
+
+
+@pytest.mark.integration
+def test_memory_floor_prints_the_current_stack() -> None:
+    # --skip-lighter: no download (the lighter stack is installed from PyPI otherwise).
+    out = _run("bench/memory_floor.py", "--skip-lighter")
+    for step in ("interpreter", "redis-py (redis.asyncio)", "pydantic (one model built)",
+                 "the daemon's modules"):
+        assert step in out
+    assert "against the target of < 40 MB" in out
+    assert "lighter stack" not in out
+
+
+@pytest.mark.integration
+@needs_services
 def test_side_by_side_measures_the_daemon_without_the_peer() -> None:
     # --skip-peer: no network needed (the peer is installed from PyPI otherwise).
     out = _run("bench/side_by_side.py", "--skip-peer", "--window", "2", "--settle", "0",
