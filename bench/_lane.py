@@ -21,6 +21,7 @@ import time
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -34,9 +35,11 @@ from controller.lab.rig import LaneRig
 __all__ = [
     "CpuBurners",
     "EventCollector",
+    "ScratchVenvError",
     "cpu_ms",
     "machine",
     "pct",
+    "scratch_venv",
     "stats_line",
     "topics_of",
 ]
@@ -97,6 +100,37 @@ def cpu_ms(pid: int | None) -> float:
     # After "pid (comm)": state is field 3; utime and stime are fields 14 and 15.
     ticks = int(fields[11]) + int(fields[12])
     return ticks * 1000.0 / os.sysconf("SC_CLK_TCK")
+
+
+class ScratchVenvError(RuntimeError):
+    """A benchmark's own virtual environment could not be made."""
+
+
+def scratch_venv(venv: Path, requirements: Sequence[str], *, no_deps: bool = False) -> Path:
+    """The interpreter of ``venv``, a virtual environment of a benchmark's own (never the
+    project's) holding exactly ``requirements``: made and installed the first time, reused
+    while its marker file lists the same requirements. Raises ScratchVenvError."""
+    python = venv / "bin" / "python"
+    marker = venv / ".requirements"
+    wanted = "\n".join(requirements)
+    if python.exists() and marker.exists() and marker.read_text() == wanted:
+        return python
+    venv.parent.mkdir(parents=True, exist_ok=True)
+    steps = [
+        [sys.executable, "-m", "venv", "--clear", str(venv)],
+        [str(python), "-m", "pip", "install", "--quiet", *(["--no-deps"] if no_deps else []),
+         "--disable-pip-version-check", *requirements],
+    ]
+    for argv in steps:
+        try:
+            proc = subprocess.run(argv, capture_output=True, text=True, timeout=600, check=False)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise ScratchVenvError(f"{argv[0]} {' '.join(argv[1:4])}: {exc}") from exc
+        if proc.returncode != 0:
+            tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
+            raise ScratchVenvError(f"{' '.join(argv[:6])} ... failed: {' / '.join(tail)}")
+    marker.write_text(wanted)
+    return python
 
 
 class CpuBurners:

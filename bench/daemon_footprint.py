@@ -98,6 +98,15 @@ def _status(pid: int) -> dict[str, int]:
     return values
 
 
+def bench_rig(workdir: Path, poll_s: float) -> LaneRig:
+    """A lane (not started) in ``workdir`` with the benchmark's cabinet, polled every
+    ``poll_s``."""
+    template = workdir / "bench-cabinet.toml"
+    template.write_text(cabinet_template().replace(
+        "poll_interval_s = 0.1", f"poll_interval_s = {poll_s}"))
+    return LaneRig(workdir / "lane", template=template)
+
+
 _IMPORTS = [
     ("asyncio (with ssl)", "asyncio"), ("pydantic", "pydantic"),
     ("controller.settings (models)", "controller.settings"),
@@ -230,10 +239,7 @@ def _measure(poll_s: float, window: float, settle: float, profile: int,
     label = f"poll every {poll_s * 1000:.0f} ms" + (" (10 Hz)" if poll_s == 0.1 else "")
     with tempfile.TemporaryDirectory(prefix="bench-footprint-") as tmp:
         workdir = Path(tmp)
-        template = workdir / "bench-cabinet.toml"
-        template.write_text(cabinet_template().replace(
-            "poll_interval_s = 0.1", f"poll_interval_s = {poll_s}"))
-        rig = LaneRig(workdir / "lane", template=template)
+        rig = bench_rig(workdir, poll_s)
         with rig:
             asyncio.run(_wait_online(rig))
             pid = rig.daemon.pid

@@ -34,7 +34,7 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._lane import machine
+from bench._lane import ScratchVenvError, machine, scratch_venv
 
 TARGET_MB = 40.0
 
@@ -84,24 +84,6 @@ def default_venv_dir() -> Path:
     return base / "locker-controller" / "bench-memory-floor"
 
 
-def install_lighter(venv: Path) -> Path:
-    """The scratch environment's interpreter, the lighter stack installed there first."""
-    python = venv / "bin" / "python"
-    marker = venv / ".requirements"
-    wanted = "\n".join(LIGHTER_REQUIREMENTS)
-    if python.exists() and marker.exists() and marker.read_text() == wanted:
-        return python
-    venv.parent.mkdir(parents=True, exist_ok=True)
-    for argv in (
-        [sys.executable, "-m", "venv", "--clear", str(venv)],
-        [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-         *LIGHTER_REQUIREMENTS],
-    ):
-        subprocess.run(argv, check=True, timeout=600)
-    marker.write_text(wanted)
-    return python
-
-
 def probe(python: str, steps: list[tuple[str, str]]) -> list[tuple[str, dict[str, float]]]:
     root = str(Path(__file__).resolve().parent.parent)
     out = subprocess.run([python, "-c", _PROBE, json.dumps(steps)], capture_output=True,
@@ -135,7 +117,11 @@ def main(argv: list[str] | None = None) -> int:
     if not args.skip_lighter:
         venv = args.venv_dir or default_venv_dir()
         print(f"\nlighter stack: {', '.join(LIGHTER_REQUIREMENTS)} in {venv}")
-        python = install_lighter(venv)
+        try:
+            python = scratch_venv(venv, LIGHTER_REQUIREMENTS)
+        except ScratchVenvError as exc:
+            print(f"lighter stack: not installed: {exc}")
+            return 1
         show("lighter stack (libraries only, no daemon code)", probe(str(python), LIGHTER))
     return 0
 

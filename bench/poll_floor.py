@@ -9,8 +9,8 @@ one after the other in one run, in alternating rounds (so the machine's drift hi
   drivers, the cabinet model, the MQTT link, the store, its timers);
 - ``asyncio``: a bare poller with the line's mechanics and nothing else: one event loop,
   the descriptor watched with ``add_reader``, a future per reply and a timeout timer per
-  request, the silent interval slept with ``time.sleep``, the reply's CRC checked and
-  compared with the last one;
+  request, the silent interval slept with ``time.sleep``, the reply's CRC checked (the
+  daemon's own frames and CRC code) and compared with the last one;
 - ``uvloop`` (only when uvloop is installed; not a dependency of the daemon): the
   ``asyncio`` poller on uvloop's event loop, libuv underneath;
 - ``thread``: the same reads made by a thread with blocking I/O (``poll`` on the
@@ -56,38 +56,21 @@ from bench.daemon_footprint import (
     _pin,
     _wait_online,
     _wakeups,
-    cabinet_template,
+    bench_rig,
 )
 from controller.lab.rig import LaneRig
+from drivers.modbus.codec import encode_rtu, read_request, rtu_crc_ok
+from drivers.modbus.registers import read_bits_reply_len, silent_interval
 
 # -- the bare pollers (run as ``python bench/poll_floor.py --child MODE PORT POLL S``) --
 
-_FUNCTION = 0x02  # read discrete inputs
-_GAP_S = 3.5 * 11 / BAUD  # the silent interval of 3.5 characters
+_GAP_S = silent_interval(BAUD)
 _TIMEOUT_S = 0.2
-
-
-def _crc(data: bytes) -> int:
-    crc = 0xFFFF
-    for byte in data:
-        crc ^= byte
-        for _ in range(8):
-            crc = (crc >> 1) ^ 0xA001 if crc & 1 else crc >> 1
-    return crc
-
-
-def _frame(body: bytes) -> bytes:
-    crc = _crc(body)
-    return body + bytes((crc & 0xFF, crc >> 8))
-
-
-def _crc_ok(frame: bytes) -> bool:
-    return _crc(frame[:-2]) == frame[-2] | frame[-1] << 8
-
-
-_REQUESTS = [_frame(bytes((unit, _FUNCTION, 0, 0, 0, CHANNELS))) for unit in
+# The daemon's own frames and CRC check (table driven): only the way of waiting differs.
+_REQUESTS = [encode_rtu(read_request(unit, 0x02, 0, CHANNELS)) for unit in
              range(1, BOARDS + 1)]
-_REPLY_LEN = 3 + (CHANNELS + 7) // 8 + 2
+_REPLY_LEN = read_bits_reply_len(CHANNELS)
+_crc_ok = rtu_crc_ok
 
 
 def _sleep_until(target: float) -> None:
@@ -277,11 +260,7 @@ def main(argv: list[str] | None = None) -> int:
         print("uvloop is not installed: no row for the asyncio poller on uvloop "
               "(pip install uvloop for it; the daemon does not use it)")
     with tempfile.TemporaryDirectory(prefix="bench-floor-") as tmp:
-        workdir = Path(tmp)
-        template = workdir / "bench-cabinet.toml"
-        template.write_text(cabinet_template().replace(
-            "poll_interval_s = 0.1", f"poll_interval_s = {args.poll}"))
-        rig = LaneRig(workdir / "lane", template=template)
+        rig = bench_rig(Path(tmp), args.poll)
         port = str(rig.workdir / "ttyLOCKER0")
         try:
             rig.start(daemon=False)

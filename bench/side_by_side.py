@@ -17,8 +17,8 @@ on a loopback port, with line-timing emulation at 19200 baud (a read of 16 input
 12.6 ms, as on the wire). Both the daemon and the peer talk Modbus TCP to that gateway
 (the same transport for both), one after the other, alone on the lane:
 
-1. **idle** (``--window`` seconds after ``--settle``): CPU of the process (utime +
-   stime from ``/proc/PID/stat``) as % of one core and per poll transaction (the
+1. **idle** (``--window`` seconds after ``--settle``): CPU of the process (its time
+   on a CPU, :func:`bench._lane.cpu_ms`) as % of one core and per poll transaction (the
    simulator's request count for the bus), and its RSS (VmRSS);
 2. **latency** (``--changes`` door movements): the simulator forces door A01 open and
    closes it again at random phases of the poll; timed from the simulator's ground truth
@@ -59,8 +59,16 @@ if __package__ in (None, ""):
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from bench._lane import EventCollector, machine, pct, topics_of
-from bench.daemon_footprint import _cpu_ticks, _status, _wait_online
+from bench._lane import (
+    EventCollector,
+    ScratchVenvError,
+    cpu_ms,
+    machine,
+    pct,
+    scratch_venv,
+    topics_of,
+)
+from bench.daemon_footprint import _status, _wait_online
 from controller.lab.rig import LaneRig, free_port
 
 __all__ = ["PEER_REQUIREMENTS", "main"]
@@ -116,33 +124,13 @@ def default_venv_dir() -> Path:
     return base / "locker-controller-bench" / "spicier-modbus2mqtt-0.73"
 
 
-class PeerUnavailable(RuntimeError):
-    """The peer could not be installed."""
+PeerUnavailable = ScratchVenvError  # the peer could not be installed
 
 
 def install_peer(venv: Path) -> Path:
     """The peer's console script in ``venv``, installed there first if needed."""
-    script = venv / "bin" / "modbus2mqtt"
-    marker = venv / ".requirements"
-    wanted = "\n".join(PEER_REQUIREMENTS)
-    if script.exists() and marker.exists() and marker.read_text() == wanted:
-        return script
-    venv.parent.mkdir(parents=True, exist_ok=True)
-    steps = [
-        [sys.executable, "-m", "venv", "--clear", str(venv)],
-        [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", "--no-deps",
-         "--disable-pip-version-check", *PEER_REQUIREMENTS],
-    ]
-    for argv in steps:
-        try:
-            proc = subprocess.run(argv, capture_output=True, text=True, timeout=600, check=False)
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            raise PeerUnavailable(f"{argv[0]} {' '.join(argv[1:4])}: {exc}") from exc
-        if proc.returncode != 0:
-            tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
-            raise PeerUnavailable(f"{' '.join(argv[:6])} ... failed: {' / '.join(tail)}")
-    marker.write_text(wanted)
-    return script
+    scratch_venv(venv, PEER_REQUIREMENTS, no_deps=True)
+    return venv / "bin" / "modbus2mqtt"
 
 
 # -- measuring --------------------------------------------------------------------------
@@ -190,10 +178,10 @@ def _requests(rig: LaneRig) -> int:
 
 def measure_idle(rig: LaneRig, pid: int, result: Result, settle: float, window: float) -> None:
     time.sleep(settle)
-    n0, ticks0, t0 = _requests(rig), _cpu_ticks(pid), time.monotonic()
+    n0, cpu0, t0 = _requests(rig), cpu_ms(pid), time.monotonic()
     time.sleep(window)
-    n1, ticks1, t1 = _requests(rig), _cpu_ticks(pid), time.monotonic()
-    cpu_s = (ticks1 - ticks0) / os.sysconf("SC_CLK_TCK")
+    n1, cpu1, t1 = _requests(rig), cpu_ms(pid), time.monotonic()
+    cpu_s = (cpu1 - cpu0) / 1000
     wall = t1 - t0
     tx = max(1, n1 - n0)
     result.tx_per_s = (n1 - n0) / wall
