@@ -70,7 +70,6 @@ _TIMEOUT_S = 0.2
 _REQUESTS = [encode_rtu(read_request(unit, 0x02, 0, CHANNELS)) for unit in
              range(1, BOARDS + 1)]
 _REPLY_LEN = read_bits_reply_len(CHANNELS)
-_crc_ok = rtu_crc_ok
 
 
 def _sleep_until(target: float) -> None:
@@ -98,7 +97,10 @@ async def _asyncio_poller(port: str, poll_s: float, seconds: float) -> int:
     last_rx = [0.0]
 
     def readable() -> None:
-        data = os.read(fd, 1024)
+        try:
+            data = os.read(fd, 1024)
+        except (BlockingIOError, InterruptedError):
+            return
         last_rx[0] = time.monotonic()
         fut = waiter[0]
         if fut is None or fut.done():
@@ -133,7 +135,7 @@ async def _asyncio_poller(port: str, poll_s: float, seconds: float) -> int:
                 timer.cancel()
                 waiter[0] = None
             tx += 1
-            if _crc_ok(frame) and last.get(unit) != frame:
+            if rtu_crc_ok(frame) and last.get(unit) != frame:
                 last[unit] = frame
         next_start += poll_s
         await asyncio.sleep(max(0.0, next_start - loop.time()))
@@ -170,13 +172,16 @@ def _thread_poller(port: str, poll_s: float, seconds: float) -> int:
                         wait = deadline - time.monotonic()
                         if wait <= 0 or not poller.poll(wait * 1000):
                             break
-                        rx += os.read(fd, 1024)
+                        try:
+                            rx += os.read(fd, 1024)
+                        except (BlockingIOError, InterruptedError):
+                            continue
                     last_rx = time.monotonic()
                     if len(rx) < _REPLY_LEN:
                         continue
                     count[0] += 1
                     frame = rx[:_REPLY_LEN]
-                    if _crc_ok(frame) and last.get(unit) != frame:
+                    if rtu_crc_ok(frame) and last.get(unit) != frame:
                         last[unit] = frame
                         loop.call_soon_threadsafe(deliver, unit, frame)
                 next_start += poll_s
