@@ -42,6 +42,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._lane import cpu_ms, machine, topics_of
+from bench.memory_floor import probe
 from controller.dispatch import DispatchClient
 from controller.lab.rig import LaneRig
 from drivers.modbus.registers import (
@@ -118,25 +119,10 @@ _IMPORTS = [
 
 
 def _import_costs() -> list[tuple[str, float]]:
-    """RSS of a fresh interpreter, then the growth as the daemon's imports load in order."""
-    code = (
-        "import importlib, sys\n"
-        "def rss():\n"
-        "    for line in open('/proc/self/status'):\n"
-        "        if line.startswith('VmRSS'):\n"
-        "            return int(line.split()[1])\n"
-        "print('interpreter', rss())\n"
-        f"for label, name in {_IMPORTS!r}:\n"
-        "    importlib.import_module(name)\n"
-        "    print(label, rss(), sep='\\t')\n"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         timeout=120, check=True).stdout.splitlines()
-    rows: list[tuple[str, float]] = [("bare interpreter", int(out[0].split()[1]) / 1024)]
-    for line in out[1:]:
-        label, _, kb = line.partition("\t")
-        rows.append((label, int(kb) / 1024))
-    return rows
+    """RSS of a fresh interpreter, then as the daemon's imports load in order (MB)."""
+    rows = probe(sys.executable, [(label, f"import {name}") for label, name in _IMPORTS])
+    return [("bare interpreter" if label == "interpreter" else label, values["VmRSS"])
+            for label, values in rows]
 
 
 def _py_spy() -> str | None:
