@@ -44,6 +44,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -78,20 +79,21 @@ def _sleep_until(target: float) -> None:
         time.sleep(remaining)
 
 
-def _open(port: str) -> int:
-    import serial  # the daemon's own way: pyserial sets the line up, then raw os calls
+def _open(port: str) -> Any:
+    """The port, opened the daemon's way: pyserial sets the line up, then raw os calls on
+    its descriptor (set non-blocking here). Keep the object while the descriptor is used."""
+    import serial
 
     ser = serial.Serial(port=port, baudrate=BAUD, timeout=0, write_timeout=0)
-    fd: int = ser.fileno()
-    os.set_blocking(fd, False)
+    os.set_blocking(ser.fileno(), False)
     ser.reset_input_buffer()
-    _open.keep = ser  # type: ignore[attr-defined]
-    return fd
+    return ser
 
 
 async def _asyncio_poller(port: str, poll_s: float, seconds: float) -> int:
     loop = asyncio.get_running_loop()
-    fd = _open(port)
+    ser = _open(port)
+    fd: int = ser.fileno()
     rx = bytearray()
     waiter: list[asyncio.Future[bytes] | None] = [None]
     last_rx = [0.0]
@@ -140,11 +142,13 @@ async def _asyncio_poller(port: str, poll_s: float, seconds: float) -> int:
         next_start += poll_s
         await asyncio.sleep(max(0.0, next_start - loop.time()))
     loop.remove_reader(fd)
+    ser.close()
     return tx
 
 
 def _thread_poller(port: str, poll_s: float, seconds: float) -> int:
-    fd = _open(port)
+    ser = _open(port)
+    fd: int = ser.fileno()
     poller = select.poll()
     poller.register(fd, select.POLLIN)
     changes: list[tuple[int, bytes]] = []
@@ -194,6 +198,7 @@ def _thread_poller(port: str, poll_s: float, seconds: float) -> int:
         worker.join(5)
 
     asyncio.run(serve())
+    ser.close()
     return count[0]
 
 
