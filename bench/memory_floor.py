@@ -8,16 +8,16 @@ remove is on record:
 
 - ``current``: the runtime libraries the daemon uses now, from the project's own
   environment (asyncio with ssl, aiomqtt with paho, redis-py's asyncio client,
-  cryptography's Ed25519, pydantic with one model built), then the daemon's modules;
+  PyNaCl's Ed25519 and X25519, pydantic with one model built), then the daemon's modules;
 - ``lighter``: the same roles filled by smaller libraries, installed by the benchmark
   into a virtual environment of its own (``--venv-dir``), never into the project's:
-  hiredis (a C RESP parser, under a Redis client of the daemon's own), PyNaCl
-  (libsodium's Ed25519), msgspec (typed decoding of the settings and wire messages).
-  aiomqtt and asyncio stay.
+  hiredis (a C RESP parser, under a Redis client of the daemon's own), PyNaCl (as in the
+  daemon), msgspec (typed decoding of the settings and wire messages). aiomqtt and
+  asyncio stay.
 
 Each stack is imported in a new process; RSS is read from ``/proc/self/status`` after
 each import. The lighter stack is a measurement of libraries, not a working daemon: it
-tells what a rewrite of the store client, the signature check and the models could reach.
+tells what a rewrite of the store client and the models could reach.
 
     .venv/bin/python bench/memory_floor.py [--venv-dir DIR] [--skip-lighter]
 """
@@ -61,8 +61,7 @@ CURRENT = [
     ("asyncio (with ssl)", "import asyncio"),
     ("aiomqtt + paho-mqtt", "import aiomqtt"),
     ("redis-py (redis.asyncio)", "import redis.asyncio"),
-    ("cryptography (Ed25519)",
-     "from cryptography.hazmat.primitives.asymmetric import ed25519"),
+    ("PyNaCl (Ed25519, X25519)", "import nacl.signing, nacl.bindings"),
     ("pydantic (one model built)",
      "import pydantic\nclass M(pydantic.BaseModel):\n    x: int"),
     ("the daemon's modules", "import controller.daemon.main, controller.daemon.app"),

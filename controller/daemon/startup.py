@@ -20,6 +20,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from controller.contract.messages import ClockReading, Reply, encode
 from controller.domain.cabinet_model import CabinetModel
 from controller.security.codes import code_key_issue
+from controller.security.ed25519 import VerifyKey, verify_key
 from controller.services.config import OverlayRejected, settings_with_overlay
 from controller.services.reporting import EventSink, PendingEvent
 from controller.settings import Settings
@@ -121,15 +122,10 @@ async def reconcile(
     await sink.emit(events)
 
 
-def public_keys(settings: Settings) -> dict[str, Any]:
-    """Dispatch's command-signing keys, by key id, as Ed25519 public keys."""
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-
-    keys = {}
-    for key_id in settings.security.dispatch_public_keys:
-        raw = settings.security.public_key(key_id)
-        keys[key_id] = Ed25519PublicKey.from_public_bytes(raw)
-    return keys
+def public_keys(settings: Settings) -> dict[str, VerifyKey]:
+    """Dispatch's command-signing keys, by key id, as Ed25519 verify keys."""
+    return {key_id: verify_key(settings.security.public_key(key_id))
+            for key_id in settings.security.dispatch_public_keys}
 
 
 def default_code_key_file(config_path: Path | None,

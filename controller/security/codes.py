@@ -52,12 +52,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
-from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from nacl.bindings import (
+    crypto_aead_chacha20poly1305_ietf_decrypt,
+    crypto_aead_chacha20poly1305_ietf_encrypt,
+    crypto_scalarmult,
+    crypto_scalarmult_base,
+)
+from nacl.exceptions import CryptoError
 
 from controller.security.local_files import private_file_issue
 
@@ -96,8 +97,39 @@ class SealError(ValueError):
         self.field = field
 
 
-def _raw_public(key: X25519PublicKey) -> bytes:
-    return key.public_bytes(Encoding.Raw, PublicFormat.Raw)
+#: Bytes of an X25519 key (private or public).
+KEY_BYTES = 32
+
+
+def _x25519_public(private_key: bytes) -> bytes:
+    """The raw public key of the raw X25519 ``private_key`` (clamped, as RFC 7748 says)."""
+    return crypto_scalarmult_base(private_key)
+
+
+def _x25519(private_key: bytes, peer: bytes) -> bytes:
+    """The X25519 shared secret; ValueError for a peer key that is not 32 bytes or whose
+    result is all zeros (a point of small order: no secret is shared)."""
+    if len(peer) != KEY_BYTES:
+        raise ValueError(f"an X25519 key is {KEY_BYTES} bytes, not {len(peer)}")
+    try:
+        return crypto_scalarmult(private_key, peer)
+    except CryptoError:
+        raise ValueError("the key is of small order: no secret is shared") from None
+
+
+def _hkdf_sha256(ikm: bytes, salt: bytes, info: bytes, length: int) -> bytes:
+    """HKDF with SHA-256 (RFC 5869): extract, then expand to ``length`` bytes (at most
+    255 x 32). Checked against the RFC's test vectors (tests/unit/security/test_codes.py)."""
+    if not 0 < length <= 255 * 32:
+        raise ValueError(f"HKDF-SHA256 gives 1 to {255 * 32} bytes, not {length}")
+    prk = hmac.new(salt, ikm, "sha256").digest()
+    okm, block = b"", b""
+    counter = 0
+    while len(okm) < length:
+        counter += 1
+        block = hmac.new(prk, block + info + bytes((counter,)), "sha256").digest()
+        okm += block
+    return okm[:length]
 
 
 def key_id_of(public_key: bytes) -> str:
@@ -110,46 +142,49 @@ def _aad(cabinet: str, order_id: str, code_id: str) -> bytes:
 
 
 def _key_nonce(shared: bytes, epk: bytes, cabinet_pk: bytes) -> tuple[bytes, bytes]:
-    okm = HKDF(algorithm=hashes.SHA256(), length=44, salt=epk + cabinet_pk,
-               info=_INFO).derive(shared)
+    okm = _hkdf_sha256(shared, epk + cabinet_pk, _INFO, 44)
     return okm[:32], okm[32:]
 
 
 def seal_code(public_key: bytes, cabinet: str, order_id: str, code_id: str, purpose: str,
-              code: str, *, ephemeral: X25519PrivateKey | None = None) -> dict[str, Any]:
+              code: str, *, ephemeral: bytes | None = None) -> dict[str, Any]:
     """Seal ``code`` (already normalised) to the cabinet whose raw X25519 public key is
-    ``public_key``: the ``assign.codes[i]`` entry dispatch sends. ``ephemeral`` is for test
-    vectors only: a new key for every code is what keeps the nonce unique."""
-    cabinet_pk = X25519PublicKey.from_public_bytes(public_key)
-    ephemeral = ephemeral or X25519PrivateKey.generate()
-    epk = _raw_public(ephemeral.public_key())
-    key, nonce = _key_nonce(ephemeral.exchange(cabinet_pk), epk, public_key)
-    sealed = ChaCha20Poly1305(key).encrypt(nonce, code.encode("ascii"),
-                                           _aad(cabinet, order_id, code_id))
+    ``public_key``: the ``assign.codes[i]`` entry dispatch sends. ``ephemeral`` (a raw
+    private key) is for test vectors only: a new key for every code is what keeps the nonce
+    unique."""
+    if ephemeral is None:
+        ephemeral = os.urandom(KEY_BYTES)
+    if len(ephemeral) != KEY_BYTES:
+        raise ValueError(f"an X25519 private key is {KEY_BYTES} bytes")
+    epk = _x25519_public(ephemeral)
+    key, nonce = _key_nonce(_x25519(ephemeral, public_key), epk, public_key)
+    sealed = crypto_aead_chacha20poly1305_ietf_encrypt(
+        code.encode("ascii"), _aad(cabinet, order_id, code_id), nonce, key)
     return {"purpose": purpose, "scheme": SCHEME, "key_id": key_id_of(public_key),
             "epk": base64.b64encode(epk).decode(), "sealed": base64.b64encode(sealed).decode()}
 
 
-def open_sealed(private_key: X25519PrivateKey, cabinet: str, order_id: str, code_id: str,
+def open_sealed(private_key: bytes, cabinet: str, order_id: str, code_id: str,
                 entry: Mapping[str, Any]) -> str:
-    """The code inside ``entry`` (an ``assign.codes[i]``); :class:`SealError` otherwise."""
+    """The code inside ``entry`` (an ``assign.codes[i]``), opened with the cabinet's raw
+    X25519 ``private_key``; :class:`SealError` otherwise."""
     if entry.get("scheme") != SCHEME:
         raise SealError(f"scheme must be {SCHEME!r}", "scheme")
-    public = _raw_public(private_key.public_key())
+    public = _x25519_public(private_key)
     if entry.get("key_id") != key_id_of(public):
         raise SealError("sealed to another key: read code_key from this cabinet's status",
                         "key_id")
     try:
         epk = base64.b64decode(str(entry.get("epk")), validate=True)
         sealed = base64.b64decode(str(entry.get("sealed")), validate=True)
-        peer = X25519PublicKey.from_public_bytes(epk)
-        shared = private_key.exchange(peer)
+        shared = _x25519(private_key, epk)
     except (binascii.Error, ValueError) as exc:
         raise SealError(f"bad ephemeral key: {exc}", "epk") from None
     key, nonce = _key_nonce(shared, epk, public)
     try:
-        clear = ChaCha20Poly1305(key).decrypt(nonce, sealed, _aad(cabinet, order_id, code_id))
-    except InvalidTag:
+        clear = crypto_aead_chacha20poly1305_ietf_decrypt(
+            sealed, _aad(cabinet, order_id, code_id), nonce, key)
+    except CryptoError:
         raise SealError("does not open: tampered, or sealed for another cabinet, order or "
                         "code position", "sealed") from None
     try:
@@ -160,22 +195,27 @@ def open_sealed(private_key: X25519PrivateKey, cabinet: str, order_id: str, code
 
 @dataclass(frozen=True, slots=True)
 class CodeKey:
-    """The cabinet's code key: see the module docstring. ``repr`` shows no secret."""
+    """The cabinet's code key: see the module docstring. ``repr`` shows no secret.
+    ``private_key`` is the raw X25519 private key (32 bytes)."""
 
-    private_key: X25519PrivateKey
+    private_key: bytes
     secret: bytes
     salt: bytes
     scrypt_n: int = VERIFIER_SCRYPT["n"]
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.private_key, bytes) or len(self.private_key) != KEY_BYTES:
+            raise CodeKeyError(f"the X25519 private key is {KEY_BYTES} raw bytes")
 
     @classmethod
     def generate(cls, *, scrypt_n: int = VERIFIER_SCRYPT["n"]) -> CodeKey:
         """A new key. A ``scrypt_n`` under the floor is for in-memory test keys only: a
         key file with it is refused."""
-        return cls(X25519PrivateKey.generate(), os.urandom(32), os.urandom(16), scrypt_n)
+        return cls(os.urandom(KEY_BYTES), os.urandom(32), os.urandom(16), scrypt_n)
 
     @property
     def public_bytes(self) -> bytes:
-        return _raw_public(self.private_key.public_key())
+        return _x25519_public(self.private_key)
 
     @property
     def key_id(self) -> str:
@@ -202,12 +242,9 @@ class CodeKey:
     # -- the file -------------------------------------------------------------------------
 
     def to_json(self) -> str:
-        from cryptography.hazmat.primitives.serialization import NoEncryption, PrivateFormat
-
-        raw = self.private_key.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
         return json.dumps({
             "version": _FILE_VERSION, "scheme": SCHEME,
-            "x25519": base64.b64encode(raw).decode(),
+            "x25519": base64.b64encode(self.private_key).decode(),
             "verifier_secret": base64.b64encode(self.secret).decode(),
             "verifier_salt": base64.b64encode(self.salt).decode(),
             "scrypt_n": self.scrypt_n,
@@ -219,8 +256,9 @@ class CodeKey:
             data = json.loads(text)
             if data.get("version") != _FILE_VERSION:
                 raise ValueError(f"version {data.get('version')!r}")
-            private = X25519PrivateKey.from_private_bytes(
-                base64.b64decode(data["x25519"], validate=True))
+            private = base64.b64decode(data["x25519"], validate=True)
+            if len(private) != KEY_BYTES:
+                raise ValueError(f"x25519 is {len(private)} bytes, not {KEY_BYTES}")
             secret = base64.b64decode(data["verifier_secret"], validate=True)
             salt = base64.b64decode(data["verifier_salt"], validate=True)
             scrypt_n = int(data.get("scrypt_n", VERIFIER_SCRYPT["n"]))

@@ -53,16 +53,16 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import (
-    Ed25519PrivateKey,
-    Ed25519PublicKey,
-)
-
+from controller.security.ed25519 import VerifyKey, signature_ok, verify_key
 from controller.security.errors import AuthRejected, RejectCode
+
+if TYPE_CHECKING:  # dispatch's side only: the cabinet never imports cryptography
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+        Ed25519PrivateKey,
+        Ed25519PublicKey,
+    )
 
 __all__ = [
     "MAX_GRANT_LIFETIME_S",
@@ -120,7 +120,7 @@ class Grant:
     grant_id: str
     role: str
     key_id: str
-    public_key: Ed25519PublicKey
+    public_key: VerifyKey
     site: str
     not_before: int
     not_after: int
@@ -144,7 +144,7 @@ def issue_grant(root_key: Ed25519PrivateKey, root_key_id: str, *, grant_id: str,
         raise ValueError(f"site {site!r} is not [a-z0-9-]{{1,32}}")
     if not 0 < not_after - not_before <= MAX_GRANT_LIFETIME_S:
         raise ValueError(f"a grant lasts between 1 s and {MAX_GRANT_LIFETIME_S} s")
-    raw = public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    raw = public_key.public_bytes_raw()
     text = json.dumps({"grant": grant_id, "role": role, "key_id": key_id,
                        "public_key": base64.b64encode(raw).decode(), "site": site,
                        "not_before": not_before, "not_after": not_after},
@@ -159,9 +159,11 @@ def _int(value: Any, field: str) -> int:
     return value
 
 
-def check_grant(envelope: Any, roots: Mapping[str, Ed25519PublicKey], *, site: str | None,
+def check_grant(envelope: Any, roots: Mapping[str, Any], *, site: str | None,
                 now_s: float, revoked: RevocationList) -> Grant:
     """The cabinet's side: return the grant in ``envelope`` or raise :class:`AuthRejected`.
+    ``roots`` maps a root key id to its public key, in any form
+    :func:`~controller.security.ed25519.verify_key` takes.
 
     Order: shape [malformed], root key [unknown_key], root signature [bad_signature], then
     the grant's content [malformed], revocation [revoked], site [wrong_site] and time window
@@ -184,11 +186,9 @@ def check_grant(envelope: Any, roots: Mapping[str, Ed25519PublicKey], *, site: s
     if len(signed_bytes) > _MAX_GRANT_BYTES or len(signature) != 64 \
             or base64.b64encode(signature).decode() != sig:
         raise _reject("grant sig is not the base64 of 64 bytes", "grant.sig")
-    try:
-        root.verify(signature, signed_bytes)
-    except InvalidSignature:
+    if not signature_ok(verify_key(root), signature, signed_bytes):
         raise _reject(f"grant signature does not verify with root key {root_id}",
-                      "grant.sig", RejectCode.BAD_SIGNATURE) from None
+                      "grant.sig", RejectCode.BAD_SIGNATURE)
     try:
         body = json.loads(text)
     except ValueError:
@@ -208,7 +208,7 @@ def check_grant(envelope: Any, roots: Mapping[str, Ed25519PublicKey], *, site: s
                                                                          "not_after")
     try:
         raw = base64.b64decode(body["public_key"], validate=True)
-        public_key = Ed25519PublicKey.from_public_bytes(raw)
+        public_key = verify_key(raw)
     except (binascii.Error, ValueError, TypeError):
         raise _reject("grant public_key is not a base64 Ed25519 key",
                       "grant.public_key") from None

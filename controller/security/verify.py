@@ -59,11 +59,9 @@ from enum import StrEnum
 from types import MappingProxyType
 from typing import Any
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-
 from controller import strictjson
 from controller.clock import CabinetClock
+from controller.security.ed25519 import VerifyKey, signature_ok, verify_key
 from controller.security.errors import AuthRejected, RejectCode
 from controller.security.grants import Grant, RevocationList, check_grant, role_allows
 from controller.security.replay import ReplayStore, ReplayWindow, SeenCommand
@@ -189,8 +187,10 @@ class CommandVerifier:
     """Verifies commands for one cabinet. See the module docstring for the checks.
 
     ``public_keys`` maps a ``key_id`` to dispatch's Ed25519 public key (several during a
-    key rotation). ``clock`` returns the cabinet's clock *now* (boot id and monotonic
-    uptime); it is called once per :meth:`verify`. ``replay_store`` persists accepted ids
+    key rotation): a :class:`~nacl.signing.VerifyKey`, its 32 raw bytes, or the key
+    object of dispatch's tools (:func:`controller.security.ed25519.verify_key`). ``clock``
+    returns the cabinet's clock *now* (boot id and monotonic uptime); it is called once per
+    :meth:`verify`. ``replay_store`` persists accepted ids
     (:class:`~controller.security.replay.MemoryReplayStore` in tests and the simulator).
 
     Use from one event loop. The store is loaded on the first :meth:`verify` (or an explicit
@@ -200,7 +200,7 @@ class CommandVerifier:
     def __init__(
         self,
         cabinet_id: str,
-        public_keys: Mapping[str, Ed25519PublicKey],
+        public_keys: Mapping[str, Any],
         clock: Callable[[], CabinetClock],
         replay_store: ReplayStore,
         *,
@@ -212,16 +212,19 @@ class CommandVerifier:
         if not 0 < max_lifetime_ms <= MAX_COMMAND_LIFETIME_MS:
             raise ValueError(f"max_lifetime_ms must be in 1..{MAX_COMMAND_LIFETIME_MS}, "
                              f"not {max_lifetime_ms}")
+        keys: dict[str, VerifyKey] = {}
         for key_id, key in public_keys.items():
             if not KEY_ID_PATTERN.fullmatch(key_id):
                 raise ValueError(f"key id {key_id!r} does not match {KEY_ID_PATTERN.pattern}")
-            if not isinstance(key, Ed25519PublicKey):
-                raise TypeError(f"key {key_id!r} is not an Ed25519 public key")
+            try:
+                keys[key_id] = verify_key(key)
+            except TypeError:
+                raise TypeError(f"key {key_id!r} is not an Ed25519 public key") from None
         self._cabinet_id = cabinet_id
         self._site_id = site_id
         self._wall = wall
         self.revocations = revocations if revocations is not None else RevocationList()
-        self._keys = dict(public_keys)
+        self._keys = keys
         self._clock = clock
         self._max_lifetime_ms = max_lifetime_ms
         self._store = replay_store
@@ -347,18 +350,16 @@ class CommandVerifier:
             if grant.key_id != key_id:
                 raise _reject(RejectCode.UNKNOWN_KEY, "key_id is not the key of the grant",
                               "key_id")
-            key: Ed25519PublicKey | None = grant.public_key
+            key: VerifyKey | None = grant.public_key
         else:
             key = self._keys.get(key_id)
         if key is None:
             raise _reject(RejectCode.UNKNOWN_KEY, f"no trusted key {_short(key_id)}", "key_id")
         signature = _decode_signature(sig)
         signed_bytes = _encode_signed(signed_text)
-        try:
-            key.verify(signature, signed_bytes)
-        except InvalidSignature:
+        if not signature_ok(key, signature, signed_bytes):
             raise _reject(RejectCode.BAD_SIGNATURE,
-                          f"signature does not verify with key {key_id}", "sig") from None
+                          f"signature does not verify with key {key_id}", "sig")
         return key_id, signed_text, grant
 
     @staticmethod

@@ -9,8 +9,6 @@ import hmac
 import re
 from pathlib import Path
 
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
-
 from controller.domain.codes import PickupCode
 from controller.security.codes import CodeKey, key_id_of, seal_code
 
@@ -25,9 +23,9 @@ def _cell(label: str) -> str:
 
 
 def test_the_documented_vectors_are_what_the_code_computes() -> None:
-    cabinet = X25519PrivateKey.from_private_bytes(bytes(range(32)))
-    ephemeral = X25519PrivateKey.from_private_bytes(bytes(range(32, 64)))
-    public = cabinet.public_key().public_bytes_raw()
+    cabinet = CodeKey(bytes(range(32)), b"\x11" * 32, b"\x22" * 16)
+    ephemeral = bytes(range(32, 64))
+    public = cabinet.public_bytes
 
     assert base64.b64encode(public).decode() == _cell("`public_key`")
     assert key_id_of(public) == _cell("`key_id`")
@@ -39,8 +37,7 @@ def test_the_documented_vectors_are_what_the_code_computes() -> None:
 
 
 def test_the_documented_verifier_and_normalisation() -> None:
-    key = CodeKey(X25519PrivateKey.from_private_bytes(bytes(range(32))), b"\x11" * 32,
-                  b"\x22" * 16)
+    key = CodeKey(bytes(range(32)), b"\x11" * 32, b"\x22" * 16)
     vectors = re.findall(r"^\| `([0-9A-Z]+)`[^|]* \| `([0-9a-f]{32})` \|$", SECTION, re.M)
     assert len(vectors) == 2
     for code, digest in vectors:

@@ -3,25 +3,26 @@ bindings, the key file."""
 
 from __future__ import annotations
 
+import base64
 import os
 import stat
 from pathlib import Path
 
 import pytest
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from controller.security.codes import (
     SCHEME,
     CodeKey,
     CodeKeyError,
     SealError,
+    _hkdf_sha256,
     open_sealed,
     seal_code,
 )
 
 # The test vectors of docs/mqtt/README.md ("Pickup codes").
-CABINET_KEY = X25519PrivateKey.from_private_bytes(bytes(range(32)))
-EPHEMERAL = X25519PrivateKey.from_private_bytes(bytes(range(32, 64)))
+CABINET_KEY = bytes(range(32))
+EPHEMERAL = bytes(range(32, 64))
 VECTOR_KEY = CodeKey(CABINET_KEY, bytes([0x11]) * 32, bytes([0x22]) * 16)
 VECTORS = [
     ("4820193375", "ord-88412", "collect-0", "collect",
@@ -113,3 +114,89 @@ def test_a_weak_or_broken_key_file_is_refused(tmp_path: Path) -> None:
         CodeKey.load_or_create(path)
     with pytest.raises(CodeKeyError, match="cannot create"):
         CodeKey.load_or_create(tmp_path / "missing-dir" / "code.key")
+    text = CodeKey.generate().to_json()
+    short = text.replace(text.split('"x25519": "')[1].split('"')[0], "AAAA")
+    path.write_text(short)
+    with pytest.raises(CodeKeyError, match="malformed: x25519 is 3 bytes"):
+        CodeKey.load_or_create(path)
+
+
+# HKDF-SHA256: RFC 5869, appendix A, test cases 1 to 3 (IKM, salt, info, L, OKM).
+RFC5869 = [
+    ("0b" * 22, "000102030405060708090a0b0c", "f0f1f2f3f4f5f6f7f8f9", 42,
+     "3cb25f25faacd57a90434f64d0362f2a2d2d0a90cf1a5a4c5db02d56ecc4c5bf34007208d5b887185865"),
+    ("".join(f"{i:02x}" for i in range(0x00, 0x50)),
+     "".join(f"{i:02x}" for i in range(0x60, 0xB0)),
+     "".join(f"{i:02x}" for i in range(0xB0, 0x100)), 82,
+     "b11e398dc80327a1c8e7f78c596a49344f012eda2d4efad8a050cc4c19afa97c59045a99cac7827271cb41c6"
+     "5e590e09da3275600c2f09b8367793a9aca3db71cc30c58179ec3e87c14c01d5c1f3434f1d87"),
+    ("0b" * 22, "", "", 42,
+     "8da4e775a563c18f715f802a063c5a31b8a11f5c5ee1879ec3454e5f3c738d2d9d201395faa4b61a96c8"),
+]
+
+
+@pytest.mark.parametrize(("ikm", "salt", "info", "length", "okm"), RFC5869)
+def test_hkdf_is_rfc_5869(ikm: str, salt: str, info: str, length: int, okm: str) -> None:
+    assert _hkdf_sha256(bytes.fromhex(ikm), bytes.fromhex(salt), bytes.fromhex(info),
+                        length).hex() == okm
+
+
+def test_hkdf_refuses_lengths_outside_the_rfc() -> None:
+    for length in (0, 255 * 32 + 1):
+        with pytest.raises(ValueError, match="HKDF-SHA256 gives"):
+            _hkdf_sha256(b"k", b"s", b"i", length)
+
+
+def test_codes_sealed_by_another_implementation_open_and_ours_open_there() -> None:
+    """The scheme built from cryptography's primitives (what dispatch may use), not from
+    the cabinet's: each side opens what the other sealed."""
+    aead = pytest.importorskip("cryptography.hazmat.primitives.ciphers.aead")
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric.x25519 import (
+        X25519PrivateKey,
+        X25519PublicKey,
+    )
+    from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+    key = CodeKey.generate(scrypt_n=2**8)
+    aad = b"\x00".join([b"locker-code/1", b"cab-01", b"o-7", b"collect-0"])
+
+    def key_nonce(shared: bytes, epk: bytes) -> tuple[bytes, bytes]:
+        okm = HKDF(algorithm=hashes.SHA256(), length=44, salt=epk + key.public_bytes,
+                   info=b"locker-code/1").derive(shared)
+        return okm[:32], okm[32:]
+
+    for _ in range(20):
+        ephemeral = X25519PrivateKey.generate()
+        epk = ephemeral.public_key().public_bytes_raw()
+        k, nonce = key_nonce(ephemeral.exchange(X25519PublicKey.from_public_bytes(
+            key.public_bytes)), epk)
+        sealed = aead.ChaCha20Poly1305(k).encrypt(nonce, b"4820193375", aad)
+        entry = {"purpose": "collect", "scheme": SCHEME, "key_id": key.key_id,
+                 "epk": base64.b64encode(epk).decode(),
+                 "sealed": base64.b64encode(sealed).decode()}
+        assert key.open("cab-01", "o-7", "collect-0", entry) == "4820193375"
+
+        ours = seal_code(key.public_bytes, "cab-01", "o-7", "collect-0", "collect",
+                         "K7QW2M9XTR4PZ8HA")
+        epk = base64.b64decode(ours["epk"])
+        private = X25519PrivateKey.from_private_bytes(key.private_key)
+        k, nonce = key_nonce(private.exchange(X25519PublicKey.from_public_bytes(epk)), epk)
+        clear = aead.ChaCha20Poly1305(k).decrypt(nonce, base64.b64decode(ours["sealed"]), aad)
+        assert clear == b"K7QW2M9XTR4PZ8HA"
+
+
+@pytest.mark.parametrize("epk", [bytes(32), bytes([1]) + bytes(31), bytes(31), bytes(33)])
+def test_an_ephemeral_key_of_small_order_or_wrong_size_is_refused(epk: bytes) -> None:
+    key = CodeKey.generate(scrypt_n=2**8)
+    entry = seal_code(key.public_bytes, "cab-01", "o-1", "collect-0", "collect", "4820193375")
+    with pytest.raises(SealError) as err:
+        key.open("cab-01", "o-1", "collect-0",
+                 {**entry, "epk": base64.b64encode(epk).decode()})
+    assert err.value.field == "epk"
+
+
+def test_a_code_key_is_32_raw_bytes() -> None:
+    for private in (bytes(31), "x" * 32, bytes(33)):
+        with pytest.raises(CodeKeyError, match="32 raw bytes"):
+            CodeKey(private, bytes(32), bytes(16))  # type: ignore[arg-type]
