@@ -55,6 +55,21 @@ def machine() -> str:
             f"{datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')}")
 
 
+def installed_bytecode() -> str:
+    """Compile the project's modules, as ``pip install`` does on a cabinet, so that the
+    processes this benchmark starts read bytecode instead of compiling every module at each
+    import (which costs CPU at start and leaves about 2 MB more in the heap). A checkout run
+    with ``PYTHONDONTWRITEBYTECODE`` never writes it. The files go to ``__pycache__`` beside
+    the sources (ignored by git); the libraries were compiled when they were installed.
+    Returns a line for the benchmark's header."""
+    root = Path(__file__).resolve().parent.parent
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    subprocess.run([sys.executable, "-m", "compileall", "-q",
+                    *(str(root / part) for part in ("controller", "drivers", "simulator"))],
+                   check=True, stdout=subprocess.DEVNULL, env=env, timeout=300)
+    return "bytecode: the project's modules compiled beforehand, as pip compiles them on a cabinet"
+
+
 def pct(samples: Sequence[float], p: float) -> float:
     """The p-th percentile (nearest rank) of ``samples``."""
     ordered = sorted(samples)

@@ -41,7 +41,7 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._lane import cpu_ms, machine, topics_of
+from bench._lane import cpu_ms, installed_bytecode, machine, topics_of
 from bench.memory_floor import probe
 from controller.dispatch import DispatchClient
 from controller.lab.rig import LaneRig
@@ -302,6 +302,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{read_t * 1000:.2f} ms = {BOARDS * read_t * 1000:.1f} ms of wire per poll cycle")
     print("lane: mosquitto + redis-server (appendfsync always) + locker-sim (line timing "
           "emulated) + locker-controller, on 127.0.0.1; nothing happens on the lane")
+    print(installed_bytecode())
     for poll_s in polls:
         _measure(poll_s, window, settle, profile, args.pin)
     rows = _import_costs()

@@ -34,7 +34,7 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._lane import ScratchVenvError, machine, scratch_venv
+from bench._lane import ScratchVenvError, installed_bytecode, machine, scratch_venv
 
 TARGET_MB = 40.0
 
@@ -112,6 +112,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="measure the current stack only (no download)")
     args = parser.parse_args(argv)
     print(machine())
+    print(installed_bytecode())
     show("current stack (the project's environment)", probe(sys.executable, CURRENT))
     if not args.skip_lighter:
         venv = args.venv_dir or default_venv_dir()

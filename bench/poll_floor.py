@@ -49,7 +49,7 @@ from typing import Any
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._lane import cpu_ms, machine
+from bench._lane import cpu_ms, installed_bytecode, machine
 from bench.daemon_footprint import (
     BAUD,
     BOARDS,
@@ -270,6 +270,7 @@ def main(argv: list[str] | None = None) -> int:
         print("uvloop is not installed: no row for the asyncio poller on uvloop "
               "(pip install uvloop for it; the daemon does not use it)")
     with tempfile.TemporaryDirectory(prefix="bench-floor-") as tmp:
+        print(installed_bytecode())
         rig = bench_rig(Path(tmp), args.poll)
         port = str(rig.workdir / "ttyLOCKER0")
         try:

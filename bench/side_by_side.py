@@ -63,6 +63,7 @@ from bench._lane import (
     EventCollector,
     ScratchVenvError,
     cpu_ms,
+    installed_bytecode,
     machine,
     pct,
     scratch_venv,
@@ -405,6 +406,7 @@ def main(argv: list[str] | None = None) -> int:
     results: list[Result] = []
     with tempfile.TemporaryDirectory(prefix="bench-side-") as tmp:
         workdir = Path(tmp)
+        print(installed_bytecode())
         gateway_port = free_port()
         template = workdir / "side-cabinet.toml"
         template.write_text(cabinet_template(gateway_port, args.poll))
