@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, TypeAlias
 from urllib.parse import urlsplit, urlunsplit
 
+from nacl.bindings import crypto_core_ed25519_is_valid_point
 from pydantic import (
     AfterValidator,
     Field,
@@ -790,6 +791,15 @@ def _key_from_pem(text: str) -> bytes:
     return _raw_ed25519(base64.b64decode("".join(match.group(1).split()), validate=True))
 
 
+def _usable_key(raw: bytes) -> bytes:
+    """``raw`` if it is a point of large order on the Ed25519 curve, in canonical form.
+    Any other 32 bytes can never check a signature: with libsodium every command would be
+    refused, and a key of small order is the one under which a lax check accepts forgeries."""
+    if not crypto_core_ed25519_is_valid_point(raw):
+        raise ValueError("not a usable Ed25519 public key (off the curve, or of small order)")
+    return raw
+
+
 def _inline_key(value: str) -> bytes | None:
     """The raw key if ``value`` is an inline base64 Ed25519 public key, else None."""
     try:
@@ -801,12 +811,14 @@ def _inline_key(value: str) -> bytes | None:
 def _check_key_ref(ref: str, info: ValidationInfo) -> str:
     """An inline key stays as written; a path is resolved and, unless file checks are off,
     must hold a PEM Ed25519 public key."""
-    if _inline_key(ref) is not None:
+    inline = _inline_key(ref)
+    if inline is not None:
+        _usable_key(inline)
         return ref
     path = _ctx_path(info, ref)
     if _check_files(info):
         try:
-            _key_from_pem(path.read_text(encoding="ascii"))
+            _usable_key(_key_from_pem(path.read_text(encoding="ascii")))
         except OSError as exc:
             raise ValueError(f"cannot read {str(path)!r}: {exc.strerror}") from None
         except (ValueError, binascii.Error) as exc:
@@ -828,7 +840,7 @@ class SecurityConfig(_Section):
     ] = Field(
         default_factory=_table(),
         description="`key_id = ` path of a PEM Ed25519 public key, or the key inline in "
-        "base64 (raw 32 bytes or DER).",
+        "base64 (raw 32 bytes or DER). A key off the curve or of small order is refused.",
     )
     code_max_attempts: Count = Field(
         default=5, ge=1, le=100,

@@ -10,9 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from nacl.signing import SigningKey
 
-#: A raw Ed25519 public key, base64: settings only check its shape.
-INLINE_KEY = base64.b64encode(bytes(range(32))).decode()
+#: A raw Ed25519 public key, base64: the public key of the seed 00 01 .. 1f (the loader
+#: refuses 32 bytes that are not a point of the curve of large order).
+INLINE_KEY = base64.b64encode(bytes(SigningKey(bytes(range(32))).verify_key)).decode()
 
 VALID_TOML = f"""\
 [cabinet]

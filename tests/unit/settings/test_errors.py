@@ -3,6 +3,7 @@ from a file, the file and the line)."""
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -454,3 +455,26 @@ def test_direct_model_validation_still_runs_cross_checks(valid_data: dict[str, A
     valid_data["boards"][1]["bus"] = "nowhere"
     with pytest.raises(ValidationError, match=r"boards\[1\].bus: unknown bus"):
         Settings.model_validate(valid_data)
+
+
+# 32 bytes that are no usable key: the identity point and a point of order 8 (small
+# order: a lax check accepts forgeries under them), and bytes off the curve.
+UNUSABLE_KEYS = {
+    "identity": bytes([1]) + bytes(31),
+    "order 8": bytes.fromhex("c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac037a"),
+    "off the curve": bytes(range(32)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(UNUSABLE_KEYS))
+def test_a_key_of_small_order_or_off_the_curve_is_refused(
+        name: str, tmp_path: Path, valid_data: dict[str, Any]) -> None:
+    raw = UNUSABLE_KEYS[name]
+    pem = tmp_path / "bad.pem"
+    pem.write_text("-----BEGIN PUBLIC KEY-----\n" + base64.b64encode(
+        bytes.fromhex("302a300506032b6570032100") + raw).decode() + "\n-----END PUBLIC KEY-----\n")
+    for ref in (base64.b64encode(raw).decode(), str(pem)):
+        valid_data["security"]["dispatch_public_keys"] = {"d1": ref}
+        issues = issues_of(valid_data)
+        assert list(issues) == ["security.dispatch_public_keys.d1"]
+        assert "not a usable Ed25519 public key" in issues["security.dispatch_public_keys.d1"]

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from nacl.signing import SigningKey
 
 from controller.settings import ConfigError, ConfigIssue, load_settings, parse_settings
 from tests.unit.settings.toml_text import dumps
@@ -117,7 +118,8 @@ def cabinets(draw: st.DrawFn) -> dict[str, Any]:
         "tenants": tenants,
         "security": {
             "dispatch_public_keys": {
-                "d1": base64.b64encode(draw(st.binary(min_size=32, max_size=32))).decode()
+                "d1": base64.b64encode(bytes(SigningKey(
+                    draw(st.binary(min_size=32, max_size=32))).verify_key)).decode()
             }
         },
         "simulator": draw(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from pathlib import Path
 from typing import Any
@@ -104,10 +105,9 @@ def test_to_dict_with_secrets_round_trips(settings: Settings) -> None:
 
 
 def test_public_key_bytes(settings: Settings, tmp_path: Path, valid_data: dict[str, Any]) -> None:
-    assert settings.security.public_key("dispatch-1") == bytes(range(32))
-    import base64
-
-    der = bytes.fromhex("302a300506032b6570032100") + bytes(range(32))
+    raw = base64.b64decode(INLINE_KEY)
+    assert settings.security.public_key("dispatch-1") == raw
+    der = bytes.fromhex("302a300506032b6570032100") + raw
     pem = tmp_path / "d2.pem"
     pem.write_text(
         "-----BEGIN PUBLIC KEY-----\n"
@@ -116,7 +116,7 @@ def test_public_key_bytes(settings: Settings, tmp_path: Path, valid_data: dict[s
     )
     valid_data["security"]["dispatch_public_keys"]["dispatch-2"] = str(pem)
     loaded = parse_settings(valid_data)
-    assert loaded.security.public_key("dispatch-2") == bytes(range(32))
+    assert loaded.security.public_key("dispatch-2") == raw
     assert loaded.to_public_dict()["security"]["dispatch_public_keys"]["dispatch-2"] == str(pem)
 
 
