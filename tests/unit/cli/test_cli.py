@@ -7,8 +7,6 @@ import argparse
 import json
 import os
 import stat
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -18,6 +16,7 @@ from controller.security.signing import load_private_key
 from controller.settings import load_settings
 from controller.tools.lockerctl import build_parser, main
 from controller.tools.remote import command_args, parse_broker
+from tests.support.fresh_imports import modules_after
 
 ROOT = Path(__file__).resolve().parents[3]
 SIM_CONFIG = ROOT / "deploy" / "sim-cabinet.toml"
@@ -388,13 +387,10 @@ def test_bus_scan_with_a_bad_config_and_range(tmp_path: Path,
 
 @pytest.mark.integration  # runs a Python process of its own
 def test_lockerctl_does_not_import_hardware_libraries() -> None:
-    code = ("import sys, controller.tools.lockerctl, controller.tools.bus, controller.tools.demo; "
-            "controller.tools.lockerctl.build_parser(); "
-            "print(sorted(m for m in sys.modules if m.split('.')[0] in "
-            "('pymodbus', 'serial', 'RPi', 'gpiod')))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         timeout=60, check=True, cwd=ROOT).stdout
-    assert out.strip() == "[]"
+    loaded = modules_after("import controller.tools.lockerctl, controller.tools.bus, "
+                           "controller.tools.demo; controller.tools.lockerctl.build_parser()")
+    assert sorted(m for m in loaded
+                  if m.split(".")[0] in ("pymodbus", "serial", "RPi", "gpiod")) == []
 
 
 def test_assign_with_codes_and_no_pin_is_refused_before_any_connection(
