@@ -14,11 +14,10 @@ import jsonschema
 import pytest
 
 from controller.contract.events import ALARMS, EVENT_KINDS
-from controller.contract.topics import CabinetTopics
 from controller.lab.rig import LaneRig
 from controller.mqtt.dispatch import DispatchClient
 from tests.integration.test_lane_day import template
-from tests.support.lane import wait_event, wait_until
+from tests.support.lane import running_lane, wait_event, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 
@@ -52,21 +51,10 @@ def _alarm(dispatch: DispatchClient, kind: str, alarm: str, start: int) -> Calla
 
 
 async def test_lane_and_fault_events_match_the_schema_of_their_kind(tmp_path: Path) -> None:
-    rig = LaneRig(tmp_path, template=template(tmp_path), overrides=OVERRIDES)
-    await asyncio.to_thread(rig.start)
-    try:
-        topics = CabinetTopics(rig.topic_root, rig.site, rig.cabinet)
-        async with DispatchClient("127.0.0.1", rig.mqtt_port, topics, key=rig.key,
-                                  key_id=rig.key_id) as dispatch:
-            await dispatch.wait_online(30)
-            dispatch.code_key_pin = await asyncio.to_thread(rig.pinned_code_key)
-            await _run(rig, dispatch)
-            _check(dispatch)
-    except BaseException:
-        print(rig.logs("daemon", 8000))
-        raise
-    finally:
-        await asyncio.to_thread(rig.close)
+    async with running_lane(tmp_path, template=template(tmp_path),
+                            overrides=OVERRIDES) as (rig, dispatch):
+        await _run(rig, dispatch)
+        _check(dispatch)
 
 
 async def _run(rig: LaneRig, dispatch: DispatchClient) -> None:

@@ -13,9 +13,8 @@ from typing import Any
 
 import pytest
 
-from controller.contract.topics import CabinetTopics
-from controller.dispatch import DispatchClient
-from controller.lab.rig import DEFAULT_TEMPLATE, LaneRig
+from controller.lab.rig import DEFAULT_TEMPLATE
+from tests.support.lane import running_lane
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
@@ -46,27 +45,15 @@ def _alarm(payload: dict[str, Any], kind: str) -> bool:
 
 async def test_a_spare_input_board_is_polled_and_alarmed_like_the_others(
         tmp_path: Path) -> None:
-    rig = LaneRig(tmp_path / "lane", template=_template(tmp_path), emulate_timing=False,
-                  overrides={"timing.telemetry_interval_s": '"1s"'})
-    await asyncio.to_thread(rig.start)
-    try:
-        topics = CabinetTopics(rig.topic_root, rig.site, rig.cabinet)
-        async with DispatchClient("127.0.0.1", rig.mqtt_port, topics, key=rig.key,
-                                  key_id=rig.key_id) as dispatch:
-            await dispatch.wait_online(30)
-            telemetry = await dispatch.wait_for(
-                lambda m: m.channel == "telemetry", 30)
-            assert telemetry.payload.get("task_restarts") == {}, telemetry.payload
-            # The spare goes silent: its own alarm, the daemon goes on.
-            await asyncio.to_thread(rig.control.call, "fault_set", kind="silent",
-                                    board="spare")
-            raised = await dispatch.wait_for(lambda m: _alarm(m.payload, "alarm_raised"), 60)
-            await asyncio.to_thread(rig.control.call, "fault_clear")
-            await dispatch.wait_for(lambda m: _alarm(m.payload, "alarm_cleared"), 60)
-            assert rig.daemon.running()
-            assert raised.payload["data"]["board"] == "spare"
-    except BaseException:
-        print(rig.logs("daemon", 8000))
-        raise
-    finally:
-        await asyncio.to_thread(rig.close)
+    async with running_lane(tmp_path / "lane", template=_template(tmp_path),
+                            emulate_timing=False,
+                            overrides={"timing.telemetry_interval_s": '"1s"'}) as (rig, dispatch):
+        telemetry = await dispatch.wait_for(lambda m: m.channel == "telemetry", 30)
+        assert telemetry.payload.get("task_restarts") == {}, telemetry.payload
+        # The spare goes silent: its own alarm, the daemon goes on.
+        await asyncio.to_thread(rig.control.call, "fault_set", kind="silent", board="spare")
+        raised = await dispatch.wait_for(lambda m: _alarm(m.payload, "alarm_raised"), 60)
+        await asyncio.to_thread(rig.control.call, "fault_clear")
+        await dispatch.wait_for(lambda m: _alarm(m.payload, "alarm_cleared"), 60)
+        assert rig.daemon.running()
+        assert raised.payload["data"]["board"] == "spare"

@@ -18,11 +18,13 @@ T = TypeVar("T")
 @asynccontextmanager
 async def running_lane(
     workdir: Path, *, overrides: dict[str, Any] | None = None, emulate_timing: bool = True,
-    redis: str = "server",
+    redis: str = "server", template: Path | None = None,
 ) -> AsyncIterator[tuple[LaneRig, DispatchClient]]:
-    """A started LaneRig and a connected dispatch client that has seen the cabinet online,
-    with the cabinet's code key pinned from its key file (as read at commissioning)."""
-    rig = LaneRig(workdir, overrides=overrides, emulate_timing=emulate_timing, redis=redis)
+    """A started LaneRig (of ``template``, else the demo cabinet) and a connected dispatch
+    client that has seen the cabinet online, with the cabinet's code key pinned from its
+    key file (as read at commissioning). A failure inside prints the daemon's log."""
+    rig = LaneRig(workdir, overrides=overrides, emulate_timing=emulate_timing, redis=redis,
+                  **({} if template is None else {"template": template}))
     await asyncio.to_thread(rig.start)
     try:
         topics = CabinetTopics(rig.topic_root, rig.site, rig.cabinet)
@@ -33,7 +35,11 @@ async def running_lane(
             except TimeoutError as exc:
                 raise AssertionError(f"cabinet never online:\n{rig.logs()}") from exc
             dispatch.code_key_pin = await asyncio.to_thread(rig.pinned_code_key)
-            yield rig, dispatch
+            try:
+                yield rig, dispatch
+            except BaseException:
+                print(rig.logs("daemon", 8000))
+                raise
     finally:
         await asyncio.to_thread(rig.close)
 
