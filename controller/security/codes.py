@@ -99,6 +99,8 @@ class SealError(ValueError):
 
 #: Bytes of an X25519 key (private or public).
 KEY_BYTES = 32
+#: Bytes of the Poly1305 tag at the end of every sealed code.
+TAG_BYTES = 16
 
 
 def _x25519_public(private_key: bytes) -> bytes:
@@ -115,6 +117,21 @@ def _x25519(private_key: bytes, peer: bytes) -> bytes:
         return crypto_scalarmult(private_key, peer)
     except CryptoError:
         raise ValueError("the key is of small order: no secret is shared") from None
+
+
+def _canonical_b64(value: object) -> bytes:
+    """The bytes of ``value``, standard base64 with its padding and nothing else: the one
+    text that encodes them (unused bits set, missing padding, another alphabet or spaces
+    are refused). ValueError otherwise."""
+    if not isinstance(value, str):
+        raise ValueError("not a base64 string")
+    try:
+        raw = base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError("not standard base64") from None
+    if base64.b64encode(raw).decode() != value:
+        raise ValueError("not canonical base64 (it must be the one encoding of its bytes)")
+    return raw
 
 
 def _hkdf_sha256(ikm: bytes, salt: bytes, info: bytes, length: int) -> bytes:
@@ -175,16 +192,22 @@ def open_sealed(private_key: bytes, cabinet: str, order_id: str, code_id: str,
         raise SealError("sealed to another key: read code_key from this cabinet's status",
                         "key_id")
     try:
-        epk = base64.b64decode(str(entry.get("epk")), validate=True)
-        sealed = base64.b64decode(str(entry.get("sealed")), validate=True)
+        epk = _canonical_b64(entry.get("epk"))
         shared = _x25519(private_key, epk)
-    except (binascii.Error, ValueError) as exc:
+    except ValueError as exc:
         raise SealError(f"bad ephemeral key: {exc}", "epk") from None
+    try:
+        sealed = _canonical_b64(entry.get("sealed"))
+    except ValueError as exc:
+        raise SealError(f"sealed: {exc}", "sealed") from None
+    if len(sealed) < TAG_BYTES:
+        raise SealError(f"sealed is {len(sealed)} bytes: shorter than its {TAG_BYTES}-byte "
+                        "tag", "sealed")
     key, nonce = _key_nonce(shared, epk, public)
     try:
         clear = crypto_aead_chacha20poly1305_ietf_decrypt(
             sealed, _aad(cabinet, order_id, code_id), nonce, key)
-    except CryptoError:
+    except (CryptoError, ValueError, TypeError):
         raise SealError("does not open: tampered, or sealed for another cabinet, order or "
                         "code position", "sealed") from None
     try:

@@ -55,6 +55,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
+from controller import strictjson
 from controller.security.ed25519 import VerifyKey, signature_ok, verify_key
 from controller.security.errors import AuthRejected, RejectCode
 
@@ -190,9 +191,11 @@ def check_grant(envelope: Any, roots: Mapping[str, Any], *, site: str | None,
         raise _reject(f"grant signature does not verify with root key {root_id}",
                       "grant.sig", RejectCode.BAD_SIGNATURE)
     try:
-        body = json.loads(text)
-    except ValueError:
-        raise _reject("grant signed text is not JSON") from None
+        # Strictly, as a command's signed text: with a key twice, dispatch's tools and the
+        # cabinet could each read another grant id or site out of the same signed text.
+        body = strictjson.loads(text)
+    except ValueError as exc:
+        raise _reject(f"grant signed text: {strictjson.describe(exc)}") from None
     if not isinstance(body, dict) or set(body) != _GRANT_KEYS:
         raise _reject(f"grant must carry exactly {sorted(_GRANT_KEYS)}")
     grant_id, role, key_id, site_of = body["grant"], body["role"], body["key_id"], body["site"]

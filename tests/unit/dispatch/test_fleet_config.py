@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import base64
 from pathlib import Path
 
 import pytest
+from nacl.signing import SigningKey
 
 from controller.lab.fleet import _percentile, cabinet_ids, write_configs
 from controller.settings import load_settings
@@ -14,7 +16,9 @@ def test_each_cabinet_gets_a_valid_config_of_its_own_without_lane_io(tmp_path: P
     cabinets = cabinet_ids(3)
     assert cabinets == ["cab-0001", "cab-0002", "cab-0003"]
     paths = write_configs(tmp_path, cabinets, mqtt_port=1884, redis_port=6390,
-                          public_key_b64="MCowBQYDK2VwAyEA" + "A" * 43 + "=",
+                          public_key_b64=base64.b64encode(
+                              bytes.fromhex("302a300506032b6570032100")
+                              + bytes(SigningKey(bytes(32)).verify_key)).decode(),
                           poll_s=1.0, protocol=311)
     assert len({p.parent for p in paths.values()}) == 3  # a code key each, beside its file
     for cabinet, path in paths.items():

@@ -6,6 +6,7 @@ free and the other order's code where it was; a retry of a stopped assign then w
 
 from __future__ import annotations
 
+import base64
 import concurrent.futures
 import json
 from collections.abc import Mapping, Sequence
@@ -107,3 +108,36 @@ async def test_a_store_error_while_the_codes_are_written_assigns_nothing() -> No
             found = await cab.store.find_code(key.verifier(CODE.encode()))
             assert found is not None
             assert found["order_id"] == "o-lost"
+
+
+def _assign_entry(cab: FuzzCabinet, order: str, command_id: str,
+                  entry: Mapping[str, Any]) -> bytes:
+    args = {"order_id": order, "size": "S", "zone": "ambient", "pool": "parcel",
+            "compartment": "B01", "codes": [dict(entry)]}
+    return json.dumps(cab.sign(cab.command("assign", args, command_id=command_id))).encode()
+
+
+async def test_a_malformed_sealed_code_is_a_structured_refusal_and_its_repeat_the_same() -> None:
+    """A signed assign whose sealed code cannot even be tried (shorter than its tag, not
+    canonical base64, an ephemeral key of small order) gets ``invalid_field`` naming the
+    part, nothing is assigned, and the same bytes again get the same reply (not ``busy``:
+    the command's record was finished, not left claimed)."""
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        async with FuzzCabinet() as cab:
+            service, key, _ = await _cabinet(cab, pool)
+            good = seal_code(key.public_bytes, cab.settings.cabinet.id, "o-bad", "collect-0",
+                             "collect", CODE)
+            raw = base64.b64decode(good["sealed"])
+            bad = {
+                "sealed": {**good, "sealed": base64.b64encode(raw[:15]).decode()},
+                "epk": {**good, "epk": base64.b64encode(bytes([1]) + bytes(31)).decode()},
+            }
+            for n, (part, entry) in enumerate(sorted(bad.items())):
+                payload = _assign_entry(cab, "o-bad", f"c-bad-{n}", entry)
+                first = Reply.model_validate_json(await service.handle(payload))
+                assert first.error is not None, first
+                assert first.error.code.value == "invalid_field", first
+                assert first.error.field == f"args.codes[0].{part}", first
+                again = Reply.model_validate_json(await service.handle(payload))
+                assert again == first
+                assert _holder(cab, "o-bad") is None

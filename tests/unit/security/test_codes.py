@@ -7,8 +7,11 @@ import base64
 import os
 import stat
 from pathlib import Path
+from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from controller.security.codes import (
     SCHEME,
@@ -200,3 +203,62 @@ def test_a_code_key_is_32_raw_bytes() -> None:
     for private in (bytes(31), "x" * 32, bytes(33)):
         with pytest.raises(CodeKeyError, match="32 raw bytes"):
             CodeKey(private, bytes(32), bytes(16))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("length", [0, 1, 15])
+def test_a_sealed_code_shorter_than_its_tag_is_refused(length: int) -> None:
+    key = CodeKey.generate(scrypt_n=2**8)
+    entry = seal_code(key.public_bytes, "cab-01", "o-1", "collect-0", "collect", "4820193375")
+    short = base64.b64encode(base64.b64decode(entry["sealed"])[:length]).decode()
+    with pytest.raises(SealError, match="shorter than its 16-byte tag") as err:
+        key.open("cab-01", "o-1", "collect-0", {**entry, "sealed": short})
+    assert err.value.field == "sealed"
+
+
+_B64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+
+
+def _unused_bit_set(text: str) -> str | None:
+    """``text`` with a padding bit set: it decodes to the same bytes, but it is not their
+    encoding. None when the bytes fill whole groups (no padding bit)."""
+    data = text.rstrip("=")
+    if len(data) == len(text):
+        return None
+    last = _B64[_B64.index(data[-1]) | 1]
+    return data[:-1] + last + text[len(data):]
+
+
+@pytest.mark.parametrize("part", ["epk", "sealed"])
+def test_base64_must_be_the_one_encoding_of_its_bytes(part: str) -> None:
+    key = CodeKey.generate(scrypt_n=2**8)
+    entry = seal_code(key.public_bytes, "cab-01", "o-1", "collect-0", "collect", "4820193375")
+    text = entry[part]
+    raw = base64.b64decode(text)
+    variants: list[object] = [text + "\n", " " + text, text + "==", None, 42, b"x"]
+    if text.endswith("="):
+        variants.append(text.rstrip("="))
+    if (odd := _unused_bit_set(text)) is not None:
+        assert base64.b64decode(odd) == raw
+        variants.append(odd)
+    if "+" in text or "/" in text:
+        variants.append(base64.urlsafe_b64encode(raw).decode())
+    for variant in variants:
+        with pytest.raises(SealError) as err:
+            key.open("cab-01", "o-1", "collect-0", {**entry, part: variant})
+        assert err.value.field == part, variant
+
+
+@settings(max_examples=300, deadline=None)
+@given(epk=st.one_of(st.binary(max_size=40).map(lambda b: base64.b64encode(b).decode()),
+                     st.text(max_size=60), st.none(), st.integers()),
+       sealed=st.one_of(st.binary(max_size=80).map(lambda b: base64.b64encode(b).decode()),
+                        st.text(max_size=100), st.none(), st.integers()))
+def test_any_epk_and_sealed_raise_only_seal_error(epk: Any, sealed: Any) -> None:
+    entry = {"purpose": "collect", "scheme": SCHEME, "key_id": FUZZ_KEY.key_id,
+             "epk": epk, "sealed": sealed}
+    with pytest.raises(SealError) as err:
+        FUZZ_KEY.open("cab-01", "o-1", "collect-0", entry)
+    assert err.value.field in ("epk", "sealed")
+
+
+FUZZ_KEY = CodeKey.generate(scrypt_n=2**8)
