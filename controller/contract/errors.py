@@ -86,7 +86,9 @@ ERROR_DESCRIPTIONS: dict[ErrorCode, str] = {
     ErrorCode.HARDWARE: "the lock board did not make the pulse (no answer to a frame that did "
     "not act, a rejection, the bus down); the action was not done. A pulse whose outcome is "
     "unknown is no refusal: it is an ok reply with result.pulse.outcome unconfirmed",
-    ErrorCode.INTERNAL: "an unexpected fault in the cabinet; nothing was done",
+    ErrorCode.INTERNAL: "an unexpected fault in the cabinet (a bug). Before the command was "
+    "recorded, nothing was done; while it acted, the id stays taken (busy) until the cabinet "
+    "restarts, which answers it as interrupted, as after a crash",
 }
 
 
