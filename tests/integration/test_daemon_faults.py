@@ -21,7 +21,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.campaign import Kill, Plan, match_movements, run_campaign, seed_from_env
+from tests.support.campaign import (
+    Kill,
+    Plan,
+    attribute_pulses,
+    match_movements,
+    run_campaign,
+    seed_from_env,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(420)]
 
@@ -114,3 +121,18 @@ def test_the_judge_takes_an_open_seen_by_a_restart_as_the_door_closed() -> None:
     twice = [(1439.9, "door_opened"), (1440.403, "door_opened"), (1440.764, "door_closed")]
     _, _, phantom, _ = match_movements(world, twice, [killed], 0.6)
     assert phantom == ["door_opened reported at 1440.403, no movement"]
+
+
+def test_the_judge_gives_each_pulse_to_its_command_and_an_interrupted_one_at_most_one() -> None:
+    intents = [(10.0, "c-1"), (20.0, "c-2")]
+    # One pulse after each announced open: each its own.
+    assert attribute_pulses([10.02, 20.03], intents, []) == (["c-1", "c-2"], 0)
+    # A pulse before any open_requested: nobody's, unless a command was interrupted
+    # between its pulse and the commit of its open_requested (it names the compartment).
+    assert attribute_pulses([5.0], intents, []) == ([None], 0)
+    assert attribute_pulses([5.0], intents, ["c-0"]) == (["c-0"], 1)
+    # A second pulse after c-1's: c-1 pulsed twice, unless an interrupted command owns it.
+    assert attribute_pulses([10.02, 12.0], intents, []) == (["c-1", "c-1"], 0)
+    assert attribute_pulses([10.02, 12.0], intents, ["c-9"]) == (["c-1", "c-9"], 1)
+    # An interrupted command owns one pulse, never two.
+    assert attribute_pulses([1.0, 2.0], intents, ["c-0"]) == (["c-0", None], 1)

@@ -392,6 +392,7 @@ class Verdict:
     unexplained_events: list[str]
     pulses_per_command_max: int
     pulses_unmatched: int
+    pulses_of_interrupted: int
     energised_max_s: float | None
     energised_cap_s: float | None
     reconnect_s: list[float]
@@ -412,6 +413,7 @@ class Verdict:
             f"duplicates_received={self.duplicates_received} seq_gaps={len(self.seq_gaps)}",
             f"pulses_per_command_max={self.pulses_per_command_max} "
             f"pulses_without_command={self.pulses_unmatched} "
+            f"pulses_of_interrupted_commands={self.pulses_of_interrupted} "
             f"energised_max_s={_fmt(self.energised_max_s)} cap_s={_fmt(self.energised_cap_s)}",
             f"stale_or_phantom_door_events={len(self.unexplained_events)} "
             f"forced_open_after_an_authorised_pulse={self.false_forced}",
@@ -464,6 +466,32 @@ def collected(probe: MqttProbe, topic: str) -> tuple[dict[str, dict[str, Any]], 
 def _gaps(seqs: list[int]) -> list[int]:
     present = set(seqs)
     return [n for n in range(1, max(seqs, default=0) + 1) if n not in present]
+
+
+def attribute_pulses(pulses: list[float], intents: list[tuple[float, str]],
+                     interrupted: list[str]) -> tuple[list[str | None], int]:
+    """The command each pulse of one lock belongs to (None: none), in time order, and how
+    many belong to an interrupted command. A pulse belongs to the last ``open_requested``
+    (``intents``: ``(time, command id)``) at most 50 ms after it. A kill after a pulse and
+    before the group commit of its ``open_requested`` (decision 0016) leaves only the
+    command's intent: the next start reports it in ``command_interrupted`` with this
+    compartment in ``may_have_pulsed`` (``interrupted``: those command ids, announced by no
+    ``open_requested``). Each of them owns one pulse at most: one that no announced command
+    owns, or the second of an announced command's."""
+    left = list(interrupted)
+    counted: Counter[str] = Counter()
+    owners: list[str | None] = []
+    explained = 0
+    for at in sorted(pulses):
+        before = [c for t, c in sorted(intents) if t <= at + 0.05]
+        command: str | None = before[-1] if before else None
+        if (command is None or counted[command]) and left:
+            command = left.pop(0)
+            explained += 1
+        if command is not None:
+            counted[command] += 1
+        owners.append(command)
+    return owners, explained
 
 
 def match_movements(
@@ -591,9 +619,19 @@ def judge(campaign: Campaign, probe: MqttProbe) -> Verdict:
     # Pulses per command id: each pulse the board received (and each energised span of
     # its output) belongs to the last open the daemon requested for that compartment.
     requested = [e for e in events if e["kind"] == "open_requested"]
+    # A kill after a pulse and before the group commit of its open_requested (decision
+    # 0016) leaves the command's intent only: the next start reports it interrupted, with
+    # the compartment in may_have_pulsed. Such a command owns at most one pulse there.
+    announced = {str(e["data"].get("command")) for e in requested}
+    interrupted: defaultdict[str, list[str]] = defaultdict(list)
+    for e in events:
+        if e["kind"] == "command_interrupted" and str(e["data"].get("command")) not in announced:
+            for cid in e["data"].get("may_have_pulsed") or []:
+                interrupted[cid].append(str(e["data"]["command"]))
     per_command: Counter[str] = Counter()
     energised: defaultdict[str, float] = defaultdict(float)
     unmatched = 0
+    explained_by_interruption = 0
     pulses_all = truth(rig, "pulse_received")
     spans = energised_spans(rig)
     for cid in COMPARTMENTS:
@@ -605,13 +643,15 @@ def judge(campaign: Campaign, probe: MqttProbe) -> Verdict:
             before = [c for t, c in intents if t <= at + 0.05]
             return before[-1] if before else None
 
-        for p in pulses_all:
-            if p.get("board") == board and p.get("channel") == channel:
-                command = owner(float(p["at"]))
-                if command is None:
-                    unmatched += 1
-                else:
-                    per_command[command] += 1
+        mine = [float(p["at"]) for p in pulses_all
+                if p.get("board") == board and p.get("channel") == channel]
+        owners, explained_n = attribute_pulses(mine, intents, interrupted[cid])
+        explained_by_interruption += explained_n
+        for command in owners:
+            if command is None:
+                unmatched += 1
+            else:
+                per_command[command] += 1
         for started, seconds in spans.get((board, channel), []):
             command = owner(started)
             if command is not None:
@@ -677,7 +717,8 @@ def judge(campaign: Campaign, probe: MqttProbe) -> Verdict:
         duplicates_received=sum(n - 1 for n in arrivals.values()), seq_gaps=gaps,
         movements=movements, lost=lost, lost_explained=explained,
         unexplained_events=unexplained, pulses_per_command_max=worst,
-        pulses_unmatched=unmatched, energised_max_s=energised_max, energised_cap_s=cap,
+        pulses_unmatched=unmatched, pulses_of_interrupted=explained_by_interruption,
+        energised_max_s=energised_max, energised_cap_s=cap,
         reconnect_s=reconnect, detection_s=detection, false_forced=forced,
         kills=campaign.kills, problems=problems, counts=counts,
     )
