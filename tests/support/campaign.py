@@ -468,6 +468,14 @@ def _gaps(seqs: list[int]) -> list[int]:
     return [n for n in range(1, max(seqs, default=0) + 1) if n not in present]
 
 
+def last_intent(intents: list[tuple[float, str]], at: float) -> str | None:
+    """The command of the last ``open_requested`` (``intents``: ``(time, command id)`` in
+    time order) stamped no later than 50 ms after ``at``: the open a pulse or an energised
+    span starting at ``at`` belongs to."""
+    before = [c for t, c in intents if t <= at + 0.05]
+    return before[-1] if before else None
+
+
 def attribute_pulses(pulses: list[float], intents: list[tuple[float, str]],
                      interrupted: list[str]) -> tuple[list[str | None], int]:
     """The command each pulse of one lock belongs to (None: none), in time order, and how
@@ -482,9 +490,9 @@ def attribute_pulses(pulses: list[float], intents: list[tuple[float, str]],
     counted: Counter[str] = Counter()
     owners: list[str | None] = []
     explained = 0
+    intents = sorted(intents)
     for at in sorted(pulses):
-        before = [c for t, c in sorted(intents) if t <= at + 0.05]
-        command: str | None = before[-1] if before else None
+        command = last_intent(intents, at)
         if (command is None or counted[command]) and left:
             command = left.pop(0)
             explained += 1
@@ -639,10 +647,6 @@ def judge(campaign: Campaign, probe: MqttProbe) -> Verdict:
         intents = sorted((mono(e), str(e["data"].get("command"))) for e in requested
                          if e.get("compartment") == cid)
 
-        def owner(at: float, intents: list[tuple[float, str]] = intents) -> str | None:
-            before = [c for t, c in intents if t <= at + 0.05]
-            return before[-1] if before else None
-
         mine = [float(p["at"]) for p in pulses_all
                 if p.get("board") == board and p.get("channel") == channel]
         owners, explained_n = attribute_pulses(mine, intents, interrupted[cid])
@@ -653,7 +657,7 @@ def judge(campaign: Campaign, probe: MqttProbe) -> Verdict:
             else:
                 per_command[command] += 1
         for started, seconds in spans.get((board, channel), []):
-            command = owner(started)
+            command = last_intent(intents, started)
             if command is not None:
                 energised[command] += seconds
     ids = Counter(e["data"].get("command") for e in requested)
