@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 
 from controller.contract.topics import CabinetTopics
 from controller.dispatch import DispatchClient
-from controller.lab.rig import LaneRig
+from controller.lab.rig import DEFAULT_TEMPLATE, LaneRig
 
 T = TypeVar("T")
 
@@ -18,13 +18,13 @@ T = TypeVar("T")
 @asynccontextmanager
 async def running_lane(
     workdir: Path, *, overrides: dict[str, Any] | None = None, emulate_timing: bool = True,
-    redis: str = "server", template: Path | None = None,
+    redis: str = "server", template: Path = DEFAULT_TEMPLATE,
 ) -> AsyncIterator[tuple[LaneRig, DispatchClient]]:
-    """A started LaneRig (of ``template``, else the demo cabinet) and a connected dispatch
+    """A started LaneRig (of ``template``: the demo cabinet by default) and a connected dispatch
     client that has seen the cabinet online, with the cabinet's code key pinned from its
     key file (as read at commissioning). A failure inside prints the daemon's log."""
-    rig = LaneRig(workdir, overrides=overrides, emulate_timing=emulate_timing, redis=redis,
-                  **({} if template is None else {"template": template}))
+    rig = LaneRig(workdir, template=template, overrides=overrides,
+                  emulate_timing=emulate_timing, redis=redis)
     await asyncio.to_thread(rig.start)
     try:
         topics = CabinetTopics(rig.topic_root, rig.site, rig.cabinet)
