@@ -285,7 +285,7 @@ class Daemon:
                 unavailable_zones=self.zones.unavailable_zones,
                 apply_config=self._apply_config,
                 codes=self.lane.codes, clear_lane=self.lane.clear_lockout,
-                submit=self.keeper.submit,
+                submit=self.keeper.submit, finish=self.keeper.finish_command,
             )
             await self._answer_interrupted()
             await self.poller.poll_once()

@@ -78,7 +78,7 @@ from controller.services.unlock import UnlockService
 from controller.settings import Settings
 from controller.store import Store
 from controller.store.errors import StoreError, StoreFull
-from controller.store.records import AlreadySeen, ReplyTarget
+from controller.store.records import AlreadySeen, CommandReply, ReplyTarget
 
 if TYPE_CHECKING:
     from controller.services.codecheck import CodeBook
@@ -177,6 +177,7 @@ class CommandService:
         codes: CodeBook | None = None,
         clear_lane: Callable[[str, str], Awaitable[dict[str, Any]]] | None = None,
         submit: Callable[[Sequence[Emitted | PendingEvent]], Awaitable[object]] | None = None,
+        finish: Callable[[CommandReply], Awaitable[dict[str, Any]]] | None = None,
     ) -> None:
         self._settings = settings
         self._model = model
@@ -197,6 +198,10 @@ class CommandService:
         self._save = save or self._save_directly
         self._opening = OpeningService(model, store, unlock, emit, now=now, save=self._save,
                                        submit=submit)
+        #: Stores a reply with the events queued before it, in one transaction (the
+        #: daemon's ``StateKeeper.finish_command``): a door command's acknowledgement is
+        #: then queued, not committed on its own, before the reply (one fsync, not two).
+        self._finish_queued = finish
         #: Opens that stopped before their pulse: their recorded intent is dropped.
         self._unpulsed: dict[str, str] = {}
         #: Replies of commands that acted but whose reply the store did not take.
@@ -375,9 +380,13 @@ class CommandService:
             raise
         answer = reply.model_dump(mode="json")
         unpulsed = self._unpulsed.pop(command.id, None)
+        finished = CommandReply(command.id, answer, () if unpulsed is None else (unpulsed,))
         try:
-            stored = await self._store.finish_command(
-                command.id, answer, unpulsed=() if unpulsed is None else (unpulsed,))
+            if self._finish_queued is not None:
+                stored = await self._finish_queued(finished)
+            else:
+                stored = await self._store.finish_command(
+                    finished.command_id, finished.reply, unpulsed=finished.unpulsed)
         except StoreError as exc:
             # It acted: tell the truth now, and store it when the store is back (a repeat
             # of the id, or the next command that stores its own reply).
@@ -525,6 +534,7 @@ class CommandService:
                 cid, _PURPOSE[command.args.reason], now.mono + remaining_s,
                 audit=("open", f"command:{command.id}", {"reason": command.args.reason}),
                 reason=command.args.reason, tag={"command": command.id},
+                ack_with_caller=self._finish_queued is not None,
             ))
         except BaseException:
             # OpeningService raising means no frame was sent: the intent is dropped when

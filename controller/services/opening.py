@@ -61,7 +61,9 @@ class OpenRequest:
     added to the ``open_requested`` event (``{"command": id}``); ``events`` are committed
     with it (a lane's ``code_accepted``). ``record`` is the caller's write before acting;
     it may raise to refuse (nothing is sent then). ``audit`` is ``(action, actor,
-    details)`` for the audit log.
+    details)`` for the audit log. ``ack_with_caller``: the caller commits the board's
+    acknowledgement with its own record after the pulse (a command's reply, see
+    :meth:`UnlockService.pulse`).
     """
 
     compartment: str
@@ -72,6 +74,7 @@ class OpenRequest:
     tag: Mapping[str, Any] = field(default_factory=dict)
     events: Sequence[PendingEvent] = ()
     record: Callable[[], Awaitable[object]] = _nothing
+    ack_with_caller: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,7 +168,8 @@ class OpeningService:
 
         try:
             pulse = await self._unlock.pulse(cid, deadline_mono=request.deadline_mono,
-                                             before=write_before_acting)
+                                             before=write_before_acting,
+                                             ack_with_caller=request.ack_with_caller)
         except PulseFailed as exc:
             # The model dropped the open with the failure (CabinetModel.pulse_failed).
             if self._submit is not None:

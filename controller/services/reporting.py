@@ -35,8 +35,13 @@ from controller.domain.cabinet_model import CabinetModel, Emitted
 from controller.domain.events import EventKind
 from controller.services.ports import Publisher, PublishError
 from controller.store import Store
-from controller.store.errors import StoreDataError, StoreError, StoreUnavailable
-from controller.store.records import Event, NewEvent
+from controller.store.errors import (
+    StoreDataError,
+    StoreError,
+    StoreUnavailable,
+    UnknownCommand,
+)
+from controller.store.records import CommandReply, Event, NewEvent
 
 __all__ = ["AlarmBoard", "EventSink", "OutboxPump", "PendingEvent", "StateKeeper",
            "StatePublisher"]
@@ -284,45 +289,107 @@ class EventSink:
         self._backlog.appendleft(_Batch(events, compartments, doors))
 
     async def flush(self) -> list[Event]:
-        done: list[Event] = []
         async with self._lock:
-            # Bounded: each pass commits, drops or splits the head (a split batch is
-            # made of one-event batches, which are never split again).
-            for _ in range(4 * (self._held + len(self._backlog)) + 1):
-                if not self._backlog:
+            done = await self._commit_queued()
+        self._committed(done)
+        return done
+
+    async def _commit_queued(self, *, keep: int = 0) -> list[Event]:
+        """Commit the queued batches, grouped, in order, until ``keep`` groups are left
+        (the caller holds the lock). A store that fails stops it (the retry task takes
+        over); an event the store refuses is isolated and dropped, loudly."""
+        done: list[Event] = []
+        # Bounded: each pass commits, drops or splits the head (a split batch is made of
+        # one-event batches, which are never split again).
+        for _ in range(4 * (self._held + len(self._backlog)) + 1):
+            if len(self._backlog) <= keep:
+                break
+            if not self._backlog[0].split_from_group:
+                self._group()
+                if len(self._backlog) <= keep:
                     break
-                if not self._backlog[0].split_from_group:
-                    self._group()
-                head = self._backlog[0]
-                try:
-                    committed = await self._store.commit(
-                        [NewEvent(e.kind, e.data, e.at_wall, e.compartment, e.event_id)
-                         for e in head.events],
-                        compartments=head.compartments, doors=head.doors)
-                except StoreDataError as exc:
-                    # A bug, not an outage: say so, keep the rest flowing.
-                    self._backlog.popleft()
-                    if len(head.events) > 1:
-                        self._backlog.extendleft(reversed(head.split()))
-                        continue
-                    self._held -= len(head.events)
-                    self.dropped_invalid += len(head.events)
-                    log.error("event refused by the store",
-                              extra={"ctx": {"kinds": [e.kind for e in head.events],
-                                             "error": str(exc)}})
-                    continue
-                except StoreError as exc:
-                    self._schedule_retry(exc)
-                    break
+            head = self._backlog[0]
+            try:
+                committed = await self._store.commit(
+                    [NewEvent(e.kind, e.data, e.at_wall, e.compartment, e.event_id)
+                     for e in head.events],
+                    compartments=head.compartments, doors=head.doors)
+            except StoreDataError as exc:
+                # A bug, not an outage: say so, keep the rest flowing.
                 self._backlog.popleft()
+                if len(head.events) > 1:
+                    self._backlog.extendleft(reversed(head.split()))
+                    continue
                 self._held -= len(head.events)
-                self.committed += len(committed)
-                done.extend(committed)
+                self.dropped_invalid += len(head.events)
+                log.error("event refused by the store",
+                          extra={"ctx": {"kinds": [e.kind for e in head.events],
+                                         "error": str(exc)}})
+                continue
+            except StoreError as exc:
+                self._schedule_retry(exc)
+                break
+            self._backlog.popleft()
+            self._held -= len(head.events)
+            self.committed += len(committed)
+            done.extend(committed)
+        return done
+
+    def _committed(self, done: list[Event]) -> None:
         if done:
             if self._hand_over is not None:
                 self._hand_over(done)
             self._on_committed()
-        return done
+
+    async def finish_command(self, reply: CommandReply) -> dict[str, Any]:
+        """Store a command's reply after everything queued before it, the last group of
+        queued events in the same transaction as the reply
+        (:meth:`Store.commit_with_reply`): a reply on record never tells of an event
+        that is not. A door command's ``unlock_pulse_acked`` is queued, not committed,
+        before its reply is stored: one fsync for both, not two.
+
+        Returns the reply on record (the first stored for this id). Raises StoreError
+        like :meth:`Store.finish_command` (UnknownCommand: no record; StoreUnavailable:
+        events are still held in memory, so the reply is not stored ahead of them). The
+        events committed meanwhile are handed over; the rest stay queued, in order."""
+        done: list[Event] = []
+        try:
+            async with self._lock:
+                done += await self._commit_queued(keep=1)
+                if len(self._backlog) > 1:
+                    raise StoreUnavailable("events are still held in memory",
+                                           op="finish_command")
+                if self._backlog:
+                    head = self._backlog[0]
+                    try:
+                        committed, stored = await self._store.commit_with_reply(
+                            [NewEvent(e.kind, e.data, e.at_wall, e.compartment, e.event_id)
+                             for e in head.events],
+                            reply, compartments=head.compartments, doors=head.doors)
+                    except StoreDataError:
+                        # An event or the reply refused: the events go the ordinary way
+                        # (a bad one isolated), then the reply alone, which says why.
+                        done += await self._commit_queued()
+                        if self._backlog:
+                            raise StoreUnavailable("events are still held in memory",
+                                                   op="finish_command") from None
+                    except StoreError as exc:
+                        self._schedule_retry(exc)
+                        raise
+                    else:
+                        self._backlog.popleft()
+                        self._held -= len(head.events)
+                        self.committed += len(committed)
+                        done.extend(committed)
+                        if stored is None:
+                            raise UnknownCommand(
+                                f"no record for command {reply.command_id!r}",
+                                op="finish_command", command_id=reply.command_id)
+                        return stored
+                return await self._store.finish_command(
+                    reply.command_id, reply.reply, unpulsed=reply.unpulsed)
+        finally:
+            self._committed(done)
 
     async def save_now(self, compartments: Mapping[str, dict[str, Any]]) -> None:
         """Commit compartment states at once, after everything queued before them.
@@ -391,6 +458,11 @@ class StateKeeper:
     async def emit(self, events: Iterable[Emitted | PendingEvent]) -> list[Event]:
         events, changed = self._with_states(events)
         return await self._sink.emit(events, compartments=changed)
+
+    async def finish_command(self, reply: CommandReply) -> dict[str, Any]:
+        """Store a command's reply with the events queued before it
+        (:meth:`EventSink.finish_command`)."""
+        return await self._sink.finish_command(reply)
 
     async def submit(self, events: Iterable[Emitted | PendingEvent]) -> None:
         """Like :meth:`emit`, without waiting for the commit (:meth:`EventSink.submit`):

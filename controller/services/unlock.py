@@ -97,6 +97,7 @@ class UnlockService:
         *,
         deadline_mono: float | None = None,
         before: Callable[[], Awaitable[object]] | None = None,
+        ack_with_caller: bool = False,
     ) -> PulseOutcome:
         """Pulse the lock of ``compartment``. Waits for the power budget no later than
         ``deadline_mono``; raises DomainError (refused, nothing sent) or PulseFailed (the
@@ -105,7 +106,12 @@ class UnlockService:
 
         ``before`` (write before acting) is awaited once the budget has a slot for this
         pulse and before the frame is sent; if it raises, nothing is sent and the error
-        propagates."""
+        propagates.
+
+        ``ack_with_caller``: the board's acknowledgement (``unlock_pulse_acked``) is
+        queued for the next group commit, not waited for, because the caller commits it
+        with its own record next (a command's reply: ``EventSink.finish_command``).
+        Without a ``submit`` it is committed here as always."""
         lock_ref = self._settings.compartment(compartment).lock
         board = self._hardware.lock_boards[lock_ref.board]
         started = time.monotonic()
@@ -177,7 +183,10 @@ class UnlockService:
                 self._model.pulse_abandoned(compartment)
                 raise
             acked = self._now()
-            await self._emit(self._model.pulse_acked(compartment, acked))
+            if ack_with_caller and self._submit is not None:
+                await self._submit(self._model.pulse_acked(compartment, acked))
+            else:
+                await self._emit(self._model.pulse_acked(compartment, acked))
             self._on_change()
             # A board-timed pulse ends by itself; the policy counts it energised until its
             # natural end. A driver-timed pulse has already been switched off here.

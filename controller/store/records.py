@@ -23,6 +23,7 @@ __all__ = [
     "AuditEntry",
     "Boot",
     "CommandRecord",
+    "CommandReply",
     "Delivered",
     "Event",
     "NewCommand",
@@ -211,6 +212,17 @@ class NewEvent:
     at: Timestamp
     compartment: str | None = None
     id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CommandReply:
+    """A command's reply to store with a commit (:meth:`Store.commit_with_reply`), as
+    :meth:`Store.finish_command` stores it alone: ``unpulsed`` are the compartments whose
+    recorded pulse intent did not lead to a pulse."""
+
+    command_id: str
+    reply: Mapping[str, Any]
+    unpulsed: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

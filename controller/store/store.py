@@ -98,6 +98,7 @@ from controller.store.records import (
     AuditEntry,
     Boot,
     CommandRecord,
+    CommandReply,
     Delivered,
     Event,
     NewCommand,
@@ -222,6 +223,44 @@ class _Write(Generic[T]):
 
 
 _Plan = _Done[T] | _Write[T]
+
+
+@dataclass(frozen=True, slots=True)
+class _Finish:
+    """A command's reply, checked and serialised, and the writes that store it: one
+    definition for :meth:`Store.finish_command` and :meth:`Store.commit_with_reply`."""
+
+    command_id: str
+    key: str
+    open_index: str
+    reply: dict[str, Any]
+    raw: str
+    finished_at: str
+    gone: tuple[str, ...]
+
+    def stored(self, record: Sequence[Any], op: str) -> dict[str, Any] | None:
+        """The reply already on record (``record`` is the HMGET of state and reply)."""
+        state, first = (v.decode() if isinstance(v, bytes) else v for v in record)
+        if state == "done" and first is not None:
+            stored = _loads(first, "reply", op)
+            return stored if isinstance(stored, dict) else {"value": stored}
+        return None
+
+    def queue(self, pipe: Pipeline, record: Sequence[Any], op: str) -> dict[str, Any] | None:
+        """Queue the writes that finish the command (inside MULTI) and return the reply
+        on record after them; nothing is queued if the record is gone (``None``) or
+        already finished (its first reply)."""
+        if record[0] is None:
+            return None
+        stored = self.stored(record, op)
+        if stored is not None:
+            return stored
+        if self.gone:
+            pipe.hdel(self.key, *self.gone)
+        pipe.hset(self.key, mapping={"state": "done", "reply": self.raw,
+                                     "finished_at": self.finished_at})
+        pipe.zrem(self.open_index, self.command_id)
+        return self.reply
 
 # redis-py types its pipeline commands as returning "Awaitable | value" unions that do not
 # fit immediate (WATCH) mode; the pipelines are handled as Any inside this module.
@@ -680,8 +719,8 @@ class Store:
         StoreUnavailable. After StoreUnavailable the event may or may not be committed;
         appending it again can at worst give dispatch one event twice under two ids.
         """
-        events = await self._commit("append", [NewEvent(kind, data, at, compartment)],
-                                    {}, {})
+        events, _ = await self._commit("append", [NewEvent(kind, data, at, compartment)],
+                                       {}, {}, None)
         return events[0]
 
     async def commit(
@@ -711,8 +750,29 @@ class Store:
         adds after them are committed, with the states. Without ids, a retry can commit
         the events a second time under new ids and seqs.
         """
+        committed, _ = await self._commit("commit", list(events), dict(compartments or {}),
+                                          dict(doors or {}), None)
+        return committed
+
+    async def commit_with_reply(
+        self,
+        events: Sequence[NewEvent],
+        reply: CommandReply,
+        *,
+        compartments: Mapping[str, Mapping[str, Any]] | None = None,
+        doors: Mapping[str, Mapping[str, Any]] | None = None,
+    ) -> tuple[list[Event], dict[str, Any] | None]:
+        """:meth:`commit` and :meth:`finish_command` in one transaction: the events (with
+        their states) and the command's reply are on disk together or not at all, so a
+        reply on record never tells of an event that is not (a door command's
+        ``unlock_pulse_acked`` and its "pulsed" reply: one fsync, not two).
+
+        Returns the events committed and the reply now on record: ``reply.reply`` the
+        first time, the earlier reply if the command was already finished, ``None`` if
+        there is no record of the command (never begun, or expired); in that last case
+        the events are committed all the same. Errors and retries as :meth:`commit`."""
         return await self._commit("commit", list(events), dict(compartments or {}),
-                                  dict(doors or {}))
+                                  dict(doors or {}), reply)
 
     async def _commit(
         self,
@@ -720,10 +780,18 @@ class Store:
         drafts: list[NewEvent],
         compartments: dict[str, Mapping[str, Any]],
         doors: dict[str, Mapping[str, Any]],
-    ) -> list[Event]:
+        reply: CommandReply | None,
+    ) -> tuple[list[Event], dict[str, Any] | None]:
         self._check_open(op)
         if not drafts and not compartments and not doors:
-            return []
+            if reply is None:
+                return [], None
+            try:
+                return [], await self.finish_command(reply.command_id, reply.reply,
+                                                     unpulsed=reply.unpulsed)
+            except UnknownCommand:
+                return [], None
+        finish = self._finishing(op, reply) if reply is not None else None
         boot_id = self.boot_id
         if drafts and boot_id is None:
             raise StoreDataError("no boot id: call new_boot() or connect(boot_id=...)", op=op)
@@ -757,13 +825,15 @@ class Store:
         mark = keys.commit_mark(checked[0][4]) if chosen else None
         mark_ttl_ms = max(1, int(self.options.commit_mark_retention_s * 1000))
 
-        async def plan(pipe: Pipeline) -> _Plan[list[Event]]:
+        async def plan(pipe: Pipeline) -> _Plan[tuple[list[Event], dict[str, Any] | None]]:
             # The reads in one round trip, on another pooled connection: they follow the
             # WATCH, so any change after them still makes EXEC fail (and start over).
             seq_raw, *types = await self._read_batch(
                 lambda b: [b.get(keys.seq), *(b.type(key) for key, _ in checks),
+                           *([b.hmget(finish.key, ["state", "reply"])] if finish else []),
                            *([b.get(mark)] if mark else [])])
             mark_raw = types.pop() if mark else None
+            record = types.pop() if finish else None
             seq = int(seq_raw or 0)
             # Redis runs every command of a MULTI even when one fails: a key of the wrong
             # type would let the events through while the states they report fail, and
@@ -811,10 +881,12 @@ class Store:
                 pipe.hset(keys.compartments, mapping=state_raw)
             if door_raw:
                 pipe.hset(keys.doors, mapping=door_raw)
-            return _Write(lambda _results: already + out)
+            answer = None if finish is None else finish.queue(pipe, record or (None,), op)
+            return _Write(lambda _results: (already + out, answer))
 
+        watch = [keys.seq] if finish is None else [keys.seq, finish.key]
         async with self._append_lock:
-            return await self._transaction(op, [keys.seq], plan)
+            return await self._transaction(op, watch, plan)
 
     async def _already_committed(
         self,
@@ -1116,31 +1188,34 @@ class Store:
         UnknownCommand when the command was never begun (or its record expired).
         """
         op = "finish_command"
-        command_id = check_id(command_id, "command id", op=op)
-        reply_copy = _json_object(reply, "reply", op)
-        reply_raw = _dumps(reply_copy, "reply", op)
-        key = self._keys.command(command_id)
-        finished_at = self._now_iso(op)
-        gone = [f"pulse:{check_id(c, 'compartment', op=op)}" for c in unpulsed]
+        finish = self._finishing(op, CommandReply(command_id, reply, tuple(unpulsed)))
 
         async def plan(pipe: Pipeline) -> _Plan[dict[str, Any]]:
-            state, first = await pipe.hmget(key, ["state", "reply"])
-            if state is None:
-                raise UnknownCommand(
-                    f"no record for command {command_id!r}", op=op, command_id=command_id
-                )
-            if state == "done" and first is not None:
-                stored = _loads(first, "reply", op)
-                return _Done(stored if isinstance(stored, dict) else {"value": stored})
+            record = await pipe.hmget(finish.key, ["state", "reply"])
+            if record[0] is None:
+                raise UnknownCommand(f"no record for command {finish.command_id!r}",
+                                     op=op, command_id=finish.command_id)
+            stored = finish.stored(record, op)
+            if stored is not None:
+                return _Done(stored)
             pipe.multi()
-            if gone:
-                pipe.hdel(key, *gone)
-            pipe.hset(key, mapping={"state": "done", "reply": reply_raw,
-                                    "finished_at": finished_at})
-            pipe.zrem(self._keys.commands_open, command_id)
-            return _Write(lambda _results: reply_copy)
+            finish.queue(pipe, record, op)
+            return _Write(lambda _results: finish.reply)
 
-        return await self._transaction(op, [key], plan)
+        return await self._transaction(op, [finish.key], plan)
+
+    def _finishing(self, op: str, reply: CommandReply) -> _Finish:
+        command_id = check_id(reply.command_id, "command id", op=op)
+        reply_copy = _json_object(reply.reply, "reply", op)
+        return _Finish(
+            command_id=command_id,
+            key=self._keys.command(command_id),
+            open_index=self._keys.commands_open,
+            reply=reply_copy,
+            raw=_dumps(reply_copy, "reply", op),
+            finished_at=self._now_iso(op),
+            gone=tuple(f"pulse:{check_id(c, 'compartment', op=op)}" for c in reply.unpulsed),
+        )
 
     async def get_command(self, command_id: str) -> CommandRecord | None:
         """The record of ``command_id``, or None (never seen, or expired)."""

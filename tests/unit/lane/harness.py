@@ -101,14 +101,16 @@ class SpyUnlock(UnlockService):
         self.watch: list[tuple[str, str]] = []
 
     async def pulse(self, compartment: str, *, deadline_mono: float | None = None,
-                    before: Callable[[], Awaitable[object]] | None = None) -> PulseOutcome:
+                    before: Callable[[], Awaitable[object]] | None = None,
+                    ack_with_caller: bool = False) -> PulseOutcome:
         async def spy() -> None:
             if before is not None:
                 await before()
             used = {f"{o}/{c}": await self.spy_store.code_used_at(o, c) for o, c in self.watch}
             self.pulsed.append((compartment, used))
 
-        return await super().pulse(compartment, deadline_mono=deadline_mono, before=spy)
+        return await super().pulse(compartment, deadline_mono=deadline_mono, before=spy,
+                                   ack_with_caller=ack_with_caller)
 
 
 async def until(check: Callable[[], bool], what: str, timeout_s: float = 5.0) -> None:

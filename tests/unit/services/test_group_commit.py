@@ -8,11 +8,13 @@ import asyncio
 from collections.abc import Sequence
 from typing import Any
 
+import pytest
+
 from controller.domain.cabinet_model import Now
 from controller.services.poller import Poller
 from controller.services.reporting import EventSink, PendingEvent, StateKeeper
-from controller.store import Store
-from controller.store.records import Event, NewEvent
+from controller.store import Store, StoreUnavailable, UnknownCommand
+from controller.store.records import CommandReply, Event, NewEvent
 from tests.unit.services.conftest import Core
 
 
@@ -272,4 +274,115 @@ async def test_a_handed_over_event_whose_publish_failed_is_published_again() -> 
         assert await store.depth() == 0
     finally:
         await sink.close()
+        await store.close()
+
+
+class ReplyCountingStore(CountingStore):
+    """Also counts the commits that carry a command's reply, and the lone replies."""
+
+    with_reply: int = 0
+    alone: int = 0
+    down: bool = False
+
+    async def commit(self, events: Sequence[NewEvent], *,
+                     compartments: Any = None, doors: Any = None) -> list[Event]:
+        if self.down:
+            raise StoreUnavailable("redis is away", op="commit")
+        return await super().commit(events, compartments=compartments, doors=doors)
+
+    async def commit_with_reply(self, events: Sequence[NewEvent], reply: CommandReply, *,
+                                compartments: Any = None,
+                                doors: Any = None) -> tuple[list[Event], Any]:
+        if self.down:
+            raise StoreUnavailable("redis is away", op="commit")
+        self.with_reply += 1
+        return await super().commit_with_reply(events, reply, compartments=compartments,
+                                               doors=doors)
+
+    async def finish_command(self, command_id: str, reply: Any, *,
+                             unpulsed: Sequence[str] = ()) -> dict[str, Any]:
+        self.alone += 1
+        return await super().finish_command(command_id, reply, unpulsed=unpulsed)
+
+
+async def _reply_store() -> ReplyCountingStore:
+    store = await ReplyCountingStore.connect("memory://", "test", "cab-1")
+    await store.new_boot()
+    await store.begin_command("c-1", "d1", {"uptime_ms": 1}, pulse="A01")
+    return store
+
+
+async def test_a_reply_is_stored_in_the_commit_of_the_events_queued_before_it() -> None:
+    store = await _reply_store()
+    try:
+        sink = EventSink(store)
+        sink.submit([PendingEvent("unlock_pulse_sent", {"n": 0}, 1.8e9, "A01")])
+        sink.submit([PendingEvent("unlock_pulse_acked", {"n": 1}, 1.8e9, "A01")])
+        stored = await sink.finish_command(CommandReply("c-1", {"ok": True}))
+        assert stored == {"ok": True}
+        # One transaction for both events and the reply: no commit of its own for the
+        # events, no lone finish_command after them.
+        assert (store.commits, store.with_reply, store.alone) == (0, 1, 0)
+        assert [e.data["n"] for e in await store.pending(10)] == [0, 1]
+        assert sink.backlog == 0
+        assert sink.committed == 2
+        record = await store.get_command("c-1")
+        assert record is not None
+        assert record.reply == {"ok": True}
+        await sink.close()
+    finally:
+        await store.close()
+
+
+async def test_with_nothing_queued_the_reply_is_stored_alone() -> None:
+    store = await _reply_store()
+    try:
+        sink = EventSink(store)
+        assert await sink.finish_command(CommandReply("c-1", {"ok": 1})) == {"ok": 1}
+        assert (store.with_reply, store.alone) == (0, 1)
+        with pytest.raises(UnknownCommand):
+            await sink.finish_command(CommandReply("never", {"ok": 1}))
+        sink.submit([PendingEvent("door_opened", {}, 1.8e9, "A01")])
+        with pytest.raises(UnknownCommand):  # the event is committed all the same
+            await sink.finish_command(CommandReply("never", {"ok": 1}))
+        assert [e.kind for e in await store.pending(10)] == ["door_opened"]
+        await sink.close()
+    finally:
+        await store.close()
+
+
+async def test_a_store_away_keeps_the_events_and_refuses_to_store_the_reply() -> None:
+    store = await _reply_store()
+    try:
+        sink = EventSink(store, retry_s=0.01)
+        store.down = True
+        sink.submit([PendingEvent("unlock_pulse_acked", {"n": 1}, 1.8e9, "A01")])
+        with pytest.raises(StoreUnavailable):
+            await sink.finish_command(CommandReply("c-1", {"ok": True}))
+        assert sink.backlog == 1
+        record = await store.get_command("c-1")
+        assert record is not None
+        assert record.state == "in_progress"
+        store.down = False
+        for _ in range(200):  # the retry task commits it when the store is back
+            if sink.backlog == 0:
+                break
+            await asyncio.sleep(0.01)
+        assert [e.kind for e in await store.pending(10)] == ["unlock_pulse_acked"]
+        await sink.close()
+    finally:
+        await store.close()
+
+
+async def test_a_bad_event_before_a_reply_is_set_aside_and_the_reply_stored() -> None:
+    store = await _reply_store()
+    try:
+        sink = EventSink(store)
+        sink.submit([PendingEvent("door_opened", {"n": 0}, 1.8e9, "A01")])
+        sink.submit([PendingEvent("door_opened", {"n": float("nan")}, 1.8e9, "A02")])
+        assert await sink.finish_command(CommandReply("c-1", {"ok": 1})) == {"ok": 1}
+        assert sink.dropped_invalid == 1
+        assert [e.data["n"] for e in await store.pending(10)] == [0]
+        await sink.close()
+    finally:
         await store.close()

@@ -92,3 +92,56 @@ async def test_a_signed_open_writes_once_before_its_pulse(core: Core) -> None:
     finally:
         await store.close()
 
+
+
+async def test_a_signed_opens_acknowledgement_and_reply_are_one_write(core: Core) -> None:
+    """After the pulse: the board's acknowledgement (``unlock_pulse_acked``) and the stored
+    reply are committed in one transaction (one fsync), and both are on record when the
+    reply is sent."""
+    store = await CountingStore.connect("memory://", "test", core.settings.cabinet.id)
+    try:
+        await store.new_boot()
+        sink = EventSink(store)
+        keeper = StateKeeper(core.model, store, sink)
+        policy = UnlockPolicy(unlock_limits(core.settings))
+        unlock = UnlockService(core.settings, core.model, core.hardware, policy, keeper.emit,
+                               now=_now, submit=keeper.submit)
+        commands = CommandService(
+            core.settings, core.model, store, unlock, core.commands._verifier, keeper.emit,
+            now=_now, cabinet_clock=core.clock, snapshot=core.commands._snapshot,
+            save=keeper.save, submit=keeper.submit, finish=keeper.finish_command)
+        board = core.board(core.settings.compartment("A03").lock.board)
+        real_pulse = board.pulse
+        after_pulse: list[tuple[str, str]] = []
+
+        async def spying_pulse(channel: int, duration_s: float | None = None) -> Any:
+            receipt = await real_pulse(channel, duration_s)
+            # What the door path still writes from here: recorded from the ack on.
+            store.ops.clear()
+            after_pulse.append(("pulsed", ""))
+            return receipt
+
+        board.pulse = spying_pulse  # type: ignore[method-assign]
+        cmd = core.command("open", {"compartment": "A03", "reason": "maintenance"})
+        reply = await commands.handle(core.signed(cmd))
+        assert b'"ok":true' in reply
+        assert after_pulse == [("pulsed", "")]
+        # The audit line is written beside the reply, by a task of its own.
+        writes = [op for kind, op in store.ops if kind == "write" and op != "audit"]
+        # The group commit of open_requested and unlock_pulse_sent may or may not still be
+        # under way at the ack; after it, one commit carries the ack and the reply, and
+        # there is no write of the reply on its own.
+        assert "finish_command" not in writes
+        assert writes[-1] == "commit"
+        assert len(writes) <= 2
+        # Both on record when the reply comes back: no waiting.
+        kinds = [e.kind for e in await store.pending(100)]
+        assert "unlock_pulse_acked" in kinds
+        record = await store.get_command(cmd["id"])
+        assert record is not None
+        assert record.state == "done"
+        assert record.reply is not None
+        assert record.reply["ok"] is True
+        await sink.close()
+    finally:
+        await store.close()
