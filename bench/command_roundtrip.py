@@ -28,7 +28,8 @@ poll cycle: the line gives writes priority.
 Phase 1 ends with ``--get-state`` unsigned ``get_state`` queries, back to back: a read
 that changes nothing and writes nothing, so its round trip is broker hops and the
 snapshot alone. The daemon's CPU time (``/proc/PID/stat``) is printed per command and
-per query.
+per query, and the store's transactions per command (the redis-server's ``EXEC`` count,
+from ``INFO commandstats``: with appendfsync always, one fsync each).
 
     .venv/bin/python bench/command_roundtrip.py [--count 1000] [--saturated-count 200]
         [--get-state 500] [--busy 2]
@@ -95,6 +96,7 @@ async def _phase(poll_interval: float, count: int, interval: float,
                 software: list[float] = []
                 refused: dict[str, int] = {}
                 cpu_before = cpu_ms(rig.daemon.pid)
+                execs_before = await _execs(rig.redis_port)
                 cmd_t0 = time.monotonic()
                 for n in range(count):
                     started = time.monotonic()
@@ -117,6 +119,10 @@ async def _phase(poll_interval: float, count: int, interval: float,
                         await asyncio.sleep(pause)
                 cpu_cmd = cpu_ms(rig.daemon.pid) - cpu_before
                 cmd_s = time.monotonic() - cmd_t0
+                execs = await _execs(rig.redis_port) - execs_before
+                polled = await _execs(rig.redis_port)
+                await asyncio.sleep(1.0)
+                idle_execs = (await _execs(rig.redis_port) - polled) * cmd_s
                 # get_state: a read, unsigned, back to back (what a dispatch dashboard does).
                 state_rt: list[float] = []
                 cpu_before = cpu_ms(rig.daemon.pid)
@@ -134,7 +140,26 @@ async def _phase(poll_interval: float, count: int, interval: float,
                 "round_trip": round_trip, "board": board, "software": software,
                 "refused": refused, "cpu_cmd": cpu_cmd, "count": count,
                 "state_rt": state_rt, "cpu_query": cpu_query, "queries": queries,
-                "idle_cpu": idle_cpu, "cmd_s": cmd_s, "query_s": query_s}
+                "idle_cpu": idle_cpu, "cmd_s": cmd_s, "query_s": query_s,
+                "execs": execs, "idle_execs": idle_execs}
+
+
+async def _execs(port: int) -> int:
+    """Transactions (``EXEC``) the lane's redis-server has run so far: with appendfsync
+    always, each one that wrote is one fsync."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(b"INFO commandstats\r\n")
+        await writer.drain()
+        header = await reader.readline()  # $<length>
+        body = await reader.readexactly(int(header[1:]) + 2)
+    finally:
+        writer.close()
+        await writer.wait_closed()
+    for line in body.decode().splitlines():
+        if line.startswith("cmdstat_exec:"):
+            return int(line.split("calls=")[1].split(",")[0])
+    return 0
 
 
 def _report(title: str, r: dict[str, Any]) -> None:
@@ -166,6 +191,10 @@ def _report(title: str, r: dict[str, Any]) -> None:
         print(f"daemon CPU: {r['cpu_cmd']:.0f} ms over {r['count']} commands in "
               f"{r['cmd_s']:.1f} s = {r['cpu_cmd'] / r['count']:.1f} CPU-ms per command, "
               f"{above / r['count']:.1f} above the polling")
+        print(f"store transactions (redis EXEC, one fsync each when it writes): "
+              f"{r['execs']} over {r['count']} commands = "
+              f"{r['execs'] / r['count']:.2f} per command "
+              f"({r['idle_execs'] / r['count']:.2f} of them at the idle rate, without commands)")
     if r["queries"]:
         above = r["cpu_query"] - idle * r["query_s"]
         print(stats_line("get_state round trip", r["state_rt"]))
