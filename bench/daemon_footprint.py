@@ -16,7 +16,7 @@ and the simulator to one core
 (``os.sched_setaffinity``, as ``taskset`` does).
 
 ``--profile SECONDS`` adds a second look: py-spy (if installed) samples the daemon for
-that long and the functions holding the CPU are printed, by own time and by time
+that long (``--profile-rate`` times a second, 250 by default) and the functions holding the CPU are printed, by own time and by time
 including callees. It samples only while the daemon holds the GIL (``--gil``): without
 it py-spy counts the nanosleep of the line's silent interval as work, though it costs no
 CPU.
@@ -132,14 +132,14 @@ def _py_spy() -> str | None:
     return None
 
 
-def _profile(pid: int, seconds: int, workdir: Path) -> None:
+def _profile(pid: int, seconds: int, rate: int, workdir: Path) -> None:
     spy = _py_spy()
     if spy is None:
         print("\nprofile: py-spy is not installed (pip install py-spy); skipped")
         return
     raw = workdir / "profile.txt"
     proc = subprocess.run(
-        [spy, "record", "--pid", str(pid), "--duration", str(seconds), "--rate", "250",
+        [spy, "record", "--pid", str(pid), "--duration", str(seconds), "--rate", str(rate),
          "--format", "raw", "--output", str(raw), "--nonblocking", "--gil"],
         capture_output=True, text=True, timeout=seconds + 60, check=False)
     if proc.returncode != 0 or not raw.exists():
@@ -158,7 +158,6 @@ def _profile(pid: int, seconds: int, workdir: Path) -> None:
         own[frames[-1]] += count
         for frame in set(frames):
             inclusive[frame] += count
-    rate = 250
     print(f"\nprofile (py-spy --gil, {seconds} s at {rate} Hz: samples of the thread holding "
           f"the GIL, so a wait in epoll or time.sleep is not counted; time in the kernel "
           f"is not seen either): {total} samples = "
@@ -219,7 +218,7 @@ def _pin(pid: int | None, core: int | None) -> None:
         os.sched_setaffinity(pid, {core})
 
 
-def _measure(poll_s: float, window: float, settle: float, profile: int,
+def _measure(poll_s: float, window: float, settle: float, profile: int, profile_rate: int,
              pin: int | None) -> None:
     """One lane polled every ``poll_s``: RSS, CPU % of a core, CPU-ms per transaction."""
     label = f"poll every {poll_s * 1000:.0f} ms" + (" (10 Hz)" if poll_s == 0.1 else "")
@@ -274,7 +273,7 @@ def _measure(poll_s: float, window: float, settle: float, profile: int,
             print(f"{'wake-ups per poll transaction':<32} {(wake1 - wake0) / tx:>10.2f}   "
                   f"(context switches of the daemon's threads)")
             if profile:
-                _profile(pid, profile, workdir)
+                _profile(pid, profile, profile_rate, workdir)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -283,6 +282,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--settle", type=float, default=10.0, help="seconds before (0..120)")
     parser.add_argument("--profile", type=int, default=20,
                         help="seconds of py-spy sampling after each window (0: none; max 120)")
+    parser.add_argument("--profile-rate", type=int, default=250,
+                        help="py-spy samples per second (50..2000): the daemon holds the GIL "
+                             "about 1 %% of the time at 10 Hz, so a fine profile needs more")
     parser.add_argument("--poll", type=float, action="append", default=None,
                         help="poll period(s) to measure, seconds (repeatable; default 0.1 "
                              "and 0.01)")
@@ -292,6 +294,7 @@ def main(argv: list[str] | None = None) -> int:
     window = max(1.0, min(args.window, 600.0))
     settle = max(0.0, min(args.settle, 120.0))
     profile = max(0, min(args.profile, 120))
+    args.profile_rate = max(50, min(args.profile_rate, 2000))
     polls = [max(0.01, min(p, 1.0)) for p in (args.poll or [0.1, 0.01])][:4]
     if args.pin is not None and args.pin not in os.sched_getaffinity(0):
         parser.error(f"--pin {args.pin}: no such core available")
@@ -304,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
           "emulated) + locker-controller, on 127.0.0.1; nothing happens on the lane")
     print(installed_bytecode())
     for poll_s in polls:
-        _measure(poll_s, window, settle, profile, args.pin)
+        _measure(poll_s, window, settle, profile, args.profile_rate, args.pin)
     rows = _import_costs()
     print("\nRSS of the imports alone (a fresh interpreter importing what the daemon imports):")
     previous = 0.0
