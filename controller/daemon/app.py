@@ -287,6 +287,7 @@ class Daemon:
                 codes=self.lane.codes, clear_lane=self.lane.clear_lockout,
                 submit=self.keeper.submit, finish=self.keeper.finish_command,
             )
+            stack.push_async_callback(self.commands.close)
             await self._answer_interrupted()
             await self.poller.poll_once()
             await self.poller.read_probes()

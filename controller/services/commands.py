@@ -33,6 +33,7 @@ unfinished command is answered at start-up and never acted on again.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import logging
@@ -77,7 +78,7 @@ from controller.services.reporting import PendingEvent
 from controller.services.unlock import UnlockService
 from controller.settings import Settings
 from controller.store import Store
-from controller.store.errors import StoreError, StoreFull
+from controller.store.errors import StoreError, StoreFull, UnknownCommand
 from controller.store.records import AlreadySeen, CommandReply, ReplyTarget
 
 if TYPE_CHECKING:
@@ -205,7 +206,10 @@ class CommandService:
         #: Opens that stopped before their pulse: their recorded intent is dropped.
         self._unpulsed: dict[str, str] = {}
         #: Replies of commands that acted but whose reply the store did not take.
-        self._owed: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        self._owed: OrderedDict[str, CommandReply] = OrderedDict()
+        #: Stores the owed replies as soon as the store answers again (see ``_owe``).
+        self._settler: asyncio.Task[None] | None = None
+        self.owed_retry_s = 0.5
         #: Commands stopped by a store error before acting, in this process.
         self._retake: OrderedDict[str, None] = OrderedDict()
         #: The role of the key that signed the command in hand (None: unsigned).
@@ -298,7 +302,7 @@ class CommandService:
             owed = self._owed.get(command_id)
             if owed is not None:
                 # Its reply could not be stored: store it now and answer with it.
-                stored = await self._store.finish_command(command_id, owed)
+                stored = await self._store_reply(owed)
                 self._owed.pop(command_id, None)
                 return encode(Reply.model_validate(stored))
             if command_id in self._retake:
@@ -382,15 +386,11 @@ class CommandService:
         unpulsed = self._unpulsed.pop(command.id, None)
         finished = CommandReply(command.id, answer, () if unpulsed is None else (unpulsed,))
         try:
-            if self._finish_queued is not None:
-                stored = await self._finish_queued(finished)
-            else:
-                stored = await self._store.finish_command(
-                    finished.command_id, finished.reply, unpulsed=finished.unpulsed)
+            stored = await self._store_reply(finished)
         except StoreError as exc:
-            # It acted: tell the truth now, and store it when the store is back (a repeat
-            # of the id, or the next command that stores its own reply).
-            self._owe(command.id, answer)
+            # It acted: tell the truth now, and store it as soon as the store is back
+            # (after the events queued before it, which the sink holds meanwhile).
+            self._owe(finished)
             log.error("reply not stored; kept to answer a repeat",
                       extra={"ctx": {"command": command.id, "error": str(exc)}})
             return encode(reply)
@@ -405,20 +405,56 @@ class CommandService:
         while len(self._retake) > _MAX_REMEMBERED:
             self._retake.popitem(last=False)
 
-    def _owe(self, command_id: str, reply: dict[str, Any]) -> None:
-        self._owed[command_id] = reply
+    async def _store_reply(self, reply: CommandReply) -> dict[str, Any]:
+        """Store ``reply`` after the events queued before it (with the daemon's sink: in
+        the same transaction as the last of them); the reply on record comes back."""
+        if self._finish_queued is not None:
+            return await self._finish_queued(reply)
+        return await self._store.finish_command(reply.command_id, reply.reply,
+                                                unpulsed=reply.unpulsed)
+
+    def _owe(self, reply: CommandReply) -> None:
+        """Keep a reply the store did not take (it was sent: the command acted), and store
+        it as soon as the store answers again, not only when the next command comes: a
+        restart in between would answer its id "interrupted", where it was answered.
+        A crash before the store is back loses it with the events held in memory; the
+        record's pulse intent still makes the next start report the id interrupted, with
+        the compartments that may have been pulsed."""
+        self._owed[reply.command_id] = reply
+        self._owed.move_to_end(reply.command_id)
         while len(self._owed) > _MAX_REMEMBERED:
             # Forgotten here, the record stays unfinished: the next start answers it.
             self._owed.popitem(last=False)
+        if self._settler is None or self._settler.done():
+            self._settler = asyncio.get_running_loop().create_task(
+                self._settle_when_back(), name="owed-replies")
+
+    async def _settle_when_back(self) -> None:
+        for _ in range(200_000):  # bounded: about a day at the retry interval
+            await asyncio.sleep(self.owed_retry_s)
+            await self._settle_owed()
+            if not self._owed:
+                return
 
     async def _settle_owed(self) -> None:
         """Store the replies that could not be stored (the store answers again)."""
         for command_id, reply in list(self._owed.items()):
             try:
-                await self._store.finish_command(command_id, reply)
+                await self._store_reply(reply)
+            except UnknownCommand:
+                # Its record expired meanwhile: nothing left to finish.
+                log.warning("owed reply dropped: the command's record is gone",
+                            extra={"ctx": {"command": command_id}})
             except StoreError:
                 return
             self._owed.pop(command_id, None)
+
+    async def close(self) -> None:
+        """Stop storing owed replies in the background (they stay owed)."""
+        if self._settler is not None:
+            self._settler.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._settler
 
     async def _act(self, command: Command) -> dict[str, Any]:
         if isinstance(command, GetStateCommand):

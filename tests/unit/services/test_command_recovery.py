@@ -3,6 +3,7 @@ is back acts exactly once, or gets the true reply of the attempt that acted."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -113,3 +114,27 @@ async def test_after_a_restart_an_unfinished_intent_is_never_retaken(core: Core)
     again = json.loads(await core.commands.handle(payload))
     assert again["error"]["code"] == "busy"
     assert pulses(core, "B05") == 0
+
+
+async def test_a_reply_not_stored_is_stored_once_the_store_is_back_with_no_command(
+    core: Core,
+) -> None:
+    """Not only when the next command comes: a restart in between would answer the id
+    "interrupted", where dispatch was told it pulsed."""
+    core.commands.owed_retry_s = 0.01
+    cmd = core.command("open", {"compartment": "B06", "reason": "maintenance"})
+    fail_once(core, "finish_command")
+    first = json.loads(await core.commands.handle(core.signed(cmd)))
+    assert first["ok"] is True
+    record = None
+    for _ in range(500):  # bounded: the settler retries every 10 ms
+        record = await core.store.get_command(cmd["id"])
+        if record is not None and record.finished:
+            break
+        await asyncio.sleep(0.01)
+    assert record is not None
+    assert record.finished
+    assert record.reply is not None
+    assert json.loads(encode(Reply.model_validate(record.reply))) == first
+    assert record.may_have_pulsed("B06")
+    await core.commands.close()

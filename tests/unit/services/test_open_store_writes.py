@@ -6,6 +6,7 @@ follows the pulse."""
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -14,7 +15,7 @@ from controller.services.commands import CommandService
 from controller.services.reporting import EventSink, StateKeeper
 from controller.services.setup import unlock_limits
 from controller.services.unlock import UnlockService
-from controller.store import Store
+from controller.store import Store, StoreUnavailable
 from tests.unit.services.conftest import Core, _now
 
 
@@ -142,6 +143,69 @@ async def test_a_signed_opens_acknowledgement_and_reply_are_one_write(core: Core
         assert record.state == "done"
         assert record.reply is not None
         assert record.reply["ok"] is True
+        await sink.close()
+    finally:
+        await store.close()
+
+
+class DownStore(CountingStore):
+    """Redis away while ``down``: every transaction fails as a lost connection does."""
+
+    down = False
+
+    async def _transaction(self, op: str, watch: Sequence[str], plan: Any) -> Any:
+        if self.down:
+            raise StoreUnavailable("redis is away", op=op)
+        return await super()._transaction(op, watch, plan)
+
+
+async def test_an_ack_and_reply_the_store_missed_are_stored_in_order_once_it_is_back(
+    core: Core,
+) -> None:
+    """The store goes away between the pulse and the reply: the reply is sent (the door
+    was pulsed), and once the store is back, with no other command, the acknowledgement
+    is committed and the reply stored after it."""
+    store = await DownStore.connect("memory://", "test", core.settings.cabinet.id)
+    try:
+        await store.new_boot()
+        sink = EventSink(store, retry_s=0.01)
+        keeper = StateKeeper(core.model, store, sink)
+        policy = UnlockPolicy(unlock_limits(core.settings))
+        unlock = UnlockService(core.settings, core.model, core.hardware, policy, keeper.emit,
+                               now=_now, submit=keeper.submit)
+        commands = CommandService(
+            core.settings, core.model, store, unlock, core.commands._verifier, keeper.emit,
+            now=_now, cabinet_clock=core.clock, snapshot=core.commands._snapshot,
+            save=keeper.save, submit=keeper.submit, finish=keeper.finish_command)
+        commands.owed_retry_s = 0.01
+        board = core.board(core.settings.compartment("A04").lock.board)
+        real_pulse = board.pulse
+
+        async def pulse_then_redis_goes(channel: int, duration_s: float | None = None) -> Any:
+            receipt = await real_pulse(channel, duration_s)
+            store.down = True
+            return receipt
+
+        board.pulse = pulse_then_redis_goes  # type: ignore[method-assign]
+        cmd = core.command("open", {"compartment": "A04", "reason": "maintenance"})
+        first = json.loads(await commands.handle(core.signed(cmd)))
+        assert first["ok"] is True, first
+        record = await store.get_command(cmd["id"])
+        assert record is not None
+        assert not record.finished
+        store.down = False
+        for _ in range(500):  # bounded: the settler and the sink retry every 10 ms
+            record = await store.get_command(cmd["id"])
+            if record is not None and record.finished:
+                break
+            await asyncio.sleep(0.01)
+        assert record is not None
+        assert record.finished
+        assert record.reply is not None
+        assert record.reply["ok"] is True
+        kinds = [e.kind for e in await store.pending(100)]
+        assert "unlock_pulse_acked" in kinds
+        await commands.close()
         await sink.close()
     finally:
         await store.close()
