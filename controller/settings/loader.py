@@ -164,12 +164,16 @@ def _resolve(parts: Sequence[str]) -> Any:
 
 
 def _coerce_text(tp: Any, raw: str) -> Any:
-    if _accepts_text(tp):
-        return raw
+    """A value from the environment or ``--set``, read as TOML first: ``5``, ``true``,
+    ``"2m"``. A key that takes text also takes it bare (``log.level=debug``), and a TOML
+    string (``log.level="debug"``) is its text, without the quotes."""
     try:
-        return tomllib.loads(f"v = {raw}")["v"]
+        value = tomllib.loads(f"v = {raw}")["v"]
     except tomllib.TOMLDecodeError:
         return raw
+    if _accepts_text(tp) and not isinstance(value, str):
+        return raw  # text that reads as a number or a date: the text is meant
+    return value
 
 
 def _merge(base: dict[str, Any], parts: Sequence[str], value: Any) -> None:

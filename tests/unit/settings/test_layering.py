@@ -183,3 +183,22 @@ def test_settings_are_frozen(valid_path: Path) -> None:
         settings.compartments.append(settings.compartments[0])  # type: ignore[attr-defined]
     assert isinstance(settings.simulator["doors"]["stuck"], tuple)
     assert hash(settings)  # frozen models hash
+
+
+def test_a_quoted_text_value_is_its_text(valid_path: Path) -> None:
+    """Read as TOML first: a TOML string is the text inside its quotes, for text keys as
+    for the others (a technician copies ``level = "debug"`` from the file)."""
+    settings = load_settings(valid_path, overrides={
+        "log.level": '"debug"',
+        "redis.url": '"redis://127.0.0.1:6390/0"',
+        "mqtt.username": "'literal'",
+        "mqtt.password": '"12345"',
+    })
+    assert settings.log.level == "debug"
+    assert settings.redis.url == "redis://127.0.0.1:6390/0"
+    assert settings.mqtt.username == "literal"
+    assert settings.mqtt.password == "12345"
+    env = {"LOCKER_LOG__LEVEL": '"warning"', "LOCKER_MQTT__USERNAME": '"a b"'}
+    settings = load_settings(valid_path, env=env)
+    assert settings.log.level == "warning"
+    assert settings.mqtt.username == "a b"
