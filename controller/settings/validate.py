@@ -73,11 +73,10 @@ class FieldSpec:
 @functools.cache
 def struct_fields(cls: type[_Section]) -> dict[str, FieldSpec]:
     """The fields of a settings struct, in declaration order (a base's fields first)."""
-    hints = typing.get_type_hints(cls, include_extras=True)
     out: dict[str, FieldSpec] = {}
-    for info in msgspec.structs.fields(cls):
+    for info in msgspec.structs.fields(cls):  # its types keep their Annotated metadata
         factory = None if info.default_factory is msgspec.NODEFAULT else info.default_factory
-        out[info.name] = FieldSpec(info.name, hints[info.name], info.default, factory)
+        out[info.name] = FieldSpec(info.name, info.type, info.default, factory)
     return out
 
 
@@ -87,6 +86,43 @@ def split_annotation(tp: Any) -> tuple[Any, tuple[Any, ...]]:
         args = typing.get_args(tp)
         return args[0], tuple(args[1:])
     return tp, ()
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """What :meth:`Validator.value` does for one annotation, worked out once."""
+
+    base: Any
+    befores: tuple[Rule, ...]
+    afters: tuple[Rule, ...]
+    bounds: tuple[msgspec.Meta, ...]  # those with a bound, a length or a pattern
+    members: tuple[Any, ...]  # a union's members other than None; () for another type
+    nullable: bool
+    tag: Tagged | None
+
+
+_BOUNDED = ("ge", "gt", "le", "lt", "min_length", "max_length", "pattern")
+
+
+@functools.cache
+def _plan(tp: Any) -> _Plan:
+    base, metas = split_annotation(tp)
+    rules = [m for m in metas if isinstance(m, Rule)]
+    members: tuple[Any, ...] = ()
+    nullable = False
+    if typing.get_origin(base) in (typing.Union, types.UnionType):
+        members = tuple(a for a in typing.get_args(base) if a is not type(None))
+        nullable = len(members) < len(typing.get_args(base))
+    return _Plan(
+        base=base,
+        befores=tuple(r for r in rules if r.before),
+        afters=tuple(r for r in rules if not r.before),
+        bounds=tuple(m for m in metas if isinstance(m, msgspec.Meta)
+                     and any(getattr(m, name) is not None for name in _BOUNDED)),
+        members=members,
+        nullable=nullable,
+        tag=next((m for m in metas if isinstance(m, Tagged)), None),
+    )
 
 
 def _number_text(value: float) -> str:
@@ -129,39 +165,33 @@ class Validator:
         """``value`` read as ``tp`` at key path ``loc``; ``outer`` is metadata of an
         enclosing ``X | None`` that applies to ``X``, and ``shown`` the value as written
         there (what a bound's message quotes)."""
-        base, own = split_annotation(tp)
-        metas = (*outer, *own)
-        for rule in metas:
-            if isinstance(rule, Rule) and rule.before:
-                try:
-                    value = rule(value, self.ctx)
-                except ValueError as exc:
-                    return self._fail(loc, str(exc))
-        bounds = tuple(m for m in metas if isinstance(m, msgspec.Meta))
-        origin = typing.get_origin(base)
-        if origin in (typing.Union, types.UnionType):
-            members = [a for a in typing.get_args(base) if a is not type(None)]
-            if value is None and len(members) < len(typing.get_args(base)):
+        plan = _plan(tp)
+        for rule in plan.befores:
+            try:
+                value = rule(value, self.ctx)
+            except ValueError as exc:
+                return self._fail(loc, str(exc))
+        bounds = (*outer, *plan.bounds)
+        if plan.members:
+            if value is None and plan.nullable:
                 out = None
-            elif len(members) == 1:
-                out = self.value(members[0], value, loc, bounds, value)
+            elif len(plan.members) == 1:
+                out = self.value(plan.members[0], value, loc, bounds, value)
             else:
-                tag = next((m for m in metas if isinstance(m, Tagged)), None)
-                out = self._tagged(members, tag, value, loc)
+                out = self._tagged(list(plan.members), plan.tag, value, loc)
         else:
-            out = self._typed(base, value, loc)
+            out = self._typed(plan.base, value, loc)
             if out is not _BAD:
                 for meta in bounds:
                     if not self._within(meta, out, value if shown is _BAD else shown, loc):
                         return _BAD
         if out is _BAD:
             return _BAD
-        for rule in metas:
-            if isinstance(rule, Rule) and not rule.before:
-                try:
-                    out = rule(out, self.ctx)
-                except ValueError as exc:
-                    return self._fail(loc, str(exc))
+        for rule in plan.afters:
+            try:
+                out = rule(out, self.ctx)
+            except ValueError as exc:
+                return self._fail(loc, str(exc))
         return out
 
     def _typed(self, tp: Any, value: Any, loc: Loc) -> Any:
