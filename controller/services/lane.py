@@ -253,7 +253,7 @@ class LaneService:
             line = await self._gpio.open_input(spec)
             self.inputs[key] = line
             line.add_listener(lambda edge, key=key: self._queue_edge(key, edge.value))
-        for key in type(lane.outputs).model_fields:
+        for key in lane.outputs.__struct_fields__:
             cfg = getattr(lane.outputs, key)
             if cfg is None:
                 continue

@@ -4,7 +4,8 @@ once at start-up and frozen after load.
 The entry point is :func:`load_settings`, a plain function in the spirit of uvicorn's
 ``Config.load()``: everything that can be wrong with the configuration is found *there*, at
 start-up, and reported all at once; what comes out is a :class:`Settings` that nothing can
-change afterwards (every model is frozen, arrays are tuples, tables are read-only mappings).
+change afterwards (every table is a frozen ``msgspec.Struct``, arrays are tuples, free-form
+tables are read-only mappings).
 
 Layers, lowest first:
 
@@ -38,14 +39,16 @@ an unknown bus, a lock channel used twice, ...) run after the per-field checks a
 key that is wrong, e.g. ``compartments[3].lock: locks-a channel 0 already used by
 compartments[1] (A01)``.
 
-Dependencies: the standard library and pydantic only (no redis, paho or hardware library);
-the hard pulse cap comes from the driver contract, :data:`drivers.base.HARD_PULSE_CAP_S`.
+Dependencies: the standard library, msgspec (the structs) and PyNaCl (the check of a
+dispatch key), no pydantic, redis, paho or hardware library; the hard pulse cap comes from
+the driver contract, :data:`drivers.base.HARD_PULSE_CAP_S`.
 
 Modules
 =======
-``errors`` (:class:`ConfigIssue`, :class:`ConfigError`), ``fields`` (value types),
-``models`` (one model per table, and :class:`Settings`), ``checks`` (cross-section checks),
-``loader`` (:func:`load_settings`, :func:`parse_settings`) and ``keydocs`` (the reference).
+``errors`` (:class:`ConfigIssue`, :class:`ConfigError`), ``fields`` (value types and
+rules), ``models`` (one struct per table, and :class:`Settings`), ``validate`` (the
+validator that reports every issue), ``checks`` (cross-section checks), ``loader``
+(:func:`load_settings`, :func:`parse_settings`) and ``keydocs`` (the reference).
 Import from ``controller.settings``; the modules are its layout, not its interface.
 """
 

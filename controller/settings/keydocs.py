@@ -11,16 +11,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import (
-    BaseModel,
-    BeforeValidator,
-)
-from pydantic.fields import FieldInfo
-from pydantic_core import PydanticUndefined
+import msgspec
 
-from controller.settings.fields import parse_duration
+from controller.settings.fields import Rule, _Section, _TableDefault, parse_duration
 from controller.settings.loader import _unwrap
 from controller.settings.models import Settings
+from controller.settings.validate import FieldSpec, split_annotation, struct_fields
 
 # =============================================================================================
 # Reference
@@ -51,66 +47,65 @@ def _type_name(tp: Any) -> str:
         return "table"
     if tp is type(None):
         return "unset"
-    if isinstance(tp, type) and issubclass(tp, BaseModel):
+    if isinstance(tp, type) and issubclass(tp, _Section):
         return "table"
     return {str: "string", int: "integer", float: "number", bool: "boolean", Path: "path"}.get(
         tp, "any"
     )
 
 
-def _default_text(field: FieldInfo) -> str:
-    if field.is_required():
+def _default_text(field: FieldSpec) -> str:
+    if field.required:
         return "required"
-    if field.default_factory is not None:
+    if isinstance(field.factory, _TableDefault):
         return "—"
     value = field.default
-    if value is None or value is PydanticUndefined:
+    if value is None:
         return "unset"
     return json.dumps(value) if not isinstance(value, bool) else str(value).lower()
 
 
-def _walk(model: type[BaseModel], prefix: str) -> Iterator[KeyDoc]:
-    for name, field in model.model_fields.items():
+def _walk(model: type[_Section], prefix: str) -> Iterator[KeyDoc]:
+    for name, field in struct_fields(model).items():
         key = f"{prefix}.{name}" if prefix else name
         tp = _unwrap(field.annotation)
         if typing.get_origin(tp) is tuple:
             tp = _unwrap(typing.get_args(tp)[0])
-        seconds = any(
-            isinstance(m, BeforeValidator) and m.func is parse_duration for m in _metadata(field)
-        )
+        seconds = parse_duration in _metadata(field)
         type_text = ("seconds" if seconds else _type_name(field.annotation)) + _bounds(field)
-        yield KeyDoc(key, type_text, _default_text(field), field.description or "")
+        yield KeyDoc(key, type_text, _default_text(field), field.description)
         if typing.get_origin(tp) in (dict, Mapping):
             tp = _unwrap(typing.get_args(tp)[1])
-        if isinstance(tp, type) and issubclass(tp, BaseModel):
+        if isinstance(tp, type) and issubclass(tp, _Section):
             yield from _walk(tp, key)
         elif typing.get_origin(tp) in (typing.Union, types.UnionType):
             for member in typing.get_args(tp):
-                if isinstance(member, type) and issubclass(member, BaseModel):
+                if isinstance(member, type) and issubclass(member, _Section):
                     yield from _walk(member, key)
 
 
-def _bounds(field: FieldInfo) -> str:
+def _bounds(field: FieldSpec) -> str:
     marks = {"ge": ">=", "gt": ">", "le": "<=", "lt": "<"}
     parts = [
         f"{sign} {getattr(m, name)}"
         for m in field.metadata
+        if isinstance(m, msgspec.Meta)
         for name, sign in marks.items()
         if getattr(m, name, None) is not None
     ]
     return f" ({', '.join(parts)})" if parts else ""
 
 
-def _metadata(field: FieldInfo) -> list[Any]:
-    out = list(field.metadata)
-    ann = field.annotation
-    for arg in typing.get_args(ann):
-        if typing.get_origin(arg) is Annotated:
-            out.extend(typing.get_args(arg)[1:])
+def _metadata(field: FieldSpec) -> list[Any]:
+    """The rules of the field and of the members of its union (``Seconds | None``)."""
+    base, own = split_annotation(field.annotation)
+    out = [m.fn for m in own if isinstance(m, Rule)]
+    for arg in typing.get_args(base):
+        out.extend(m.fn for m in split_annotation(arg)[1] if isinstance(m, Rule))
     return out
 
 
-def describe_model(model: type[BaseModel], prefix: str) -> list[KeyDoc]:
+def describe_model(model: type[_Section], prefix: str) -> list[KeyDoc]:
     """The keys of one model (e.g. one board profile) under ``prefix``, for the reference."""
     return list(_walk(model, prefix))
 

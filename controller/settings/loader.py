@@ -1,6 +1,6 @@
 """Loading: layers (defaults < file < environment < flags < apply_config), TOML
-positions, and the translation of pydantic errors into :class:`ConfigIssue` that name the
-key."""
+positions, and the validator's issues as :class:`ConfigIssue` that name the key, the
+layer and the line."""
 
 from __future__ import annotations
 
@@ -15,11 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import (
-    BaseModel,
-    ValidationError,
-)
-
 from controller.settings.errors import (
     ENV_PREFIX,
     NON_CONFIG_ENV_VARS,
@@ -28,8 +23,9 @@ from controller.settings.errors import (
     Loc,
     _format_loc,
 )
-from controller.settings.fields import _show
-from controller.settings.models import _BOARD_CLASSES, Settings
+from controller.settings.fields import ValidationContext, _Section
+from controller.settings.models import Settings
+from controller.settings.validate import Validator, struct_fields
 
 # =============================================================================================
 # Loading
@@ -143,10 +139,11 @@ def _resolve(parts: Sequence[str]) -> Any:
     for depth, part in enumerate(parts):
         tp = _unwrap(tp)
         where = ".".join(parts[:depth]) or "the top level"
-        if isinstance(tp, type) and issubclass(tp, BaseModel):
-            field = tp.model_fields.get(part)
+        if isinstance(tp, type) and issubclass(tp, _Section):
+            fields = struct_fields(tp)
+            field = fields.get(part)
             if field is None:
-                close = difflib.get_close_matches(part, list(tp.model_fields), n=1)
+                close = difflib.get_close_matches(part, list(fields), n=1)
                 raise _UnknownKey(
                     f"no key {part!r} in {where}",
                     [*parts[:depth], close[0], *parts[depth + 1 :]] if close else None,
@@ -241,92 +238,6 @@ def _env_entries(env: Mapping[str, str]) -> list[_Entry]:
     return entries
 
 
-def _message(err: Mapping[str, Any]) -> tuple[Loc, str]:
-    """The key and the message of one pydantic error, in the words of a TOML author."""
-    raw_loc: Loc = tuple(err["loc"])
-    loc = _strip_tags(raw_loc)
-    kind: str = err["type"]
-    msg: str = err["msg"]
-    ctx: Mapping[str, Any] = err.get("ctx") or {}
-    value = err.get("input")
-    prefix = ""
-    if "[key]" in loc[1:]:  # a table key (a pool name, a key id) that is not a valid name
-        loc = loc[: loc.index("[key]")]
-        prefix = "key name "
-    if kind == "missing":
-        return loc, "missing (required)"
-    if kind == "extra_forbidden":
-        parent = _model_at(raw_loc[:-1])
-        hint = ""
-        if parent is not None and loc and isinstance(loc[-1], str):
-            close = difflib.get_close_matches(loc[-1], list(parent.model_fields), n=1)
-            if close:
-                hint = f" (did you mean {close[0]!r}?)"
-        return loc, f"unknown key{hint}"
-    if kind == "union_tag_not_found":
-        return (*loc, "profile"), "missing (required)"
-    if kind == "union_tag_invalid":
-        tags = " or ".join(repr(t) for t in _BOARD_CLASSES)
-        return (*loc, "profile"), f"must be {tags} (got {_show(ctx.get('tag'))})"
-    if kind == "string_pattern_mismatch":
-        return loc, f"{prefix}must match {ctx.get('pattern', '')!s} (got {_show(value)})"
-    if kind == "value_error":
-        text = str(ctx.get("error", msg.removeprefix("Value error, ")))
-        keyed = re.match(r"^@([\w.]+)@(.*)$", text, re.S)
-        if keyed:
-            return (*loc, *keyed.group(1).split(".")), keyed.group(2)
-        return loc, text
-    if kind in ("model_type", "model_attributes_type", "dict_type"):
-        return loc, f"must be a table (got {_show(value)})"
-    if kind in ("tuple_type", "list_type"):
-        return loc, f"must be an array of tables (got {_show(value)})"
-    msg = re.sub(r"^(Input|String|Value|List|Tuple|Dictionary) should", "must", msg)
-    secret = bool(loc) and loc[-1] in ("password", "url")
-    if not secret:
-        msg += f" (got {_show(value)})"
-    return loc, msg
-
-
-def _model_at(loc: Loc) -> type[BaseModel] | None:
-    tp: Any = Settings
-    for item in loc:
-        tp = _unwrap(tp)
-        if typing.get_origin(tp) is tuple and isinstance(item, int):
-            tp = typing.get_args(tp)[0]
-            continue
-        if isinstance(item, str) and item in _BOARD_CLASSES:
-            tp = _BOARD_CLASSES[item]
-            continue
-        if isinstance(tp, type) and issubclass(tp, BaseModel) and isinstance(item, str):
-            field = tp.model_fields.get(item)
-            if field is None:
-                return None
-            tp = field.annotation
-        elif typing.get_origin(tp) in (dict, Mapping):
-            tp = typing.get_args(tp)[1]
-        else:
-            return None
-    tp = _unwrap(tp)
-    if typing.get_origin(tp) is tuple:
-        tp = _unwrap(typing.get_args(tp)[0])
-    return tp if isinstance(tp, type) and issubclass(tp, BaseModel) else None
-
-
-def _strip_tags(loc: Sequence[str | int]) -> Loc:
-    # Pydantic puts the board profile (the union tag) into the location: drop it.
-    out: list[str | int] = []
-    for i, item in enumerate(loc):
-        if (
-            isinstance(item, str)
-            and item in _BOARD_CLASSES
-            and i > 0
-            and isinstance(loc[i - 1], int)
-        ):
-            continue
-        out.append(item)
-    return tuple(out)
-
-
 def _validate(
     data: Mapping[str, Any],
     origins: _Origins,
@@ -334,19 +245,11 @@ def _validate(
     base_dir: Path | None,
     check_files: bool,
 ) -> Settings:
-    collected: list[tuple[Loc, str]] = []
-    context = {"base_dir": base_dir, "check_files": check_files, "cross_check_issues": collected}
-    try:
-        settings = Settings.model_validate(data, context=context)
-    except ValidationError as exc:
-        issues = []
-        for err in exc.errors(include_url=False):
-            loc, message = _message(err)
-            issues.append(origins.issue(loc, message))
-        raise ConfigError(_sorted(issues)) from None
-    if collected:
-        raise ConfigError(_sorted([origins.issue(loc, msg) for loc, msg in collected]))
-    return settings
+    run = Validator(ValidationContext(base_dir, check_files))
+    settings = run.struct(Settings, data)
+    if run.failed(settings):
+        raise ConfigError(_sorted([origins.issue(loc, msg) for loc, msg in run.issues]))
+    return typing.cast(Settings, settings)
 
 
 def _sorted(issues: list[ConfigIssue]) -> list[ConfigIssue]:

@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import msgspec
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -44,7 +45,7 @@ def _bus_table(settings: Settings, name: str) -> Mapping[str, Any]:
     except KeyError:
         known = ", ".join(b.name for b in settings.buses) or "none"
         raise CliError(f"no bus {name!r} in the configuration (buses: {known})") from None
-    raw = bus.model_dump()
+    raw = msgspec.structs.asdict(bus)
     return {k: raw[k] for k in _BUS_KEYS if raw.get(k) is not None}
 
 

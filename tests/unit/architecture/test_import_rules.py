@@ -59,6 +59,8 @@ def test_the_tree_as_it_is_keeps_every_contract(tree: Path) -> None:
          "the controller's layers BROKEN"),
         ("controller/settings/_violation.py", "import controller.store",
          "settings, clock, logs and strict JSON are leaves: they import no runtime part BROKEN"),
+        ("controller/settings/_violation.py", "import pydantic",
+         "the settings never import pydantic BROKEN"),
     ],
 )
 def test_a_forbidden_import_breaks_its_contract(

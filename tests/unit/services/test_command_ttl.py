@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import msgspec
 import pytest
 
 from controller.contract.messages import Reply
@@ -15,10 +16,11 @@ from tests.fuzz.cabinet import FuzzCabinet, cabinet_settings
 
 def _settings(max_ttl_s: float, *, signed: bool) -> Settings:
     s = cabinet_settings()
-    return s.model_copy(update={
-        "timing": s.timing.model_copy(update={"command_max_ttl_s": max_ttl_s}),
-        "security": s.security.model_copy(update={"require_signed_commands": signed}),
-    })
+    return msgspec.structs.replace(
+        s,
+        timing=msgspec.structs.replace(s.timing, command_max_ttl_s=max_ttl_s),
+        security=msgspec.structs.replace(s.security, require_signed_commands=signed),
+    )
 
 
 async def _reply(cab: FuzzCabinet, command: dict[str, Any]) -> Reply:

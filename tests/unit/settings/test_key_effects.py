@@ -28,6 +28,7 @@ from controller.settings import (
     WaveshareRelayBoard,
     describe_keys,
 )
+from controller.settings.validate import convert
 
 REPO = Path(__file__).resolve().parents[3]
 DOC = REPO / "docs" / "configuration.md"
@@ -104,7 +105,7 @@ CHECKED_ONLY = {"isolated_interface"}
 
 
 def test_every_bus_key_is_in_the_table_of_changes() -> None:
-    assert set(BUS_CHANGES) | CHECKED_ONLY == set(BusConfig.model_fields)
+    assert set(BUS_CHANGES) | CHECKED_ONLY == set(BusConfig.__struct_fields__)
 
 
 def test_isolated_interface_decides_whether_a_tcp_bus_off_loopback_is_accepted() -> None:
@@ -118,8 +119,8 @@ def test_isolated_interface_decides_whether_a_tcp_bus_off_loopback_is_accepted()
             self.lane = type("L", (), {"backend": "mock", "scanner": None})()
 
     # 10.0.0.2 on loopback's network: the link is declared (no `host` issue), and checked.
-    open_bus = _Stub(BusConfig(**TCP))
-    declared = _Stub(BusConfig(**TCP, isolated_interface="lo"))
+    open_bus = _Stub(convert(BusConfig, TCP))
+    declared = _Stub(convert(BusConfig, {**TCP, "isolated_interface": "lo"}))
     open_locs = [loc for loc, _ in deployment_issues(open_bus)]  # type: ignore[arg-type]
     declared_locs = [loc for loc, _ in deployment_issues(declared)]  # type: ignore[arg-type]
     assert ("buses", 0, "host") in open_locs
@@ -131,11 +132,11 @@ def test_isolated_interface_decides_whether_a_tcp_bus_off_loopback_is_accepted()
 def test_a_changed_bus_key_changes_what_the_line_receives(key: str) -> None:
     base, value = BUS_CHANGES[key]
     if key == "kind":
-        before = BusConfig(**RTU).to_driver()
-        after = BusConfig(**{**TCP}).to_driver()
+        before = convert(BusConfig, RTU).to_driver()
+        after = convert(BusConfig, {**TCP}).to_driver()
     else:
-        before = BusConfig(**base).to_driver()
-        after = BusConfig(**{**base, key: value}).to_driver()
+        before = convert(BusConfig, base).to_driver()
+        after = convert(BusConfig, {**base, key: value}).to_driver()
         assert getattr(after, key) == value
     assert before != after
 
@@ -187,7 +188,7 @@ _BOARD_MODELS = {"waveshare_relay": WaveshareRelayBoard, "generic_io": GenericIo
 
 
 def _params(table: dict[str, Any]) -> Any:
-    return _BOARD_MODELS[table["profile"]](**table).to_driver(max_pulse_s=0.7)
+    return convert(_BOARD_MODELS[table["profile"]], table).to_driver(max_pulse_s=0.7)
 
 
 def test_every_board_leaf_key_is_in_the_table_of_changes() -> None:
