@@ -16,10 +16,10 @@ and the simulator to one core
 (``os.sched_setaffinity``, as ``taskset`` does).
 
 ``--profile SECONDS`` adds a second look: py-spy (if installed) samples the daemon for
-that long (``--profile-rate`` times a second, 250 by default) and the functions holding the CPU are printed, by own time and by time
-including callees. It samples only while the daemon holds the GIL (``--gil``): without
-it py-spy counts the nanosleep of the line's silent interval as work, though it costs no
-CPU.
+that long (``--profile-rate`` times a second, 250 by default) and the functions holding
+the CPU are printed, by own time and by time including callees. It samples only while
+the daemon holds the GIL (``--gil``): without it py-spy counts the nanosleep of the line's
+silent interval as work, though it costs no CPU.
 
     .venv/bin/python bench/daemon_footprint.py [--window 60] [--settle 10] [--profile 20]
         [--poll 0.1 --poll 0.01] [--pin CORE]
