@@ -30,7 +30,8 @@ informational, ISO 8601 with a zone offset.
 from __future__ import annotations
 
 import re
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from types import UnionType
 from typing import Annotated, Any, Literal, TypeAlias, TypeVar, Union, get_args, get_origin
 
@@ -106,7 +107,6 @@ _MAX_DEPTH = 16
 # ---------------------------------------------------------------------------------------------
 # Scalar shapes shared by the models (each becomes a "pattern" in the JSON Schema).
 
-
 CommandId = Annotated[str, _pattern(r"^[A-Za-z0-9._:-]{1,64}$")]
 BootId = Annotated[str, _pattern(r"^[A-Za-z0-9-]{8,64}$")]
 CabinetId = Annotated[str, _pattern(r"^[a-z0-9-]{1,32}$")]
@@ -160,7 +160,7 @@ def encode(message: msgspec.Struct) -> bytes:
 def to_builtins(message: msgspec.Struct, *, omit_none: bool = True) -> dict[str, Any]:
     """The JSON object of a message as Python values (times as ISO 8601 text): what
     :func:`encode` writes, or with ``omit_none=False`` every field, ``None`` ones too."""
-    return json_object(msgspec.to_builtins(_wire(message, omit_none, False)))
+    return _json_object(msgspec.to_builtins(_wire(message, omit_none, False)))
 
 
 def from_builtins(type_: type[Message], data: Any) -> Message:
@@ -177,7 +177,7 @@ def from_json(type_: type[Message], raw: bytes | str) -> Message:
     return msgspec.json.decode(raw, type=type_)
 
 
-def json_object(value: Any) -> dict[str, Any]:
+def _json_object(value: Any) -> dict[str, Any]:
     if not isinstance(value, dict):  # pragma: no cover - every message is an object
         raise TypeError("a message is a JSON object")
     return value
@@ -913,6 +913,64 @@ def _first_fault(value: Any, annotation: Any, where: list[str]) -> _Fault | None
     return None
 
 
+_TIME = re.compile(
+    r"(\d{4}-\d{2}-\d{2})[Tt_ ](\d{2}:\d{2})(:\d{2}(?:\.\d+)?)?([Zz]|[+-]\d{2}:?\d{2})")
+_SECONDS = re.compile(r"-?\d+(?:\.\d+)?")
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _lenient_time(text: str) -> str | None:
+    """An RFC 3339 form of a time that msgspec refuses and dispatch has always been allowed
+    to send (pydantic read it): ``_`` between date and time, no seconds, or UNIX seconds
+    as a string of digits (milliseconds above 2e10). ``None`` for anything else."""
+    whole = _TIME.fullmatch(text)
+    if whole is not None:
+        date, minutes, seconds, zone = whole.groups()
+        # Digits past the microsecond are dropped, not rounded.
+        return f"{date}T{minutes}{(seconds or ':00')[:10]}{zone}"
+    if _SECONDS.fullmatch(text) is None or len(text) > 32:
+        return None
+    value = Decimal(text)
+    if abs(value) > 20_000_000_000:
+        value /= 1000
+    whole_s = int(value)
+    micros = int((value - whole_s) * 1_000_000)
+    try:
+        return (_EPOCH + timedelta(seconds=whole_s, microseconds=micros)).isoformat()
+    except OverflowError:
+        return None
+
+
+def _is_time(annotation: Any) -> bool:
+    if get_origin(annotation) is Annotated:
+        annotation = get_args(annotation)[0]
+    if get_origin(annotation) in (Union, UnionType):
+        return any(_is_time(arg) for arg in get_args(annotation))
+    return annotation is datetime
+
+
+def _lenient_times(value: Any, annotation: Any) -> bool:
+    """Rewrite, in place, the times of a refused command that :func:`_lenient_time`
+    reads; whether any was. Only ``assign``'s window has times; its struct's order."""
+    struct = _struct_in(annotation)
+    if struct is None or not isinstance(value, dict):
+        return False
+    changed = False
+    for info in msgspec.structs.fields(struct):
+        item = value.get(info.encode_name)
+        if isinstance(item, str) and _is_time(info.type):
+            try:
+                msgspec.convert(item, info.type)
+            except ValidationError:
+                fixed = _lenient_time(item)
+                if fixed is not None:
+                    value[info.encode_name] = fixed
+                    changed = True
+        elif isinstance(item, dict):
+            changed = _lenient_times(item, info.type) or changed
+    return changed
+
+
 def _rejection(exc: msgspec.DecodeError, command_id: str | None, model: type[msgspec.Struct],
                document: Any) -> CommandRejected:
     """The refusal for a document msgspec could not read as ``model``. ``field`` is the
@@ -1002,10 +1060,18 @@ def decode_command(
         if not isinstance(kind, str) or kind not in COMMAND_TYPES:
             raise CommandRejected(ErrorCode.UNKNOWN_COMMAND, "unknown command type", "type",
                                   command_id=command_id)
+        model = COMMAND_MODELS[kind]
         try:
-            return msgspec.json.decode(raw, type=COMMAND_MODELS[kind])
+            return msgspec.json.decode(raw, type=model)
+        except ValidationError as exc:
+            if not _lenient_times(obj, model):
+                raise _rejection(exc, command_id, model, obj) from None
         except msgspec.DecodeError as exc:
-            raise _rejection(exc, command_id, COMMAND_MODELS[kind], obj) from None
+            raise _rejection(exc, command_id, model, obj) from None
+        try:
+            return msgspec.convert(obj, model)
+        except ValidationError as exc:
+            raise _rejection(exc, command_id, model, obj) from None
     except CommandRejected as exc:
         if exc.command_id is None:
             # Refused before its id was read (too large, duplicate keys, NaN, a signed
