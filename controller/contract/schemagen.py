@@ -66,7 +66,8 @@ SCHEMA_IDS: dict[str, str] = {
 
 
 _REF = "#/$defs/{name}"
-_UNSORTED = frozenset({"properties", "default", "const", "enum", "examples"})
+#: Keywords whose value is a document, not a schema: left as msgspec wrote it.
+_VALUES = frozenset({"default", "const", "enum", "examples"})
 _JSON_TYPES = {str: "string", bool: "boolean", int: "integer", float: "number"}
 
 
@@ -98,6 +99,7 @@ def _title(name: str) -> str:
 
 
 def _house_style(node: Any) -> Any:
+    """A schema of msgspec's in the contract's form (see the module's docstring)."""
     if isinstance(node, list):
         return [_house_style(item) for item in node]
     if not isinstance(node, dict):
@@ -112,7 +114,7 @@ def _house_style(node: Any) -> Any:
                     prop["title"] = _title(name)
                 props[name] = prop
             out[key] = props
-        elif key in ("default", "const", "enum", "examples"):
+        elif key in _VALUES:
             out[key] = value
         else:
             out[key] = _house_style(value)
@@ -177,7 +179,7 @@ def _sorted(node: Any, key: str | None = None) -> Any:
     """Keys sorted at every level, but a struct's properties in field order."""
     if isinstance(node, list):
         return [_sorted(item) for item in node]
-    if not isinstance(node, dict) or key in ("default", "const", "enum", "examples"):
+    if not isinstance(node, dict) or key in _VALUES:
         return node
     items = node.items() if key == "properties" else sorted(node.items())
     return {k: _sorted(v, None if key == "properties" else k) for k, v in items}
