@@ -29,9 +29,9 @@ informational, ISO 8601 with a zone offset.
 
 from __future__ import annotations
 
+import math
 import re
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
 from types import UnionType
 from typing import Annotated, Any, Literal, TypeAlias, TypeVar, Union, get_args, get_origin
 
@@ -915,28 +915,36 @@ def _first_fault(value: Any, annotation: Any, where: list[str]) -> _Fault | None
 
 _TIME = re.compile(
     r"(\d{4}-\d{2}-\d{2})[Tt_ ](\d{2}:\d{2})(:\d{2}(?:\.\d+)?)?([Zz]|[+-]\d{2}:?\d{2})")
-_SECONDS = re.compile(r"-?\d+(?:\.\d+)?")
+_SECONDS = re.compile(r"[+-]?(?:\d+|(?:\d+\.\d*|\.\d+)(?:[eE][+-]?\d+)?)")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def _lenient_time(text: str) -> str | None:
-    """An RFC 3339 form of a time that msgspec refuses and dispatch has always been allowed
-    to send (pydantic read it): ``_`` between date and time, no seconds, or UNIX seconds
-    as a string of digits (milliseconds above 2e10). ``None`` for anything else."""
-    whole = _TIME.fullmatch(text)
-    if whole is not None:
-        date, minutes, seconds, zone = whole.groups()
+    """The RFC 3339 form of a time as pydantic read it, which msgspec reads the same:
+    ``_`` between date and time, no seconds, digits past the microsecond cut off (msgspec
+    refuses the first two and rounds the last), or UNIX seconds as a number in a string
+    (milliseconds above 2e10), which msgspec refuses. ``None`` for anything else."""
+    parts = _TIME.fullmatch(text)
+    if parts is not None:
+        date, minutes, seconds, zone = parts.groups()
         # Digits past the microsecond are dropped, not rounded.
         return f"{date}T{minutes}{(seconds or ':00')[:10]}{zone}"
     if _SECONDS.fullmatch(text) is None or len(text) > 32:
         return None
-    value = Decimal(text)
-    if abs(value) > 20_000_000_000:
-        value /= 1000
-    whole_s = int(value)
-    micros = int((value - whole_s) * 1_000_000)
+    # As pydantic read it: a float, its fraction rounded to the microsecond (to the
+    # millisecond's microsecond for milliseconds).
+    value = float(text)
+    if not math.isfinite(value):
+        return None
+    whole = math.floor(value)
+    fraction = value - whole
+    if abs(whole) > 20_000_000_000:
+        whole, milliseconds = divmod(whole, 1000)
+        micros = milliseconds * 1000 + math.floor(fraction * 1000 + 0.5)
+    else:
+        micros = math.floor(fraction * 1_000_000 + 0.5)
     try:
-        return (_EPOCH + timedelta(seconds=whole_s, microseconds=micros)).isoformat()
+        return (_EPOCH + timedelta(seconds=whole, microseconds=micros)).isoformat()
     except OverflowError:
         return None
 
@@ -950,8 +958,8 @@ def _is_time(annotation: Any) -> bool:
 
 
 def _lenient_times(value: Any, annotation: Any) -> bool:
-    """Rewrite, in place, the times of a refused command that :func:`_lenient_time`
-    reads; whether any was. Only ``assign``'s window has times; its struct's order."""
+    """Rewrite, in place, the times of a command to the RFC 3339 form of what pydantic
+    read (:func:`_lenient_time`): whether any changed. Only ``assign``'s window has times."""
     struct = _struct_in(annotation)
     if struct is None or not isinstance(value, dict):
         return False
@@ -959,13 +967,10 @@ def _lenient_times(value: Any, annotation: Any) -> bool:
     for info in msgspec.structs.fields(struct):
         item = value.get(info.encode_name)
         if isinstance(item, str) and _is_time(info.type):
-            try:
-                msgspec.convert(item, info.type)
-            except ValidationError:
-                fixed = _lenient_time(item)
-                if fixed is not None:
-                    value[info.encode_name] = fixed
-                    changed = True
+            fixed = _lenient_time(item)
+            if fixed is not None and fixed != item:
+                value[info.encode_name] = fixed
+                changed = True
         elif isinstance(item, dict):
             changed = _lenient_times(item, info.type) or changed
     return changed
@@ -1062,12 +1067,16 @@ def decode_command(
                                   command_id=command_id)
         model = COMMAND_MODELS[kind]
         try:
-            return msgspec.json.decode(raw, type=model)
+            command = msgspec.json.decode(raw, type=model)
         except ValidationError as exc:
-            if not _lenient_times(obj, model):
+            if model is not AssignCommand or not _lenient_times(obj, model):
                 raise _rejection(exc, command_id, model, obj) from None
         except msgspec.DecodeError as exc:
             raise _rejection(exc, command_id, model, obj) from None
+        else:
+            if model is not AssignCommand or not _lenient_times(obj, model):
+                return command
+        # An assign whose window was written in a form pydantic read differently.
         try:
             return msgspec.convert(obj, model)
         except ValidationError as exc:
