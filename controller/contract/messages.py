@@ -913,9 +913,11 @@ def _first_fault(value: Any, annotation: Any, where: list[str]) -> _Fault | None
     return None
 
 
+# ASCII digits only: float() would read other scripts' digits too.
 _TIME = re.compile(
-    r"(\d{4}-\d{2}-\d{2})[Tt_ ](\d{2}:\d{2})(:\d{2}(?:\.\d+)?)?([Zz]|[+-]\d{2}:?\d{2})")
-_SECONDS = re.compile(r"[+-]?(?:\d+|(?:\d+\.\d*|\.\d+)(?:[eE][+-]?\d+)?)")
+    r"([0-9]{4}-[0-9]{2}-[0-9]{2})[Tt_ ]([0-9]{2}:[0-9]{2})(:[0-9]{2}(?:\.[0-9]+)?)?"
+    r"([Zz]|[+-][0-9]{2}:?[0-9]{2})")
+_SECONDS = re.compile(r"[+-]?(?:[0-9]+|(?:[0-9]+\.[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?)")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 

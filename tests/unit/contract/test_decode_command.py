@@ -241,7 +241,8 @@ def test_assign_window_times_are_read_as_they_always_were(sent: str, read: str) 
 
 @pytest.mark.parametrize("sent", ["2026-11-22T10:00:00", "2026-11-22", "2026-11-22T10Z", "1e3",
                                   "2026-11-22T10:00:00+01", "99999999999999999999", "x",
-                                  ".1E310", "2026-02-30T10:00:00Z"])
+                                  ".1E310", "2026-02-30T10:00:00Z", "\u0665",
+                                  "1_000", " 5"])
 def test_assign_window_times_without_a_zone_or_malformed_are_refused(sent: str) -> None:
     assign = copy.deepcopy(EXAMPLES["command"][1])
     assign["args"]["expires_at"] = sent
