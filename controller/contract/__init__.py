@@ -2,7 +2,7 @@
 
 - :mod:`controller.contract.topics`: ``CabinetTopics`` (one cabinet's six topics) and
   ``DispatchFilters`` (wildcard filters for the dispatch side).
-- :mod:`controller.contract.messages`: pydantic models of every payload and
+- :mod:`controller.contract.messages`: msgspec structs of every payload and
   ``decode_command``, the only way untrusted ``cmd`` bytes become a command.
 - :mod:`controller.contract.errors`: ``ErrorCode`` and ``CommandRejected``.
 - :mod:`controller.contract.schemagen`: writes ``controller/schemas/*.json`` from the models.

@@ -22,51 +22,54 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+import msgspec
+from msgspec import Meta
+
+from controller.contract.constraints import pattern as _pattern
 
 __all__ = ["ALARMS", "ALARM_CLEARED", "ALARM_RAISED", "EVENT_KINDS", "EventKindDoc"]
 
-Seconds = Annotated[float, Field(ge=0)]
-Count = Annotated[int, Field(ge=0)]
-Text = Annotated[str, StringConstraints(max_length=500)]
-OrderRef = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._:-]{1,64}$")]
-CommandRef = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._:-]{1,64}$")]
-LaneRef = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")]
-Source = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_-]{0,31}$")]
+Seconds = Annotated[float, Meta(ge=0)]
+Count = Annotated[int, Meta(ge=0)]
+Text = Annotated[str, Meta(max_length=500)]
+OrderRef = Annotated[str, _pattern(r"^[A-Za-z0-9._:-]{1,64}$")]
+CommandRef = Annotated[str, _pattern(r"^[A-Za-z0-9._:-]{1,64}$")]
+LaneRef = Annotated[str, _pattern(r"^[A-Za-z0-9_.:-]{1,64}$")]
+Source = Annotated[str, _pattern(r"^[a-z][a-z0-9_-]{0,31}$")]
 Phase = Literal["free", "reserved", "loaded", "collected", "expired"]
 
 
-class _Data(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class _Data(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    """The ``data`` of one event kind."""
 
 
 # -- the door and its lock ---------------------------------------------------------------
 
 
-class UnlockPulseSent(_Data):
+class UnlockPulseSent(_Data, frozen=True, kw_only=True):
     """The pulse frame is about to go out; ``door``: the door as read just before."""
 
     door: Literal["open", "closed", "unknown"]
 
 
-class UnlockPulseAcked(_Data):
+class UnlockPulseAcked(_Data, frozen=True, kw_only=True):
     """The lock board acknowledged the pulse."""
 
 
-class UnlockPulseFailed(_Data):
+class UnlockPulseFailed(_Data, frozen=True, kw_only=True):
     """The board did not make the pulse (no answer to a frame that did not act, a
     rejection, the bus down); ``reason`` is the driver's account."""
 
     reason: Text
 
 
-class UnlockPulseUnconfirmed(_Data):
+class UnlockPulseUnconfirmed(_Data, frozen=True, kw_only=True):
     """The frame went out, its outcome is unknown; ``evidence`` says what was seen."""
 
     evidence: Text
 
 
-class DoorOpened(_Data):
+class DoorOpened(_Data, frozen=True, kw_only=True):
     """``authorised``: after a pulse (``pulse_acked``, ``after_pulse_s``), or an authorised
     opening resumed across a restart (``resumed``). ``authorised: false`` is a forced
     opening (with a ``forced_open`` alarm)."""
@@ -77,7 +80,7 @@ class DoorOpened(_Data):
     resumed: Literal[True] | None = None
 
 
-class DoorClosed(_Data):
+class DoorClosed(_Data, frozen=True, kw_only=True):
     """``open_s``: how long it was open; ``resumed``: it was open before a restart and
     closed while the cabinet could not see it."""
 
@@ -86,7 +89,7 @@ class DoorClosed(_Data):
     resumed: Literal[True] | None = None
 
 
-class OpenNotDetected(_Data):
+class OpenNotDetected(_Data, frozen=True, kw_only=True):
     """The pulse went out and the door was not seen opening within ``open_detect_s``.
     ``latch``: the latch feedback when the window ended: ``released``, ``engaged`` (the
     latch still holds the door; the same reading is ``locked`` in ``state``), ``unknown``,
@@ -98,7 +101,7 @@ class OpenNotDetected(_Data):
     jammed: bool
 
 
-class UnlockUnconfirmed(_Data):
+class UnlockUnconfirmed(_Data, frozen=True, kw_only=True):
     """The open-detect window ended and whether the door opened is unknown: it was open
     already (``door_open``) or its sensor did not read (``sensor_unknown``,
     ``sensor_flapping``)."""
@@ -109,17 +112,17 @@ class UnlockUnconfirmed(_Data):
 # -- compartments and orders ------------------------------------------------------------
 
 
-class CompartmentAssigned(_Data):
+class CompartmentAssigned(_Data, frozen=True, kw_only=True):
     """An order was assigned (``assign``); ``expires_at`` in UNIX seconds."""
 
     order: OrderRef
-    pool: Annotated[str, StringConstraints(pattern=r"^[a-z0-9_-]{1,32}$")]
+    pool: Annotated[str, _pattern(r"^[a-z0-9_-]{1,32}$")]
     size: Literal["S", "M", "L", "XL"]
     zone: Literal["ambient", "chilled", "frozen"]
     expires_at: float
 
 
-class OpenRequested(_Data):
+class OpenRequested(_Data, frozen=True, kw_only=True):
     """An opening was declared, before its pulse. ``purpose``: ``deposit``,
     ``collection`` (a customer's collection: a code at the lane, or ``open`` with reason
     ``collect`` or ``customer_app``; the same thing is ``collect`` in a code's purpose and
@@ -134,7 +137,7 @@ class OpenRequested(_Data):
     command: CommandRef | None = None
 
 
-class CompartmentLoaded(_Data):
+class CompartmentLoaded(_Data, frozen=True, kw_only=True):
     """Closed after a deposit with goods inside. ``confirmed``: the occupancy sensor read
     ``occupied``; ``occupancy`` ``unknown`` or ``no_sensor`` otherwise."""
 
@@ -143,13 +146,13 @@ class CompartmentLoaded(_Data):
     occupancy: Literal["occupied", "unknown", "no_sensor"]
 
 
-class OrderOnly(_Data):
+class OrderOnly(_Data, frozen=True, kw_only=True):
     """``order``: the order concerned."""
 
     order: OrderRef
 
 
-class CompartmentCollected(_Data):
+class CompartmentCollected(_Data, frozen=True, kw_only=True):
     """Closed after a collection, empty. ``confirmed``: the occupancy sensor read
     ``empty`` (``false`` without a sensor)."""
 
@@ -157,11 +160,11 @@ class CompartmentCollected(_Data):
     confirmed: bool
 
 
-class NoData(_Data):
+class NoData(_Data, frozen=True, kw_only=True):
     """No data."""
 
 
-class OrderReleased(_Data):
+class OrderReleased(_Data, frozen=True, kw_only=True):
     """``release``: ``awaiting_retrieval`` when goods are inside (the compartment waits,
     ``expired``, for staff)."""
 
@@ -170,7 +173,7 @@ class OrderReleased(_Data):
     awaiting_retrieval: bool
 
 
-class OrderExpired(_Data):
+class OrderExpired(_Data, frozen=True, kw_only=True):
     """The order's pickup window ended; ``goods_inside`` says whether staff must retrieve
     it."""
 
@@ -178,13 +181,13 @@ class OrderExpired(_Data):
     goods_inside: bool
 
 
-class CompartmentBlocked(_Data):
+class CompartmentBlocked(_Data, frozen=True, kw_only=True):
     """``block``, with its reason."""
 
     reason: Text
 
 
-class CompartmentUnblocked(_Data):
+class CompartmentUnblocked(_Data, frozen=True, kw_only=True):
     """``unblock``; ``phase``: the compartment's state again."""
 
     phase: Phase
@@ -193,27 +196,27 @@ class CompartmentUnblocked(_Data):
 # -- the lane ---------------------------------------------------------------------------
 
 
-class LaneOnly(_Data):
+class LaneOnly(_Data, frozen=True, kw_only=True):
     """``lane``: the lane (e.g. ``lane-1``)."""
 
     lane: LaneRef
 
 
-class LaneIoUnavailable(_Data):
+class LaneIoUnavailable(_Data, frozen=True, kw_only=True):
     """The lane's GPIO could not be opened; code entry works without it."""
 
     lane: LaneRef
     error: Text
 
 
-class ScannerStatus(_Data):
+class ScannerStatus(_Data, frozen=True, kw_only=True):
     """The QR scanner's serial line came (``scanner_connected``) or went."""
 
     lane: LaneRef
     detail: Text
 
 
-class CodeAccepted(_Data):
+class CodeAccepted(_Data, frozen=True, kw_only=True):
     """A code opened its compartment. ``source``: ``keypad`` or ``scanner``;
     ``purpose``: the code's (``deposit`` or ``collect``); ``reopen``: a used code
     reopening within the tenant's grace (a forgotten bag)."""
@@ -225,7 +228,7 @@ class CodeAccepted(_Data):
     reopen: bool
 
 
-class CodeRejected(_Data):
+class CodeRejected(_Data, frozen=True, kw_only=True):
     """A code refused at the lane, at most one a second per input. ``reason``:
     ``wrong_code``, ``slow_down`` (with ``retry_after_s``), ``invalid_code``,
     ``unreadable``, ``code_used``, ``staff_only``, ``store_unavailable``, ``internal``, or
@@ -234,27 +237,27 @@ class CodeRejected(_Data):
 
     lane: LaneRef
     source: Source
-    reason: Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,63}$")]
+    reason: Annotated[str, _pattern(r"^[a-z][a-z0-9_]{0,63}$")]
     message: Text
     order: OrderRef | None = None
     retry_after_s: Seconds | None = None
 
 
-class CodeRejectionsCoalesced(_Data):
+class CodeRejectionsCoalesced(_Data, frozen=True, kw_only=True):
     """The refusals of one input within a second after a reported one: ``count`` of them,
     by reason, since ``since`` (UNIX seconds)."""
 
     lane: LaneRef
     source: Source
-    count: Annotated[int, Field(ge=1)]
-    reasons: dict[Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,63}$")], Count]
+    count: Annotated[int, Meta(ge=1)]
+    reasons: dict[Annotated[str, _pattern(r"^[a-z][a-z0-9_]{0,63}$")], Count]
     since: float
 
 
 # -- the cabinet ------------------------------------------------------------------------
 
 
-class ZoneWindow(_Data):
+class ZoneWindow(_Data, frozen=True, kw_only=True):
     """One zone's readings over the window (``samples: 0``: none could be read)."""
 
     samples: Count
@@ -263,134 +266,134 @@ class ZoneWindow(_Data):
     mean_c: float | None = None
 
 
-class ZoneTemperatures(_Data):
+class ZoneTemperatures(_Data, frozen=True, kw_only=True):
     """The temperature record of every zone with a probe over the last ``window_s``."""
 
     window_s: Seconds
-    zones: dict[Annotated[str, StringConstraints(pattern=r"^[a-z0-9_-]{1,32}$")], ZoneWindow]
+    zones: dict[Annotated[str, _pattern(r"^[a-z0-9_-]{1,32}$")], ZoneWindow]
 
 
-class DaemonStarted(_Data):
+class DaemonStarted(_Data, frozen=True, kw_only=True):
     """The daemon started (a new ``boot_id``): ``boot_number`` counts starts;
     ``outputs_off``: each output bank switched off at start (``true``) or not."""
 
-    version: Annotated[str, StringConstraints(min_length=1, max_length=64)]
-    boot_number: Annotated[int, Field(ge=1)]
-    outputs_off: dict[Annotated[str, StringConstraints(max_length=64)], bool]
+    version: Annotated[str, Meta(min_length=1, max_length=64)]
+    boot_number: Annotated[int, Meta(ge=1)]
+    outputs_off: dict[Annotated[str, Meta(max_length=64)], bool]
 
 
-class ConfigApplied(_Data):
+class ConfigApplied(_Data, frozen=True, kw_only=True):
     """``apply_config`` accepted (the daemon restarts to apply it)."""
 
     command: CommandRef
     sections: list[Literal["timing", "tenants", "zones", "log"]]
-    config_hash: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+    config_hash: Annotated[str, _pattern(r"^[0-9a-f]{64}$")]
 
 
-class ConfigOverlayRefused(_Data):
+class ConfigOverlayRefused(_Data, frozen=True, kw_only=True):
     """The configuration applied earlier is no longer valid with the file: the cabinet
     runs on its file alone; ``key`` is at fault."""
 
-    key: Annotated[str, StringConstraints(max_length=200)] | None
+    key: Annotated[str, Meta(max_length=200)] | None
     message: Text
 
 
-class CommandInterrupted(_Data):
+class CommandInterrupted(_Data, frozen=True, kw_only=True):
     """A command under way when the daemon stopped; answered ``internal`` and never
     acted on again (that reply is published at start-up, once, on the topic the command
     asked for; a repeat of its id returns it too). ``may_have_pulsed``: compartments whose
     pulse may have gone out."""
 
     command: CommandRef
-    may_have_pulsed: list[Annotated[str, StringConstraints(pattern=r"^[A-Z0-9-]{1,8}$")]]
+    may_have_pulsed: list[Annotated[str, _pattern(r"^[A-Z0-9-]{1,8}$")]]
 
 
-class ReconcileMismatch(_Data):
+class ReconcileMismatch(_Data, frozen=True, kw_only=True):
     """At start, the store and the occupancy sensor disagree about a compartment."""
 
     stored_goods_inside: bool
     occupancy: Literal["occupied", "empty"]
-    state: Annotated[str, StringConstraints(pattern=r"^[a-z_]{1,32}$")]
+    state: Annotated[str, _pattern(r"^[a-z_]{1,32}$")]
     known_before: bool
 
 
 # -- alarms -----------------------------------------------------------------------------
 
 
-class _Alarm(_Data):
+class _Alarm(_Data, frozen=True, kw_only=True):
     pass
 
 
-class _Cleared(_Data):
+class _Cleared(_Data, frozen=True, kw_only=True):
     #: How long the alarm was active.
     active_s: Seconds
 
 
-class ForcedOpen(_Alarm):
+class ForcedOpen(_Alarm, frozen=True, kw_only=True):
     """A door opened without a pulse (``compartment`` set)."""
 
     alarm: Literal["forced_open"]
 
 
-class ForcedOpenCleared(_Cleared):
+class ForcedOpenCleared(_Cleared, frozen=True, kw_only=True):
     alarm: Literal["forced_open"]
 
 
-class DoorAjar(_Alarm):
+class DoorAjar(_Alarm, frozen=True, kw_only=True):
     """A door stayed open longer than ``timing.door_ajar_s``."""
 
     alarm: Literal["door_ajar"]
     open_s: Seconds
 
 
-class DoorAjarCleared(_Cleared):
+class DoorAjarCleared(_Cleared, frozen=True, kw_only=True):
     alarm: Literal["door_ajar"]
 
 
-class SensorUnknown(_Alarm):
+class SensorUnknown(_Alarm, frozen=True, kw_only=True):
     """A door sensor cannot be read (its board does not answer, or it reads nonsense)."""
 
     alarm: Literal["sensor_unknown"]
 
 
-class SensorUnknownCleared(_Cleared):
+class SensorUnknownCleared(_Cleared, frozen=True, kw_only=True):
     alarm: Literal["sensor_unknown"]
 
 
-class SensorFlapping(_Alarm):
+class SensorFlapping(_Alarm, frozen=True, kw_only=True):
     """An input changed more than ``changes`` times within ``window_s``: it reads
     ``unknown`` until steady."""
 
     alarm: Literal["sensor_flapping"]
     signal: Literal["door", "latch", "occupancy"]
-    board: Annotated[str, StringConstraints(max_length=64)]
+    board: Annotated[str, Meta(max_length=64)]
     channel: Count
     changes: Count
     window_s: Seconds
 
 
-class SensorFlappingCleared(_Cleared):
+class SensorFlappingCleared(_Cleared, frozen=True, kw_only=True):
     alarm: Literal["sensor_flapping"]
     signal: Literal["door", "latch", "occupancy"]
-    board: Annotated[str, StringConstraints(max_length=64)]
+    board: Annotated[str, Meta(max_length=64)]
     channel: Count
 
 
-class BoardOffline(_Alarm):
+class BoardOffline(_Alarm, frozen=True, kw_only=True):
     """A Modbus board stopped answering (``failures`` polls in a row)."""
 
     alarm: Literal["board_offline"]
-    board: Annotated[str, StringConstraints(max_length=64)]
+    board: Annotated[str, Meta(max_length=64)]
     failures: Count
     reason: Text
 
 
-class BoardOfflineCleared(_Cleared):
+class BoardOfflineCleared(_Cleared, frozen=True, kw_only=True):
     alarm: Literal["board_offline"]
-    board: Annotated[str, StringConstraints(max_length=64)]
+    board: Annotated[str, Meta(max_length=64)]
 
 
-class CompartmentFault(_Alarm):
+class CompartmentFault(_Alarm, frozen=True, kw_only=True):
     """The door did not open after ``count`` acknowledged pulses in a row: the compartment
     is out of use until a technician clears it."""
 
@@ -399,42 +402,42 @@ class CompartmentFault(_Alarm):
     count: Count
 
 
-class CompartmentFaultCleared(_Cleared):
+class CompartmentFaultCleared(_Cleared, frozen=True, kw_only=True):
     alarm: Literal["compartment_fault"]
 
 
-class Temperature(_Alarm):
+class Temperature(_Alarm, frozen=True, kw_only=True):
     """A zone out of its range for longer than ``delay_s`` (``temperature_c`` ``null``:
     the probe stopped answering)."""
 
     alarm: Literal["temperature"]
-    zone: Annotated[str, StringConstraints(pattern=r"^[a-z0-9_-]{1,32}$")]
+    zone: Annotated[str, _pattern(r"^[a-z0-9_-]{1,32}$")]
     temperature_c: float | None
     min_c: float | None
     max_c: float | None
     delay_s: Seconds
 
 
-class TemperatureCleared(Temperature):
+class TemperatureCleared(Temperature, frozen=True, kw_only=True):
     """Back in range; ``excursion``: the readings while it was out."""
 
     active_s: Seconds | None = None
     excursion: ZoneWindow
 
 
-class LaneInput(_Alarm):
+class LaneInput(_Alarm, frozen=True, kw_only=True):
     """The lane's tamper switch (``tamper``) or its mains sensor (``power_fail``)."""
 
     alarm: Literal["tamper", "power_fail"]
     lane: LaneRef
 
 
-class LaneInputCleared(_Cleared):
+class LaneInputCleared(_Cleared, frozen=True, kw_only=True):
     alarm: Literal["tamper", "power_fail"]
     lane: LaneRef
 
 
-class CodeGuessing(_Alarm):
+class CodeGuessing(_Alarm, frozen=True, kw_only=True):
     """An input spent its wrong-code budget (``wrong_codes`` in all); short entries there
     are refused for ``retry_after_s``."""
 
@@ -445,17 +448,17 @@ class CodeGuessing(_Alarm):
     retry_after_s: Seconds
 
 
-class CodeGuessingCleared(_Cleared):
+class CodeGuessingCleared(_Cleared, frozen=True, kw_only=True):
     """The budget came back whole, or staff cleared it (``cleared_by``:
     ``command:<id>`` of a ``clear_lane_lockout``)."""
 
     alarm: Literal["code_guessing"]
     lane: LaneRef
     source: Source
-    cleared_by: Annotated[str, StringConstraints(max_length=100)] | None = None
+    cleared_by: Annotated[str, Meta(max_length=100)] | None = None
 
 
-class SessionTakeover(_Alarm):
+class SessionTakeover(_Alarm, frozen=True, kw_only=True):
     """Another client took the cabinet's MQTT session over ``takeovers`` times within
     ``window_s``: its identity is in someone else's hands."""
 
@@ -464,29 +467,29 @@ class SessionTakeover(_Alarm):
     window_s: Seconds
 
 
-class SessionTakeoverCleared(_Data):
+class SessionTakeoverCleared(_Data, frozen=True, kw_only=True):
     """No takeover for 5 minutes; ``takeovers`` in the incident."""
 
     alarm: Literal["session_takeover"]
     takeovers: Count
 
 
-class StoreAlarm(_Alarm):
+class StoreAlarm(_Alarm, frozen=True, kw_only=True):
     """The cabinet's store refuses writes (``store_full``: its memory cap is reached, at
     once) or does not answer (``store_unavailable``: for 10 s). Commands are refused
     meanwhile; events wait in memory and arrive, in order, once the store writes again."""
 
     alarm: Literal["store_full", "store_unavailable"]
-    error: Annotated[str, StringConstraints(max_length=500)]
+    error: Annotated[str, Meta(max_length=500)]
 
 
-class StoreAlarmCleared(_Cleared):
+class StoreAlarmCleared(_Cleared, frozen=True, kw_only=True):
     """The first write that succeeded after the incident."""
 
     alarm: Literal["store_full", "store_unavailable"]
 
 
-ALARMS: dict[str, tuple[type[BaseModel], type[BaseModel]]] = {
+ALARMS: dict[str, tuple[type[msgspec.Struct], type[msgspec.Struct]]] = {
     "forced_open": (ForcedOpen, ForcedOpenCleared),
     "door_ajar": (DoorAjar, DoorAjarCleared),
     "sensor_unknown": (SensorUnknown, SensorUnknownCleared),
@@ -507,23 +510,21 @@ ALARM_RAISED = "alarm_raised"
 ALARM_CLEARED = "alarm_cleared"
 
 
-class EventKindDoc(BaseModel):
+class EventKindDoc(msgspec.Struct, frozen=True, kw_only=True):
     """One event kind: its ``data`` model(s), whether ``compartment`` is set, and a
     sentence for the integrator."""
 
-    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
-
-    data: tuple[type[BaseModel], ...]
+    data: tuple[type[msgspec.Struct], ...]
     compartment: Literal["always", "never", "sometimes"]
     summary: str
 
 
-def _kind(summary: str, *data: type[BaseModel],
+def _kind(summary: str, *data: type[msgspec.Struct],
           compartment: Literal["always", "never", "sometimes"] = "always") -> EventKindDoc:
     return EventKindDoc(data=data, compartment=compartment, summary=summary)
 
 
-def _unique(models: list[type[BaseModel]]) -> tuple[type[BaseModel], ...]:
+def _unique(models: list[type[msgspec.Struct]]) -> tuple[type[msgspec.Struct], ...]:
     return tuple(dict.fromkeys(models))
 
 

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+import msgspec
+from msgspec import Meta
 
+from controller.contract.constraints import pattern as _pattern
 from controller.contract.messages import ClockReading, OpenResult, State
 
 __all__ = [
@@ -24,65 +26,65 @@ __all__ = [
     "RevokeGrantsResult",
 ]
 
-CompartmentId = Annotated[str, StringConstraints(pattern=r"^[A-Z0-9-]{1,8}$")]
+CompartmentId = Annotated[str, _pattern(r"^[A-Z0-9-]{1,8}$")]
 
 
-class _Result(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class _Result(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    """The ``result`` of one command's ok reply."""
 
 
-class AssignResult(_Result):
+class AssignResult(_Result, frozen=True, kw_only=True):
     """The compartment the order was assigned to (the cabinet's choice unless named)."""
 
     compartment: CompartmentId
-    order_id: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._:-]{1,64}$")]
+    order_id: Annotated[str, _pattern(r"^[A-Za-z0-9._:-]{1,64}$")]
 
 
-class ReleaseResult(_Result):
+class ReleaseResult(_Result, frozen=True, kw_only=True):
     """The compartment the order left."""
 
     compartment: CompartmentId
     released: Literal[True]
 
 
-class BlockResult(_Result):
+class BlockResult(_Result, frozen=True, kw_only=True):
     """``blocked``: ``true`` after ``block``, ``false`` after ``unblock``."""
 
     compartment: CompartmentId
     blocked: bool
 
 
-class ApplyConfigResult(_Result):
+class ApplyConfigResult(_Result, frozen=True, kw_only=True):
     """The configuration's new hash (SHA-256, 64 hex digits; ``status.config_hash`` after
     the restart), the sections changed, and ``restart: true``: the daemon restarts to
     apply it (a new ``boot_id``)."""
 
-    config_hash: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+    config_hash: Annotated[str, _pattern(r"^[0-9a-f]{64}$")]
     sections: list[Literal["timing", "tenants", "zones", "log"]]
     restart: Literal[True]
 
 
-class ClearLaneLockoutResult(_Result):
+class ClearLaneLockoutResult(_Result, frozen=True, kw_only=True):
     """``cleared: false``: nothing was held back."""
 
-    lane: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")]
+    lane: Annotated[str, _pattern(r"^[A-Za-z0-9_.:-]{1,64}$")]
     cleared: bool
 
 
-class RevokeGrantsResult(_Result):
+class RevokeGrantsResult(_Result, frozen=True, kw_only=True):
     """The stored list's serial, how many grants it revokes now (an entry is kept until
     its ``not_after`` or seven days after it was added, whichever is later), and what this
     message did: grants added, grants the list already revoked, and grants sent with a
     ``not_after`` already past (kept all the same, and counted in ``added`` too)."""
 
-    serial: Annotated[int, Field(ge=0)]
-    revoked: Annotated[int, Field(ge=0)]
-    added: Annotated[int, Field(ge=0)]
-    already_revoked: Annotated[int, Field(ge=0)]
-    ended: Annotated[int, Field(ge=0)]
+    serial: Annotated[int, Meta(ge=0)]
+    revoked: Annotated[int, Meta(ge=0)]
+    added: Annotated[int, Meta(ge=0)]
+    already_revoked: Annotated[int, Meta(ge=0)]
+    ended: Annotated[int, Meta(ge=0)]
 
 
-RESULTS: dict[str, type[BaseModel]] = {
+RESULTS: dict[str, type[msgspec.Struct]] = {
     "assign": AssignResult,
     "open": OpenResult,
     "release": ReleaseResult,

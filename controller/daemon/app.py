@@ -47,6 +47,7 @@ from controller.contract.messages import (
     Status,
     Telemetry,
     encode,
+    to_builtins,
 )
 from controller.contract.topics import CabinetTopics
 from controller.daemon.messages import state_message, status_message, telemetry_message
@@ -178,7 +179,7 @@ class Daemon:
         return status_message(self.settings, state, self.boot_id, self._reading(), code_key)
 
     async def snapshot(self) -> dict[str, Any]:
-        return self._state_message().model_dump(mode="json", exclude_none=True)
+        return to_builtins(self._state_message())
 
     def _state_message(self) -> State:
         self._state_revision += 1

@@ -20,6 +20,7 @@ from controller.contract.messages import (
     Status,
     Telemetry,
     ZoneState,
+    from_builtins,
 )
 from controller.contract.messages import CompartmentState as WireCompartment
 from controller.settings import Settings
@@ -45,7 +46,7 @@ def status_message(settings: Settings, state: Literal["online", "offline"], boot
         state=state, cabinet=settings.cabinet.id, boot_id=boot_id,
         version=__version__, cabinet_clock=reading, at=datetime.now(UTC),
         config_hash=settings.config_hash,
-        code_key=CodeKeyInfo.model_validate(code_key) if code_key is not None else None,
+        code_key=from_builtins(CodeKeyInfo, code_key) if code_key is not None else None,
     )
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from controller.contract.messages import ClockReading, Reply, encode
+from controller.contract.messages import ClockReading, Reply, encode, from_builtins, to_builtins
 from controller.domain.cabinet_model import CabinetModel
 from controller.security.codes import code_key_issue
 from controller.security.ed25519 import VerifyKey, verify_key
@@ -90,10 +90,10 @@ async def answer_interrupted(store: Store, sink: EventSink,
                       "message": "interrupted by a restart; not executed again"
                       + (f" (a pulse may have been sent to {', '.join(pulsed)})"
                          if pulsed else "")},
-            "cabinet_clock": reading.model_dump(),
+            "cabinet_clock": to_builtins(reading),
         }
         stored = await store.finish_command(record.id, reply)
-        replies.append(InterruptedReply(record.id, encode(Reply.model_validate(stored)),
+        replies.append(InterruptedReply(record.id, encode(from_builtins(Reply, stored)),
                                         record.reply_to))
         await sink.emit([PendingEvent(
             "command_interrupted", {"command": record.id, "may_have_pulsed": pulsed},

@@ -64,6 +64,8 @@ from controller.contract.messages import (
     UnblockCommand,
     decode_command,
     encode,
+    from_builtins,
+    to_builtins,
 )
 from controller.domain.assignment import assign_order
 from controller.domain.cabinet_model import CabinetModel, Emitted, Now
@@ -240,7 +242,7 @@ class CommandService:
                 command_id = decoded.id
                 self._check_place(decoded)
                 reading = self._reading()
-                return encode(Reply.success(decoded.id, reading.model_dump(), reading))
+                return encode(Reply.success(decoded.id, to_builtins(reading), reading))
             command_id = decoded.id if not isinstance(decoded, SignedCommand) else None
             digest = _digest(payload, decoded)
             if isinstance(decoded, SignedCommand):
@@ -304,11 +306,11 @@ class CommandService:
                 # Its reply could not be stored: store it now and answer with it.
                 stored = await self._store_reply(owed)
                 self._owed.pop(command_id, None)
-                return encode(Reply.model_validate(stored))
+                return encode(from_builtins(Reply, stored))
             if command_id in self._retake:
                 return None  # stopped by the store before acting: act now
             raise _rejected(Wire.BUSY, "this command is in progress or was interrupted", "id")
-        return encode(Reply.model_validate(record.reply))
+        return encode(from_builtins(Reply, record.reply))
 
     async def _authenticate(self, payload: bytes, inner: Command) -> Command:
         self._role = None
@@ -351,7 +353,7 @@ class CommandService:
         pulse = command.args.compartment if isinstance(command, OpenCommand) else None
         try:
             claim = await self._store.begin_command(
-                command.id, digest, command.expires.model_dump(),
+                command.id, digest, to_builtins(command.expires),
                 retake=command.id in self._retake, pulse=pulse,
                 reply_to=reply_to)
         except StoreError:
@@ -382,7 +384,7 @@ class CommandService:
             self._unpulsed.pop(command.id, None)
             self._may_retake(command.id)
             raise
-        answer = reply.model_dump(mode="json")
+        answer = to_builtins(reply, omit_none=False)
         unpulsed = self._unpulsed.pop(command.id, None)
         finished = CommandReply(command.id, answer, () if unpulsed is None else (unpulsed,))
         try:
@@ -395,7 +397,7 @@ class CommandService:
                       extra={"ctx": {"command": command.id, "error": str(exc)}})
             return encode(reply)
         await self._settle_owed()
-        return encode(Reply.model_validate(stored))
+        return encode(from_builtins(Reply, stored))
 
     def _may_retake(self, command_id: str) -> None:
         """``command_id`` stopped on a store error before acting: a retry may act."""
@@ -580,7 +582,7 @@ class CommandService:
         if outcome.outcome == "not_pulsed":
             raise _rejected(Wire.HARDWARE, f"the lock board did not make the pulse: "
                             f"{outcome.detail}", "args.compartment")
-        return _open_result(outcome).model_dump(mode="json", exclude_none=True)
+        return to_builtins(_open_result(outcome))
 
     async def _assign(self, command: AssignCommand) -> dict[str, Any]:
         args = command.args
@@ -607,7 +609,7 @@ class CommandService:
                 raise _rejected(Wire.INVALID_FIELD, "this cabinet checks no codes", "args.codes")
             # Opened and checked before anything changes; only keyed verifiers are kept.
             records = await self._codes.prepare(args.order_id,
-                                                [c.model_dump() for c in args.codes])
+                                                [to_builtins(c) for c in args.codes])
         holder = self._model.compartments.holding(args.order_id)
         if holder is not None:
             # Before the codes are written: saving them would replace the held order's.

@@ -29,7 +29,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from controller.contract.messages import ClockReading, encode
+from controller.contract.messages import ClockReading, encode, from_builtins
 from controller.contract.messages import Event as EventMessage
 from controller.domain.cabinet_model import CabinetModel, Emitted
 from controller.domain.events import EventKind
@@ -496,7 +496,7 @@ def event_payload(event: Event) -> bytes:
             kind=event.kind,
             at=datetime.fromisoformat(event.at.replace("Z", "+00:00")),
             cabinet_clock=None if event.cabinet_clock is None
-            else ClockReading.model_validate(event.cabinet_clock),
+            else from_builtins(ClockReading, event.cabinet_clock),
             compartment=event.compartment,
             data=event.data,
         )

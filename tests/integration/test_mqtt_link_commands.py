@@ -19,6 +19,7 @@ from controller.contract.messages import (
     Status,
     decode_command,
     encode,
+    from_json,
 )
 from controller.contract.topics import CabinetTopics
 from controller.mqtt import IncomingCommand, MqttLink, MqttLinkSettings
@@ -82,7 +83,7 @@ async def test_mqtt5_reply_goes_to_the_response_topic_with_the_correlation_data(
             msg = await dispatch.await_message(topic=mine)
             assert msg.correlation_data == b"\x00corr-42\xff"
             assert msg.content_type == "application/json"
-            assert Reply.model_validate_json(msg.payload).id == decoded.id
+            assert from_json(Reply, msg.payload).id == decoded.id
             assert dispatch.messages(link.topics.reply) == []
 
 

@@ -15,7 +15,7 @@ from typing import Literal
 
 import pytest
 
-from controller.contract.messages import ClockReading, Status
+from controller.contract.messages import ClockReading, Status, from_json
 from controller.contract.topics import CabinetTopics
 from controller.mqtt import (
     LinkClosed,
@@ -71,7 +71,7 @@ async def test_online_is_retained_and_close_publishes_offline(
             msg = await p.await_message(topic=link.topics.status)
             assert msg.retain
             assert msg.json()["state"] == "online"
-            assert Status.model_validate_json(msg.payload).boot_id == BOOT
+            assert from_json(Status, msg.payload).boot_id == BOOT
     snap = link.snapshot()
     assert snap.closed
     assert not snap.connected

@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
-from controller.contract.messages import Reply
+from controller.contract.messages import Reply, from_builtins
 from controller.contract.topics import CabinetTopics
 from controller.lab.rig import LaneRig
 from controller.mqtt.dispatch import DispatchClient
@@ -72,7 +72,7 @@ def pulse_count(rig: LaneRig) -> int:
 
 def refused(reply: dict[str, Any], code: str | tuple[str, ...]) -> Reply:
     """``reply`` as a Reply, checked to be the structured refusal ``code``."""
-    parsed = Reply.model_validate(reply)
+    parsed = from_builtins(Reply, reply)
     assert not parsed.ok, reply
     assert parsed.error is not None
     codes = (code,) if isinstance(code, str) else code
@@ -132,7 +132,7 @@ async def test_valid_signed_open_pulses_exactly_once(
 ) -> None:
     start, before = _start(dispatch), truth(rig, "pulse_received")
     _, reply = await open_signed(dispatch, "A01")
-    parsed = Reply.model_validate(reply)
+    parsed = from_builtins(Reply, reply)
     assert parsed.ok, reply
     assert parsed.result is not None
     assert parsed.result["compartment"] == "A01"

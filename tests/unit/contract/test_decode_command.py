@@ -210,3 +210,41 @@ def test_one_field_replaced_by_anything_never_crashes(
 def test_arbitrary_text_including_surrogates_never_crashes(text: str) -> None:
     _decode_or_reject(text)
     _decode_or_reject(json.dumps({"id": text, "type": "open", "signed": text}))
+
+
+@pytest.mark.parametrize(
+    ("sent", "read"),
+    [
+        ("2026-11-22T10:00:00Z", "2026-11-22T10:00:00+00:00"),
+        ("2026-11-22 10:00:00+01:00", "2026-11-22T10:00:00+01:00"),
+        # forms msgspec refuses and dispatch has always been allowed to send
+        ("2026-11-22_10:00:00Z", "2026-11-22T10:00:00+00:00"),
+        ("2026-11-22T10:00Z", "2026-11-22T10:00:00+00:00"),
+        ("2026-11-22_10:00:00.1234567-05:30", "2026-11-22T10:00:00.123456-05:30"),
+        ("2026-11-22T23:59:59.9999999Z", "2026-11-22T23:59:59.999999+00:00"),
+        ("+.5", "1970-01-01T00:00:00.500000+00:00"),
+        ("1.5e3", "1970-01-01T00:25:00+00:00"),
+        ("1764000000", "2025-11-24T16:00:00+00:00"),
+        ("1764000000000", "2025-11-24T16:00:00+00:00"),
+        ("1764000000.5", "2025-11-24T16:00:00.500000+00:00"),
+        ("-5", "1969-12-31T23:59:55+00:00"),
+    ],
+)
+def test_assign_window_times_are_read_as_they_always_were(sent: str, read: str) -> None:
+    assign = copy.deepcopy(EXAMPLES["command"][1])
+    assign["args"]["pickup_from"] = sent
+    decoded = decode_command(json.dumps(assign))
+    assert isinstance(decoded, AssignCommand)
+    assert decoded.args.pickup_from is not None
+    assert decoded.args.pickup_from.isoformat() == read
+
+
+@pytest.mark.parametrize("sent", ["2026-11-22T10:00:00", "2026-11-22", "2026-11-22T10Z", "1e3",
+                                  "2026-11-22T10:00:00+01", "99999999999999999999", "x",
+                                  ".1E310", "2026-02-30T10:00:00Z", "\u0665",
+                                  "1_000", " 5"])
+def test_assign_window_times_without_a_zone_or_malformed_are_refused(sent: str) -> None:
+    assign = copy.deepcopy(EXAMPLES["command"][1])
+    assign["args"]["expires_at"] = sent
+    err = rejected(json.dumps(assign))
+    assert (err.code, err.field) == (ErrorCode.INVALID_FIELD, "args.expires_at")

@@ -7,11 +7,11 @@ from typing import Any
 
 import jsonschema
 import pytest
-from pydantic import ValidationError
+from msgspec import ValidationError
 
 from controller.contract import schemagen
 from controller.contract.examples import EXAMPLES
-from controller.contract.messages import OpenResult
+from controller.contract.messages import OpenResult, from_builtins, to_builtins
 
 _REPLY = schemagen.generate()["reply"]
 OPEN_RESULT = jsonschema.Draft202012Validator(
@@ -26,8 +26,7 @@ def test_both_outcomes_have_an_example() -> None:
 @pytest.mark.parametrize("example", OPEN_REPLIES, ids=lambda e: e["result"]["pulse"]["outcome"])
 def test_each_open_example_fits_the_schema_and_the_model(example: dict[str, Any]) -> None:
     OPEN_RESULT.validate(example["result"])
-    assert OpenResult.model_validate(example["result"]).model_dump(
-        mode="json", exclude_none=True) == example["result"]
+    assert to_builtins(from_builtins(OpenResult, example["result"])) == example["result"]
 
 
 @pytest.mark.parametrize("pulse", [
@@ -38,4 +37,4 @@ def test_each_open_example_fits_the_schema_and_the_model(example: dict[str, Any]
 ])
 def test_an_outcome_that_claims_more_than_is_known_is_refused(pulse: dict[str, Any]) -> None:
     with pytest.raises(ValidationError):
-        OpenResult.model_validate({"compartment": "A01", "pulse": pulse})
+        from_builtins(OpenResult, {"compartment": "A01", "pulse": pulse})

@@ -12,7 +12,7 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any, cast
 
-from controller.contract.messages import Reply
+from controller.contract.messages import Reply, from_json
 from controller.security.codes import CodeKey, seal_code
 from controller.services.commands import CommandService
 from controller.services.lane import CodeBook
@@ -74,11 +74,11 @@ async def test_a_code_clash_found_by_the_store_changes_nothing() -> None:
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         async with FuzzCabinet() as cab:
             service, key, _ = await _cabinet(cab, pool)
-            first = Reply.model_validate_json(
+            first = from_json(Reply,
                 await service.handle(_assign(cab, key, "o-first", "c-assign-1", "B01")))
             assert first.ok, first
             index_before = await cab.store.find_code(key.verifier(CODE.encode()))
-            second = Reply.model_validate_json(
+            second = from_json(Reply,
                 await service.handle(_assign(cab, key, "o-second", "c-assign-2", "B02")))
             assert not second.ok, second
             assert second.error is not None
@@ -97,12 +97,12 @@ async def test_a_store_error_while_the_codes_are_written_assigns_nothing() -> No
             service, key, racing = await _cabinet(cab, pool)
             racing.fail_next_save = True
             payload = _assign(cab, key, "o-lost", "c-assign-3", "B03")
-            stopped = Reply.model_validate_json(await service.handle(payload))
+            stopped = from_json(Reply, await service.handle(payload))
             assert stopped.error is not None
             assert stopped.error.code.value == "busy", stopped
             assert _holder(cab, "o-lost") is None
             # The retry (same id) acts, once, with its code.
-            retried = Reply.model_validate_json(await service.handle(payload))
+            retried = from_json(Reply, await service.handle(payload))
             assert retried.ok, retried
             assert _holder(cab, "o-lost") == "B03"
             found = await cab.store.find_code(key.verifier(CODE.encode()))
@@ -134,10 +134,10 @@ async def test_a_malformed_sealed_code_is_a_structured_refusal_and_its_repeat_th
             }
             for n, (part, entry) in enumerate(sorted(bad.items())):
                 payload = _assign_entry(cab, "o-bad", f"c-bad-{n}", entry)
-                first = Reply.model_validate_json(await service.handle(payload))
+                first = from_json(Reply, await service.handle(payload))
                 assert first.error is not None, first
                 assert first.error.code.value == "invalid_field", first
                 assert first.error.field == f"args.codes[0].{part}", first
-                again = Reply.model_validate_json(await service.handle(payload))
+                again = from_json(Reply, await service.handle(payload))
                 assert again == first
                 assert _holder(cab, "o-bad") is None

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import concurrent.futures
 
-from controller.contract.messages import Reply
+from controller.contract.messages import Reply, from_json
 from controller.security.codes import CodeKey
 from controller.services.codecheck import CodeBook
 from tests.fuzz.cabinet import FuzzCabinet
@@ -22,7 +22,7 @@ async def test_an_ended_orders_codes_are_forgotten_and_its_code_may_be_given_aga
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         async with FuzzCabinet() as cab:
             service, key, racing = await _cabinet(cab, pool)
-            first = Reply.model_validate_json(
+            first = from_json(Reply,
                 await service.handle(_assign(cab, key, "o-first", "c-assign-1", "B01")))
             assert first.ok, first
             book = CodeBook(key, racing, cab.settings.cabinet.id, pool)  # type: ignore[arg-type]
@@ -33,7 +33,7 @@ async def test_an_ended_orders_codes_are_forgotten_and_its_code_may_be_given_aga
             # codes and record stay in the store until the sweep.
             cab.model.release("B01", cab.now())
             assert _holder(cab, "o-first") is None
-            refused = Reply.model_validate_json(
+            refused = from_json(Reply,
                 await service.handle(_assign(cab, key, "o-second", "c-assign-2", "B02")))
             assert not refused.ok
             assert refused.error is not None
@@ -42,7 +42,7 @@ async def test_an_ended_orders_codes_are_forgotten_and_its_code_may_be_given_aga
             assert await cab.store.find_code(key.verifier(CODE.encode())) is None
             assert await cab.store.load_codes("o-first") is None
             assert await cab.store.load_order("o-first") is None
-            again = Reply.model_validate_json(
+            again = from_json(Reply,
                 await service.handle(_assign(cab, key, "o-second", "c-assign-3", "B02")))
             assert again.ok, again
             assert _holder(cab, "o-second") == "B02"

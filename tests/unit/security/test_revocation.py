@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from controller.contract.messages import Reply
+from controller.contract.messages import Reply, from_json
 from controller.security.errors import AuthRejected, RejectCode
 from controller.security.grants import (
     MAX_GRANT_LIFETIME_S,
@@ -33,7 +33,7 @@ def _id() -> str:
 
 
 async def _send(cab: FuzzCabinet, message: dict[str, Any]) -> Reply:
-    return Reply.model_validate_json(await cab.service.handle(json.dumps(message).encode()))
+    return from_json(Reply, await cab.service.handle(json.dumps(message).encode()))
 
 
 async def _revoke(cab: FuzzCabinet, serial: int, revoked: list[tuple[str, int]]) -> Reply:

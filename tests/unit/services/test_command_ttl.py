@@ -9,7 +9,7 @@ from typing import Any
 import msgspec
 import pytest
 
-from controller.contract.messages import Reply
+from controller.contract.messages import Reply, from_json
 from controller.settings import Settings
 from tests.fuzz.cabinet import FuzzCabinet, cabinet_settings
 
@@ -24,7 +24,7 @@ def _settings(max_ttl_s: float, *, signed: bool) -> Settings:
 
 
 async def _reply(cab: FuzzCabinet, command: dict[str, Any]) -> Reply:
-    return Reply.model_validate_json(await cab.service.handle(json.dumps(command).encode()))
+    return from_json(Reply, await cab.service.handle(json.dumps(command).encode()))
 
 
 @pytest.mark.parametrize("signed", [True, False], ids=["signed", "unsigned"])
