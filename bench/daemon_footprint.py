@@ -109,7 +109,7 @@ def bench_rig(workdir: Path, poll_s: float) -> LaneRig:
 
 
 _IMPORTS = [
-    ("asyncio (with ssl)", "asyncio"), ("pydantic", "pydantic"),
+    ("asyncio (with ssl)", "asyncio"), ("msgspec", "msgspec"),
     ("controller.settings (models)", "controller.settings"),
     ("controller.contract.messages", "controller.contract.messages"),
     ("paho-mqtt + aiomqtt", "aiomqtt"), ("redis.asyncio", "redis.asyncio"),
@@ -277,7 +277,7 @@ def _measure(poll_s: float, window: float, settle: float, profile: int, profile_
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "\n").splitlines()[0])
     parser.add_argument("--window", type=float, default=60.0, help="measured seconds (1..600)")
     parser.add_argument("--settle", type=float, default=10.0, help="seconds before (0..120)")
     parser.add_argument("--profile", type=int, default=20,

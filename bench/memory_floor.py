@@ -1,14 +1,14 @@
 """The floor of the daemon's resident set: what its libraries cost before any of its code.
 
-The footprint target is RSS < 40 MB; the daemon measures about 60 MB
-(:mod:`bench.daemon_footprint`). This benchmark prints the resident set (VmRSS, with its
-anonymous and file-backed parts) of a fresh interpreter that imports, in order, one
-library stack, so that the part of the 60 MB that no change in the daemon's own code can
-remove is on record:
+The footprint target is RSS < 40 MB (the daemon's figure: :mod:`bench.daemon_footprint`).
+This benchmark prints the resident set (VmRSS, with its anonymous and file-backed parts)
+of a fresh interpreter that imports, in order, one library stack, so that the part of the
+daemon's resident set that no change in its own code can remove is on record:
 
 - ``current``: the runtime libraries the daemon uses now, from the project's own
   environment (asyncio with ssl, aiomqtt with paho, redis-py's asyncio client,
-  PyNaCl's Ed25519 and X25519, pydantic with one model built), then the daemon's modules;
+  PyNaCl's Ed25519 and X25519, msgspec with one struct built: the settings and the wire
+  messages are msgspec structs, decisions 0022 and 0023), then the daemon's modules;
 - ``lighter``: the same roles filled by smaller libraries, installed by the benchmark
   into a virtual environment of its own (``--venv-dir``), never into the project's:
   hiredis (a C RESP parser, under a Redis client of the daemon's own), PyNaCl (as in the
@@ -62,8 +62,9 @@ CURRENT = [
     ("aiomqtt + paho-mqtt", "import aiomqtt"),
     ("redis-py (redis.asyncio)", "import redis.asyncio"),
     ("PyNaCl (Ed25519, X25519)", "import nacl.signing, nacl.bindings"),
-    ("pydantic (one model built)",
-     "import pydantic\nclass M(pydantic.BaseModel):\n    x: int"),
+    ("msgspec (one Struct built)",
+     "import msgspec\nclass M(msgspec.Struct):\n    x: int\n"
+     "msgspec.json.decode(b'{\"x\": 1}', type=M)"),
     ("the daemon's modules", "import controller.daemon.main, controller.daemon.app"),
 ]
 
@@ -105,7 +106,7 @@ def show(title: str, rows: list[tuple[str, dict[str, float]]]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "\n").splitlines()[0])
     parser.add_argument("--venv-dir", type=Path, default=None,
                         help=f"the lighter stack's environment (default {default_venv_dir()})")
     parser.add_argument("--skip-lighter", action="store_true",
