@@ -77,8 +77,10 @@ class ValidationContext:
 # Value types
 # =============================================================================================
 
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|d|h|m|s)")
-_DURATION_FULL = re.compile(r"^\s*(?:\d+(?:\.\d+)?\s*(?:ms|d|h|m|s)\s*)+$")
+# ASCII digits only: float() also reads Arabic-Indic and fullwidth digits as digits.
+_DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)\s*(ms|d|h|m|s)", re.ASCII)
+_DURATION_FULL = re.compile(r"^\s*(?:[0-9]+(?:\.[0-9]+)?\s*(?:ms|d|h|m|s)\s*)+$", re.ASCII)
+_NUMBER = re.compile(r"^\s*[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?\s*$", re.ASCII)
 _UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
 
@@ -89,12 +91,10 @@ def parse_duration(value: object) -> object:
     if isinstance(value, str):
         if _DURATION_FULL.match(value):
             return sum(float(n) * _UNIT_S[u] for n, u in _DURATION_PART.findall(value))
-        try:
+        if _NUMBER.match(value):
             return float(value)
-        except ValueError:
-            raise ValueError(
-                f"must be seconds or a duration such as '90s', '1h30m' (got {value!r})"
-            ) from None
+        raise ValueError(
+            f"must be seconds or a duration such as '90s', '1h30m' (got {value!r})")
     return value
 
 

@@ -166,7 +166,7 @@ def _coerce_text(tp: Any, raw: str) -> Any:
     string (``log.level="debug"``) is its text, without the quotes."""
     try:
         value = tomllib.loads(f"v = {raw}")["v"]
-    except tomllib.TOMLDecodeError:
+    except (tomllib.TOMLDecodeError, ValueError):  # ValueError: an integer of 4300+ digits
         return raw
     if _accepts_text(tp) and not isinstance(value, str):
         return raw  # text that reads as a number or a date: the text is meant
@@ -320,6 +320,8 @@ def load_settings(
             data = tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError([_syntax_issue(source, exc)]) from None
+        except ValueError as exc:  # Python's limit on the digits of an integer
+            raise ConfigError([ConfigIssue(source, "", f"invalid TOML: {exc}")]) from None
         lines = _LineMap(text)
 
     overrides_by_key: dict[tuple[str, ...], str] = {}

@@ -110,14 +110,14 @@ def _existing_file(value: Path | None, ctx: ValidationContext) -> Path | None:
         return None
     path = _ctx_path(ctx, value)
     if _check_files(ctx):
-        if not path.is_file():
-            raise ValueError(f"file not found: {str(path)!r}")
         # Opened, not only seen: the check runs as the daemon's user (the installer
         # does so), so a file only root can read fails here, not at the first start.
         try:
+            if not path.is_file():
+                raise ValueError(f"file not found: {str(path)!r}")
             with path.open("rb"):
                 pass
-        except OSError as exc:
+        except OSError as exc:  # a name too long, a loop of links, a denied directory
             raise ValueError(f"cannot read {str(path)!r}: {exc.strerror}") from None
     return path
 

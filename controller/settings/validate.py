@@ -211,12 +211,10 @@ class Validator:
         if origin is Literal:
             allowed = typing.get_args(tp)
             for choice in allowed:
+                # Exactly: a choice of numbers takes the whole number written as one
+                # (not 5.0, not true), as every integer key does.
                 if type(value) is type(choice) and value == choice:
                     return value
-                # As read since the first release: 1.0 and true are the number 1.
-                if (isinstance(choice, int) and isinstance(value, bool | float)
-                        and value == choice):
-                    return choice
             return self._got(loc, f"must be {_choices(allowed)}", value)
         if tp is str:
             return value if isinstance(value, str) else self._got(
@@ -299,14 +297,25 @@ class Validator:
                 by_tag[name] = member
         if not isinstance(value, dict):
             return self._fail(loc, f"must be a table (got {_show(value)})")
-        if tag.key not in value:
-            return self._fail((*loc, tag.key), "missing (required)")
-        name = value[tag.key]
+        name = value.get(tag.key)
         member = by_tag.get(name) if isinstance(name, str) else None
-        if member is None:
+        if member is not None:
+            return self.struct(member, value, loc)
+        if tag.key not in value:
+            self._fail((*loc, tag.key), "missing (required)")
+        else:
             tags = " or ".join(repr(t) for t in by_tag)
-            return self._fail((*loc, tag.key), f"must be {tags} (got {_show(name)})")
-        return self.struct(member, value, loc)
+            self._fail((*loc, tag.key), f"must be {tags} (got {_show(name)})")
+        # Which table it is cannot be told, but a key no kind of table has is wrong
+        # whatever it is meant to be (a misspelt tag among them): said now, not after
+        # the tag is fixed.
+        known = sorted({key for member in members for key in struct_fields(member)})
+        for key in value:
+            if key not in known:
+                close = difflib.get_close_matches(str(key), known, n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                self._fail((*loc, key), f"unknown key{hint}")
+        return _BAD
 
     # -- one table --------------------------------------------------------------------------
 

@@ -4,6 +4,7 @@ from a file, the file and the line)."""
 from __future__ import annotations
 
 import base64
+import contextlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -477,3 +478,56 @@ def test_a_key_of_small_order_or_off_the_curve_is_refused(
         issues = issues_of(valid_data)
         assert list(issues) == ["security.dispatch_public_keys.d1"]
         assert "not a usable Ed25519 public key" in issues["security.dispatch_public_keys.d1"]
+
+
+# -- what an outside fuzzer of the checker found -----------------------------------------------
+
+
+def test_an_integer_of_thousands_of_digits_is_an_issue_not_a_traceback(
+    tmp_path: Path, valid_path: Path,
+) -> None:
+    huge = "1" + "0" * 4300
+    path = tmp_path / "huge.toml"
+    path.write_text(valid_path.read_text() + f"\n[log]\nlevel = \"info\"\nx = {huge}\n")
+    with pytest.raises(ConfigError, match="invalid TOML"):
+        load_settings(path, env={})
+    with pytest.raises(ConfigError, match=r"mqtt\.port"):
+        load_settings(valid_path, env={}, overrides={"mqtt.port": huge})
+    # A text key takes the digits as text (or refuses them by length): no traceback.
+    with contextlib.suppress(ConfigError):
+        load_settings(valid_path, env={"LOCKER_MQTT__USERNAME": huge})
+
+
+def test_a_file_name_too_long_is_an_issue_not_a_traceback(valid_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"mqtt\.tls\.ca_file.*cannot read .*too long"):
+        load_settings(valid_path, env={}, overrides={"mqtt.tls.ca_file": "x" * 300})
+
+
+@pytest.mark.parametrize("value", ["5.0", "311.0", "true"])
+def test_a_choice_of_numbers_takes_whole_numbers_only(valid_path: Path, value: str) -> None:
+    with pytest.raises(ConfigError, match=r"mqtt\.protocol"):
+        load_settings(valid_path, env={}, overrides={"mqtt.protocol": value})
+
+
+@pytest.mark.parametrize("value", ['"\u0661\u0662s"', '"\uff11\uff12s"', '"\u0661\u0662"'])
+def test_a_duration_is_written_in_ascii_digits(valid_path: Path, value: str) -> None:
+    with pytest.raises(ConfigError, match=r"timing\.pulse_gap_s"):
+        load_settings(valid_path, env={}, overrides={"timing.pulse_gap_s": value})
+
+
+def test_a_misspelt_profile_does_not_hide_the_boards_other_keys(
+    valid_data: dict[str, Any],
+) -> None:
+    board = valid_data["boards"][0]
+    board["profle"] = board.pop("profile")
+    board["adress"] = board.pop("address")
+    assert issues_of(valid_data) == {
+        "boards[0].profile": "missing (required)",
+        "boards[0].profle": "unknown key (did you mean 'profile'?)",
+        "boards[0].adress": "unknown key (did you mean 'address'?)",
+    }
+    board["profile"] = "waveshare"
+    del board["profle"]
+    issues = issues_of(valid_data)
+    assert issues["boards[0].profile"].startswith("must be 'waveshare_relay' or")
+    assert issues["boards[0].adress"] == "unknown key (did you mean 'address'?)"
