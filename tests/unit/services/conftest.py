@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import itertools
 import json
@@ -29,7 +30,7 @@ from controller.services.reporting import EventSink
 from controller.services.setup import compartment_setups, unlock_limits
 from controller.services.unlock import UnlockService
 from controller.settings import Settings, load_settings
-from controller.store import Store
+from controller.store import CommandRecord, Store
 from drivers.fake import FakeLockBoard
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -135,3 +136,15 @@ async def core() -> AsyncIterator[Core]:
         yield c
     finally:
         await close_core(c)
+
+
+async def finished_record(store: Store, command_id: str, seconds: float = 5.0) -> CommandRecord:
+    """The command's record once it is finished (its reply stored by a task of the
+    daemon's: the settler of owed replies); an AssertionError after ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while True:  # bounded by the deadline
+        record = await store.get_command(command_id)
+        if record is not None and record.finished:
+            return record
+        assert time.monotonic() < deadline, f"{command_id}: not finished: {record}"
+        await asyncio.sleep(0.01)

@@ -3,7 +3,6 @@ is back acts exactly once, or gets the true reply of the attempt that acted."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 from typing import Any
 
@@ -11,7 +10,7 @@ import pytest
 
 from controller.contract.messages import Reply, encode, from_builtins
 from controller.store.errors import StoreTimeout, StoreUnavailable
-from tests.unit.services.conftest import Core
+from tests.unit.services.conftest import Core, finished_record
 
 
 def fail_once(core: Core, op: str, *, landed: bool = False) -> dict[str, int]:
@@ -126,14 +125,7 @@ async def test_a_reply_not_stored_is_stored_once_the_store_is_back_with_no_comma
     fail_once(core, "finish_command")
     first = json.loads(await core.commands.handle(core.signed(cmd)))
     assert first["ok"] is True
-    record = None
-    for _ in range(500):  # bounded: the settler retries every 10 ms
-        record = await core.store.get_command(cmd["id"])
-        if record is not None and record.finished:
-            break
-        await asyncio.sleep(0.01)
-    assert record is not None
-    assert record.finished
+    record = await finished_record(core.store, cmd["id"])
     assert record.reply is not None
     assert json.loads(encode(from_builtins(Reply, record.reply))) == first
     assert record.may_have_pulsed("B06")

@@ -16,7 +16,7 @@ from controller.services.reporting import EventSink, StateKeeper
 from controller.services.setup import unlock_limits
 from controller.services.unlock import UnlockService
 from controller.store import Store, StoreUnavailable
-from tests.unit.services.conftest import Core, _now
+from tests.unit.services.conftest import Core, _now, finished_record
 
 
 class CountingStore(Store):
@@ -47,19 +47,27 @@ class CountingStore(Store):
             self.ops.append(("write" if wrote else "read", op))
 
 
+def _as_the_daemon_wires(core: Core, store: Store, *,
+                         retry_s: float = 0.5) -> tuple[EventSink, CommandService]:
+    """The sink, the state keeper, the unlock and command services around ``store``, wired
+    as ``controller.daemon.app`` wires them (group commit, the reply with the ack)."""
+    sink = EventSink(store, retry_s=retry_s)
+    keeper = StateKeeper(core.model, store, sink)
+    policy = UnlockPolicy(unlock_limits(core.settings))
+    unlock = UnlockService(core.settings, core.model, core.hardware, policy, keeper.emit,
+                           now=_now, submit=keeper.submit)
+    commands = CommandService(
+        core.settings, core.model, store, unlock, core.commands._verifier, keeper.emit,
+        now=_now, cabinet_clock=core.clock, snapshot=core.commands._snapshot,
+        save=keeper.save, submit=keeper.submit, finish=keeper.finish_command)
+    return sink, commands
+
+
 async def test_a_signed_open_writes_once_before_its_pulse(core: Core) -> None:
     store = await CountingStore.connect("memory://", "test", core.settings.cabinet.id)
     try:
         await store.new_boot()
-        sink = EventSink(store)
-        keeper = StateKeeper(core.model, store, sink)
-        policy = UnlockPolicy(unlock_limits(core.settings))
-        unlock = UnlockService(core.settings, core.model, core.hardware, policy, keeper.emit,
-                               now=_now, submit=keeper.submit)
-        commands = CommandService(
-            core.settings, core.model, store, unlock, core.commands._verifier, keeper.emit,
-            now=_now, cabinet_clock=core.clock, snapshot=core.commands._snapshot,
-            save=keeper.save, submit=keeper.submit)
+        sink, commands = _as_the_daemon_wires(core, store)
         lock = core.settings.compartment("A03").lock
         board = core.board(lock.board)
         real_pulse = board.pulse
@@ -102,15 +110,7 @@ async def test_a_signed_opens_acknowledgement_and_reply_are_one_write(core: Core
     store = await CountingStore.connect("memory://", "test", core.settings.cabinet.id)
     try:
         await store.new_boot()
-        sink = EventSink(store)
-        keeper = StateKeeper(core.model, store, sink)
-        policy = UnlockPolicy(unlock_limits(core.settings))
-        unlock = UnlockService(core.settings, core.model, core.hardware, policy, keeper.emit,
-                               now=_now, submit=keeper.submit)
-        commands = CommandService(
-            core.settings, core.model, store, unlock, core.commands._verifier, keeper.emit,
-            now=_now, cabinet_clock=core.clock, snapshot=core.commands._snapshot,
-            save=keeper.save, submit=keeper.submit, finish=keeper.finish_command)
+        sink, commands = _as_the_daemon_wires(core, store)
         board = core.board(core.settings.compartment("A03").lock.board)
         real_pulse = board.pulse
         after_pulse: list[tuple[str, str]] = []
@@ -168,15 +168,7 @@ async def test_an_ack_and_reply_the_store_missed_are_stored_in_order_once_it_is_
     store = await DownStore.connect("memory://", "test", core.settings.cabinet.id)
     try:
         await store.new_boot()
-        sink = EventSink(store, retry_s=0.01)
-        keeper = StateKeeper(core.model, store, sink)
-        policy = UnlockPolicy(unlock_limits(core.settings))
-        unlock = UnlockService(core.settings, core.model, core.hardware, policy, keeper.emit,
-                               now=_now, submit=keeper.submit)
-        commands = CommandService(
-            core.settings, core.model, store, unlock, core.commands._verifier, keeper.emit,
-            now=_now, cabinet_clock=core.clock, snapshot=core.commands._snapshot,
-            save=keeper.save, submit=keeper.submit, finish=keeper.finish_command)
+        sink, commands = _as_the_daemon_wires(core, store, retry_s=0.01)
         commands.owed_retry_s = 0.01
         board = core.board(core.settings.compartment("A04").lock.board)
         real_pulse = board.pulse
@@ -194,13 +186,7 @@ async def test_an_ack_and_reply_the_store_missed_are_stored_in_order_once_it_is_
         assert record is not None
         assert not record.finished
         store.down = False
-        for _ in range(500):  # bounded: the settler and the sink retry every 10 ms
-            record = await store.get_command(cmd["id"])
-            if record is not None and record.finished:
-                break
-            await asyncio.sleep(0.01)
-        assert record is not None
-        assert record.finished
+        record = await finished_record(store, cmd["id"])
         assert record.reply is not None
         assert record.reply["ok"] is True
         kinds = [e.kind for e in await store.pending(100)]
