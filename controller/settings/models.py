@@ -163,10 +163,12 @@ class MqttConfig(_Section, kw_only=True, frozen=True):
     ] = 3.0
 
     def _check(self, ctx: ValidationContext) -> None:
+        # Keyed, so that the issue names where the key came from (a flag, a variable).
         if self.reconnect_max_s < self.reconnect_min_s:
-            raise ValueError("reconnect_max_s must be >= reconnect_min_s")
+            raise _KeyedError("reconnect_min_s",
+                              f"must be <= reconnect_max_s ({self.reconnect_max_s})")
         if self.password is not None and self.username is None:
-            raise ValueError("password is set but username is not")
+            raise _KeyedError("password", "set, but username is not")
 
     def _dump(self, reveal: bool) -> dict[str, Any]:
         out = super()._dump(reveal)

@@ -235,7 +235,7 @@ def test_a_password_is_never_echoed(valid_data: dict[str, Any]) -> None:
 
 def test_password_without_username(valid_data: dict[str, Any]) -> None:
     del valid_data["mqtt"]["username"]
-    assert "username" in issues_of(valid_data)["mqtt"]
+    assert issues_of(valid_data) == {"mqtt.password": "set, but username is not"}
 
 
 def test_rtu_bus_needs_a_port_and_refuses_tcp_keys(valid_data: dict[str, Any]) -> None:

@@ -201,3 +201,14 @@ def test_a_quoted_text_value_is_its_text(valid_path: Path) -> None:
     settings = load_settings(valid_path, env=env)
     assert settings.log.level == "warning"
     assert settings.mqtt.username == "a b"
+
+
+def test_a_cross_key_issue_names_the_variable_or_flag_that_set_the_key(
+    valid_path: Path,
+) -> None:
+    with pytest.raises(ConfigError, match=r"flags: mqtt\.reconnect_min_s: must be <= "):
+        load_settings(valid_path, env={}, overrides={"mqtt.reconnect_min_s": "5"})
+    sim = Path(__file__).resolve().parents[3] / "deploy" / "sim-cabinet.toml"
+    with pytest.raises(ConfigError,
+                       match=r"\$LOCKER_MQTT__PASSWORD: mqtt\.password: set, but username"):
+        load_settings(sim, env={"LOCKER_MQTT__PASSWORD": "secret"}, check_files=False)
