@@ -87,8 +87,9 @@ ERROR_DESCRIPTIONS: dict[ErrorCode, str] = {
     "not act, a rejection, the bus down); the action was not done. A pulse whose outcome is "
     "unknown is no refusal: it is an ok reply with result.pulse.outcome unconfirmed",
     ErrorCode.INTERNAL: "an unexpected fault in the cabinet (a bug). Before the command was "
-    "recorded, nothing was done; while it acted, the id stays taken (busy) until the cabinet "
-    "restarts, which answers it as interrupted, as after a crash",
+    "recorded, nothing was done; while it acted, it is answered as interrupted, as after a "
+    "crash (command_interrupted names any compartment that may have been pulsed), and never "
+    "acted on again: a repeat of the id gets the same reply",
 }
 
 

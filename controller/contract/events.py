@@ -581,7 +581,8 @@ EVENT_KINDS: dict[str, EventKindDoc] = {
                             compartment="never"),
     "config_overlay_refused": _kind("the applied configuration no longer loads",
                                     ConfigOverlayRefused, compartment="never"),
-    "command_interrupted": _kind("a command cut by a restart; never acted on again",
+    "command_interrupted": _kind("a command cut by a restart, or by a fault of the cabinet "
+                                  "while it acted (its reply: internal); never acted on again",
                                  CommandInterrupted, compartment="sometimes"),
     "reconcile_mismatch": _kind("store and occupancy sensor disagree at start",
                                 ReconcileMismatch),

@@ -37,6 +37,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Collection, Sequence
 from datetime import datetime
@@ -384,6 +385,21 @@ class CommandService:
             self._unpulsed.pop(command.id, None)
             self._may_retake(command.id)
             raise
+        except Exception:
+            # A bug while acting: how far the command got is not known (an open may have
+            # pulsed). It is finished now as a restart finishes an interrupted command,
+            # never acted on again, and the id answers with this reply from now on.
+            log.exception("command failed while acting", extra={"ctx": {"command": command.id}})
+            self.refused += 1
+            unsent = self._unpulsed.get(command.id)  # raised before its frame: no pulse
+            pulsed = [pulse] if pulse is not None and unsent is None else []
+            reply = Reply.refusal(CommandRejected(
+                Wire.INTERNAL, "the cabinet failed while acting on this command; not executed "
+                "again" + (f" (a pulse may have been sent to {pulse})" if pulsed else "")),
+                self._reading(), command.id)
+            await self._emit([PendingEvent(
+                "command_interrupted", {"command": command.id, "may_have_pulsed": pulsed},
+                time.time(), pulsed[0] if len(pulsed) == 1 else None)])
         answer = to_builtins(reply, omit_none=False)
         unpulsed = self._unpulsed.pop(command.id, None)
         finished = CommandReply(command.id, answer, () if unpulsed is None else (unpulsed,))

@@ -130,3 +130,48 @@ async def test_a_reply_not_stored_is_stored_once_the_store_is_back_with_no_comma
     assert json.loads(encode(from_builtins(Reply, record.reply))) == first
     assert record.may_have_pulsed("B06")
     await core.commands.close()
+
+
+async def test_a_fault_after_the_pulse_is_answered_at_once_and_never_acted_on_again(
+    core: Core, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A bug while a command acts: answered now as a restart would answer it, not left
+    ``busy`` until one."""
+    import controller.services.commands as commands_module
+
+    def broken(*_args: Any, **_kwargs: Any) -> Any:
+        raise RuntimeError("a bug after the pulse")
+
+    monkeypatch.setattr(commands_module, "_open_result", broken)
+    cmd = core.command("open", {"compartment": "B01", "reason": "maintenance"})
+    payload = core.signed(cmd)
+    first = json.loads(await core.commands.handle(payload))
+    assert first["id"] == cmd["id"]
+    assert first["error"]["code"] == "internal"
+    assert "a pulse may have been sent to B01" in first["error"]["message"]
+    assert pulses(core, "B01") == 1
+    record = await core.store.get_command(cmd["id"])
+    assert record is not None
+    assert record.finished
+    assert record.may_have_pulsed("B01")
+    events = [e for e in await core.store.pending(100) if e.kind == "command_interrupted"]
+    assert [(e.data["command"], e.data["may_have_pulsed"], e.compartment) for e in events] \
+        == [(cmd["id"], ["B01"], "B01")]
+    monkeypatch.undo()
+    assert json.loads(await core.commands.handle(payload)) == first  # the same, no pulse
+    assert pulses(core, "B01") == 1
+
+
+async def test_a_fault_before_anything_acted_names_no_compartment(
+    core: Core, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async def broken(_command: Any) -> Any:
+        raise RuntimeError("a bug before acting")
+
+    monkeypatch.setattr(core.commands, "_act", broken)
+    cmd = core.command("block", {"compartment": "B02", "reason": "broken hinge"})
+    first = json.loads(await core.commands.handle(core.signed(cmd)))
+    assert first["error"]["code"] == "internal"
+    assert "pulse" not in first["error"]["message"]
+    events = [e for e in await core.store.pending(100) if e.kind == "command_interrupted"]
+    assert [e.data["may_have_pulsed"] for e in events] == [[]]
