@@ -41,15 +41,28 @@ def loads(text: str | bytes) -> Any:
     """``text`` as JSON, strictly; raises ``ValueError`` (a ``json.JSONDecodeError``, a
     ``UnicodeDecodeError``, or a plain ``ValueError`` naming the problem)."""
     try:
-        return json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
+        return json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constant,
+                          parse_int=_integer)
     except RecursionError as exc:
         raise ValueError("nested too deep") from exc
+
+
+def _integer(text: str) -> int:
+    # Python reads at most 4300 digits; its own refusal names a setting of the interpreter.
+    digits = len(text) - text.startswith("-")
+    if digits > _MAX_DIGITS:
+        raise ValueError(f"integer too long ({digits} digits, at most {_MAX_DIGITS})")
+    return int(text)
+
+
+_MAX_DIGITS = 4300
 
 
 def describe(exc: ValueError) -> str:
     """What :func:`loads` (or the UTF-8 decoding before it) refused, in a few words for a
     refusal: ``not UTF-8 (byte 12)``, ``duplicate key "x"``, ``NaN not allowed (...)``,
-    ``not JSON at line 1 column 7: Expecting value``, ``nested too deep``."""
+    ``not JSON at line 1 column 7: Expecting value``, ``nested too deep``, ``integer too
+    long (5000 digits, at most 4300)``."""
     if isinstance(exc, UnicodeDecodeError):
         return f"not UTF-8 (byte {exc.start})"
     if isinstance(exc, json.JSONDecodeError):

@@ -549,16 +549,17 @@ class RevokedGrant(_Model, frozen=True, kw_only=True):
     """One revoked technician grant, kept by the cabinet until the grant's own end."""
 
     grant_id: Annotated[str, _pattern(r"^[A-Za-z0-9._:-]{1,64}$")]
-    not_after: Annotated[int, Meta(ge=0)]
+    not_after: Annotated[int, Meta(ge=0, le=2**53 - 1)]
 
 
 class RevokeGrantsArgs(_Model, frozen=True, kw_only=True):
     """Technician grants to add to the cabinet's revocation list, which keeps each entry
     until its ``not_after`` (sending the whole list again is fine: repeats are counted, never
-    removed). ``serial`` never goes down (an older one is refused with ``conflict``). Only a
-    dispatch root key may send it."""
+    removed). ``serial`` never goes down (an older one is refused with ``conflict``), and
+    stays within what every JSON reader holds exactly (at most 2^53 - 1): a larger one would
+    freeze the list for good. Only a dispatch root key may send it."""
 
-    serial: Annotated[int, Meta(ge=0)]
+    serial: Annotated[int, Meta(ge=0, le=2**53 - 1)]
     revoked: Annotated[list[RevokedGrant], Meta(max_length=200)] = field(
         default_factory=list)
 

@@ -344,7 +344,7 @@ class CommandVerifier:
         if not isinstance(sig, str):
             raise _reject(RejectCode.MALFORMED, "sig must be a base64 string", "sig")
         grant: Grant | None = None
-        if "grant" in outer:
+        if outer.get("grant") is not None:  # null and absent mean the same (no grant)
             grant = check_grant(outer["grant"], self._keys, site=self._site_id,
                                 now_s=self._wall(), revoked=self.revocations)
             if grant.key_id != key_id:

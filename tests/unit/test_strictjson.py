@@ -30,3 +30,14 @@ def test_a_command_with_duplicate_keys_or_nan_is_bad_json(payload: bytes) -> Non
     with pytest.raises(CommandRejected) as caught:
         decode_command(payload)
     assert caught.value.code is ErrorCode.BAD_JSON
+
+
+def test_an_integer_of_too_many_digits_is_named_as_such() -> None:
+    assert strictjson.loads('{"a": -' + "9" * 4300 + "}")["a"] < 0
+    with pytest.raises(ValueError, match="integer") as caught:
+        strictjson.loads('{"a": 1' + "0" * 5000 + "}")
+    assert strictjson.describe(caught.value) == "integer too long (5001 digits, at most 4300)"
+    with pytest.raises(CommandRejected) as refused:
+        decode_command(b'{"id": "c1", "type": "get_state", "n": 1' + b"0" * 5000 + b"}")
+    assert refused.value.code is ErrorCode.BAD_JSON
+    assert "integer too long" in str(refused.value)

@@ -93,6 +93,20 @@ async def test_revoking_again_is_reported_as_already_revoked() -> None:
         _refused(await _revoke(cab, 0, [("g-c", until)]), "conflict")
 
 
+async def test_a_serial_past_what_json_holds_exactly_is_refused_and_freezes_nothing() -> None:
+    async with FuzzCabinet() as cab:
+        until = int(time.time()) + 3600
+        for serial in (2**53, 2**70, 10**4000):
+            reply = await _revoke(cab, serial, [("g-a", until)])
+            _refused(reply, "invalid_field")
+            assert reply.error is not None
+            assert reply.error.field == "args.serial"
+        _refused(await _revoke(cab, 1, [("g-a", 10**20)]), "invalid_field")
+        # The list still takes the next ordinary serial.
+        assert (await _revoke(cab, 2**53 - 1, [("g-a", until)])).ok
+        assert (await _revoke(cab, 2**53 - 1, [])).ok
+
+
 async def test_a_full_list_refuses_and_drops_nothing() -> None:
     now = time.time()
     revocations = RevocationList()

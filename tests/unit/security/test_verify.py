@@ -76,6 +76,13 @@ async def test_any_transport_form_of_the_same_message_verifies(
     assert verified.type == "open"
 
 
+async def test_a_null_grant_is_no_grant(verifier: CommandVerifier, dispatch: Dispatch) -> None:
+    # The schema's "grant": null (an absent optional field and null mean the same).
+    verified = await verifier.verify(json.dumps({**dispatch.signed("open"), "grant": None}))
+    assert verified.type == "open"
+    assert verified.key_id == KEY_ID
+
+
 async def test_non_ascii_text_is_signed_as_utf8(
     verifier: CommandVerifier, dispatch: Dispatch,
 ) -> None:
