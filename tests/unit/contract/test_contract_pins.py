@@ -170,14 +170,20 @@ REFUSAL_CASES = [(name, i) for name, items in BASES.items() for i in range(len(i
 
 @pytest.mark.parametrize(("name", "index"), REFUSAL_CASES)
 def test_decode_command_refuses_as_pinned(name: str, index: int) -> None:
-    got = _refusal_verdicts(name, index)
-    pins = _load("refusal_pins.json")
+    _as_pinned("refusal_pins.json", f"{name}/{index}", _refusal_verdicts(name, index),
+               BASES[name][index])
+
+
+def _as_pinned(file: str, key: str, got: list[Any], base: Any) -> None:
+    """``got`` (one verdict per mutation of ``base``) against the pins of ``key``; with
+    ``LOCKER_UPDATE_CONTRACT_PINS=1`` the pins are rewritten instead."""
+    pins = _load(file)
     if UPDATE:
-        pins[f"{name}/{index}"] = got
-        _save("refusal_pins.json", pins)
+        pins[key] = got
+        _save(file, pins)
         return
-    labels = [label for label, _ in mutations(BASES[name][index])]
-    expected = pins[f"{name}/{index}"]
+    labels = [label for label, _ in mutations(base)]
+    expected = pins[key]
     assert len(got) == len(expected)
     differ = [(label, g, e) for label, g, e in zip(labels, got, expected, strict=True) if g != e]
     assert differ == []
@@ -204,14 +210,5 @@ OUTBOUND_CASES = [(name, i) for name in OUTBOUND for i in range(len(EXAMPLES[nam
 
 @pytest.mark.parametrize(("name", "index"), OUTBOUND_CASES)
 def test_outbound_messages_accept_as_pinned(name: str, index: int) -> None:
-    got = _outbound_verdicts(name, index)
-    pins = _load("outbound_pins.json")
-    if UPDATE:
-        pins[f"{name}/{index}"] = got
-        _save("outbound_pins.json", pins)
-        return
-    labels = [label for label, _ in mutations(EXAMPLES[name][index])]
-    expected = pins[f"{name}/{index}"]
-    assert len(got) == len(expected)
-    differ = [(label, g, e) for label, g, e in zip(labels, got, expected, strict=True) if g != e]
-    assert differ == []
+    _as_pinned("outbound_pins.json", f"{name}/{index}", _outbound_verdicts(name, index),
+               EXAMPLES[name][index])
