@@ -95,9 +95,7 @@ async def answer_interrupted(store: Store, sink: EventSink,
         stored = await store.finish_command(record.id, reply)
         replies.append(InterruptedReply(record.id, encode(from_builtins(Reply, stored)),
                                         record.reply_to))
-        await sink.emit([PendingEvent(
-            "command_interrupted", {"command": record.id, "may_have_pulsed": pulsed},
-            time.time(), pulsed[0] if len(pulsed) == 1 else None)])
+        await sink.emit([PendingEvent.command_interrupted(record.id, pulsed)])
     return replies
 
 

@@ -37,7 +37,6 @@ import asyncio
 import contextlib
 import hashlib
 import logging
-import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Collection, Sequence
 from datetime import datetime
@@ -397,9 +396,7 @@ class CommandService:
                 Wire.INTERNAL, "the cabinet failed while acting on this command; not executed "
                 "again" + (f" (a pulse may have been sent to {pulse})" if pulsed else "")),
                 self._reading(), command.id)
-            await self._emit([PendingEvent(
-                "command_interrupted", {"command": command.id, "may_have_pulsed": pulsed},
-                time.time(), pulsed[0] if len(pulsed) == 1 else None)])
+            await self._emit([PendingEvent.command_interrupted(command.id, pulsed)])
         answer = to_builtins(reply, omit_none=False)
         unpulsed = self._unpulsed.pop(command.id, None)
         finished = CommandReply(command.id, answer, () if unpulsed is None else (unpulsed,))

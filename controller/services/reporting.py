@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import time
 import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping
@@ -72,6 +73,15 @@ class PendingEvent:
     @classmethod
     def of(cls, emitted: Emitted) -> PendingEvent:
         return cls(emitted.kind.value, emitted.data(), emitted.at_wall, emitted.compartment)
+
+    @classmethod
+    def command_interrupted(cls, command_id: str, may_have_pulsed: list[str]) -> PendingEvent:
+        """A command cut short (by a restart, or by a fault while it acted): never acted on
+        again; ``may_have_pulsed`` the compartments its pulse intent named (the event's
+        compartment when there is exactly one)."""
+        return cls("command_interrupted",
+                   {"command": command_id, "may_have_pulsed": may_have_pulsed}, time.time(),
+                   may_have_pulsed[0] if len(may_have_pulsed) == 1 else None)
 
 
 class AlarmBoard:
