@@ -20,6 +20,7 @@ import contextlib
 import json
 import os
 import pwd
+import random
 import shutil
 import signal
 import socket
@@ -46,9 +47,30 @@ DEFAULT_TEMPLATE = Path(__file__).resolve().parent.parent / "data" / "sim-cabine
 
 
 def free_port() -> int:
+    """A free port on 127.0.0.1 for a server started next, drawn below the kernel's
+    ephemeral range: a port the kernel hands out for ``bind(0)`` is one it also hands out as
+    the source port of outgoing connections, which can take it before the server binds."""
+    low, high = _server_ports()
+    for _ in range(200):  # bounded: a busy range falls back to the kernel's choice
+        port = random.randint(low, high)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def _server_ports() -> tuple[int, int]:
+    """Ports no outgoing connection is given: the 8192 below the ephemeral range."""
+    try:
+        first = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        first = 32768
+    return max(1024, first - 8192), max(1025, first - 1)
 
 
 def wait_for_port(
