@@ -191,6 +191,7 @@ async def test_the_store_works_through_the_acl_user_with_every_operation(
         await store.save_order("o-1", {"compartment": "A01"})
         assert await store.load_order("o-1") is not None
         assert await store.load_orders()
+        assert await store.stored_order_ids() == {"o-1"}
         assert await store.save_codes(
             "o-1", [{"code_id": "c", "purpose": "collect", "verifier": "v2"}]) == []
         assert await store.load_codes("o-1") is not None
