@@ -112,8 +112,9 @@ _IMPORTS = [
     ("asyncio (with ssl)", "asyncio"), ("msgspec", "msgspec"),
     ("controller.settings (models)", "controller.settings"),
     ("controller.contract.messages", "controller.contract.messages"),
-    ("paho-mqtt + aiomqtt", "aiomqtt"), ("redis.asyncio", "redis.asyncio"),
-    ("controller.store", "controller.store"), ("controller.daemon (the rest)", "controller.daemon"),
+    ("paho-mqtt + aiomqtt", "aiomqtt"),
+    ("controller.store (its own Redis client)", "controller.store"),
+    ("controller.daemon (the rest)", "controller.daemon"),
     ("Modbus backend", "drivers.modbus.boards"),
 ]
 

@@ -6,7 +6,7 @@ of a fresh interpreter that imports, in order, one library stack, so that the pa
 daemon's resident set that no change in its own code can remove is on record:
 
 - ``current``: the runtime libraries the daemon uses now, from the project's own
-  environment (asyncio with ssl, aiomqtt with paho, redis-py's asyncio client,
+  environment (asyncio with ssl, aiomqtt with paho, the store's own Redis client,
   PyNaCl's Ed25519 and X25519, msgspec with one struct built: the settings and the wire
   messages are msgspec structs, decisions 0022 and 0023), then the daemon's modules;
 - ``lighter``: the same roles filled by smaller libraries, installed by the benchmark
@@ -60,7 +60,7 @@ print(json.dumps(rows))
 CURRENT = [
     ("asyncio (with ssl)", "import asyncio"),
     ("aiomqtt + paho-mqtt", "import aiomqtt"),
-    ("redis-py (redis.asyncio)", "import redis.asyncio"),
+    ("the store's Redis client (resp)", "import controller.store.resp"),
     ("PyNaCl (Ed25519, X25519)", "import nacl.signing, nacl.bindings"),
     ("msgspec (one Struct built)",
      "import msgspec\nclass M(msgspec.Struct):\n    x: int\n"

@@ -544,7 +544,8 @@ async def _cancel_all(tasks: list[asyncio.Task[Any]], every_s: float = 3.0,
                       rounds: int = 10) -> None:
     """Cancel ``tasks``, and again every ``every_s`` those still running, at most
     ``rounds`` times. A cancellation can be lost on the way: Python 3.11's
-    ``asyncio.wait_for``, which redis-py wraps around every command it sends, returns the
+    ``asyncio.wait_for``, which redis-py (the store's client under ``memory://``) wraps
+    around every command it sends, returns the
     answer and drops the cancellation when both arrive together, and the loop around it
     would go on for ever (the daemon's stop, an ``apply_config`` restart). The interval
     leaves a task's own clean-up on cancellation the time to finish."""

@@ -29,6 +29,7 @@ from controller.store import Store
 from controller.store.access import check_store_access, resolve_password_file
 from controller.store.errors import StoreConfigError
 from controller.store.records import ReplyTarget
+from controller.store.resp import parse_url
 
 __all__ = [
     "InterruptedReply",
@@ -164,8 +165,11 @@ def local_file_issues(settings: Settings, config_path: Path | None,
                 bare, password = resolve_password_file(url)
             check_store_access(bare, production=is_production(settings),
                                has_password=password is not None)
+            parse_url(bare, password)  # the client's own reading: query items, port, db
         except StoreConfigError as exc:
             out.append(f"redis.url: {exc.args[0]}")
+        except (ValueError, OSError) as exc:
+            out.append(f"redis.url: {exc}")
     key = (settings.security.code_key_file or default_code_key_file(config_path, environ)
            or Path("code.key"))
     issue = code_key_issue(Path(key), trusted_owners())

@@ -517,7 +517,8 @@ def honour_cancel() -> None:
     """Raise CancelledError if this task was asked to stop: a cancellation that a library
     call swallowed on the way (seen with a stop arriving mid-publish) must still end the
     loop, or the daemon's stop (and an ``apply_config`` restart) waits for ever. Python
-    3.11's ``asyncio.wait_for``, which redis-py wraps around every command it sends,
+    3.11's ``asyncio.wait_for``, which redis-py (the store's client under ``memory://``)
+    wraps around every command it sends,
     returns the answer and drops the cancellation when both arrive together."""
     task = asyncio.current_task()
     if task is not None and task.cancelling():

@@ -201,7 +201,10 @@ class RedisConfig(_Section, kw_only=True, frozen=True):
         str,
         After(_redis_scheme),
         Meta(description="`redis://`, `rediss://`, `unix:///path?db=0`, or `memory://` for an "
-             "in-process fakeredis (simulator and demo only: nothing survives a restart)."),
+             "in-process fakeredis (simulator and demo only: nothing survives a restart). "
+             "Query items: `db`, `username`, `password`, `password_file`; with `rediss://` "
+             "also `ssl_cert_reqs`, `ssl_ca_certs`, `ssl_certfile`, `ssl_keyfile`, "
+             "`ssl_check_hostname`; any other is refused, naming it."),
     ] = "unix:///run/redis-locker/redis.sock?db=0"
     key_prefix: Annotated[
         str | None,

@@ -1,6 +1,7 @@
 """The durable local store (Redis): outbox, command records, state, audit log.
 
-The only package that imports redis (checked by import-linter). Everything the daemon
+The only package that talks to Redis (checked by import-linter), with a client of its own
+(:mod:`controller.store.resp`; redis-py and fakeredis only for ``memory://``). Everything the daemon
 must not forget across a crash of itself or of Redis goes through :class:`Store`::
 
     store = await Store.connect("redis://127.0.0.1:6379/0", "locker", "cab-01")
@@ -9,7 +10,7 @@ must not forget across a crash of itself or of Redis goes through :class:`Store`
     for event in await store.pending(100):      # publish, then on PUBACK:
         await store.ack(event.id)
 
-Errors (all raised ``from`` the redis-py error they translate)::
+Errors (all raised ``from`` the client's error they translate)::
 
     StoreError
      ├── StoreConfigError (ValueError)      bad URL, key prefix or cabinet id

@@ -1,6 +1,7 @@
 """Errors raised by the store.
 
-No redis-py exception crosses out of :mod:`controller.store`: every call translates at
+No Redis client's exception (the store's own client's, or redis-py's under ``memory://``)
+crosses out of :mod:`controller.store`: every call translates at
 the edge, with ``raise ... from exc``. Leaves also inherit a builtin so that callers that
 only know the standard library still catch them sensibly::
 

@@ -49,7 +49,8 @@ Key layout (all under ``{prefix}:{cabinet}:``)
 
 Connection loss
 ---------------
-redis-py's own retries are switched off (a blind retry of a write could apply it twice),
+The store's client (:mod:`controller.store.resp`) never retries (a blind retry of a write
+could apply it twice),
 and every socket operation is bounded by ``StoreOptions.socket_timeout_s`` and
 ``connect_timeout_s``. While Redis is down each operation fails promptly with
 :class:`~controller.store.errors.StoreUnavailable`; the connection pool drops dead
@@ -75,11 +76,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Generic, TypeVar
 
-import redis.asyncio as aioredis
-from redis import exceptions as redis_errors
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-
+from controller.store import resp
 from controller.store.access import check_store_access, resolve_password_file
 from controller.store.errors import (
     StoreClosed,
@@ -121,6 +118,35 @@ _MEMORY = "memory://"
 # Named in-process servers for "memory://NAME": two Stores of one process opened on the
 # same name see the same data, as two connections to one redis-server would.
 _memory_servers: dict[str, Any] = {}
+
+
+class _Errors:
+    """The exception classes of the clients in use, as tuples for ``except``: the store's
+    own client (:mod:`controller.store.resp`) always; redis-py's once a redis-py-shaped
+    client is wrapped (fakeredis for ``memory://``, or a client a caller built), imported
+    only then so that the daemon on a real Redis never loads redis-py."""
+
+    timeout: tuple[type[BaseException], ...] = (resp.Timeout,)
+    connection: tuple[type[BaseException], ...] = (resp.ConnectionFailed,)
+    reply: tuple[type[BaseException], ...] = (resp.ReplyError,)
+    watch: tuple[type[BaseException], ...] = (resp.WatchConflict,)
+    any: tuple[type[BaseException], ...] = (resp.RespError,)
+    out_of_memory: tuple[type[BaseException], ...] = ()
+    redis_py = False
+
+    @classmethod
+    def add_redis_py(cls) -> None:
+        if cls.redis_py:
+            return
+        from redis import exceptions as redis_errors
+
+        cls.timeout += (redis_errors.TimeoutError,)
+        cls.connection += (redis_errors.ConnectionError,)
+        cls.reply += (redis_errors.ResponseError,)
+        cls.watch += (redis_errors.WatchError,)
+        cls.any += (redis_errors.RedisError,)
+        cls.out_of_memory += (redis_errors.OutOfMemoryError,)
+        cls.redis_py = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -262,8 +288,8 @@ class _Finish:
         pipe.zrem(self.open_index, self.command_id)
         return self.reply
 
-# redis-py types its pipeline commands as returning "Awaitable | value" unions that do not
-# fit immediate (WATCH) mode; the pipelines are handled as Any inside this module.
+# A pipeline's command answers at once in immediate (WATCH) mode and queues after multi();
+# redis-py's types cannot say both. The pipelines are handled as Any inside this module.
 Pipeline = Any
 
 
@@ -307,20 +333,20 @@ def _check_seq(seq: object, op: str) -> int:
 def _lost_connection(exc: BaseException) -> BaseException | None:
     """The connection error behind ``exc``, or None when ``exc`` is a real conflict.
 
-    redis-py turns a connection that dies while a pipeline WATCHes keys into a
-    ``WatchError`` ("A ConnectionError occurred while watching...") raised while handling
-    the socket error, the same class as "a watched key changed". The two mean opposite
-    things here: a conflict is retried, a dead connection is Redis going away (and after
-    EXEC, a write whose outcome is unknown).
+    redis-py (the client under ``memory://``) turns a connection that dies while a pipeline
+    WATCHes keys into a ``WatchError`` ("A ConnectionError occurred while watching...")
+    raised while handling the socket error, the same class as "a watched key changed". The
+    two mean opposite things here: a conflict is retried, a dead connection is Redis going
+    away (and after EXEC, a write whose outcome is unknown).
     """
-    if isinstance(exc, redis_errors.ConnectionError | redis_errors.TimeoutError | OSError):
+    lost = (*_Errors.connection, *_Errors.timeout, OSError, TimeoutError)
+    if isinstance(exc, lost):
         return exc
     cause = exc.__cause__ or exc.__context__
     for _ in range(8):  # a short chain; bounded all the same
         if cause is None:
             return None
-        if isinstance(cause, redis_errors.ConnectionError | redis_errors.TimeoutError
-                      | OSError | TimeoutError):
+        if isinstance(cause, lost):
             return cause
         cause = cause.__cause__ or cause.__context__
     return None
@@ -349,10 +375,11 @@ class Store:
         clock: Callable[[], float] = time.time,
         uptime_ms: Callable[[], int] | None = None,
     ) -> None:
-        """Wrap an already built ``redis.asyncio.Redis`` (or fakeredis) client.
+        """Wrap an already built client: the store's own (:class:`resp.Client`), or a
+        ``redis.asyncio.Redis``-shaped one (fakeredis) with ``decode_responses=True``.
 
-        Prefer :meth:`connect`. The client must have ``decode_responses=True``; the Store
-        owns it from now on and closes it in :meth:`close`.
+        Prefer :meth:`connect`. The Store owns the client from now on and closes it in
+        :meth:`close`.
         """
         if not isinstance(key_prefix, str) or not _PREFIX.fullmatch(key_prefix):
             raise StoreConfigError(
@@ -369,6 +396,8 @@ class Store:
         self.cabinet_id = cabinet_id
         self.key_prefix = key_prefix
         self.boot_id = boot_id
+        if not isinstance(client, resp.Client):
+            _Errors.add_redis_py()
         self._client = client
         self._keys = _Keys(key_prefix, cabinet_id)
         self._clock = clock
@@ -463,21 +492,17 @@ class Store:
             )
         url, password = resolve_password_file(url)
         check_store_access(url, production=production, has_password=password is not None)
-        extra: dict[str, Any] = {} if password is None else {"password": password}
         try:
-            return aioredis.Redis.from_url(
+            # The store's own client never retries: a write retried after a lost answer
+            # could apply twice (decision 0004).
+            return resp.Client.from_url(
                 url,
-                **extra,
-                decode_responses=True,
+                password=password,
                 socket_timeout=options.socket_timeout_s,
                 socket_connect_timeout=options.connect_timeout_s,
-                # No silent retries: a write retried after a lost answer could apply twice.
-                retry=Retry(NoBackoff(), 0),
-                retry_on_timeout=False,
-                health_check_interval=0,
                 client_name=f"locker-controller.{cabinet_id}",
             )
-        except (ValueError, redis_errors.RedisError) as exc:
+        except (ValueError, OSError) as exc:
             raise StoreConfigError(f"bad Redis URL {url!r}: {exc}", op="connect") from exc
 
     @staticmethod
@@ -490,7 +515,7 @@ class Store:
         if self._closed:
             return
         self._closed = True
-        with contextlib.suppress(redis_errors.RedisError, OSError):
+        with contextlib.suppress(*_Errors.any, OSError):
             await self._client.aclose()
 
     @property
@@ -532,23 +557,23 @@ class Store:
 
     @contextlib.contextmanager
     def _translate(self, op: str) -> Iterator[None]:
-        """Map every redis-py (and socket) error to the store's tree, with ``from``."""
+        """Map every client (and socket) error to the store's tree, with ``from``."""
         try:
             yield
         except StoreError:
             raise
-        except redis_errors.TimeoutError as exc:
+        except _Errors.timeout as exc:
             raise StoreTimeout(
                 f"Redis did not answer within {self.options.socket_timeout_s}s: {exc}", op=op
             ) from exc
-        except redis_errors.ConnectionError as exc:  # includes BusyLoadingError, auth errors
+        except _Errors.connection as exc:  # includes Redis loading, authentication refused
             raise StoreUnavailable(f"Redis unavailable: {exc}", op=op) from exc
-        except redis_errors.ResponseError as exc:
+        except _Errors.reply as exc:
             message = str(exc)
             if _refuses_writes(exc):
                 raise StoreFull(f"Redis refused the write: {message}", op=op) from exc
             raise StoreRejected(f"Redis refused: {message}", op=op) from exc
-        except redis_errors.RedisError as exc:
+        except _Errors.any as exc:
             raise StoreError(f"Redis error: {exc}", op=op) from exc
         except TimeoutError as exc:
             raise StoreTimeout(f"Redis did not answer: {exc}", op=op) from exc
@@ -557,7 +582,7 @@ class Store:
 
     def _unavailable(self, cause: BaseException, op: str) -> StoreUnavailable:
         """The store's error for a connection that failed with ``cause``."""
-        if isinstance(cause, redis_errors.TimeoutError | TimeoutError):
+        if isinstance(cause, (*_Errors.timeout, TimeoutError)):
             return StoreTimeout(f"Redis did not answer: {cause}", op=op)
         return StoreUnavailable(f"Redis unavailable: {cause}", op=op)
 
@@ -566,7 +591,7 @@ class Store:
         (Redis restarted): drop them so the next checkout connects afresh."""
         pool = getattr(self._client, "connection_pool", None)
         if pool is not None:
-            with contextlib.suppress(redis_errors.RedisError, OSError):
+            with contextlib.suppress(*_Errors.any, OSError):
                 await pool.disconnect(inuse_connections=False)
 
     async def _call(
@@ -583,7 +608,7 @@ class Store:
         with self._translate(op):
             try:
                 return await fn(self._client)
-            except redis_errors.ConnectionError:
+            except _Errors.connection:
                 if not repeatable or self._closed:
                     raise
             await self._drop_idle_connections()
@@ -607,7 +632,7 @@ class Store:
                     try:
                         await pipe.watch(*watch)
                         step = await plan(pipe)
-                    except (redis_errors.ConnectionError, redis_errors.WatchError) as exc:
+                    except (*_Errors.connection, *_Errors.watch) as exc:
                         # Nothing was written yet (EXEC not sent): safe to start over once
                         # on a fresh connection, e.g. the first call after a Redis restart.
                         lost = _lost_connection(exc)
@@ -622,7 +647,7 @@ class Store:
                         return step.value
                     try:
                         results = await pipe.execute()
-                    except redis_errors.WatchError as exc:
+                    except _Errors.watch as exc:
                         lost = _lost_connection(exc)
                         if lost is not None:
                             # EXEC was sent and the connection died: the transaction may
@@ -1558,12 +1583,12 @@ class Store:
         return int(await self._call("audit_length", lambda c: c.xlen(self._keys.audit)))
 
 
-def _refuses_writes(exc: redis_errors.ResponseError) -> bool:
+def _refuses_writes(exc: BaseException) -> bool:
     """Redis refused a write for want of room: ``OOM`` (maxmemory under noeviction;
     redis-py strips the code and raises OutOfMemoryError) or ``MISCONF`` (the data files
-    cannot be written). Inside a transaction redis-py prefixes the message with the
+    cannot be written). Inside a transaction both clients prefix the message with the
     command that failed, so the code is looked for in the whole message."""
-    if isinstance(exc, redis_errors.OutOfMemoryError):
+    if isinstance(exc, _Errors.out_of_memory):
         return True
     message = str(exc)
     return message.startswith(("OOM", "MISCONF")) or "MISCONF " in message \

@@ -17,6 +17,7 @@ from controller.store import (
     StoreRejected,
     StoreTimeout,
     StoreUnavailable,
+    resp,
 )
 from tests.support.services import free_port
 
@@ -93,8 +94,9 @@ async def test_nothing_listening_is_unavailable_at_once() -> None:
     url = f"redis://127.0.0.1:{free_port()}/0"
     with pytest.raises(StoreUnavailable) as caught:
         await Store.connect(url, "locker", "cab-01")
-    assert isinstance(caught.value.__cause__, redis_errors.ConnectionError)
+    assert isinstance(caught.value.__cause__, resp.ConnectionFailed)
     assert isinstance(caught.value, ConnectionError)
+    assert "Connection refused" in str(caught.value)
 
 
 class RaisingClient:

@@ -1,0 +1,319 @@
+"""The store's Redis client (:mod:`controller.store.resp`) against a scripted server on a
+loopback socket: replies late, short, garbled, split, refused; and its URL forms, and the
+commands it may send against the shipped ACL. Its answers beside redis-py's on a real
+redis-server are in ``tests/integration/test_resp_client.py``."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from controller.store import Store, StoreFull, StoreRejected, StoreTimeout, StoreUnavailable, resp
+
+ROOT = Path(__file__).resolve().parents[3]
+
+Reply = bytes | Callable[[asyncio.StreamWriter], Any] | None
+
+
+async def _read_command(reader: asyncio.StreamReader) -> list[bytes]:
+    header = await reader.readuntil(b"\r\n")
+    assert header[:1] == b"*", header
+    args = []
+    for _ in range(int(header[1:-2])):
+        size = int((await reader.readuntil(b"\r\n"))[1:-2])
+        args.append((await reader.readexactly(size + 2))[:-2])
+    return args
+
+
+class ScriptedRedis:
+    """Answers each command received with the next item of ``script`` (bytes to send, a
+    callable given the writer, or None: no answer). Counts connections; keeps what it
+    received."""
+
+    def __init__(self) -> None:
+        self.script: list[Reply] = []
+        self.received: list[list[bytes]] = []
+        self.connections = 0
+        self.writers: list[asyncio.StreamWriter] = []
+        self.tasks: list[asyncio.Task[Any]] = []
+        self.server: asyncio.Server | None = None
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        self.writers.append(writer)
+        task = asyncio.current_task()
+        assert task is not None
+        self.tasks.append(task)
+        with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
+            while True:
+                self.received.append(await _read_command(reader))
+                reply = self.script.pop(0) if self.script else b"+OK\r\n"
+                if callable(reply):
+                    outcome = reply(writer)
+                    if asyncio.iscoroutine(outcome):
+                        await outcome
+                elif reply is not None:
+                    writer.write(reply)
+                await writer.drain()
+        writer.close()
+
+    @property
+    def url(self) -> str:
+        assert self.server is not None
+        port = self.server.sockets[0].getsockname()[1]
+        return f"redis://127.0.0.1:{port}/0"
+
+
+@pytest.fixture
+async def scripted() -> AsyncIterator[ScriptedRedis]:
+    fake = ScriptedRedis()
+    fake.server = await asyncio.start_server(fake.handle, "127.0.0.1", 0)
+    try:
+        yield fake
+    finally:
+        fake.server.close()
+        for writer in fake.writers:
+            writer.close()
+        if fake.tasks:  # each handler ends on its closed connection
+            await asyncio.wait(fake.tasks, timeout=5)
+
+
+def _client(fake: ScriptedRedis, timeout: float = 0.3) -> resp.Client:
+    return resp.Client.from_url(fake.url, socket_timeout=timeout, socket_connect_timeout=1)
+
+
+async def test_a_late_answer_is_never_read_as_the_next_ones(scripted: ScriptedRedis) -> None:
+    """No answer within the timeout: Timeout, the connection closed; the late answer (sent
+    on the old connection) never reaches the next command, which gets a new connection."""
+    late: list[asyncio.StreamWriter] = []
+    scripted.script = [late.append, b"$5\r\nfresh\r\n"]
+    client = _client(scripted)
+    with pytest.raises(resp.Timeout):
+        await client.get("a")
+    late[0].write(b"$4\r\nlate\r\n")
+    assert await client.get("b") == "fresh"
+    assert scripted.connections == 2
+    await client.aclose()
+
+
+@pytest.mark.parametrize(
+    ("reply", "error", "match"),
+    [
+        (b"?what\r\n", resp.ProtocolError, "not a RESP2 reply"),
+        (b"$3\r\n\xff\xfe\x00\r\n", resp.ProtocolError, "not UTF-8"),
+        (b"$1099511627776\r\n", resp.ProtocolError, "bulk string of 1099511627776"),
+        (b"$3\r\nabcde\r\n", resp.ProtocolError, "not ended by CRLF"),
+        (b":12a\r\n", resp.ProtocolError, "not an integer"),
+        (b"*1\r\n" * 9 + b":1\r\n", resp.ProtocolError, "depth 8"),
+        (b"-LOADING Redis is loading the dataset in memory\r\n", resp.ConnectionFailed,
+         "LOADING"),
+        (b"-OOM command not allowed when used memory > 'maxmemory'.\r\n", resp.ReplyError,
+         "OOM"),
+    ],
+)
+async def test_a_bad_or_refusing_reply_is_a_clear_error(
+    scripted: ScriptedRedis, reply: bytes, error: type[Exception], match: str
+) -> None:
+    scripted.script = [reply, b"+PONG\r\n"]
+    client = _client(scripted)
+    with pytest.raises(error, match=re.escape(match)):
+        await client.get("k")
+    assert await client.ping() is True  # on a connection in a known state
+    assert scripted.connections == (2 if issubclass(error, resp.ProtocolError) else 1)
+    await client.aclose()
+
+
+async def test_a_reply_in_one_byte_pieces(scripted: ScriptedRedis) -> None:
+    reply = b"*3\r\n$1\r\na\r\n$-1\r\n*2\r\n:7\r\n+x\r\n"
+
+    async def trickle(writer: asyncio.StreamWriter) -> None:
+        for i in range(len(reply)):
+            writer.write(reply[i:i + 1])
+            await writer.drain()
+            await asyncio.sleep(0)
+
+    scripted.script = [trickle]
+    client = _client(scripted, timeout=5)
+    assert await client.mget(["a", "b", "c"]) == ["a", None, [7, "x"]]
+    await client.aclose()
+
+
+async def test_a_command_cancelled_mid_reply_closes_its_connection(
+    scripted: ScriptedRedis,
+) -> None:
+    half: list[asyncio.StreamWriter] = []
+    started = asyncio.Event()
+
+    def start(writer: asyncio.StreamWriter) -> None:
+        writer.write(b"$10\r\nhalf")
+        half.append(writer)
+        started.set()
+
+    scripted.script = [start, b"$3\r\nnew\r\n"]
+    client = _client(scripted, timeout=5)
+    task = asyncio.ensure_future(client.get("a"))
+    await asyncio.wait_for(started.wait(), 5)
+    await asyncio.sleep(0)  # the half reply on its way
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    half[0].write(b" of it\r\n")
+    assert await client.get("b") == "new"
+    assert scripted.connections == 2
+    await client.aclose()
+
+
+async def test_the_handshake_authenticates_selects_and_names(scripted: ScriptedRedis) -> None:
+    port = scripted.url.rsplit(":", 1)[1].split("/")[0]
+    client = resp.Client.from_url(f"redis://127.0.0.1:{port}/3?username=locker",
+                                  password="pw", client_name="locker-controller.c1")
+    scripted.script = [b"+OK\r\n", b"+OK\r\n", b"+OK\r\n", b"+PONG\r\n"]
+    assert await client.ping() is True
+    assert scripted.received == [[b"AUTH", b"locker", b"pw"], [b"SELECT", b"3"],
+                                 [b"CLIENT", b"SETNAME", b"locker-controller.c1"], [b"PING"]]
+    await client.aclose()
+
+    refused = resp.Client.from_url(f"redis://:bad@127.0.0.1:{port}")
+    scripted.script = [b"-WRONGPASS invalid username-password pair\r\n"]
+    with pytest.raises(resp.ConnectionFailed, match=r"AUTH refused.*WRONGPASS"):
+        await refused.ping()
+    await refused.aclose()
+
+
+async def test_the_store_translates_the_clients_errors(scripted: ScriptedRedis) -> None:
+    """Through the Store, as the daemon meets them."""
+    client = _client(scripted)
+    store = Store(client, "locker", "cab-01")
+    scripted.script = [None]
+    with pytest.raises(StoreTimeout):
+        await store.ping()
+    scripted.script = [b"-MISCONF Errors writing to the AOF file\r\n"]
+    with pytest.raises(StoreFull):
+        await store.probe_write()
+    scripted.script = [b"-NOPERM this user has no permissions\r\n"]
+    with pytest.raises(StoreRejected, match="NOPERM"):
+        await store.probe_write()
+    # A read is tried once more on a fresh connection (Redis restarted): both refused.
+    scripted.script = [b"-LOADING loading\r\n", b"-LOADING loading\r\n"]
+    with pytest.raises(StoreUnavailable):
+        await store.ping()
+    await store.close()
+
+
+async def test_a_dead_connection_in_a_transaction_is_not_retried_after_exec(
+    scripted: ScriptedRedis,
+) -> None:
+    """EXEC sent, the connection dies before the answer: the write may have been applied,
+    so the store reports StoreUnavailable and never sends it again."""
+
+    def die(writer: asyncio.StreamWriter) -> None:
+        writer.transport.abort()
+
+    client = _client(scripted)
+    store = Store(client, "locker", "cab-01")
+    # new_boot: WATCH, GET (immediate), then MULTI ... EXEC in one write.
+    scripted.script = [b"+OK\r\n", b"$-1\r\n", die]
+    with pytest.raises(StoreUnavailable):
+        await store.new_boot()
+    names = [command[0] for command in scripted.received]
+    assert names.count(b"EXEC") <= 1
+    assert names.count(b"MULTI") == 1
+    await store.close()
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("redis://h:99999/0", "bad port"),
+        ("redis://h/0?db=1", "given twice"),
+        ("redis://h/x", "whole number"),
+        ("redis://h/0?timeout=3", "unknown query item(s) timeout"),
+        ("redis://h/0?ssl_ca_certs=x", "unknown query item(s) ssl_ca_certs"),
+        ("rediss://h/0?ssl_cert_reqs=maybe", "ssl_cert_reqs must be"),
+        ("unix://", "socket's path"),
+        ("http://h", "scheme"),
+    ],
+)
+def test_bad_urls_are_refused_naming_the_fault(url: str, message: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(message)):
+        resp.parse_url(url)
+
+
+def test_url_forms() -> None:
+    ep = resp.parse_url("unix:///run/r.sock?db=2&username=locker", password="pw")
+    assert (ep.path, ep.db, ep.username, ep.password) == ("/run/r.sock", 2, "locker", "pw")
+    ep = resp.parse_url("redis://u:p%40ss@127.0.0.1:6380/4")
+    assert (ep.host, ep.port, ep.db, ep.username, ep.password) == ("127.0.0.1", 6380, 4, "u",
+                                                                    "p@ss")
+    ep = resp.parse_url("rediss://localhost?ssl_cert_reqs=none")
+    assert ep.tls is not None
+    assert ep.port == 6379
+    assert ep.db == 0
+
+
+class _Recorder(resp._Commands):
+    def __init__(self) -> None:
+        self.sent: set[str] = set()
+
+    def _run(self, args: tuple[Any, ...], convert: Any = None) -> Any:
+        self.sent.add(resp._command_name(args))
+
+
+def _acl_commands() -> set[str]:
+    text = (ROOT / "deploy" / "redis-locker.acl").read_text()
+    line = next(x for x in text.splitlines() if x.startswith("user locker "))
+    return {word[1:].lower() for word in line.split() if word.startswith("+")}
+
+
+def test_the_shipped_acl_allows_every_command_the_client_sends() -> None:
+    """Every command method, called: only names of COMMANDS are sent, and the shipped ACL
+    of the store's Redis user allows each (a command missing there fails on a cabinet
+    only, with NOPERM)."""
+    recorder = _Recorder()
+    calls = {
+        "set": ("k", "v"), "hset": ("k", "f", "v"), "xadd": ("k", {"a": "b"}),
+        "xtrim": ("k",), "zadd": ("k", {"m": 1}), "mget": (["a"],), "hmget": ("k", ["f"]),
+        "lrange": ("k", 0, 1), "ltrim": ("k", 0, 1), "zrange": ("k", 0, 1),
+        "zrangebyscore": ("k", 0, 1), "pexpire": ("k", 1), "hget": ("k", "f"),
+        "hsetnx": ("k", "f", "v"), "lpush": ("k", "v"), "hdel": ("k", "f"),
+        "zrem": ("k", "m"),
+    }
+    methods = [name for name in vars(resp._Commands) if not name.startswith("_")]
+    for name in methods:
+        args = calls.get(name, () if name in ("ping", "time") else ("k",))
+        kwargs = {"minid": "0-1"} if name == "xtrim" else {}
+        getattr(recorder, name)(*args, **kwargs)
+    handshake = {"AUTH", "SELECT", "CLIENT|SETNAME", "WATCH", "UNWATCH", "MULTI", "EXEC"}
+    assert recorder.sent | handshake == resp.COMMANDS
+    missing = {name.lower() for name in resp.COMMANDS} - _acl_commands()
+    assert not missing, f"deploy/redis-locker.acl lacks +{' +'.join(sorted(missing))}"
+
+
+@pytest.mark.parametrize(
+    ("url", "issue"),
+    [
+        ("redis://127.0.0.1:6379/0?timeout=3", "unknown query item(s) timeout"),
+        ("redis://127.0.0.1:6379/zero", "whole number"),
+        ("redis://127.0.0.1:6379/0", None),
+    ],
+)
+def test_the_config_check_reads_the_url_as_the_client_does(
+    tmp_path: Path, url: str, issue: str | None
+) -> None:
+    """``--check`` and ``lockerctl config check`` refuse what the start would refuse."""
+    from controller.daemon.startup import local_file_issues
+    from controller.settings import load_settings
+
+    config = ROOT / "controller" / "data" / "sim-cabinet.toml"
+    settings = load_settings(config, env={}, overrides={
+        "redis.url": url, "security.code_key_file": str(tmp_path / "code.key")})
+    found = [line for line in local_file_issues(settings, config) if line.startswith("redis")]
+    assert len(found) == (0 if issue is None else 1), found
+    if issue is not None:
+        assert issue in found[0]
