@@ -903,7 +903,11 @@ class SecurityConfig(_Section, kw_only=True, frozen=True):
 
 
 def _code_key_path(value: Path | None, ctx: ValidationContext) -> Path | None:
-    return None if value is None else _ctx_path(ctx, value)
+    if value is None:
+        return None
+    if value.name in ("", ".", ".."):  # "" reads as "." (the config's own directory)
+        raise ValueError(f"must name the key's file, not a directory (got {str(value)!r})")
+    return _ctx_path(ctx, value)
 
 
 class GpioInput(_Section, kw_only=True, frozen=True):

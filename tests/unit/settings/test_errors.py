@@ -531,3 +531,10 @@ def test_a_misspelt_profile_does_not_hide_the_boards_other_keys(
     issues = issues_of(valid_data)
     assert issues["boards[0].profile"].startswith("must be 'waveshare_relay' or")
     assert issues["boards[0].adress"] == "unknown key (did you mean 'address'?)"
+
+
+@pytest.mark.parametrize("value", ['""', '"."', '"keys/.."'])
+def test_a_code_key_path_that_names_no_file_is_refused(valid_path: Path, value: str) -> None:
+    """An empty path read as the config's own directory: the start then failed on it."""
+    with pytest.raises(ConfigError, match=r"security\.code_key_file: must name the key's file"):
+        load_settings(valid_path, env={}, overrides={"security.code_key_file": value})
