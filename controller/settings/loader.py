@@ -311,11 +311,21 @@ def load_settings(
         file = Path(path)
         base_dir = file.parent
         try:
-            text = file.read_bytes().decode("utf-8")
+            raw = file.read_bytes()
         except OSError as exc:
             raise ConfigError([ConfigIssue(source, "", f"cannot read: {exc.strerror}")]) from None
+        try:
+            text = raw.decode("utf-8")
         except UnicodeDecodeError as exc:
-            raise ConfigError([ConfigIssue(source, "", f"not UTF-8 text: {exc.reason}")]) from None
+            line = raw.count(b"\n", 0, exc.start) + 1
+            column = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
+            raise ConfigError([ConfigIssue(
+                source, "", f"not UTF-8 text: {exc.reason} (byte 0x{raw[exc.start]:02x}); save "
+                "the file as UTF-8", line, column)]) from None
+        if text.startswith("\ufeff"):
+            raise ConfigError([ConfigIssue(
+                source, "", "the file starts with a byte order mark (BOM), which TOML does not "
+                "allow: save it as UTF-8 without BOM", 1, 1)])
         try:
             data = tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:

@@ -104,7 +104,19 @@ def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
 def test_non_utf8_file_is_a_config_error(tmp_path: Path) -> None:
     path = tmp_path / "cabinet.toml"
     path.write_bytes(b'[cabinet]\nname = "\xff"\n')
-    with pytest.raises(ConfigError, match="not UTF-8"):
+    with pytest.raises(ConfigError, match="not UTF-8") as caught:
+        load_settings(path, env={})
+    (issue,) = caught.value.issues
+    assert (issue.line, issue.column) == (2, 9)  # where the editor shows the bad byte
+    assert "0xff" in issue.message
+
+
+def test_a_byte_order_mark_is_named(tmp_path: Path) -> None:
+    """Editors on some systems save UTF-8 with a BOM; TOML refuses it: say so, not
+    "invalid TOML at line 1, column 1"."""
+    path = tmp_path / "cabinet.toml"
+    path.write_bytes(b'\xef\xbb\xbf[cabinet]\nid = "c1"\n')
+    with pytest.raises(ConfigError, match="byte order mark"):
         load_settings(path, env={})
 
 
