@@ -142,6 +142,14 @@ def _resolve(parts: Sequence[str]) -> Any:
         if isinstance(tp, type) and issubclass(tp, _Section):
             fields = struct_fields(tp)
             field = fields.get(part)
+            base = part.split("[", 1)[0]
+            if field is None and base != part and base in fields:
+                # "buses[0]": an item of an array is not a key of its own.
+                named = ".".join([*parts[:depth], base])
+                if typing.get_origin(_unwrap(fields[base].annotation)) is tuple:
+                    raise _UnknownKey(f"{named} is an array: set it whole (in the file, or "
+                                      "with its whole TOML value), not item by item")
+                raise _UnknownKey(f"{named} takes no index")
             if field is None:
                 close = difflib.get_close_matches(part, list(fields), n=1)
                 raise _UnknownKey(

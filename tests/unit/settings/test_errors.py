@@ -550,3 +550,22 @@ def test_a_code_key_path_that_names_no_file_is_refused(valid_path: Path, value: 
     """An empty path read as the config's own directory: the start then failed on it."""
     with pytest.raises(ConfigError, match=r"security\.code_key_file: must name the key's file"):
         load_settings(valid_path, env={}, overrides={"security.code_key_file": value})
+
+
+@pytest.mark.parametrize(
+    ("key", "message"),
+    [
+        ("buses[0].baudrate", "buses is an array: set it whole"),
+        ("compartments[1].door.active", "compartments is an array: set it whole"),
+        ("mqtt[0].port", "mqtt takes no index"),
+    ],
+)
+def test_an_indexed_key_is_told_to_set_the_array_whole(
+    valid_path: Path, key: str, message: str
+) -> None:
+    """It suggested ``buses.baudrate`` before, a key that is refused in turn."""
+    with pytest.raises(ConfigError) as caught:
+        load_settings(valid_path, env={}, overrides={key: "1"})
+    (issue,) = caught.value.issues
+    assert message in issue.message
+    assert "did you mean" not in issue.message
