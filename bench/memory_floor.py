@@ -6,9 +6,10 @@ of a fresh interpreter that imports, in order, one library stack, so that the pa
 daemon's resident set that no change in its own code can remove is on record:
 
 - ``current``: the runtime libraries the daemon uses now, from the project's own
-  environment (asyncio with ssl, aiomqtt with paho, the store's own Redis client,
-  PyNaCl's Ed25519 and X25519, msgspec with one struct built: the settings and the wire
-  messages are msgspec structs, decisions 0022 and 0023), then the daemon's modules;
+  environment (asyncio with ssl, aiomqtt with paho, PyNaCl's Ed25519 and X25519, msgspec
+  with one struct built: the settings and the wire messages are msgspec structs, decisions
+  0022 and 0023), then the store with its own Redis client (decision 0024; with the
+  settings it imports), then the rest of the daemon's modules;
 - ``lighter``: the same roles filled by smaller libraries, installed by the benchmark
   into a virtual environment of its own (``--venv-dir``), never into the project's:
   hiredis (a C RESP parser, under a Redis client of the daemon's own), PyNaCl (as in the
@@ -60,11 +61,11 @@ print(json.dumps(rows))
 CURRENT = [
     ("asyncio (with ssl)", "import asyncio"),
     ("aiomqtt + paho-mqtt", "import aiomqtt"),
-    ("the store's Redis client (resp)", "import controller.store.resp"),
     ("PyNaCl (Ed25519, X25519)", "import nacl.signing, nacl.bindings"),
     ("msgspec (one Struct built)",
      "import msgspec\nclass M(msgspec.Struct):\n    x: int\n"
      "msgspec.json.decode(b'{\"x\": 1}', type=M)"),
+    ("the store, its own Redis client", "import controller.store"),
     ("the daemon's modules", "import controller.daemon.main, controller.daemon.app"),
 ]
 
