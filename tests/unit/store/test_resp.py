@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from controller.store import Store, StoreFull, StoreRejected, StoreTimeout, StoreUnavailable, resp
 
@@ -317,3 +319,48 @@ def test_the_config_check_reads_the_url_as_the_client_does(
     assert len(found) == (0 if issue is None else 1), found
     if issue is not None:
         assert issue in found[0]
+
+
+class _NullWriter:
+    def __init__(self) -> None:
+        self.closed = False
+
+    def write(self, data: bytes) -> None:
+        pass
+
+    async def drain(self) -> None:
+        pass
+
+    def close(self) -> None:
+        self.closed = True
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+
+_REPLY_PIECES = [b"+OK\r\n", b"-ERR x\r\n", b":12\r\n", b"$3\r\nabc\r\n", b"$-1\r\n", b"*2\r\n",
+                 b"*-1\r\n", b"$0\r\n\r\n", b"\r\n", b"$", b"*", b":", b"-1", b"\xff", b"\x00",
+                 b"99999999999\r\n", b"$2\r\n\xc3\xa9\r\n"]
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.one_of(st.sampled_from(_REPLY_PIECES), st.binary(max_size=12)),
+                max_size=12), st.integers(min_value=1, max_value=3))
+def test_any_bytes_give_answers_or_a_clean_failure(pieces: list[bytes], replies: int) -> None:
+    """Whatever the server sends: answers, or one of the client's errors with the
+    connection closed (never another exception, never a connection left half-read)."""
+
+    async def run() -> None:
+        reader = asyncio.StreamReader()
+        reader.feed_data(b"".join(pieces))
+        reader.feed_eof()
+        writer = _NullWriter()
+        conn = resp._Connection(reader, writer, "scripted")  # type: ignore[arg-type]
+        try:
+            answers = await conn.exchange(b"", replies, 1.0)
+        except (resp.ConnectionFailed, resp.Timeout):
+            assert writer.closed
+        else:
+            assert len(answers) == replies
+
+    asyncio.run(run())
