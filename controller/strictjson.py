@@ -70,6 +70,43 @@ def describe(exc: ValueError) -> str:
     return str(exc)[:200] or "not JSON"
 
 
+def lone_surrogate(text: str) -> str | None:
+    """``not JSON at line L column C: …`` for the first ``\\uD800``-``\\uDFFF`` escape of
+    ``text`` that is not half of a pair (Python's JSON reader takes one as a character; it
+    is none, and no strict reader takes it), else None."""
+    line, column, index, inside = 1, 1, 0, False
+    end = len(text)
+    while index < end:
+        char = text[index]
+        if char == "\n":
+            line, column = line + 1, 0
+        elif char == '"':
+            inside = not inside
+        elif char == "\\" and inside:
+            unit = _unit(text, index)
+            if unit is not None and 0xD800 <= unit <= 0xDFFF:
+                low = _unit(text, index + 6)
+                if unit <= 0xDBFF and low is not None and 0xDC00 <= low <= 0xDFFF:
+                    index, column = index + 12, column + 12
+                    continue
+                return (f"not JSON at line {line} column {column}: lone surrogate "
+                        f"\\u{unit:04x} (half of a UTF-16 pair is not a character)")
+            index, column = index + 2, column + 2  # the escape and the escaped character
+            continue
+        index, column = index + 1, column + 1
+    return None
+
+
+def _unit(text: str, index: int) -> int | None:
+    """The code unit of a ``\\uXXXX`` escape at ``index``, else None."""
+    if text[index:index + 2] != "\\u":
+        return None
+    digits = text[index + 2:index + 6]
+    if len(digits) != 4 or not all(c in "0123456789abcdefABCDEF" for c in digits):
+        return None
+    return int(digits, 16)
+
+
 class _Pairs(dict[str, Any]):
     """An object parsed leniently, remembering every value its ``id`` key was given."""
 

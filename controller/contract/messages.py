@@ -980,13 +980,15 @@ def _lenient_times(value: Any, annotation: Any) -> bool:
 
 
 def _rejection(exc: msgspec.DecodeError, command_id: str | None, model: type[msgspec.Struct],
-               document: Any) -> CommandRejected:
+               document: Any, text: str | None = None) -> CommandRejected:
     """The refusal for a document msgspec could not read as ``model``. ``field`` is the
     dotted path of the field at fault (``args.codes.0.sealed``; an unknown or missing
     field's own path), as dispatch has always been told."""
     if not isinstance(exc, ValidationError):
-        return CommandRejected(ErrorCode.BAD_JSON, "payload is not valid JSON",
-                               command_id=command_id)
+        # Python's reader took it and msgspec's did not: a lone surrogate escape.
+        where = strictjson.lone_surrogate(text) if text is not None else None
+        return CommandRejected(ErrorCode.BAD_JSON, f"payload refused: {where}" if where
+                               else "payload is not valid JSON", command_id=command_id)
     fault = _first_fault(document, model, [])
     if fault is None:  # pragma: no cover - the two readings of one document agree
         text, parts = _split(exc)
@@ -1055,13 +1057,13 @@ def decode_command(
             try:
                 return msgspec.json.decode(raw, type=SignedCommand)
             except msgspec.DecodeError as exc:
-                raise _rejection(exc, command_id, SignedCommand, obj) from None
+                raise _rejection(exc, command_id, SignedCommand, obj, text) from None
         kind = obj.get("type")
         if kind == "get_clock":
             try:
                 return msgspec.json.decode(raw, type=GetClockCommand)
             except msgspec.DecodeError as exc:
-                raise _rejection(exc, command_id, GetClockCommand, obj) from None
+                raise _rejection(exc, command_id, GetClockCommand, obj, text) from None
         if "type" not in obj:
             raise CommandRejected(ErrorCode.INVALID_FIELD, "missing field type", "type",
                                   command_id=command_id)
@@ -1075,7 +1077,7 @@ def decode_command(
             if model is not AssignCommand or not _lenient_times(obj, model):
                 raise _rejection(exc, command_id, model, obj) from None
         except msgspec.DecodeError as exc:
-            raise _rejection(exc, command_id, model, obj) from None
+            raise _rejection(exc, command_id, model, obj, text) from None
         else:
             if model is not AssignCommand or not _lenient_times(obj, model):
                 return command

@@ -41,3 +41,26 @@ def test_an_integer_of_too_many_digits_is_named_as_such() -> None:
         decode_command(b'{"id": "c1", "type": "get_state", "n": 1' + b"0" * 5000 + b"}")
     assert refused.value.code is ErrorCode.BAD_JSON
     assert "integer too long" in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    ("payload", "where"),
+    [
+        (b'{"id":"c1","type":"get_state","cabinet":"\\ud800"}', "line 1 column 42"),
+        (b'{"id":"c1","type":"get_state",\n "cabinet":"a \\\\ud800 \\ud83d\\ude00 \\udc00"}',
+         "line 2 column 36"),
+        (b'{"id":"c1","type":"get_clock","cabinet":"\\udbff\\u0041"}', "line 1 column 42"),
+    ],
+)
+def test_a_lone_surrogate_escape_is_named_where_it_is(payload: bytes, where: str) -> None:
+    """The contract's bad_json form, ``not JSON at line L column C: ...``; an escaped
+    backslash before ``ud800`` and a whole pair are not faults."""
+    with pytest.raises(CommandRejected) as refused:
+        decode_command(payload)
+    assert refused.value.code is ErrorCode.BAD_JSON
+    assert f"not JSON at {where}: lone surrogate" in str(refused.value)
+    assert refused.value.command_id == "c1"
+
+
+def test_a_pair_of_surrogates_is_one_character() -> None:
+    assert strictjson.lone_surrogate('{"a": "\\ud83d\\ude00", "b": "\\\\udc00"}') is None
