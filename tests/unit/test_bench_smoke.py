@@ -99,7 +99,7 @@ def test_poll_floor_prints_each_poller() -> None:
 def test_memory_floor_prints_the_current_stack() -> None:
     # --skip-lighter: no download (the lighter stack is installed from PyPI otherwise).
     out = _run("bench/memory_floor.py", "--skip-lighter")
-    for step in ("interpreter", "redis-py (redis.asyncio)", "msgspec (one Struct built)",
+    for step in ("interpreter", "the store, its own Redis client", "msgspec (one Struct built)",
                  "the daemon's modules"):
         assert step in out
     assert "against the target of < 40 MB" in out
