@@ -125,7 +125,7 @@ class Poller:
         for name, board in self._hardware.boards_on(bus):
             if board.inputs == 0:
                 continue
-            if self._now().mono < self._retry_at.get(name, 0.0):
+            if self._retry_at and self._now().mono < self._retry_at.get(name, 0.0):
                 continue  # offline: tried again later, the line serves the others
             try:
                 snapshot = await board.read_inputs()

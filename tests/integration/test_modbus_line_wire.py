@@ -142,6 +142,55 @@ async def test_mismatched_replies_are_frame_errors(bad_reply: bytes, match: str)
     assert line.stats().frame_errors == 1
 
 
+def _flip(data: bytes, index: int, mask: int = 0x01) -> bytes:
+    out = bytearray(data)
+    out[index] ^= mask
+    return bytes(out)
+
+
+async def test_a_reply_like_the_last_good_one_is_taken_any_other_is_checked_in_full() -> None:
+    # The line takes a reply equal byte for byte to the last good reply to the same
+    # request without checking it again. A reply that differs from it by one bit is
+    # checked in full, whether the bit is in the data (the CRC no longer matches) or in
+    # the CRC itself; a good reply with new data is decoded anew.
+    good = di_reply(1, 0x01)
+    handler = Scripted(
+        [Send(good)], [Send(good)],
+        [Send(_flip(good, 3))],           # an input flipped, the old CRC kept
+        [Send(_flip(good, len(good) - 1, 0x80))],  # the CRC damaged
+        [Send(good)],
+        [Send(di_reply(1, 0x03))],        # input 1 changed too: a new good reply
+        [Send(_flip(di_reply(1, 0x03), 4))],
+        [Send(good)],
+    )
+    one = (True,) + (False,) * 15
+    async with wired(handler) as (_, line):
+        assert await line.read_discrete_inputs(1, 0, 16) == one
+        assert await line.read_discrete_inputs(1, 0, 16) == one
+        for _ in range(2):
+            with pytest.raises(FrameError, match="CRC"):
+                await line.read_discrete_inputs(1, 0, 16)
+        assert await line.read_discrete_inputs(1, 0, 16) == one
+        assert await line.read_discrete_inputs(1, 0, 16) == (True, True) + (False,) * 14
+        with pytest.raises(FrameError, match="CRC"):
+            await line.read_discrete_inputs(1, 0, 16)
+        assert await line.read_discrete_inputs(1, 0, 16) == one
+    stats = line.stats()
+    assert (stats.transactions, stats.ok, stats.frame_errors) == (8, 5, 3)
+
+
+async def test_the_same_reply_to_another_request_is_decoded_for_that_request() -> None:
+    # 16 and 9 inputs both come in two data bytes: the same bytes answer both reads, and
+    # each read gets its own count of inputs (nothing remembered for one serves the other).
+    reply = di_reply(1, 0xFF, 0xFF)
+    handler = Scripted([Send(reply)], [Send(reply)], [Send(reply)], [Send(reply)])
+    async with wired(handler) as (_, line):
+        assert await line.read_discrete_inputs(1, 0, 16) == (True,) * 16
+        assert await line.read_discrete_inputs(1, 0, 9) == (True,) * 9
+        assert await line.read_discrete_inputs(1, 0, 16) == (True,) * 16
+        assert await line.read_discrete_inputs(1, 0, 9) == (True,) * 9
+
+
 async def test_write_echo_must_match() -> None:
     req_echo_wrong = frame(1, bytes([5, 0x02, 0x03, 0x00, 0x08]))  # value 8, not 7
     handler = Scripted([Send(req_echo_wrong)])
