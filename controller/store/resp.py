@@ -18,8 +18,12 @@ Failure rules (the store's, decision 0004): no command is ever sent twice by thi
 ``socket_timeout`` seconds, a connection at most ``connect_timeout`` seconds (the
 handshake included); a connection whose exchange failed in any way (timeout, reset,
 cancelled mid-reply, a reply that is not RESP) is closed, never pooled again, so a late
-answer can never be read as the answer to the next command. An idle pooled connection that
-the server closed (Redis restarted) is dropped when it is next taken.
+answer can never be read as the answer to the next command; every exchange ends with
+``PING <n>``, whose echo must come back in its place, so an answer added on the way (a
+duplicate, a stray reply: RESP2 has no request id) is found out at the end of the
+exchange it disturbs, whose answers are then not returned, and the connection is closed.
+An idle pooled connection that the server closed (Redis restarted) is dropped when it is
+next taken.
 
 Errors: :class:`ConnectionFailed` (refused, reset, closed, authentication refused, Redis
 still loading its data), :class:`Timeout`, :class:`ReplyError` (Redis answered with an
@@ -238,7 +242,7 @@ def parse_url(url: str, password: str | None = None) -> _Endpoint:
 class _Connection:
     """One socket to Redis. Not shared: a caller holds it for a whole exchange."""
 
-    __slots__ = ("_reader", "_writer", "broken", "where")
+    __slots__ = ("_exchanges", "_reader", "_writer", "broken", "where")
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                  where: str) -> None:
@@ -246,6 +250,7 @@ class _Connection:
         self._writer = writer
         self.where = where
         self.broken = False
+        self._exchanges = 0
 
     def usable(self) -> bool:
         """Still worth using: not broken, not closed by the server while it was idle."""
@@ -256,14 +261,33 @@ class _Connection:
         with contextlib.suppress(Exception):
             self._writer.close()
 
-    async def exchange(self, payload: bytes, replies: int, wait_s: float) -> list[Any]:
+    async def exchange(self, payload: bytes, replies: int, wait_s: float, *,
+                       marked: bool = True) -> list[Any]:
         """Send ``payload`` (``replies`` commands) and read their replies, an error reply
-        being returned as a :class:`ReplyError` value. Any failure closes the connection."""
+        being returned as a :class:`ReplyError` value. Any failure closes the connection.
+
+        ``marked``: the commands are followed by ``PING <n>`` (``n`` counts this
+        connection's exchanges), whose echo must come back right after their replies.
+        RESP2 has no request id: without the mark, a reply added on the way (a duplicate,
+        a stray answer) would be read as the next command's answer, and every answer after
+        it would be one off. With it, such a connection is found out at the end of the
+        exchange it disturbs and closed (:class:`ProtocolError`), and none of that
+        exchange's answers is returned."""
+        if marked:
+            self._exchanges += 1
+            mark = str(self._exchanges)
+            payload += _encode(("PING", mark))
+            replies += 1
         try:
             async with asyncio.timeout(wait_s):
                 self._writer.write(payload)
                 await self._writer.drain()
                 out = [await self._read(0) for _ in range(replies)]
+            if marked and (echo := out.pop()) != mark:
+                raise ProtocolError(
+                    f"the answers are out of step with the commands (the exchange's mark "
+                    f"{mark!r} came back as {echo!r:.40}): an answer was added or lost on the "
+                    "way")
         except TimeoutError as exc:
             self.close()
             raise Timeout(f"Timeout reading from {self.where}") from exc
@@ -389,8 +413,10 @@ class ConnectionPool:
         if self._client_name:
             hello.append(("CLIENT", "SETNAME", self._client_name))
         if hello:
+            # Not marked: a refused AUTH makes every later command refused too. An answer
+            # added to these is found out by the connection's first marked exchange.
             replies = await conn.exchange(b"".join(_encode(c) for c in hello), len(hello),
-                                          self._connect_timeout)
+                                          self._connect_timeout, marked=False)
             for command, reply in zip(hello, replies, strict=True):
                 if isinstance(reply, ReplyError):
                     conn.close()

@@ -7,6 +7,7 @@ values, keys and orders come from a seed printed on failure."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import random
 from collections.abc import Awaitable, Callable
@@ -221,3 +222,82 @@ def test_the_daemon_on_a_real_redis_never_loads_redis_py(redis_server: RedisProc
     )
     assert "controller.store.resp" in loaded
     assert not {m for m in loaded if m.split(".")[0] in ("redis", "fakeredis", "hiredis")}
+
+
+class _DuplicatingProxy:
+    """Between a client and redis-server on loopback: now and then (seeded) sends a chunk
+    of the server's answers twice, as a faulty proxy or a stray reply would."""
+
+    def __init__(self, target_port: int, rng: random.Random, every: tuple[int, int]) -> None:
+        self.target_port = target_port
+        self.rng = rng
+        self.every = every
+        self.duplicated = 0
+        self.server: asyncio.Server | None = None
+        self.writers: list[asyncio.StreamWriter] = []
+
+    async def start(self) -> int:
+        self.server = await asyncio.start_server(self._client, "127.0.0.1", 0)
+        return int(self.server.sockets[0].getsockname()[1])
+
+    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+        self.writers += [writer, up_writer]
+
+        async def pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter,
+                       duplicate: bool) -> None:
+            countdown = self.rng.randint(*self.every)
+            with contextlib.suppress(ConnectionError, OSError):
+                while chunk := await src.read(65536):
+                    dst.write(chunk)
+                    countdown -= 1
+                    if duplicate and countdown <= 0:
+                        dst.write(chunk)
+                        self.duplicated += 1
+                        countdown = self.rng.randint(*self.every)
+                    await dst.drain()
+            dst.close()
+
+        await asyncio.gather(pump(reader, up_writer, False), pump(up_reader, writer, True))
+
+    async def close(self) -> None:
+        assert self.server is not None
+        self.server.close()
+        for writer in self.writers:
+            writer.close()
+
+
+async def test_duplicated_answers_never_reach_a_command(redis_server: RedisProcess) -> None:
+    """Every answer the client returns is the right one, with answers duplicated on the way
+    at random; a disturbed exchange fails (and its connection is closed) instead."""
+    seed = int(os.environ.get("RESP_SEED", random.randrange(10**6)))
+    rng = random.Random(seed)
+    proxy = _DuplicatingProxy(redis_server.port, rng, (2, 9))
+    port = await proxy.start()
+    client = resp.Client.from_url(f"redis://127.0.0.1:{port}/0", socket_timeout=2)
+    known: dict[str, str] = {}
+    failed = answered = 0
+    try:
+        for i in range(400):
+            try:
+                if rng.random() < 0.4 or not known:
+                    key, value = f"k{i}", f"v{i}-{rng.randrange(10**9)}"
+                    assert await client.set(key, value) is True
+                    known[key] = value
+                else:
+                    keys = rng.sample(sorted(known), min(3, len(known)))
+                    assert await client.mget(keys) == [known[k] for k in keys], f"seed {seed}"
+                    key = rng.choice(keys)
+                    async with client.pipeline(transaction=False) as batch:
+                        batch.get(key)
+                        batch.type(key)
+                        assert await batch.execute() == [known[key], "string"], f"seed {seed}"
+                answered += 1
+            except (resp.ConnectionFailed, resp.Timeout):
+                failed += 1
+    finally:
+        await client.aclose()
+        await proxy.close()
+    assert proxy.duplicated > 20, f"seed {seed}: the proxy hardly disturbed anything"
+    assert failed > 0, f"seed {seed}: nothing failed"
+    assert answered > 100, f"seed {seed}: {failed} failed, {answered} answered"

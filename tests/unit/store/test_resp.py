@@ -36,11 +36,14 @@ async def _read_command(reader: asyncio.StreamReader) -> list[bytes]:
 class ScriptedRedis:
     """Answers each command received with the next item of ``script`` (bytes to send, a
     callable given the writer, or None: no answer). Counts connections; keeps what it
-    received."""
+    received. The client's end-of-exchange marks (``PING <n>``) are echoed as Redis
+    does, outside the script, unless ``echo_marks`` is False."""
 
     def __init__(self) -> None:
         self.script: list[Reply] = []
         self.received: list[list[bytes]] = []
+        self.marks: list[bytes] = []
+        self.echo_marks = True
         self.connections = 0
         self.writers: list[asyncio.StreamWriter] = []
         self.tasks: list[asyncio.Task[Any]] = []
@@ -54,7 +57,15 @@ class ScriptedRedis:
         self.tasks.append(task)
         with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
             while True:
-                self.received.append(await _read_command(reader))
+                command = await _read_command(reader)
+                if command[0] == b"PING" and len(command) == 2:
+                    self.marks.append(command[1])
+                    if self.echo_marks:
+                        writer.write(b"$%d\r\n%b\r\n" % (len(command[1]), command[1]))
+                        await writer.drain()
+                        continue
+                else:
+                    self.received.append(command)
                 reply = self.script.pop(0) if self.script else b"+OK\r\n"
                 if callable(reply):
                     outcome = reply(writer)
@@ -101,6 +112,37 @@ async def test_a_late_answer_is_never_read_as_the_next_ones(scripted: ScriptedRe
     late[0].write(b"$4\r\nlate\r\n")
     assert await client.get("b") == "fresh"
     assert scripted.connections == 2
+    await client.aclose()
+
+
+def _bulk(text: bytes) -> bytes:
+    return b"$%d\r\n%b\r\n" % (len(text), text)
+
+
+async def test_an_answer_added_on_the_way_is_never_read_as_another_ones(
+    scripted: ScriptedRedis,
+) -> None:
+    """RESP2 has no request id. A duplicated answer (a faulty proxy, a stray reply) would
+    shift every later answer by one; the exchange's mark finds it out and the connection is
+    closed, so no command gets another one's answer."""
+    client = _client(scripted)
+    # GET's answer twice, then the mark's echo: the duplicate lands where the mark was due.
+    scripted.script = [_bulk(b"first") * 2, _bulk(b"second")]
+    with pytest.raises(resp.ProtocolError, match="out of step"):
+        await client.get("a")
+    assert await client.get("b") == "second"  # on a new connection, in step
+    assert scripted.connections == 2
+
+    # The mark's echo twice: the next exchange reads it first, and is found out.
+    scripted.echo_marks = False
+
+    def echo_twice(writer: asyncio.StreamWriter) -> None:
+        writer.write(_bulk(scripted.marks[-1]) * 2)
+
+    scripted.script = [_bulk(b"third"), echo_twice, _bulk(b"fourth")]
+    assert await client.get("c") == "third"
+    with pytest.raises(resp.ProtocolError, match="out of step"):
+        await client.get("d")  # would have answered "third"'s mark, then "fourth"
     await client.aclose()
 
 
@@ -179,6 +221,7 @@ async def test_the_handshake_authenticates_selects_and_names(scripted: ScriptedR
     assert await client.ping() is True
     assert scripted.received == [[b"AUTH", b"locker", b"pw"], [b"SELECT", b"3"],
                                  [b"CLIENT", b"SETNAME", b"locker-controller.c1"], [b"PING"]]
+    assert scripted.marks == [b"1"]  # the handshake is not marked; the first command is
     await client.aclose()
 
     refused = resp.Client.from_url(f"redis://:bad@127.0.0.1:{port}")
@@ -357,7 +400,7 @@ def test_any_bytes_give_answers_or_a_clean_failure(pieces: list[bytes], replies:
         writer = _NullWriter()
         conn = resp._Connection(reader, writer, "scripted")  # type: ignore[arg-type]
         try:
-            answers = await conn.exchange(b"", replies, 1.0)
+            answers = await conn.exchange(b"", replies, 1.0, marked=False)
         except (resp.ConnectionFailed, resp.Timeout):
             assert writer.closed
         else:
