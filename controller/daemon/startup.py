@@ -153,7 +153,8 @@ def local_file_issues(settings: Settings, config_path: Path | None,
     url = settings.redis.url
     if url.startswith(("unix://", "redis://", "rediss://")):
         query = parse_qsl(urlsplit(url).query, keep_blank_values=True)
-        absent = [v for k, v in query if k == "password_file" and not os.path.lexists(v)]
+        absent = [v for k, v in query
+                  if k == "password_file" and v and not os.path.lexists(v)]
         password: str | None
         try:
             if absent:

@@ -234,6 +234,10 @@ def _redis_scheme(value: str) -> str:
         raise ValueError(
             f"must start with redis://, rediss://, unix:// or memory:// (got {scheme!r})"
         )
+    if value.startswith("memory://") and not re.fullmatch(r"[A-Za-z0-9_.-]{0,64}",
+                                                         value[len("memory://"):]):
+        raise ValueError("memory://NAME: the name is [A-Za-z0-9_.-]{0,64}, with no query "
+                         f"items (got {value!r})")
     return value
 
 

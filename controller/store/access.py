@@ -113,6 +113,8 @@ def resolve_password_file(url: str) -> tuple[str, str | None]:
     if len(files) > 1:
         raise StoreConfigError("the Redis URL names password_file twice", op="connect")
     path = files[0]
+    if not path:
+        raise StoreConfigError("the Redis URL's password_file is empty", op="connect")
     try:
         info = os.stat(path)
         mode = info.st_mode

@@ -191,14 +191,17 @@ def parse_url(url: str, password: str | None = None) -> _Endpoint:
     for key, value in parse_qsl(parts.query, keep_blank_values=True):
         if key in query:
             raise ValueError(f"query item {key!r} given twice")
+        if not value:
+            raise ValueError(f"query item {key!r} is empty")
         query[key] = value
     tls_keys = {"ssl_cert_reqs", "ssl_ca_certs", "ssl_certfile", "ssl_keyfile",
                 "ssl_check_hostname"}
     allowed = {"db", "username", "password"} | (tls_keys if scheme == "rediss" else set())
     unknown = sorted(set(query) - allowed)
     if unknown:
+        # password_file is read (and taken out) before this parser sees the URL.
         raise ValueError(f"unknown query item(s) {', '.join(unknown)}: "
-                         f"known are {', '.join(sorted(allowed))}")
+                         f"known are {', '.join(sorted(allowed | {'password_file'}))}")
     username = query.get("username") or (unquote(parts.username) if parts.username else None)
     url_password = query.get("password") or (unquote(parts.password)
                                              if parts.password else None)
@@ -218,23 +221,39 @@ def parse_url(url: str, password: str | None = None) -> _Endpoint:
             raise ValueError("a unix:// URL needs the socket's path")
         return _Endpoint(None, 0, path, db, username, password or url_password, None, None)
     try:
-        port = parts.port or 6379
+        port = 6379 if parts.port is None else parts.port
     except ValueError as exc:
         raise ValueError(f"bad port: {exc}") from None
+    if not 1 <= port <= 65535:
+        raise ValueError(f"bad port: {port} (1 to 65535)")
     host = parts.hostname or "localhost"
     context = None
     if scheme == "rediss":
-        context = ssl.create_default_context(cafile=query.get("ssl_ca_certs") or None)
         reqs = query.get("ssl_cert_reqs", "required").lower()
         if reqs not in _TLS_REQS:
             raise ValueError(f"ssl_cert_reqs must be none, optional or required, got {reqs!r}")
-        check = query.get("ssl_check_hostname", "true").lower()
+        check = query.get("ssl_check_hostname", "true" if reqs != "none" else "false").lower()
         if check not in ("true", "false", "1", "0", "yes", "no"):
             raise ValueError(f"ssl_check_hostname must be true or false, got {check!r}")
-        context.check_hostname = check in ("true", "1", "yes") and reqs != "none"
+        check_hostname = check in ("true", "1", "yes")
+        if check_hostname and reqs == "none":
+            raise ValueError("ssl_check_hostname=true needs the server's certificate checked: "
+                             "ssl_cert_reqs=required (the default) or optional")
+        if "ssl_keyfile" in query and "ssl_certfile" not in query:
+            raise ValueError("ssl_keyfile without ssl_certfile")
+        try:
+            context = ssl.create_default_context(cafile=query.get("ssl_ca_certs"))
+        except (OSError, ssl.SSLError) as exc:
+            raise ValueError(f"ssl_ca_certs {query['ssl_ca_certs']!r}: "
+                             f"{getattr(exc, 'strerror', None) or exc}") from None
+        context.check_hostname = check_hostname
         context.verify_mode = _TLS_REQS[reqs]
-        if query.get("ssl_certfile"):
-            context.load_cert_chain(query["ssl_certfile"], query.get("ssl_keyfile") or None)
+        if "ssl_certfile" in query:
+            try:
+                context.load_cert_chain(query["ssl_certfile"], query.get("ssl_keyfile"))
+            except (OSError, ssl.SSLError) as exc:
+                raise ValueError(f"ssl_certfile {query['ssl_certfile']!r}: "
+                                 f"{getattr(exc, 'strerror', None) or exc}") from None
     return _Endpoint(host, port, None, db, username, password or url_password, context,
                      host if context is not None else None)
 

@@ -480,6 +480,10 @@ class Store:
                     "memory:// needs fakeredis (install the 'sim' extra)", op="connect"
                 ) from exc
             name = url[len(_MEMORY):]
+            if name and not _KEY_PART.fullmatch(name):
+                raise StoreConfigError(
+                    f"memory://NAME: the name must match [A-Za-z0-9_.-]{{1,64}} (no query "
+                    f"items), got {name!r}", op="connect")
             if name:
                 server = _memory_servers.setdefault(name, fakeredis.FakeServer())
             else:

@@ -276,6 +276,11 @@ async def test_a_dead_connection_in_a_transaction_is_not_retried_after_exec(
     ("url", "message"),
     [
         ("redis://h:99999/0", "bad port"),
+        ("redis://h:0/0", "bad port: 0"),
+        ("redis://h/0?username=", "query item 'username' is empty"),
+        ("rediss://h/0?ssl_check_hostname=true&ssl_cert_reqs=none", "needs the server's"),
+        ("rediss://h/0?ssl_ca_certs=/no/such.pem", "ssl_ca_certs '/no/such.pem'"),
+        ("rediss://h/0?ssl_keyfile=/k.pem", "ssl_keyfile without ssl_certfile"),
         ("redis://h/0?db=1", "given twice"),
         ("redis://h/x", "whole number"),
         ("redis://h/0?timeout=3", "unknown query item(s) timeout"),
@@ -345,6 +350,8 @@ def test_the_shipped_acl_allows_every_command_the_client_sends() -> None:
     [
         ("redis://127.0.0.1:6379/0?timeout=3", "unknown query item(s) timeout"),
         ("redis://127.0.0.1:6379/zero", "whole number"),
+        ("redis://127.0.0.1:0/0", "bad port: 0"),
+        ("redis://127.0.0.1:6379/0?password_file=", "password_file is empty"),
         ("redis://127.0.0.1:6379/0", None),
     ],
 )
@@ -407,3 +414,12 @@ def test_any_bytes_give_answers_or_a_clean_failure(pieces: list[bytes], replies:
             assert len(answers) == replies
 
     asyncio.run(run())
+
+
+@pytest.mark.parametrize("url", ["memory://?foo=bar", "memory://a/b", "memory://" + "x" * 65])
+def test_a_memory_store_name_takes_no_query(url: str) -> None:
+    from controller.settings import ConfigError, load_settings
+
+    with pytest.raises(ConfigError, match=r"redis\.url: memory://NAME"):
+        load_settings(ROOT / "controller" / "data" / "sim-cabinet.toml", env={},
+                      overrides={"redis.url": url})
