@@ -8,15 +8,18 @@ a key that expires by itself) and:
 
 - Redis refuses it (memory cap reached under ``noeviction``, data files not writable:
   ``StoreFull``): the ``store_full`` alarm, at once;
-- Redis does not answer for ``unavailable_after_s`` (down, restarting in a loop: with
-  ``appendfsync always`` a card that is full makes Redis exit at its first failed write):
-  the ``store_unavailable`` alarm;
+- Redis has not answered a probe for ``unavailable_after_s``, counted from its last answer
+  (down, stopped, restarting in a loop: with ``appendfsync always`` a card that is full
+  makes Redis exit at its first failed write): the ``store_unavailable`` alarm, as soon as
+  a probe fails that late (a probe waits at most the store's socket timeout, and while
+  failing one is made every ``retry_s``);
 - the write succeeds again: the alarm is cleared (``active_s``).
 
 While the store refuses writes the alarm's events wait in memory with the others
 (:class:`~controller.services.reporting.EventSink`) and reach dispatch, in order, when it
 writes again; the alarm shows at once in the retained ``state`` message (``on_change``)
-and in the log (a warning for each raise).
+and in the log (a warning for each raise), before the alarm's event is handed to a store
+that may take a socket timeout to refuse it.
 """
 
 from __future__ import annotations
@@ -65,6 +68,8 @@ class StoreWatch:
         #: Raised alarms -> (monotonic, wall) instant of the raise.
         self._active: dict[str, tuple[float, float]] = {}
         self._failing_since: float | None = None
+        # The last probe answered (the store answered when it was opened, just before).
+        self._last_answer = monotonic()
         self.probes = 0
         self.failures = 0
 
@@ -88,10 +93,12 @@ class StoreWatch:
             return
         except StoreError as exc:
             self._failed(now)
-            assert self._failing_since is not None
-            if now - self._failing_since >= self._unavailable_after_s:
+            # Judged when the probe gave up (it may have waited a whole socket timeout),
+            # against the last answer: "has not answered for unavailable_after_s".
+            if self._mono() - self._last_answer >= self._unavailable_after_s:
                 await self._raise(UNAVAILABLE_ALARM, exc)
             return
+        self._last_answer = self._mono()
         self._failing_since = None
         for alarm in sorted(self._active):
             await self._clear(alarm)
@@ -115,10 +122,12 @@ class StoreWatch:
         detail = str(exc)[:200]
         log.error("store refuses writes" if alarm == FULL_ALARM else "store unavailable",
                   extra={"ctx": {"alarm": alarm, "error": detail}})
+        self._on_change()  # the retained state shows it now, whatever the store does
         await self._report("alarm_raised", {"alarm": alarm, "error": detail})
 
     async def _clear(self, alarm: str) -> None:
         since_mono, _since_wall = self._active.pop(alarm)
+        self._on_change()
         await self._report("alarm_cleared", {
             "alarm": alarm, "active_s": round(max(self._mono() - since_mono, 0.0), 3)})
 
@@ -128,4 +137,3 @@ class StoreWatch:
         except StoreError as exc:  # held in memory by the sink; never stops the watch
             log.warning("store alarm event not committed yet",
                         extra={"ctx": {"alarm": data["alarm"], "error": str(exc)}})
-        self._on_change()

@@ -74,3 +74,40 @@ async def test_a_short_outage_is_no_alarm_a_long_one_is() -> None:
     await watch.check()
     assert [(e.kind, e.data["alarm"]) for e in events] == [("alarm_raised", UNAVAILABLE_ALARM)]
     assert not watch.healthy
+
+
+class HangingStore(ProbeStore):
+    """A probe that waits ``wait_s`` of the clock (the store's socket timeout) before it
+    fails, as against a stopped Redis."""
+
+    def __init__(self, clock: Clock, wait_s: float) -> None:
+        super().__init__()
+        self.clock, self.wait_s = clock, wait_s
+
+    async def probe_write(self) -> None:
+        if self.error is not None:
+            self.clock.t += self.wait_s
+        await super().probe_write()
+
+
+async def test_the_alarm_counts_from_the_last_answer_not_from_the_first_failed_probe() -> None:
+    """Redis stopped right after an answer: the next probe (5 s later) waits 5 s for its
+    socket timeout; at 10 s without an answer the alarm is raised by that very probe, not
+    one or two retries later (it came 16-18 s after the stop before)."""
+    clock = Clock()
+    store = HangingStore(clock, wait_s=5.0)
+    events: list[PendingEvent] = []
+    order: list[str] = []
+
+    async def emit(batch: Any) -> None:
+        order.append("emit")
+        events.extend(batch)
+
+    watch = StoreWatch(store, emit, unavailable_after_s=10.0, monotonic=clock,  # type: ignore[arg-type]
+                       wall=clock, on_change=lambda: order.append("state"))
+    await watch.check()  # answered at t=100
+    store.error = StoreUnavailable("timeout", op="probe_write")
+    clock.t += 5.0
+    await watch.check()  # starts at 105, gives up at 110
+    assert [(e.kind, e.data["alarm"]) for e in events] == [("alarm_raised", UNAVAILABLE_ALARM)]
+    assert order == ["state", "emit"]  # the retained state first: the emit may wait
