@@ -210,7 +210,8 @@ class RedisConfig(_Section, kw_only=True, frozen=True):
         str | None,
         Meta(min_length=1,
              description="Prefix of the store's keys; the cabinet id is always added after it "
-             "(keys `{key_prefix}{id}:...`); default `locker:{site}:{id}:`."),
+             "(keys `{key_prefix}:{id}:...`; a trailing `:{id}` is not doubled); default "
+             "`locker:{site}`."),
     ] = None
 
     def _dump(self, reveal: bool) -> dict[str, Any]:
