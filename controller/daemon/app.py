@@ -95,6 +95,7 @@ from controller.settings.deployment import is_production
 from controller.store import Store
 from controller.store.errors import StoreError
 from controller.store.records import Event, ReplyTarget
+from controller.strictjson import recover_id
 from controller.systemd import Notifier
 
 __all__ = ["REPLIES_IN_FLIGHT", "STOP_DEADLINE_S", "Daemon"]
@@ -509,7 +510,8 @@ class Daemon:
             log.exception("command handling failed")
             return encode(Reply.refusal(
                 CommandRejected(ErrorCode.INTERNAL, "the cabinet failed to handle this "
-                                "command; it was not executed to the end"), self._reading()))
+                                "command; it was not executed to the end",
+                                command_id=recover_id(incoming.payload)), self._reading()))
 
     async def _send_reply(self, incoming: IncomingCommand, reply: bytes) -> None:
         assert self.link is not None

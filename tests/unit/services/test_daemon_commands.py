@@ -39,3 +39,20 @@ async def test_an_unexpected_error_is_an_internal_refusal_not_a_crash() -> None:
     reply = json.loads(link.replies[0])
     assert reply["ok"] is False
     assert reply["error"]["code"] == "internal"
+
+
+async def test_an_internal_refusal_carries_the_command_id_when_it_can_be_read() -> None:
+    """A reply without its id reaches no one waiting for it (dispatch matches by id)."""
+    daemon = Daemon(load_settings(ROOT / "deploy" / "sim-cabinet.toml", env={}))
+    daemon.cabinet_clock = lambda: CabinetClock("boot-00000001", 5)  # type: ignore[method-assign]
+    link: Any = _Link()
+    daemon.link = link
+    daemon.commands = _Exploding()  # type: ignore[assignment]
+    await daemon._handle_command(IncomingCommand(
+        payload=b'{"id": "o-11", "type": "open", "compartment": "A01"}', topic="t"))
+    await daemon._handle_command(IncomingCommand(
+        payload=json.dumps({"signed": json.dumps({"id": "o-12", "type": "open"}),
+                            "sig": "x"}).encode(), topic="t"))
+    first, second = (json.loads(r) for r in link.replies)
+    assert (first["id"], first["error"]["code"]) == ("o-11", "internal")
+    assert (second["id"], second["error"]["code"]) == ("o-12", "internal")
