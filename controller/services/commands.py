@@ -209,6 +209,8 @@ class CommandService:
         self._unpulsed: dict[str, str] = {}
         #: Replies of commands that acted but whose reply the store did not take.
         self._owed: OrderedDict[str, CommandReply] = OrderedDict()
+        #: The digest of each owed reply's command: a repeat must be the same command.
+        self._owed_digest: dict[str, str] = {}
         #: Stores the owed replies as soon as the store answers again (see ``_owe``).
         self._settler: asyncio.Task[None] | None = None
         self.owed_retry_s = 0.5
@@ -257,6 +259,8 @@ class CommandService:
                     result = await self._act(command)
                     await self._settle_owed()
                     return encode(Reply.success(command.id, result, self._reading()))
+            if inner.id in self._owed:
+                return await self._owed_reply(inner.id, digest)
             try:
                 command = await self._authenticate(payload, inner)
             except CommandRejected:
@@ -294,6 +298,28 @@ class CommandService:
                 self._reading(), command_id)
             return encode(reply)
 
+    async def _owed_reply(self, command_id: str, digest: str) -> bytes:
+        """A repeat of a command that acted and whose reply the store has not taken yet:
+        the same reply, from memory if the store is still away (not ``busy``: the command
+        is done, and says so again)."""
+        if self._owed_digest.get(command_id) != digest:
+            raise _rejected(Wire.CONFLICT, "this command id was used for another command", "id")
+        owed = self._owed[command_id]
+        try:
+            stored = await self._store_reply(owed)
+        except UnknownCommand:
+            self._forget_owed(command_id)
+        except StoreError:
+            return encode(from_builtins(Reply, owed.reply))
+        else:
+            self._forget_owed(command_id)
+            return encode(from_builtins(Reply, stored))
+        return encode(from_builtins(Reply, owed.reply))
+
+    def _forget_owed(self, command_id: str) -> None:
+        self._owed.pop(command_id, None)
+        self._owed_digest.pop(command_id, None)
+
     async def _repeat(self, command_id: str, digest: str) -> bytes | None:
         record = await self._store.get_command(command_id)
         if record is None:
@@ -305,7 +331,7 @@ class CommandService:
             if owed is not None:
                 # Its reply could not be stored: store it now and answer with it.
                 stored = await self._store_reply(owed)
-                self._owed.pop(command_id, None)
+                self._forget_owed(command_id)
                 return encode(from_builtins(Reply, stored))
             if command_id in self._retake:
                 return None  # stopped by the store before acting: act now
@@ -405,7 +431,7 @@ class CommandService:
         except StoreError as exc:
             # It acted: tell the truth now, and store it as soon as the store is back
             # (after the events queued before it, which the sink holds meanwhile).
-            self._owe(finished)
+            self._owe(finished, digest)
             log.error("reply not stored; kept to answer a repeat",
                       extra={"ctx": {"command": command.id, "error": str(exc)}})
             return encode(reply)
@@ -428,7 +454,7 @@ class CommandService:
         return await self._store.finish_command(reply.command_id, reply.reply,
                                                 unpulsed=reply.unpulsed)
 
-    def _owe(self, reply: CommandReply) -> None:
+    def _owe(self, reply: CommandReply, digest: str) -> None:
         """Keep a reply the store did not take (it was sent: the command acted), and store
         it as soon as the store answers again, not only when the next command comes: a
         restart in between would answer its id "interrupted", where it was answered.
@@ -436,10 +462,12 @@ class CommandService:
         record's pulse intent still makes the next start report the id interrupted, with
         the compartments that may have been pulsed."""
         self._owed[reply.command_id] = reply
+        self._owed_digest[reply.command_id] = digest
         self._owed.move_to_end(reply.command_id)
         while len(self._owed) > _MAX_REMEMBERED:
             # Forgotten here, the record stays unfinished: the next start answers it.
-            self._owed.popitem(last=False)
+            forgotten, _ = self._owed.popitem(last=False)
+            self._owed_digest.pop(forgotten, None)
         if self._settler is None or self._settler.done():
             self._settler = asyncio.get_running_loop().create_task(
                 self._settle_when_back(), name="owed-replies")
@@ -462,7 +490,7 @@ class CommandService:
                             extra={"ctx": {"command": command_id}})
             except StoreError:
                 return
-            self._owed.pop(command_id, None)
+            self._forget_owed(command_id)
 
     async def close(self) -> None:
         """Stop storing owed replies in the background (they stay owed)."""

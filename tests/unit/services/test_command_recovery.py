@@ -175,3 +175,42 @@ async def test_a_fault_before_anything_acted_names_no_compartment(
     assert "pulse" not in first["error"]["message"]
     events = [e for e in await core.store.pending(100) if e.kind == "command_interrupted"]
     assert [e.data["may_have_pulsed"] for e in events] == [[]]
+
+
+async def test_a_repeat_while_the_store_is_still_away_gets_the_reply_not_busy(
+    core: Core,
+) -> None:
+    """The command acted and its reply was not stored; its repeats, with the store still
+    down, get that reply from memory (``busy`` would say it did not act), other bytes
+    under its id get ``conflict``, and nothing acts again."""
+    cmd = core.command("open", {"compartment": "B06", "reason": "maintenance"})
+    payload = core.signed(cmd)
+    down = {"on": False}
+    for op in ("finish_command", "get_command", "begin_command", "commit_with_reply"):
+        if not hasattr(core.store, op):
+            continue
+        real = getattr(core.store, op)
+
+        async def flaky(*args: Any, _real: Any = real, _op: str = op, **kwargs: Any) -> Any:
+            if down["on"]:
+                raise StoreUnavailable("redis away", op=_op)
+            return await _real(*args, **kwargs)
+
+        setattr(core.store, op, flaky)
+    fail_once(core, "finish_command")
+    first = json.loads(await core.commands.handle(payload))
+    assert first["ok"] is True, first
+    down["on"] = True
+    for _ in range(2):
+        assert json.loads(await core.commands.handle(payload)) == first
+    other = core.command("open", {"compartment": "A01", "reason": "maintenance"})
+    other["id"] = cmd["id"]
+    refused = json.loads(await core.commands.handle(core.signed(other)))
+    assert refused["error"]["code"] == "conflict"
+    assert pulses(core, "B06") == 1
+    assert pulses(core, "A01") == 0
+    down["on"] = False
+    assert json.loads(await core.commands.handle(payload)) == first
+    record = await core.store.get_command(cmd["id"])
+    assert record is not None
+    assert record.finished
