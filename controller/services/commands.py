@@ -307,14 +307,13 @@ class CommandService:
         owed = self._owed[command_id]
         try:
             stored = await self._store_reply(owed)
-        except UnknownCommand:
+        except UnknownCommand:  # its record expired meanwhile: memory holds all there is
             self._forget_owed(command_id)
+            return encode(from_builtins(Reply, owed.reply))
         except StoreError:
             return encode(from_builtins(Reply, owed.reply))
-        else:
-            self._forget_owed(command_id)
-            return encode(from_builtins(Reply, stored))
-        return encode(from_builtins(Reply, owed.reply))
+        self._forget_owed(command_id)
+        return encode(from_builtins(Reply, stored))
 
     def _forget_owed(self, command_id: str) -> None:
         self._owed.pop(command_id, None)
@@ -327,12 +326,7 @@ class CommandService:
         if record.digest != digest:
             raise _rejected(Wire.CONFLICT, "this command id was used for another command", "id")
         if record.reply is None:
-            owed = self._owed.get(command_id)
-            if owed is not None:
-                # Its reply could not be stored: store it now and answer with it.
-                stored = await self._store_reply(owed)
-                self._forget_owed(command_id)
-                return encode(from_builtins(Reply, stored))
+            # (A reply this process owes was answered before, by _owed_reply.)
             if command_id in self._retake:
                 return None  # stopped by the store before acting: act now
             raise _rejected(Wire.BUSY, "this command is in progress or was interrupted", "id")
