@@ -19,9 +19,10 @@ Failure rules (the store's, decision 0004): no command is ever sent twice by thi
 handshake included); a connection whose exchange failed in any way (timeout, reset,
 cancelled mid-reply, a reply that is not RESP) is closed, never pooled again, so a late
 answer can never be read as the answer to the next command; every exchange ends with
-``PING <n>``, whose echo must come back in its place, so an answer added on the way (a
-duplicate, a stray reply: RESP2 has no request id) is found out at the end of the
-exchange it disturbs, whose answers are then not returned, and the connection is closed.
+is framed by ``PING <n>`` and ``PING <n+1>``, whose echoes must come back first and last,
+so an answer (or part of one) added on the way (a duplicate, a stray reply: RESP2 has no
+request id) is found out by the exchange it disturbs, whose answers are then not returned,
+and the connection is closed.
 An idle pooled connection that the server closed (Redis restarted) is dropped when it is
 next taken.
 
@@ -285,28 +286,32 @@ class _Connection:
         """Send ``payload`` (``replies`` commands) and read their replies, an error reply
         being returned as a :class:`ReplyError` value. Any failure closes the connection.
 
-        ``marked``: the commands are followed by ``PING <n>`` (``n`` counts this
-        connection's exchanges), whose echo must come back right after their replies.
-        RESP2 has no request id: without the mark, a reply added on the way (a duplicate,
-        a stray answer) would be read as the next command's answer, and every answer after
-        it would be one off. With it, such a connection is found out at the end of the
-        exchange it disturbs and closed (:class:`ProtocolError`), and none of that
-        exchange's answers is returned."""
+        ``marked``: the commands are framed by ``PING <n>`` before and ``PING <n+1>``
+        after (``n`` counting this connection's marks), whose echoes must come back first
+        and last. RESP2 has no request id: without the marks, a reply added on the way (a
+        duplicate, a stray answer, part of one) would be read as the next command's answer,
+        and every answer after it would be one off. With them, bytes left over from before
+        spoil the first echo and a whole reply added shifts the last, so such a connection
+        is found out by the exchange it disturbs and closed (:class:`ProtocolError`), and
+        none of that exchange's answers is returned."""
         if marked:
-            self._exchanges += 1
-            mark = str(self._exchanges)
-            payload += _encode(("PING", mark))
-            replies += 1
+            first, last = str(self._exchanges + 1), str(self._exchanges + 2)
+            self._exchanges += 2
+            payload = _encode(("PING", first)) + payload + _encode(("PING", last))
+            replies += 2
         try:
             async with asyncio.timeout(wait_s):
                 self._writer.write(payload)
                 await self._writer.drain()
                 out = [await self._read(0) for _ in range(replies)]
-            if marked and (echo := out.pop()) != mark:
-                raise ProtocolError(
-                    f"the answers are out of step with the commands (the exchange's mark "
-                    f"{mark!r} came back as {echo!r:.40}): an answer was added or lost on the "
-                    "way")
+            if marked:
+                lead, end = out[0], out[-1]
+                if lead != first or end != last:
+                    raise ProtocolError(
+                        f"the answers are out of step with the commands (the exchange's marks "
+                        f"{first!r} and {last!r} came back as {lead!r:.40} and {end!r:.40}): "
+                        "an answer was added, cut or lost on the way")
+                out = out[1:-1]
         except TimeoutError as exc:
             self.close()
             raise Timeout(f"Timeout reading from {self.where}") from exc

@@ -133,16 +133,39 @@ async def test_an_answer_added_on_the_way_is_never_read_as_another_ones(
     assert await client.get("b") == "second"  # on a new connection, in step
     assert scripted.connections == 2
 
-    # The mark's echo twice: the next exchange reads it first, and is found out.
+    # The closing mark's echo twice: the next exchange reads it where its opening mark's
+    # echo is due, and is found out.
     scripted.echo_marks = False
+
+    def echo(writer: asyncio.StreamWriter) -> None:
+        writer.write(_bulk(scripted.marks[-1]))
 
     def echo_twice(writer: asyncio.StreamWriter) -> None:
         writer.write(_bulk(scripted.marks[-1]) * 2)
 
-    scripted.script = [_bulk(b"third"), echo_twice, _bulk(b"fourth")]
+    scripted.script = [echo, _bulk(b"third"), echo_twice, echo, _bulk(b"fourth"), echo]
     assert await client.get("c") == "third"
     with pytest.raises(resp.ProtocolError, match="out of step"):
-        await client.get("d")  # would have answered "third"'s mark, then "fourth"
+        await client.get("d")
+    await client.aclose()
+
+
+async def test_part_of_an_answer_added_on_the_way_is_found_out(
+    scripted: ScriptedRedis,
+) -> None:
+    """An answer and half of it again (``+OK\\r\\n+O``): the leftover would merge with
+    the next answer into valid RESP (``+O:0``), with the closing mark in step. The opening
+    mark's echo is spoilt instead."""
+    # The handshake (CLIENT SETNAME, not marked) gets it: the next exchange must not.
+    client = resp.Client.from_url(scripted.url, socket_timeout=0.3, client_name="c1")
+
+    def ok_and_a_half(writer: asyncio.StreamWriter) -> None:
+        writer.write(b"+OK\r\n+O")
+
+    scripted.script = [ok_and_a_half, b":0\r\n"]
+    with pytest.raises(resp.ProtocolError):  # out of step, or no longer RESP at all
+        await client.zcard("z")
+    assert scripted.received[0][:2] == [b"CLIENT", b"SETNAME"]
     await client.aclose()
 
 
@@ -221,7 +244,7 @@ async def test_the_handshake_authenticates_selects_and_names(scripted: ScriptedR
     assert await client.ping() is True
     assert scripted.received == [[b"AUTH", b"locker", b"pw"], [b"SELECT", b"3"],
                                  [b"CLIENT", b"SETNAME", b"locker-controller.c1"], [b"PING"]]
-    assert scripted.marks == [b"1"]  # the handshake is not marked; the first command is
+    assert scripted.marks == [b"1", b"2"]  # the handshake is not marked; a command is
     await client.aclose()
 
     refused = resp.Client.from_url(f"redis://:bad@127.0.0.1:{port}")
