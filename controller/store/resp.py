@@ -188,8 +188,14 @@ def parse_url(url: str, password: str | None = None) -> _Endpoint:
     scheme = parts.scheme
     if scheme not in ("redis", "rediss", "unix"):
         raise ValueError("the scheme must be redis://, rediss:// or unix://")
+    if parts.fragment or url.endswith("#"):
+        raise ValueError("a Redis URL has no #fragment")
+    if scheme != "unix" and parts.netloc.endswith(":"):
+        raise ValueError("bad port: empty (leave out the ':' for 6379)")
     query: dict[str, str] = {}
     for key, value in parse_qsl(parts.query, keep_blank_values=True):
+        if not key:
+            raise ValueError("a query item without a name")
         if key in query:
             raise ValueError(f"query item {key!r} given twice")
         if not value:

@@ -300,6 +300,9 @@ async def test_a_dead_connection_in_a_transaction_is_not_retried_after_exec(
     [
         ("redis://h:99999/0", "bad port"),
         ("redis://h:0/0", "bad port: 0"),
+        ("redis://h:/0", "bad port: empty"),
+        ("redis://h/0#x", "no #fragment"),
+        ("redis://h/0?=x", "without a name"),
         ("redis://h/0?username=", "query item 'username' is empty"),
         ("rediss://h/0?ssl_check_hostname=true&ssl_cert_reqs=none", "needs the server's"),
         ("rediss://h/0?ssl_ca_certs=/no/such.pem", "ssl_ca_certs '/no/such.pem'"),
