@@ -38,7 +38,7 @@ import contextlib
 import hashlib
 import logging
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Collection, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -121,6 +121,9 @@ _AUTH_TO_WIRE: dict[RejectCode, Wire] = {
 
 #: How many command ids are remembered for recovery after store errors.
 _MAX_REMEMBERED = 1024
+#: Finished commands whose reply is kept in memory too, to answer a repeat with the store
+#: away (a repeat comes within a command's deadline, 30 s at most): about 0.5 kB each.
+_RECENT_REPLIES = 256
 
 _PURPOSE = {
     "deposit": OpenPurpose.DEPOSIT,
@@ -211,6 +214,8 @@ class CommandService:
         self._owed: OrderedDict[str, CommandReply] = OrderedDict()
         #: The digest of each owed reply's command: a repeat must be the same command.
         self._owed_digest: dict[str, str] = {}
+        #: The last finished commands' digests and encoded replies (see _RECENT_REPLIES).
+        self._recent: OrderedDict[str, tuple[str, bytes]] = OrderedDict()
         #: Stores the owed replies as soon as the store answers again (see ``_owe``).
         self._settler: asyncio.Task[None] | None = None
         self.owed_retry_s = 0.5
@@ -261,6 +266,8 @@ class CommandService:
                     return encode(Reply.success(command.id, result, self._reading()))
             if inner.id in self._owed:
                 return await self._owed_reply(inner.id, digest)
+            if inner.id in self._recent:
+                return self._recent_reply(inner.id, digest)
             try:
                 command = await self._authenticate(payload, inner)
             except CommandRejected:
@@ -313,7 +320,25 @@ class CommandService:
         except StoreError:
             return encode(from_builtins(Reply, owed.reply))
         self._forget_owed(command_id)
-        return encode(from_builtins(Reply, stored))
+        return self._remember(command_id, digest, stored)
+
+    def _recent_reply(self, command_id: str, digest: str) -> bytes:
+        """A repeat of a command finished lately: its reply, without asking the store
+        (which may be away: ``busy`` would tell dispatch the command did not act)."""
+        known, answer = self._recent[command_id]
+        if known != digest:
+            raise _rejected(Wire.CONFLICT, "this command id was used for another command", "id")
+        self._recent.move_to_end(command_id)
+        return answer
+
+    def _remember(self, command_id: str, digest: str, reply: Mapping[str, Any]) -> bytes:
+        """``reply``, encoded, kept as the answer to a repeat of ``command_id``."""
+        answer = encode(from_builtins(Reply, reply))
+        self._recent[command_id] = (digest, answer)
+        self._recent.move_to_end(command_id)
+        while len(self._recent) > _RECENT_REPLIES:
+            self._recent.popitem(last=False)
+        return answer
 
     def _forget_owed(self, command_id: str) -> None:
         self._owed.pop(command_id, None)
@@ -330,7 +355,7 @@ class CommandService:
             if command_id in self._retake:
                 return None  # stopped by the store before acting: act now
             raise _rejected(Wire.BUSY, "this command is in progress or was interrupted", "id")
-        return encode(from_builtins(Reply, record.reply))
+        return self._remember(command_id, digest, record.reply)
 
     async def _authenticate(self, payload: bytes, inner: Command) -> Command:
         self._role = None
@@ -430,7 +455,7 @@ class CommandService:
                       extra={"ctx": {"command": command.id, "error": str(exc)}})
             return encode(reply)
         await self._settle_owed()
-        return encode(from_builtins(Reply, stored))
+        return self._remember(command.id, digest, stored)
 
     def _may_retake(self, command_id: str) -> None:
         """``command_id`` stopped on a store error before acting: a retry may act."""

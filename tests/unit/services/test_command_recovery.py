@@ -214,3 +214,27 @@ async def test_a_repeat_while_the_store_is_still_away_gets_the_reply_not_busy(
     record = await core.store.get_command(cmd["id"])
     assert record is not None
     assert record.finished
+
+
+async def test_a_repeat_of_a_finished_command_gets_its_reply_with_the_store_away(
+    core: Core,
+) -> None:
+    """The ordinary case: the reply was stored, then Redis went away. A repeat gets the
+    same reply (``busy`` would say the open did not act and may be retried)."""
+    cmd = core.command("open", {"compartment": "A02", "reason": "maintenance"})
+    payload = core.signed(cmd)
+    first = json.loads(await core.commands.handle(payload))
+    assert first["ok"] is True, first
+
+    async def away(*args: Any, **kwargs: Any) -> Any:
+        raise StoreUnavailable("redis away", op="any")
+
+    for op in ("get_command", "begin_command", "finish_command"):
+        setattr(core.store, op, away)
+    assert json.loads(await core.commands.handle(payload)) == first
+    other = core.command("open", {"compartment": "A01", "reason": "maintenance"})
+    other["id"] = cmd["id"]
+    assert json.loads(await core.commands.handle(core.signed(other)))["error"]["code"] \
+        == "conflict"
+    assert pulses(core, "A02") == 1
+    assert pulses(core, "A01") == 0
