@@ -95,10 +95,12 @@ def _refusal(case: str) -> tuple[Reply, bool]:
                     **good["expires"], "uptime_ms": cab.clock.uptime_ms + 30_001}})
             else:
                 assert case == "replayed"
-                # The id was accepted (its record then lost, as after a store flush).
+                # The id was accepted (its record then lost, as after a store flush, and
+                # the reply the daemon keeps in memory with it, as after a restart).
                 assert (await _reply(cab.sign(good), cab)).ok
                 await cab.store._client.delete(f"locker:fuzz:{cab.settings.cabinet.id}"
                                                ":cmd:c-wire-1")
+                cab.service._recent.clear()
                 before = await cab.observe()
                 reply = await _reply(cab.sign(good), cab)
                 return reply, await cab.observe() != before
