@@ -8,7 +8,8 @@ a key that expires by itself) and:
 
 - Redis refuses it (memory cap reached under ``noeviction``, data files not writable:
   ``StoreFull``): the ``store_full`` alarm, at once;
-- Redis has not answered a probe for ``unavailable_after_s``, counted from its last answer
+- Redis has not answered for ``unavailable_after_s``, counted from its last answer to the
+  probe or to any other operation of the store
   (down, stopped, restarting in a loop: with ``appendfsync always`` a card that is full
   makes Redis exit at its first failed write): the ``store_unavailable`` alarm, as soon as
   a probe fails that late (a probe waits at most the store's socket timeout, and while
@@ -94,8 +95,11 @@ class StoreWatch:
         except StoreError as exc:
             self._failed(now)
             # Judged when the probe gave up (it may have waited a whole socket timeout),
-            # against the last answer: "has not answered for unavailable_after_s".
-            if self._mono() - self._last_answer >= self._unavailable_after_s:
+            # against the last answer to any of the store's operations, the probe's or
+            # another's: "has not answered for unavailable_after_s".
+            answered = max(self._last_answer,
+                           getattr(self._store, "answered_at", self._last_answer))
+            if self._mono() - answered >= self._unavailable_after_s:
                 await self._raise(UNAVAILABLE_ALARM, exc)
             return
         self._last_answer = self._mono()

@@ -406,6 +406,8 @@ class Store:
         # daemon's own when it passes it, else since this Store was opened.
         self._uptime_ms = uptime_ms or (lambda: int((time.monotonic() - opened) * 1000))
         self._closed = False
+        #: When Redis last answered an operation of this store (monotonic seconds).
+        self.answered_at = time.monotonic()
         # One append at a time per process: appends of one Store never race each other
         # on the WATCHed sequence key, only appends of other processes can.
         self._append_lock = asyncio.Lock()
@@ -611,12 +613,14 @@ class Store:
         self._check_open(op)
         with self._translate(op):
             try:
-                return await fn(self._client)
+                out = await fn(self._client)
             except _Errors.connection:
                 if not repeatable or self._closed:
                     raise
-            await self._drop_idle_connections()
-            return await fn(self._client)
+                await self._drop_idle_connections()
+                out = await fn(self._client)
+        self.answered_at = time.monotonic()
+        return out
 
     async def _transaction(
         self,
@@ -648,6 +652,7 @@ class Store:
                         await self._drop_idle_connections()
                         continue
                     if isinstance(step, _Done):
+                        self.answered_at = time.monotonic()
                         return step.value
                     try:
                         results = await pipe.execute()
@@ -658,6 +663,7 @@ class Store:
                             # have been applied. Never run it again: the caller judges.
                             raise self._unavailable(lost, op) from exc
                     else:
+                        self.answered_at = time.monotonic()
                         return step.result(results)
                 # Jittered back-off so contending processes stop colliding; capped at 20 ms.
                 await asyncio.sleep(random.uniform(0, min(0.02, 0.0005 * 2**attempt)))

@@ -111,3 +111,20 @@ async def test_the_alarm_counts_from_the_last_answer_not_from_the_first_failed_p
     await watch.check()  # starts at 105, gives up at 110
     assert [(e.kind, e.data["alarm"]) for e in events] == [("alarm_raised", UNAVAILABLE_ALARM)]
     assert order == ["state", "emit"]  # the retained state first: the emit may wait
+
+
+async def test_the_store_answering_other_operations_is_no_outage() -> None:
+    """Only the probe's answers lost (or Redis down just after another operation's
+    answer): the 10 s run from the store's last answer to anything."""
+    watch, store, clock, events, _changes = make()
+    store.answered_at = clock.t  # type: ignore[attr-defined]
+    store.error = StoreUnavailable("probe lost", op="probe_write")
+    await watch.check()
+    clock.t += 8.0
+    store.answered_at = clock.t  # type: ignore[attr-defined]  # a commit answered
+    clock.t += 5.0
+    await watch.check()  # 13 s after the probe's last answer, 5 s after the store's
+    assert events == []
+    clock.t += 5.0
+    await watch.check()
+    assert [(e.kind, e.data["alarm"]) for e in events] == [("alarm_raised", UNAVAILABLE_ALARM)]
