@@ -124,7 +124,7 @@ class Campaign:
     refused: Counter[str] = field(default_factory=Counter)
     doors_cycled: int = 0
     kills: list[Kill] = field(default_factory=list)
-    broker_up: list[float] = field(default_factory=list)  # wall times the broker came back
+    broker_up: list[float] = field(default_factory=list)  # wall times the broker was started again
     redis_kills: int = 0
     marks: dict[str, asyncio.Event] = field(default_factory=dict)
     daemon_up: asyncio.Event = field(default_factory=asyncio.Event)
@@ -282,8 +282,10 @@ async def _restart_broker(campaign: Campaign, probe: MqttProbe, rng: random.Rand
     down = rng.uniform(*campaign.plan.broker_down_s)
     await asyncio.to_thread(rig.broker.stop)
     await asyncio.sleep(down)
-    await asyncio.to_thread(rig.broker.start)  # returns once it accepts connections
+    # Taken as the broker starts, not once ``start`` has seen it accept: the daemon may be
+    # back on it (and say so) before that check returns, a few ms later.
     up = time.time()
+    await asyncio.to_thread(rig.broker.start)  # returns once it accepts connections
     campaign.broker_up.append(up)
     campaign.log.append(f"{time.monotonic():.3f} broker down {down:.2f}s")
 
