@@ -501,14 +501,18 @@ class CommandService:
     async def _settle_owed(self) -> None:
         """Store the replies that could not be stored (the store answers again)."""
         for command_id, reply in list(self._owed.items()):
+            digest = self._owed_digest.get(command_id)
             try:
-                await self._store_reply(reply)
+                stored = await self._store_reply(reply)
             except UnknownCommand:
                 # Its record expired meanwhile: nothing left to finish.
                 log.warning("owed reply dropped: the command's record is gone",
                             extra={"ctx": {"command": command_id}})
             except StoreError:
                 return
+            else:
+                if digest is not None:  # still answers a repeat if the store goes again
+                    self._remember(command_id, digest, stored)
             self._forget_owed(command_id)
 
     async def close(self) -> None:

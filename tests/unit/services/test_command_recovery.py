@@ -238,3 +238,25 @@ async def test_a_repeat_of_a_finished_command_gets_its_reply_with_the_store_away
         == "conflict"
     assert pulses(core, "A02") == 1
     assert pulses(core, "A01") == 0
+
+
+async def test_an_owed_reply_stored_in_the_background_still_answers_with_the_store_away(
+    core: Core,
+) -> None:
+    cmd = core.command("open", {"compartment": "A03", "reason": "maintenance"})
+    payload = core.signed(cmd)
+    fail_once(core, "finish_command")
+    first = json.loads(await core.commands.handle(payload))
+    assert first["ok"] is True, first
+    await core.commands._settle_owed()  # the store is back: the background task stores it
+    record = await core.store.get_command(cmd["id"])
+    assert record is not None
+    assert record.finished
+
+    async def away(*args: Any, **kwargs: Any) -> Any:
+        raise StoreUnavailable("redis away", op="any")
+
+    for op in ("get_command", "begin_command", "finish_command"):
+        setattr(core.store, op, away)
+    assert json.loads(await core.commands.handle(payload)) == first
+    assert pulses(core, "A03") == 1
