@@ -105,10 +105,6 @@ class WatchConflict(RespError):
     """A watched key changed before EXEC: the transaction did nothing."""
 
 
-class _BadText(Exception):
-    """A bulk string that is not UTF-8 (the store writes only UTF-8 text)."""
-
-
 _Convert = Callable[[Any], Any]
 
 
@@ -327,7 +323,7 @@ class _Connection:
         except asyncio.LimitOverrunError as exc:
             self.close()
             raise ProtocolError(f"a reply line too long from {self.where}") from exc
-        except (ProtocolError, _BadText) as exc:
+        except ProtocolError as exc:
             self.close()
             raise ProtocolError(f"{exc} (from {self.where})") from exc
         except OSError as exc:
@@ -359,7 +355,8 @@ class _Connection:
             try:
                 return data[:-2].decode()
             except UnicodeDecodeError:
-                raise _BadText("a reply that is not UTF-8 text") from None
+                # The store writes only UTF-8 text.
+                raise ProtocolError("a reply that is not UTF-8 text") from None
         if kind == b"*":
             count = _integer(rest)
             if count == -1:
