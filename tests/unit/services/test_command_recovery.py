@@ -32,6 +32,16 @@ def fail_once(core: Core, op: str, *, landed: bool = False) -> dict[str, int]:
     return calls
 
 
+def store_away(core: Core) -> None:
+    """From now on Redis does not answer the command records' reads and writes."""
+
+    async def away(*args: Any, **kwargs: Any) -> Any:
+        raise StoreUnavailable("redis away", op="any")
+
+    for op in ("get_command", "begin_command", "finish_command"):
+        setattr(core.store, op, away)
+
+
 def pulses(core: Core, cid: str) -> int:
     lock = core.settings.compartment(cid).lock
     return len(core.board(lock.board).pulses(lock.channel))
@@ -225,12 +235,7 @@ async def test_a_repeat_of_a_finished_command_gets_its_reply_with_the_store_away
     payload = core.signed(cmd)
     first = json.loads(await core.commands.handle(payload))
     assert first["ok"] is True, first
-
-    async def away(*args: Any, **kwargs: Any) -> Any:
-        raise StoreUnavailable("redis away", op="any")
-
-    for op in ("get_command", "begin_command", "finish_command"):
-        setattr(core.store, op, away)
+    store_away(core)
     assert json.loads(await core.commands.handle(payload)) == first
     other = core.command("open", {"compartment": "A01", "reason": "maintenance"})
     other["id"] = cmd["id"]
@@ -252,11 +257,6 @@ async def test_an_owed_reply_stored_in_the_background_still_answers_with_the_sto
     record = await core.store.get_command(cmd["id"])
     assert record is not None
     assert record.finished
-
-    async def away(*args: Any, **kwargs: Any) -> Any:
-        raise StoreUnavailable("redis away", op="any")
-
-    for op in ("get_command", "begin_command", "finish_command"):
-        setattr(core.store, op, away)
+    store_away(core)
     assert json.loads(await core.commands.handle(payload)) == first
     assert pulses(core, "A03") == 1
