@@ -92,9 +92,11 @@ import asyncio
 import contextlib
 import heapq
 import logging
+import queue
+import threading
 import time
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from types import TracebackType
 from typing import Any, Literal
@@ -112,11 +114,12 @@ from drivers.errors import (
 )
 from drivers.modbus import codec
 from drivers.modbus.codec import Request
+from drivers.modbus.quiet import QuietPlan, QuietRun, Resume, read_quiet
 from drivers.modbus.registers import char_time, silent_interval
 from drivers.modbus.stats import LineStats, UnitCounters, UnitStats
 from drivers.modbus.transport import SerialTransport, TcpTransport, Transport
 
-__all__ = ["LineStats", "ModbusLine", "UnitStats"]
+__all__ = ["LineStats", "ModbusLine", "QuietPlan", "QuietRun", "UnitStats"]
 
 log = logging.getLogger(__name__)
 
@@ -139,6 +142,8 @@ class _PriorityGate:
         self._busy = False
         self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []
         self._seq = 0
+        #: Called when a caller starts waiting (the quiet run hands the line back then).
+        self.on_contended: Callable[[], None] | None = None
 
     @property
     def waiting(self) -> int:
@@ -158,6 +163,8 @@ class _PriorityGate:
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._seq += 1
         heapq.heappush(self._waiters, (priority, self._seq, fut))
+        if self.on_contended is not None:
+            self.on_contended()
         try:
             await fut
         except asyncio.CancelledError:
@@ -274,6 +281,16 @@ class ModbusLine:
         # check (CRC included) passes them again, and decodes to the same values.
         self._good: dict[bytes, tuple[bytes, tuple[bool, ...] | tuple[int, ...]]] = {}
         self._expected: bytes | None = None
+        # The quiet run (:meth:`run_quiet`): the transactions recorded for its plan, the
+        # last one's unchanged reply, the thread while it runs, its stop signal, and the
+        # transaction it handed back to be resumed.
+        self._watch: list[tuple[Request, bytes, bytes] | None] | None = None
+        self._hit: tuple[bytes, bytes] | None = None
+        self._quiet_worker: threading.Thread | None = None
+        self._quiet_jobs: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
+        self._quiet_running: threading.Event | None = None
+        self._quiet_stop = threading.Event()
+        self._resume: Resume | None = None
         self._tid = 0
         self._last_rx = 0.0
         self._next_send = 0.0
@@ -376,6 +393,10 @@ class ModbusLine:
         """Close the line; safe to call twice. Pending transactions fail with BusClosed."""
         self._closed = True
         self._drop_transport(BusClosed(f"bus {self.name} is closed", bus=self.name))
+        worker, self._quiet_worker = self._quiet_worker, None
+        if worker is not None:
+            self._quiet_jobs.put(None)
+            worker.join()
 
     async def __aenter__(self) -> ModbusLine:
         await self.connect()
@@ -488,6 +509,8 @@ class ModbusLine:
         t0 = counters.timeouts
         if not self._gate.try_acquire():
             await self._gate.acquire(0 if priority else 1)
+        hit: tuple[bytes, bytes] | None = None
+        entry: tuple[Request, bytes, bytes] | None = None
         try:
             last: BoardError | None = None
             result: tuple[bool, ...] | tuple[int, ...] | None = None
@@ -495,8 +518,10 @@ class ModbusLine:
                 if attempt:
                     counters.retries += 1
                     self._total.retries += 1
+                self._hit = None
                 try:
                     result = await self._attempt(req, attempt_timeout, early)
+                    hit = self._hit if attempt == 0 else None
                 except BoardTimeout as exc:
                     counters.timeouts += 1
                     self._total.timeouts += 1
@@ -550,6 +575,8 @@ class ModbusLine:
                         self.name, req.unit, counters.failures_in_incident,
                     )
                     counters.failures_in_incident = 0
+                if hit is not None and counters.timeouts == t0:
+                    entry = (req, *hit)
                 return result
             assert last is not None
             if degraded and req.is_read and not isinstance(last, BoardLate):
@@ -563,6 +590,9 @@ class ModbusLine:
             self._failed(req.unit, counters, last, log_failures)
             raise last
         finally:
+            if self._watch is not None:
+                # An unchanged read answered at once, or None: no quiet run on this cycle.
+                self._watch.append(entry)
             self._gate.release()
 
     def late_reply_at(self, req: Request) -> float | None:
@@ -610,6 +640,172 @@ class ModbusLine:
     def waiting(self) -> int:
         """Transactions queued behind the one on the wire."""
         return self._gate.waiting
+
+    # -- the quiet run -------------------------------------------------------------------
+
+    def watch(self) -> None:
+        """Start recording transactions for a :class:`QuietPlan` (see :meth:`watched`)."""
+        self._watch = []
+
+    def watched(self) -> QuietPlan | None:
+        """Stop recording; return the plan of the recorded transactions when every one was
+        a read answered at once, on its first attempt, by the same bytes as its last good
+        reply (an unchanged poll), else None."""
+        entries, self._watch = self._watch, None
+        if not entries or None in entries:
+            return None
+        done = [e for e in entries if e is not None]
+        return QuietPlan(
+            requests=tuple(e[0] for e in done),
+            frames=tuple(e[1] for e in done),
+            replies=tuple(e[2] for e in done),
+            tx_times=tuple(len(e[1]) * self._char_s for e in done),
+        )
+
+    async def run_quiet(
+        self,
+        plan: QuietPlan,
+        *,
+        next_start: float,
+        interval_s: float,
+        budget_s: float,
+        on_cycle: Callable[[float], None],
+    ) -> QuietRun | None:
+        """Read ``plan`` every ``interval_s`` from ``next_start`` (monotonic) in a thread
+        (:mod:`drivers.modbus.quiet`) while every reply is the expected one, for about
+        ``budget_s`` at most; return how the run ended. Returns None at once, having done
+        nothing, unless the line is an open RTU serial port, clean (no late window, no
+        input to drain), free, and every unit of the plan healthy and on time.
+
+        Meanwhile the line is held: a caller waiting for it ends the run before the next
+        request. A reply that is not the expected one ends it too; that transaction is
+        then resumed by the next :meth:`execute` of the same request, with the line's
+        ordinary checks (any other transaction first gives it up: its reply is then
+        treated like a cancelled transaction's). ``on_cycle`` is called from the thread
+        after each whole cycle, with the time of its last reply."""
+        transport = self._transport
+        if (self._closed or self.framing != "rtu" or not isinstance(transport, SerialTransport)
+                or transport.fd < 0 or self._dirty or self._late_req is not None
+                or self._resume is not None or self._quiet_running is not None
+                or not plan.frames or not self._units_on_time(plan)):
+            return None
+        if not self._gate.try_acquire():
+            return None
+        loop = self._loop or asyncio.get_running_loop()
+        stop = self._quiet_stop
+        stop.clear()
+        done: asyncio.Future[None] = loop.create_future()
+        box: list[QuietRun | BaseException] = []
+        fd = transport.fd
+        running = threading.Event()
+        last_rx = max(self._last_rx, self._next_send - self._gap)
+
+        def work() -> None:
+            try:
+                box.append(read_quiet(
+                    fd, plan, gap_s=self._gap, timeout_s=self.timeout, last_rx=last_rx,
+                    next_start=next_start, interval_s=interval_s,
+                    until=time.monotonic() + budget_s, stop=stop, on_cycle=on_cycle,
+                ))
+            except BaseException as exc:  # handed to the loop, raised there
+                box.append(exc)
+            running.set()
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
+                loop.call_soon_threadsafe(_wake, done)
+
+        self._quiet_running = running
+        self._gate.on_contended = stop.set
+        transport.pause_reading()
+        try:
+            self._quiet_submit(work)
+            await asyncio.shield(done)
+        finally:
+            stop.set()
+            # At once after a normal end; within a transaction after a cancel.
+            running.wait()
+            self._quiet_running = None
+            self._gate.on_contended = None
+            outcome = box[0] if box else None
+            if self._transport is transport:
+                transport.resume_reading()
+                if isinstance(outcome, QuietRun):
+                    self._quiet_done(plan, outcome)
+            self._gate.release()
+        if isinstance(outcome, BaseException):
+            raise outcome
+        assert outcome is not None
+        return outcome
+
+    def _quiet_submit(self, work: Callable[[], None]) -> None:
+        """Run ``work`` on the line's reader thread, started on the first quiet run and
+        ended by :meth:`close` (idle, it waits on its queue: no wake-ups)."""
+        if self._quiet_worker is None:
+            jobs = self._quiet_jobs
+
+            def serve() -> None:
+                while (job := jobs.get()) is not None:
+                    job()
+
+            worker = threading.Thread(target=serve, name=f"line-{self.name}", daemon=True)
+            worker.start()
+            self._quiet_worker = worker
+        self._quiet_jobs.put(work)
+
+    def _units_on_time(self, plan: QuietPlan) -> bool:
+        for req in plan.requests:
+            c = self._units.get(req.unit)
+            if (c is None or c.failing or c.degraded or c.late_pending
+                    or True in c.late_history):
+                return False
+        return True
+
+    def _quiet_done(self, plan: QuietPlan, run: QuietRun) -> None:
+        """Take the line back from a quiet run: its times, its counts, what to resume."""
+        self._last_rx = max(self._last_rx, run.last_rx)
+        self._next_send = max(self._next_send, self._last_rx + self._gap)
+        if run.last_sent_at > self._last_sent_at:
+            self._last_sent_at = run.last_sent_at
+            n = len(plan.requests)
+            last = run.resume.index if run.resume is not None else (run.index - 1) % n
+            self._last_req = plan.requests[last]
+        for req, k in zip(plan.requests, run.counts, strict=True):
+            if not k:
+                continue
+            c = self._units.get(req.unit)
+            if c is None:
+                c = self._units[req.unit] = UnitCounters()
+            c.transactions += k
+            c.ok += k
+            c.clean_streak += k
+            if c.clean_streak >= self.degraded_after:
+                c.lateness_s = 0.0
+            self._total.transactions += k
+            self._total.ok += k
+        self._resume = run.resume
+
+    def _take_resume(self, req: Request) -> Resume | None:
+        """The transaction a quiet run handed back, if ``req`` is its request; any other
+        request gives it up first (:meth:`_give_up`)."""
+        resume, self._resume = self._resume, None
+        if resume is None:
+            return None
+        if resume.request == req and self._transport is not None:
+            return resume
+        self._give_up(resume)
+        return None
+
+    def _give_up(self, resume: Resume) -> None:
+        """A handed-back transaction not resumed: a whole, valid reply leaves the line
+        quiet (the poll is read again); anything else is handled as the reply of a
+        cancelled transaction (the input drained, a late window for the rest)."""
+        try:
+            n = codec.rtu_reply_length(resume.request, resume.rx)
+        except FrameError:
+            n = None
+        if n == len(resume.rx) and codec.rtu_crc_ok(resume.rx):
+            return
+        self._dirty = True
+        self._open_late_window(resume.request, self.timeout, resume.rx)
 
     # -- mechanism ---------------------------------------------------------------------
 
@@ -673,18 +869,21 @@ class ModbusLine:
     async def _attempt(
         self, req: Request, timeout_s: float, early: bool = False
     ) -> tuple[bool, ...] | tuple[int, ...]:
-        if self._transport is None:
-            await self.connect()
-        if self._dirty or self._late_req is not None:
-            await self._settle(req if early else None)
-        # The silent interval: a short one is slept here, without a trip through the loop.
-        target = max(self._next_send, self._last_rx + self._gap)
-        wait = target - time.monotonic()
-        if wait > _BLOCK_LIMIT_S:
-            await self._sleep_on_loop(target)
-            _sleep_until(target)
-        elif wait > 0:
-            time.sleep(wait)  # noqa: ASYNC251 - blocks the loop on purpose, as _sleep_until
+        resume = self._take_resume(req) if self._resume is not None else None
+        if resume is None:
+            if self._transport is None:
+                await self.connect()
+            if self._dirty or self._late_req is not None:
+                await self._settle(req if early else None)
+            # The silent interval: a short one is slept here, without a trip through the
+            # loop.
+            target = max(self._next_send, self._last_rx + self._gap)
+            wait = target - time.monotonic()
+            if wait > _BLOCK_LIMIT_S:
+                await self._sleep_on_loop(target)
+                _sleep_until(target)
+            elif wait > 0:
+                time.sleep(wait)  # noqa: ASYNC251 - blocks the loop on purpose
         transport = self._transport
         if transport is None:
             raise BusError(f"bus {self.name}: line lost", bus=self.name)
@@ -713,13 +912,20 @@ class ModbusLine:
         self._last_req = req
         self._expected = good[0] if good is not None else None
         try:
-            try:
-                sent = transport.try_write(adu)
-                if sent < len(adu):
-                    await transport.write(adu[sent:])
-            except OSError as exc:
-                raise self._lost_error(exc) from exc
-            self._last_sent_at = sent_at = time.monotonic()
+            if resume is None:
+                try:
+                    sent = transport.try_write(adu)
+                    if sent < len(adu):
+                        await transport.write(adu[sent:])
+                except OSError as exc:
+                    raise self._lost_error(exc) from exc
+                self._last_sent_at = sent_at = time.monotonic()
+            else:
+                # Sent by the quiet run: go on from the bytes it had received.
+                self._last_sent_at = sent_at = resume.sent_at
+                if resume.rx:
+                    self._on_data(resume.rx)
+                    self._last_rx = resume.rx_at
             timer = loop.call_at(sent_at + timeout_s + tx_time, _expire, fut)
             try:
                 frame = await fut
@@ -755,6 +961,7 @@ class ModbusLine:
         try:
             if self.framing == "rtu":
                 if good is not None and frame == good[0]:
+                    self._hit = (adu, frame)
                     return good[1]
                 result = codec.decode_reply(req, frame[0], frame[1:-2])
                 if req.is_read:
@@ -974,6 +1181,12 @@ class ModbusLine:
         return err
 
     def _drop_transport(self, err: BusError) -> None:
+        running = self._quiet_running
+        if running is not None:
+            # A quiet run reads the port: end it before the port closes (a transaction).
+            self._quiet_stop.set()
+            running.wait()
+        self._resume = None
         transport, self._transport = self._transport, None
         self._loop = None
         if transport is not None:
@@ -1022,6 +1235,11 @@ def _distinguishable(req: Request, late: Request) -> bool:
     if req.unit != late.unit or req.function != late.function:
         return True
     return not req.is_read and req.pdu != late.pdu
+
+
+def _wake(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
 
 
 def _expire(fut: asyncio.Future[bytes]) -> None:

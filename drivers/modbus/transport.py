@@ -142,6 +142,22 @@ class SerialTransport(Transport):
         finally:
             self._loop.remove_writer(self._fd)
 
+    @property
+    def fd(self) -> int:
+        """The port's descriptor (-1 once closed)."""
+        return self._fd
+
+    def pause_reading(self) -> None:
+        """Stop watching the port: another reader (the line's quiet run) owns the input."""
+        if self._loop is not None and self._fd >= 0:
+            self._loop.remove_reader(self._fd)
+
+    def resume_reading(self) -> None:
+        """Watch the port again after :meth:`pause_reading`."""
+        if self._loop is not None and self._fd >= 0:
+            self._empty_reads = 0
+            self._loop.add_reader(self._fd, self._readable)
+
     def flush_input(self) -> None:
         if self._serial is not None:
             with contextlib.suppress(Exception):
