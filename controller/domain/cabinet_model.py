@@ -250,6 +250,12 @@ class CabinetModel:
             out.extend(self._observe(cid, now))
         return out
 
+    def quiet(self, board: str, levels: Sequence[bool]) -> bool:
+        """Whether another good poll of ``board`` reading ``levels`` would change nothing
+        but its time (the common case of :meth:`poll_ok`): the poller may then have such
+        polls read without the model, and hand it the last one's time."""
+        return not self._closing and self.signals.settled_on(board, levels)
+
     def poll_failed(self, board: str, now: Now, reason: str = "") -> list[Emitted]:
         """A failed poll of ``board``; after enough of them its signals are unknown."""
         out = self._wrap(self.signals.poll_failed(board, now.mono, reason), now)

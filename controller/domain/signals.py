@@ -495,6 +495,13 @@ class CabinetSignals:
         inputs.poll_repeated(at)
         return True
 
+    def settled_on(self, board: str, levels: Sequence[bool]) -> bool:
+        """Whether :meth:`poll_unchanged` would take a poll of ``board`` reading ``levels``
+        (nothing recorded here)."""
+        settled = self._settled.get(board)
+        return (settled is not None and tuple(levels) == settled
+                and self._boards[board].health is BoardHealth.ONLINE)
+
     def poll_failed(self, board: str, at: float, reason: str = "") -> list[DomainEvent]:
         """Record a failed poll of ``board``."""
         self._settled.pop(board, None)

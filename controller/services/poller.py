@@ -30,10 +30,14 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
 
 from controller.domain.cabinet_model import CabinetModel, Emitted, Now
 from controller.services.hardware import Hardware
 from drivers.errors import DriverError
+
+if TYPE_CHECKING:
+    from drivers.modbus.quiet import QuietPlan, QuietRun
 
 __all__ = ["Poller", "ZoneTemperatures"]
 
@@ -73,6 +77,7 @@ class Poller:
         probe_interval_s: float = 10.0,
         offline_retry_s: float = 5.0,
         on_change: Callable[[], None] = lambda: None,
+        quiet_budget_s: float = 2.0,
     ) -> None:
         self._model = model
         self._hardware = hardware
@@ -82,6 +87,11 @@ class Poller:
         self.probe_interval_s = probe_interval_s
         self.offline_retry_s = offline_retry_s
         self._on_change = on_change
+        #: How long a quiet run (unchanged polls read by the line's thread) may last
+        #: before the loop takes the poll times and the counters; 0 turns it off.
+        self.quiet_budget_s = quiet_budget_s
+        #: Per bus: the plan of its last cycle, when that cycle was quiet (see _cycle).
+        self._plans: dict[str, tuple[list[tuple[str, tuple[bool, ...]]], QuietPlan]] = {}
         #: Offline boards: when they may be read again (monotonic).
         self._retry_at: dict[str, float] = {}
         self.temperatures = ZoneTemperatures()
@@ -109,22 +119,65 @@ class Poller:
         if not self._hardware.boards_on(bus):
             return
         loop = asyncio.get_running_loop()
+        line: Any = self._hardware.buses.get(bus)
+        quiet = self.quiet_budget_s > 0 and _quiet_capable(line)
         next_start = loop.time()
+        start = 0
         while True:
-            await self._cycle(bus)
+            await self._cycle(bus, start, watch=quiet)
+            start = 0
             next_start += self.interval_s
-            delay = next_start - loop.time()
-            if delay < 0:
+            if next_start < loop.time():
                 # Overran (slow line, timeouts): start again now, do not try to catch up.
                 next_start = loop.time()
-                delay = 0
-            await asyncio.sleep(delay)
+            plan = self._plans.pop(bus, None)
+            on_cycle = self._cycled(bus)
+            while plan is not None:
+                run = await line.run_quiet(
+                    plan[1], next_start=next_start, interval_s=self.interval_s,
+                    budget_s=self.quiet_budget_s, on_cycle=on_cycle,
+                )
+                if run is None:
+                    break
+                await self._quiet_done(plan[0], run)
+                next_start = run.next_start
+                start = run.index
+                if run.reason != "budget" or not all(
+                        self._model.quiet(name, levels) for name, levels in plan[0]):
+                    break
+                # Only the budget ended it and nothing changed: straight on with the same
+                # plan (the model has the poll times and the line its counters).
+            if start:
+                continue  # the run stopped in a cycle: the rest of it, now
+            await asyncio.sleep(max(0.0, next_start - loop.time()))
 
-    async def _cycle(self, bus: str) -> None:
+    def _cycled(self, bus: str) -> Callable[[float], None]:
+        def cycled(at: float) -> None:  # from the line's thread: two plain stores
+            self.last_cycle[bus] = at
+            self.cycles += 1
+        return cycled
+
+    async def _quiet_done(self, boards: list[tuple[str, tuple[bool, ...]]],
+                          run: QuietRun) -> None:
+        """The boards a quiet run read unchanged go to the model as one good poll each,
+        at the time of the last one (what every poll of them would have recorded)."""
+        now = self._now()
+        for (name, levels), at in zip(boards, run.read_at, strict=True):
+            if at:
+                events = self._model.poll_ok(name, levels, Now(at, now.wall_of(at)))
+                if events:  # (only if the model stopped being quiet meanwhile)
+                    await self._emit(events)
+                    self._on_change()
+
+    async def _cycle(self, bus: str, start: int = 0, *, watch: bool = False) -> None:
         changed = False
-        for name, board in self._hardware.boards_on(bus):
-            if board.inputs == 0:
-                continue
+        line: Any = self._hardware.buses.get(bus) if watch and not start else None
+        quiet: list[tuple[str, tuple[bool, ...]]] | None = None
+        if line is not None:
+            line.watch()
+            quiet = []
+        boards = [(n, b) for n, b in self._hardware.boards_on(bus) if b.inputs]
+        for name, board in boards[start:]:
             if self._retry_at and self._now().mono < self._retry_at.get(name, 0.0):
                 continue  # offline: tried again later, the line serves the others
             try:
@@ -137,11 +190,19 @@ class Poller:
             else:
                 self._retry_at.pop(name, None)
                 events = self._model.poll_ok(name, snapshot.levels, self._now())
+                if quiet is not None and not events and self._model.quiet(name,
+                                                                          snapshot.levels):
+                    quiet.append((name, snapshot.levels))
             if events:
                 # Handed over at once, not at the end of the cycle: the next board's read
                 # (a transaction on the wire) would delay the event by that much.
                 changed = True
                 await self._emit(events)
+        if line is not None:
+            plan = line.watched()
+            if plan is not None and quiet is not None and len(quiet) == len(boards) == len(
+                    plan.requests):
+                self._plans[bus] = (quiet, plan)
         self.last_cycle[bus] = self._now().mono
         self.cycles += 1
         if changed:
@@ -174,5 +235,15 @@ class Poller:
                 await self._emit(events)
                 self._on_change()
             deadline = self._model.next_deadline()
-            sleep = max_sleep_s if deadline is None else min(max_sleep_s, deadline - now.mono)
+            # With no deadline sooner, wake on the grid of max_sleep_s (the lane's tick keeps
+            # to the same grid: one wake-up of the loop serves both).
+            sleep = max_sleep_s - now.mono % max_sleep_s
+            if deadline is not None:
+                sleep = min(sleep, deadline - now.mono)
             await asyncio.sleep(max(sleep, 0.005))
+
+
+def _quiet_capable(line: object) -> bool:
+    """A line that can read unchanged polls on its own (:class:`drivers.modbus.line.ModbusLine`:
+    ``watch``, ``watched``, ``run_quiet``)."""
+    return all(callable(getattr(line, name, None)) for name in ("watch", "watched", "run_quiet"))
