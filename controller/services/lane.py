@@ -358,10 +358,13 @@ class LaneService:
         self._on_change()
 
     async def _tick_loop(self) -> None:
+        loop = asyncio.get_running_loop()
         while True:
             await self.tick()
             honour_cancel()
-            await asyncio.sleep(self._tick_s)
+            # On the grid of tick_s (not tick_s after the tick): the poller's ticker keeps
+            # to the same grid, so one wake-up of the loop serves both.
+            await asyncio.sleep(self._tick_s - loop.time() % self._tick_s)
 
     async def tick(self) -> None:
         """A budget whole again clears its alarm; coalesced refusals are reported; the
