@@ -87,11 +87,33 @@ def stats_line(name: str, samples_ms: Sequence[float], width: int = 34) -> str:
             f"max {max(samples_ms):7.2f} ms")
 
 
+def task_cpu_ms(pid: int) -> dict[str, tuple[str, float]]:
+    """Per thread of ``pid`` alive now: thread id -> (its name, its CPU time so far in
+    ms), from ``/proc/PID/task/*/schedstat``; empty where the kernel has no schedstat."""
+    out: dict[str, tuple[str, float]] = {}
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return out
+    for tid in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/schedstat", encoding="ascii") as f:
+                ns = int(f.read().split()[0])
+            with open(f"/proc/{pid}/task/{tid}/comm", encoding="utf-8") as f:
+                name = f.read().strip()
+        except OSError:
+            continue
+        out[tid] = (name, ns / 1e6)
+    return out
+
+
 def cpu_ms(pid: int | None) -> float:
     """CPU time the process ``pid`` has used so far (all its threads), in milliseconds;
     NaN if it cannot be read. From ``/proc/PID/task/*/schedstat`` (time on a CPU, in ns),
     or, where the kernel has no schedstat, from ``/proc/PID/stat`` (utime + stime, in
-    clock ticks of 10 ms: too coarse for a short window)."""
+    clock ticks of 10 ms: too coarse for a short window). The schedstat sum is over the
+    threads alive now: a thread that ended between two readings takes its time with it
+    (compare :func:`task_cpu_ms` at both ends; the daemon's threads live as long as it)."""
     if pid is None:
         return float("nan")
     if os.path.exists(f"/proc/{pid}/schedstat"):

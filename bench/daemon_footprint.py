@@ -41,7 +41,7 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._lane import cpu_ms, installed_bytecode, machine, topics_of
+from bench._lane import cpu_ms, installed_bytecode, machine, task_cpu_ms, topics_of
 from bench.memory_floor import probe
 from controller.dispatch import DispatchClient
 from controller.lab.rig import LaneRig
@@ -234,6 +234,7 @@ def _measure(poll_s: float, window: float, settle: float, profile: int, profile_
             _pin(rig.sim.pid, pin)
             time.sleep(settle)
             stats0 = rig.control.call("stats")["rs485-0"]["requests"]
+            tasks0 = task_cpu_ms(pid)
             cpu0, wake0, t0 = cpu_ms(pid), _wakeups(pid), time.monotonic()
             rss: list[int] = []
             deadline = t0 + window
@@ -241,6 +242,7 @@ def _measure(poll_s: float, window: float, settle: float, profile: int, profile_
                 rss.append(_status(pid)["VmRSS"])
                 time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
             cpu1, wake1, t1 = cpu_ms(pid), _wakeups(pid), time.monotonic()
+            tasks1 = task_cpu_ms(pid)
             stats1 = rig.control.call("stats")["rs485-0"]["requests"]
             status = _status(pid)
             rss.append(status["VmRSS"])
@@ -273,6 +275,15 @@ def _measure(poll_s: float, window: float, settle: float, profile: int, profile_
                   f"{'met' if per_tx <= CPU_MS_PER_TX_TARGET else 'MISSED'}")
             print(f"{'wake-ups per poll transaction':<32} {(wake1 - wake0) / tx:>10.2f}   "
                   f"(context switches of the daemon's threads)")
+            for tid, (name, ms) in sorted(tasks1.items(), key=lambda kv: int(kv[0])):
+                spent = ms - tasks0.get(tid, (name, 0.0))[1]  # (a thread started in it: all)
+                if spent > 0:
+                    role = "main thread (the loop)" if tid == str(pid) else f"thread {tid}"
+                    print(f"  {role:<30} {spent / tx:>7.3f} ms per transaction")
+            ended = set(tasks0) - set(tasks1)
+            if ended:
+                print(f"  WARNING: {len(ended)} thread(s) ended in the window; their CPU is "
+                      f"not in the figures above")
             if profile:
                 _profile(pid, profile, profile_rate, workdir)
 

@@ -60,6 +60,14 @@ checked by :mod:`drivers.modbus.codec`, counters are kept in :mod:`drivers.modbu
 * **Errors are logged once per incident**, per unit: the first failed transaction
   logs a warning, the following ones are only counted, the first success logs the
   recovery at info. Callers get an exception every time.
+* **The quiet run** (:meth:`ModbusLine.run_quiet`, :mod:`drivers.modbus.quiet`): while
+  a cabinet is quiet, its unchanged polls are read by the line's own thread at the poll's
+  cadence, with the silent interval and the timeouts above, and the loop sleeps. The
+  thread takes only replies byte-identical to the expected ones. On anything else it
+  hands the line back, and the transaction under way is resumed here with the ordinary
+  rules. It also hands the line back before a request when a caller waits (a door write
+  still waits for at most one transaction), on stray input, on close, and when its time
+  budget is spent. Decision 0025.
 * **Statistics** for telemetry: :meth:`ModbusLine.stats` returns a frozen
   :class:`LineStats` snapshot with per-unit :class:`UnitStats`.
 
@@ -592,7 +600,10 @@ class ModbusLine:
         finally:
             if self._watch is not None:
                 # An unchanged read answered at once, or None: no quiet run on this cycle.
-                self._watch.append(entry)
+                if len(self._watch) < _GOOD_MEMORY:
+                    self._watch.append(entry)
+                else:
+                    self._watch = None  # a recording never collected: bounded, and let go
             self._gate.release()
 
     def late_reply_at(self, req: Request) -> float | None:
@@ -896,12 +907,7 @@ class ModbusLine:
         self._rx.clear()
         tx_time = len(adu) * self._char_s
         if not req.expects_reply:
-            try:
-                sent = transport.try_write(adu)
-                if sent < len(adu):
-                    await transport.write(adu[sent:])
-            except OSError as exc:
-                raise self._lost_error(exc) from exc
+            await self._send(transport, adu)
             self._next_send = time.monotonic() + tx_time + self._gap
             return ()
         # RTU: a reply equal to the last good one to this very frame needs no new check.
@@ -913,12 +919,7 @@ class ModbusLine:
         self._expected = good[0] if good is not None else None
         try:
             if resume is None:
-                try:
-                    sent = transport.try_write(adu)
-                    if sent < len(adu):
-                        await transport.write(adu[sent:])
-                except OSError as exc:
-                    raise self._lost_error(exc) from exc
+                await self._send(transport, adu)
                 self._last_sent_at = sent_at = time.monotonic()
             else:
                 # Sent by the quiet run: go on from the bytes it had received.
@@ -974,6 +975,15 @@ class ModbusLine:
         except BoardError as exc:
             exc.bus = self.name
             raise
+
+    async def _send(self, transport: Transport, adu: bytes) -> None:
+        """Put ``adu`` on the wire (at once where the port takes it all, the usual case)."""
+        try:
+            sent = transport.try_write(adu)
+            if sent < len(adu):
+                await transport.write(adu[sent:])
+        except OSError as exc:
+            raise self._lost_error(exc) from exc
 
     async def _sleep_on_loop(self, target: float) -> None:
         """The whole milliseconds of a long silent interval, on the loop (epoll sleeps in
