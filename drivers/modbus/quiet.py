@@ -134,6 +134,11 @@ def read_quiet(
         wait = last_rx + gap_s - mono()
         if wait > 0:
             time.sleep(wait)
+            if stop.is_set():
+                # Asked for during the silent interval: the caller goes first, rather than
+                # after one more transaction.
+                return QuietRun(cycles, index, next_start, read_at, counts, "waiting",
+                                last_rx, last_sent)
         try:
             sent = os.write(fd, frame)
         except (BlockingIOError, InterruptedError):
