@@ -7,7 +7,8 @@ unknown and raises ``board_offline``: a dead board never stops the others. The m
 filters each door, latch and occupancy signal (its debounce time, the flapping rule:
 :class:`controller.domain.signals.SignalFilter`) on the times this poller gives it, so
 a poll that reads nothing new may still settle a change or clear ``sensor_flapping``:
-every poll goes to the model, changed or not. A board the model holds offline (its
+every poll goes to the model, changed or not, except those of a quiet run (below), which
+can change nothing but the board's last poll time. A board the model holds offline (its
 signals already unknown) is read at most once per ``offline_retry_s``, one attempt each
 time: a dead or late board on a shared pair of wires costs a timeout (and a late window)
 per read, line time its healthy neighbours need to see their doors move. Cycles start
@@ -22,7 +23,19 @@ committed in one transaction, with whatever else was queued while the previous c
 was under way (other boards' changes of the same cycle included), in order with every
 other event of the cabinet.
 
-The cycle's freshness feeds the systemd watchdog: pings stop when polls stop.
+A quiet cabinet's polls are read by the line itself (decision 0025). After a cycle in which
+every board answered exactly as before and the model said another such poll changes
+nothing (:meth:`CabinetModel.quiet`), the poller hands the cycle's plan to the line's quiet
+run (:meth:`drivers.modbus.line.ModbusLine.run_quiet`, on lines that have one): the line's
+thread reads the same requests at the same cadence while every reply is the same, and the
+loop sleeps. When the run ends, the boards it read go to the model as one good poll each,
+at the time of the last one (all that an unchanged poll records). If the run ended on
+its budget with the model still quiet, the next run starts at once. Otherwise the cycle the
+run left is finished here, from the board where it stopped: that board's read takes the
+reply the run had received, with the line's ordinary checks.
+
+The cycle's freshness feeds the systemd watchdog: pings stop when polls stop (the quiet
+run's cycles count, from its thread).
 """
 
 from __future__ import annotations
