@@ -104,6 +104,10 @@ class RtuResponder:
         self.requests: list[ReceivedRequest] = []
         #: ``(monotonic time, bytes)`` of everything the responder wrote.
         self.sent: list[tuple[float, bytes]] = []
+        #: When each of those writes began: with a master in another thread, the time
+        #: after a write can be taken late (the master may run first), the time before it
+        #: never is.
+        self.wrote_from: list[float] = []
         self.bad_frames = 0
         self._master = -1
         self._slave = -1
@@ -148,8 +152,10 @@ class RtuResponder:
     def write(self, data: bytes) -> None:
         """Put bytes on the line now (unsolicited noise, a late reply)."""
         if self._master >= 0:
+            before = time.monotonic()
             os.write(self._master, data)
             self.sent.append((time.monotonic(), data))
+            self.wrote_from.append(before)
 
     def _on_readable(self) -> None:
         try:
