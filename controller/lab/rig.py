@@ -46,22 +46,38 @@ __all__ = [
 DEFAULT_TEMPLATE = Path(__file__).resolve().parent.parent / "data" / "sim-cabinet.toml"
 
 
+#: Ports :func:`free_port` has handed out in this process: never handed out twice. A rig
+#: draws its broker's, store's and simulator's ports before starting any of them, so a
+#: second draw of a port still unbound would give two servers one port. Then the second
+#: server fails to bind, and a wait for it is answered by the first.
+_HANDED_OUT: set[int] = set()
+
+
 def free_port() -> int:
     """A free port on 127.0.0.1 for a server started next, drawn below the kernel's
     ephemeral range: a port the kernel hands out for ``bind(0)`` is one it also hands out as
-    the source port of outgoing connections, which can take it before the server binds."""
+    the source port of outgoing connections, which can take it before the server binds.
+    Never one this process was given before (:data:`_HANDED_OUT`)."""
     low, high = _server_ports()
     for _ in range(200):  # bounded: a busy range falls back to the kernel's choice
         port = random.randint(low, high)
+        if port in _HANDED_OUT:
+            continue
         with socket.socket() as s:
             try:
                 s.bind(("127.0.0.1", port))
             except OSError:
                 continue
+            _HANDED_OUT.add(port)
             return port
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    for _ in range(200):  # bounded, as above
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
+    raise RuntimeError("no free port on 127.0.0.1 that was not handed out before")
 
 
 def _server_ports() -> tuple[int, int]:
