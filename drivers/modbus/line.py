@@ -583,7 +583,7 @@ class ModbusLine:
                         self.name, req.unit, counters.failures_in_incident,
                     )
                     counters.failures_in_incident = 0
-                if hit is not None and counters.timeouts == t0:
+                if hit is not None:  # (answered on the first attempt: no timeout)
                     entry = (req, *hit)
                 return result
             assert last is not None

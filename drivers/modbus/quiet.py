@@ -111,24 +111,25 @@ def read_quiet(
     index = 0
     last_sent = 0.0
     requests: Sequence[Request] = plan.requests
+
+    def end(reason: str, resume: Resume | None = None) -> QuietRun:
+        return QuietRun(cycles, index, next_start, read_at, counts, reason, last_rx,
+                        last_sent, resume)
+
     while True:
         if index == 0:
             now = mono()
             if now >= until:
-                return QuietRun(cycles, 0, next_start, read_at, counts, "budget", last_rx,
-                                last_sent)
+                return end("budget")
             delay = next_start - now
             if delay > 0 and stop.wait(delay):
-                return QuietRun(cycles, 0, next_start, read_at, counts, "waiting", last_rx,
-                                last_sent)
+                return end("waiting")
         if stop.is_set():
-            return QuietRun(cycles, index, next_start, read_at, counts, "waiting", last_rx,
-                            last_sent)
+            return end("waiting")
         if watch.poll(0):
             # Bytes nobody asked for (noise, a reply later than its window): the loop's
             # reader counts and drains them, and the line settles before its next request.
-            return QuietRun(cycles, index, next_start, read_at, counts, "input", last_rx,
-                            last_sent)
+            return end("input")
         frame = plan.frames[index]
         expected = plan.replies[index]
         wait = last_rx + gap_s - mono()
@@ -137,24 +138,20 @@ def read_quiet(
             if stop.is_set():
                 # Asked for during the silent interval: the caller goes first, rather than
                 # after one more transaction.
-                return QuietRun(cycles, index, next_start, read_at, counts, "waiting",
-                                last_rx, last_sent)
+                return end("waiting")
         try:
             sent = os.write(fd, frame)
         except (BlockingIOError, InterruptedError):
             sent = 0
         except OSError:
             # The port is gone: the loop's reader and its next write report it.
-            return QuietRun(cycles, index, next_start, read_at, counts, "input", last_rx,
-                            last_sent)
+            return end("input")
         if sent != len(frame):
             # Not all of it left (a full output queue). A part of a frame may be on the
             # wire: the loop resumes the transaction, writing nothing more, so it ends as a
             # timeout with its late window, exactly as a lost request does.
-            sent_at = mono()
-            return QuietRun(cycles, index, next_start, read_at, counts, "changed", last_rx,
-                            sent_at, Resume(index, requests[index], frame, sent_at, b"",
-                                            last_rx))
+            last_sent = sent_at = mono()
+            return end("changed", Resume(index, requests[index], frame, sent_at, b"", last_rx))
         last_sent = sent_at = mono()
         deadline = sent_at + timeout_s + plan.tx_times[index]
         rx = b""
@@ -183,9 +180,7 @@ def read_quiet(
                 except FrameError:
                     break
         if rx != expected:
-            return QuietRun(cycles, index, next_start, read_at, counts, "changed", last_rx,
-                            last_sent, Resume(index, requests[index], frame, sent_at, rx,
-                                              last_rx))
+            return end("changed", Resume(index, requests[index], frame, sent_at, rx, last_rx))
         read_at[index] = last_rx
         counts[index] += 1
         index += 1
