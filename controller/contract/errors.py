@@ -84,8 +84,11 @@ ERROR_DESCRIPTIONS: dict[ErrorCode, str] = {
     "or its id was already used for another command",
     ErrorCode.INVALID_CONFIG: "apply_config: the resulting configuration is not valid",
     ErrorCode.HARDWARE: "the lock board did not make the pulse (no answer to a frame that did "
-    "not act, a rejection, the bus down); the action was not done. A pulse whose outcome is "
-    "unknown is no refusal: it is an ok reply with result.pulse.outcome unconfirmed",
+    "not act, a rejection, the bus down), or the compartment is in fault (the "
+    "compartment_fault alarm; the message starts with compartment_fault), which refuses "
+    "assign, deposit and collection opens until staff clear it; the action was not done. A "
+    "pulse whose outcome is unknown is no refusal: it is an ok reply with "
+    "result.pulse.outcome unconfirmed",
     ErrorCode.INTERNAL: "an unexpected fault in the cabinet (a bug). Before the command was "
     "recorded, nothing was done; while it acted, it is answered as interrupted, as after a "
     "crash (command_interrupted names any compartment that may have been pulsed), and never "

@@ -145,6 +145,11 @@ EXAMPLES: dict[str, list[dict[str, Any]]] = {
             "cabinet": "cab-01", "expires": _DEADLINE,
             "args": {"serial": 7, "revoked": [{"grant_id": "g-7f3a", "not_after": 1764443200}]},
         },
+        {
+            "id": "c-2026-11-22-000132", "type": "clear_fault", "site": "fr-lyon-07",
+            "cabinet": "cab-01", "expires": _DEADLINE,
+            "args": {"compartment": "A03", "reason": "latch replaced, commissioned"},
+        },
     ],
     "signed_command": [
         {

@@ -59,6 +59,8 @@ __all__ = [
     "BlockCommand",
     "BoardState",
     "BusStats",
+    "ClearFaultArgs",
+    "ClearFaultCommand",
     "ClearLaneLockoutArgs",
     "ClearLaneLockoutCommand",
     "ClockReading",
@@ -533,6 +535,15 @@ class UnblockArgs(_Model, frozen=True, kw_only=True):
     reason: Reason
 
 
+class ClearFaultArgs(_Model, frozen=True, kw_only=True):
+    """End a compartment's ``compartment_fault`` (its lock or door sensor repaired): it is
+    assigned and opened for customers again, and its count of pulses no door opening
+    followed starts from zero."""
+
+    compartment: CompartmentId
+    reason: Reason
+
+
 class GetStateArgs(_Model, frozen=True, kw_only=True):
     """No arguments: the reply's result is the current :class:`State`."""
 
@@ -599,6 +610,11 @@ class UnblockCommand(CommandEnvelope, frozen=True, kw_only=True):
     args: UnblockArgs
 
 
+class ClearFaultCommand(CommandEnvelope, frozen=True, kw_only=True):
+    type: Literal["clear_fault"]
+    args: ClearFaultArgs
+
+
 class ClearLaneLockoutArgs(_Model, frozen=True, kw_only=True):
     """Give a lane's inputs their whole wrong-code budget back and end its ``code_guessing``
     alarms (staff, after looking at the lane)."""
@@ -651,14 +667,14 @@ class GetClockCommand(_Model, frozen=True, kw_only=True):
 
 Command: TypeAlias = (
     AssignCommand | OpenCommand | ReleaseCommand | BlockCommand | UnblockCommand
-    | GetStateCommand | ApplyConfigCommand | ClearLaneLockoutCommand | RevokeGrantsCommand
+    | ClearFaultCommand | GetStateCommand | ApplyConfigCommand | ClearLaneLockoutCommand
+    | RevokeGrantsCommand
 )
 """Any plain command; ``type`` selects the model (:data:`COMMAND_MODELS`)."""
 
 COMMAND_TYPES: tuple[str, ...] = (
-    "assign", "open", "release", "block", "unblock", "get_state", "apply_config",
-    "clear_lane_lockout",
-    "revoke_grants",
+    "assign", "open", "release", "block", "unblock", "clear_fault", "get_state",
+    "apply_config", "clear_lane_lockout", "revoke_grants",
 )
 QUERY_TYPES: tuple[str, ...] = ("get_clock",)
 """Plain queries that act on nothing and carry no deadline (never signed, never recorded):
@@ -672,7 +688,8 @@ assignments, availability or the configuration). Derived from the verifier's
 
 COMMAND_MODELS: dict[str, type[Command]] = {
     "assign": AssignCommand, "open": OpenCommand, "release": ReleaseCommand,
-    "block": BlockCommand, "unblock": UnblockCommand, "get_state": GetStateCommand,
+    "block": BlockCommand, "unblock": UnblockCommand, "clear_fault": ClearFaultCommand,
+    "get_state": GetStateCommand,
     "apply_config": ApplyConfigCommand, "clear_lane_lockout": ClearLaneLockoutCommand,
     "revoke_grants": RevokeGrantsCommand,
 }

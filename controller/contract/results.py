@@ -54,6 +54,14 @@ class BlockResult(_Result, frozen=True, kw_only=True):
     blocked: bool
 
 
+class ClearFaultResult(_Result, frozen=True, kw_only=True):
+    """The compartment whose fault was cleared (a compartment not in fault is refused,
+    ``conflict``)."""
+
+    compartment: CompartmentId
+    cleared: Literal[True]
+
+
 class ApplyConfigResult(_Result, frozen=True, kw_only=True):
     """The configuration's new hash (SHA-256, 64 hex digits; ``status.config_hash`` after
     the restart), the sections changed, and ``restart: true``: the daemon restarts to
@@ -90,6 +98,7 @@ RESULTS: dict[str, type[msgspec.Struct]] = {
     "release": ReleaseResult,
     "block": BlockResult,
     "unblock": BlockResult,
+    "clear_fault": ClearFaultResult,
     "get_state": State,
     "get_clock": ClockReading,
     "apply_config": ApplyConfigResult,

@@ -92,12 +92,13 @@ refused, never served by dropping an entry."""
 
 ROLE_COMMANDS: Mapping[str, Mapping[str, frozenset[str] | None]] = MappingProxyType({
     # A technician on site: read the state, take compartments out of and back into service,
-    # open a door for maintenance or an audit. Never assign, release, change codes or config,
-    # never open for a customer, never revoke.
+    # clear a compartment's fault once repaired, open a door for maintenance or an audit.
+    # Never assign, release, change codes or config, never open for a customer, never revoke.
     "technician": MappingProxyType({
         "get_state": None,
         "block": None,
         "unblock": None,
+        "clear_fault": None,
         "open": frozenset({"maintenance", "audit"}),
         "open_all": frozenset({"maintenance", "audit"}),
         "commission": None,

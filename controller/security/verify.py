@@ -115,6 +115,9 @@ SIGNATURE_POLICY: Mapping[str, SignaturePolicy] = MappingProxyType({
     # blocked for a broken door.
     "block": SignaturePolicy.REQUIRED,
     "unblock": SignaturePolicy.REQUIRED,
+    # Returns a faulty compartment to customers: a forged one would send orders to a door
+    # whose lock or sensor is broken.
+    "clear_fault": SignaturePolicy.REQUIRED,
     # Changes the configuration: lock channels, polarity, zones. Wiring is security.
     "apply_config": SignaturePolicy.REQUIRED,
     # Gives a lane its wrong-code budget back: a forged one would let a guesser on.

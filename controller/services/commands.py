@@ -49,6 +49,7 @@ from controller.contract.messages import (
     ApplyConfigCommand,
     AssignCommand,
     BlockCommand,
+    ClearFaultCommand,
     ClearLaneLockoutCommand,
     ClockReading,
     Command,
@@ -545,6 +546,13 @@ class CommandService:
             await self._audit("unblock", command, command.args.compartment,
                               {"reason": command.args.reason})
             return {"compartment": command.args.compartment, "blocked": False}
+        if isinstance(command, ClearFaultCommand):
+            now = self._now()
+            await self._commit(self._model.clear_fault(command.args.compartment, now),
+                               command.args.compartment)
+            await self._audit("clear_fault", command, command.args.compartment,
+                              {"reason": command.args.reason})
+            return {"compartment": command.args.compartment, "cleared": True}
         if isinstance(command, RevokeGrantsCommand):
             return await self._revoke_grants(command)
         if isinstance(command, ApplyConfigCommand) and self._apply_config is not None:

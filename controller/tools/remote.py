@@ -382,6 +382,8 @@ def command_args(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
                            else {"order_id": args.order})
     if kind in ("block", "unblock"):
         return kind, {"compartment": args.compartment, "reason": args.reason}
+    if kind == "clear-fault":
+        return "clear_fault", {"compartment": args.compartment, "reason": args.reason}
     if kind == "get-state":
         return "get_state", {}
     raise CliError(f"unknown command {kind!r}")
@@ -440,6 +442,10 @@ def add_command_parsers(parser: argparse.ArgumentParser) -> None:
         p = sub.add_parser(name, help=f"{name} a compartment for maintenance")
         p.add_argument("compartment", help="compartment id, e.g. A01")
         p.add_argument("--reason", required=True, help="recorded in the events")
+    p = sub.add_parser("clear-fault", help="return a compartment in fault (compartment_fault) "
+                                           "to customers once its lock or sensor is repaired")
+    p.add_argument("compartment", help="compartment id, e.g. A01")
+    p.add_argument("--reason", required=True, help="recorded in the audit (what was repaired)")
     sub.add_parser("get-state", help="ask for the full state (a fresh snapshot)")
 
 

@@ -172,6 +172,7 @@ def test_well_formed_unsigned_commands_of_every_guarded_type_are_unauthenticated
         "release": {"compartment": "A01"},
         "block": {"compartment": "A01", "reason": "test"},
         "unblock": {"compartment": "A01", "reason": "test"},
+        "clear_fault": {"compartment": "A01", "reason": "test"},
         "apply_config": {"config": {}},
         "clear_lane_lockout": {"lane": "lane-1", "reason": "test"},
         "revoke_grants": {"serial": 1, "revoked": []},

@@ -96,6 +96,9 @@ async def test_a_technician_key_opens_for_maintenance_only_at_its_site(
                 "forbidden")
         assert (await tech.command("block", {"compartment": "B06", "reason": "check"}))["ok"]
         assert (await tech.command("unblock", {"compartment": "B06", "reason": "ok"}))["ok"]
+        # Its role allows clear_fault: refused only because B06 is not in fault.
+        refused(await tech.command("clear_fault", {"compartment": "B06", "reason": "ok"}),
+                "conflict")
         assert pulse_count(rig) == pulses
     finally:
         await tech.__aexit__(None, None, None)

@@ -115,6 +115,8 @@ REMOTE = ["--site", "fr-lyon-07", "--cabinet", "cab-01"]
                                                         "reason": "hinge"})),
     (["unblock", "A01", "--reason", "fixed"], ("unblock", {"compartment": "A01",
                                                             "reason": "fixed"})),
+    (["clear-fault", "A03", "--reason", "latch replaced"],
+     ("clear_fault", {"compartment": "A03", "reason": "latch replaced"})),
     (["get-state"], ("get_state", {})),
 ])
 def test_command_args(argv: list[str], expected: tuple[str, dict[str, str]]) -> None:
