@@ -295,6 +295,7 @@ class Daemon:
             await self.poller.read_probes()
             await self._reconcile(stored)
             await self.lane.start()  # codes are checked offline: before the broker
+            self._restore_alarms()
             # From here the doors and the lane are served, with or without the broker.
             log.info("serving the lane", extra={"ctx": {"boot": boot.id}})
 
@@ -417,6 +418,20 @@ class Daemon:
 
     async def _reconcile(self, stored: dict[str, dict[str, Any]]) -> None:
         await reconcile(self.model, self.sink, stored)
+
+    def _restore_alarms(self) -> None:
+        """The state's alarm list is fed by this run's events; alarms restored from the
+        store (raised and reported before this start, not cleared) are added here:
+        compartments in fault and the lane's wrong-code alarms."""
+        for compartment in self.model.compartments:
+            if compartment.faulted:
+                self.sink.alarms.restore("compartment_fault",
+                                         compartment.faulted_at or time.time(),
+                                         compartment=compartment.compartment_id)
+        for alarm, subject in self.lane.alarms.active():
+            since = self.lane.alarms.since(alarm, subject)
+            if since is not None:
+                self.sink.alarms.restore(alarm, since)
 
     # -- running -----------------------------------------------------------------------
 

@@ -291,6 +291,11 @@ class CabinetModel:
             events = c.open_for_staff(now.wall, reason)
         return self._wrap_wall(events, now)
 
+    def check_open(self, compartment: str, purpose: OpenPurpose) -> None:
+        """Raise DomainError when ``compartment`` is out of use for ``purpose`` (unknown,
+        blocked, faulty); changes nothing (:meth:`Compartment.check_open`)."""
+        self.compartments.get(compartment).check_open(purpose)
+
     def withdraw_open(self, compartment: str) -> None:
         """Undo :meth:`request_open` when the open stops before its pulse (a refusal, a
         store that cannot record it): no pending open is left to hold the order back."""

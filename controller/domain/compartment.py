@@ -271,6 +271,11 @@ class Compartment:
         return self._faulted
 
     @property
+    def faulted_at(self) -> float | None:
+        """When the fault was raised (wall clock), while faulty; else None."""
+        return self._faulted_at if self._faulted else None
+
+    @property
     def goods_inside(self) -> bool:
         """Whether goods are (in doubt: may be) inside."""
         return self._goods_inside
@@ -400,6 +405,13 @@ class Compartment:
         return self._alarms.clear(AlarmKind.COMPARTMENT_FAULT, now)
 
     # -- open requests ---------------------------------------------------------------
+
+    def check_open(self, purpose: OpenPurpose) -> None:
+        """Raise DomainError (blocked, faulty) when no open for ``purpose`` can be allowed
+        whatever the time: checked before the lock's own limits, so a compartment out of use
+        is refused as such, never with a retry. Changes nothing."""
+        if purpose in (OpenPurpose.DEPOSIT, OpenPurpose.COLLECTION):
+            self._refuse_if_blocked_or_faulty()
 
     def open_for_deposit(self, now: float) -> list[DomainEvent]:
         """Declare a courier/staff deposit open (RESERVED, or LOADED to add goods)."""

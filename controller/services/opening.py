@@ -137,7 +137,10 @@ class OpeningService:
         stopped before the pulse; returns the pulse's outcome otherwise."""
         cid = request.compartment
         now = self._now()
-        self._unlock.check(cid, now.mono)  # cooldown and rate limit: refuse before anything
+        # Out of use (blocked, faulty) first, then the lock's cooldown and rate limit: a
+        # compartment that cannot be opened for this is never answered "retry later".
+        self._model.check_open(cid, request.purpose)
+        self._unlock.check(cid, now.mono)  # refuse before anything
         declared = self._model.request_open(cid, request.purpose, now, reason=request.reason)
         events: list[Emitted | PendingEvent] = [
             PendingEvent(e.kind.value, {**e.data(), **request.tag}, e.at_wall, e.compartment)

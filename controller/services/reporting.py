@@ -118,6 +118,17 @@ class AlarmBoard:
                      extra={"ctx": {"alarm": alarm, **where,
                                     "active_s": event.data.get("active_s")}})
 
+    def restore(self, alarm: str, since_wall: float, *, compartment: str | None = None) -> None:
+        """An alarm raised before this start and still active (restored from the store, as
+        a compartment's fault or a lane's ``code_guessing``): listed, with its first raise
+        time, and no new event (its ``alarm_raised`` was reported then)."""
+        key = (alarm, compartment, None, None, None)
+        if key not in self._active:
+            self._active[key] = since_wall
+            log.info(f"alarm still active from before the start: {alarm}"
+                     + (f" {compartment}" if compartment else ""),
+                     extra={"ctx": {"alarm": alarm, "compartment": compartment}})
+
     def active(self) -> list[dict[str, Any]]:
         out = []
         for (kind, compartment, board, zone, _signal), since in sorted(self._active.items(),

@@ -6,6 +6,7 @@ signed ``clear_fault`` command ends it, and the compartment is assigned again.""
 from __future__ import annotations
 
 import asyncio
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +54,17 @@ async def _fault(dispatch: DispatchClient, compartment: str) -> dict[str, Any]:
     return raised
 
 
+def _wall(iso: str) -> float:
+    return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
+
+
+def _fault_alarms(reply: dict[str, Any]) -> list[str]:
+    """The ``since`` of A03's compartment_fault in a get_state reply's alarm list."""
+    assert reply["ok"], reply
+    return [a["since"] for a in reply["result"]["alarms"]
+            if a["kind"] == "compartment_fault" and a.get("compartment") == "A03"]
+
+
 async def _restart(rig: LaneRig, dispatch: DispatchClient) -> None:
     old_boot = (await dispatch.wait_online())["boot_id"]
     start = len(dispatch.messages)
@@ -78,10 +90,18 @@ async def test_a_fault_refuses_customers_survives_a_restart_and_clear_fault_ends
         assert refusal.error is not None
         assert refusal.error.message.startswith("compartment_fault"), refusal
 
-        # Stored: still in fault after a restart.
+        # Stored: still in fault after a restart, its alarm still listed (since its raise),
+        # and not raised again.
+        start = len(dispatch.messages)
         await _restart(rig, dispatch)
         await wait_compartment(dispatch, "A03", lambda c: c["state"] == "fault",
                                "in fault after the restart")
+        listed = _fault_alarms(await dispatch.command("get_state", sign=False))
+        assert len(listed) == 1, listed
+        # The event's time is to the millisecond, the state's to the microsecond.
+        assert abs(_wall(listed[0]) - _wall(raised["at"])) < 0.001, (listed, raised)
+        assert not [m for m in dispatch.messages[start:] if m.channel == "events"
+                    and m.payload.get("kind") == "alarm_raised"]
 
         # Unsigned: refused, nothing changes. Not in fault: conflict.
         refused(await dispatch.command("clear_fault", {"compartment": "A03", "reason": "x"},
@@ -99,6 +119,7 @@ async def test_a_fault_refuses_customers_survives_a_restart_and_clear_fault_ends
         assert reply["result"] == {"compartment": "A03", "cleared": True}
         await _alarm(dispatch, "alarm_cleared", "A03", start)
         await wait_compartment(dispatch, "A03", lambda c: c["state"] == "free", "free again")
+        assert _fault_alarms(await dispatch.command("get_state", sign=False)) == []
         again = await dispatch.command("clear_fault", {"compartment": "A03", "reason": "x"})
         refused(again, "conflict")
 

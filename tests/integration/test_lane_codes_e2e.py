@@ -177,6 +177,17 @@ async def test_a_guesser_never_locks_out_a_customer_with_a_right_code(tmp_path: 
         slowed, _ = await _scan_until(rig, dispatch, keypad, "code_rejected")
         assert slowed["data"]["reason"] == "slow_down"
         assert slowed["data"]["retry_after_s"] > 1
+        # A restart restores the alarm: still listed in the state, and not raised again.
+        old_boot = (await dispatch.wait_online())["boot_id"]
+        restart = len(dispatch.messages)
+        await asyncio.to_thread(rig.daemon.stop)
+        await asyncio.to_thread(rig.daemon.start, False)
+        await dispatch.wait_for(lambda m: m.channel == "status" and m.payload.get("state") ==
+                                "online" and m.payload.get("boot_id") != old_boot, 30,
+                                start=restart)
+        state = await dispatch.command("get_state", sign=False)
+        assert "code_guessing" in [a["kind"] for a in state["result"]["alarms"]], state
+        assert not _since(dispatch, restart, "alarm_raised")
         # ... until staff clear the lane: unsigned, refused; signed, the budget is back.
         command = dispatch.build("clear_lane_lockout", {"lane": "lane-1", "reason": "e2e"})
         refused = await dispatch.send(dispatch.encode(command, sign=False), command["id"])

@@ -24,3 +24,15 @@ def test_two_flapping_signals_of_one_compartment_are_two_incidents() -> None:
                                               "board": "locks-a", "channel": 0}, 2.0, "A01"))
     assert [(a["kind"], a["compartment"]) for a in board.active()] == [
         ("sensor_flapping", "A01")]
+
+
+def test_an_alarm_restored_at_start_is_listed_once_with_its_first_raise_time() -> None:
+    board = AlarmBoard()
+    board.restore("compartment_fault", 100.0, compartment="A03")
+    board.restore("compartment_fault", 200.0, compartment="A03")  # twice: one entry
+    board.feed(PendingEvent("alarm_raised", {"alarm": "compartment_fault"}, 300.0, "A03"))
+    [alarm] = board.active()
+    assert (alarm["kind"], alarm["compartment"]) == ("compartment_fault", "A03")
+    assert alarm["since"].timestamp() == 100.0  # the first raise
+    board.feed(PendingEvent("alarm_cleared", {"alarm": "compartment_fault"}, 400.0, "A03"))
+    assert board.active() == []

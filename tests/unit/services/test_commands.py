@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 
 from controller.contract.messages import decode_command
 from controller.daemon import Daemon
@@ -186,3 +187,33 @@ async def test_a_retry_after_the_store_failed_to_claim_the_id_is_not_a_replay(
     assert again["ok"], again
     lock = core.settings.compartment("A06").lock
     core.board(lock.board).assert_pulsed(lock.channel, times=1)
+
+
+async def test_a_compartment_out_of_use_is_refused_as_such_not_told_to_retry(
+    core: Core,
+) -> None:
+    """Blocked or faulty, with the lock's rate limit spent too: the refusal is ``blocked``
+    or ``hardware`` (compartment_fault), never ``rate_limited``, which would have dispatch
+    retry an open that cannot be allowed."""
+    cid = "B03"
+    for _ in range(core.settings.timing.compartment_max_pulses_per_minute):
+        reply = await core.send(core.command("open", {"compartment": cid,
+                                                      "reason": "maintenance"}))
+        assert reply["ok"], reply
+        await asyncio.sleep(0.03)  # the 10 ms pulse is over
+    assert (await core.send(core.command("block", {"compartment": cid, "reason": "jam"})))["ok"]
+    for reason in ("collect", "deposit"):
+        reply = await core.send(core.command("open", {"compartment": cid, "reason": reason}))
+        assert reply["error"]["code"] == "blocked", reply
+    assert (await core.send(core.command("unblock", {"compartment": cid, "reason": "ok"})))["ok"]
+    compartment = core.model.compartments.get(cid)
+    for _ in range(compartment.fault_after):
+        compartment.open_not_detected(time.time())
+    assert compartment.faulted
+    for reason in ("collect", "deposit"):
+        reply = await core.send(core.command("open", {"compartment": cid, "reason": reason}))
+        assert reply["error"]["code"] == "hardware", reply
+        assert reply["error"]["message"].startswith("compartment_fault"), reply
+    # A staff open is no customer use: the lock's own limit answers it.
+    reply = await core.send(core.command("open", {"compartment": cid, "reason": "maintenance"}))
+    assert reply["error"]["code"] == "rate_limited", reply
