@@ -154,8 +154,9 @@ EXAMPLES: dict[str, list[dict[str, Any]]] = {
     "signed_command": [
         {
             "signed": (
-                '{"id":"c-2026-11-22-000123","type":"open","cabinet":"cab-01",'
-                '"expires":{"boot_id":"' + BOOT_ID + '","uptime_ms":8822345},'
+                '{"id":"c-2026-11-22-000123","type":"open","site":"fr-lyon-07",'
+                '"cabinet":"cab-01","expires":{"boot_id":"' + BOOT_ID + '",'
+                '"uptime_ms":8822345},'
                 '"args":{"compartment":"A01","reason":"customer_app"}}'
             ),
             "key_id": "dispatch-1",
