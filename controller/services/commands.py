@@ -224,6 +224,9 @@ class CommandService:
         self._retake: OrderedDict[str, None] = OrderedDict()
         #: The role of the key that signed the command in hand (None: unsigned).
         self._role: str | None = None
+        #: Who signed the command being handled (its key id, and a technician's grant id):
+        #: written into that command's audit lines.
+        self._signer: dict[str, str] = {}
         self.handled = 0
         self.refused = 0
 
@@ -360,6 +363,7 @@ class CommandService:
 
     async def _authenticate(self, payload: bytes, inner: Command) -> Command:
         self._role = None
+        self._signer = {}
         if not self._settings.security.require_signed_commands:
             self._check_binding(inner)
             return inner
@@ -370,6 +374,10 @@ class CommandService:
                             exc.field) from exc
         # The role of the key that signed the command being handled (one at a time).
         self._role = verified.role
+        if verified.key_id is not None:
+            self._signer = {"key_id": verified.key_id}
+            if verified.grant_id is not None:
+                self._signer["grant"] = verified.grant_id
         return inner
 
     def _check_place(self, command: Command | GetClockCommand) -> None:
@@ -586,7 +594,7 @@ class CommandService:
                      details: dict[str, Any]) -> None:
         try:
             await self._store.audit(action, actor=f"command:{command.id}",
-                                    compartment=compartment, details=details)
+                                    compartment=compartment, details={**details, **self._signer})
         except StoreError as exc:
             log.error("audit write failed", extra={"ctx": {"action": action, "error": str(exc)}})
 
@@ -642,7 +650,8 @@ class CommandService:
         try:
             outcome = await self._opening.open(OpenRequest(
                 cid, _PURPOSE[command.args.reason], now.mono + remaining_s,
-                audit=("open", f"command:{command.id}", {"reason": command.args.reason}),
+                audit=("open", f"command:{command.id}",
+                       {"reason": command.args.reason, **self._signer}),
                 reason=command.args.reason, tag={"command": command.id},
                 ack_with_caller=self._finish_queued is not None,
             ))

@@ -217,3 +217,13 @@ async def test_a_compartment_out_of_use_is_refused_as_such_not_told_to_retry(
     # A staff open is no customer use: the lock's own limit answers it.
     reply = await core.send(core.command("open", {"compartment": cid, "reason": "maintenance"}))
     assert reply["error"]["code"] == "rate_limited", reply
+
+
+async def test_the_audit_names_the_key_that_signed_the_command(core: Core) -> None:
+    assert (await core.send(core.command("block", {"compartment": "A01", "reason": "jam"})))["ok"]
+    reply = await core.send(core.command("open", {"compartment": "B03", "reason": "maintenance"}))
+    assert reply["ok"], reply
+    entries = {a.action: a for a in await core.store.audit_log(10)}
+    assert entries["block"].details == {"reason": "jam", "key_id": "test"}
+    assert entries["open"].details["key_id"] == "test"
+    assert entries["block"].actor.startswith("command:")
