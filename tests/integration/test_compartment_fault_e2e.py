@@ -5,7 +5,6 @@ signed ``clear_fault`` command ends it, and the compartment is assigned again.""
 
 from __future__ import annotations
 
-import asyncio
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -13,9 +12,8 @@ from typing import Any
 import pytest
 
 from controller.dispatch import DispatchClient
-from controller.lab.rig import LaneRig
 from tests.integration.test_security_e2e import refused
-from tests.support.lane import open_when_ready, running_lane, wait_compartment
+from tests.support.lane import open_when_ready, restart_daemon, running_lane, wait_compartment
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(150)]
 
@@ -65,15 +63,6 @@ def _fault_alarms(reply: dict[str, Any]) -> list[str]:
             if a["kind"] == "compartment_fault" and a.get("compartment") == "A03"]
 
 
-async def _restart(rig: LaneRig, dispatch: DispatchClient) -> None:
-    old_boot = (await dispatch.wait_online())["boot_id"]
-    start = len(dispatch.messages)
-    await asyncio.to_thread(rig.daemon.stop)
-    await asyncio.to_thread(rig.daemon.start, False)
-    await dispatch.wait_for(lambda m: m.channel == "status" and m.payload.get("state") ==
-                            "online" and m.payload.get("boot_id") != old_boot, 30, start=start)
-
-
 async def test_a_fault_refuses_customers_survives_a_restart_and_clear_fault_ends_it(
         tmp_path: Path) -> None:
     async with running_lane(tmp_path, overrides=OVERRIDES, emulate_timing=False) as (
@@ -92,8 +81,7 @@ async def test_a_fault_refuses_customers_survives_a_restart_and_clear_fault_ends
 
         # Stored: still in fault after a restart, its alarm still listed (since its raise),
         # and not raised again.
-        start = len(dispatch.messages)
-        await _restart(rig, dispatch)
+        start = await restart_daemon(rig, dispatch)
         await wait_compartment(dispatch, "A03", lambda c: c["state"] == "fault",
                                "in fault after the restart")
         listed = _fault_alarms(await dispatch.command("get_state", sign=False))
@@ -129,7 +117,7 @@ async def test_a_fault_refuses_customers_survives_a_restart_and_clear_fault_ends
         state = await wait_compartment(dispatch, "A03", lambda c: True, "read")
         assert state["state"] == "free", state
 
-        await _restart(rig, dispatch)
+        await restart_daemon(rig, dispatch)
         await wait_compartment(dispatch, "A03", lambda c: c["state"] == "free",
                                "free after the restart")
         assigned = await dispatch.command("assign", assign("o-f2"))

@@ -29,7 +29,7 @@ import redis.asyncio as aioredis
 
 from controller.lab.rig import LaneRig
 from controller.mqtt.dispatch import DispatchClient
-from tests.support.lane import pulses, running_lane, wait_event
+from tests.support.lane import pulses, restart_daemon, running_lane, wait_event
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 
@@ -178,13 +178,7 @@ async def test_a_guesser_never_locks_out_a_customer_with_a_right_code(tmp_path: 
         assert slowed["data"]["reason"] == "slow_down"
         assert slowed["data"]["retry_after_s"] > 1
         # A restart restores the alarm: still listed in the state, and not raised again.
-        old_boot = (await dispatch.wait_online())["boot_id"]
-        restart = len(dispatch.messages)
-        await asyncio.to_thread(rig.daemon.stop)
-        await asyncio.to_thread(rig.daemon.start, False)
-        await dispatch.wait_for(lambda m: m.channel == "status" and m.payload.get("state") ==
-                                "online" and m.payload.get("boot_id") != old_boot, 30,
-                                start=restart)
+        restart = await restart_daemon(rig, dispatch)
         state = await dispatch.command("get_state", sign=False)
         assert "code_guessing" in [a["kind"] for a in state["result"]["alarms"]], state
         assert not _since(dispatch, restart, "alarm_raised")

@@ -8,7 +8,6 @@ take its command id away from a later signed command.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 import uuid
@@ -23,6 +22,7 @@ from controller.lab.rig import LaneRig
 from controller.mqtt.dispatch import DispatchClient
 from controller.security.grants import issue_grant
 from tests.integration.test_security_e2e import pulse_count, refused
+from tests.support.lane import restart_daemon
 from tests.support.mqtt_client import MqttProbe
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(150)]
@@ -229,12 +229,7 @@ async def test_a_revoked_grant_stops_working_and_stays_revoked_after_a_restart(
     finally:
         await tech.__aexit__(None, None, None)
 
-    old_boot = (await dispatch.wait_online())["boot_id"]
-    start = len(dispatch.messages)
-    await asyncio.to_thread(rig.daemon.stop)
-    await asyncio.to_thread(rig.daemon.start, False)
-    await dispatch.wait_for(lambda m: m.channel == "status" and m.payload.get("state") ==
-                            "online" and m.payload.get("boot_id") != old_boot, 30, start=start)
+    await restart_daemon(rig, dispatch)
     tech = await _technician(rig, grant, key)
     try:
         pulses = pulse_count(rig)

@@ -58,6 +58,18 @@ async def wait_until(check: Callable[[], Awaitable[T | None]], what: str,
         await asyncio.sleep(every_s)
 
 
+async def restart_daemon(rig: LaneRig, dispatch: DispatchClient) -> int:
+    """Stop the daemon (SIGTERM) and start it again; return once ``dispatch`` has seen it
+    online under a new boot. Returns the index of the first message after the stop."""
+    old_boot = (await dispatch.wait_online())["boot_id"]
+    start = len(dispatch.messages)
+    await asyncio.to_thread(rig.daemon.stop)
+    await asyncio.to_thread(rig.daemon.start, False)
+    await dispatch.wait_for(lambda m: m.channel == "status" and m.payload.get("state") ==
+                            "online" and m.payload.get("boot_id") != old_boot, 30, start=start)
+    return start
+
+
 def truth(rig: LaneRig, kind: str, compartment: str | None = None) -> list[dict[str, Any]]:
     """The simulator's ground truth events of ``kind`` (optionally for one compartment)."""
     fields: dict[str, Any] = {"kind": kind, "limit": 1_000_000}

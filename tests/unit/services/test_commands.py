@@ -103,13 +103,18 @@ async def test_pulse_failure_is_a_structured_hardware_error(core: Core) -> None:
     assert kinds == ["open_requested", "unlock_pulse_sent", "unlock_pulse_failed"]
 
 
-async def test_rate_limit_refuses_before_anything_is_recorded(core: Core) -> None:
-    cid = "B03"
+async def _spend_rate_limit(core: Core, cid: str) -> None:
+    """Maintenance opens of ``cid`` until its per-minute pulse limit is used up."""
     for _ in range(core.settings.timing.compartment_max_pulses_per_minute):
         reply = await core.send(core.command("open", {"compartment": cid,
                                                       "reason": "maintenance"}))
         assert reply["ok"], reply
         await asyncio.sleep(0.03)  # the 10 ms pulse is over
+
+
+async def test_rate_limit_refuses_before_anything_is_recorded(core: Core) -> None:
+    cid = "B03"
+    await _spend_rate_limit(core, cid)
     events_before = len(await core.events())
     cmd = core.command("open", {"compartment": cid, "reason": "maintenance"})
     reply = await core.send(cmd)
@@ -196,11 +201,7 @@ async def test_a_compartment_out_of_use_is_refused_as_such_not_told_to_retry(
     or ``hardware`` (compartment_fault), never ``rate_limited``, which would have dispatch
     retry an open that cannot be allowed."""
     cid = "B03"
-    for _ in range(core.settings.timing.compartment_max_pulses_per_minute):
-        reply = await core.send(core.command("open", {"compartment": cid,
-                                                      "reason": "maintenance"}))
-        assert reply["ok"], reply
-        await asyncio.sleep(0.03)  # the 10 ms pulse is over
+    await _spend_rate_limit(core, cid)
     assert (await core.send(core.command("block", {"compartment": cid, "reason": "jam"})))["ok"]
     for reason in ("collect", "deposit"):
         reply = await core.send(core.command("open", {"compartment": cid, "reason": reason}))
