@@ -541,26 +541,18 @@ class CommandService:
         if isinstance(command, ReleaseCommand):
             return await self._release(command)
         if isinstance(command, BlockCommand):
-            now = self._now()
-            await self._commit(self._model.block(command.args.compartment, now,
-                                                 command.args.reason), command.args.compartment)
-            await self._audit("block", command, command.args.compartment,
-                              {"reason": command.args.reason})
-            return {"compartment": command.args.compartment, "blocked": True}
+            cid = command.args.compartment
+            return await self._maintain(command, self._model.block(cid, self._now(),
+                                                                   command.args.reason),
+                                        {"blocked": True})
         if isinstance(command, UnblockCommand):
-            now = self._now()
-            await self._commit(self._model.unblock(command.args.compartment, now),
-                               command.args.compartment)
-            await self._audit("unblock", command, command.args.compartment,
-                              {"reason": command.args.reason})
-            return {"compartment": command.args.compartment, "blocked": False}
+            return await self._maintain(
+                command, self._model.unblock(command.args.compartment, self._now()),
+                {"blocked": False})
         if isinstance(command, ClearFaultCommand):
-            now = self._now()
-            await self._commit(self._model.clear_fault(command.args.compartment, now),
-                               command.args.compartment)
-            await self._audit("clear_fault", command, command.args.compartment,
-                              {"reason": command.args.reason})
-            return {"compartment": command.args.compartment, "cleared": True}
+            return await self._maintain(
+                command, self._model.clear_fault(command.args.compartment, self._now()),
+                {"cleared": True})
         if isinstance(command, RevokeGrantsCommand):
             return await self._revoke_grants(command)
         if isinstance(command, ApplyConfigCommand) and self._apply_config is not None:
@@ -589,6 +581,15 @@ class CommandService:
 
     async def _save_directly(self, compartment: str) -> None:
         await self._store.save_compartment(compartment, self._model.stored_state(compartment))
+
+    async def _maintain(self, command: BlockCommand | UnblockCommand | ClearFaultCommand,
+                        events: list[Emitted], result: dict[str, Any]) -> dict[str, Any]:
+        """A compartment's maintenance command whose model change gave ``events``: commit
+        them, audit it with its reason; the result names the compartment."""
+        cid = command.args.compartment
+        await self._commit(events, cid)
+        await self._audit(command.type, command, cid, {"reason": command.args.reason})
+        return {"compartment": cid, **result}
 
     async def _audit(self, action: str, command: Command, compartment: str | None,
                      details: dict[str, Any]) -> None:
